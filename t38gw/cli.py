@@ -1,0 +1,56 @@
+"""Command line: ``t38gw serve | send | check-config``.
+
+Exit codes (DESIGN.md): 0 ok, 2 usage or configuration error, 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from t38gw import __version__
+from t38gw.logs import configure_logging, get_logger
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="t38gw", description="T.38 fax-over-IP gateway")
+    parser.add_argument("--version", action="version", version=f"t38gw {__version__}")
+    parser.add_argument("--log-format", choices=["json", "console"], default="json",
+                        help="JSON lines on stderr (default) or human-readable console lines")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration (default: embedded defaults)")
+    send = commands.add_parser("send", help="send a fax through the running gateway's API")
+    send.add_argument("files", nargs="+", metavar="FILE")
+    send.add_argument("--to", required=True, help="SIP URI or number")
+    check = commands.add_parser("check-config", help="validate a configuration file and print what it means")
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    configure_logging(args.log_format, args.log_level)
+    log = get_logger()
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    # The service (issue #6) is not built yet.  Say so plainly rather than run a fake server.
+    log.error("not_built_yet", command=args.command,
+              detail=f"'t38gw {args.command}' arrives with the service (issue #6); "
+                     "the protocol cores (udptl, imaging, sip, T.30) are what this version contains")
+    print(f"t38gw {args.command}: not built yet — the service arrives with issue #6.", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
