@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from t38gw import __version__
+from t38gw.config import ConfigError, describe, load_config
 from t38gw.logs import configure_logging, get_logger
 
 EXIT_OK = 0
@@ -44,12 +45,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.command == "check-config":
+        return _check_config(args.file)
+    if args.command == "serve" and args.config:
+        # Refuse a bad config before anything else, naming the key (DESIGN.md).
+        status = _check_config(args.config, quiet=True)
+        if status != EXIT_OK:
+            return status
     # The service (issue #6) is not built yet.  Say so plainly rather than run a fake server.
     log.error("not_built_yet", command=args.command,
               detail=f"'t38gw {args.command}' arrives with the service (issue #6); "
                      "the protocol cores (udptl, imaging, sip, T.30) are what this version contains")
     print(f"t38gw {args.command}: not built yet — the service arrives with issue #6.", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _check_config(path: str, quiet: bool = False) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        get_logger().error("config_invalid", key=exc.key, problem=exc.problem, file=path)
+        print(f"t38gw: bad configuration in {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not quiet:
+        print(f"{path}: OK")
+        print(describe(config))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

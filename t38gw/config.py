@@ -1,0 +1,481 @@
+"""Gateway configuration: TOML file, embedded defaults, ``T38GW_<SECTION>_<KEY>`` overrides.
+
+Every key has a default (DESIGN.md "Configuration"), so ``t38gw serve`` with no file
+runs.  A bad configuration is refused whole with one ``ConfigError`` naming the key
+and why: a half-working gateway (one listener up, routing broken) would lose faxes
+silently, which is worse than not starting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong.  ``key`` is the dotted key, e.g. ``t38.max_datagram``."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+# T.30 Table 3: the identity (CSI/TSI) is up to 20 characters of digits, space and "+".
+_T30_IDENT = re.compile(r"^[0-9+ ]{0,20}$")
+_LISTEN = re.compile(r"^(udp|tcp|tls):(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})$")
+_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
+
+
+@dataclass(frozen=True)
+class Listener:
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Trunk:
+    name: str
+    registrar: str
+    username: str = ""
+    password: str = ""
+    expires: int = 600
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    certificate: str = ""
+    private_key: str = ""
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    listen: tuple[Listener, ...] = (Listener("udp", "0.0.0.0", 5060), Listener("tcp", "0.0.0.0", 5060))
+    public_address: str = ""
+    allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
+    t38_reinvite_after: float = 0.0
+    trunks: tuple[Trunk, ...] = ()
+    tls: TlsConfig = TlsConfig()
+
+
+@dataclass(frozen=True)
+class T38Config:
+    udptl_ports: tuple[int, int] = (40000, 40999)
+    error_correction: str = "redundancy"
+    redundancy_depth: int = 3
+    fec_span: int = 3
+    fec_entries: int = 3
+    max_datagram: int = 400
+    versions: tuple[int, ...] = (0, 1, 2, 3)
+    max_bitrate: int = 14400
+
+
+@dataclass(frozen=True)
+class FaxConfig:
+    local_ident: str = ""
+    ecm: bool = True
+    compressions: tuple[str, ...] = ("mh", "mr", "mmr")
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    dir: str = "var/archive"
+    formats: tuple[str, ...] = ("pdf", "tiff")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    name: str
+    url: str
+    secret: str
+    attach: str = "pdf"
+    events: tuple[str, ...] = ("fax.received", "fax.failed")
+
+
+@dataclass(frozen=True)
+class Route:
+    did: str = ""
+    caller: str = ""
+    tsi: str = ""
+    trunk: str = ""
+    webhook: str = ""
+    archive_subdir: str = ""
+    reject: bool = False
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    sip: SipConfig = SipConfig()
+    t38: T38Config = T38Config()
+    fax: FaxConfig = FaxConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    webhooks: tuple[Webhook, ...] = ()
+    routes: tuple[Route, ...] = ()
+    http: HttpConfig = HttpConfig()
+    spool: str = "var/spool.db"
+
+
+_SECTIONS = {"sip", "t38", "fax", "archive", "webhooks", "routes", "http", "spool"}
+_WEBHOOK_EVENTS = {"fax.received", "fax.failed", "fax.sent", "fax.send_failed"}
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (TOML; None means embedded defaults), apply env overrides, validate.
+
+    Raises ``ConfigError`` naming the first bad key.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("", f"config file {str(path)!r} not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("", f"cannot read config file {str(path)!r}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            hint = ""
+            if "Expected newline" in str(exc) and ";" in Path(path).read_text(encoding="utf-8", errors="replace"):
+                hint = " (TOML separates keys with newlines, not ';')"
+            raise ConfigError("", f"{path} is not valid TOML: {exc}{hint}") from None
+    _apply_env(raw, os.environ if environ is None else environ)
+    return _build(raw)
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """``T38GW_<SECTION>_<KEY>`` overrides a scalar or list key (lists as JSON or comma-separated)."""
+    scalar_sections = {
+        "sip": SipConfig, "t38": T38Config, "fax": FaxConfig, "archive": ArchiveConfig, "http": HttpConfig,
+    }
+    for name, value in environ.items():
+        if not name.startswith("T38GW_"):
+            continue
+        rest = name[len("T38GW_"):].lower()
+        section, _, key = rest.partition("_")
+        if section == "spool" and not key:
+            raw["spool"] = value
+            continue
+        if section not in scalar_sections or not key:
+            continue  # not a config override (e.g. T38GW_TESTDATA)
+        known = {f.name for f in fields(scalar_sections[section])} - {"trunks", "tls"}
+        if key not in known:
+            raise ConfigError(f"{section}.{key}", f"unknown key (set by environment variable {name})")
+        raw.setdefault(section, {})[key] = _env_value(value, f"{section}.{key}")
+
+
+def _env_value(text: str, key: str) -> Any:
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(key, f"environment value is not a JSON list: {exc}") from None
+    lowered = stripped.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(stripped)
+        except ValueError:
+            pass
+    return text
+
+
+class _Reader:
+    """Takes typed values out of one TOML table, naming the key in every error."""
+
+    def __init__(self, table: Any, prefix: str) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(prefix, "must be a table")
+        self.table = dict(table)
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def take(self, name: str, default: Any, kind: type | tuple[type, ...]) -> Any:
+        if name not in self.table:
+            return default
+        value = self.table.pop(name)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool and (not isinstance(kind, tuple) or bool not in kind):
+            raise ConfigError(self.key(name), f"must be {_kind_name(kind)}, got {value!r}")
+        if not isinstance(value, kind):
+            raise ConfigError(self.key(name), f"must be {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def take_list(self, name: str, default: tuple, item_kind: type) -> tuple:
+        if name not in self.table:
+            return default
+        value = self.table.pop(name)
+        if isinstance(value, str) and item_kind is str:
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, item_kind) and not isinstance(v, bool) for v in value):
+            raise ConfigError(self.key(name), f"must be a list of {_kind_name(item_kind)}s, got {value!r}")
+        return tuple(value)
+
+    def finish(self, known: list[str]) -> None:
+        for name in self.table:
+            hint = difflib.get_close_matches(name, known, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(self.key(name), f"unknown key{suggestion}")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _build(raw: dict[str, Any]) -> Config:
+    top = _Reader(raw, "")
+    for name in raw:
+        if name not in _SECTIONS:
+            hint = difflib.get_close_matches(name, sorted(_SECTIONS), n=1)
+            raise ConfigError(name, "unknown section" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    sip = _build_sip(top.table.pop("sip", {}))
+    t38 = _build_t38(top.table.pop("t38", {}))
+    fax = _build_fax(top.table.pop("fax", {}))
+    archive = _build_archive(top.table.pop("archive", {}))
+    webhooks = _build_webhooks(top.table.pop("webhooks", []))
+    routes = _build_routes(top.table.pop("routes", []), {w.name for w in webhooks}, {t.name for t in sip.trunks})
+    http = _build_http(top.table.pop("http", {}))
+    spool = top.take("spool", Config.spool, str)
+    return Config(sip=sip, t38=t38, fax=fax, archive=archive, webhooks=webhooks, routes=routes, http=http, spool=spool)
+
+
+def _parse_listener(text: str, key: str) -> Listener:
+    match = _LISTEN.match(text)
+    if not match:
+        raise ConfigError(key, f"{text!r} is not 'udp|tcp|tls:HOST:PORT'")
+    transport, host, port = match.group(1), match.group(2).strip("[]"), int(match.group(3))
+    if not 0 < port < 65536:
+        raise ConfigError(key, f"port {port} is out of range 1-65535")
+    return Listener(transport, host, port)
+
+
+def _build_sip(table: Any) -> SipConfig:
+    r = _Reader(table, "sip")
+    listen = tuple(_parse_listener(t, "sip.listen") for t in r.take_list("listen", tuple(map(str, SipConfig.listen)), str))
+    if not listen:
+        raise ConfigError("sip.listen", "at least one listener is needed")
+    allow = []
+    for text in r.take_list("allow_from", ("127.0.0.0/8",), str):
+        try:
+            allow.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError("sip.allow_from", f"{text!r} is not an address or CIDR network") from None
+    trunks = []
+    tables = r.take("trunks", [], list)
+    for index, t in enumerate(tables):
+        tr = _Reader(t, f"sip.trunks[{index}]")
+        name = tr.take("name", "", str)
+        registrar = tr.take("registrar", "", str)
+        if not name:
+            raise ConfigError(tr.key("name"), "every trunk needs a name")
+        if not registrar.startswith(("sip:", "sips:")):
+            raise ConfigError(tr.key("registrar"), f"must be a sip: or sips: URI, got {registrar!r}")
+        expires = tr.take("expires", 600, int)
+        if not 60 <= expires <= 86400:
+            raise ConfigError(tr.key("expires"), f"must be 60..86400 seconds, got {expires}")
+        trunk = Trunk(name, registrar, tr.take("username", "", str), tr.take("password", "", str), expires)
+        tr.finish(["name", "registrar", "username", "password", "expires"])
+        trunks.append(trunk)
+    if len({t.name for t in trunks}) != len(trunks):
+        raise ConfigError("sip.trunks", "trunk names must be unique")
+    tls_table = r.take("tls", {}, dict)
+    tr = _Reader(tls_table, "sip.tls")
+    tls = TlsConfig(tr.take("certificate", "", str), tr.take("private_key", "", str))
+    tr.finish(["certificate", "private_key"])
+    if any(lst.transport == "tls" for lst in listen) and not (tls.certificate and tls.private_key):
+        raise ConfigError("sip.tls", "a tls: listener needs sip.tls.certificate and sip.tls.private_key")
+    config = SipConfig(
+        listen=listen,
+        public_address=r.take("public_address", "", str),
+        allow_from=tuple(allow),
+        t38_reinvite_after=r.take("t38_reinvite_after", 0.0, float),
+        trunks=tuple(trunks),
+        tls=tls,
+    )
+    r.finish([f.name for f in fields(SipConfig)])
+    return config
+
+
+def _build_t38(table: Any) -> T38Config:
+    r = _Reader(table, "t38")
+    ports_text = r.take("udptl_ports", "40000-40999", str)
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", ports_text)
+    if not match:
+        raise ConfigError("t38.udptl_ports", f"must be 'LOW-HIGH', got {ports_text!r}")
+    low, high = int(match.group(1)), int(match.group(2))
+    if not (1024 <= low <= high <= 65535):
+        raise ConfigError("t38.udptl_ports", f"range {low}-{high} must lie within 1024-65535 with LOW <= HIGH")
+    error_correction = r.take("error_correction", "redundancy", str)
+    if error_correction not in ("redundancy", "fec", "none"):
+        raise ConfigError("t38.error_correction", f"must be 'redundancy', 'fec' or 'none', got {error_correction!r}")
+    config = T38Config(
+        udptl_ports=(low, high),
+        error_correction=error_correction,
+        redundancy_depth=_bounded(r, "redundancy_depth", 3, 0, 7),
+        fec_span=_bounded(r, "fec_span", 3, 1, 15),
+        fec_entries=_bounded(r, "fec_entries", 3, 1, 15),
+        # Below ~100 octets no HDLC frame with redundancy fits; T.38 D.2.3 lets the peer
+        # state its receive limit, ours must be sane.
+        max_datagram=_bounded(r, "max_datagram", 400, 100, 65535),
+        versions=r.take_list("versions", (0, 1, 2, 3), int),
+        max_bitrate=r.take("max_bitrate", 14400, int),
+    )
+    if not config.versions or any(v not in (0, 1, 2, 3) for v in config.versions):
+        raise ConfigError("t38.versions", f"must be a non-empty list drawn from 0, 1, 2, 3, got {list(config.versions)}")
+    if config.max_bitrate not in (2400, 4800, 7200, 9600, 12000, 14400, 33600):
+        raise ConfigError("t38.max_bitrate", f"must be one of 2400, 4800, 7200, 9600, 12000, 14400, 33600, got {config.max_bitrate}")
+    r.finish([f.name for f in fields(T38Config)])
+    return config
+
+
+def _bounded(r: _Reader, name: str, default: int, low: int, high: int) -> int:
+    value = r.take(name, default, int)
+    if not low <= value <= high:
+        raise ConfigError(r.key(name), f"must be {low}..{high}, got {value}")
+    return value
+
+
+def _build_fax(table: Any) -> FaxConfig:
+    r = _Reader(table, "fax")
+    ident = r.take("local_ident", "", str)
+    if not _T30_IDENT.match(ident):
+        raise ConfigError("fax.local_ident", f"T.30 identities are up to 20 digits, spaces or '+', got {ident!r}")
+    compressions = r.take_list("compressions", ("mh", "mr", "mmr"), str)
+    bad = [c for c in compressions if c not in ("mh", "mr", "mmr")]
+    if bad or "mh" not in compressions:
+        raise ConfigError("fax.compressions", f"must include 'mh' (T.30 mandates it) and only 'mh', 'mr', 'mmr', got {list(compressions)}")
+    config = FaxConfig(local_ident=ident, ecm=r.take("ecm", True, bool), compressions=compressions)
+    r.finish([f.name for f in fields(FaxConfig)])
+    return config
+
+
+def _build_archive(table: Any) -> ArchiveConfig:
+    r = _Reader(table, "archive")
+    formats = r.take_list("formats", ("pdf", "tiff"), str)
+    if not formats or any(f not in ("pdf", "tiff") for f in formats):
+        raise ConfigError("archive.formats", f"must be a non-empty list of 'pdf' and/or 'tiff', got {list(formats)}")
+    config = ArchiveConfig(dir=r.take("dir", "var/archive", str), formats=formats)
+    if not config.dir:
+        raise ConfigError("archive.dir", "must not be empty")
+    r.finish([f.name for f in fields(ArchiveConfig)])
+    return config
+
+
+def _build_webhooks(tables: Any) -> tuple[Webhook, ...]:
+    if not isinstance(tables, list):
+        raise ConfigError("webhooks", "must be an array of tables ([[webhooks]])")
+    hooks = []
+    for index, table in enumerate(tables):
+        r = _Reader(table, f"webhooks[{index}]")
+        name = r.take("name", "default" if index == 0 else "", str)
+        url = r.take("url", "", str)
+        secret = r.take("secret", "", str)
+        if not name:
+            raise ConfigError(r.key("name"), "every webhook needs a name")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(r.key("url"), f"must be an http:// or https:// URL, got {url!r}")
+        if not _SECRET.match(secret):
+            raise ConfigError(r.key("secret"), "must be 'whsec_' followed by base64 (Standard Webhooks)")
+        attach = r.take("attach", "pdf", str)
+        if attach not in ("pdf", "tiff", "none"):
+            raise ConfigError(r.key("attach"), f"must be 'pdf', 'tiff' or 'none', got {attach!r}")
+        events = r.take_list("events", ("fax.received", "fax.failed"), str)
+        unknown = [e for e in events if e not in _WEBHOOK_EVENTS]
+        if unknown:
+            raise ConfigError(r.key("events"), f"unknown event(s) {unknown}; known: {sorted(_WEBHOOK_EVENTS)}")
+        r.finish([f.name for f in fields(Webhook)])
+        hooks.append(Webhook(name, url, secret, attach, events))
+    if len({h.name for h in hooks}) != len(hooks):
+        raise ConfigError("webhooks", "webhook names must be unique")
+    return tuple(hooks)
+
+
+def _build_routes(tables: Any, webhook_names: set[str], trunk_names: set[str]) -> tuple[Route, ...]:
+    if not isinstance(tables, list):
+        raise ConfigError("routes", "must be an array of tables ([[routes]])")
+    routes = []
+    for index, table in enumerate(tables):
+        r = _Reader(table, f"routes[{index}]")
+        values = {}
+        for name in ("did", "caller", "tsi"):
+            pattern = r.take(name, "", str)
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(r.key(name), f"is not a valid regular expression: {exc}") from None
+            values[name] = pattern
+        route = Route(
+            trunk=r.take("trunk", "", str),
+            webhook=r.take("webhook", "", str),
+            archive_subdir=r.take("archive_subdir", "", str),
+            reject=r.take("reject", False, bool),
+            **values,
+        )
+        if route.webhook and route.webhook not in webhook_names:
+            raise ConfigError(r.key("webhook"), f"names no configured webhook (have: {sorted(webhook_names) or 'none'})")
+        if route.archive_subdir and (Path(route.archive_subdir).is_absolute() or ".." in Path(route.archive_subdir).parts):
+            raise ConfigError(r.key("archive_subdir"), "must be a relative path inside the archive")
+        r.finish([f.name for f in fields(Route)])
+        routes.append(route)
+    return tuple(routes)
+
+
+def _build_http(table: Any) -> HttpConfig:
+    r = _Reader(table, "http")
+    listen = r.take("listen", "127.0.0.1:8080", str)
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ConfigError("http.listen", f"must be 'HOST:PORT', got {listen!r}")
+    config = HttpConfig(listen=(host.strip("[]"), int(port)), tokens=r.take_list("tokens", (), str))
+    r.finish([f.name for f in fields(HttpConfig)])
+    return config
+
+
+def describe(config: Config) -> str:
+    """A human summary of what a configuration means (for ``t38gw check-config``)."""
+    sip, t38, fax = config.sip, config.t38, config.fax
+    lines = [
+        "SIP listeners: " + ", ".join(map(str, sip.listen)),
+        "INVITEs accepted without auth from: " + ", ".join(map(str, sip.allow_from)),
+        "T.38 re-INVITE after answering audio: "
+        + ("never (wait for the peer)" if sip.t38_reinvite_after < 0 else f"{sip.t38_reinvite_after:g} s"),
+        f"Trunks: {', '.join(t.name for t in sip.trunks) or 'none'}",
+        f"UDPTL ports {t38.udptl_ports[0]}-{t38.udptl_ports[1]} "
+        f"({t38.udptl_ports[1] - t38.udptl_ports[0] + 1} concurrent calls at most)",
+        f"T.38 error correction offered: {t38.error_correction}"
+        + (f" (depth {t38.redundancy_depth})" if t38.error_correction == "redundancy" else "")
+        + (f" (span {t38.fec_span}, entries {t38.fec_entries})" if t38.error_correction == "fec" else ""),
+        f"T.38 versions {list(t38.versions)}, max bit rate {t38.max_bitrate}, max datagram {t38.max_datagram}",
+        f"Fax: ident {fax.local_ident!r}, ECM {'on' if fax.ecm else 'off'}, compressions {', '.join(fax.compressions)}",
+        f"Archive: {config.archive.dir} as {', '.join(config.archive.formats)}",
+        f"Spool: {config.spool}",
+        f"Webhooks: {', '.join(f'{w.name} -> {w.url}' for w in config.webhooks) or 'none'}",
+        f"Routes: {len(config.routes)} (first match wins)" + ("" if config.routes else "; every accepted call uses the default route"),
+        f"HTTP API: {config.http.listen[0]}:{config.http.listen[1]}"
+        + (f", {len(config.http.tokens)} bearer token(s)" if config.http.tokens else ", no tokens: loopback clients only"),
+    ]
+    return "\n".join(lines)
