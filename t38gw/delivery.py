@@ -1,0 +1,87 @@
+"""The trio loop that drains the webhook spool: the only I/O around ``t38gw.spool``.
+
+One worker task: take due deliveries, POST each signed with a fresh timestamp, record
+the outcome in the spool, then sleep until the next one is due or ``nudge()`` says a
+new one was enqueued.  A connection error, a timeout and any non-2xx answer are all
+failures that the spool schedules again with back-off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import httpx
+import structlog
+import trio
+
+from t38gw.spool import DeliveryState, Spool
+from t38gw.webhooks import signed_headers
+
+ATTEMPT_TIMEOUT_SECONDS = 15.0
+log = structlog.get_logger("t38gw.delivery")
+
+
+@dataclass
+class DeliveryStats:
+    delivered: int = 0
+    failed_attempts: int = 0
+    dead: int = 0
+
+
+@dataclass
+class DeliveryWorker:
+    spool: Spool
+    secrets: Mapping[str, str]                      # webhook name -> whsec_ secret
+    wall_clock: Callable[[], float] = time.time
+    attempt_timeout: float = ATTEMPT_TIMEOUT_SECONDS
+    stats: DeliveryStats = field(default_factory=DeliveryStats)
+    _wakeup: trio.Event = field(default_factory=trio.Event)
+
+    def nudge(self) -> None:
+        """Wake the worker: something was enqueued."""
+        self._wakeup.set()
+
+    async def run(self, client: httpx.AsyncClient | None = None) -> None:
+        """Deliver until cancelled."""
+        async with (client or httpx.AsyncClient(timeout=self.attempt_timeout)) as http:
+            while True:
+                await self.deliver_due(http)
+                self._wakeup = trio.Event()
+                next_at = self.spool.next_due_at()
+                delay = math.inf if next_at is None else max(0.0, next_at - self.wall_clock())
+                with trio.move_on_after(delay):
+                    await self._wakeup.wait()
+
+    async def deliver_due(self, http: httpx.AsyncClient) -> None:
+        """One pass over what is due now."""
+        for delivery in self.spool.due(self.wall_clock()):
+            bound = log.bind(webhook_id=delivery.id, fax_id=delivery.fax_id, webhook=delivery.webhook,
+                             event_type=delivery.event_type, attempt=delivery.attempts + 1)
+            secret = self.secrets.get(delivery.webhook)
+            if secret is None:
+                error = f"webhook {delivery.webhook!r} is no longer configured"
+            else:
+                timestamp = int(self.wall_clock())
+                try:
+                    response = await http.post(delivery.url, content=delivery.body,
+                                               headers=signed_headers(secret, delivery.id, timestamp, delivery.body),
+                                               timeout=self.attempt_timeout)
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                else:
+                    if 200 <= response.status_code < 300:
+                        self.spool.mark_delivered(delivery.id, self.wall_clock())
+                        self.stats.delivered += 1
+                        bound.info("webhook_delivered", status=response.status_code)
+                        continue
+                    error = f"HTTP {response.status_code}"
+            state = self.spool.mark_failed(delivery.id, error, self.wall_clock())
+            self.stats.failed_attempts += 1
+            if state is DeliveryState.DEAD:
+                self.stats.dead += 1
+                bound.error("webhook_dead", error=error)
+            else:
+                bound.warning("webhook_attempt_failed", error=error)

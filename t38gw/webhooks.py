@@ -1,0 +1,86 @@
+"""Webhook messages signed per the Standard Webhooks convention.
+
+DESIGN.md "Webhooks": the HMAC key is the base64-decoded part of the secret after
+``whsec_``; the signature is ``v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)>``
+sent in ``webhook-signature`` beside ``webhook-id`` and ``webhook-timestamp``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Any, Mapping
+
+SECRET_PREFIX = "whsec_"
+# Standard Webhooks: receivers reject timestamps further than this from their clock.
+DEFAULT_TOLERANCE_SECONDS = 5 * 60
+
+
+class WebhookVerificationError(Exception):
+    """A received webhook's signature or timestamp does not verify."""
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("webhook secrets start with 'whsec_'")
+    try:
+        return base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"webhook secret is not base64 after 'whsec_': {exc}") from None
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for one delivery attempt."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """All headers of one delivery attempt."""
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+    }
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float,
+           tolerance: float = DEFAULT_TOLERANCE_SECONDS) -> None:
+    """Check a received webhook as a consumer would; raise ``WebhookVerificationError`` if bad.
+
+    ``webhook-signature`` may carry several space-separated signatures (key rotation);
+    one matching ``v1`` signature suffices.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id = lowered["webhook-id"]
+        timestamp = int(lowered["webhook-timestamp"])
+        signatures = lowered["webhook-signature"].split()
+    except (KeyError, ValueError) as exc:
+        raise WebhookVerificationError(f"missing or bad webhook header: {exc}") from None
+    if abs(now - timestamp) > tolerance:
+        raise WebhookVerificationError("webhook timestamp outside tolerance")
+    expected = sign(secret, msg_id, timestamp, body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        raise WebhookVerificationError("no matching v1 signature")
+
+
+def event_body(event_type: str, timestamp: str, data: Mapping[str, Any],
+               document: Mapping[str, Any] | None) -> bytes:
+    """The JSON body: ``{"type", "timestamp", "data": <meta.json>, "document": {...}}``."""
+    payload: dict[str, Any] = {"type": event_type, "timestamp": timestamp, "data": data}
+    if document is not None:
+        payload["document"] = document
+    return json.dumps(payload, separators=(",", ":"), sort_keys=False).encode()
+
+
+def inline_document(content_type: str, filename: str, content: bytes) -> dict[str, str]:
+    """The ``document`` member: the file inline as base64."""
+    return {"content_type": content_type, "filename": filename,
+            "data_base64": base64.b64encode(content).decode()}
