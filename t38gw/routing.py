@@ -1,0 +1,61 @@
+"""Routing rules: first match wins (DESIGN.md ``[[routes]]``).
+
+``did``, ``caller`` and ``trunk`` are known when the INVITE arrives, so a rule with
+``reject = true`` is answered 603 before any media.  ``tsi`` is known only after T.30
+phase B, so it can steer delivery (webhook, archive sub-folder) but not acceptance:
+``route_at_invite`` skips rules that need the TSI, and ``route_after_phase_b`` runs
+the whole list again once the TSI is known.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from t38gw.config import Route
+
+DEFAULT_ROUTE = Route()
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    did: str            # Request-URI user part
+    caller: str         # From / P-Asserted-Identity user part
+    trunk: str          # trunk or listener the call came in on
+    tsi: str | None = None  # remote fax ident, after phase B
+
+
+def _matches(pattern: str, value: str | None) -> bool:
+    if not pattern:
+        return True
+    if value is None:
+        return False
+    return re.search(pattern, value) is not None
+
+
+def _route_matches(route: Route, facts: CallFacts) -> bool:
+    return (_matches(route.did, facts.did) and _matches(route.caller, facts.caller)
+            and (not route.trunk or route.trunk == facts.trunk) and _matches(route.tsi, facts.tsi))
+
+
+def route_at_invite(routes: tuple[Route, ...], facts: CallFacts) -> tuple[int | None, Route]:
+    """The first rule that matches what the INVITE tells; rules on ``tsi`` are skipped.
+
+    Returns (index of the rule or None for the default route, the rule).
+    """
+    for index, route in enumerate(routes):
+        if route.tsi:
+            continue
+        if _route_matches(route, facts):
+            return index, route
+    return None, DEFAULT_ROUTE
+
+
+def route_after_phase_b(routes: tuple[Route, ...], facts: CallFacts) -> tuple[int | None, Route]:
+    """The first matching rule now that the TSI is known (a rejecting rule cannot apply any more)."""
+    for index, route in enumerate(routes):
+        if route.reject and route.tsi:
+            continue
+        if _route_matches(route, facts):
+            return index, route
+    return None, DEFAULT_ROUTE
