@@ -1,0 +1,34 @@
+"""Prometheus metrics of one gateway (its own registry, so tests and instances don't mix)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class GatewayMetrics:
+    def __init__(self, spool_depth: Callable[[], float] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.active_calls = Gauge("t38gw_active_calls", "Calls in progress", registry=r)
+        self.calls = Counter("t38gw_calls", "Finished calls by result", ["result"], registry=r)
+        self.pages = Counter("t38gw_pages", "Pages confirmed", ["direction"], registry=r)
+        self.udptl_received = Counter("t38gw_udptl_packets_received", "UDPTL datagrams received", registry=r)
+        self.udptl_lost = Counter("t38gw_udptl_packets_lost", "IFPs lost beyond recovery", registry=r)
+        self.udptl_recovered = Counter("t38gw_udptl_packets_recovered", "IFPs recovered", ["method"], registry=r)
+        self.webhook_deliveries = Counter("t38gw_webhook_deliveries", "Webhook delivery attempts by result",
+                                          ["result"], registry=r)
+        self.t30_duration = Histogram("t38gw_t30_call_seconds", "T.30 duration of a call, phase A to E",
+                                      ["result"], registry=r,
+                                      buckets=(10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 3600))
+        self.spool_depth = Gauge("t38gw_webhook_spool_depth", "Webhook deliveries waiting in the spool",
+                                 registry=r)
+        if spool_depth is not None:
+            self.spool_depth.set_function(spool_depth)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
