@@ -1,0 +1,996 @@
+"""SIP messages: parse and serialise (RFC 3261 7, 18.3, 20, 25).
+
+How it works
+------------
+A message is split once into its header section and body (the first CRLFCRLF). The header
+section is decoded (UTF-8, undecodable bytes kept with ``surrogateescape``), cut into lines,
+folded continuation lines are joined with one SP (RFC 3261 7.3.1), and each line is split at
+its first colon into a name and a raw value. Names are canonicalised (compact forms
+expanded, known names spelled as in RFC 3261) and values are kept as text. Only the headers
+every transaction needs (Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length) are
+parsed when the message is parsed, so a malformed one is refused at once with a status
+hint; every other header is parsed on demand (``parse_name_addr``, ``parse_via``...).
+
+The parsed forms of those headers are cached on the message and returned by its properties
+(``.vias``, ``.from_``, ``.to``, ``.cseq``...). They are views: to change a header, build a
+new value and ``msg.headers.set(...)`` it; the cache notices the new value.
+
+Framing: ``parse_message`` takes one datagram (RFC 3261 18.3: a Content-Length shorter
+than the body truncates it, a longer one is an error, none means "the rest").
+``StreamParser`` frames TCP/TLS byte streams by Content-Length, with size limits, and skips
+CRLF keep-alives (RFC 5626 3.5.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from .errors import LocalProtocolError, SipParseError
+from .uri import TOKEN_CHARS, AbsoluteUri, SipUri, Uri, parse_uri
+
+__all__ = [
+    "Headers",
+    "NameAddr",
+    "Request",
+    "Response",
+    "StreamParser",
+    "Via",
+    "canonical_name",
+    "is_keepalive",
+    "make_response",
+    "parse_message",
+    "parse_name_addr",
+    "parse_params",
+    "parse_via",
+    "quote_string",
+    "reason_phrase",
+    "split_list",
+    "AbsoluteUri",
+    "SipUri",
+    "Uri",
+    "parse_uri",
+]
+
+SIP_VERSION = "SIP/2.0"
+
+# RFC 3261 7.3.3 and the compact forms registered since (IANA "Header Fields" registry).
+COMPACT_FORMS = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "f": "From",
+    "t": "To",
+    "v": "Via",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "k": "Supported",
+    "s": "Subject",
+    "e": "Content-Encoding",
+    "o": "Event",
+    "u": "Allow-Events",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "x": "Session-Expires",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+    "y": "Identity",
+    "n": "Identity-Info",
+}
+
+_KNOWN_NAMES = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "History-Info",
+    "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "Min-Expires", "Min-SE",
+    "MIME-Version", "Organization", "P-Asserted-Identity", "P-Preferred-Identity", "Path",
+    "Priority", "Privacy", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck",
+    "Reason", "Record-Route", "Refer-To", "Referred-By", "Reject-Contact", "Remote-Party-ID",
+    "Reply-To", "Request-Disposition", "Require", "Retry-After", "Route", "RSeq",
+    "Security-Client", "Security-Server", "Security-Verify", "Server", "Service-Route",
+    "Session-Expires", "SIP-ETag", "SIP-If-Match", "Subject", "Subscription-State",
+    "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+    "WWW-Authenticate",
+]
+_CANONICAL = {name.lower(): name for name in _KNOWN_NAMES}
+for _short, _long in COMPACT_FORMS.items():
+    _CANONICAL[_short] = _long
+
+# Headers whose grammar is a comma-separated list (RFC 3261 7.3.1: such headers may be
+# combined into one line, or split over several, without changing the meaning).
+LIST_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info",
+        "Allow", "Allow-Events", "Call-Info", "Contact", "Content-Encoding",
+        "Content-Language", "Error-Info", "History-Info", "In-Reply-To",
+        "P-Asserted-Identity", "P-Preferred-Identity", "Path", "Proxy-Require", "Reason",
+        "Record-Route", "Reject-Contact", "Require", "Route", "Security-Client",
+        "Security-Server", "Security-Verify", "Service-Route", "Supported", "Unsupported",
+        "Via", "Warning",
+    )
+)
+
+# Headers that may appear at most once (RFC 3261 20, table 2; RFC 4475 3.3.2 multi01, mcl01).
+_SINGLE_HEADERS = frozenset(
+    ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
+)
+
+MAX_CSEQ = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number MUST be less than 2**31.
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name: compact forms expanded, known names cased."""
+    return _CANONICAL.get(name.lower(), name)
+
+
+def _key(name: str) -> str:
+    lower = name.lower()
+    canonical = _CANONICAL.get(lower)
+    return canonical.lower() if canonical is not None else lower
+
+
+# ---------------------------------------------------------------------------------------
+# Quoted strings, lists and parameters (RFC 3261 25.1)
+
+
+def _read_quoted(text: str, start: int) -> tuple[str, int]:
+    """Read the quoted-string starting at ``text[start] == '"'``; return (content, end)."""
+    out: list[str] = []
+    i = start + 1
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            return "".join(out), i + 1
+        if ch == "\\":
+            i += 1
+            if i >= n:
+                break
+            ch = text[i]
+            if ch in "\r\n":
+                raise SipParseError(f"CR/LF escaped in quoted string {text!r}")
+        out.append(ch)
+        i += 1
+    raise SipParseError(f"unterminated quoted string in {text!r}")
+
+
+def quote_string(text: str) -> str:
+    """Render ``text`` as a quoted-string, escaping what qdtext does not allow."""
+    if "\r" in text or "\n" in text:
+        raise LocalProtocolError(f"a quoted string cannot carry CR or LF: {text!r}")
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"' or ch == "\\" or (code < 0x20 and ch != "\t") or code == 0x7F:
+            out.append("\\")
+        out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _split_outside_quotes(text: str, sep: str, *, angle: bool) -> list[str]:
+    """Split ``text`` at ``sep`` characters that are not inside quotes (or ``<>``)."""
+    if '"' not in text and (not angle or "<" not in text):
+        return text.split(sep)
+    items: list[str] = []
+    start = 0
+    i = 0
+    n = len(text)
+    in_angle = False
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            _, i = _read_quoted(text, i)
+            continue
+        if angle and ch == "<":
+            in_angle = True
+        elif angle and ch == ">":
+            in_angle = False
+        elif ch == sep and not in_angle:
+            items.append(text[start:i])
+            start = i + 1
+        i += 1
+    items.append(text[start:])
+    return items
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated header value, respecting quoted strings and ``<>``.
+
+    Empty elements (``a,,b``) are dropped, as RFC 3261 7.3.1's "#rule" allows.
+    """
+    return [item for item in (part.strip() for part in _split_outside_quotes(value, ",", angle=True)) if item]
+
+
+def parse_params(text: str, context: str) -> dict[str, str | None]:
+    """Parse ``;name=value;flag`` (leading whitespace allowed) into an ordered dict.
+
+    Names are lower-cased; values keep their case and any quotes around them.
+    Raises ``SipParseError`` for empty or malformed parameters.
+    """
+    text = text.strip()
+    if not text:
+        return {}
+    if text[0] != ";":
+        raise SipParseError(f"junk before parameters in {context!r}")
+    params: dict[str, str | None] = {}
+    for part in _split_outside_quotes(text[1:], ";", angle=False):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not name or not TOKEN_CHARS.issuperset(name):
+            raise SipParseError(f"bad parameter {part!r} in {context!r}")
+        if eq:
+            value = value.strip()
+            if not value:
+                raise SipParseError(f"empty parameter value {part!r} in {context!r}")
+            if value[0] == '"':
+                _, end = _read_quoted(value, 0)
+                if end != len(value):
+                    raise SipParseError(f"junk after quoted parameter {part!r} in {context!r}")
+            elif " " in value or "\t" in value:
+                raise SipParseError(f"whitespace inside parameter {part!r} in {context!r}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def _format_params(params: dict[str, str | None]) -> str:
+    if not params:
+        return ""
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+# ---------------------------------------------------------------------------------------
+# Via, name-addr
+
+
+@dataclass(slots=True)
+class Via:
+    """One via-parm (RFC 3261 20.42): ``SIP/2.0/<transport> host[:port];params``.
+
+    ``transport`` is upper-cased; ``host`` keeps IPv6 brackets.
+    """
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"SIP/2.0/{self.transport} {self.host}{port}{_format_params(self.params)}"
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def has_rport(self) -> bool:
+        """True when the ``rport`` parameter is present, with or without a value (RFC 3581)."""
+        return "rport" in self.params
+
+    @property
+    def rport(self) -> int | None:
+        """The numeric ``rport`` value a server filled in (RFC 3581 4), else None."""
+        value = self.params.get("rport")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        value = self.params.get("ttl")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def host_address(self) -> str:
+        """The sent-by host without IPv6 brackets."""
+        return self.host[1:-1] if self.host.startswith("[") else self.host
+
+
+def parse_via(value: str) -> Via:
+    """Parse one via-parm (not a comma list: use ``Headers.get_all('Via')``)."""
+    parts = value.split("/", 2)
+    if len(parts) != 3:
+        raise SipParseError(f"bad Via {value!r}")
+    protocol, version, rest = parts
+    if protocol.strip().upper() != "SIP" or version.strip() != "2.0":
+        status = 505 if protocol.strip().upper() == "SIP" else 400
+        raise SipParseError(f"unsupported protocol in Via {value!r}", status)
+    rest = rest.lstrip()
+    fields = rest.split(None, 1)
+    if len(fields) != 2:
+        raise SipParseError(f"Via without sent-by {value!r}")
+    transport, rest = fields
+    if not TOKEN_CHARS.issuperset(transport):
+        raise SipParseError(f"bad transport in Via {value!r}")
+    sent_by, semi, param_text = rest.partition(";")
+    sent_by = sent_by.replace(" ", "").replace("\t", "")
+    if not sent_by:
+        raise SipParseError(f"Via without sent-by {value!r}")
+    try:
+        uri = parse_uri("sip:" + sent_by)
+    except SipParseError:
+        raise SipParseError(f"bad sent-by in Via {value!r}") from None
+    assert isinstance(uri, SipUri)
+    if uri.user is not None or uri.params or uri.headers:
+        raise SipParseError(f"bad sent-by in Via {value!r}")
+    params = parse_params(semi + param_text, value) if semi else {}
+    return Via(transport.upper(), uri.host, uri.port, params)
+
+
+@dataclass(slots=True)
+class NameAddr:
+    """A From/To/Contact/Route value (RFC 3261 20.10): display name, URI, header params.
+
+    ``display`` is unquoted (escapes resolved); ``None`` when absent.
+    """
+
+    display: str | None
+    uri: Uri
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        display = f"{quote_string(self.display)} " if self.display else ""
+        return f"{display}<{self.uri}>{_format_params(self.params)}"
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    @property
+    def expires(self) -> int | None:
+        value = self.params.get("expires")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def q(self) -> float | None:
+        value = self.params.get("q")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    """Parse ``"Display" <uri>;params``, ``Display <uri>;params``, ``<uri>`` or ``uri;params``.
+
+    In the bare addr-spec form, ``;`` ends the URI: what follows are header parameters
+    (RFC 3261 20: a URI with ``;``, ``,`` or ``?`` must be enclosed in ``<>``).
+    """
+    text = value.strip()
+    if not text:
+        raise SipParseError("empty name-addr")
+    display: str | None = None
+    if text[0] == '"':
+        display, end = _read_quoted(text, 0)
+        rest = text[end:].lstrip()
+        if not rest.startswith("<"):
+            raise SipParseError(f"quoted display name without <URI> in {value!r}")
+    else:
+        lt = text.find("<")
+        if lt > 0:
+            words = text[:lt].split()
+            for word in words:
+                if not TOKEN_CHARS.issuperset(word):
+                    raise SipParseError(f"display name must be quoted in {value!r}")
+            display = " ".join(words) or None
+            rest = text[lt:]
+        elif lt == 0:
+            rest = text
+        else:
+            uri_text, semi, param_text = text.partition(";")
+            uri_text = uri_text.strip()
+            if "?" in uri_text or "," in uri_text or " " in uri_text or "\t" in uri_text:
+                raise SipParseError(f"a URI with '?' or ',' must be in <> in {value!r}")
+            return NameAddr(None, parse_uri(uri_text), parse_params(semi + param_text, value) if semi else {})
+    gt = rest.find(">")
+    if gt < 0:
+        raise SipParseError(f"unterminated <URI> in {value!r}")
+    # RFC 4475 3.1.2.15 (badaspec): LWS inside <> is invalid; a liberal parser may accept it.
+    uri = parse_uri(rest[1:gt].strip())
+    return NameAddr(display, uri, parse_params(rest[gt + 1 :], value))
+
+
+def _parse_cseq(value: str) -> tuple[int, str]:
+    parts = value.split()
+    if len(parts) != 2:
+        raise SipParseError(f"bad CSeq {value!r}")
+    number, method = parts
+    if not number.isdigit() or not number.isascii() or len(number) > 12 or int(number) > MAX_CSEQ:
+        raise SipParseError(f"bad CSeq number {value!r}")
+    if not TOKEN_CHARS.issuperset(method):
+        raise SipParseError(f"bad CSeq method {value!r}")
+    return int(number), method
+
+
+# ---------------------------------------------------------------------------------------
+# Headers
+
+
+class Headers:
+    """Ordered, case-insensitive SIP headers. Compact names are stored expanded.
+
+    Iterating yields ``(name, value)`` in wire order. ``get_all`` splits comma-joined
+    values of list headers (Via, Contact, Route, Supported...).
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    @classmethod
+    def _trusted(cls, items: list[tuple[str, str, str]]) -> "Headers":
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _, name, value in self._items:
+            yield name, value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = _key(name)
+        return any(k == key for k, _, _ in self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def copy(self) -> "Headers":
+        return Headers._trusted(list(self._items))
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name`` (as on the wire, not split), or ``default``."""
+        key = _key(name)
+        for k, _, value in self._items:
+            if k == key:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order; list headers are also split at commas."""
+        key = _key(name)
+        values = [value for k, _, value in self._items if k == key]
+        if key in LIST_HEADERS:
+            return [item for value in values for item in split_list(value)]
+        return values
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line (after any others)."""
+        self._items.append(self._check(name, value))
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a header line at the top (a new Via goes above the others, RFC 3261 8.1.1.7)."""
+        self._items.insert(0, self._check(name, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every ``name`` line by one, where the first was (or at the end)."""
+        item = self._check(name, value)
+        key = item[0]
+        for index, (k, _, _) in enumerate(self._items):
+            if k == key:
+                self._items[index] = item
+                self._items[index + 1 :] = [it for it in self._items[index + 1 :] if it[0] != key]
+                return
+        self._items.append(item)
+
+    def remove(self, name: str) -> None:
+        """Remove every ``name`` line (no error if there is none)."""
+        key = _key(name)
+        self._items = [item for item in self._items if item[0] != key]
+
+    @staticmethod
+    def _check(name: str, value: str) -> tuple[str, str, str]:
+        if not name or not TOKEN_CHARS.issuperset(name):
+            raise LocalProtocolError(f"bad header name {name!r}")
+        value = str(value)
+        if "\r" in value or "\n" in value:
+            raise LocalProtocolError(f"header value with CR/LF: {name}: {value!r}")
+        canonical = canonical_name(name)
+        return canonical.lower(), canonical, value.strip()
+
+
+# ---------------------------------------------------------------------------------------
+# Messages
+
+
+class _Message:
+    __slots__ = ("headers", "body", "_cache")
+
+    headers: Headers
+    body: bytes
+
+    def _cached(self, key: str, parse):  # type: ignore[no-untyped-def]
+        raw = self.headers.get(key)
+        if raw is None:
+            raise SipParseError(f"missing {canonical_name(key)} header")
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        parsed = parse(raw)
+        self._cache[key] = (raw, parsed)
+        return parsed
+
+    @property
+    def call_id(self) -> str:
+        raw = self.headers.get("call-id")
+        if not raw:
+            raise SipParseError("missing Call-ID header")
+        return raw
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """``(sequence number, method)`` from CSeq."""
+        return self._cached("cseq", _parse_cseq)
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._cached("from", parse_name_addr)
+
+    @property
+    def to(self) -> NameAddr:
+        return self._cached("to", parse_name_addr)
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via, topmost first (split across lines and commas)."""
+        values = self.headers.get_all("via")
+        if not values:
+            raise SipParseError("missing Via header")
+        raw = tuple(values)
+        hit = self._cache.get("via")
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        parsed = [parse_via(v) for v in values]
+        self._cache["via"] = (raw, parsed)
+        return parsed
+
+    @property
+    def via(self) -> Via:
+        """The topmost Via."""
+        return self.vias[0]
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Every Contact (empty for ``Contact: *``; see ``is_wildcard_contact``)."""
+        values = self.headers.get_all("contact")
+        if values == ["*"]:
+            return []
+        return [parse_name_addr(v) for v in values]
+
+    @property
+    def is_wildcard_contact(self) -> bool:
+        return self.headers.get_all("contact") == ["*"]
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.headers.get_all("record-route")]
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.headers.get_all("route")]
+
+    @property
+    def max_forwards(self) -> int | None:
+        raw = self.headers.get("max-forwards")
+        return None if raw is None else _parse_max_forwards(raw)
+
+    @property
+    def content_type(self) -> str | None:
+        """The media type, lower-cased, without parameters (``application/sdp``)."""
+        raw = self.headers.get("content-type")
+        if raw is None:
+            return None
+        return raw.split(";", 1)[0].strip().lower()
+
+    @property
+    def expires(self) -> int | None:
+        raw = self.headers.get("expires")
+        if raw is None or not raw.isdigit():
+            return None
+        return int(raw) if len(raw) < 11 else 2**32 - 1
+
+    def _head_lines(self) -> list[str]:
+        lines = []
+        has_length = False
+        length = str(len(self.body))
+        for key, name, value in self.headers._items:
+            if key == "content-length":
+                if has_length:
+                    continue
+                has_length = True
+                value = length
+            lines.append(f"{name}: {value}")
+        if not has_length:
+            lines.append(f"Content-Length: {length}")
+        return lines
+
+    def _serialise(self, start_line: str) -> bytes:
+        lines = self._head_lines()
+        lines.insert(0, start_line)
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+
+
+class Request(_Message):
+    """A SIP request. ``uri`` may be given as text; it is parsed."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(self, method: str, uri: Uri | str, headers: Headers | Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
+        if not method or not TOKEN_CHARS.issuperset(method):
+            raise LocalProtocolError(f"bad method {method!r}")
+        self.method = method
+        self.uri: Uri = parse_uri(uri) if isinstance(uri, str) else uri
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = bytes(body)
+        self._cache: dict[str, tuple[object, object]] = {}
+
+    def to_bytes(self) -> bytes:
+        """The wire form; Content-Length is set from the body."""
+        return self._serialise(f"{self.method} {self.uri} {SIP_VERSION}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (self.method, self.uri, self.headers, self.body) == (other.method, other.uri, other.headers, other.body)
+
+    def __repr__(self) -> str:
+        return f"Request({self.method!r}, {str(self.uri)!r}, {self.headers!r}, body={len(self.body)} bytes)"
+
+
+class Response(_Message):
+    """A SIP response."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(self, status: int, reason: str | None = None, headers: Headers | Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
+        if not 100 <= status <= 699:
+            raise LocalProtocolError(f"bad status {status}")
+        self.status = status
+        self.reason = reason_phrase(status) if reason is None else reason
+        if "\r" in self.reason or "\n" in self.reason:
+            raise LocalProtocolError(f"reason phrase with CR/LF: {self.reason!r}")
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = bytes(body)
+        self._cache: dict[str, tuple[object, object]] = {}
+
+    def to_bytes(self) -> bytes:
+        """The wire form; Content-Length is set from the body."""
+        return self._serialise(f"{SIP_VERSION} {self.status} {self.reason}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (self.status, self.reason, self.headers, self.body) == (other.status, other.reason, other.headers, other.body)
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.reason!r}, {self.headers!r}, body={len(self.body)} bytes)"
+
+
+Message = Request | Response
+
+REASON_PHRASES = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated", 200: "OK", 202: "Accepted",
+    204: "No Notification", 300: "Multiple Choices", 301: "Moved Permanently",
+    302: "Moved Temporarily", 305: "Use Proxy", 380: "Alternative Service", 400: "Bad Request",
+    401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 410: "Gone", 412: "Conditional Request Failed",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
+    422: "Session Interval Too Small", 423: "Interval Too Brief", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 580: "Precondition Failure", 600: "Busy Everywhere",
+    603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+
+def reason_phrase(status: int) -> str:
+    """The RFC 3261 21 reason phrase for ``status`` (a generic one for unknown codes)."""
+    phrase = REASON_PHRASES.get(status)
+    if phrase is not None:
+        return phrase
+    return REASON_PHRASES.get(status // 100 * 100, "Unknown")
+
+
+def make_response(request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
+    """A response to ``request`` with Via, From, To, Call-ID and CSeq copied (RFC 3261 8.2.6.2).
+
+    ``to_tag`` is added to To unless To already has a tag (a request inside a dialog).
+    A 100 Trying also copies Timestamp (RFC 3261 8.2.6.1).
+    """
+    headers: list[tuple[str, str, str]] = []
+    to_value = None
+    for key, name, value in request.headers._items:
+        if key == "via" or key == "from" or key == "call-id" or key == "cseq":
+            headers.append((key, name, value))
+        elif key == "to":
+            to_value = value
+            if to_tag is not None and request.to.tag is None:
+                value = f"{value};tag={to_tag}"
+            headers.append((key, name, value))
+        elif key == "timestamp" and status == 100:
+            headers.append((key, name, value))
+    if to_value is None:
+        raise LocalProtocolError("cannot answer a request without To")
+    return Response(status, reason, Headers._trusted(headers))
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing
+
+
+def _parse_max_forwards(raw: str) -> int:
+    # RFC 3261 20.22 and RFC 4475 3.1.2.4 (scalar02): a value above 255 is invalid.
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 5 or int(raw) > 255:
+        raise SipParseError(f"bad Max-Forwards {raw!r}")
+    return int(raw)
+
+
+def _parse_start_line(line: str) -> tuple[str, str, str]:
+    # RFC 4475 3.1.2.7/3.1.2.9 (lwsstart, trws): extra SP between or after the elements of
+    # the Request-Line is invalid but harmless, so we tolerate it; a URI with LWS inside it
+    # (lwsruri) yields four elements and is refused.
+    if line.startswith(SIP_VERSION + " ") or line.upper().startswith("SIP/"):
+        version, _, rest = line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if version.upper() != SIP_VERSION:
+            raise SipParseError(f"unsupported SIP version {version!r}", 505)
+        if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] not in "123456":
+            raise SipParseError(f"bad status code {code!r}")
+        return "", code, reason.strip()
+    parts = line.split()
+    if len(parts) != 3:
+        raise SipParseError(f"bad request line {line!r}")
+    method, uri, version = parts
+    if version != SIP_VERSION:
+        if version.upper() == SIP_VERSION:
+            pass  # RFC 3261 7.1: the version is case-insensitive.
+        elif version.upper().startswith("SIP/"):
+            raise SipParseError(f"unsupported SIP version {version!r}", 505)
+        else:
+            raise SipParseError(f"bad request line {line!r}")
+    if not TOKEN_CHARS.issuperset(method):
+        raise SipParseError(f"bad method {method!r}", 400)
+    return method, uri, ""
+
+
+def _split_header_lines(head: str) -> list[tuple[str, str, str]]:
+    items: list[tuple[str, str, str]] = []
+    canonical_table = _CANONICAL
+    token = TOKEN_CHARS
+    lines = head.split("\r\n")
+    for line in lines:
+        if not line:
+            raise SipParseError("empty line inside the header section")
+        first = line[0]
+        if first == " " or first == "\t":
+            # RFC 3261 7.3.1: a line starting with whitespace continues the previous one.
+            if not items:
+                raise SipParseError("header section starts with a continuation line")
+            key, name, value = items[-1]
+            more = line.strip()
+            items[-1] = (key, name, f"{value} {more}" if value else more)
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError(f"header line without colon: {line[:80]!r}")
+        name = name.rstrip(" \t")
+        canonical = canonical_table.get(name.lower())
+        if canonical is None:
+            if not name or not token.issuperset(name):
+                raise SipParseError(f"bad header name {name[:80]!r}")
+            items.append((name.lower(), name, value.strip()))
+        else:
+            items.append((canonical.lower(), canonical, value.strip()))
+    return items
+
+
+def _decode_head(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _message_from_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
+    """Parse the start line and headers; return the message (no body yet) and Content-Length."""
+    head = _decode_head(head_bytes)
+    start, _, rest = head.partition("\r\n")
+    method, second, reason = _parse_start_line(start)
+    items = _split_header_lines(rest) if rest else []
+    headers = Headers._trusted(items)
+    message: Request | Response
+    if method:
+        try:
+            uri = parse_uri(second)
+        except SipParseError as exc:
+            raise SipParseError(f"bad Request-URI {second!r}: {exc}") from None
+        if isinstance(uri, SipUri) and uri.headers:
+            # RFC 3261 19.1.5 and RFC 4475 3.1.2.12 (escruri): headers are not allowed in
+            # a Request-URI.
+            raise SipParseError(f"Request-URI with headers {second!r}")
+        message = Request.__new__(Request)
+        message.method = method
+        message.uri = uri
+    else:
+        message = Response.__new__(Response)
+        message.status = int(second)
+        message.reason = reason
+    message.headers = headers
+    message.body = b""
+    message._cache = {}
+    content_length = _validate(message, items)
+    return message, content_length
+
+
+def _validate(message: Request | Response, items: list[tuple[str, str, str]]) -> int | None:
+    """Check the headers every transaction relies on; return Content-Length (or None)."""
+    seen: set[str] = set()
+    content_length_raw = None
+    for key, _, value in items:
+        if key in _SINGLE_HEADERS:
+            if key in seen:
+                raise SipParseError(f"more than one {canonical_name(key)} header", partial=message)
+            seen.add(key)
+            if key == "content-length":
+                content_length_raw = value
+    try:
+        for needed in ("to", "from", "call-id", "cseq"):
+            if needed not in seen:
+                raise SipParseError(f"missing {canonical_name(needed)} header")
+        if not message.headers.get("call-id"):
+            raise SipParseError("empty Call-ID")
+        message.to
+        message.from_
+        number, cseq_method = message.cseq
+        if isinstance(message, Request):
+            # RFC 4475 3.1.2.19/20 (mismatch01/02): CSeq method must match the request's.
+            if cseq_method != message.method:
+                raise SipParseError(f"CSeq method {cseq_method!r} does not match {message.method!r}")
+            mf = message.headers.get("max-forwards")
+            if mf is not None:
+                _parse_max_forwards(mf)
+        message.vias
+    except SipParseError as exc:
+        exc.partial = message
+        raise
+    if content_length_raw is None:
+        return None
+    raw = content_length_raw
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 10:
+        # RFC 4475 3.1.2.3 (ncl): a negative or non-numeric Content-Length.
+        raise SipParseError(f"bad Content-Length {raw!r}", partial=message)
+    return int(raw)
+
+
+def is_keepalive(data: bytes) -> bool:
+    """True for a CRLF keep-alive datagram (RFC 5626 3.5.1): nothing but CR and LF."""
+    return not data.strip(b"\r\n")
+
+
+def parse_message(data: bytes, *, max_size: int = 65535) -> Request | Response:
+    """Parse one datagram into a Request or Response.
+
+    RFC 3261 18.3: with Content-Length, bytes past it are discarded (RFC 4475 3.1.1.8
+    dblreq) and too few bytes are an error (3.1.2.2 clerr); without it the body is the rest
+    of the datagram. Raises ``SipParseError`` (with ``status_hint``) and nothing else.
+    """
+    if len(data) > max_size:
+        raise SipParseError(f"message of {len(data)} bytes exceeds {max_size}", 513)
+    # RFC 3261 7.5: CRLFs before the start line are ignored.
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        raise SipParseError("no blank line after the header section")
+    message, content_length = _message_from_head(data[start:end])
+    body_start = end + 4
+    if content_length is None:
+        message.body = data[body_start:]
+    else:
+        body = data[body_start : body_start + content_length]
+        if len(body) < content_length:
+            raise SipParseError(
+                f"Content-Length {content_length} but only {len(body)} body bytes", partial=message
+            )
+        message.body = body
+    return message
+
+
+class StreamParser:
+    """Frames messages from a TCP/TLS byte stream by Content-Length (RFC 3261 18.3).
+
+    ``feed(data)`` returns the complete messages so far. CRLF keep-alives between
+    messages are skipped (RFC 5626 3.5.1). A framing error raises ``SipParseError``;
+    the stream cannot be resynchronised after that, so later calls raise it again.
+    """
+
+    def __init__(self, *, max_head_size: int = 65536, max_body_size: int = 1 << 20) -> None:
+        self.max_head_size = max_head_size
+        self.max_body_size = max_body_size
+        self._buffer = bytearray()
+        self._pending: tuple[Request | Response, int] | None = None
+        self._error: SipParseError | None = None
+        self.keepalives = 0
+
+    def feed(self, data: bytes) -> list[Request | Response]:
+        if self._error is not None:
+            raise self._error
+        self._buffer += data
+        messages: list[Request | Response] = []
+        try:
+            while True:
+                message = self._next()
+                if message is None:
+                    return messages
+                messages.append(message)
+        except SipParseError as exc:
+            self._error = exc
+            raise
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a returned message."""
+        return len(self._buffer)
+
+    def _next(self) -> Request | Response | None:
+        buf = self._buffer
+        if self._pending is None:
+            skipped = 0
+            while buf.startswith(b"\r\n", skipped):
+                skipped += 2
+            if skipped:
+                self.keepalives += skipped // 4 or 1
+                del buf[:skipped]
+            if buf == b"\r":
+                return None
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self.max_head_size:
+                    raise SipParseError(f"header section over {self.max_head_size} bytes", 513)
+                return None
+            if end > self.max_head_size:
+                raise SipParseError(f"header section over {self.max_head_size} bytes", 513)
+            message, content_length = _message_from_head(bytes(buf[:end]))
+            del buf[: end + 4]
+            if content_length is None:
+                # RFC 3261 18.3: Content-Length is mandatory on streams; without it we can
+                # only take the message as having no body.
+                content_length = 0
+            if content_length > self.max_body_size:
+                raise SipParseError(f"body of {content_length} bytes is over {self.max_body_size}", 413, partial=message)
+            self._pending = (message, content_length)
+        message, content_length = self._pending
+        if len(buf) < content_length:
+            return None
+        message.body = bytes(buf[:content_length])
+        del buf[:content_length]
+        self._pending = None
+        return message

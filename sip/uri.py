@@ -1,0 +1,225 @@
+"""SIP URIs (RFC 3261 19.1, 25.1) and the quoting helpers the header grammar shares.
+
+``parse_uri`` turns a URI string into a ``SipUri`` (``sip:``/``sips:``) or an
+``AbsoluteUri`` (any other scheme, kept opaque: ``tel:``, ``urn:``, RFC 4475's
+``nobodyKnowsThisScheme:``). Components are stored *unescaped* (``%40`` becomes ``@``)
+and ``str()`` escapes what the grammar requires, so ``parse_uri(str(u)) == u``.
+An IPv6 host keeps its brackets (``[2001:db8::1]``), as an IPv6reference does on the wire;
+``SipUri.host_address`` gives the bare address for a socket.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
+
+from .errors import SipParseError
+
+__all__ = [
+    "AbsoluteUri",
+    "SipUri",
+    "Uri",
+    "parse_uri",
+]
+
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+# RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN_CHARS = _ALNUM | frozenset("-.!%*_+`'~")
+_MARK = "-_.!~*'()"
+_UNRESERVED = _ALNUM | frozenset(_MARK)
+# RFC 3261 25.1: user-unreserved, password, param-unreserved, hnv-unreserved.
+_USER_SAFE = _MARK + "&=+$,;?/"
+_PASSWORD_SAFE = _MARK + "&=+$,"
+_PARAM_SAFE = _MARK + "[]/:&+$"
+_HEADER_SAFE = _MARK + "[]/?:+$"
+_USER_CHARS = _UNRESERVED | frozenset("&=+$,;?/%")
+_PASSWORD_CHARS = _UNRESERVED | frozenset("&=+$,%")
+_PARAM_CHARS = _UNRESERVED | frozenset("[]/:&+$%")
+_HEADER_CHARS = _UNRESERVED | frozenset("[]/?:+$%")
+_HOST_CHARS = _ALNUM | frozenset("-.")
+_IPV6_CHARS = frozenset(string.hexdigits + ":.")
+_SCHEME_FIRST = frozenset(string.ascii_letters)
+_SCHEME_CHARS = _ALNUM | frozenset("+-.")
+# RFC 3986 3.3 pchar plus the separators an opaque absoluteURI may use.
+_OPAQUE_CHARS = _UNRESERVED | frozenset("%;?:@&=+$,/[]#")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _unescape(text: str, what: str) -> str:
+    if "%" not in text:
+        return text
+    if _BAD_ESCAPE.search(text):
+        raise SipParseError(f"bad %-escape in URI {what}: {text!r}")
+    return unquote(text, errors="surrogateescape")
+
+
+def _escape(text: str, safe: str) -> str:
+    return quote(text, safe=safe, errors="surrogateescape")
+
+
+@dataclass(slots=True)
+class SipUri:
+    """A ``sip:`` or ``sips:`` URI. ``params`` and ``headers`` keep their order.
+
+    Parameter names are lower-cased (RFC 3261 19.1.4 compares them case-insensitively);
+    a parameter with no value (``;lr``) maps to ``None``.
+    """
+
+    scheme: str = "sip"
+    user: str | None = None
+    password: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(_escape(self.user, _USER_SAFE))
+            if self.password is not None:
+                parts.append(":")
+                parts.append(_escape(self.password, _PASSWORD_SAFE))
+            parts.append("@")
+        parts.append(self.host)
+        if self.port is not None:
+            parts.append(f":{self.port}")
+        for name, value in self.params.items():
+            parts.append(";")
+            parts.append(_escape(name, _PARAM_SAFE))
+            if value is not None:
+                parts.append("=")
+                parts.append(_escape(value, _PARAM_SAFE))
+        if self.headers:
+            parts.append("?")
+            parts.append(
+                "&".join(f"{_escape(k, _HEADER_SAFE)}={_escape(v, _HEADER_SAFE)}" for k, v in self.headers.items())
+            )
+        return "".join(parts)
+
+    @property
+    def host_address(self) -> str:
+        """The host without IPv6 brackets, as a socket wants it."""
+        host = self.host
+        return host[1:-1] if host.startswith("[") else host
+
+    @property
+    def transport(self) -> str | None:
+        value = self.params.get("transport")
+        return value.lower() if value else None
+
+    @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def lr(self) -> bool:
+        return "lr" in self.params
+
+
+@dataclass(slots=True)
+class AbsoluteUri:
+    """A URI of a scheme other than sip/sips, kept as ``scheme:opaque`` (RFC 3261 19.1.6)."""
+
+    scheme: str
+    opaque: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.opaque}"
+
+    @property
+    def user(self) -> str | None:
+        """For ``tel:`` the number (RFC 3966), else None."""
+        if self.scheme.lower() == "tel":
+            return self.opaque.split(";", 1)[0]
+        return None
+
+
+Uri = SipUri | AbsoluteUri
+
+
+def _parse_host_port(text: str, uri: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError(f"unterminated IPv6 reference in URI {uri!r}")
+        host = text[: end + 1]
+        if not _IPV6_CHARS.issuperset(host[1:-1]) or ":" not in host:
+            raise SipParseError(f"bad IPv6 reference in URI {uri!r}")
+        rest = text[end + 1 :]
+        if not rest:
+            return host, None
+        if rest[0] != ":":
+            raise SipParseError(f"junk after IPv6 reference in URI {uri!r}")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.partition(":")
+        if not host or not _HOST_CHARS.issuperset(host):
+            raise SipParseError(f"bad host in URI {uri!r}")
+        if not colon:
+            return host, None
+    if not port_text.isdigit() or not port_text.isascii() or len(port_text) > 5 or int(port_text) > 65535:
+        raise SipParseError(f"bad port in URI {uri!r}")
+    return host, int(port_text)
+
+
+def _parse_uri_params(parts: list[str], uri: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for part in parts:
+        name, eq, value = part.partition("=")
+        if not name or not _PARAM_CHARS.issuperset(name) or (eq and not _PARAM_CHARS.issuperset(value)):
+            raise SipParseError(f"bad parameter {part!r} in URI {uri!r}")
+        params[_unescape(name, "parameter").lower()] = _unescape(value, "parameter") if eq else None
+    return params
+
+
+def _parse_sip_uri(scheme: str, rest: str, uri: str) -> SipUri:
+    user = password = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo = rest[:at]
+        rest = rest[at + 1 :]
+        user_text, colon, password_text = userinfo.partition(":")
+        if not user_text or not _USER_CHARS.issuperset(user_text):
+            raise SipParseError(f"bad user part in URI {uri!r}")
+        user = _unescape(user_text, "user")
+        if colon:
+            if not _PASSWORD_CHARS.issuperset(password_text):
+                raise SipParseError(f"bad password in URI {uri!r}")
+            password = _unescape(password_text, "password")
+    headers: dict[str, str] = {}
+    rest, question, header_text = rest.partition("?")
+    if question:
+        for item in header_text.split("&"):
+            name, eq, value = item.partition("=")
+            if (
+                not eq
+                or not name
+                or not _HEADER_CHARS.issuperset(name)
+                or not _HEADER_CHARS.issuperset(value)
+            ):
+                raise SipParseError(f"bad header {item!r} in URI {uri!r}")
+            headers[_unescape(name, "header")] = _unescape(value, "header")
+    if ";" in rest:
+        parts = rest.split(";")
+        host, port = _parse_host_port(parts[0], uri)
+        params = _parse_uri_params(parts[1:], uri)
+    else:
+        host, port = _parse_host_port(rest, uri)
+        params = {}
+    return SipUri(scheme, user, password, host, port, params, headers)
+
+
+def parse_uri(text: str) -> Uri:
+    """Parse a URI (no surrounding whitespace or ``<>``). Raises ``SipParseError``."""
+    scheme, colon, rest = text.partition(":")
+    if not colon or not scheme or scheme[0] not in _SCHEME_FIRST or not _SCHEME_CHARS.issuperset(scheme):
+        raise SipParseError(f"bad URI {text!r}")
+    lower = scheme.lower()
+    if lower == "sip" or lower == "sips":
+        return _parse_sip_uri(lower, rest, text)
+    if not rest or not _OPAQUE_CHARS.issuperset(rest):
+        raise SipParseError(f"bad URI {text!r}")
+    return AbsoluteUri(scheme, rest)
