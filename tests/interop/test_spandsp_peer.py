@@ -8,18 +8,36 @@ against libtiff.
 from __future__ import annotations
 
 import ctypes
+import gzip
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.peers.spandsp import (
+    RECEIVER_TO_SENDER,
+    SENDER_TO_RECEIVER,
+    T4_COMPRESSIONS,
+    T30_ERR_OK,
+    T30_ERRORS,
+    T30_STATS_FIELDS,
     T38_DATA_TYPES,
     T38_FIELD_TYPES,
     T38_INDICATORS,
     SpandspT38Core,
+    SpandspT38Terminal,
     load_spandsp,
+    make_fax_tiff,
+    read_fax_tiff,
+    read_pbm,
+    run_spandsp_fax,
 )
+
+SPANDSP_INCLUDE = Path("/usr/include/spandsp")
 
 VERSIONS = [0, 1, 2, 3]
 # Field types that T.38 version 0 can carry (its field-type enumeration had no extension).
@@ -117,3 +135,172 @@ def test_closed_core_refuses_use():
     core.close()
     with pytest.raises(ValueError):
         core.encode_indicator(T38_INDICATORS["CNG"])
+
+
+# ---------------------------------------------------------------------------------------
+# Constants agree with the installed headers (libspandsp-dev, installed by make test)
+
+
+def _header(name: str) -> str:
+    path = SPANDSP_INCLUDE / name
+    if not path.is_file():
+        pytest.fail(f"{path} missing: apt-get install libspandsp-dev (make test does this)")
+    return path.read_text()
+
+
+def _enum_names(source: str, first: str) -> list[str]:
+    """Names of the C enum that starts with ``first``, in declaration order (no explicit values after the first)."""
+    body = re.search(r"enum\s*\w*\s*\{([^}]*\b" + first + r"\b[^}]*)\}", source).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    return [item.split("=")[0].strip() for item in body.split(",") if item.strip()]
+
+
+def test_t30_error_codes_match_the_header():
+    names = _enum_names(_header("t30.h"), "T30_ERR_OK")
+    assert T30_ERRORS == {name: value for value, name in enumerate(names)}
+
+
+def test_t30_stats_layout_matches_the_header():
+    struct = re.search(r"typedef struct\s*\{([^}]*)\}\s*t30_stats_t;", _header("t30.h")).group(1)
+    struct = re.sub(r"#if 0.*?#endif", "", struct, flags=re.S)
+    assert tuple(re.findall(r"\bint\s+(\w+);", struct)) == T30_STATS_FIELDS
+
+
+def test_t38_enums_match_the_header():
+    source = _header("t38_core.h")
+    assert list(T38_INDICATORS) == [n.removeprefix("T38_IND_") for n in _enum_names(source, "T38_IND_NO_SIGNAL")]
+    assert list(T38_DATA_TYPES) == [n.removeprefix("T38_DATA_") for n in _enum_names(source, "T38_DATA_V21")
+                                    if n != "T38_DATA_NONE"]
+    assert list(T38_FIELD_TYPES) == [n.removeprefix("T38_FIELD_")
+                                     for n in _enum_names(source, "T38_FIELD_HDLC_DATA")]
+
+
+# ---------------------------------------------------------------------------------------
+# Fax TIFFs
+
+
+def _chart(testdata: Path, number: int) -> tuple[bytes, int, int]:
+    return read_pbm(gzip.decompress((testdata / "itu_t24_charts" / f"itu{number}.pbm.gz").read_bytes()))
+
+
+@pytest.fixture(scope="module")
+def three_charts(testdata) -> list[tuple[bytes, int, int]]:
+    return [_chart(testdata, number) for number in (1, 2, 3)]
+
+
+def _tiffinfo(path: Path) -> str:
+    tool = shutil.which("tiffinfo")
+    if tool is None:
+        pytest.fail("tiffinfo missing: apt-get install libtiff-tools (make test does this)")
+    return subprocess.run([tool, str(path)], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+@pytest.mark.parametrize("compression", ["group4", "group3", "raw"])
+def test_fax_tiff_round_trips_pages_and_resolution(tmp_path, three_charts, compression):
+    small = (bytes([0b10100000, 0xF0]) * 3, 12, 3)  # padding bits are 0
+    pages = [three_charts[0], small]
+    path = tmp_path / "fax.tif"
+    make_fax_tiff(path, pages, x_dpi=204, y_dpi=98, compression=compression)
+    assert read_fax_tiff(path) == [(bitmap, width, height, 204.0, 98.0) for bitmap, width, height in pages]
+    info = _tiffinfo(path)
+    assert info.count("min-is-white") == 2
+    assert "Rows/Strip: 2376" in info and info.count("Rows/Strip:") == 2
+
+
+def test_pbm_reader_rejects_truncated_and_foreign_data(testdata):
+    raw = gzip.decompress((testdata / "itu_t24_charts" / "itu1.pbm.gz").read_bytes())
+    bitmap, width, height = read_pbm(raw)
+    assert (width, height, len(bitmap)) == (1728, 2376, 216 * 2376)
+    with pytest.raises(ValueError):
+        read_pbm(raw[:-1])
+    with pytest.raises(ValueError):
+        read_pbm(b"P5" + raw[2:])
+
+
+# ---------------------------------------------------------------------------------------
+# SpanDSP T.38 terminal against SpanDSP T.38 terminal
+
+FAX_CASES = [(True, "mh"), (True, "mr"), (True, "mmr"), (False, "mh"), (False, "mr")]
+
+
+@pytest.mark.parametrize("version", [0, 3])
+@pytest.mark.parametrize(("ecm", "coding"), FAX_CASES)
+def test_three_page_chart_fax_arrives_pixel_exact(tmp_path, three_charts, version, ecm, coding):
+    tx_tiff, rx_tiff = tmp_path / "tx.tif", tmp_path / "rx.tif"
+    make_fax_tiff(tx_tiff, three_charts, x_dpi=204, y_dpi=196)
+    run = run_spandsp_fax(tx_tiff, rx_tiff, ecm=ecm, version=version, compressions={coding}, max_sim_seconds=300)
+    assert (run.sender_status, run.receiver_status) == (T30_ERR_OK, T30_ERR_OK)
+    assert run.ok
+    assert run.sender_stats["pages_tx"] == 3 and run.receiver_stats["pages_rx"] == 3
+    assert run.receiver_stats["encoding"] == T4_COMPRESSIONS[coding]
+    assert run.receiver_stats["error_correcting_mode"] == int(ecm)
+    # Pixels per metre: 204 x 196 dpi is T.30's R8 x fine.
+    assert (run.receiver_stats["x_resolution"], run.receiver_stats["y_resolution"]) == (8031, 7700)
+    received = read_fax_tiff(rx_tiff)
+    assert [(bitmap, width, height) for bitmap, width, height, _, _ in received] == three_charts
+    assert {(x, y) for *_, x, y in received} == {(204.0, 196.0)}
+    # Both directions spoke, with per-direction consecutive sequence numbers.
+    for direction in (SENDER_TO_RECEIVER, RECEIVER_TO_SENDER):
+        seqs = [packet.seq for packet in run.trace if packet.direction == direction]
+        assert seqs == list(range(len(seqs))) and seqs
+    assert ("phase_e", T30_ERR_OK) in run.receiver_events
+
+
+@pytest.mark.parametrize("version", [0, 3])
+def test_every_traced_ifp_decodes_in_spandsps_own_core(tmp_path, three_charts, version):
+    tx_tiff = tmp_path / "tx.tif"
+    make_fax_tiff(tx_tiff, three_charts[:1])
+    run = run_spandsp_fax(tx_tiff, tmp_path / "rx.tif", ecm=True, version=version)
+    assert run.ok
+    for direction in (SENDER_TO_RECEIVER, RECEIVER_TO_SENDER):
+        with SpandspT38Core(version) as core:
+            for packet in (p for p in run.trace if p.direction == direction):
+                decoded = core.decode(packet.ifp, packet.seq)
+                assert decoded and ("rejected",) not in decoded, packet
+
+
+def test_dead_link_fails_with_a_timeout_status(tmp_path, three_charts):
+    tx_tiff = tmp_path / "tx.tif"
+    make_fax_tiff(tx_tiff, three_charts[:1])
+    run = run_spandsp_fax(tx_tiff, tmp_path / "rx.tif", channel=lambda ifp, seq, now: [], max_sim_seconds=120)
+    assert run.sender_status not in (None, T30_ERR_OK)
+    assert run.receiver_status not in (None, T30_ERR_OK)
+    assert run.sim_seconds < 120
+    assert not run.ok
+
+
+def test_lossy_link_still_delivers_with_ecm(tmp_path, three_charts):
+    """Lose every 7th image packet towards the receiver: ECM must repair the page."""
+    tx_tiff, rx_tiff = tmp_path / "tx.tif", tmp_path / "rx.tif"
+    make_fax_tiff(tx_tiff, three_charts[:1])
+    dropped = []
+
+    def to_receiver(ifp, seq, now):
+        if seq % 7 == 3 and len(ifp) > 40:
+            dropped.append(seq)
+            return []
+        return [(now + 0.01, ifp, seq)]
+
+    run = run_spandsp_fax(tx_tiff, rx_tiff, ecm=True, channel=(to_receiver, lambda ifp, seq, now: [(now + 0.01, ifp, seq)]))
+    assert dropped
+    assert run.ok
+    assert read_fax_tiff(rx_tiff)[0][0] == three_charts[0][0]
+
+
+def test_terminal_reports_callback_errors_and_frees(tmp_path):
+    def broken(ifp, count):
+        raise RuntimeError("boom")
+
+    terminal = SpandspT38Terminal(calling_party=False, on_ifp=broken, rx_tiff=tmp_path / "rx.tif")
+    with pytest.raises(RuntimeError, match="boom"):
+        for _ in range(200):
+            terminal.advance(160)
+    terminal.close()
+    terminal.close()
+    with pytest.raises(ValueError):
+        terminal.advance(160)
+
+
+def test_terminal_rejects_unknown_compression():
+    with pytest.raises(ValueError):
+        SpandspT38Terminal(calling_party=True, on_ifp=lambda ifp, count: None, compressions={"jbig"})

@@ -19,13 +19,28 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import heapq
+import itertools
 import os
-from pathlib import Path
+import tempfile
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = [
     "PeerMissing",
     "load_spandsp",
     "SpandspT38Core",
+    "SpandspT38Terminal",
+    "FaxRun",
+    "TracedIfp",
+    "run_spandsp_fax",
+    "perfect_link",
+    "make_fax_tiff",
+    "read_fax_tiff",
+    "read_pbm",
+    "spandsp_t4_encode",
+    "T30_ERRORS",
+    "T30_ERR_OK",
     "T38_INDICATORS",
     "T38_DATA_TYPES",
     "T38_FIELD_TYPES",
@@ -118,6 +133,12 @@ class _T38DataField(ctypes.Structure):
     ]
 
 
+_PHASE_B_D_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+_PHASE_E_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+_REAL_TIME_FRAME_HANDLER = ctypes.CFUNCTYPE(
+    None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int
+)
+
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _S = ctypes.c_char_p
@@ -139,6 +160,43 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
     "t38_set_data_rate_management_method": (None, [_P, _I]),
     "t38_set_fastest_image_data_rate": (None, [_P, _I]),
     "t38_set_max_datagram_size": (None, [_P, _I]),
+    "t38_terminal_init": (_P, [_P, _I, _TX_PACKET_HANDLER, _P]),
+    "t38_terminal_free": (_I, [_P]),
+    "t38_terminal_set_config": (None, [_P, _I]),
+    "t38_terminal_send_timeout": (_I, [_P, _I]),
+    "t38_terminal_get_t30_state": (_P, [_P]),
+    "t38_terminal_get_t38_core_state": (_P, [_P]),
+    "t38_terminal_get_logging_state": (_P, [_P]),
+    "t30_set_tx_ident": (_I, [_P, _S]),
+    "t30_get_rx_ident": (_S, [_P]),
+    "t30_set_tx_file": (None, [_P, _S, _I, _I]),
+    "t30_set_rx_file": (None, [_P, _S, _I]),
+    "t30_set_ecm_capability": (_I, [_P, _I]),
+    "t30_set_supported_modems": (_I, [_P, _I]),
+    "t30_set_supported_compressions": (_I, [_P, _I]),
+    "t30_set_supported_resolutions": (_I, [_P, _I]),
+    "t30_set_supported_image_sizes": (_I, [_P, _I]),
+    "t30_set_minimum_scan_line_time": (_I, [_P, _I]),
+    "t30_set_rx_encoding": (_I, [_P, _I]),
+    "t30_set_phase_b_handler": (None, [_P, _PHASE_B_D_HANDLER, _P]),
+    "t30_set_phase_d_handler": (None, [_P, _PHASE_B_D_HANDLER, _P]),
+    "t30_set_phase_e_handler": (None, [_P, _PHASE_E_HANDLER, _P]),
+    "t30_set_real_time_frame_handler": (None, [_P, _REAL_TIME_FRAME_HANDLER, _P]),
+    "t30_get_transfer_statistics": (None, [_P, _P]),
+    "t30_get_logging_state": (_P, [_P]),
+    "t30_call_active": (_I, [_P]),
+    "t30_terminate": (None, [_P]),
+    "t30_completion_code_to_str": (_S, [_I]),
+    "t30_frametype": (_S, [ctypes.c_uint8]),
+    "t4_tx_init": (_P, [_P, _S, _I, _I]),
+    "t4_tx_free": (_I, [_P]),
+    "t4_tx_set_tx_encoding": (None, [_P, _I]),
+    "t4_tx_set_min_bits_per_row": (None, [_P, _I]),
+    "t4_tx_start_page": (_I, [_P]),
+    "t4_tx_end_page": (_I, [_P]),
+    "t4_tx_get_bit": (_I, [_P]),
+    "t4_tx_get_chunk": (_I, [_P, _P, _I]),
+    "t4_tx_get_pages_in_file": (_I, [_P]),
     "span_log_set_level": (_I, [_P, _I]),
     "span_log_set_tag": (_I, [_P, _S]),
     "span_log_set_message_handler": (None, [_P, _LOG_MESSAGE_HANDLER]),
@@ -350,3 +408,528 @@ class SpandspT38Core:
             self.close()
         except Exception:
             pass
+
+
+# ---------------------------------------------------------------------------------------
+# T.30 constants (t30.h), hard-listed; tests check them against the installed header.
+
+# t30.h: T.30 protocol completion codes, at phase E (T30_ERR_OK = 0, then in order).
+T30_ERRORS: dict[str, int] = {
+    name: value
+    for value, name in enumerate(
+        [
+            "T30_ERR_OK", "T30_ERR_CEDTONE", "T30_ERR_T0_EXPIRED", "T30_ERR_T1_EXPIRED",
+            "T30_ERR_T3_EXPIRED", "T30_ERR_HDLC_CARRIER", "T30_ERR_CANNOT_TRAIN",
+            "T30_ERR_OPER_INT_FAIL", "T30_ERR_INCOMPATIBLE", "T30_ERR_RX_INCAPABLE",
+            "T30_ERR_TX_INCAPABLE", "T30_ERR_NORESSUPPORT", "T30_ERR_NOSIZESUPPORT",
+            "T30_ERR_UNEXPECTED", "T30_ERR_TX_BADDCS", "T30_ERR_TX_BADPG", "T30_ERR_TX_ECMPHD",
+            "T30_ERR_TX_GOTDCN", "T30_ERR_TX_INVALRSP", "T30_ERR_TX_NODIS", "T30_ERR_TX_PHBDEAD",
+            "T30_ERR_TX_PHDDEAD", "T30_ERR_TX_T5EXP", "T30_ERR_RX_ECMPHD", "T30_ERR_RX_GOTDCS",
+            "T30_ERR_RX_INVALCMD", "T30_ERR_RX_NOCARRIER", "T30_ERR_RX_NOEOL", "T30_ERR_RX_NOFAX",
+            "T30_ERR_RX_T2EXPDCN", "T30_ERR_RX_T2EXPD", "T30_ERR_RX_T2EXPFAX", "T30_ERR_RX_T2EXPMPS",
+            "T30_ERR_RX_T2EXPRR", "T30_ERR_RX_T2EXP", "T30_ERR_RX_DCNWHY", "T30_ERR_RX_DCNDATA",
+            "T30_ERR_RX_DCNFAX", "T30_ERR_RX_DCNPHD", "T30_ERR_RX_DCNRRD", "T30_ERR_RX_DCNNORTN",
+            "T30_ERR_FILEERROR", "T30_ERR_NOPAGE", "T30_ERR_BADTIFF", "T30_ERR_BADPAGE",
+            "T30_ERR_BADTAG", "T30_ERR_BADTIFFHDR", "T30_ERR_NOMEM", "T30_ERR_RETRYDCN",
+            "T30_ERR_CALLDROPPED", "T30_ERR_NOPOLL", "T30_ERR_IDENT_UNACCEPTABLE",
+            "T30_ERR_SUB_UNACCEPTABLE", "T30_ERR_SEP_UNACCEPTABLE", "T30_ERR_PSA_UNACCEPTABLE",
+            "T30_ERR_SID_UNACCEPTABLE", "T30_ERR_PWD_UNACCEPTABLE", "T30_ERR_TSA_UNACCEPTABLE",
+            "T30_ERR_IRA_UNACCEPTABLE", "T30_ERR_CIA_UNACCEPTABLE", "T30_ERR_ISP_UNACCEPTABLE",
+            "T30_ERR_CSA_UNACCEPTABLE",
+        ]
+    )
+}
+T30_ERR_OK = T30_ERRORS["T30_ERR_OK"]
+T30_ERROR_NAMES: dict[int, str] = {value: name for name, value in T30_ERRORS.items()}
+
+# t30.h T30_SUPPORT_* bit masks.
+T30_SUPPORT_MODEMS = {"V27TER": 0x01, "V29": 0x02, "V17": 0x04, "V34HDX": 0x08, "IAF": 0x10}
+T30_SUPPORT_COMPRESSIONS = {"mh": 0x02, "mr": 0x04, "mmr": 0x08}  # T4_1D, T4_2D, T6
+T30_SUPPORT_ALL_RESOLUTIONS = (
+    0x01 | 0x02 | 0x04  # standard, fine, superfine
+    | 0x10000 | 0x20000 | 0x40000  # R4, R8, R16
+    | 0x100000 | 0x200000 | 0x400000 | 0x800000  # 300x300 .. 1200x1200
+    | 0x1000000 | 0x2000000 | 0x4000000  # 300x600, 400x800, 600x1200
+)
+T30_SUPPORT_ALL_IMAGE_SIZES = (
+    0x01 | 0x02 | 0x04  # 215, 255, 303 mm wide
+    | 0x10000 | 0x20000 | 0x40000 | 0x80000 | 0x100000  # unlimited, A4, B4, letter, legal
+)
+# t4_rx.h enum: T4_COMPRESSION_ITU_T4_1D = 1, T4_2D = 2, T6 = 3.
+T4_COMPRESSIONS = {"mh": 1, "mr": 2, "mmr": 3}
+# t38_core.h t38_data_rate_management_types_e
+_LOCAL_TCF = 1
+_TRANSFERRED_TCF = 2
+# t30.h t30_stats_t in 0.0.6: 15 ints, in this order (resolutions in pixels per metre).
+T30_STATS_FIELDS = (
+    "bit_rate", "error_correcting_mode", "pages_tx", "pages_rx", "pages_in_file",
+    "x_resolution", "y_resolution", "width", "length", "image_size", "encoding",
+    "bad_rows", "longest_bad_row_run", "error_correcting_mode_retries", "current_status",
+)
+SAMPLE_RATE = 8000
+
+
+def _modems_for_bitrate(max_bitrate: int) -> int:
+    """T.30 modems a terminal may use so that it never trains faster than ``max_bitrate``."""
+    if max_bitrate >= 12000:
+        return T30_SUPPORT_MODEMS["V27TER"] | T30_SUPPORT_MODEMS["V29"] | T30_SUPPORT_MODEMS["V17"]
+    if max_bitrate >= 7200:
+        return T30_SUPPORT_MODEMS["V27TER"] | T30_SUPPORT_MODEMS["V29"]
+    return T30_SUPPORT_MODEMS["V27TER"]
+
+
+def _compression_mask(compressions) -> int:
+    unknown = set(compressions) - set(T30_SUPPORT_COMPRESSIONS)
+    if unknown or not compressions:
+        raise ValueError(f"compressions must be a non-empty subset of {sorted(T30_SUPPORT_COMPRESSIONS)}")
+    mask = 0
+    for name in compressions:
+        mask |= T30_SUPPORT_COMPRESSIONS[name]
+    return mask
+
+
+class SpandspT38Terminal:
+    """A whole SpanDSP T.38 fax terminal (``t38_terminal_state_t``: T.30 + T.4 over T.38).
+
+    ``on_ifp(ifp, count)`` receives every IFP SpanDSP wants sent; ``count`` is how many
+    times SpanDSP asks for it to be transmitted (its redundancy for that packet category).
+    Time only passes when :meth:`advance` is called: call it every 20-30 ms of simulated
+    time. Received IFPs go in through :meth:`rx_ifp`, in sequence order (SpanDSP's core
+    drops late packets; recover them before feeding).
+
+    ``tx_tiff`` makes it a sender (pages from that TIFF), ``rx_tiff`` a receiver (pages
+    written there). ``log`` is False (off), True (print) or a callable ``(level, text)``
+    that receives SpanDSP's T.30/T.38 log lines — for debugging.
+
+    Raises ValueError for impossible options; :attr:`phase_e_status` is ``None`` until
+    SpanDSP reports the end of the call, then a T30_ERR_* code (0 = T30_ERR_OK).
+    """
+
+    def __init__(
+        self,
+        *,
+        calling_party: bool,
+        on_ifp,
+        version: int = 0,
+        ecm: bool = True,
+        compressions=frozenset({"mh", "mr", "mmr"}),
+        ident: str = "",
+        tx_tiff: str | os.PathLike | None = None,
+        rx_tiff: str | os.PathLike | None = None,
+        max_bitrate: int = 14400,
+        transferred_tcf: bool = True,
+        config: int = 0,
+        min_scan_line_time_ms: int | None = None,
+        log=False,
+    ) -> None:
+        self._lib = lib = load_spandsp()
+        self._on_ifp = on_ifp
+        self.phase_e_status: int | None = None
+        # ("phase_b", fcf) / ("phase_d", fcf) / ("phase_e", code), in the order they happened.
+        self.events: list[tuple[str, int]] = []
+        # T.30 HDLC frames as SpanDSP saw them: ("rx" | "tx", frame bytes from the address octet).
+        self.frames: list[tuple[str, bytes]] = []
+        self._callback_error: BaseException | None = None
+        self._tx_handler = _TX_PACKET_HANDLER(self._on_tx_packet)
+        self._phase_b_handler = _PHASE_B_D_HANDLER(self._on_phase_b)
+        self._phase_d_handler = _PHASE_B_D_HANDLER(self._on_phase_d)
+        self._phase_e_handler = _PHASE_E_HANDLER(self._on_phase_e)
+        self._frame_handler = _REAL_TIME_FRAME_HANDLER(self._on_frame)
+        compression_mask = _compression_mask(compressions)
+
+        self._state = lib.t38_terminal_init(None, int(calling_party), self._tx_handler, None)
+        if not self._state:
+            raise MemoryError("t38_terminal_init returned NULL")
+        self.t30_state = lib.t38_terminal_get_t30_state(self._state)
+        self.t38_core_state = lib.t38_terminal_get_t38_core_state(self._state)
+        # t38_terminal_set_config() resets the per-category repeat counts: it goes first.
+        lib.t38_terminal_set_config(self._state, config)
+        lib.t38_set_t38_version(self.t38_core_state, version)
+        lib.t38_set_data_rate_management_method(self.t38_core_state,
+                                                _TRANSFERRED_TCF if transferred_tcf else _LOCAL_TCF)
+        lib.t38_set_fastest_image_data_rate(self.t38_core_state, max_bitrate)
+
+        t30 = self.t30_state
+        lib.t30_set_supported_modems(t30, _modems_for_bitrate(max_bitrate))
+        lib.t30_set_supported_compressions(t30, compression_mask)
+        lib.t30_set_supported_resolutions(t30, T30_SUPPORT_ALL_RESOLUTIONS)
+        lib.t30_set_supported_image_sizes(t30, T30_SUPPORT_ALL_IMAGE_SIZES)
+        lib.t30_set_ecm_capability(t30, int(ecm))
+        if min_scan_line_time_ms is not None:
+            lib.t30_set_minimum_scan_line_time(t30, min_scan_line_time_ms)
+        if ident:
+            lib.t30_set_tx_ident(t30, ident.encode("ascii"))
+        self._tx_tiff = os.fsencode(tx_tiff) if tx_tiff is not None else None
+        self._rx_tiff = os.fsencode(rx_tiff) if rx_tiff is not None else None
+        if self._tx_tiff is not None:
+            lib.t30_set_tx_file(t30, self._tx_tiff, -1, -1)
+        if self._rx_tiff is not None:
+            lib.t30_set_rx_file(t30, self._rx_tiff, -1)
+        lib.t30_set_phase_b_handler(t30, self._phase_b_handler, None)
+        lib.t30_set_phase_d_handler(t30, self._phase_d_handler, None)
+        lib.t30_set_phase_e_handler(t30, self._phase_e_handler, None)
+        lib.t30_set_real_time_frame_handler(t30, self._frame_handler, None)
+
+        self._log = None
+        sink = _log_sink(log)
+        if sink is not None:
+            self._log = _SpanLog(lib, sink)
+            role = "caller" if calling_party else "answerer"
+            self._log.attach(lib, lib.t30_get_logging_state(t30), f"{role}-t30")
+            self._log.attach(lib, lib.t38_core_get_logging_state(self.t38_core_state), f"{role}-t38")
+            self._log.attach(lib, lib.t38_terminal_get_logging_state(self._state), f"{role}-t38t")
+
+    # C callbacks: never let a Python exception unwind into C; keep it for later.
+    def _on_tx_packet(self, _s, _user, buf, length, count) -> int:
+        try:
+            self._on_ifp(ctypes.string_at(buf, length), count)
+        except BaseException as exc:  # re-raised by _raise_callback_error
+            self._callback_error = self._callback_error or exc
+            return -1
+        return 0
+
+    def _on_phase_b(self, _s, _user, result) -> int:
+        self.events.append(("phase_b", result))
+        return T30_ERR_OK
+
+    def _on_phase_d(self, _s, _user, result) -> int:
+        self.events.append(("phase_d", result))
+        return T30_ERR_OK
+
+    def _on_phase_e(self, _s, _user, completion_code) -> None:
+        self.events.append(("phase_e", completion_code))
+        self.phase_e_status = completion_code
+
+    def _on_frame(self, _s, _user, incoming, msg, length) -> None:
+        self.frames.append(("rx" if incoming else "tx", ctypes.string_at(msg, length)))
+
+    def _raise_callback_error(self) -> None:
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise error
+
+    # Driving ------------------------------------------------------------------------
+    def rx_ifp(self, ifp: bytes, seq: int) -> None:
+        """Give SpanDSP one received IFP with its UDPTL sequence number (in order)."""
+        self._check_open()
+        buffer = ctypes.create_string_buffer(bytes(ifp), max(len(ifp), 1))
+        self._lib.t38_core_rx_ifp_packet(self.t38_core_state, buffer, len(ifp), seq & 0xFFFF)
+        self._raise_callback_error()
+
+    def advance(self, samples: int = 160) -> None:
+        """Let ``samples`` at 8 kHz of simulated time pass (t38_terminal_send_timeout)."""
+        self._check_open()
+        self._lib.t38_terminal_send_timeout(self._state, samples)
+        self._raise_callback_error()
+
+    def terminate(self) -> None:
+        """Abort the call as if the line dropped (t30_terminate): phase E follows."""
+        self._check_open()
+        self._lib.t30_terminate(self.t30_state)
+        self._raise_callback_error()
+
+    @property
+    def call_active(self) -> bool:
+        self._check_open()
+        return bool(self._lib.t30_call_active(self.t30_state))
+
+    @property
+    def remote_ident(self) -> str:
+        """The far end's TSI/CSI as SpanDSP received it."""
+        self._check_open()
+        return (self._lib.t30_get_rx_ident(self.t30_state) or b"").decode("latin-1")
+
+    def stats(self) -> dict[str, int]:
+        """t30_get_transfer_statistics as a dict of the 15 ``t30_stats_t`` fields."""
+        self._check_open()
+        # Oversized buffer: a library built with more fields must not overwrite our memory.
+        buffer = (ctypes.c_int * 64)()
+        self._lib.t30_get_transfer_statistics(self.t30_state, buffer)
+        return dict(zip(T30_STATS_FIELDS, buffer[: len(T30_STATS_FIELDS)]))
+
+    @staticmethod
+    def completion_code_name(code: int) -> str:
+        """SpanDSP's own text for a T30_ERR_* code (t30_completion_code_to_str)."""
+        text = load_spandsp().t30_completion_code_to_str(code)
+        return text.decode("latin-1") if text else f"code {code}"
+
+    # Lifetime ----------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if not self._state:
+            raise ValueError("SpandspT38Terminal is closed")
+
+    def close(self) -> None:
+        """Free the SpanDSP state; the rx TIFF is complete after this (idempotent)."""
+        if self._state:
+            self._lib.t38_terminal_free(self._state)
+            self._state = None
+            self.t30_state = None
+            self.t38_core_state = None
+
+    def __enter__(self) -> SpandspT38Terminal:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------------------
+# SpanDSP sender <-> SpanDSP receiver in simulated time
+
+
+class TracedIfp(NamedTuple):
+    """One IFP a terminal emitted: when, who sent it, its UDPTL sequence number, bytes, repeats."""
+
+    time: float
+    direction: str  # "sender->receiver" or "receiver->sender"
+    seq: int
+    ifp: bytes
+    count: int
+
+
+@dataclass(frozen=True)
+class FaxRun:
+    """The outcome of :func:`run_spandsp_fax`."""
+
+    sender_status: int | None
+    receiver_status: int | None
+    sender_stats: dict[str, int]
+    receiver_stats: dict[str, int]
+    trace: list[TracedIfp]
+    sim_seconds: float
+    sender_events: list[tuple[str, int]] = field(default_factory=list)
+    receiver_events: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.sender_status == T30_ERR_OK and self.receiver_status == T30_ERR_OK
+
+
+SENDER_TO_RECEIVER = "sender->receiver"
+RECEIVER_TO_SENDER = "receiver->sender"
+DEFAULT_LINK_DELAY = 0.01
+
+
+def perfect_link(ifp: bytes, seq: int, now: float) -> list[tuple[float, bytes, int]]:
+    """The default channel: every copy arrives, in order, ``DEFAULT_LINK_DELAY`` later."""
+    return [(now + DEFAULT_LINK_DELAY, ifp, seq)]
+
+
+def run_spandsp_fax(
+    tx_tiff,
+    rx_tiff,
+    *,
+    ecm: bool = True,
+    version: int = 0,
+    compressions=frozenset({"mh", "mr", "mmr"}),
+    channel=None,
+    max_sim_seconds: float = 600.0,
+    tick_seconds: float = 0.02,
+    max_bitrate: int = 14400,
+    transferred_tcf: bool = True,
+    sender_ident: str = "SPANDSP SENDER",
+    receiver_ident: str = "SPANDSP RECEIVER",
+    first_seq: int = 0,
+    log=False,
+) -> FaxRun:
+    """Fax ``tx_tiff`` from a SpanDSP T.38 terminal to another that writes ``rx_tiff``.
+
+    Simulated time advances in ``tick_seconds`` steps (both terminals are advanced each
+    step) until both report phase E or ``max_sim_seconds`` passes. Each IFP is given a
+    UDPTL sequence number per direction (from ``first_seq``) and, for each of the
+    ``count`` copies SpanDSP asks for, passed through ``channel(ifp, seq, now)`` which
+    returns ``[(deliver_time, ifp, seq), ...]`` — drop, delay, duplicate or corrupt as
+    you like. ``channel`` may also be a pair ``(to_receiver, to_sender)``. Deliveries due
+    by a tick are fed in time order before the terminals advance; SpanDSP itself drops
+    repeats and late packets. Runs in a fraction of a second of CPU per page.
+    """
+    if channel is None:
+        channels = (perfect_link, perfect_link)
+    elif callable(channel):
+        channels = (channel, channel)
+    else:
+        channels = tuple(channel)
+    trace: list[TracedIfp] = []
+    pending: list[tuple[float, int, str, bytes, int]] = []
+    order = itertools.count()
+    next_seq = {SENDER_TO_RECEIVER: first_seq, RECEIVER_TO_SENDER: first_seq}
+    now = 0.0
+
+    def emitter(direction: str, link):
+        def on_ifp(ifp: bytes, count: int) -> None:
+            seq = next_seq[direction]
+            next_seq[direction] = (seq + 1) & 0xFFFF
+            trace.append(TracedIfp(now, direction, seq, ifp, count))
+            for _ in range(max(count, 1)):
+                for deliver_time, data, data_seq in link(ifp, seq, now):
+                    heapq.heappush(pending, (deliver_time, next(order), direction, data, data_seq))
+
+        return on_ifp
+
+    common = dict(version=version, ecm=ecm, compressions=compressions, max_bitrate=max_bitrate,
+                  transferred_tcf=transferred_tcf, log=log)
+    with SpandspT38Terminal(calling_party=True, on_ifp=emitter(SENDER_TO_RECEIVER, channels[0]),
+                            ident=sender_ident, tx_tiff=tx_tiff, **common) as sender, \
+            SpandspT38Terminal(calling_party=False, on_ifp=emitter(RECEIVER_TO_SENDER, channels[1]),
+                               ident=receiver_ident, rx_tiff=rx_tiff, **common) as receiver:
+        samples_per_tick = round(tick_seconds * SAMPLE_RATE)
+        ticks = int(max_sim_seconds / tick_seconds)
+        for tick in range(ticks):
+            now = tick * tick_seconds
+            while pending and pending[0][0] <= now:
+                _, _, direction, data, data_seq = heapq.heappop(pending)
+                target = receiver if direction == SENDER_TO_RECEIVER else sender
+                if target.phase_e_status is None:
+                    target.rx_ifp(data, data_seq)
+            if sender.phase_e_status is not None and receiver.phase_e_status is not None:
+                break
+            sender.advance(samples_per_tick)
+            receiver.advance(samples_per_tick)
+        return FaxRun(
+            sender_status=sender.phase_e_status,
+            receiver_status=receiver.phase_e_status,
+            sender_stats=sender.stats(),
+            receiver_stats=receiver.stats(),
+            trace=trace,
+            sim_seconds=now,
+            sender_events=list(sender.events),
+            receiver_events=list(receiver.events),
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Fax TIFFs and SpanDSP's T.4 coder
+
+_TIFF_COMPRESSIONS = {"group4", "group3", "raw"}
+
+
+def _bitmap_to_image(bitmap: bytes, width: int, height: int):
+    from PIL import Image
+
+    stride = (width + 7) // 8
+    if len(bitmap) != stride * height:
+        raise ValueError(f"bitmap is {len(bitmap)} bytes; {width}x{height} needs {stride * height}")
+    # "1;I": packed MSB-first with 1 = black, our bitmap convention.
+    return Image.frombytes("1", (width, height), bytes(bitmap), "raw", "1;I")
+
+
+def make_fax_tiff(path, pages, *, x_dpi: float = 204, y_dpi: float = 196, compression: str = "group4") -> None:
+    """Write ``pages`` — ``[(bitmap, width, height), ...]`` — as a multi-page fax TIFF.
+
+    Bitmaps are packed rows, MSB first, 1 = black, each row padded to a whole byte
+    (padding bits are not kept: they read back as 0).
+    The TIFF is what SpanDSP's ``t4_tx`` reads: 1 bit per sample, one strip per page,
+    PhotometricInterpretation MinIsWhite (SpanDSP inverts anything else), X/YResolution
+    in pixels per inch (SpanDSP maps them to the nearest T.30 resolution within 5 %).
+    ``compression`` is "group4" (T.6), "group3" (T.4 MH) or "raw".
+    """
+    from PIL import TiffImagePlugin
+
+    if compression not in _TIFF_COMPRESSIONS:
+        raise ValueError(f"compression must be one of {sorted(_TIFF_COMPRESSIONS)}")
+    if not pages:
+        raise ValueError("a fax needs at least one page")
+    images = []
+    for bitmap, width, height in pages:
+        images.append(_bitmap_to_image(bitmap, width, height))
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[262] = 0  # PhotometricInterpretation: MinIsWhite (fax convention)
+    tags[296] = 2  # ResolutionUnit: inch
+    # One strip per page: Pillow would otherwise cut pages into small strips.
+    tags[278] = max(height for _, _, height in pages)
+    images[0].save(
+        os.fspath(path), format="TIFF", compression=None if compression == "raw" else compression,
+        dpi=(x_dpi, y_dpi), tiffinfo=tags, save_all=True, append_images=images[1:],
+    )
+
+
+def read_fax_tiff(path) -> list[tuple[bytes, int, int, float, float]]:
+    """Read every page of a (fax) TIFF: ``[(bitmap, width, height, x_dpi, y_dpi), ...]``.
+
+    Bitmaps are packed rows, MSB first, 1 = black (whatever the file's photometric).
+    """
+    from PIL import Image, ImageSequence
+
+    pages = []
+    with Image.open(os.fspath(path)) as image:
+        for frame in ImageSequence.Iterator(image):
+            page = frame.convert("1") if frame.mode != "1" else frame
+            x_dpi, y_dpi = (float(v) for v in frame.info.get("dpi", (0.0, 0.0)))
+            pages.append((page.tobytes("raw", "1;I"), page.width, page.height, x_dpi, y_dpi))
+    return pages
+
+
+def read_pbm(data: bytes) -> tuple[bytes, int, int]:
+    """Parse a raw (P4) PBM — e.g. an ITU T.24 chart — into ``(bitmap, width, height)``.
+
+    PBM P4 rows are already our bitmap convention: MSB first, 1 = black, byte-padded.
+    """
+    if data[:2] != b"P4":
+        raise ValueError("not a raw PBM (P4)")
+    fields: list[bytes] = []
+    position = 2
+    while len(fields) < 2:
+        while data[position:position + 1].isspace():
+            position += 1
+        if data[position:position + 1] == b"#":
+            position = data.index(b"\n", position) + 1
+            continue
+        start = position
+        while not data[position:position + 1].isspace():
+            position += 1
+        fields.append(data[start:position])
+    position += 1  # the single whitespace byte before the raster
+    width, height = int(fields[0]), int(fields[1])
+    size = (width + 7) // 8 * height
+    bitmap = data[position:position + size]
+    if len(bitmap) != size:
+        raise ValueError("PBM raster is truncated")
+    return bitmap, width, height
+
+
+def spandsp_t4_encode(bitmap: bytes, width: int, height: int, coding: str, *,
+                      x_dpi: float = 204, y_dpi: float = 196) -> bytes:
+    """The page coded exactly as SpanDSP's ``t4_tx`` puts it on the line.
+
+    ``coding`` is "mh" (T.4 1-D), "mr" (T.4 2-D, K from ``y_dpi``: 2 at standard, 4 at
+    fine) or "mmr" (T.6). Minimum row bits are 0, so there is no fill. MH/MR pages start
+    each row with an EOL and end with RTC (6 EOLs); MMR ends with EOFB. The last byte is
+    padded with 1 bits.
+
+    Bit order: LSB first — the first bit on the line is the least significant bit of
+    the first byte (TIFF FillOrder 2, and the order T.38 non-ECM data and ECM frames carry).
+    """
+    if coding not in T4_COMPRESSIONS:
+        raise ValueError(f"coding must be one of {sorted(T4_COMPRESSIONS)}")
+    lib = load_spandsp()
+    with tempfile.TemporaryDirectory(prefix="t38gw-t4-") as folder:
+        tiff_path = os.path.join(folder, "page.tif")
+        make_fax_tiff(tiff_path, [(bitmap, width, height)], x_dpi=x_dpi, y_dpi=y_dpi, compression="group4")
+        state = lib.t4_tx_init(None, os.fsencode(tiff_path), -1, -1)
+        if not state:
+            raise RuntimeError(f"SpanDSP t4_tx_init could not open {tiff_path}")
+        try:
+            lib.t4_tx_set_tx_encoding(state, T4_COMPRESSIONS[coding])
+            lib.t4_tx_set_min_bits_per_row(state, 0)
+            if lib.t4_tx_start_page(state) != 0:
+                raise RuntimeError("SpanDSP t4_tx_start_page failed")
+            chunks = []
+            buffer = ctypes.create_string_buffer(65536)
+            # Bounded: a page can never exceed an uncompressed-size worst case of chunks.
+            for _ in range(1 + (width * height) // 8 // len(buffer) * 4 + 64):
+                got = lib.t4_tx_get_chunk(state, buffer, len(buffer))
+                if got <= 0:
+                    break
+                chunks.append(buffer.raw[:got])
+            else:
+                raise RuntimeError("SpanDSP t4_tx_get_chunk did not reach the end of the page")
+            lib.t4_tx_end_page(state)
+        finally:
+            lib.t4_tx_free(state)
+    return b"".join(chunks)
