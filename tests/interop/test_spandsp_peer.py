@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import hashlib
+import io
+import json
 import re
 import shutil
 import subprocess
@@ -30,14 +33,18 @@ from tests.peers.spandsp import (
     T38_INDICATORS,
     SpandspT38Core,
     SpandspT38Terminal,
+    coded_page_tiff,
     load_spandsp,
     make_fax_tiff,
     read_fax_tiff,
     read_pbm,
     run_spandsp_fax,
+    spandsp_t4_encode,
 )
+from tools.gen_spandsp_vectors import generate as generate_vectors
 
 SPANDSP_INCLUDE = Path("/usr/include/spandsp")
+VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "spandsp_ifp"
 
 VERSIONS = [0, 1, 2, 3]
 # Field types that T.38 version 0 can carry (its field-type enumeration had no extension).
@@ -304,3 +311,94 @@ def test_terminal_reports_callback_errors_and_frees(tmp_path):
 def test_terminal_rejects_unknown_compression():
     with pytest.raises(ValueError):
         SpandspT38Terminal(calling_party=True, on_ifp=lambda ifp, count: None, compressions={"jbig"})
+
+
+# ---------------------------------------------------------------------------------------
+# SpanDSP's T.4/T.6 coder, checked by libtiff
+
+
+def _libtiff_decode(coded: bytes, width: int, height: int, coding: str, y_dpi: float) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(coded_page_tiff(coded, width, height, coding, y_dpi=y_dpi))) as image:
+        image.load()
+        assert image.size == (width, height)
+        return image.tobytes("raw", "1;I")
+
+
+@pytest.mark.parametrize("chart", [1, 4, 8])
+@pytest.mark.parametrize("coding", ["mh", "mr", "mmr"])
+def test_t4_encode_of_itu_chart_decodes_in_libtiff_to_the_source(testdata, chart, coding):
+    bitmap, width, height = _chart(testdata, chart)
+    coded = spandsp_t4_encode(bitmap, width, height, coding)
+    assert 0 < len(coded) < len(bitmap)
+    assert _libtiff_decode(coded, width, height, coding, 196) == bitmap
+
+
+def _first_bits_lsb_first(data: bytes, count: int) -> str:
+    return "".join(str((data[i // 8] >> (i % 8)) & 1) for i in range(count))
+
+
+@pytest.mark.parametrize("coding", ["mh", "mr"])
+def test_t4_encode_starts_with_eol_read_lsb_first(testdata, coding):
+    # T.4 4.1.2: a page starts with EOL (000000000001); MR follows it with the 1-D tag bit 1.
+    bitmap, width, height = _chart(testdata, 2)
+    coded = spandsp_t4_encode(bitmap, width, height, coding)
+    expected = "000000000001" + ("1" if coding == "mr" else "")
+    assert _first_bits_lsb_first(coded, len(expected)) == expected
+
+
+def test_t4_mr_k_factor_follows_vertical_resolution(testdata):
+    # T.4 4.2.1: K = 2 at standard (98 lpi), 4 at fine (196 lpi): more 1-D rows at standard.
+    bitmap, width, height = _chart(testdata, 1)
+    standard = spandsp_t4_encode(bitmap, width, height, "mr", y_dpi=98)
+    fine = spandsp_t4_encode(bitmap, width, height, "mr", y_dpi=196)
+    assert standard != fine
+    assert _libtiff_decode(standard, width, height, "mr", 98) == bitmap
+    assert len(standard) > len(fine)
+
+
+def test_t4_encode_rejects_bad_input():
+    with pytest.raises(ValueError):
+        spandsp_t4_encode(b"\x00" * 10, 16, 5, "jbig")
+    with pytest.raises(ValueError):
+        spandsp_t4_encode(b"\x00" * 9, 16, 5, "mh")
+
+
+# ---------------------------------------------------------------------------------------
+# The generated IFP vectors
+
+
+def _vector_files() -> list[Path]:
+    files = sorted(VECTORS.glob("*.jsonl"))
+    assert files, f"no vectors in {VECTORS}"
+    return files
+
+
+def test_vectors_match_readme_checksums():
+    readme = (VECTORS / "README.md").read_text()
+    for path in _vector_files():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert f"`{path.name}` |" in readme and digest in readme, path.name
+
+
+def test_vectors_decode_in_spandsp_as_recorded():
+    for path in _vector_files():
+        version = int(path.name[1])
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        assert any(r["dir"] == SENDER_TO_RECEIVER for r in records)
+        assert any(r["dir"] == RECEIVER_TO_SENDER for r in records)
+        decoders = {direction: SpandspT38Core(version) for direction in (SENDER_TO_RECEIVER, RECEIVER_TO_SENDER)}
+        try:
+            for record in records:
+                decoded = decoders[record["dir"]].decode(bytes.fromhex(record["ifp"]), record["seq"])
+                as_json = [[d[0], d[1], d[2], d[3].hex()] if d[0] == "data" else list(d) for d in decoded]
+                assert as_json == record["decoded"], (path.name, record)
+        finally:
+            for decoder in decoders.values():
+                decoder.close()
+
+
+def test_vectors_regenerate_byte_exact(tmp_path):
+    sums = generate_vectors(tmp_path)
+    assert sums == {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in _vector_files()}

@@ -39,6 +39,7 @@ __all__ = [
     "read_fax_tiff",
     "read_pbm",
     "spandsp_t4_encode",
+    "coded_page_tiff",
     "T30_ERRORS",
     "T30_ERR_OK",
     "T38_INDICATORS",
@@ -933,3 +934,48 @@ def spandsp_t4_encode(bitmap: bytes, width: int, height: int, coding: str, *,
         finally:
             lib.t4_tx_free(state)
     return b"".join(chunks)
+
+
+def coded_page_tiff(coded: bytes, width: int, height: int, coding: str, *,
+                    x_dpi: float = 204, y_dpi: float = 196, fill_order: int = 2) -> bytes:
+    """A minimal one-page TIFF around an already coded T.4/T.6 page, for libtiff to decode.
+
+    ``coded`` is the page as :func:`spandsp_t4_encode` returns it (``fill_order`` 2:
+    LSB first). Nothing is re-encoded: the strip is ``coded`` verbatim, so decoding the
+    TIFF checks the coder's output.
+    """
+    import struct
+    from fractions import Fraction
+
+    if coding not in T4_COMPRESSIONS:
+        raise ValueError(f"coding must be one of {sorted(T4_COMPRESSIONS)}")
+    compression = 4 if coding == "mmr" else 3
+    entries = [
+        (256, 4, width), (257, 4, height), (258, 3, 1),
+        (259, 3, compression), (262, 3, 0), (266, 3, fill_order),
+        (273, 4, 0),  # StripOffsets, patched below
+        (277, 3, 1), (278, 4, height), (279, 4, len(coded)),
+        (282, 5, Fraction(x_dpi).limit_denominator(1000)),
+        (283, 5, Fraction(y_dpi).limit_denominator(1000)),
+        (296, 3, 2),
+        (292 if compression == 3 else 293, 4, 1 if coding == "mr" else 0),  # T4Options / T6Options
+    ]
+    entries.sort()
+    header_size = 8
+    ifd_size = 2 + 12 * len(entries) + 4
+    rationals_offset = header_size + ifd_size
+    data_offset = rationals_offset + 8 * sum(1 for _, kind, _ in entries if kind == 5)
+    ifd = struct.pack("<H", len(entries))
+    rationals = b""
+    for tag, kind, value in entries:
+        if tag == 273:
+            value = data_offset
+        if kind == 5:
+            ifd += struct.pack("<HHII", tag, kind, 1, rationals_offset + len(rationals))
+            rationals += struct.pack("<II", value.numerator, value.denominator)
+        elif kind == 3:
+            ifd += struct.pack("<HHIHH", tag, kind, 1, value, 0)
+        else:
+            ifd += struct.pack("<HHII", tag, kind, 1, value)
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", header_size) + ifd + rationals + coded
