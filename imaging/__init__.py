@@ -1,0 +1,31 @@
+"""Fax page imaging: T.4 MH/MR and T.6 MMR coding, page outputs, documents to send.
+
+Public API (used by the T.30 engine and the service):
+
+* ``Coding``, ``BitOrder`` — what was negotiated; T.38 carries ``BitOrder.MSB_FIRST``.
+* ``StreamingDecoder(coding, width, bit_order=...)`` — ``feed(bytes)`` as data arrives,
+  ``page_ended``, ``rows``, ``finish() -> DecodedPage`` (rows, bad rows, longest bad run).
+* ``encode_page(bitmap, width, coding, k=2, min_row_bits=0, bit_order=...) -> bytes``.
+* ``Page`` (a bilevel page with its resolution); ``imaging.output`` writes TIFF-F, PDF and
+  PNG; ``imaging.documents.load_document`` turns PDF/TIFF/PNG/JPEG into pages or raises
+  ``DocumentError``.
+
+Bitmaps everywhere are packed rows, most significant bit first, 1 = black (PBM P4), with a
+stride of width // 8 bytes. This package imports nothing from t38gw, sip or udptl.
+"""
+
+from .decoder import StreamingDecoder
+from .encoder import encode_page
+from .model import RESOLUTIONS, STANDARD_WIDTHS, BitOrder, Coding, DecodedPage, DocumentError, Page
+
+__all__ = [
+    "BitOrder",
+    "Coding",
+    "DecodedPage",
+    "DocumentError",
+    "Page",
+    "RESOLUTIONS",
+    "STANDARD_WIDTHS",
+    "StreamingDecoder",
+    "encode_page",
+]

@@ -1,0 +1,442 @@
+"""Streaming T.4 (MH, MR) and T.6 (MMR) page decoder.
+
+How it works: octets are turned into a string of line bits as they arrive (``bits.to_bits``).
+
+* T.4 (MH and MR): every coded line is preceded by an EOL (T.4 4.1.3), so the decoder cuts
+  the bit string at EOLs with ``str.find`` and decodes a line once the EOL after it has
+  arrived. Fill bits (zeros before an EOL, including byte-aligning fill) are simply trailing
+  zeros of the line. A line that does not decode to exactly ``width`` pels is a bad row: it is
+  counted, replaced by the previous good row (which also becomes the reference for a following
+  2-D line) and decoding resumes at the next EOL. One-dimensional lines are tokenised in one
+  ``re.findall`` over a trie-shaped expression of (white run, black run) pairs, and each
+  distinct pair is turned into pels once (``_TOKEN_PIXELS``); two-dimensional lines run a
+  Python loop over mode codes in which a run of V0 codes (the commonest) is copied from the
+  reference line as one slice.
+* T.6 (MMR): lines follow each other with no EOL, so lines are decoded from a running bit
+  position; a line whose codes run past the bits received so far is retried when more arrive.
+  A code error cannot be resynchronised (there is no EOL), so the page ends there, with the
+  damage counted and flagged.
+
+End of page: RTC is six EOLs (T.4 4.1.4); like SpanDSP (t4_t6_decode.c, EOLS_TO_END_T4_RX_PAGE)
+we accept five consecutive EOLs so a page whose RTC lost one EOL still ends. EOFB (T.6
+2.4.1) is two EOLs.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+
+from . import t4codes
+from .bits import pack_pixels, to_bits
+from .model import BitOrder, Coding, DecodedPage
+
+EOL = t4codes.EOL
+EOFB = t4codes.EOFB
+EOLS_TO_END_T4_PAGE = 5
+# A line longer than this without an EOL is garbage (the widest line of single-pel runs
+# codes to under 20k bits; fill before an EOL is bounded by the minimum scan-line time).
+MAX_LINE_BITS = 200_000
+# Zeros appended while decoding so that look-ups near the end of the data never run short.
+_PAD = "0" * 32
+_ZEROS = "0" * t4codes.MAX_WIDTH
+_ONES = "1" * t4codes.MAX_WIDTH
+_RUN = re.compile("0+|1+")
+_BAD_TOKEN = "X"
+_CACHE_LIMIT = 20_000
+
+
+class _TokenPixels(dict):
+    """MH pair token -> its pels, computed on first sight; a non-code maps to 'X'."""
+
+    def __missing__(self, token: str) -> str:
+        pixels = t4codes.decode_mh_token(token)
+        if pixels is None:
+            pixels = _BAD_TOKEN
+        if len(self) < _CACHE_LIMIT:
+            self[token] = pixels
+        return pixels
+
+
+_TOKEN_PIXELS = _TokenPixels()
+_find_tokens = t4codes.MH_PAIR_TOKEN.findall
+
+
+class _Undecodable(Exception):
+    def __init__(self, position: int) -> None:
+        self.position = position
+
+
+def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -> tuple[list[int], int]:
+    """Decode one two-dimensionally coded line (T.4 4.2.1.3, T.6 2.2) starting at ``position``.
+
+    ``reference`` is the changing elements of the reference line followed by three copies of
+    ``width`` (so b1/b2 always exist). ``bits`` must end with at least 32 padding zeros.
+    Returns the changing elements of the decoded line (strictly increasing, < width) and the
+    position after its last code; raises _Undecodable(position of the bad code).
+    """
+    changes: list[int] = []
+    append = changes.append
+    modes = t4codes.MODE_TABLE
+    white = t4codes.WHITE_TABLE
+    black = t4codes.BLACK_TABLE
+    real = len(reference) - 3
+    a0 = -1  # T.4 4.2.1.3.1: an imaginary white element just before the first pel
+    color = 0
+    zero_run = False
+    p = position
+    try:
+        while a0 < width:
+            # b1: first changing element on the reference line to the right of a0 and of
+            # opposite colour to a0's colour; even indexes turn to black.
+            i = bisect_right(reference, a0)
+            if (i & 1) != color:
+                i += 1
+            if bits[p] == "1":
+                # A run of k V0 codes takes the next k reference changes as they are.
+                q = bits.find("0", p)
+                end = i + (q - p)
+                if end > real:
+                    if i <= real:
+                        changes.extend(reference[i:real])
+                        p += real - i + 1
+                    else:
+                        p += 1
+                    a0 = width
+                    break
+                changes.extend(reference[i:end])
+                a0 = reference[end - 1]
+                color ^= (q - p) & 1
+                p = q
+                continue
+            kind, length, offset = modes[bits[p : p + 7]]
+            if kind == 2:  # vertical
+                a1 = reference[i] + offset
+                if a1 <= a0 or a1 > width:
+                    raise _Undecodable(p)
+                append(a1)
+                a0 = a1
+                color ^= 1
+                p += length
+            elif kind == 1:  # horizontal: a0a1 and a1a2 as MH runs, a0's colour first
+                q = p + length
+                first, second = (white, black) if color == 0 else (black, white)
+                run1 = 0
+                while True:
+                    p = q
+                    run, length = first[bits[q : q + 13]]
+                    q += length
+                    run1 += run
+                    if run < 64:
+                        break
+                run2 = 0
+                while True:
+                    p = q
+                    run, length = second[bits[q : q + 13]]
+                    q += length
+                    run2 += run
+                    if run < 64:
+                        break
+                a1 = (a0 if a0 > 0 else 0) + run1
+                a2 = a1 + run2
+                if a2 > width:
+                    raise _Undecodable(p)
+                if (run1 == 0 and a0 > 0) or run2 == 0:
+                    zero_run = True
+                append(a1)
+                append(a2)
+                a0 = a2
+                p = q
+            else:  # pass: a0 moves under b2, colour unchanged
+                a0 = reference[i + 1]
+                p += length
+    except (KeyError, IndexError):
+        raise _Undecodable(p) from None
+    if zero_run:  # zero-length runs put two changes on one pel; they cancel out
+        merged: list[int] = []
+        for change in changes:
+            if merged and merged[-1] == change:
+                merged.pop()
+            else:
+                merged.append(change)
+        changes = merged
+    while changes and changes[-1] >= width:
+        changes.pop()
+    return changes, p
+
+
+def pixels_from_changes(changes: list[int], width: int) -> str:
+    """The pels ('1' black) of a line with the given changing elements."""
+    parts = []
+    position = 0
+    it = iter(changes)
+    for start in it:
+        end = next(it, width)
+        parts.append(_ZEROS[: start - position])
+        parts.append(_ONES[: end - start])
+        position = end
+    parts.append(_ZEROS[: width - position])
+    return "".join(parts)
+
+
+def changes_from_pixels(pixels: str) -> list[int]:
+    """The changing elements of a line of pels."""
+    ends = [m.end() for m in _RUN.finditer(pixels)]
+    ends.pop()
+    if pixels[:1] == "1":
+        ends.insert(0, 0)
+    return ends
+
+
+class StreamingDecoder:
+    """Decodes one page of T.4 MH/MR or T.6 MMR data fed in pieces as it arrives.
+
+    ``feed`` never raises on bad data; damage is counted in bad rows (see DecodedPage).
+    Raises ValueError at construction for a width that is not a positive multiple of 8 up to
+    4864 pels.
+    """
+
+    def __init__(self, coding: Coding, width: int, *, bit_order: BitOrder) -> None:
+        if not isinstance(coding, Coding) or not isinstance(bit_order, BitOrder):
+            raise ValueError("coding must be a Coding and bit_order a BitOrder")
+        if width <= 0 or width % 8 or width > t4codes.MAX_WIDTH:
+            raise ValueError(f"width must be a multiple of 8 from 8 to {t4codes.MAX_WIDTH}, got {width}")
+        self.coding = coding
+        self.width = width
+        self.bit_order = bit_order
+        self._bits = ""
+        self._lines: list[str] = []
+        self._white = _ZEROS[:width]
+        self._last_good = self._white
+        self._last_good_changes: list[int] | None = []
+        self._reference_pixels = self._white
+        self._reference_changes: list[int] | None = []
+        self._bad_rows = 0
+        self._bad_run = 0
+        self._longest_bad_run = 0
+        self._synced = coding is Coding.MMR
+        self._consecutive_eols = 0
+        self._garbage_pending = False
+        self._ended = False
+        self._damaged = False
+        self._finished: DecodedPage | None = None
+        self._line_cache: dict[str, str | None] = {}
+
+    @property
+    def page_ended(self) -> bool:
+        """True once RTC (T.4) or EOFB (T.6) has been seen."""
+        return self._ended
+
+    @property
+    def rows(self) -> int:
+        """Rows decoded so far, bad rows (replaced) included."""
+        return len(self._lines)
+
+    @property
+    def bad_rows(self) -> int:
+        return self._bad_rows
+
+    @property
+    def damaged(self) -> bool:
+        """True once MMR data could not be decoded any further."""
+        return self._damaged
+
+    def feed(self, data: bytes) -> None:
+        """Decode ``data``, the next octets of the page as received."""
+        if self._finished is not None or not data:
+            return
+        if self._ended and not self._damaged:
+            return  # after RTC/EOFB: whatever follows is not this page
+        self._bits += to_bits(bytes(data), self.bit_order)
+        if self.coding is Coding.MMR:
+            self._decode_t6(final=False)
+        else:
+            self._decode_t4(final=False)
+
+    def finish(self) -> DecodedPage:
+        """End the page (data may have stopped early) and return it."""
+        if self._finished is None:
+            if not self._ended:
+                if self.coding is Coding.MMR:
+                    self._decode_t6(final=True)
+                else:
+                    self._decode_t4(final=True)
+            self._close_bad_run()
+            self._finished = DecodedPage(
+                width=self.width,
+                height=len(self._lines),
+                bitmap=pack_pixels("".join(self._lines)),
+                bad_rows=self._bad_rows,
+                longest_bad_run=self._longest_bad_run,
+                damaged=self._damaged,
+                ended=self._ended,
+            )
+            self._lines = []
+        return self._finished
+
+    # --- rows ---
+
+    def _emit(self, pixels: str | None, changes: list[int] | None) -> None:
+        if pixels is None:
+            self._bad_rows += 1
+            self._bad_run += 1
+            pixels, changes = self._last_good, self._last_good_changes
+        else:
+            self._close_bad_run()
+            self._last_good, self._last_good_changes = pixels, changes
+        self._lines.append(pixels)
+        self._reference_pixels, self._reference_changes = pixels, changes
+
+    def _close_bad_run(self) -> None:
+        if self._bad_run > self._longest_bad_run:
+            self._longest_bad_run = self._bad_run
+        self._bad_run = 0
+
+    def _reference(self) -> list[int]:
+        if self._reference_changes is None:
+            self._reference_changes = changes_from_pixels(self._reference_pixels)
+        width = self.width
+        return self._reference_changes + [width, width, width]
+
+    # --- T.4 ---
+
+    def _decode_t4(self, *, final: bool) -> None:
+        bits = self._bits
+        position = 0
+        if not self._synced:
+            # T.4 4.1.3: the first EOL of the page marks its start; bits before it are not
+            # image data.
+            eol = bits.find(EOL)
+            if eol < 0:
+                self._bits = bits[-11:]
+                return
+            self._synced = True
+            self._consecutive_eols = 1
+            position = eol + 12
+        find = bits.find
+        while not self._ended:
+            eol = find(EOL, position)
+            if eol < 0:
+                break
+            self._t4_line(bits[position:eol])
+            position = eol + 12
+        rest = bits[position:]
+        if self._ended:
+            rest = ""
+        elif final:
+            if "1" in rest:
+                self._t4_line(rest)  # the last line had no EOL after it (no RTC)
+            rest = ""
+        elif len(rest) > MAX_LINE_BITS:
+            self._garbage_pending = True
+            rest = rest[-11:]
+        self._bits = rest
+
+    def _t4_line(self, line: str) -> None:
+        two_d = False
+        if self.coding is Coding.MR:
+            # T.4 4.2.1.3.4: each EOL is followed by a tag bit, 1 = next line is 1-D.
+            two_d = line[:1] == "0"
+            line = line[1:]
+        if "1" not in line:
+            self._consecutive_eols += 1
+            if self._consecutive_eols >= EOLS_TO_END_T4_PAGE:
+                self._ended = True
+            return
+        self._consecutive_eols = 1
+        if self._garbage_pending:
+            self._garbage_pending = False
+            self._emit(None, None)
+        if two_d:
+            self._t4_2d_line(line)
+            return
+        cache = self._line_cache
+        try:
+            pixels = cache[line]
+        except KeyError:
+            pixels = "".join(map(_TOKEN_PIXELS.__getitem__, _find_tokens(line)))
+            if len(pixels) != self.width or _BAD_TOKEN in pixels:
+                pixels = None
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[line] = pixels
+        self._emit(pixels, None)
+
+    def _t4_2d_line(self, line: str) -> None:
+        reference = self._reference()
+        try:
+            changes, end = decode_2d_line(line + _PAD, 0, reference, self.width)
+        except _Undecodable:
+            self._emit(None, None)
+            return
+        if end > len(line) or "1" in line[end:]:
+            self._emit(None, None)  # codes ran into the EOL, or more codes than pels
+            return
+        self._emit_changes(changes, reference)
+
+    def _emit_changes(self, changes: list[int], reference: list[int]) -> None:
+        if len(changes) == len(reference) - 3 and changes == reference[:-3]:
+            pixels = self._reference_pixels
+        else:
+            pixels = pixels_from_changes(changes, self.width)
+        self._emit(pixels, changes)
+
+    # --- T.6 ---
+
+    def _decode_t6(self, *, final: bool) -> None:
+        bits = self._bits
+        if self._damaged:
+            # Nothing after the damage can be placed; only look for EOFB to end the page.
+            if EOFB in bits:
+                self._ended = True
+                bits = ""
+            self._bits = bits[-23:]
+            return
+        length = len(bits)
+        padded = bits + _PAD
+        width = self.width
+        position = 0
+        while True:
+            if bits.find("1", position) < 0:
+                if final:
+                    position = length  # trailing zeros: pad after the last line
+                break
+            left = length - position
+            if left < 24 and EOFB.startswith(bits[position:]):
+                if not final:
+                    break  # maybe the start of EOFB
+                if left == 0 or "1" not in bits[position:]:
+                    position = length
+                    break  # trailing zeros or a cut EOFB
+            if bits.startswith(EOL, position):
+                if bits.startswith(EOFB, position):
+                    self._ended = True
+                    position = length
+                    break
+                if not final and left < 24:
+                    break
+                self._damage()
+                position = length
+                break
+            reference = self._reference()
+            try:
+                changes, end = decode_2d_line(padded, position, reference, width)
+            except _Undecodable as error:
+                if not final and error.position >= length - 13:
+                    break  # the line continues in data not yet received
+                self._damage()
+                position = length
+                break
+            if end > length:
+                if not final:
+                    break
+                self._damage()
+                position = length
+                break
+            self._emit_changes(changes, reference)
+            position = end
+        self._bits = bits[position:] if not self._damaged else ""
+
+    def _damage(self) -> None:
+        self._damaged = True
+        self._emit(None, None)
