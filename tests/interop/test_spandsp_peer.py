@@ -31,6 +31,7 @@ from tests.peers.spandsp import (
     T38_DATA_TYPES,
     T38_FIELD_TYPES,
     T38_INDICATORS,
+    T38_TERMINAL_OPTIONS,
     SpandspT38Core,
     SpandspT38Terminal,
     coded_page_tiff,
@@ -306,6 +307,70 @@ def test_terminal_reports_callback_errors_and_frees(tmp_path):
     terminal.close()
     with pytest.raises(ValueError):
         terminal.advance(160)
+
+
+def _image_bytes_sent(run, version: int) -> int:
+    total = 0
+    with SpandspT38Core(version) as core:
+        for packet in (p for p in run.trace if p.direction == SENDER_TO_RECEIVER):
+            for item in core.decode(packet.ifp, packet.seq):
+                if item[0] == "data" and item[2] == T38_FIELD_TYPES["T4_NON_ECM_DATA"]:
+                    total += len(item[3])
+    return total
+
+
+def test_receiver_minimum_scan_line_time_pads_non_ecm_rows(tmp_path, three_charts):
+    tx_tiff = tmp_path / "tx.tif"
+    make_fax_tiff(tx_tiff, three_charts[:1])
+    runs = {}
+    for scan_ms in (0, 40):
+        runs[scan_ms] = run_spandsp_fax(tx_tiff, tmp_path / f"rx{scan_ms}.tif", ecm=False, compressions={"mh"},
+                                        receiver_options={"min_scan_line_time_ms": scan_ms})
+        assert runs[scan_ms].ok
+        assert read_fax_tiff(tmp_path / f"rx{scan_ms}.tif")[0][0] == three_charts[0][0]
+    # 40 ms per row at 14400 bit/s is at least 72 bytes for each of the 2376 rows.
+    assert _image_bytes_sent(runs[40], 0) >= 72 * 2376 > _image_bytes_sent(runs[0], 0)
+
+
+def test_sequence_numbers_wrap_without_harm(tmp_path, three_charts):
+    tx_tiff = tmp_path / "tx.tif"
+    make_fax_tiff(tx_tiff, three_charts[:1])
+    run = run_spandsp_fax(tx_tiff, tmp_path / "rx.tif", first_seq=65500)
+    assert run.ok
+    seqs = [p.seq for p in run.trace if p.direction == SENDER_TO_RECEIVER]
+    assert 65535 in seqs and 0 in seqs
+
+
+def test_unpaced_mode_sends_each_packet_once(tmp_path, three_charts):
+    tx_tiff = tmp_path / "tx.tif"
+    make_fax_tiff(tx_tiff, three_charts[:1])
+    options = {"config": T38_TERMINAL_OPTIONS["NO_PACING"]}
+    run = run_spandsp_fax(tx_tiff, tmp_path / "rx.tif", sender_options=options, receiver_options=options)
+    assert run.ok
+    assert {p.count for p in run.trace} == {1}
+    paced = run_spandsp_fax(tx_tiff, tmp_path / "rx2.tif")
+    assert max(p.count for p in paced.trace) > 1
+
+
+def test_spandsp_log_lines_reach_a_python_sink(tmp_path, three_charts):
+    tx_tiff = tmp_path / "tx.tif"
+    make_fax_tiff(tx_tiff, three_charts[:1])
+    lines = []
+    run = run_spandsp_fax(tx_tiff, tmp_path / "rx.tif", log=lambda level, text: lines.append(text))
+    assert run.ok
+    assert any("DIS" in line for line in lines) and any("caller-t30" in line for line in lines)
+
+
+def test_terminal_counts_rejected_ifps(tmp_path):
+    with SpandspT38Terminal(calling_party=False, on_ifp=lambda ifp, count: None, version=3,
+                            rx_tiff=tmp_path / "rx.tif") as terminal:
+        with SpandspT38Core(3) as core:
+            good = core.encode_indicator(T38_INDICATORS["CNG"])
+        terminal.rx_ifp(good, 0)
+        assert terminal.rx_rejected == 0
+        terminal.rx_ifp(good + b"\xff", 1)
+        terminal.rx_ifp(b"\xff\xff\xff", 2)
+        assert terminal.rx_rejected == 2
 
 
 def test_terminal_rejects_unknown_compression():

@@ -42,6 +42,7 @@ __all__ = [
     "coded_page_tiff",
     "T30_ERRORS",
     "T30_ERR_OK",
+    "T38_TERMINAL_OPTIONS",
     "T38_INDICATORS",
     "T38_DATA_TYPES",
     "T38_FIELD_TYPES",
@@ -239,13 +240,17 @@ class _SpanLog:
     def __init__(self, lib: ctypes.CDLL, sink) -> None:
         self._sink = sink
         self.handler = _LOG_MESSAGE_HANDLER(self._on_message)
+        # span_log_set_tag keeps the pointer, not a copy: the tag strings live here.
+        self._tags: list[ctypes.Array] = []
 
     def _on_message(self, level: int, text: bytes) -> None:
         self._sink(level, text.decode("latin-1").rstrip("\n"))
 
     def attach(self, lib: ctypes.CDLL, logging_state: int, tag: str) -> None:
         lib.span_log_set_message_handler(logging_state, self.handler)
-        lib.span_log_set_tag(logging_state, tag.encode())
+        tag_buffer = ctypes.create_string_buffer(tag.encode())
+        self._tags.append(tag_buffer)
+        lib.span_log_set_tag(logging_state, tag_buffer)
         lib.span_log_set_level(logging_state, SPAN_LOG_FLOW | SPAN_LOG_SHOW_SEVERITY
                                | SPAN_LOG_SHOW_PROTOCOL | SPAN_LOG_SHOW_TAG)
 
@@ -456,6 +461,13 @@ T30_SUPPORT_ALL_IMAGE_SIZES = (
     0x01 | 0x02 | 0x04  # 215, 255, 303 mm wide
     | 0x10000 | 0x20000 | 0x40000 | 0x80000 | 0x100000  # unlimited, A4, B4, letter, legal
 )
+# t38_terminal.h T38_TERMINAL_OPTION_* bits for the ``config`` argument.
+T38_TERMINAL_OPTIONS = {
+    "NO_PACING": 0x01,
+    "REGULAR_INDICATORS": 0x02,
+    "2S_REPEATING_INDICATORS": 0x04,
+    "NO_INDICATORS": 0x08,
+}
 # t4_rx.h enum: T4_COMPRESSION_ITU_T4_1D = 1, T4_2D = 2, T6 = 3.
 T4_COMPRESSIONS = {"mh": 1, "mr": 2, "mmr": 3}
 # t38_core.h t38_data_rate_management_types_e
@@ -499,7 +511,10 @@ class SpandspT38Terminal:
     drops late packets; recover them before feeding).
 
     ``tx_tiff`` makes it a sender (pages from that TIFF), ``rx_tiff`` a receiver (pages
-    written there). ``log`` is False (off), True (print) or a callable ``(level, text)``
+    written there). ``config`` takes T38_TERMINAL_OPTIONS bits (0: SpanDSP's paced UDP
+    mode, indicators and end-of-data packets sent 3 times). ``min_scan_line_time_ms``
+    is what a receiver announces in its DIS (T.30 Table 2); ``supported_resolutions`` and
+    ``supported_image_sizes`` are T30_SUPPORT_* masks (default: everything). ``log`` is False (off), True (print) or a callable ``(level, text)``
     that receives SpanDSP's T.30/T.38 log lines — for debugging.
 
     Raises ValueError for impossible options; :attr:`phase_e_status` is ``None`` until
@@ -521,11 +536,15 @@ class SpandspT38Terminal:
         transferred_tcf: bool = True,
         config: int = 0,
         min_scan_line_time_ms: int | None = None,
+        supported_resolutions: int = T30_SUPPORT_ALL_RESOLUTIONS,
+        supported_image_sizes: int = T30_SUPPORT_ALL_IMAGE_SIZES,
         log=False,
     ) -> None:
         self._lib = lib = load_spandsp()
         self._on_ifp = on_ifp
         self.phase_e_status: int | None = None
+        # IFPs t38_core_rx_ifp_packet refused (-1): malformed, or trailing bytes.
+        self.rx_rejected = 0
         # ("phase_b", fcf) / ("phase_d", fcf) / ("phase_e", code), in the order they happened.
         self.events: list[tuple[str, int]] = []
         # T.30 HDLC frames as SpanDSP saw them: ("rx" | "tx", frame bytes from the address octet).
@@ -553,8 +572,8 @@ class SpandspT38Terminal:
         t30 = self.t30_state
         lib.t30_set_supported_modems(t30, _modems_for_bitrate(max_bitrate))
         lib.t30_set_supported_compressions(t30, compression_mask)
-        lib.t30_set_supported_resolutions(t30, T30_SUPPORT_ALL_RESOLUTIONS)
-        lib.t30_set_supported_image_sizes(t30, T30_SUPPORT_ALL_IMAGE_SIZES)
+        lib.t30_set_supported_resolutions(t30, supported_resolutions)
+        lib.t30_set_supported_image_sizes(t30, supported_image_sizes)
         lib.t30_set_ecm_capability(t30, int(ecm))
         if min_scan_line_time_ms is not None:
             lib.t30_set_minimum_scan_line_time(t30, min_scan_line_time_ms)
@@ -614,7 +633,8 @@ class SpandspT38Terminal:
         """Give SpanDSP one received IFP with its UDPTL sequence number (in order)."""
         self._check_open()
         buffer = ctypes.create_string_buffer(bytes(ifp), max(len(ifp), 1))
-        self._lib.t38_core_rx_ifp_packet(self.t38_core_state, buffer, len(ifp), seq & 0xFFFF)
+        if self._lib.t38_core_rx_ifp_packet(self.t38_core_state, buffer, len(ifp), seq & 0xFFFF) < 0:
+            self.rx_rejected += 1
         self._raise_callback_error()
 
     def advance(self, samples: int = 160) -> None:
@@ -737,6 +757,8 @@ def run_spandsp_fax(
     sender_ident: str = "SPANDSP SENDER",
     receiver_ident: str = "SPANDSP RECEIVER",
     first_seq: int = 0,
+    sender_options: dict | None = None,
+    receiver_options: dict | None = None,
     log=False,
 ) -> FaxRun:
     """Fax ``tx_tiff`` from a SpanDSP T.38 terminal to another that writes ``rx_tiff``.
@@ -749,6 +771,10 @@ def run_spandsp_fax(
     you like. ``channel`` may also be a pair ``(to_receiver, to_sender)``. Deliveries due
     by a tick are fed in time order before the terminals advance; SpanDSP itself drops
     repeats and late packets. Runs in a fraction of a second of CPU per page.
+
+    ``sender_options`` / ``receiver_options`` are extra :class:`SpandspT38Terminal`
+    keyword arguments for one side (they override the shared ones, e.g.
+    ``receiver_options={"ecm": False}``).
     """
     if channel is None:
         channels = (perfect_link, perfect_link)
@@ -775,10 +801,12 @@ def run_spandsp_fax(
 
     common = dict(version=version, ecm=ecm, compressions=compressions, max_bitrate=max_bitrate,
                   transferred_tcf=transferred_tcf, log=log)
+    sender_kwargs = {**common, "ident": sender_ident, "tx_tiff": tx_tiff, **(sender_options or {})}
+    receiver_kwargs = {**common, "ident": receiver_ident, "rx_tiff": rx_tiff, **(receiver_options or {})}
     with SpandspT38Terminal(calling_party=True, on_ifp=emitter(SENDER_TO_RECEIVER, channels[0]),
-                            ident=sender_ident, tx_tiff=tx_tiff, **common) as sender, \
+                            **sender_kwargs) as sender, \
             SpandspT38Terminal(calling_party=False, on_ifp=emitter(RECEIVER_TO_SENDER, channels[1]),
-                               ident=receiver_ident, rx_tiff=rx_tiff, **common) as receiver:
+                               **receiver_kwargs) as receiver:
         samples_per_tick = round(tick_seconds * SAMPLE_RATE)
         ticks = int(max_sim_seconds / tick_seconds)
         for tick in range(ticks):
