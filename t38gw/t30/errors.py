@@ -1,0 +1,24 @@
+"""The two kinds of error the T.30 engine raises (STYLE.md 6).
+
+Expected wire faults (a bad FCS, a lost IFP, a bad row) are not errors: the engine
+records them as ``ProtocolEventLogged`` events and counters.  These exceptions are for
+the two cases where a caller must know at once.
+"""
+
+from __future__ import annotations
+
+
+class LocalProtocolError(Exception):
+    """Our own code misused the engine (e.g. fed input after the call ended)."""
+
+
+class RemoteProtocolError(Exception):
+    """The peer sent something we cannot interpret.
+
+    ``hint`` names the T.30 response that answers it (e.g. ``"CRP"``) where one exists.
+    Inside the engine these are caught and turned into events; parsers raise them.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint

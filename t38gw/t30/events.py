@@ -1,0 +1,114 @@
+"""What the T.30 engine tells its user: frozen dataclasses named in the past tense."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class T30Result(enum.Enum):
+    """How a T.30 call ended.  Names and meanings follow the T.30 result codes that
+    SpanDSP and its users (Asterisk, FreeSWITCH) report, so operators see familiar text."""
+
+    OK = "OK"
+    T1_EXPIRED = "T1_EXPIRED"  # no valid DCS within T1 of our first DIS
+    CANNOT_TRAIN = "CANNOT_TRAIN"  # TCF kept failing and the sender gave up
+    INCOMPATIBLE = "INCOMPATIBLE"  # DCS asked for a mode we did not offer
+    NO_POLL = "NO_POLL"  # peer asked to poll us (DTC); we have nothing to send
+    RX_ECMPHD = "RX_ECMPHD"  # invalid ECM phase D from the sender
+    RX_INVALCMD = "RX_INVALCMD"  # unexpected command after a page
+    RX_NOCARRIER = "RX_NOCARRIER"  # carrier lost during a page and nothing followed
+    RX_T2EXPD = "RX_T2EXPD"  # T2 expired waiting for phase D (post-page command)
+    RX_T2EXPFAX = "RX_T2EXPFAX"  # T2 expired waiting for the first page
+    RX_T2EXPMPS = "RX_T2EXPMPS"  # T2 expired waiting for the next page
+    RX_T2EXPRR = "RX_T2EXPRR"  # T2 expired waiting for RR
+    RX_T2EXP = "RX_T2EXP"  # T2 expired waiting for DCS after CFR/FTT or a new phase B
+    RX_T2EXPDCN = "RX_T2EXPDCN"  # T2 expired waiting for DCN after EOP/MCF
+    RX_T5EXP = "RX_T5EXP"  # receiver stayed not-ready longer than T5
+    RX_DCNWHY = "RX_DCNWHY"  # DCN while waiting for DCS
+    RX_DCNDATA = "RX_DCNDATA"  # DCN while waiting for image data
+    RX_DCNFAX = "RX_DCNFAX"  # DCN while waiting for EOM/EOP/MPS
+    RX_DCNPHD = "RX_DCNPHD"  # DCN after MPS/EOM before the next page
+    RX_DCNRRD = "RX_DCNRRD"  # DCN after an RR/RNR exchange
+    CALL_DROPPED = "CALL_DROPPED"  # the session ended the call (BYE) before phase E
+
+
+class PageQuality(enum.Enum):
+    """Our verdict on a received page, and the post-message response it earned."""
+
+    GOOD = "MCF"
+    POOR = "RTP"
+    BAD = "RTN"
+
+
+@dataclass(frozen=True)
+class PhaseBCompleted:
+    """A DCS was accepted (CFR sent): the page parameters of what follows."""
+
+    remote_ident: str
+    subaddress: str
+    password: str
+    modem: str
+    bit_rate: int
+    ecm: bool
+    compression: str
+    x_dpi: int
+    y_dpi: int
+    width_px: int
+
+
+@dataclass(frozen=True)
+class PageReceived:
+    """A page we confirmed (MCF or RTP sent).  ``bitmap`` holds packed rows MSB-first,
+    1 = black; ``bad_rows`` are rows the decoder had to repair."""
+
+    number: int
+    width: int
+    height: int
+    bitmap: bytes
+    bad_rows: int
+    longest_bad_run: int
+    quality: PageQuality
+    x_dpi: int
+    y_dpi: int
+    compression: str
+    ecm: bool
+
+
+@dataclass(frozen=True)
+class PageRejected:
+    """A page we answered with RTN; the sender may send it again."""
+
+    number: int
+    height: int
+    bad_rows: int
+    longest_bad_run: int
+
+
+@dataclass(frozen=True)
+class DocumentEnded:
+    """EOP or EOM was confirmed: ``pages`` pages form one document."""
+
+    pages: int
+    more_documents: bool
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """The engine is done.  ``pages`` counts confirmed pages, which are all kept."""
+
+    result: T30Result
+    pages: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProtocolEventLogged:
+    """Something unexpected that the engine handled (a bad frame, an out-of-place
+    command...): for logs and counters, never a reason to raise."""
+
+    state: str
+    what: str
+
+
+Event = PhaseBCompleted | PageReceived | PageRejected | DocumentEnded | CallEnded | ProtocolEventLogged

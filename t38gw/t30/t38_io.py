@@ -1,0 +1,181 @@
+"""The T.38 edge of the engine: IFP packets to modem-level happenings and back.
+
+Receiving.  T.38 clause 7 sends an HDLC frame as ``hdlc-data`` fields (its octets in
+any number of chunks) closed by ``hdlc-fcs-OK``/``hdlc-fcs-BAD`` (the emitting gateway
+checked the FCS), with ``-sig-end`` on the last frame of a carrier; image data of
+non-ECM pages (and TCF) as ``t4-non-ecm-data`` closed by ``t4-non-ecm-sig-end``.
+Indicators announce carriers.  Deployed stacks repeat indicators and end-of-data
+packets with fresh sequence numbers (SpanDSP's terminal sends each three times), so
+``IfpDemultiplexer`` swallows an end-of-data that repeats the previous one and an
+FCS report with no octets before it, as SpanDSP's ``t38_terminal.c`` does.
+
+Sending.  ``hdlc_burst`` turns T.30 frames into the packet sequence with the timing a
+paced terminal uses: 75 ms of silence, the V.21 preamble indicator, 1 s of flags
+(T.30 5.3.1), then the frames at 300 bit/s, the last closed by fcs-OK-sig-end; each
+indicator and end packet is sent ``END_REPEATS`` times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator, Unknown
+
+from t38gw.t30.frames import T30Frame
+
+# SpanDSP t38_terminal.c sends indicators and end-of-data packets 3 times (its
+# INDICATOR_TX_COUNT / DATA_END_TX_COUNT); we follow that deployed convention.
+END_REPEATS = 3
+#: T.30 5.3.1 / T.38 (SpanDSP's modem_startup_time): V.21 preamble of 1 s before a frame.
+V21_PREAMBLE_S = 1.0
+#: T.30 5.3.2.4 (note): 75 +/- 20 ms of silence between carriers.
+SILENCE_S = 0.075
+V21_BIT_RATE = 300
+#: T.30 5.3.6.1 (CED): 2.6-4 s of 2100 Hz; T.38 needs only the indicator and its length.
+CED_S = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class SignalStarted:
+    indicator: T30Indicator | Unknown
+
+
+@dataclass(frozen=True, slots=True)
+class HdlcFrameArrived:
+    """One whole HDLC frame; ``wire`` is T.38 order.  ``fcs_ok`` is False for a frame
+    the sender marked fcs-BAD or that lost octets on the way."""
+
+    wire: bytes
+    fcs_ok: bool
+    data_type: T30Data | Unknown
+
+
+@dataclass(frozen=True, slots=True)
+class HdlcSignalEnded:
+    data_type: T30Data | Unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDataArrived:
+    data: bytes  # T.38 order: first transmitted bit is the MSB
+    data_type: T30Data | Unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSignalEnded:
+    data_type: T30Data | Unknown
+
+
+FrontEndEvent = SignalStarted | HdlcFrameArrived | HdlcSignalEnded | ImageDataArrived | ImageSignalEnded
+
+#: The longest HDLC frame T.30/T.4 sends is an FCD of 256 octets plus 4 of header; a
+#: peer that sends more without closing the frame is not sending T.30.
+MAX_HDLC_OCTETS = 512
+
+_END_FIELDS = {
+    FieldType.HDLC_FCS_OK_SIG_END,
+    FieldType.HDLC_FCS_BAD_SIG_END,
+    FieldType.HDLC_SIG_END,
+    FieldType.T4_NON_ECM_SIG_END,
+}
+
+
+class IfpDemultiplexer:
+    """Turns received IFP packets (in order, after UDPTL recovery) into front-end events."""
+
+    def __init__(self) -> None:
+        self._hdlc = bytearray()
+        self._hdlc_damaged = False
+        self._indicator: T30Indicator | Unknown | None = None
+        self._last_field: tuple | None = None
+        self.packets_ignored = 0
+
+    def note_loss(self) -> None:
+        """IFPs were lost (UDPTL could not recover them): any frame in progress is bad."""
+        self._hdlc_damaged = True
+
+    def packet_received(self, packet: IfpPacket) -> list[FrontEndEvent]:
+        """Feed one IFP packet; returns what it means at the modem level."""
+        if packet.is_indicator:
+            if packet.msg == self._indicator:
+                return []  # T.38 clause 7.6: a repeated indicator is harmless
+            self._indicator = packet.msg
+            self._hdlc.clear()
+            self._hdlc_damaged = False
+            self._last_field = None
+            return [SignalStarted(packet.msg)]
+        events: list[FrontEndEvent] = []
+        data_type = packet.msg
+        for field in packet.fields or ():
+            key = (data_type, field.field_type)
+            repeat = key == self._last_field and field.field_type in _END_FIELDS
+            self._last_field = key
+            self._indicator = None
+            if repeat:
+                continue
+            self._field(field, data_type, events)
+        return events
+
+    def _field(self, field: DataField, data_type, events: list) -> None:
+        kind = field.field_type
+        if kind is FieldType.HDLC_DATA:
+            self._append(field.data)
+        elif kind in (FieldType.HDLC_FCS_OK, FieldType.HDLC_FCS_BAD,
+                      FieldType.HDLC_FCS_OK_SIG_END, FieldType.HDLC_FCS_BAD_SIG_END):
+            # Cisco and Commetrex put the last octets in the FCS field; SpanDSP accepts it.
+            self._append(field.data)
+            if self._hdlc:
+                ok = kind in (FieldType.HDLC_FCS_OK, FieldType.HDLC_FCS_OK_SIG_END) and not self._hdlc_damaged
+                events.append(HdlcFrameArrived(bytes(self._hdlc), ok, data_type))
+            self._hdlc.clear()
+            self._hdlc_damaged = False
+            if kind in (FieldType.HDLC_FCS_OK_SIG_END, FieldType.HDLC_FCS_BAD_SIG_END):
+                events.append(HdlcSignalEnded(data_type))
+        elif kind is FieldType.HDLC_SIG_END:
+            self._hdlc.clear()
+            self._hdlc_damaged = False
+            events.append(HdlcSignalEnded(data_type))
+        elif kind is FieldType.T4_NON_ECM_DATA:
+            if field.data:
+                events.append(ImageDataArrived(field.data, data_type))
+        elif kind is FieldType.T4_NON_ECM_SIG_END:
+            if field.data:
+                events.append(ImageDataArrived(field.data, data_type))
+            events.append(ImageSignalEnded(data_type))
+        else:
+            self.packets_ignored += 1  # V.8 CM/JM/CI and V.34 rates: nothing for T.30 here
+
+    def _append(self, data: bytes) -> None:
+        if len(self._hdlc) + len(data) > MAX_HDLC_OCTETS:
+            self._hdlc_damaged = True
+            return
+        self._hdlc += data
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingIfp:
+    """An IFP packet to send at ``at`` (seconds), ``repeat`` times in a row."""
+
+    at: float
+    packet: IfpPacket
+    repeat: int = 1
+
+
+def indicator(at: float, which: T30Indicator) -> OutgoingIfp:
+    return OutgoingIfp(at, IfpPacket(which), END_REPEATS)
+
+
+def hdlc_burst(frames: list[T30Frame], start: float) -> tuple[list[OutgoingIfp], float]:
+    """The packets that send ``frames`` on V.21 from ``start``; returns them and the end time."""
+    out = [indicator(start, T30Indicator.V21_PREAMBLE)]
+    at = start + V21_PREAMBLE_S
+    for i, frame in enumerate(frames):
+        wire = frame.to_wire()
+        out.append(OutgoingIfp(at, IfpPacket(T30Data.V21, (DataField(FieldType.HDLC_DATA, wire),))))
+        # Each frame takes its octets plus about two flags and the 16-bit FCS on the line.
+        at += (len(wire) + 4) * 8 / V21_BIT_RATE
+        last = i == len(frames) - 1
+        end = FieldType.HDLC_FCS_OK_SIG_END if last else FieldType.HDLC_FCS_OK
+        out.append(OutgoingIfp(at, IfpPacket(T30Data.V21, (DataField(end),)), END_REPEATS if last else 1))
+    out.append(indicator(at + SILENCE_S, T30Indicator.NO_SIGNAL))
+    return out, at + SILENCE_S
