@@ -254,6 +254,20 @@ def test_three_page_chart_fax_arrives_pixel_exact(tmp_path, three_charts, versio
     assert ("phase_e", T30_ERR_OK) in run.receiver_events
 
 
+@pytest.mark.parametrize(("max_bitrate", "expected", "ecm"), [(9600, 9600, True), (12000, 9600, False),
+                                                            (4800, 4800, False)])
+def test_bitrate_cap_and_standard_resolution(tmp_path, three_charts, max_bitrate, expected, ecm):
+    bitmap, width, _ = three_charts[1]
+    page = (bitmap[: 216 * 500], width, 500)
+    tx_tiff, rx_tiff = tmp_path / "tx.tif", tmp_path / "rx.tif"
+    make_fax_tiff(tx_tiff, [page], x_dpi=204, y_dpi=98)
+    run = run_spandsp_fax(tx_tiff, rx_tiff, ecm=ecm, max_bitrate=max_bitrate)
+    assert run.ok
+    assert run.receiver_stats["bit_rate"] == expected
+    assert run.receiver_stats["y_resolution"] == 3850  # pixels per metre: 98 lines per inch
+    assert read_fax_tiff(rx_tiff) == [(page[0], width, 500, 204.0, 98.0)]
+
+
 @pytest.mark.parametrize("version", [0, 3])
 def test_every_traced_ifp_decodes_in_spandsps_own_core(tmp_path, three_charts, version):
     tx_tiff = tmp_path / "tx.tif"
@@ -373,9 +387,11 @@ def test_terminal_counts_rejected_ifps(tmp_path):
         assert terminal.rx_rejected == 2
 
 
-def test_terminal_rejects_unknown_compression():
+def test_terminal_rejects_impossible_options():
     with pytest.raises(ValueError):
         SpandspT38Terminal(calling_party=True, on_ifp=lambda ifp, count: None, compressions={"jbig"})
+    with pytest.raises(ValueError):
+        SpandspT38Terminal(calling_party=True, on_ifp=lambda ifp, count: None, max_bitrate=2400)
 
 
 # ---------------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def load_spandsp() -> ctypes.CDLL:
 class _SpanLog:
     """Routes one SpanDSP logging state to a Python sink (off unless asked for)."""
 
-    def __init__(self, lib: ctypes.CDLL, sink) -> None:
+    def __init__(self, sink) -> None:
         self._sink = sink
         self.handler = _LOG_MESSAGE_HANDLER(self._on_message)
         # span_log_set_tag keeps the pointer, not a copy: the tag strings live here.
@@ -302,7 +302,7 @@ class SpandspT38Core:
         sink = _log_sink(log)
         self._log = None
         if sink is not None:
-            self._log = _SpanLog(self._lib, sink)
+            self._log = _SpanLog(sink)
             self._log.attach(self._lib, self._lib.t38_core_get_logging_state(self._state), f"core-v{version}")
 
     # C callbacks -------------------------------------------------------------------
@@ -319,8 +319,9 @@ class SpandspT38Core:
         self._received.append(("data", data_type, field_type, data))
         return 0
 
-    def _on_rx_missing(self, _s, _user, rx_seq_no, expected_seq_no) -> int:
-        self._received.append(("missing", rx_seq_no, expected_seq_no))
+    def _on_rx_missing(self, _s, _user, expected_seq_no, received_seq_no) -> int:
+        # t38_core.c passes (expected, received), whatever the header's parameter names say.
+        self._received.append(("missing", expected_seq_no, received_seq_no))
         return 0
 
     # Encoding ----------------------------------------------------------------------
@@ -342,21 +343,27 @@ class SpandspT38Core:
         return self._take_first_sent(f"indicator {indicator}")
 
     def encode_data(self, data_type: int, field_type: int, data: bytes) -> bytes:
-        """The IFP SpanDSP sends for one data field (``data`` may be empty: no field-data)."""
-        return self.encode_data_multi(data_type, [(field_type, data)], _single=True)
+        """The IFP SpanDSP sends for one data field (``data`` may be empty: no field-data).
 
-    def encode_data_multi(self, data_type: int, fields: list[tuple[int, bytes]], *, _single: bool = False) -> bytes:
-        """The IFP SpanDSP sends for several ``(field_type, data)`` fields of one data type."""
+        Uses ``t38_core_send_data``. Raises ValueError when SpanDSP refuses (a type the
+        version cannot carry) or the data would overrun SpanDSP's encode buffer.
+        """
+        return self._encode_fields(data_type, [(field_type, data)], multi=False)
+
+    def encode_data_multi(self, data_type: int, fields: list[tuple[int, bytes]]) -> bytes:
+        """The IFP SpanDSP sends for several ``(field_type, data)`` fields of one data type.
+
+        Uses ``t38_core_send_data_multi_field``; raises like :meth:`encode_data`.
+        """
+        return self._encode_fields(data_type, fields, multi=True)
+
+    def _encode_fields(self, data_type: int, fields: list[tuple[int, bytes]], *, multi: bool) -> bytes:
         self._check_open()
         if sum(len(data) + 3 for _, data in fields) + 4 > _MAX_ENCODE_PAYLOAD:
             raise ValueError("too much data for SpanDSP's 1000-byte encode buffer")
         buffers = [ctypes.create_string_buffer(bytes(data), max(len(data), 1)) for _, data in fields]
         self._sent.clear()
-        if _single:
-            (field_type, data), = fields
-            self._lib.t38_core_send_data(self._state, data_type, field_type, buffers[0], len(data),
-                                         _CATEGORY_CONTROL_DATA)
-        else:
+        if multi:
             array = (_T38DataField * max(len(fields), 1))()
             for slot, (field_type, data), buffer in zip(array, fields, buffers):
                 slot.field_type = field_type
@@ -364,6 +371,10 @@ class SpandspT38Core:
                 slot.field_len = len(data)
             self._lib.t38_core_send_data_multi_field(self._state, data_type, array, len(fields),
                                                      _CATEGORY_CONTROL_DATA)
+        else:
+            (field_type, data), = fields
+            self._lib.t38_core_send_data(self._state, data_type, field_type, buffers[0], len(data),
+                                         _CATEGORY_CONTROL_DATA)
         return self._take_first_sent(f"data type {data_type} fields {[f for f, _ in fields]}")
 
     # Decoding ----------------------------------------------------------------------
@@ -373,7 +384,8 @@ class SpandspT38Core:
         Returns what SpanDSP's receive callbacks reported, in order:
         ``("indicator", indicator)``, ``("data", data_type, field_type, data)`` (one per
         field; ``data`` is ``b""`` when the field has no field-data) and
-        ``("missing", rx_seq_no, expected_seq_no)`` when ``seq`` skips ahead. SpanDSP
+        ``("missing", first_missing_seq, seq)`` when ``seq`` skips ahead (``(-1, -1)``
+        when SpanDSP sees a wild jump and restarts its count). SpanDSP
         silently drops a packet whose ``seq`` is a repeat or is late. When SpanDSP
         returns -1 (a malformed packet, or trailing bytes after a whole IFP) a final
         ``("rejected",)`` entry is appended: callbacks may still have fired before it.
@@ -483,12 +495,19 @@ SAMPLE_RATE = 8000
 
 
 def _modems_for_bitrate(max_bitrate: int) -> int:
-    """T.30 modems a terminal may use so that it never trains faster than ``max_bitrate``."""
-    if max_bitrate >= 12000:
+    """T.30 modems a terminal may use so that it never trains faster than ``max_bitrate``.
+
+    SpanDSP starts at the top rate of the fastest modem allowed (V.17 14400, V.29 9600,
+    V.27ter 4800) and only falls back after a failed training, so the cap has modem
+    granularity: 12000 allows V.29 at most. Below 4800 there is nothing to allow.
+    """
+    if max_bitrate >= 14400:
         return T30_SUPPORT_MODEMS["V27TER"] | T30_SUPPORT_MODEMS["V29"] | T30_SUPPORT_MODEMS["V17"]
-    if max_bitrate >= 7200:
+    if max_bitrate >= 9600:
         return T30_SUPPORT_MODEMS["V27TER"] | T30_SUPPORT_MODEMS["V29"]
-    return T30_SUPPORT_MODEMS["V27TER"]
+    if max_bitrate >= 4800:
+        return T30_SUPPORT_MODEMS["V27TER"]
+    raise ValueError(f"max_bitrate {max_bitrate}: SpanDSP cannot be held below 4800 bit/s")
 
 
 def _compression_mask(compressions) -> int:
@@ -556,6 +575,7 @@ class SpandspT38Terminal:
         self._phase_e_handler = _PHASE_E_HANDLER(self._on_phase_e)
         self._frame_handler = _REAL_TIME_FRAME_HANDLER(self._on_frame)
         compression_mask = _compression_mask(compressions)
+        modems = _modems_for_bitrate(max_bitrate)
 
         self._state = lib.t38_terminal_init(None, int(calling_party), self._tx_handler, None)
         if not self._state:
@@ -570,7 +590,7 @@ class SpandspT38Terminal:
         lib.t38_set_fastest_image_data_rate(self.t38_core_state, max_bitrate)
 
         t30 = self.t30_state
-        lib.t30_set_supported_modems(t30, _modems_for_bitrate(max_bitrate))
+        lib.t30_set_supported_modems(t30, modems)
         lib.t30_set_supported_compressions(t30, compression_mask)
         lib.t30_set_supported_resolutions(t30, supported_resolutions)
         lib.t30_set_supported_image_sizes(t30, supported_image_sizes)
@@ -593,7 +613,7 @@ class SpandspT38Terminal:
         self._log = None
         sink = _log_sink(log)
         if sink is not None:
-            self._log = _SpanLog(lib, sink)
+            self._log = _SpanLog(sink)
             role = "caller" if calling_party else "answerer"
             self._log.attach(lib, lib.t30_get_logging_state(t30), f"{role}-t30")
             self._log.attach(lib, lib.t38_core_get_logging_state(self.t38_core_state), f"{role}-t38")
