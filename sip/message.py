@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from .errors import LocalProtocolError, SipParseError
-from .uri import TOKEN_CHARS, AbsoluteUri, SipUri, Uri, parse_uri
+from .uri import TOKEN_CHARS, AbsoluteUri, SipUri, Uri, _parse_host_port, parse_uri
 
 __all__ = [
     "Headers",
@@ -96,6 +96,10 @@ _KNOWN_NAMES = [
 _CANONICAL = {name.lower(): name for name in _KNOWN_NAMES}
 for _short, _long in COMPACT_FORMS.items():
     _CANONICAL[_short] = _long
+# Spelling on the wire -> (lookup key, canonical name); exact spellings hit first.
+_HEADER_TABLE = {lower: (canonical.lower(), canonical) for lower, canonical in _CANONICAL.items()}
+_HEADER_TABLE.update({canonical: (canonical.lower(), canonical) for canonical in _KNOWN_NAMES})
+_HEADER_TABLE.update({short.upper(): entry for short, entry in list(_HEADER_TABLE.items()) if len(short) == 1})
 
 # Headers whose grammar is a comma-separated list (RFC 3261 7.3.1: such headers may be
 # combined into one line, or split over several, without changing the meaning).
@@ -216,20 +220,24 @@ def parse_params(text: str, context: str) -> dict[str, str | None]:
     if text[0] != ";":
         raise SipParseError(f"junk before parameters in {context!r}")
     params: dict[str, str | None] = {}
-    for part in _split_outside_quotes(text[1:], ";", angle=False):
+    token = TOKEN_CHARS
+    quoted = '"' in text
+    spaced = " " in text or "\t" in text
+    for part in _split_outside_quotes(text[1:], ";", angle=False) if quoted else text[1:].split(";"):
         name, eq, value = part.partition("=")
-        name = name.strip()
-        if not name or not TOKEN_CHARS.issuperset(name):
+        if spaced:
+            name = name.strip()
+            value = value.strip()
+        if not name or not token.issuperset(name):
             raise SipParseError(f"bad parameter {part!r} in {context!r}")
         if eq:
-            value = value.strip()
             if not value:
                 raise SipParseError(f"empty parameter value {part!r} in {context!r}")
-            if value[0] == '"':
+            if quoted and value[0] == '"':
                 _, end = _read_quoted(value, 0)
                 if end != len(value):
                     raise SipParseError(f"junk after quoted parameter {part!r} in {context!r}")
-            elif " " in value or "\t" in value:
+            elif spaced and (" " in value or "\t" in value):
                 raise SipParseError(f"whitespace inside parameter {part!r} in {context!r}")
             params[name.lower()] = value
         else:
@@ -297,6 +305,20 @@ class Via:
         return self.host[1:-1] if self.host.startswith("[") else self.host
 
 
+def _parse_vias(raw: tuple[str, ...]) -> list[Via]:
+    if not raw:
+        raise SipParseError("missing Via header")
+    vias = []
+    for value in raw:
+        if "," in value:
+            vias.extend(parse_via(item) for item in split_list(value))
+        else:
+            vias.append(parse_via(value))
+    if not vias:
+        raise SipParseError("empty Via header")
+    return vias
+
+
 def parse_via(value: str) -> Via:
     """Parse one via-parm (not a comma list: use ``Headers.get_all('Via')``)."""
     parts = value.split("/", 2)
@@ -318,14 +340,11 @@ def parse_via(value: str) -> Via:
     if not sent_by:
         raise SipParseError(f"Via without sent-by {value!r}")
     try:
-        uri = parse_uri("sip:" + sent_by)
+        host, port = _parse_host_port(sent_by, value)
     except SipParseError:
         raise SipParseError(f"bad sent-by in Via {value!r}") from None
-    assert isinstance(uri, SipUri)
-    if uri.user is not None or uri.params or uri.headers:
-        raise SipParseError(f"bad sent-by in Via {value!r}")
     params = parse_params(semi + param_text, value) if semi else {}
-    return Via(transport.upper(), uri.host, uri.port, params)
+    return Via(transport.upper(), host, port, params)
 
 
 @dataclass(slots=True)
@@ -372,7 +391,11 @@ def parse_name_addr(value: str) -> NameAddr:
         raise SipParseError("empty name-addr")
     display: str | None = None
     if text[0] == '"':
-        display, end = _read_quoted(text, 0)
+        close = text.find('"', 1)
+        if close > 0 and "\\" not in text[1:close]:
+            display, end = text[1:close], close + 1
+        else:
+            display, end = _read_quoted(text, 0)
         rest = text[end:].lstrip()
         if not rest.startswith("<"):
             raise SipParseError(f"quoted display name without <URI> in {value!r}")
@@ -469,6 +492,12 @@ class Headers:
                 return value
         return default
 
+    def _first(self, key: str) -> str | None:
+        for k, _, value in self._items:
+            if k == key:
+                return value
+        return None
+
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order; list headers are also split at commas."""
         key = _key(name)
@@ -523,7 +552,7 @@ class _Message:
     body: bytes
 
     def _cached(self, key: str, parse):  # type: ignore[no-untyped-def]
-        raw = self.headers.get(key)
+        raw = self.headers._first(key)
         if raw is None:
             raise SipParseError(f"missing {canonical_name(key)} header")
         hit = self._cache.get(key)
@@ -535,7 +564,7 @@ class _Message:
 
     @property
     def call_id(self) -> str:
-        raw = self.headers.get("call-id")
+        raw = self.headers._first("call-id")
         if not raw:
             raise SipParseError("missing Call-ID header")
         return raw
@@ -556,14 +585,11 @@ class _Message:
     @property
     def vias(self) -> list[Via]:
         """Every Via, topmost first (split across lines and commas)."""
-        values = self.headers.get_all("via")
-        if not values:
-            raise SipParseError("missing Via header")
-        raw = tuple(values)
+        raw = tuple([value for key, _, value in self.headers._items if key == "via"])
         hit = self._cache.get("via")
         if hit is not None and hit[0] == raw:
             return hit[1]
-        parsed = [parse_via(v) for v in values]
+        parsed = _parse_vias(raw)
         self._cache["via"] = (raw, parsed)
         return parsed
 
@@ -785,14 +811,11 @@ def _parse_start_line(line: str) -> tuple[str, str, str]:
 
 def _split_header_lines(head: str) -> list[tuple[str, str, str]]:
     items: list[tuple[str, str, str]] = []
-    canonical_table = _CANONICAL
-    token = TOKEN_CHARS
-    lines = head.split("\r\n")
-    for line in lines:
-        if not line:
-            raise SipParseError("empty line inside the header section")
-        first = line[0]
-        if first == " " or first == "\t":
+    append = items.append
+    table = _HEADER_TABLE
+    folded = "\r\n " in head or "\r\n\t" in head or head[:1] in (" ", "\t")
+    for line in head.split("\r\n"):
+        if folded and line[:1] in (" ", "\t"):
             # RFC 3261 7.3.1: a line starting with whitespace continues the previous one.
             if not items:
                 raise SipParseError("header section starts with a continuation line")
@@ -803,14 +826,16 @@ def _split_header_lines(head: str) -> list[tuple[str, str, str]]:
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without colon: {line[:80]!r}")
-        name = name.rstrip(" \t")
-        canonical = canonical_table.get(name.lower())
-        if canonical is None:
-            if not name or not token.issuperset(name):
-                raise SipParseError(f"bad header name {name[:80]!r}")
-            items.append((name.lower(), name, value.strip()))
-        else:
-            items.append((canonical.lower(), canonical, value.strip()))
+        entry = table.get(name)
+        if entry is None:
+            name = name.rstrip(" \t")
+            lower = name.lower()
+            entry = table.get(lower)
+            if entry is None:
+                if not name or not TOKEN_CHARS.issuperset(name):
+                    raise SipParseError(f"bad header name {name[:80]!r}")
+                entry = (lower, name)
+        append((entry[0], entry[1], value.strip()))
     return items
 
 
@@ -851,38 +876,44 @@ def _message_from_head(head_bytes: bytes) -> tuple[Request | Response, int | Non
 
 def _validate(message: Request | Response, items: list[tuple[str, str, str]]) -> int | None:
     """Check the headers every transaction relies on; return Content-Length (or None)."""
-    seen: set[str] = set()
-    content_length_raw = None
+    singles: dict[str, str] = {}
+    vias: list[str] = []
     for key, _, value in items:
         if key in _SINGLE_HEADERS:
-            if key in seen:
+            if key in singles:
                 raise SipParseError(f"more than one {canonical_name(key)} header", partial=message)
-            seen.add(key)
-            if key == "content-length":
-                content_length_raw = value
+            singles[key] = value
+        elif key == "via":
+            vias.append(value)
+    cache = message._cache
     try:
         for needed in ("to", "from", "call-id", "cseq"):
-            if needed not in seen:
+            if needed not in singles:
                 raise SipParseError(f"missing {canonical_name(needed)} header")
-        if not message.headers.get("call-id"):
+        if not singles["call-id"]:
             raise SipParseError("empty Call-ID")
-        message.to
-        message.from_
-        number, cseq_method = message.cseq
+        raw = singles["to"]
+        cache["to"] = (raw, parse_name_addr(raw))
+        raw = singles["from"]
+        cache["from"] = (raw, parse_name_addr(raw))
+        raw = singles["cseq"]
+        cseq = _parse_cseq(raw)
+        cache["cseq"] = (raw, cseq)
         if isinstance(message, Request):
             # RFC 4475 3.1.2.19/20 (mismatch01/02): CSeq method must match the request's.
-            if cseq_method != message.method:
-                raise SipParseError(f"CSeq method {cseq_method!r} does not match {message.method!r}")
-            mf = message.headers.get("max-forwards")
+            if cseq[1] != message.method:
+                raise SipParseError(f"CSeq method {cseq[1]!r} does not match {message.method!r}")
+            mf = singles.get("max-forwards")
             if mf is not None:
                 _parse_max_forwards(mf)
-        message.vias
+        raw_vias = tuple(vias)
+        cache["via"] = (raw_vias, _parse_vias(raw_vias))
     except SipParseError as exc:
         exc.partial = message
         raise
-    if content_length_raw is None:
+    raw = singles.get("content-length")
+    if raw is None:
         return None
-    raw = content_length_raw
     if not raw.isdigit() or not raw.isascii() or len(raw) > 10:
         # RFC 4475 3.1.2.3 (ncl): a negative or non-numeric Content-Length.
         raise SipParseError(f"bad Content-Length {raw!r}", partial=message)

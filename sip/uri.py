@@ -37,6 +37,7 @@ _HEADER_SAFE = _MARK + "[]/?:+$"
 _USER_CHARS = _UNRESERVED | frozenset("&=+$,;?/%")
 _PASSWORD_CHARS = _UNRESERVED | frozenset("&=+$,%")
 _PARAM_CHARS = _UNRESERVED | frozenset("[]/:&+$%")
+_PARAM_CHARS_EQ = _PARAM_CHARS | frozenset("=")
 _HEADER_CHARS = _UNRESERVED | frozenset("[]/?:+$%")
 _HOST_CHARS = _ALNUM | frozenset("-.")
 _IPV6_CHARS = frozenset(string.hexdigits + ":.")
@@ -160,18 +161,25 @@ def _parse_host_port(text: str, uri: str) -> tuple[str, int | None]:
             raise SipParseError(f"bad host in URI {uri!r}")
         if not colon:
             return host, None
-    if not port_text.isdigit() or not port_text.isascii() or len(port_text) > 5 or int(port_text) > 65535:
+    if len(port_text) > 5 or not port_text.isdigit() or not port_text.isascii():
         raise SipParseError(f"bad port in URI {uri!r}")
-    return host, int(port_text)
+    port = int(port_text)
+    if port > 65535:
+        raise SipParseError(f"bad port in URI {uri!r}")
+    return host, port
 
 
 def _parse_uri_params(parts: list[str], uri: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
+    param_chars = _PARAM_CHARS_EQ
     for part in parts:
         name, eq, value = part.partition("=")
-        if not name or not _PARAM_CHARS.issuperset(name) or (eq and not _PARAM_CHARS.issuperset(value)):
+        if not name or not param_chars.issuperset(part) or "=" in value:
             raise SipParseError(f"bad parameter {part!r} in URI {uri!r}")
-        params[_unescape(name, "parameter").lower()] = _unescape(value, "parameter") if eq else None
+        if "%" in part:
+            name = _unescape(name, "parameter")
+            value = _unescape(value, "parameter")
+        params[name.lower()] = value if eq else None
     return params
 
 
@@ -181,17 +189,21 @@ def _parse_sip_uri(scheme: str, rest: str, uri: str) -> SipUri:
     if at >= 0:
         userinfo = rest[:at]
         rest = rest[at + 1 :]
-        user_text, colon, password_text = userinfo.partition(":")
-        if not user_text or not _USER_CHARS.issuperset(user_text):
-            raise SipParseError(f"bad user part in URI {uri!r}")
-        user = _unescape(user_text, "user")
-        if colon:
-            if not _PASSWORD_CHARS.issuperset(password_text):
+        if ":" in userinfo:
+            user, _, password = userinfo.partition(":")
+            if not _PASSWORD_CHARS.issuperset(password):
                 raise SipParseError(f"bad password in URI {uri!r}")
-            password = _unescape(password_text, "password")
+            if "%" in password:
+                password = _unescape(password, "password")
+        else:
+            user = userinfo
+        if not user or not _USER_CHARS.issuperset(user):
+            raise SipParseError(f"bad user part in URI {uri!r}")
+        if "%" in user:
+            user = _unescape(user, "user")
     headers: dict[str, str] = {}
-    rest, question, header_text = rest.partition("?")
-    if question:
+    if "?" in rest:
+        rest, _, header_text = rest.partition("?")
         for item in header_text.split("&"):
             name, eq, value = item.partition("=")
             if (

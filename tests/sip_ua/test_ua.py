@@ -1,0 +1,370 @@
+"""The UA core in simulated time: two of our UAs (or one and a scripted peer) on a lossy
+simulated network.  Assertions are on the datagrams that crossed it and on TU events."""
+
+from __future__ import annotations
+
+import pytest
+
+from sip.message import parse_message
+from sip.ua import (
+    CallAnswered,
+    CallEnded,
+    CallEstablished,
+    CallProgressed,
+    CallState,
+    IncomingCall,
+    MediaChanged,
+    ReinviteFailed,
+    SessionRefreshed,
+    session_unchanged,
+)
+from tests.sip_ua.simnet import SimNet
+from tests.sip_ua.wire import invite_bytes, request_bytes
+
+AUDIO = (
+    b"v=0\r\no=alice 2890844526 2890844526 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    b"t=0 0\r\nm=audio 49170 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\n"
+)
+AUDIO_B = AUDIO.replace(b"alice 2890844526 2890844526", b"bob 1 1").replace(b"49170", b"51372")
+T38_A = (
+    b"v=0\r\no=alice 2890844526 2890844527 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    b"t=0 0\r\nm=image 40000 udptl t38\r\na=T38FaxVersion:0\r\na=T38MaxBitRate:14400\r\n"
+    b"a=T38FaxRateManagement:transferredTCF\r\na=T38FaxMaxDatagram:400\r\na=T38FaxUdpEC:t38UDPRedundancy\r\n"
+)
+T38_B = T38_A.replace(b"alice 2890844526 2890844527", b"bob 1 2").replace(b"40000", b"40002")
+
+
+def answer_with(sdp: bytes, *, ring_for: float | None = None):
+    """A TU that answers every incoming call (after ringing for ``ring_for`` seconds)."""
+    pending = []
+
+    def on_event(node, event, now):
+        if isinstance(event, IncomingCall):
+            if ring_for is None:
+                node.ua.answer(event.call, sdp, now)
+            else:
+                node.ua.ring(event.call, now)
+                pending.append((now + ring_for, event.call))
+        elif isinstance(event, MediaChanged) and event.needs_answer:
+            node.ua.answer(event.call, T38_B if b"image" in event.remote_sdp else sdp, now)
+
+    on_event.pending = pending
+    return on_event
+
+
+def events_of(node, kind):
+    return [e for _, e in node.events if isinstance(e, kind)]
+
+
+def setup_call(net=None, *, callee_sdp=AUDIO_B, **kw):
+    net = net or SimNet()
+    a = net.add("alice", "127.0.0.1", 5060, seed=1, **kw)
+    b = net.add("bob", "127.0.0.2", 5060, seed=2, **kw)
+    b.on_event = answer_with(callee_sdp)
+    call = a.ua.invite("sip:bob@127.0.0.2:5060", AUDIO, net.now)
+    net.run(5.0, stop=lambda: bool(events_of(b, CallEstablished)))
+    return net, a, b, call
+
+
+def test_basic_call_and_bye():
+    net, a, b, call = setup_call()
+    (answered,) = events_of(a, CallAnswered)
+    assert answered.answer == AUDIO_B
+    (incoming,) = events_of(b, IncomingCall)
+    assert incoming.offer == AUDIO and incoming.source.host == "127.0.0.1"
+    assert incoming.request_uri == "sip:bob@127.0.0.2:5060"
+    a.ua.hangup(call, net.now)
+    net.run(net.now + 5)
+    assert [e.reason for e in events_of(b, CallEnded)] == ["remote hangup"]
+    assert [e.reason for e in events_of(a, CallEnded)] == ["local hangup"]
+    assert [s.first_line for s in net.sent_by("bob", "SIP/2.0 200")][-1] == "SIP/2.0 200 OK"
+    assert net.sent_by("bob", "SIP/2.0 200")[-1].message.cseq[1] == "BYE"
+
+
+def test_lost_200_is_retransmitted_until_ack():
+    lost = {"n": 0}
+
+    def drop(sent):
+        if sent.src == "bob" and sent.first_line.startswith("SIP/2.0 200") and lost["n"] < 3:
+            lost["n"] += 1
+            return True
+        return False
+
+    net, a, b, call = setup_call(SimNet(drop=drop))
+    oks = [s for s in net.sent_by("bob", "SIP/2.0 200")]
+    times = [round(s.time - oks[0].time, 6) for s in oks]
+    # RFC 3261 13.3.1.4: T1, then doubling (T1=0.5): 0, 0.5, 1.5, 3.5 - the 4th gets through.
+    assert times == [0.0, 0.5, 1.5, 3.5]
+    assert len(net.sent_by("alice", "ACK")) == 1
+    net.run(net.now + 20)
+    assert len(net.sent_by("bob", "SIP/2.0 200")) == 4  # the ACK stopped them
+    assert events_of(b, CallEstablished)
+
+
+def test_lost_ack_is_resent_on_the_200_retransmission():
+    lost = {"n": 0}
+
+    def drop(sent):
+        if sent.src == "alice" and sent.first_line.startswith("ACK") and lost["n"] < 1:
+            lost["n"] += 1
+            return True
+        return False
+
+    net, a, b, call = setup_call(SimNet(drop=drop))
+    assert len(net.sent_by("alice", "ACK")) == 2
+    assert len(net.sent_by("bob", "SIP/2.0 200")) == 2
+    acks = [s.message for s in net.sent_by("alice", "ACK")]
+    assert acks[0].to_bytes() == acks[1].to_bytes()  # the same ACK (13.2.2.4)
+
+
+def test_no_ack_ends_the_call_with_bye_after_64_t1():
+    net = SimNet(drop=lambda s: s.src == "alice" and s.first_line.startswith("ACK"))
+    a = net.add("alice", "127.0.0.1")
+    b = net.add("bob", "127.0.0.2")
+    b.on_event = answer_with(AUDIO_B)
+    a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
+    net.run(60)
+    (ended,) = events_of(b, CallEnded)
+    assert ended.reason == "no ACK"
+    assert net.sent_by("bob", "BYE")[0].time == pytest.approx(0.01 + 32.0, abs=0.05)
+
+
+def test_reinvite_to_t38_from_the_callee():
+    net, a, b, call = setup_call()
+    a.on_event = answer_with(AUDIO)
+    b_call = events_of(b, IncomingCall)[0].call
+    b.ua.reinvite(b_call, T38_B, net.now)
+    net.run(net.now + 5)
+    (offered,) = [e for e in events_of(a, MediaChanged)]
+    assert offered.needs_answer and offered.remote_sdp == T38_B
+    (answered,) = events_of(b, MediaChanged)
+    assert not answered.needs_answer and answered.remote_sdp == T38_B  # a answered with T.38
+    reinvite = net.sent_by("bob", "INVITE")[0].message
+    assert reinvite.to.tag == call.local_tag and reinvite.from_.tag == b_call.local_tag
+    assert reinvite.cseq[0] == 1  # the callee's first request in the dialog
+
+
+def test_refresh_with_the_same_sdp_reports_no_change():
+    net, a, b, call = setup_call()
+    b.on_event = None
+    a.ua.reinvite(call, AUDIO, net.now)  # same o= line: RFC 3264 8 "no change"
+    net.run(net.now + 5)
+    assert events_of(b, SessionRefreshed) and not events_of(b, MediaChanged)
+    ok = net.sent_by("bob", "SIP/2.0 200")[-1].message
+    assert ok.cseq[1] == "INVITE" and ok.body == AUDIO_B  # answered with the same SDP
+    assert events_of(a, SessionRefreshed) and not events_of(a, MediaChanged)
+
+
+def test_session_unchanged_rules():
+    assert session_unchanged(T38_A, T38_A)
+    assert session_unchanged(T38_A, T38_A.replace(b"2890844527 IN", b"2890844599 IN"))  # body same
+    assert not session_unchanged(AUDIO, T38_A)
+
+
+def test_glare_both_get_491_and_retry_after_14_1_delays():
+    net, a, b, call = setup_call()
+    a.on_event = answer_with(AUDIO)
+    b_call = events_of(b, IncomingCall)[0].call
+    a.ua.reinvite(call, T38_A, net.now)
+    b.ua.reinvite(b_call, T38_B, net.now)
+    start = net.now
+    net.run(start + 20)
+    glare = [s for s in net.trace if s.first_line.startswith("SIP/2.0 491")]
+    assert {s.src for s in glare} == {"alice", "bob"}
+    # Retries: alice owns the Call-ID (she called): 2.1-4 s; bob: 0-2 s (RFC 3261 14.1).
+    a_invites = net.sent_by("alice", "INVITE")[1:]
+    b_invites = net.sent_by("bob", "INVITE")
+    got_491_at = start + 0.01
+    assert 2.1 <= a_invites[1].time - got_491_at <= 4.0 + 1e-6
+    assert 0.0 <= b_invites[1].time - got_491_at <= 2.0 + 1e-6
+    assert events_of(a, MediaChanged) and events_of(b, MediaChanged)
+    assert call.state is CallState.CONFIRMED and b_call.state is CallState.CONFIRMED
+
+
+def test_cancel_before_answer():
+    net = SimNet()
+    a = net.add("alice", "127.0.0.1")
+    b = net.add("bob", "127.0.0.2")
+    b.on_event = answer_with(AUDIO_B, ring_for=30)
+    call = a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
+    net.run(1.0)
+    assert [e.status for e in events_of(a, CallProgressed)] == [180]
+    a.ua.hangup(call, net.now)
+    net.run(net.now + 40)
+    lines = [s.first_line for s in net.trace]
+    assert "SIP/2.0 487 Request Terminated" in lines
+    cancel = net.sent_by("alice", "CANCEL")[0].message
+    invite = net.sent_by("alice", "INVITE")[0].message
+    assert cancel.vias[0].branch == invite.vias[0].branch and cancel.cseq == (invite.cseq[0], "CANCEL")
+    assert [e.reason for e in events_of(b, CallEnded)] == ["cancelled"]
+    assert [(e.reason, e.status) for e in events_of(a, CallEnded)] == [("cancelled", 487)]
+    assert net.sent_by("alice", "ACK")  # the 487 is ACKed by the client transaction
+    ok_cancel = [s.message for s in net.sent_by("bob", "SIP/2.0 200")]
+    assert [m.cseq[1] for m in ok_cancel] == ["CANCEL"]
+
+
+def test_cancel_crossing_the_200_ends_with_bye():
+    net = SimNet(latency=0.05)
+    a = net.add("alice", "127.0.0.1")
+    b = net.add("bob", "127.0.0.2")
+    b_calls = []
+
+    def tu(node, event, now):
+        if isinstance(event, IncomingCall):
+            node.ua.ring(event.call, now)
+            b_calls.append(event.call)
+
+    b.on_event = tu
+    call = a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
+    net.run(0.5)
+    # Both act at the same instant: bob's 200 and alice's CANCEL cross on the wire.
+    b.ua.answer(b_calls[0], AUDIO_B, net.now)
+    a.ua.hangup(call, net.now)
+    net.run(net.now + 10)
+    assert net.sent_by("bob", "SIP/2.0 200")[0].message.cseq[1] == "INVITE"
+    assert [m.message.cseq[1] for m in net.sent_by("bob", "SIP/2.0 200")][1] == "CANCEL"
+    assert net.sent_by("alice", "ACK") and net.sent_by("alice", "BYE")
+    assert [e.reason for e in events_of(b, CallEnded)] == ["remote hangup"]
+    assert [e.reason for e in events_of(a, CallEnded)] == ["cancelled"]
+
+
+def test_t38_reinvite_rejected_with_488_keeps_the_call():
+    net, a, b, call = setup_call()
+
+    def refuse(node, event, now):
+        if isinstance(event, MediaChanged) and event.needs_answer:
+            node.ua.reject(event.call, 488, now)
+
+    b.on_event = refuse
+    a.ua.reinvite(call, T38_A, net.now)
+    net.run(net.now + 5)
+    (failed,) = events_of(a, ReinviteFailed)
+    assert failed.status == 488
+    assert call.state is CallState.CONFIRMED and call.local_sdp == AUDIO
+    assert net.sent_by("alice", "ACK")[-1].message.cseq[0] == net.sent_by("alice", "INVITE")[-1].message.cseq[0]
+
+
+def test_options_answered_with_allow_accept_supported():
+    net = SimNet()
+    net.add("bob", "127.0.0.2")
+    net.inject(request_bytes("OPTIONS", cseq=7, sent_by="127.0.0.9:5090"), ("127.0.0.9", 5090), "bob")
+    (reply,) = net.sent_by("bob")
+    response = reply.message
+    assert response.status == 200 and response.cseq == (7, "OPTIONS")
+    assert "INVITE" in response.headers.get("Allow") and "UPDATE" in response.headers.get("Allow")
+    assert response.headers.get("Accept") == "application/sdp"
+    assert "timer" in response.headers.get("Supported")
+    assert reply.dst == ("127.0.0.9", 5090)
+
+
+def test_responses_follow_via_received_and_rport():
+    net = SimNet()
+    net.add("bob", "127.0.0.2")
+    # RFC 3581: rport asks for the source port; received records the source address.
+    data = request_bytes("OPTIONS", branch="z9hG4bKr1;rport", sent_by="10.1.1.1:5070")
+    net.inject(data, ("127.0.0.9", 40000), "bob")
+    reply = net.sent_by("bob")[-1]
+    assert reply.dst == ("127.0.0.9", 40000)
+    via = reply.message.vias[0]
+    assert via.received == "127.0.0.9" and via.rport == 40000
+    # Without rport: to the received address, at the Via port (RFC 3261 18.2.2).
+    net.inject(request_bytes("OPTIONS", branch="z9hG4bKr2", sent_by="10.1.1.1:5070"), ("127.0.0.9", 40001), "bob")
+    assert net.sent_by("bob")[-1].dst == ("127.0.0.9", 5070)
+
+
+def test_invite_from_outside_allow_from_is_refused():
+    net = SimNet()
+    b = net.add("bob", "127.0.0.2")
+    net.inject(invite_bytes(sent_by="192.0.2.7", body=AUDIO), ("192.0.2.7", 5060), "bob")
+    (reply,) = net.sent_by("bob")
+    assert reply.first_line == "SIP/2.0 403 Forbidden"
+    assert not events_of(b, IncomingCall)
+
+
+def test_hostile_input_400_or_drop_and_no_crash():
+    net = SimNet()
+    b = net.add("bob", "127.0.0.2")
+    src = ("127.0.0.9", 5090)
+    net.inject(b"\x00\xff garbage \r\n\r\n", src, "bob")
+    net.inject(b"NOTSIP\r\n", src, "bob")
+    assert net.sent_by("bob") == []
+    # A request whose CSeq is broken but whose other headers are fine is answered 400.
+    bad = request_bytes("OPTIONS", cseq=5).replace(b"CSeq: 5 OPTIONS", b"CSeq: five OPTIONS")
+    net.inject(bad, src, "bob")
+    (reply,) = net.sent_by("bob")
+    assert reply.first_line.startswith("SIP/2.0 400")
+    # An ACK is never answered, however broken.
+    net.inject(request_bytes("ACK").replace(b"CSeq: 1 ACK", b"CSeq: 1 BYE"), src, "bob")
+    assert len(net.sent_by("bob")) == 1
+    assert b.ua.stats["parse_errors"] == 4
+
+
+def test_flood_from_one_source_is_rate_limited_per_source():
+    net = SimNet()
+    b = net.add("bob", "127.0.0.2", rate=10.0, burst=20.0)
+    for i in range(200):
+        net.inject(request_bytes("OPTIONS", branch=f"z9hG4bKf{i}", sent_by="127.0.0.9"), ("127.0.0.9", 5090), "bob")
+    answered = len(net.sent_by("bob"))
+    assert answered == 20 and b.ua.stats["rate_limited"] == 180
+    net.inject(request_bytes("OPTIONS", branch="z9hG4bKother", sent_by="127.0.0.8"), ("127.0.0.8", 5090), "bob")
+    assert net.sent_by("bob")[-1].dst == ("127.0.0.8", 5060)  # no rport: the Via port (default)
+
+
+def test_in_dialog_errors_481_and_500():
+    net, a, b, call = setup_call()
+    src = ("127.0.0.9", 5090)
+    net.inject(request_bytes("BYE", to_tag="nosuchtag", sent_by="127.0.0.9:5090"), src, "bob")
+    assert net.sent_by("bob")[-1].first_line.startswith("SIP/2.0 481")
+    # An in-dialog request with a CSeq lower than the last one (RFC 3261 12.2.2).
+    invite = net.sent_by("alice", "INVITE")[0].message
+    b_call = events_of(b, IncomingCall)[0].call
+    raw = (
+        f"BYE sip:bob@127.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKlow\r\n"
+        f"Max-Forwards: 70\r\nFrom: {invite.headers.get('From')}\r\nTo: <sip:bob@127.0.0.2:5060>;tag={b_call.local_tag}\r\n"
+        f"Call-ID: {invite.call_id}\r\nCSeq: {invite.cseq[0] - 1} BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    net.inject(raw, ("127.0.0.1", 5060), "bob")
+    assert net.sent_by("bob")[-1].first_line.startswith("SIP/2.0 500")
+    assert b_call.state is CallState.CONFIRMED
+
+
+def test_session_timer_refresh_by_update_and_bye_on_expiry():
+    net, a, b, call = setup_call(session_expires=120, min_se=90)
+    ok = [s.message for s in net.sent_by("bob", "SIP/2.0 200")][0]
+    # RFC 4028 9: alice said Supported: timer without a refresher, so bob picks uac.
+    assert ok.headers.get("Session-Expires") == "120;refresher=uac"
+    assert "timer" in ok.headers.get("Require")
+    net.run(net.now + 61)
+    updates = net.sent_by("alice", "UPDATE")
+    assert len(updates) == 1 and updates[0].time == pytest.approx(60.0, abs=0.1)  # at half the interval
+    assert events_of(b, SessionRefreshed)
+    # Alice stops refreshing (her UPDATEs are lost): bob sends BYE at 120 - min(32, 40) after the last refresh.
+    net.drop = lambda s: s.src == "alice" and s.first_line.startswith("UPDATE")
+    net.run(net.now + 200)
+    (ended,) = events_of(b, CallEnded)
+    assert ended.reason == "session expired"
+    bye = net.sent_by("bob", "BYE")[0]
+    assert bye.time == pytest.approx(updates[0].time + 0.01 + 120 - 32, abs=0.1)
+
+
+def test_session_interval_too_small_gets_422_and_the_caller_retries():
+    net = SimNet()
+    a = net.add("alice", "127.0.0.1", session_expires=60, min_se=30)
+    b = net.add("bob", "127.0.0.2", min_se=90)
+    b.on_event = answer_with(AUDIO_B)
+    a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
+    net.run(5.0)
+    (too_small,) = net.sent_by("bob", "SIP/2.0 422")
+    assert too_small.message.headers.get("Min-SE") == "90"
+    second = net.sent_by("alice", "INVITE")[1].message
+    assert second.headers.get("Session-Expires") == "90"
+    assert events_of(a, CallAnswered)
+
+
+def test_deadlines_are_monotonic_outputs_only():
+    net, a, b, call = setup_call()
+    deadline = b.ua.next_deadline()
+    b.ua.handle_timer(0.0)  # long before anything is due: nothing happens
+    assert b.ua.messages_to_send() == [] and b.ua.events() == []
+    assert b.ua.next_deadline() == deadline
