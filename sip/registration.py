@@ -101,13 +101,11 @@ class Registration:
         return request
 
     def _authorization(self, request: Any) -> str:
-        from sip.ua import _accepts_rng, _authorize
         from sip.auth import DigestClient
 
         if self._digest is None:
-            args = (self.trunk.username, self.trunk.password)
-            self._digest = DigestClient(*args, rng=self.rng) if _accepts_rng(DigestClient) else DigestClient(*args)
-        return _authorize(self._digest, self._challenge, request)
+            self._digest = DigestClient(self.trunk.username, self.trunk.password, rng=self.rng)
+        return self._digest.authorize(self._challenge, request.method, str(request.uri), request.body)
 
     def take_challenge(self, response: Any) -> bool:
         """Remember a 401/407 challenge; False when retrying would be pointless."""

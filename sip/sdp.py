@@ -87,9 +87,14 @@ class MediaDescription:
 
     @property
     def is_t38(self) -> bool:
-        return self.media.lower() == "image" and self.proto.lower() == "udptl" and any(
-            f.lower() == "t38" for f in self.formats
-        )
+        """``m=image <port> udptl t38`` (T.38 Annex D.2.1), any case."""
+        media = self.media
+        if media != "image" and media.lower() != "image":
+            return False
+        proto = self.proto
+        if proto != "udptl" and proto.lower() != "udptl":
+            return False
+        return "t38" in self.formats or any(f.lower() == "t38" for f in self.formats)
 
     def attribute(self, name: str) -> str | None:
         """The value of the first attribute ``name`` (case-insensitive); '' for a flag."""
@@ -202,6 +207,11 @@ def _parse_media(value: str) -> MediaDescription:
     return MediaDescription(media, int(port_text), proto, parts[3:], count)
 
 
+_SESSION_OTHER = frozenset("iuepbzk")
+_MEDIA_OTHER = frozenset("ibk")
+_LINE_TYPES = frozenset("abcdefghijklmnopqrstuvwxyz")
+
+
 def parse_sdp(body: bytes | str) -> SessionDescription:
     """Parse an SDP body. Lines may end in CRLF or LF (RFC 4566 5 lets a parser accept LF).
 
@@ -209,27 +219,30 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
     from ``T38Params.from_attributes`` for T.38 values we cannot use.
     """
     text = body.decode("utf-8", "surrogateescape") if isinstance(body, (bytes, bytearray)) else body
-    lines = text.split("\n")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
     session = SessionDescription(times=[])
+    attributes = session.attributes
     current: MediaDescription | None = None
     seen_version = seen_origin = seen_name = False
-    for raw in lines:
-        line = raw[:-1] if raw.endswith("\r") else raw
+    for line in text.split("\n"):
+        kind = line[:2]
+        if kind == "a=":
+            name, colon, value = line[2:].partition(":")
+            if not name:
+                raise SipParseError(f"bad SDP attribute {line[:80]!r}")
+            attributes.append((name, value if colon else None))
+            continue
         if not line:
             continue
-        if len(line) < 2 or line[1] != "=" or not line[0].isalpha() or not line[0].islower():
-            raise SipParseError(f"bad SDP line {line[:80]!r}", 400)
-        kind = line[0]
+        if len(kind) != 2 or kind[1] != "=" or kind[0] not in _LINE_TYPES or "\r" in line:
+            raise SipParseError(f"bad SDP line {line[:80]!r}")
+        kind = kind[0]
         value = line[2:]
-        if kind == "a":
-            name, colon, attr_value = value.partition(":")
-            if not name:
-                raise SipParseError(f"bad SDP attribute {line[:80]!r}", 400)
-            attribute = (name, attr_value if colon else None)
-            (current.attributes if current is not None else session.attributes).append(attribute)
-        elif kind == "m":
+        if kind == "m":
             current = _parse_media(value)
             session.media.append(current)
+            attributes = current.attributes
         elif kind == "c":
             connection = _parse_connection(value)
             if current is not None:
@@ -237,31 +250,29 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
             else:
                 session.connection = connection
         elif current is not None:
-            if kind not in "ibk":
-                raise SipParseError(f"SDP line {kind}= not allowed in a media section", 400)
+            if kind not in _MEDIA_OTHER:
+                raise SipParseError(f"SDP line {kind}= not allowed in a media section")
             current.other_lines.append((kind, value))
         elif kind == "v":
             if seen_version or value.strip() != "0":
-                raise SipParseError(f"bad SDP version line {line!r}", 400)
+                raise SipParseError(f"bad SDP version line {line!r}")
             seen_version = True
         elif kind == "o":
             parts = value.split()
             if len(parts) != 6:
-                raise SipParseError(f"bad SDP o= line {value!r}", 400)
+                raise SipParseError(f"bad SDP o= line {value!r}")
             session.origin = Origin(*parts)
             seen_origin = True
         elif kind == "s":
             session.session_name = value
             seen_name = True
-        elif kind in "tr":
+        elif kind == "t" or kind == "r":
             session.times.append((kind, value))
-        elif kind in "iuepbzk":
+        elif kind in _SESSION_OTHER:
             session.other_lines.append((kind, value))
-        else:
-            # RFC 4566 5: unknown line types at session level are ignored.
-            continue
+        # RFC 4566 5: other unknown line types at session level are ignored.
     if not (seen_version and seen_origin):
-        raise SipParseError("SDP without v= and o=", 400)
+        raise SipParseError("SDP without v= and o=")
     if not seen_name:
         session.session_name = "-"
     return session
@@ -290,8 +301,8 @@ def _parse_bool(name: str, value: str | None) -> bool:
 
 
 def _parse_int(name: str, value: str | None) -> int:
-    v = (value or "").strip()
-    if not v.isdigit() or not v.isascii() or len(v) > 9:
+    v = value.strip() if value else ""
+    if len(v) > 9 or not v.isdigit() or not v.isascii():
         raise SipParseError(f"bad number {name}:{value}", 488)
     return int(v)
 
@@ -321,32 +332,13 @@ class T38Params:
     def from_attributes(cls, attributes: Iterable[Attribute]) -> "T38Params":
         """Read the T38* attributes (names case-insensitive: ``T38MaxBitrate`` is common)."""
         fields: dict[str, object] = {}
+        readers = _T38_READERS
         for name, value in attributes:
-            key = name.lower()
-            if key == "t38faxversion":
-                fields["version"] = _parse_int(name, value)
-            elif key == "t38maxbitrate":
-                fields["max_bitrate"] = _parse_int(name, value)
-            elif key == "t38faxfillbitremoval":
-                fields["fill_bit_removal"] = _parse_bool(name, value)
-            elif key == "t38faxtranscodingmmr":
-                fields["transcoding_mmr"] = _parse_bool(name, value)
-            elif key == "t38faxtranscodingjbig":
-                fields["transcoding_jbig"] = _parse_bool(name, value)
-            elif key == "t38faxratemanagement":
-                rate = _RATE_MANAGEMENT.get((value or "").strip().lower())
-                if rate is None:
-                    raise SipParseError(f"bad T38FaxRateManagement {value!r}", 488)
-                fields["rate_management"] = rate
-            elif key == "t38faxmaxbuffer":
-                fields["max_buffer"] = _parse_int(name, value)
-            elif key == "t38faxmaxdatagram":
-                fields["max_datagram"] = _parse_int(name, value)
-            elif key == "t38faxudpec":
-                ec = _UDP_EC.get((value or "").strip().lower())
-                if ec is None:
-                    raise SipParseError(f"bad T38FaxUdpEC {value!r}", 488)
-                fields["udp_ec"] = ec
+            if name[:3] not in ("T38", "t38"):
+                continue
+            reader = readers.get(name.lower())
+            if reader is not None:
+                fields[reader[0]] = reader[1](name, value)
         return cls(**fields)  # type: ignore[arg-type]
 
     def to_attributes(self) -> list[Attribute]:
@@ -368,6 +360,34 @@ class T38Params:
             attributes.append(("T38FaxMaxDatagram", str(self.max_datagram)))
         attributes.append(("T38FaxUdpEC", self.udp_ec))
         return attributes
+
+
+def _parse_rate_management(name: str, value: str | None) -> str:
+    rate = _RATE_MANAGEMENT.get((value or "").strip().lower())
+    if rate is None:
+        raise SipParseError(f"bad {name} {value!r}", 488)
+    return rate
+
+
+def _parse_udp_ec(name: str, value: str | None) -> str:
+    ec = _UDP_EC.get((value or "").strip().lower())
+    if ec is None:
+        raise SipParseError(f"bad {name} {value!r}", 488)
+    return ec
+
+
+# T.38 Table D.1 attribute (lower-cased) -> (T38Params field, reader).
+_T38_READERS = {
+    "t38faxversion": ("version", _parse_int),
+    "t38maxbitrate": ("max_bitrate", _parse_int),
+    "t38faxfillbitremoval": ("fill_bit_removal", _parse_bool),
+    "t38faxtranscodingmmr": ("transcoding_mmr", _parse_bool),
+    "t38faxtranscodingjbig": ("transcoding_jbig", _parse_bool),
+    "t38faxratemanagement": ("rate_management", _parse_rate_management),
+    "t38faxmaxbuffer": ("max_buffer", _parse_int),
+    "t38faxmaxdatagram": ("max_datagram", _parse_int),
+    "t38faxudpec": ("udp_ec", _parse_udp_ec),
+}
 
 
 def answer_t38(offered: T38Params, local: T38Params, *, supported_ec: Iterable[str] | None = None) -> T38Params:

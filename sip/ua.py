@@ -354,7 +354,7 @@ class UserAgent:
         if self.config.auth_users:
             from sip.auth import DigestServer
 
-            self._auth_server = DigestServer(self.config.auth_realm, self.rng)
+            self._auth_server = DigestServer(self.config.auth_realm, dict(self.config.auth_users), rng=self.rng)
 
     # -- output ---------------------------------------------------------------
 
@@ -588,20 +588,26 @@ class UserAgent:
         )
 
     def _check_auth(self, request: Any, tx: Transaction, now: float) -> bool:
-        """Digest-check an INVITE from outside allow_from; answer 401/403 when it fails."""
+        """Digest-check an INVITE from outside allow_from (RFC 3261 22.1, RFC 7616).
+
+        No credentials: 401 with a challenge per algorithm (RFC 8760 2.4).  A stale
+        nonce: 401 with ``stale=true``.  Wrong credentials: 403, never a call.
+        """
+        from sip.auth import AuthOutcome
+
         server = self._auth_server
         value = request.headers.get("Authorization")
-        if value is not None:
-            verdict = _verify(server, value, request, self.config.auth_users)
-            if verdict is True:
-                return True
-            if verdict == "stale":
-                self._respond(tx, request, 401, now, extra=[("WWW-Authenticate", _challenge(server, stale=True))])
-                return False
-            self.stats["auth_failures"] += 1
-            self._respond(tx, request, 403, now)
+        if value is None:
+            self._respond(tx, request, 401, now, extra=[("WWW-Authenticate", c) for c in server.challenges(now)])
             return False
-        self._respond(tx, request, 401, now, extra=[("WWW-Authenticate", _challenge(server))])
+        verdict = server.verify(value, request.method, now, request_uri=str(request.uri), body=request.body)
+        if verdict.outcome is AuthOutcome.ACCEPTED:
+            return True
+        if verdict.outcome is AuthOutcome.STALE:
+            self._respond(tx, request, 401, now, extra=[("WWW-Authenticate", c) for c in server.challenges(now, stale=True)])
+            return False
+        self.stats["auth_failures"] += 1
+        self._respond(tx, request, 403, now)
         return False
 
     def _uas_session_timer(self, request: Any) -> tuple[int | None, bool]:
@@ -1449,31 +1455,14 @@ def _authenticated_copy(request: Any, response: Any, credentials: tuple[str, str
     holder.auth_tries += 1
     client = getattr(holder, "_digest", None)
     if client is None:
-        client = DigestClient(*credentials, rng=ua.rng) if _accepts_rng(DigestClient) else DigestClient(*credentials)
+        client = DigestClient(*credentials, rng=ua.rng)
         holder._digest = client
     retry = _copy_for_retry(request, ua)
     retry.headers.remove(answer_header)
-    retry.headers.add(answer_header, _authorize(client, challenge, retry))
+    retry.headers.add(answer_header, authorize(client, challenge, retry))
     return retry
 
 
-def _accepts_rng(cls: type) -> bool:
-    import inspect
-
-    try:
-        return "rng" in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _authorize(client: Any, challenge: Any, request: Any) -> str:
-    """The Authorization value from ``sip.auth.DigestClient`` for ``request``."""
-    return client.authorization(challenge, request.method, str(request.uri), body=request.body)
-
-
-def _challenge(server: Any, *, stale: bool = False) -> str:
-    return server.challenge(stale=stale)
-
-
-def _verify(server: Any, value: str, request: Any, users: dict[str, str]) -> bool | str:
-    return server.verify(value, request.method, users)
+def authorize(client: Any, challenge: Any, request: Any) -> str:
+    """The Authorization value ``sip.auth.DigestClient`` computes for ``request``."""
+    return client.authorize(challenge, request.method, str(request.uri), request.body)

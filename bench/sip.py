@@ -1,0 +1,108 @@
+"""Parse rate of a realistic trunk INVITE carrying a T.38 SDP.
+
+Each iteration: parse_message (framing, start line, headers, validation of Via/From/To/
+CSeq/Call-ID/Max-Forwards), read the top Via branch, From tag, To, CSeq, Call-ID, parse
+the SDP and read the T.38 parameters. Reference measured in the same run: the bare
+cost of splitting the same bytes into lines and header name/value pairs (the floor any
+pure-Python parser pays). Run: .venv/bin/python bench/sip.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sip.message import parse_message  # noqa: E402
+from sip.sdp import T38Params, find_t38_stream, parse_sdp  # noqa: E402
+
+SDP = (
+    b"v=0\r\n"
+    b"o=BroadWorks 1893774 1 IN IP4 203.0.113.17\r\n"
+    b"s=-\r\n"
+    b"c=IN IP4 203.0.113.17\r\n"
+    b"t=0 0\r\n"
+    b"m=image 17032 udptl t38\r\n"
+    b"a=T38FaxVersion:0\r\n"
+    b"a=T38MaxBitRate:14400\r\n"
+    b"a=T38FaxRateManagement:transferredTCF\r\n"
+    b"a=T38FaxMaxBuffer:262\r\n"
+    b"a=T38FaxMaxDatagram:176\r\n"
+    b"a=T38FaxUdpEC:t38UDPRedundancy\r\n"
+    b"a=sendrecv\r\n"
+)
+
+INVITE = (
+    b"INVITE sip:+15550100@198.51.100.20:5060;transport=udp SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-524287-1---a1b2c3d4e5f60718;rport\r\n"
+    b"Max-Forwards: 69\r\n"
+    b"Record-Route: <sip:203.0.113.10;lr;ftag=as5c7e3f1a>\r\n"
+    b'From: "CARDIOLOGY FAX" <sip:+15557654321@203.0.113.10;user=phone>;tag=as5c7e3f1a\r\n'
+    b"To: <sip:+15550100@198.51.100.20;user=phone>\r\n"
+    b"Contact: <sip:+15557654321@203.0.113.10:5060;transport=udp>\r\n"
+    b"Call-ID: 5f2a9c1e6b3d4a7f8e0c1b2a3d4e5f60@203.0.113.10\r\n"
+    b"CSeq: 102 INVITE\r\n"
+    b"User-Agent: BroadWorks\r\n"
+    b"Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY, INFO, UPDATE, PRACK\r\n"
+    b"Supported: replaces, timer, 100rel\r\n"
+    b"Session-Expires: 1800;refresher=uac\r\n"
+    b"Min-SE: 90\r\n"
+    b"P-Asserted-Identity: <sip:+15557654321@203.0.113.10;user=phone>\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: " + str(len(SDP)).encode() + b"\r\n"
+    b"\r\n" + SDP
+)
+
+
+def parse_once(data: bytes) -> T38Params:
+    message = parse_message(data)
+    assert message.vias[0].branch
+    assert message.from_.tag
+    assert message.to.uri
+    assert message.cseq[0] == 102
+    assert message.call_id
+    sdp = parse_sdp(message.body)
+    stream = find_t38_stream(sdp)
+    assert stream is not None and sdp.address_of(stream)
+    return T38Params.from_attributes(stream.attributes)
+
+
+def split_only(data: bytes) -> int:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    pairs = [line.partition(":") for line in lines[1:]]
+    return len(pairs) + len(body.split(b"\r\n"))
+
+
+def rate(fn, data: bytes, seconds: float = 2.0) -> float:
+    for _ in range(200):
+        fn(data)
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(500):
+            fn(data)
+        count += 500
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - start)
+
+
+def main() -> None:
+    params = parse_once(INVITE)
+    assert params.max_datagram == 176
+    print(f"INVITE of {len(INVITE)} bytes ({len(SDP)}-byte T.38 SDP), Python {sys.version.split()[0]}")
+    full = rate(parse_once, INVITE)
+    print(f"parse + Via/From/To/CSeq/Call-ID + SDP + T38Params: {full:10,.0f} messages/s ({1e6 / full:.1f} us each)")
+    only_message = rate(parse_message, INVITE)
+    print(f"parse_message alone (incl. header validation):   {only_message:10,.0f} messages/s")
+    floor = rate(split_only, INVITE)
+    print(f"reference: bare split into lines and name/value:  {floor:10,.0f} messages/s")
+    print(f"goal: >= 40,000 messages/s on one core -> {'met' if full >= 40_000 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
