@@ -368,3 +368,85 @@ def test_deadlines_are_monotonic_outputs_only():
     b.ua.handle_timer(0.0)  # long before anything is due: nothing happens
     assert b.ua.messages_to_send() == [] and b.ua.events() == []
     assert b.ua.next_deadline() == deadline
+
+
+# ----------------------------------------------------------------- digest auth
+
+
+def _scripted_reply(request, status, extra=()):
+    from sip.message import make_response
+
+    response = make_response(request, status, to_tag="reg1")
+    for name, value in extra:
+        response.headers.add(name, value)
+    return response.to_bytes()
+
+
+def test_register_with_digest_refresh_and_stale_nonce():
+    import random
+
+    from sip.auth import AuthOutcome, DigestServer
+    from sip.registration import Trunk
+    from sip.ua import RegistrationFailed, RegistrationSucceeded
+
+    net = SimNet()
+    a = net.add("alice", "127.0.0.1")
+    registrar = DigestServer("example.net", {"fax": "s3cret"}, rng=random.Random(7), algorithms=("MD5",))
+    registrar_addr = ("127.0.0.50", 5060)
+    a.ua.register(Trunk("carrier", "sip:127.0.0.50", username="fax", password="s3cret", expires=60), 0.0)
+    net.flush()
+    first = net.sent_by("alice", "REGISTER")[-1].message
+    assert first.headers.get("Authorization") is None
+    net.inject(_scripted_reply(first, 401, [("WWW-Authenticate", c) for c in registrar.challenges(0.0)]), registrar_addr, "alice")
+    second = net.sent_by("alice", "REGISTER")[-1].message
+    verdict = registrar.verify(second.headers.get("Authorization"), "REGISTER", 0.0, request_uri=str(second.uri))
+    assert verdict.outcome is AuthOutcome.ACCEPTED and verdict.username == "fax"
+    assert second.call_id == first.call_id and second.cseq[0] == first.cseq[0] + 1
+    net.inject(_scripted_reply(second, 200, [("Contact", f"{second.headers.get('Contact')};expires=60")]), registrar_addr, "alice")
+    assert [e.expires for e in events_of(a, RegistrationSucceeded)] == [60]
+    # Refresh before expiry (at half of 60 s), same Call-ID, next CSeq.
+    net.run(29.0)
+    assert len(net.sent_by("alice", "REGISTER")) == 2
+    net.run(31.0)
+    refresh = net.sent_by("alice", "REGISTER")[2]  # (then Timer E retransmits it at 30.5)
+    assert refresh.time == pytest.approx(30.0) and refresh.message.cseq[0] == second.cseq[0] + 1
+    # A stale nonce is answered again with the new nonce, no failure reported (RFC 7616 3.3).
+    net.inject(_scripted_reply(refresh.message, 401, [("WWW-Authenticate", c) for c in registrar.challenges(31.0, stale=True)]), registrar_addr, "alice")
+    retry = net.sent_by("alice", "REGISTER")[-1].message
+    assert registrar.verify(retry.headers.get("Authorization"), "REGISTER", 31.0).outcome is AuthOutcome.ACCEPTED
+    assert not events_of(a, RegistrationFailed)
+    # The same credentials refused again (not stale): failure with back-off, no loop.
+    net.inject(_scripted_reply(retry, 401, [("WWW-Authenticate", c) for c in registrar.challenges(31.0)]), registrar_addr, "alice")
+    fourth = net.sent_by("alice", "REGISTER")[-1].message
+    net.inject(_scripted_reply(fourth, 401, [("WWW-Authenticate", c) for c in registrar.challenges(31.0)]), registrar_addr, "alice")
+    (failed,) = events_of(a, RegistrationFailed)
+    assert failed.status == 401 and 24.0 <= failed.retry_in <= 36.0
+    count = len(net.sent_by("alice", "REGISTER"))
+    net.run(31.0 + failed.retry_in - 0.1)
+    assert len(net.sent_by("alice", "REGISTER")) == count
+    net.run(31.0 + failed.retry_in + 0.1)
+    assert len(net.sent_by("alice", "REGISTER")) == count + 1
+
+
+def test_invite_from_outside_allow_from_is_challenged_and_verified():
+    net = SimNet()
+    a = net.add("alice", "192.0.2.7")
+    b = net.add("bob", "127.0.0.2", auth_users={"alice": "pw"})
+    b.on_event = answer_with(AUDIO_B)
+    a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0, credentials=("alice", "pw"))
+    net.run(5.0, stop=lambda: bool(events_of(b, CallEstablished)))
+    assert net.sent_by("bob", "SIP/2.0 401")
+    invites = [s.message for s in net.sent_by("alice", "INVITE")]
+    assert invites[0].headers.get("Authorization") is None and invites[1].headers.get("Authorization")
+    assert len(events_of(b, IncomingCall)) == 1 and events_of(a, CallAnswered)
+
+
+def test_invite_with_wrong_password_gets_403_and_no_call():
+    net = SimNet()
+    a = net.add("alice", "192.0.2.7")
+    b = net.add("bob", "127.0.0.2", auth_users={"alice": "pw"})
+    b.on_event = answer_with(AUDIO_B)
+    a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0, credentials=("alice", "wrong"))
+    net.run(40.0)
+    assert not events_of(b, IncomingCall)
+    assert [(e.reason, e.status) for e in events_of(a, CallEnded)] == [("rejected 403", 403)]
