@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import testdata_dir  # noqa: E402
 from tests.peers.spandsp import (  # noqa: E402
+    T38_TERMINAL_OPTIONS,
     SpandspT38Core,
     make_fax_tiff,
     read_pbm,
@@ -37,12 +38,17 @@ from tests.peers.spandsp import (  # noqa: E402
 
 # Short faxes: the top 400 rows (letterhead and first lines) of ITU-T T.24 chart 1.
 PAGE_ROWS = 400
+# Unpaced (T38_TERMINAL_OPTION_NO_PACING, SpanDSP's TCP mode) merges each HDLC frame's
+# data with its FCS-OK / sig-end into one multi-field IFP and sends every packet once.
+UNPACED = {"config": T38_TERMINAL_OPTIONS["NO_PACING"]}
 CASES = [
-    # name, T.38 version, ECM, compressions
-    ("v0_ecm_mmr", 0, True, {"mmr"}),
-    ("v0_nonecm_mh", 0, False, {"mh"}),
-    ("v3_ecm_mmr", 3, True, {"mmr"}),
-    ("v3_nonecm_mr", 3, False, {"mr"}),
+    # name, T.38 version, ECM, compressions, terminal options (both sides)
+    ("v0_ecm_mmr", 0, True, {"mmr"}, {}),
+    ("v0_nonecm_mh", 0, False, {"mh"}, {}),
+    ("v3_ecm_mmr", 3, True, {"mmr"}, {}),
+    ("v3_nonecm_mr", 3, False, {"mr"}, {}),
+    ("v0_ecm_mmr_unpaced", 0, True, {"mmr"}, UNPACED),
+    ("v3_ecm_mmr_unpaced", 3, True, {"mmr"}, UNPACED),
 ]
 
 
@@ -60,9 +66,10 @@ def generate(output: Path) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="t38gw-vectors-") as folder:
         tx_tiff = Path(folder) / "tx.tif"
         make_fax_tiff(tx_tiff, [short_page()])
-        for name, version, ecm, compressions in CASES:
+        for name, version, ecm, compressions, options in CASES:
             run = run_spandsp_fax(tx_tiff, Path(folder) / f"{name}.tif", ecm=ecm, version=version,
-                                  compressions=compressions, max_sim_seconds=300)
+                                  compressions=compressions, max_sim_seconds=300,
+                                  sender_options=options, receiver_options=options)
             if not run.ok:
                 raise SystemExit(f"{name}: SpanDSP fax failed: {run.sender_status}/{run.receiver_status}")
             lines = []
