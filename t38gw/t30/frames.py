@@ -33,6 +33,8 @@ CONTROL_FINAL = 0x13
 # T.30 5.3.6.1: the X bit (first transmitted bit of the FCF, our LSB) tells which station
 # sent the frame; receivers match on the other seven bits.
 FCF_X_BIT = 0x01
+#: T.30 bits 2-4 of the FCF (our bits 1-3) are 000 only for the identification group.
+_GROUP_1_MASK = 0x0E
 
 
 class Fcf(enum.IntEnum):
@@ -136,12 +138,14 @@ class T30Frame:
             raise RemoteProtocolError(f"HDLC address 0x{octets[0]:02X} is not 0xFF", hint="CRP")
         if octets[1] not in (CONTROL_FINAL, CONTROL_NON_FINAL):
             raise RemoteProtocolError(f"HDLC control 0x{octets[1]:02X} is not a T.30 control field", hint="CRP")
-        return cls(
-            fcf=octets[2] & ~FCF_X_BIT & 0xFF,
-            fif=bytes(octets[3:]),
-            final=octets[1] == CONTROL_FINAL,
-            x_bit=bool(octets[2] & FCF_X_BIT),
-        )
+        raw = octets[2]
+        if raw & _GROUP_1_MASK == 0:
+            # T.30 5.3.6.1: the identification signals [d000 xxxx] (DIS/DTC, CSI/CIG,
+            # NSF/NSC, PWD, SEP, ...) use their first bit to tell DIS from DTC: no X bit.
+            fcf, x_bit = raw, False
+        else:
+            fcf, x_bit = raw & ~FCF_X_BIT & 0xFF, bool(raw & FCF_X_BIT)
+        return cls(fcf=fcf, fif=bytes(octets[3:]), final=octets[1] == CONTROL_FINAL, x_bit=x_bit)
 
     @classmethod
     def from_wire(cls, wire: bytes) -> T30Frame:

@@ -1,0 +1,437 @@
+"""The receive engine driven by a scripted sender: every T.30 path we promise."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from t38gw.t30 import (
+    CallEnded,
+    Compression,
+    DocumentEnded,
+    Fcf,
+    LocalProtocolError,
+    Modulation,
+    PageQuality,
+    PageReceived,
+    PageRejected,
+    PhaseBCompleted,
+    ProtocolEventLogged,
+    ReceiverConfig,
+    State,
+    T30Receiver,
+    T30Result,
+    judge_quality,
+)
+from t38gw.t30.ecm import frames_in_ppr_map
+from t38gw.t30.frames import PPS_NULL, decode_ident
+from tests.t30 import scripted as s
+from udptl.ifp import FieldType, T30Indicator
+
+WIDTH = 1728
+HEIGHT = 120
+
+
+def random_bitmap(rng: random.Random, width: int, height: int) -> bytes:
+    stride = width // 8
+    out = bytearray(stride * height)
+    for y in range(height):
+        for _ in range(rng.randrange(0, 5)):
+            a = rng.randrange(width)
+            for x in range(a, min(width, a + rng.randrange(1, 120))):
+                out[y * stride + (x >> 3)] |= 0x80 >> (x & 7)
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def page():
+    bitmap = random_bitmap(random.Random(7), WIDTH, HEIGHT)
+    return bitmap, {c: s.coded_page(bitmap, WIDTH, HEIGHT, c) for c in Compression}
+
+
+def engine(**config) -> s.Driver:
+    config.setdefault("local_ident", "+1 555 0100")
+    return s.Driver(T30Receiver(ReceiverConfig(**config)))
+
+
+def trained(driver: s.Driver, modulation=Modulation.V17_14400, **dcs) -> None:
+    driver.wait(6.0)  # CED and DIS go out
+    driver.feed(s.dcs_sequence(modulation, **dcs))
+    driver.feed(s.tcf(modulation))
+    driver.flush()
+
+
+def names(driver: s.Driver) -> list[str]:
+    driver.flush()
+    return driver.sent_names()
+
+
+def of(events, kind):
+    return [e for e in events if isinstance(e, kind)]
+
+
+def test_answer_sends_ced_then_csi_and_dis():
+    d = engine()
+    d.wait(6.0)
+    assert d.sent[0].packet.msg is T30Indicator.CED and d.sent[0].at == 0.0
+    preamble = next(o for o in d.sent if o.packet.msg is T30Indicator.V21_PREAMBLE)
+    assert preamble.at >= 3.0  # T.30 5.3.6.1: CED lasts 2.6-4 s before V.21
+    frames = d.sent_frames()
+    assert [f.name for f in frames] == ["CSI", "DIS"]
+    assert decode_ident(frames[0].fif) == "+1 555 0100"
+    assert not frames[0].final and frames[1].final
+
+
+def test_preamble_first_when_configured():
+    d = engine(send_ced=False)
+    d.wait(0.1)
+    assert d.sent[0].packet.msg is T30Indicator.V21_PREAMBLE
+
+
+def test_start_twice_is_our_error():
+    receiver = T30Receiver()
+    receiver.start(0.0)
+    with pytest.raises(LocalProtocolError):
+        receiver.start(1.0)
+
+
+def test_no_answer_to_dis_ends_at_t1_with_dis_repeated_every_t4():
+    d = engine()
+    d.wait(60.0)
+    ended = of(d.events, CallEnded)
+    assert ended == [CallEnded(T30Result.T1_EXPIRED, 0, "no DCS within T1")]
+    sent = names(d)
+    assert sent[-1] == "DCN"
+    dis_count = sent.count("DIS")
+    # T1 35 s, each DIS burst ~1.9 s plus T4 3 s after it.
+    assert 6 <= dis_count <= 9
+    assert d.engine.finished and d.engine.next_deadline() is None
+
+
+def test_dcn_before_any_page():
+    d = engine()
+    d.wait(6.0)
+    d.feed(s.control(s.frame(Fcf.DCN)))
+    assert of(d.events, CallEnded)[0].result is T30Result.RX_DCNWHY
+    assert d.engine.state is State.ENDED
+
+
+def test_good_tcf_gets_cfr_and_phase_b_report():
+    d = engine()
+    trained(d, Modulation.V29_9600, compression=Compression.MR)
+    assert names(d)[-1] == "CFR"
+    (pb,) = of(d.events, PhaseBCompleted)
+    assert (pb.remote_ident, pb.modem, pb.bit_rate, pb.compression, pb.ecm) == ("+1 555 0199", "V.29", 9600, "mr", False)
+
+
+def test_tcf_failing_twice_then_fallback_succeeds(page):
+    bitmap, coded = page
+    d = engine()
+    d.wait(6.0)
+    for modulation in (Modulation.V17_14400, Modulation.V17_12000):
+        d.feed(s.dcs_sequence(modulation))
+        d.feed(s.tcf(modulation, good=False))
+    d.feed(s.dcs_sequence(Modulation.V17_9600))
+    d.feed(s.tcf(Modulation.V17_9600))
+    assert [n for n in names(d) if n in ("FTT", "CFR")] == ["FTT", "FTT", "CFR"]
+    d.feed(s.image_carrier(Modulation.V17_9600, coded[Compression.MH]))
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    d.feed(s.control(s.frame(Fcf.DCN)))
+    (got,) = of(d.events, PageReceived)
+    assert got.bitmap == bitmap and got.quality is PageQuality.GOOD
+    assert of(d.events, CallEnded)[0].result is T30Result.OK
+
+
+def test_tcf_failing_twice_then_sender_gives_up():
+    d = engine()
+    d.wait(6.0)
+    for modulation in (Modulation.V17_14400, Modulation.V17_12000):
+        d.feed(s.dcs_sequence(modulation))
+        d.feed(s.tcf(modulation, good=False))
+    d.feed(s.control(s.frame(Fcf.DCN)))
+    (ended,) = of(d.events, CallEnded)
+    assert ended.result is T30Result.CANNOT_TRAIN and ended.pages == 0
+
+
+def test_tcf_zero_run_is_judged_over_its_duration():
+    # 1 s of zeros at 9600 bit/s is the threshold (SpanDSP's rule); a burst of ones first is fine.
+    for zeros, expected in ((1200, "CFR"), (1199, "FTT")):
+        d = engine()
+        d.wait(6.0)
+        d.feed(s.dcs_sequence(Modulation.V29_9600))
+        data = b"\xff" * 100 + bytes(zeros) + b"\x01" + bytes(zeros // 2)
+        d.feed(s.image_carrier(Modulation.V29_9600, data, chunk=37))
+        assert names(d)[-1] == expected
+
+
+def test_local_tcf_answers_cfr_straight_after_dcs():
+    d = engine(transferred_tcf=False)
+    d.wait(6.0)
+    d.feed(s.dcs_sequence(Modulation.V17_14400))
+    assert names(d)[-1] == "CFR"
+
+
+@pytest.mark.parametrize("compression", [Compression.MH, Compression.MR])
+def test_non_ecm_pages_and_lost_mcf(page, compression):
+    bitmap, coded = page
+    d = engine()
+    trained(d, compression=compression)
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[compression]))
+    d.feed(s.control(s.frame(Fcf.MPS)))
+    assert names(d)[-1] == "MCF"
+    # The sender did not hear our MCF and repeats MPS after T4: the same answer, once more.
+    d.wait(3.0)
+    d.feed(s.control(s.frame(Fcf.MPS)))
+    assert names(d)[-2:] == ["MCF", "MCF"]
+    assert d.engine.counters["responses_repeated"] == 1
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[compression]))
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    d.feed(s.control(s.frame(Fcf.DCN)))
+    pages = of(d.events, PageReceived)
+    assert [p.number for p in pages] == [1, 2]
+    assert all(p.bitmap == bitmap and p.height == HEIGHT and p.bad_rows == 0 for p in pages)
+    assert of(d.events, DocumentEnded) == [DocumentEnded(2, more_documents=False)]
+    assert of(d.events, CallEnded)[0] == CallEnded(T30Result.OK, 2, "DCN after EOP")
+
+
+def test_damaged_non_ecm_page_gets_rtn_and_is_not_counted(page):
+    bitmap, coded = page
+    data = bytearray(coded[Compression.MH])
+    for i in range(40, len(data) - 40, 7):  # hit most rows
+        data[i] ^= 0x5A
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, bytes(data)))
+    d.feed(s.control(s.frame(Fcf.MPS)))
+    assert names(d)[-1] == "RTN"
+    (rejected,) = of(d.events, PageRejected)
+    assert rejected.bad_rows > 0
+    assert not of(d.events, PageReceived)
+    # After RTN the sender retrains: a new DCS is expected.
+    assert d.engine.state is State.AWAIT_DCS
+
+
+def test_garbled_post_page_command_gets_crp(page):
+    bitmap, coded = page
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MH]))
+    d.feed(s.control(s.frame(Fcf.EOP), fcs_ok=False))
+    assert names(d)[-1] == "CRP"
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    assert names(d)[-1] == "MCF"
+    assert len(of(d.events, PageReceived)) == 1
+
+
+def test_eom_returns_to_phase_b_with_a_new_dis(page):
+    bitmap, coded = page
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MH]))
+    d.feed(s.control(s.frame(Fcf.EOM)))
+    assert names(d)[-3:] == ["MCF", "CSI", "DIS"]
+    assert of(d.events, DocumentEnded) == [DocumentEnded(1, more_documents=True)]
+    assert d.engine.state is State.ANSWERING
+    d.feed(s.dcs_sequence(Modulation.V17_14400, compression=Compression.MR))
+    d.feed(s.tcf(Modulation.V17_14400))
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MR]))
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    d.feed(s.control(s.frame(Fcf.DCN)))
+    assert [p.compression for p in of(d.events, PageReceived)] == ["mh", "mr"]
+    assert of(d.events, CallEnded)[0].result is T30Result.OK
+
+
+def test_sender_stops_mid_page_keeps_confirmed_pages(page):
+    bitmap, coded = page
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MH]))
+    d.feed(s.control(s.frame(Fcf.MPS)))
+    half = coded[Compression.MH][: len(coded[Compression.MH]) // 2]
+    d.feed([s.IfpPacket(Modulation.V17_14400.indicator)] + s.image_carrier(Modulation.V17_14400, half)[1:-1])
+    d.wait(60.0)
+    (ended,) = of(d.events, CallEnded)
+    assert ended.pages == 1 and ended.result in (T30Result.RX_T2EXPD, T30Result.RX_NOCARRIER)
+    assert len(of(d.events, PageReceived)) == 1
+    assert d.engine.finished
+
+
+def test_hang_up_records_the_state_and_pages(page):
+    bitmap, coded = page
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MH]))
+    d.feed(s.control(s.frame(Fcf.MPS)))
+    events = d.engine.hang_up(d.now + 1)
+    assert events == [CallEnded(T30Result.CALL_DROPPED, 1, "call dropped in state await_page")]
+    assert d.engine.hang_up(d.now + 2) == []
+    assert d.engine.next_deadline() is None or d.engine.finished is False
+
+
+def ecm_setup(frame_size=256, compression=Compression.MMR) -> s.Driver:
+    d = engine()
+    trained(d, ecm=True, ecm_frame_size=frame_size, compression=compression)
+    return d
+
+
+@pytest.mark.parametrize("frame_size", [64, 256])
+def test_ecm_ppr_names_exactly_the_missing_frames(page, frame_size):
+    bitmap, coded = page
+    data = coded[Compression.MMR] * 1  # one page
+    frames = dict(enumerate(s.ecm_frames(data, frame_size)))
+    assert len(frames) >= 3
+    lost = {0, len(frames) - 1}
+    bad = frozenset({1})
+    d = ecm_setup(frame_size)
+    d.feed(s.ecm_burst(Modulation.V17_14400, {n: f for n, f in frames.items() if n not in lost}, bad=bad))
+    d.feed(s.pps(Fcf.EOP | 1, 0, 0, len(frames)))
+    d.flush()
+    ppr = d.sent_frames()[-1]
+    assert ppr.name == "PPR" and len(ppr.fif) == 32
+    assert frames_in_ppr_map(ppr.fif) == sorted(lost | bad)
+    # SpanDSP counts only the frames of the resend burst in the next PPS.
+    d.feed(s.ecm_burst(Modulation.V17_14400, {n: frames[n] for n in sorted(lost | bad)}))
+    d.feed(s.pps(Fcf.EOP | 1, 0, 0, 3))
+    assert names(d)[-1] == "MCF"
+    (got,) = of(d.events, PageReceived)
+    assert got.bitmap == bitmap and got.ecm and got.compression == "mmr"
+    assert d.engine.counters["ppr_sent"] == 1
+
+
+def test_ecm_partial_pages_across_blocks_and_repeated_pps(page):
+    bitmap, coded = page
+    data = coded[Compression.MMR]
+    frames = s.ecm_frames(data, 64)
+    split = len(frames) // 2
+    d = ecm_setup(64)
+    d.feed(s.ecm_burst(Modulation.V17_14400, dict(enumerate(frames[:split]))))
+    d.feed(s.pps(PPS_NULL, 0, 0, split))
+    assert names(d)[-1] == "MCF"
+    d.feed(s.pps(PPS_NULL, 0, 0, split))  # our MCF was lost
+    assert names(d)[-2:] == ["MCF", "MCF"]
+    d.feed(s.ecm_burst(Modulation.V17_14400, dict(enumerate(frames[split:]))))
+    d.feed(s.pps(Fcf.MPS | 1, 0, 1, len(frames) - split))
+    d.feed(s.ecm_burst(Modulation.V17_14400, dict(enumerate(frames))))
+    d.feed(s.pps(Fcf.EOP | 1, 1, 0, len(frames)))
+    d.feed(s.pps(Fcf.EOP | 1, 1, 0, len(frames)))  # repeated again: MCF again, no third page
+    d.feed(s.control(s.frame(Fcf.DCN)))
+    pages = of(d.events, PageReceived)
+    assert [p.bitmap == bitmap for p in pages] == [True, True]
+    assert of(d.events, CallEnded)[0].result is T30Result.OK
+
+
+def test_ecm_ctc_ctr_and_eor_err(page):
+    bitmap, coded = page
+    frames = dict(enumerate(s.ecm_frames(coded[Compression.MMR], 64)))
+    d = ecm_setup(64)
+    d.feed(s.ecm_burst(Modulation.V17_14400, {n: f for n, f in frames.items() if n != 2}))
+    for _ in range(4):
+        d.feed(s.pps(Fcf.EOP | 1, 0, 0, len(frames)))
+        d.feed(s.ecm_burst(Modulation.V17_14400, {}))
+    assert names(d).count("PPR") == 4
+    # T.30 A.4.3: after four PPRs the sender may continue to correct at a lower rate...
+    d.feed(s.control(s.frame(Fcf.CTC, bytes([0, 0x08]))))
+    assert names(d)[-1] == "CTR"
+    d.feed(s.ecm_burst(Modulation.V17_9600, {}))
+    d.feed(s.pps(Fcf.EOP | 1, 0, 0, len(frames)))
+    assert names(d)[-1] == "PPR"
+    # ...or end the retransmission: the block is kept as it is.
+    d.feed(s.control(s.frame(Fcf.EOR, bytes([Fcf.EOP | 1]))))
+    assert names(d)[-1] == "ERR"
+    (got,) = of(d.events, PageReceived)
+    assert got.bitmap != bitmap  # a frame is missing from it
+    assert any("EOR" in e.what for e in of(d.events, ProtocolEventLogged))
+
+
+def test_ecm_receiver_not_ready_rr_and_t5(page):
+    bitmap, coded = page
+    frames = dict(enumerate(s.ecm_frames(coded[Compression.MMR], 256)))
+    d = ecm_setup()
+    d.events += d.engine.set_receiver_ready(False, d.now)
+    d.feed(s.ecm_burst(Modulation.V17_14400, frames))
+    d.feed(s.pps(Fcf.MPS | 1, 0, 0, len(frames)))
+    assert names(d)[-1] == "RNR"
+    d.feed(s.control(s.frame(Fcf.RR)))
+    assert names(d)[-1] == "RNR"
+    d.events += d.engine.set_receiver_ready(True, d.now)
+    d.feed(s.control(s.frame(Fcf.RR)))
+    assert names(d)[-1] == "MCF"
+    assert len(of(d.events, PageReceived)) == 1
+    # Not ready for longer than T5: the call ends.
+    d.events += d.engine.set_receiver_ready(False, d.now)
+    d.feed(s.ecm_burst(Modulation.V17_14400, frames))
+    d.feed(s.pps(Fcf.EOP | 1, 1, 0, len(frames)))
+    d.wait(70.0)
+    assert of(d.events, CallEnded)[0].result is T30Result.RX_T5EXP
+
+
+def test_dtc_asks_to_poll_and_is_refused():
+    d = engine()
+    d.wait(6.0)
+    d.feed(s.control(s.frame(Fcf.DTC, b"\x00\x00\x00")))
+    assert of(d.events, CallEnded)[0].result is T30Result.NO_POLL
+    assert names(d)[-1] == "DCN"
+
+
+def test_dcs_for_a_mode_not_offered_is_refused():
+    from t38gw.t30.dcs import BIT_T6, ReceiveCapabilities
+
+    d = engine(capabilities=ReceiveCapabilities(compressions=frozenset({Compression.MH})))
+    d.wait(6.0)
+    d.feed(s.dcs_sequence(Modulation.V17_14400, ecm=True, compression=Compression.MMR))
+    assert of(d.events, CallEnded)[0].result is T30Result.INCOMPATIBLE
+    assert BIT_T6 == 31
+
+
+@pytest.mark.parametrize(
+    "height,bad,run,expected",
+    [
+        (100, 0, 0, PageQuality.GOOD),
+        (100, 1, 1, PageQuality.GOOD),
+        (100, 2, 1, PageQuality.POOR),  # 2 % is no longer "under 2 %"
+        (1000, 19, 3, PageQuality.GOOD),
+        (1000, 19, 4, PageQuality.POOR),
+        (1000, 49, 15, PageQuality.POOR),
+        (1000, 50, 1, PageQuality.BAD),
+        (1000, 10, 16, PageQuality.BAD),
+        (0, 0, 0, PageQuality.BAD),
+    ],
+)
+def test_copy_quality_thresholds(height, bad, run, expected):
+    assert judge_quality(height, bad, run) is expected
+
+
+def test_unexpected_command_is_logged_not_raised():
+    d = engine()
+    d.wait(6.0)
+    d.feed(s.control(s.frame(Fcf.MCF)))
+    assert any("unexpected MCF" in e.what for e in of(d.events, ProtocolEventLogged))
+    assert d.engine.state is State.ANSWERING
+
+
+def test_lost_ifps_make_the_frame_in_progress_bad(page):
+    d = engine()
+    trained(d)
+    bitmap, coded = page
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MH]))
+    packets = s.control(s.frame(Fcf.MPS))
+    d.feed(packets[:2])
+    d.events += d.engine.ifps_lost(1, d.now)
+    d.feed(packets[2:])
+    assert names(d)[-1] == "CRP"
+    assert d.engine.counters["bad_frames"] == 1
+
+
+def test_repeated_indicators_and_end_packets_count_once(page):
+    bitmap, coded = page
+    d = engine()
+    trained(d)
+    packets = s.image_carrier(Modulation.V17_14400, coded[Compression.MH])
+    tripled = [packets[0]] * 3 + packets[1:-1] + [packets[-1]] * 3
+    d.feed(tripled)
+    post = s.control(s.frame(Fcf.EOP))
+    d.feed([post[0]] * 3 + post[1:-2] + [post[-2]] * 3 + [post[-1]] * 3)
+    assert names(d).count("MCF") == 1
+    assert len(of(d.events, PageReceived)) == 1
+    assert FieldType.HDLC_FCS_OK_SIG_END in {f.field_type for p in post for f in p.fields or ()}
