@@ -1,8 +1,14 @@
 """Whole-page coding through libtiff (via Pillow), for work where a page is complete.
 
-libtiff decodes a page some hundred times faster than Python can, so outputs (G4 for TIFF-F
-and PDF) and error-free whole pages (ECM) go through it. Pillow's bilevel defaults are wrong
-for fax (MinIsBlack, 303-row strips); every call here sets photometric and one strip.
+libtiff codes a page far faster than Python can, so outputs (G4 for TIFF-F and PDF) go
+through it, and it is the test oracle for our codecs.
+
+Pillow's bilevel defaults are wrong for fax (MinIsBlack, 303-row strips) and its MinIsWhite
+path is ~40x slower (it inverts pel by pel). The CCITT coding itself does not depend on the
+photometric tag — libtiff codes 0 bits as white runs — so we hand Pillow our bits as they
+are (1 = black, which Pillow's mode "1" calls white), let it write its fast MinIsBlack TIFF
+with one strip, and take the strip: the data is right for a MinIsWhite fax TIFF. Decoding
+mirrors this. Files we write (imaging.tiff.build_tiff) say MinIsWhite.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ from PIL import Image
 from .model import BitOrder, Coding
 from .tiff import CodedPage, build_tiff, read_strips
 
-_PHOTOMETRIC_MIN_IS_WHITE = 0
 _COMPRESSION = {Coding.MH: "group3", Coding.MR: "group3", Coding.MMR: "group4"}
+_MIN_IS_BLACK = 1
 
 
 def image_from_bitmap(bitmap: bytes, width: int, height: int) -> Image.Image:
-    """A Pillow mode-'1' image of packed rows with 1 = black."""
+    """A Pillow mode-'1' image (black shown black) of packed rows with 1 = black."""
     return Image.frombytes("1", (width, height), bitmap, "raw", "1;I")
 
 
@@ -29,18 +35,18 @@ def bitmap_from_image(image: Image.Image) -> bytes:
 
 
 def encode_with_libtiff(bitmap: bytes, width: int, height: int, coding: Coding, *, bit_order: BitOrder) -> bytes:
-    """libtiff's coding of a page, as the one strip libtiff writes into a TIFF.
+    """libtiff's coding of a page (packed rows, 1 = black): the one strip it writes.
 
     libtiff's G3 strips carry an EOL before every line and no RTC; its G4 strips end with
-    EOFB.
+    EOFB. MR uses libtiff's K (T4Options 2-D).
     """
-    tiffinfo = {262: _PHOTOMETRIC_MIN_IS_WHITE, 278: height, 266: 2 if bit_order is BitOrder.LSB_FIRST else 1}
+    tiffinfo = {278: height, 266: 2 if bit_order is BitOrder.LSB_FIRST else 1}
     if coding is not Coding.MMR:
         tiffinfo[292] = 1 if coding is Coding.MR else 0
     buffer = io.BytesIO()
-    image_from_bitmap(bitmap, width, height).save(
-        buffer, "TIFF", compression=_COMPRESSION[coding], tiffinfo=tiffinfo
-    )
+    # Our 1 (black) bits go in as they are: see the module docstring.
+    image = Image.frombytes("1", (width, height), bitmap, "raw", "1")
+    image.save(buffer, "TIFF", compression=_COMPRESSION[coding], tiffinfo=tiffinfo)
     return read_strips(buffer.getvalue())
 
 
@@ -49,7 +55,7 @@ def decode_with_libtiff(data: bytes, width: int, height: int, coding: Coding, *,
 
     Raises OSError (from Pillow) when libtiff cannot decode the data.
     """
-    tiff = build_tiff([CodedPage(width, height, 204, 196, coding, bit_order, data)])
+    tiff = build_tiff([CodedPage(width, height, 204, 196, coding, bit_order, data)], photometric=_MIN_IS_BLACK)
     with Image.open(io.BytesIO(tiff)) as image:
         image.load()
-        return bitmap_from_image(image.convert("1") if image.mode != "1" else image)
+        return image.tobytes("raw", "1")

@@ -65,8 +65,12 @@ def _rational(value: float) -> tuple[int, int]:
     return int(round(value * denominator)), denominator
 
 
-def build_tiff(pages: Sequence[CodedPage], *, software: str = "t38gw") -> bytes:
-    """A little-endian multi-page TIFF holding each page's coded data as one strip."""
+def build_tiff(pages: Sequence[CodedPage], *, software: str = "t38gw", photometric: int = 0) -> bytes:
+    """A little-endian multi-page TIFF holding each page's coded data as one strip.
+
+    ``photometric`` 0 (MinIsWhite) is right for fax; 1 only serves ``imaging.libtiff``,
+    where it makes libtiff's decoded bits read as 1 = black without inversion.
+    """
     out = bytearray(b"II*\x00\x00\x00\x00\x00")
     first_ifd_pointer = 4
     count = len(pages)
@@ -87,7 +91,7 @@ def build_tiff(pages: Sequence[CodedPage], *, software: str = "t38gw") -> bytes:
             (TAG_IMAGE_LENGTH, _LONG, [page.height]),
             (TAG_BITS_PER_SAMPLE, _SHORT, [1]),
             (TAG_COMPRESSION, _SHORT, [compression]),
-            (TAG_PHOTOMETRIC, _SHORT, [0]),  # MinIsWhite: CCITT white runs are 0 bits
+            (TAG_PHOTOMETRIC, _SHORT, [photometric]),  # MinIsWhite: CCITT white runs are 0 bits
             (TAG_FILL_ORDER, _SHORT, [2 if page.bit_order is BitOrder.LSB_FIRST else 1]),
             (TAG_STRIP_OFFSETS, _LONG, [data_offset]),
             (TAG_SAMPLES_PER_PIXEL, _SHORT, [1]),

@@ -1,0 +1,90 @@
+"""Page coding speed: our streaming decoder vs libtiff (through Pillow), measured in one run.
+
+Decodes the eight ITU-T T.24 charts (1728 x 2376) in MH, MR (K=4) and MMR and prints pages/s
+for our StreamingDecoder (fed 256-octet pieces, as from the line) and for libtiff, with the
+ratio; then encode pages/s for ours and libtiff's. Run: .venv/bin/python bench/imaging.py
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from PIL import Image  # noqa: E402
+
+from imaging import BitOrder, Coding, StreamingDecoder, encode_page  # noqa: E402
+from imaging.libtiff import encode_with_libtiff, image_from_bitmap  # noqa: E402
+from imaging.tiff import CodedPage, build_tiff  # noqa: E402
+
+WIDTH, HEIGHT = 1728, 2376
+ORDER = BitOrder.MSB_FIRST  # as T.38 carries it
+CHUNK = 256
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def charts() -> list[bytes]:
+    folder = Path(os.environ.get("T38GW_TESTDATA", Path(__file__).resolve().parent.parent.parent / "shared" / "testdata"))
+    pages = []
+    for number in range(1, 9):
+        raw = gzip.decompress((folder / "itu_t24_charts" / f"itu{number}.pbm.gz").read_bytes())
+        pages.append(raw.split(maxsplit=3)[3])
+    return pages
+
+
+def best_rate(work, pages: int) -> float:
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return pages / best
+
+
+def main() -> None:
+    bitmaps = charts()
+    print(f"{len(bitmaps)} ITU charts {WIDTH}x{HEIGHT}, best of {ROUNDS} rounds, pages/s")
+    print(f"{'coding':6} {'ours decode':>12} {'libtiff decode':>15} {'ratio':>7} {'ours encode':>12} {'libtiff encode':>15}")
+    for coding in Coding:
+        coded = [encode_with_libtiff(b, WIDTH, HEIGHT, coding, bit_order=ORDER) for b in bitmaps]
+        tiffs = [build_tiff([CodedPage(WIDTH, HEIGHT, 204, 196, coding, ORDER, c)]) for c in coded]
+
+        def ours_decode():
+            for data in coded:
+                decoder = StreamingDecoder(coding, WIDTH, bit_order=ORDER)
+                for start in range(0, len(data), CHUNK):
+                    decoder.feed(data[start : start + CHUNK])
+                decoder.finish()
+
+        def libtiff_decode():
+            for tiff in tiffs:
+                with Image.open(io.BytesIO(tiff)) as image:
+                    image.load()
+                    image.tobytes()
+
+        def ours_encode():
+            for bitmap in bitmaps:
+                encode_page(bitmap, WIDTH, coding, k=4, bit_order=ORDER)
+
+        def libtiff_encode():
+            for bitmap in bitmaps:
+                buffer = io.BytesIO()
+                image_from_bitmap(bitmap, WIDTH, HEIGHT).save(
+                    buffer, "TIFF", compression="group4" if coding is Coding.MMR else "group3",
+                    tiffinfo={262: 0, 278: HEIGHT, **({} if coding is Coding.MMR else {292: int(coding is Coding.MR)})},
+                )
+
+        ours = best_rate(ours_decode, len(coded))
+        theirs = best_rate(libtiff_decode, len(tiffs))
+        ours_enc = best_rate(ours_encode, len(bitmaps))
+        theirs_enc = best_rate(libtiff_encode, len(bitmaps))
+        print(f"{coding.name:6} {ours:12.1f} {theirs:15.1f} {ours / theirs:6.2f}x {ours_enc:12.1f} {theirs_enc:15.1f}")
+
+
+if __name__ == "__main__":
+    main()
