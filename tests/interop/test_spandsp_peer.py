@@ -108,17 +108,36 @@ def test_fields_without_data_round_trip_from_version_1(version):
         assert decoder.decode(ifp, 0) == [("data", T38_DATA_TYPES["V21"], t, d) for t, d in fields]
 
 
+# T.38 (1998) Annex A, Data-Field: field-type has no extension marker (the "typo" the
+# 2002 corrigendum fixed), so in aligned PER a field without field-data is 4 bits.
+T38_1998_DATA_FIELD_ASN1 = """
+T38V0 DEFINITIONS AUTOMATIC TAGS ::= BEGIN
+Data-Field ::= SEQUENCE OF SEQUENCE {
+    field-type ENUMERATED {hdlc-data, hdlc-sig-end, hdlc-fcs-OK, hdlc-fcs-BAD, hdlc-fcs-OK-sig-end,
+                           hdlc-fcs-BAD-sig-end, t4-non-ecm-data, t4-non-ecm-sig-end},
+    field-data OCTET STRING (SIZE(1..65535)) OPTIONAL }
+END
+"""
+
+
 def test_version_0_fieldless_multi_field_quirk_is_reported():
     """SpanDSP 0.0.6 encodes a version-0 field without data as a whole octet, but decodes
-    it as a nibble (the 1998 ASN.1 has no extension bit there, so PER packs it into 4
-    bits). Its own multi-field packet with two data-less fields therefore does not decode.
-    The binding must report that as a rejection, not hide it."""
+    it as a nibble, as aligned PER of the 1998 ASN.1 packs it (checked with asn1tools).
+    Its own multi-field packet with two data-less fields therefore does not decode, while
+    the PER encoding does. The binding must report the rejection, not hide it."""
+    import asn1tools
+
     fields = [(T38_FIELD_TYPES["HDLC_FCS_OK"], b""), (T38_FIELD_TYPES["HDLC_SIG_END"], b"")]
+    per = asn1tools.compile_string(T38_1998_DATA_FIELD_ASN1, "per").encode(
+        "Data-Field", [{"field-type": "hdlc-fcs-OK"}, {"field-type": "hdlc-sig-end"}]
+    )
     with SpandspT38Core(0) as encoder, SpandspT38Core(0) as decoder:
         ifp = encoder.encode_data_multi(T38_DATA_TYPES["V21"], fields)
-        assert len(ifp) == 4  # type octet, count, one octet per field
-        decoded = decoder.decode(ifp, 0)
-        assert decoded[-1] == ("rejected",)
+        assert ifp[2:] != per[1:] and len(ifp[2:]) == 2 and len(per[1:]) == 1
+        assert decoder.decode(ifp, 0)[-1] == ("rejected",)
+        # The same packet with the Data-Field as PER has it: type octet, then the PER bytes.
+        per_ifp = ifp[:1] + per
+        assert decoder.decode(per_ifp, 1) == [("data", T38_DATA_TYPES["V21"], t, d) for t, d in fields]
 
 
 def test_decode_reports_missing_repeat_and_trailing_garbage():
