@@ -10,6 +10,18 @@ tests and benches use it in three ways:
   simulated time; :func:`run_spandsp_fax` runs two of them against each other.
 * :func:`spandsp_t4_encode` — a page coded by SpanDSP's T.4 transmitter (MH/MR/MMR).
 
+Driving a terminal from a test (our side produces/consumes the IFPs)::
+
+    to_us = []
+    with SpandspT38Terminal(calling_party=False, on_ifp=lambda ifp, count: to_us.append(ifp),
+                            rx_tiff=tmp_path / "rx.tif", version=3, ecm=True) as spandsp:
+        for step in range(bounded_number_of_steps):      # one step = 20 ms simulated
+            ...deliver our IFPs in order: spandsp.rx_ifp(ifp, seq)...
+            spandsp.advance(160)
+            if spandsp.phase_e_status is not None:
+                break
+    assert spandsp.phase_e_status == T30_ERR_OK
+
 Nothing here is product code; it only drives the library. Rules that keep it from
 crashing: every ctypes callback object is stored on its Python owner for as long as C
 may call it, and every ``*_init(NULL, ...)`` is paired with its ``*_free``.
@@ -700,7 +712,7 @@ class SpandspT38Terminal:
             raise ValueError("SpandspT38Terminal is closed")
 
     def close(self) -> None:
-        """Free the SpanDSP state; the rx TIFF is complete after this (idempotent)."""
+        """Free the SpanDSP state (idempotent). The rx TIFF is already complete at phase E."""
         if self._state:
             self._lib.t38_terminal_free(self._state)
             self._state = None
