@@ -1,0 +1,115 @@
+"""ECM block bookkeeping and the IFP <-> HDLC/image front end."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from t38gw.t30 import Fcf, T30Frame
+from t38gw.t30.ecm import EcmBlock, frames_in_ppr_map
+from t38gw.t30.t38_io import (
+    HdlcFrameArrived,
+    HdlcSignalEnded,
+    IfpDemultiplexer,
+    ImageDataArrived,
+    ImageSignalEnded,
+    SignalStarted,
+    hdlc_burst,
+)
+from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator
+
+
+def test_ppr_map_bit_for_frame_0_is_the_first_transmitted_bit():
+    block = EcmBlock(0, 0, 256)
+    block.set_frame_count(10)
+    for n in range(10):
+        if n not in (0, 9):
+            block.frame_received(n, b"x")
+    bitmap = block.ppr_map()
+    assert bitmap[0] == 0x01 and bitmap[1] == 0x02 and bitmap[2:] == bytes(30)
+    # On the T.38 wire (MSB first) frame 0 is the top bit of the first octet.
+    assert T30Frame(Fcf.PPR, bitmap).to_wire()[3] == 0x80
+
+
+@given(st.integers(1, 256), st.sets(st.integers(0, 255)))
+@settings(deadline=None, max_examples=150)
+def test_ppr_map_round_trip(count, present):
+    block = EcmBlock(0, 0, 64)
+    for n in present:
+        block.frame_received(n, bytes([n]))
+    block.set_frame_count(count)
+    missing = [n for n in range(count) if n not in present]
+    assert block.missing() == missing
+    assert frames_in_ppr_map(block.ppr_map()) == missing
+
+
+def test_frame_count_only_grows():
+    block = EcmBlock(0, 0, 64)
+    block.set_frame_count(40)
+    block.set_frame_count(3)  # SpanDSP counts the resend burst only
+    assert block.frame_count == 40
+
+
+def v21(*fields):
+    return IfpPacket(T30Data.V21, tuple(DataField(t, d) for t, d in fields))
+
+
+def test_demux_swallows_repeats_and_joins_chunks():
+    demux = IfpDemultiplexer()
+    out = []
+    preamble = IfpPacket(T30Indicator.V21_PREAMBLE)
+    for packet in [preamble, preamble,
+                   v21((FieldType.HDLC_DATA, b"\xff\xc8")), v21((FieldType.HDLC_DATA, b"\x01\x00")),
+                   v21((FieldType.HDLC_FCS_OK_SIG_END, b"")), v21((FieldType.HDLC_FCS_OK_SIG_END, b"")),
+                   v21((FieldType.HDLC_FCS_OK, b""))]:
+        out += demux.packet_received(packet)
+    assert out == [SignalStarted(T30Indicator.V21_PREAMBLE),
+                   HdlcFrameArrived(b"\xff\xc8\x01\x00", True, T30Data.V21), HdlcSignalEnded(T30Data.V21)]
+
+
+def test_demux_takes_octets_inside_the_fcs_field_and_marks_loss():
+    demux = IfpDemultiplexer()
+    out = demux.packet_received(v21((FieldType.HDLC_DATA, b"\xff"), (FieldType.HDLC_FCS_OK, b"\xc8\x01")))
+    assert out == [HdlcFrameArrived(b"\xff\xc8\x01", True, T30Data.V21)]
+    demux.packet_received(v21((FieldType.HDLC_DATA, b"\xff\xc8")))
+    demux.note_loss()
+    out = demux.packet_received(v21((FieldType.HDLC_FCS_OK, b"")))
+    assert out == [HdlcFrameArrived(b"\xff\xc8", False, T30Data.V21)]
+
+
+def test_demux_image_data():
+    demux = IfpDemultiplexer()
+    t = T30Data.V17_14400
+    out = []
+    for packet in [IfpPacket(T30Indicator.V17_14400_LONG_TRAINING),
+                   IfpPacket(t, (DataField(FieldType.T4_NON_ECM_DATA, b"\x00\x01"),)),
+                   IfpPacket(t, (DataField(FieldType.T4_NON_ECM_SIG_END, b"\x02"),)),
+                   IfpPacket(t, (DataField(FieldType.T4_NON_ECM_SIG_END, b"\x02"),))]:
+        out += demux.packet_received(packet)
+    assert out == [SignalStarted(T30Indicator.V17_14400_LONG_TRAINING), ImageDataArrived(b"\x00\x01", t),
+                   ImageDataArrived(b"\x02", t), ImageSignalEnded(t)]
+
+
+def test_an_endless_frame_is_cut_and_marked_bad():
+    demux = IfpDemultiplexer()
+    for _ in range(20):
+        demux.packet_received(v21((FieldType.HDLC_DATA, bytes(100))))
+    (frame,) = demux.packet_received(v21((FieldType.HDLC_FCS_OK, b"")))
+    assert not frame.fcs_ok and len(frame.wire) <= 512
+
+
+@given(st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=30)), min_size=1, max_size=4))
+@settings(deadline=None, max_examples=100)
+def test_hdlc_burst_round_trips_through_the_demux(specs):
+    frames = [T30Frame(fcf, fif, final=i == len(specs) - 1) for i, (fcf, fif) in enumerate(specs)]
+    frames = [T30Frame.from_octets(f.to_octets()) for f in frames]
+    packets, end = hdlc_burst(frames, 10.0)
+    assert end > 11.0 and [p.at for p in packets] == sorted(p.at for p in packets)
+    demux = IfpDemultiplexer()
+    got = []
+    for out in packets:
+        for _ in range(out.repeat):
+            got += demux.packet_received(out.packet)
+    arrived = [T30Frame.from_wire(e.wire) for e in got if isinstance(e, HdlcFrameArrived)]
+    assert arrived == frames
+    assert sum(isinstance(e, HdlcSignalEnded) for e in got) == 1
