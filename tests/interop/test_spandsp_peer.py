@@ -448,6 +448,26 @@ def test_t4_encode_starts_with_eol_read_lsb_first(testdata, coding):
     assert _first_bits_lsb_first(coded, len(expected)) == expected
 
 
+REVERSE_BITS = bytes(int(f"{value:08b}"[::-1], 2) for value in range(256))
+
+
+def test_t4_encode_bytes_travel_bit_reversed_in_t38_non_ecm_data(testdata):
+    """The vector page (top 400 rows of chart 1, MH) is in the T.38 non-ECM data that
+    SpanDSP sent, each byte bit-reversed: T.38 puts the first bit on the line in the MSB."""
+    bitmap, width, _ = _chart(testdata, 1)
+    coded = spandsp_t4_encode(bitmap[: 216 * 400], width, 400, "mh")
+    sent = b"".join(
+        bytes.fromhex(item[3])
+        for record in map(json.loads, (VECTORS / "v0_nonecm_mh.jsonl").read_text().splitlines())
+        if record["dir"] == SENDER_TO_RECEIVER
+        for item in record["decoded"]
+        if item[0] == "data" and item[2] == T38_FIELD_TYPES["T4_NON_ECM_DATA"]
+    )
+    body = coded[:-1]  # the last byte is padded with 1 bits, the line carries more after it
+    assert body.translate(REVERSE_BITS) in sent
+    assert body not in sent
+
+
 def test_t4_mr_k_factor_follows_vertical_resolution(testdata):
     # T.4 4.2.1: K = 2 at standard (98 lpi), 4 at fine (196 lpi): more 1-D rows at standard.
     bitmap, width, height = _chart(testdata, 1)

@@ -992,7 +992,9 @@ def spandsp_t4_encode(bitmap: bytes, width: int, height: int, coding: str, *,
     padded with 1 bits.
 
     Bit order: LSB first — the first bit on the line is the least significant bit of
-    the first byte (TIFF FillOrder 2, and the order T.38 non-ECM data and ECM frames carry).
+    the first byte (TIFF FillOrder 2, as SpanDSP's t4_tx/t30 keep it). T.38 carries the
+    other order: SpanDSP's t38_terminal.c bit-reverses every octet before it goes into an
+    IFP, so T.38 non-ECM data is these bytes with each byte's bits reversed (MSB first).
     """
     if coding not in T4_COMPRESSIONS:
         raise ValueError(f"coding must be one of {sorted(T4_COMPRESSIONS)}")
