@@ -660,8 +660,19 @@ class _Message:
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
 
 
+def _same_headers(a: _Message, b: _Message) -> bool:
+    # Content-Length is derived from the body when serialising, so it is not compared.
+    return [(k, v) for k, _, v in a.headers._items if k != "content-length"] == [
+        (k, v) for k, _, v in b.headers._items if k != "content-length"
+    ]
+
+
 class Request(_Message):
-    """A SIP request. ``uri`` may be given as text; it is parsed."""
+    """A SIP request. ``uri`` may be given as text; it is parsed.
+
+    Two messages are equal when start line, headers (in order, Content-Length aside:
+    it follows the body) and body are.
+    """
 
     __slots__ = ("method", "uri")
 
@@ -681,7 +692,7 @@ class Request(_Message):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
             return NotImplemented
-        return (self.method, self.uri, self.headers, self.body) == (other.method, other.uri, other.headers, other.body)
+        return (self.method, self.uri, self.body) == (other.method, other.uri, other.body) and _same_headers(self, other)
 
     def __repr__(self) -> str:
         return f"Request({self.method!r}, {str(self.uri)!r}, {self.headers!r}, body={len(self.body)} bytes)"
@@ -710,7 +721,7 @@ class Response(_Message):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Response):
             return NotImplemented
-        return (self.status, self.reason, self.headers, self.body) == (other.status, other.reason, other.headers, other.body)
+        return (self.status, self.reason, self.body) == (other.status, other.reason, other.body) and _same_headers(self, other)
 
     def __repr__(self) -> str:
         return f"Response({self.status}, {self.reason!r}, {self.headers!r}, body={len(self.body)} bytes)"
@@ -751,23 +762,29 @@ def make_response(request: Request, status: int, reason: str | None = None, *, t
     """A response to ``request`` with Via, From, To, Call-ID and CSeq copied (RFC 3261 8.2.6.2).
 
     ``to_tag`` is added to To unless To already has a tag (a request inside a dialog).
-    A 100 Trying also copies Timestamp (RFC 3261 8.2.6.1).
+    A 100 Trying also copies Timestamp (RFC 3261 8.2.6.1). Works on the ``partial``
+    message of a ``SipParseError`` too, to answer it with its ``status_hint``.
     """
     headers: list[tuple[str, str, str]] = []
-    to_value = None
     for key, name, value in request.headers._items:
         if key == "via" or key == "from" or key == "call-id" or key == "cseq":
             headers.append((key, name, value))
         elif key == "to":
-            to_value = value
-            if to_tag is not None and request.to.tag is None:
+            if to_tag is not None and _to_has_no_tag(request):
                 value = f"{value};tag={to_tag}"
             headers.append((key, name, value))
         elif key == "timestamp" and status == 100:
             headers.append((key, name, value))
-    if to_value is None:
-        raise LocalProtocolError("cannot answer a request without To")
+    # A request missing some of these (RFC 4475 3.3.1 insuf) still gets its 400: we copy
+    # what is there.
     return Response(status, reason, Headers._trusted(headers))
+
+
+def _to_has_no_tag(request: Request) -> bool:
+    try:
+        return request.to.tag is None
+    except SipParseError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------
