@@ -58,6 +58,18 @@ def test_load_spandsp_finds_the_library():
     assert lib is load_spandsp()
 
 
+def test_missing_library_raises_peer_missing_with_the_install_hint(monkeypatch):
+    import tests.peers.spandsp as peer
+
+    def no_library(name, *args, **kwargs):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(peer, "_library", None)
+    monkeypatch.setattr(peer.ctypes, "CDLL", no_library)
+    with pytest.raises(peer.PeerMissing, match="apt-get install libspandsp2"):
+        peer.load_spandsp()
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_indicator_round_trips_through_spandsp(version):
     with SpandspT38Core(version) as encoder, SpandspT38Core(version) as decoder:
