@@ -22,3 +22,8 @@ __all__ = [
     "encode_ifp",
     "encode_udptl",
 ]
+
+from udptl.receiver import IfpLost, IfpReceived, ReceiverStats, UdptlReceiver  # noqa: E402
+from udptl.sender import SenderStats, UdptlSender, far_max_ifp  # noqa: E402
+
+__all__ += ["IfpLost", "IfpReceived", "ReceiverStats", "SenderStats", "UdptlReceiver", "UdptlSender", "far_max_ifp"]

@@ -1,0 +1,363 @@
+"""The UDPTL receiver (T.38 clause 9), sans-IO.
+
+How it works
+------------
+Datagrams go in with the time they arrived; IFPs come out once each, in sequence order,
+as ``IfpReceived`` events, and sequence numbers that could not be recovered come out as
+``IfpLost``.  Nothing reads a clock: ``next_deadline()`` says when a held packet should
+be given up on and ``handle_timer(now)`` does it.
+
+Sequence numbers are 16 bits and wrap from 65535 to 0.  Internally every packet gets an
+*extended* number: the 16-bit value placed within +-32768 of the next number we expect,
+so wrap-around needs no special case.
+
+For each decoded datagram with extended number ``s`` and ``next`` the number we deliver
+next:
+
+* ``s == next`` and nothing is waiting: its IFP is delivered at once (the hot path).
+* ``s < next``: a duplicate (its primary was already received) or late (its slot was
+  filled by recovery or declared lost); dropped and counted.
+* ``next < s``: the primary is held, then the gap below it is filled from the packet's
+  redundancy: ``secondary-ifp-packets`` are the previous IFPs, newest first (what
+  Asterisk, SpanDSP and FreeSWITCH send), so secondary ``i`` is IFP ``s - 1 - i``.
+  Zero-length secondaries are no IFP at all; like Asterisk since AST-2016-003 we count
+  them, drop them and close up the list.  With ``fec-info`` each parity entry ``m`` of
+  a packet carrying ``n`` entries over ``fec-npackets`` = ``span`` IFPs covers
+  ``s + m - n*span, s + m - n*(span-1), ..., s + m - n`` (the interleaved scheme of
+  SpanDSP's and Asterisk's udptl.c): when exactly one of those is missing it is the XOR
+  of the parity and the others.  Recovery repeats until nothing more can be rebuilt.
+* Whatever is now contiguous from ``next`` is delivered.  Packets held behind a gap
+  wait at most ``reorder_timeout`` seconds (from the arrival of the first packet after
+  the gap) and never more than ``reorder_window`` numbers ahead; then the gap is
+  reported lost and delivery goes on.
+* A packet more than ``resync_threshold`` numbers away from ``next`` (either way) is
+  held on probation, as RFC 3550 A.1 does for RTP: a stray packet (RTP on the UDPTL
+  port, a very old duplicate) is dropped, but when the next datagram continues from it
+  the peer has restarted its numbering, and we resynchronise to it.
+
+Hostile input cannot make it raise or grow: undecodable datagrams and IFPs are
+counters, and every table is bounded by the window sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from udptl.codec import _decode_udptl_parts, decode_ifp, ifp_length
+from udptl.errors import LocalProtocolError, MalformedPacket
+from udptl.ifp import IfpPacket
+
+__all__ = ["IfpLost", "IfpReceived", "ReceiverStats", "UdptlReceiver"]
+
+_PRIMARY, _REDUNDANCY, _FEC = 0, 1, 2
+_RING = 4096  # how far back duplicates are told apart from late packets
+
+
+@dataclass(frozen=True, slots=True)
+class IfpReceived:
+    """An IFP, delivered once and in order.  ``packet`` is None if the IFP is malformed."""
+
+    seq: int
+    raw: bytes
+    packet: IfpPacket | None
+
+
+@dataclass(frozen=True, slots=True)
+class IfpLost:
+    """IFPs that never arrived and could not be recovered, in order."""
+
+    seqs: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class ReceiverStats:
+    """Counters.  ``received`` counts datagrams that decoded; IFP counts are per IFP."""
+
+    received: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    late: int = 0
+    lost: int = 0
+    recovered_redundancy: int = 0
+    recovered_fec: int = 0
+    malformed: int = 0
+    malformed_ifp: int = 0
+    empty_secondaries: int = 0
+    stray: int = 0
+    resyncs: int = 0
+
+
+class UdptlReceiver:
+    """Turns UDPTL datagrams into in-order IFPs; see the module docstring.
+
+    ``version`` is the negotiated T.38 version, used to decode IFPs.  ``reorder_window``
+    bounds how many sequence numbers ahead packets are held; ``reorder_timeout`` (s) how
+    long a gap may hold them; a jump of ``resync_threshold`` or more is a restart or a
+    stray; FEC entries covering more than ``max_fec_coverage`` IFPs are ignored.
+    """
+
+    def __init__(
+        self,
+        version: int,
+        *,
+        reorder_window: int = 64,
+        reorder_timeout: float = 0.2,
+        resync_threshold: int = 1024,
+        max_fec_coverage: int = 128,
+    ) -> None:
+        if version not in (0, 1, 2, 3):
+            raise LocalProtocolError(f"T.38 version {version!r} is not one of (0, 1, 2, 3)")
+        if not 1 <= reorder_window < resync_threshold <= _RING // 2:
+            raise LocalProtocolError("need 1 <= reorder_window < resync_threshold <= 2048")
+        self.version = version
+        self.reorder_window = reorder_window
+        self.reorder_timeout = reorder_timeout
+        self.resync_threshold = resync_threshold
+        self.max_fec_coverage = max_fec_coverage
+        self.stats = ReceiverStats()
+        self._next: int | None = None
+        # extended seq -> (ifp, arrival time, how we got it); only numbers >= _next
+        self._held: dict[int, tuple[bytes, float, int]] = {}
+        self._primaries = [-1] * _RING  # ring of extended numbers whose primary arrived
+        self._fec: dict[int, tuple[int, tuple[bytes, ...]]] = {}
+        self._fec_seen = False
+        self._history: dict[int, bytes] = {}  # delivered IFPs, kept for FEC once it is seen
+        self._probation: tuple[int, bytes, tuple[bytes, ...] | None, object, float] | None = None
+        self._cache: dict[bytes, IfpPacket | None] = {}
+
+    # ------------------------------------------------------------------ public API
+
+    def datagram_received(self, data: bytes, now: float) -> list[IfpReceived | IfpLost]:
+        """Feed one datagram; return the events it makes possible.  Never raises for bad input."""
+        try:
+            seq16, primary, secondaries, fec = _decode_udptl_parts(data)
+        except MalformedPacket:
+            self.stats.malformed += 1
+            return []
+        stats = self.stats
+        stats.received += 1
+        if secondaries and b"" in secondaries:
+            kept = tuple(ifp for ifp in secondaries if ifp)
+            stats.empty_secondaries += len(secondaries) - len(kept)
+            secondaries = kept
+        expected = self._next
+        if expected is None:
+            # First packet: its secondaries are the IFPs sent before it (lost to us).
+            lookback = min(len(secondaries), self.reorder_window - 1) if secondaries else 0
+            expected = self._next = seq16 - lookback
+        diff = ((seq16 - expected + 0x8000) & 0xFFFF) - 0x8000
+        if diff >= self.resync_threshold or diff <= -self.resync_threshold:
+            return self._far_packet(seq16, primary, secondaries, fec, now)
+        if self._probation is not None:
+            self._probation = None
+            stats.stray += 1
+        ext = expected + diff
+        slot = ext % _RING
+        if diff < 0:
+            if self._primaries[slot] == ext:
+                stats.duplicates += 1
+            else:
+                stats.late += 1
+            return []
+        if self._primaries[slot] == ext:
+            stats.duplicates += 1
+            return []
+        self._primaries[slot] = ext
+        if fec is not None:
+            self._fec_seen = True
+        if diff == 0 and not self._held:
+            return [self._deliver(ext, primary, _PRIMARY)]
+        return self._accept_out_of_order(ext, primary, secondaries, fec, now)
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` should next run, or None when nothing is held."""
+        if not self._held:
+            return None
+        return min(entry[1] for entry in self._held.values()) + self.reorder_timeout
+
+    def handle_timer(self, now: float) -> list[IfpReceived | IfpLost]:
+        """Give up on gaps whose held packets have waited ``reorder_timeout``."""
+        events: list[IfpReceived | IfpLost] = []
+        while self._held:
+            deadline = self.next_deadline()
+            if deadline is None or now < deadline:
+                break
+            self._release_until(min(self._held), events)
+            self._drain(events)
+        return events
+
+    # ------------------------------------------------------------------ internals
+
+    def _decode(self, raw: bytes) -> IfpPacket | None:
+        cache = self._cache
+        try:
+            return cache[raw]
+        except KeyError:
+            pass
+        try:
+            packet = decode_ifp(raw, self.version)
+        except MalformedPacket:
+            packet = None
+        if len(cache) >= 512:
+            cache.clear()
+        cache[raw] = packet
+        return packet
+
+    def _deliver(self, ext: int, raw: bytes, source: int) -> IfpReceived:
+        stats = self.stats
+        packet = self._decode(raw)
+        if packet is None:
+            stats.malformed_ifp += 1
+        if source:
+            if source == _REDUNDANCY:
+                stats.recovered_redundancy += 1
+            else:
+                stats.recovered_fec += 1
+        stats.delivered += 1
+        self._next = ext + 1
+        if self._fec_seen:
+            history = self._history
+            history[ext] = raw
+            if len(history) > self.max_fec_coverage:
+                del history[next(iter(history))]
+        return IfpReceived(ext & 0xFFFF, raw, packet)
+
+    def _accept_out_of_order(self, ext, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:
+        held = self._held
+        entry = held.get(ext)
+        if entry is None:
+            held[ext] = (primary, now, _PRIMARY)
+        elif entry[2] != _PRIMARY:
+            held[ext] = (primary, entry[1], _PRIMARY)
+        expected = self._next
+        if secondaries:
+            for back, ifp in enumerate(secondaries, 1):
+                missing = ext - back
+                if missing < expected:
+                    break
+                if missing not in held:
+                    held[missing] = (ifp, now, _REDUNDANCY)
+        if fec is not None:
+            span, entries = fec.npackets, fec.entries
+            if entries and 0 < span and span * len(entries) <= self.max_fec_coverage:
+                self._fec[ext] = (span, entries)
+            if self._fec:
+                self._recover_from_fec(now)
+        events: list[IfpReceived | IfpLost] = []
+        if ext - self._next >= self.reorder_window:
+            self._release_until(ext - self.reorder_window + 1, events)
+        self._drain(events)
+        return events
+
+    def _drain(self, events: list) -> None:
+        held = self._held
+        ext = self._next
+        while ext in held:
+            raw, _, source = held.pop(ext)
+            events.append(self._deliver(ext, raw, source))
+            ext += 1
+        if self._fec:
+            for key in [key for key in self._fec if key <= ext]:
+                del self._fec[key]
+
+    def _release_until(self, limit: int, events: list) -> None:
+        """Deliver or declare lost every number below ``limit``."""
+        held = self._held
+        lost: list[int] = []
+        ext = self._next
+        while ext < limit:
+            entry = held.pop(ext, None)
+            if entry is None:
+                lost.append(ext & 0xFFFF)
+                self._next = ext + 1
+            else:
+                if lost:
+                    events.append(IfpLost(tuple(lost)))
+                    self.stats.lost += len(lost)
+                    lost = []
+                events.append(self._deliver(ext, entry[0], entry[2]))
+            ext += 1
+        if lost:
+            events.append(IfpLost(tuple(lost)))
+            self.stats.lost += len(lost)
+
+    def _recover_from_fec(self, now: float) -> None:
+        held, history, expected = self._held, self._history, self._next
+        progress = True
+        while progress:
+            progress = False
+            for carrier, (span, entries) in self._fec.items():
+                count = len(entries)
+                for m, parity in enumerate(entries):
+                    covered = range(carrier + m - count * span, carrier + m, count)
+                    missing = None
+                    usable = True
+                    for seq in covered:
+                        if seq >= expected:
+                            if seq not in held:
+                                if missing is not None:
+                                    usable = False
+                                    break
+                                missing = seq
+                        elif seq not in history:
+                            usable = False
+                            break
+                    if not usable or missing is None:
+                        continue
+                    rebuilt = self._rebuild(parity, covered, missing)
+                    if rebuilt is not None:
+                        held[missing] = (rebuilt, now, _FEC)
+                        progress = True
+
+    def _rebuild(self, parity: bytes, covered: range, missing: int) -> bytes | None:
+        size = len(parity)
+        value = int.from_bytes(parity, "big")
+        for seq in covered:
+            if seq == missing:
+                continue
+            entry = self._held.get(seq)
+            other = entry[0] if entry is not None else self._history[seq]
+            if len(other) > size:
+                return None  # parity shorter than a packet it covers: not ours to trust
+            value ^= int.from_bytes(other, "big") << (8 * (size - len(other)))
+        rebuilt = value.to_bytes(size, "big")
+        # The parity is as long as the longest IFP it covers; shorter ones come back
+        # followed by zeros, which the IFP's own encoding tells us to drop.
+        end = ifp_length(rebuilt, self.version)
+        if end is not None and end < size and not any(rebuilt[end:]):
+            rebuilt = rebuilt[:end]
+        return rebuilt
+
+    def _far_packet(self, seq16, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:
+        probation = self._probation
+        if probation is None or seq16 != (probation[0] + 1) & 0xFFFF:
+            if probation is not None:
+                self.stats.stray += 1
+            self._probation = (seq16, primary, secondaries, fec, now)
+            return []
+        # Two datagrams in a row continue a new numbering: the peer restarted.
+        events: list[IfpReceived | IfpLost] = []
+        if self._held:
+            self._release_until(max(self._held) + 1, events)
+        self.stats.resyncs += 1
+        self._probation = None
+        self._held.clear()
+        self._fec.clear()
+        self._history.clear()
+        self._primaries = [-1] * _RING
+        self._next = probation[0]
+        first = probation[0]
+        self._primaries[first % _RING] = first
+        events.append(self._deliver(first, probation[1], _PRIMARY))
+        events.extend(self._continue(seq16, primary, secondaries, fec, now))
+        return events
+
+    def _continue(self, seq16, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:
+        """Process an already-decoded datagram that continues the current numbering."""
+        ext = self._next + (((seq16 - self._next + 0x8000) & 0xFFFF) - 0x8000)
+        self._primaries[ext % _RING] = ext
+        if fec is not None:
+            self._fec_seen = True
+        if ext == self._next and not self._held:
+            return [self._deliver(ext, primary, _PRIMARY)]
+        return self._accept_out_of_order(ext, primary, secondaries, fec, now)
