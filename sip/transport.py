@@ -1,0 +1,318 @@
+"""trio transports for the SIP user agent: UDP, TCP and TLS.  The only trio code in ``sip``.
+
+The adapter is deliberately thin (STYLE.md 5): every task does *receive -> feed the
+core with trio.current_time() -> send what it returns*, and one timer task sleeps until
+the core's next deadline (its cancel scope's deadline is moved whenever the core's
+deadline changes, so nothing wakes on a fixed tick).  Events from the core go out on a
+memory channel (``endpoint.events``); commands go in through ``endpoint.command``.
+
+Where responses go is decided by the core (RFC 3261 18.2.2): over the connection the
+request came on for TCP/TLS, to the Via's received/rport address for UDP.  Requests to a
+stream peer reuse an open connection to that address or open a new one.
+
+Expected network faults (ICMP port unreachable surfacing as ``ConnectionRefusedError``
+on a UDP socket, a peer resetting a TCP connection, a failed connect) are counted and
+reported to the core as transport errors; they never take the listener down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import socket as _socket
+import ssl
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import trio
+
+from sip.errors import SipParseError
+from sip.message import StreamParser
+from sip.ua import Address, Outgoing, UserAgent
+
+MAX_DATAGRAM = 65535
+CONNECT_TIMEOUT = 5.0
+IDLE_STREAM_TIMEOUT = 3600.0  # close a TCP/TLS connection nothing has used for an hour
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """``udp:127.0.0.1:5060``, ``tcp:0.0.0.0:5060``, ``tls:[::]:5061``."""
+
+    transport: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "ListenSpec":
+        transport, _, rest = text.partition(":")
+        transport = transport.lower()
+        if transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"unknown transport in {text!r} (udp, tcp or tls)")
+        host, _, port = rest.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            raise ValueError(f"listen address must be transport:host:port, not {text!r}")
+        return cls(transport, host, int(port))
+
+
+class _Stream:
+    def __init__(self, connection_id: int, stream: trio.abc.Stream, peer: tuple[str, int], transport: str) -> None:
+        self.id = connection_id
+        self.stream = stream
+        self.peer = peer
+        self.transport = transport
+        self.send_lock = trio.Lock()
+        self.last_used = trio.current_time()
+
+
+class SipEndpoint:
+    """Runs a :class:`UserAgent` on real sockets.
+
+    ``listen``: list of :class:`ListenSpec` or strings.  ``ssl_context``: required for a
+    ``tls`` listener (build it with :func:`server_ssl_context`); ``client_ssl_context`` is
+    used for outgoing TLS connections.  Port 0 binds an ephemeral port; the bound port is
+    recorded in the UA (``ua.set_listen``) and in ``self.bound``.
+    """
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        listen: list[ListenSpec | str],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ua = ua
+        self.listen = [spec if isinstance(spec, ListenSpec) else ListenSpec.parse(spec) for spec in listen]
+        self.ssl_context = ssl_context
+        self.client_ssl_context = client_ssl_context
+        self.bound: dict[str, tuple[str, int]] = {}
+        self.stats: dict[str, int] = {"udp_errors": 0, "stream_errors": 0, "connect_failures": 0}
+        self._event_send, self.events = trio.open_memory_channel(math.inf)
+        self._out_send, self._out_receive = trio.open_memory_channel(math.inf)
+        self._udp: dict[str, Any] = {}
+        self._streams: dict[int, _Stream] = {}
+        self._streams_by_peer: dict[tuple[str, str, int], int] = {}
+        self._ids = itertools.count(1)
+        self._timer_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+
+    # -- public ---------------------------------------------------------------
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Bind every listener, report ``started``, then run until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for spec in self.listen:
+                if spec.transport == "udp":
+                    await self._bind_udp(spec, nursery)
+                else:
+                    await self._bind_stream(spec, nursery)
+            nursery.start_soon(self._sender)
+            nursery.start_soon(self._timer)
+            task_status.started(self)
+
+    def command(self, method: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run a UA command (``ua.answer`` ...) now, then send what it produced.
+
+        ``now`` is appended as the last positional argument.
+        """
+        result = method(*args, trio.current_time(), **kwargs)
+        self._flush()
+        return result
+
+    # -- binding --------------------------------------------------------------
+
+    async def _bind_udp(self, spec: ListenSpec, nursery: trio.Nursery) -> None:
+        family = _socket.AF_INET6 if ":" in spec.host else _socket.AF_INET
+        sock = trio.socket.socket(family, _socket.SOCK_DGRAM)
+        await sock.bind((spec.host, spec.port))
+        host, port = sock.getsockname()[:2]
+        self._udp[spec.transport] = sock
+        self._record_bound("udp", spec.host, port)
+        nursery.start_soon(self._udp_receiver, sock)
+
+    async def _bind_stream(self, spec: ListenSpec, nursery: trio.Nursery) -> None:
+        port = spec.port
+        if port == 0 and "udp" in self.bound and spec.transport == "tcp":
+            port = self.bound["udp"][1]  # same number as UDP, as a SIP server usually has
+        listeners = await trio.open_tcp_listeners(port, host=spec.host)
+        bound_port = listeners[0].socket.getsockname()[1]
+        self._record_bound(spec.transport, spec.host, bound_port)
+        if spec.transport == "tls":
+            if self.ssl_context is None:
+                raise ValueError("a tls listener needs ssl_context (certificate and key)")
+            listeners = [trio.SSLListener(lst, self.ssl_context, https_compatible=False) for lst in listeners]
+        transport = spec.transport
+
+        async def handler(stream: trio.abc.Stream) -> None:
+            peer = _peer_of(stream)
+            await self._run_stream(stream, peer, transport)
+
+        nursery.start_soon(trio.serve_listeners, handler, listeners)
+
+    def _record_bound(self, transport: str, host: str, port: int) -> None:
+        self.bound[transport] = (host, port)
+        advertised = host if host not in ("0.0.0.0", "::") else self.ua.config.listen.get(transport, (host, port))[0]
+        self.ua.set_listen(transport, advertised, port)
+
+    # -- receiving ------------------------------------------------------------
+
+    async def _udp_receiver(self, sock: Any) -> None:
+        while True:
+            try:
+                data, addr = await sock.recvfrom(MAX_DATAGRAM)
+            except (ConnectionRefusedError, ConnectionResetError, OSError) as exc:
+                if isinstance(exc, (ConnectionRefusedError, ConnectionResetError)) or exc.errno in (111, 104, 113):
+                    # An ICMP error for an earlier send (Linux reports it here).
+                    self.stats["udp_errors"] += 1
+                    continue
+                raise
+            self.ua.receive(data, Address("udp", addr[0], addr[1]), trio.current_time())
+            self._flush()
+
+    async def _run_stream(self, stream: trio.abc.Stream, peer: tuple[str, int], transport: str) -> None:
+        await self._run_registered(_Stream(next(self._ids), stream, peer, transport))
+
+    # -- sending --------------------------------------------------------------
+
+    def _flush(self) -> None:
+        for outgoing in self.ua.messages_to_send():
+            self._out_send.send_nowait(outgoing)
+        for event in self.ua.events():
+            self._event_send.send_nowait(event)
+        if self._timer_scope is not None:
+            deadline = self.ua.next_deadline()
+            self._timer_scope.deadline = math.inf if deadline is None else deadline
+
+    async def _sender(self) -> None:
+        async for outgoing in self._out_receive:
+            try:
+                if outgoing.destination.transport == "udp":
+                    await self._send_udp(outgoing)
+                else:
+                    await self._send_stream(outgoing)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, _ConnectFailed):
+                self.ua.send_failed(outgoing, trio.current_time())
+                self._flush()
+
+    async def _send_udp(self, outgoing: Outgoing) -> None:
+        sock = self._udp.get("udp")
+        if sock is None:
+            raise _ConnectFailed("no UDP listener")
+        destination = outgoing.destination
+        try:
+            await sock.sendto(outgoing.data, (destination.host, destination.port))
+        except (ConnectionRefusedError, ConnectionResetError):
+            self.stats["udp_errors"] += 1
+
+    async def _send_stream(self, outgoing: Outgoing) -> None:
+        destination = outgoing.destination
+        entry = None
+        if destination.connection is not None:
+            entry = self._streams.get(destination.connection)
+        if entry is None:
+            connection_id = self._streams_by_peer.get((destination.transport, destination.host, destination.port))
+            entry = self._streams.get(connection_id) if connection_id is not None else None
+        if entry is None:
+            entry = await self._connect(destination)
+        async with entry.send_lock:
+            await entry.stream.send_all(outgoing.data)
+        entry.last_used = trio.current_time()
+
+    async def _connect(self, destination: Address) -> _Stream:
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            try:
+                if destination.transport == "tls":
+                    context = self.client_ssl_context or ssl.create_default_context()
+                    stream = await trio.open_ssl_over_tcp_stream(destination.host, destination.port, ssl_context=context)
+                else:
+                    stream = await trio.open_tcp_stream(destination.host, destination.port)
+            except OSError as exc:
+                self.stats["connect_failures"] += 1
+                raise _ConnectFailed(str(exc)) from exc
+            ready = trio.Event()
+            holder: dict[str, _Stream] = {}
+
+            async def run() -> None:
+                # Register the connection before reading so responses can reuse it.
+                entry = _Stream(next(self._ids), stream, (destination.host, destination.port), destination.transport)
+                holder["entry"] = entry
+                ready.set()
+                await self._run_registered(entry)
+
+            self._nursery.start_soon(run)
+            await ready.wait()
+            return holder["entry"]
+        self.stats["connect_failures"] += 1
+        raise _ConnectFailed(f"connect to {destination.host}:{destination.port} timed out")
+
+    async def _run_registered(self, entry: _Stream) -> None:
+        self._streams[entry.id] = entry
+        key = (entry.transport, entry.peer[0], entry.peer[1])
+        self._streams_by_peer[key] = entry.id
+        source = Address(entry.transport, entry.peer[0], entry.peer[1], entry.id)
+        parser = StreamParser()
+        try:
+            while True:
+                with trio.move_on_after(IDLE_STREAM_TIMEOUT) as idle:
+                    data = await entry.stream.receive_some(65536)
+                if idle.cancelled_caught or not data:
+                    break
+                entry.last_used = trio.current_time()
+                try:
+                    messages = parser.feed(data)
+                except SipParseError as exc:
+                    # The stream cannot be re-framed: answer if possible, then close.
+                    self.ua.stream_error(exc, exc.partial, source)
+                    self._flush()
+                    await trio.sleep(0.05)  # let the sender write the 400 before we close
+                    break
+                now = trio.current_time()
+                for message in messages:
+                    self.ua.receive_message(message, source, now)
+                self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            self.stats["stream_errors"] += 1
+        finally:
+            self._streams.pop(entry.id, None)
+            if self._streams_by_peer.get(key) == entry.id:
+                del self._streams_by_peer[key]
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await entry.stream.aclose()
+
+    # -- timers ---------------------------------------------------------------
+
+    async def _timer(self) -> None:
+        while True:
+            with trio.CancelScope() as scope:
+                self._timer_scope = scope
+                deadline = self.ua.next_deadline()
+                scope.deadline = math.inf if deadline is None else deadline
+                await trio.sleep_forever()
+            self._timer_scope = None
+            self.ua.handle_timer(trio.current_time())
+            self._flush()
+
+
+class _ConnectFailed(Exception):
+    pass
+
+
+def _peer_of(stream: trio.abc.Stream) -> tuple[str, int]:
+    inner = stream
+    while not isinstance(inner, trio.SocketStream):
+        inner = getattr(inner, "transport_stream", None)
+        if inner is None:
+            return ("0.0.0.0", 0)
+    name = inner.socket.getpeername()
+    return name[0], name[1]
+
+
+def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A TLS server context from a certificate chain and key (``[sip.tls]`` in the config)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
