@@ -336,7 +336,12 @@ def parse_via(value: str) -> Via:
     if not TOKEN_CHARS.issuperset(transport):
         raise SipParseError(f"bad transport in Via {value!r}")
     sent_by, semi, param_text = rest.partition(";")
-    sent_by = sent_by.replace(" ", "").replace("\t", "")
+    pieces = sent_by.split()
+    # RFC 3261 25.1: sent-by = host [ COLON port ], where COLON may have LWS around it.
+    for left, right in zip(pieces, pieces[1:]):
+        if not (left.endswith(":") or right.startswith(":")):
+            raise SipParseError(f"whitespace inside sent-by in Via {value!r}")
+    sent_by = "".join(pieces)
     if not sent_by:
         raise SipParseError(f"Via without sent-by {value!r}")
     try:
@@ -986,7 +991,11 @@ class StreamParser:
         self._buffer = bytearray()
         self._pending: tuple[Request | Response, int] | None = None
         self._error: SipParseError | None = None
+        self._crlf_run = 0
+        #: Runs of CRLF seen between messages (RFC 5626 3.5.1 keep-alives).
         self.keepalives = 0
+        #: How many of those were CRLFCRLF pings; the transport answers each with CRLF.
+        self.pings = 0
 
     def feed(self, data: bytes) -> list[Request | Response]:
         if self._error is not None:
@@ -1015,10 +1024,17 @@ class StreamParser:
             while buf.startswith(b"\r\n", skipped):
                 skipped += 2
             if skipped:
-                self.keepalives += skipped // 4 or 1
+                # RFC 5626 4.4.1: CRLFCRLF is a ping (answer it with CRLF), a CRLF a pong.
+                before = self._crlf_run
+                self._crlf_run += skipped // 2
+                if before == 0:
+                    self.keepalives += 1
+                self.pings += self._crlf_run // 2 - before // 2
                 del buf[:skipped]
             if buf == b"\r":
                 return None
+            if buf and buf[0] != 13:
+                self._crlf_run = 0
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > self.max_head_size:
