@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from itertools import cycle
+from operator import getitem, sub
 
 from . import t4codes
 from .bits import pack_pixels, to_bits
@@ -165,18 +167,15 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
     return changes, p
 
 
+_RUN_STRINGS = ([_ZEROS[:n] for n in range(t4codes.MAX_WIDTH + 1)], [_ONES[:n] for n in range(t4codes.MAX_WIDTH + 1)])
+
+
 def pixels_from_changes(changes: list[int], width: int) -> str:
     """The pels ('1' black) of a line with the given changing elements."""
-    parts = []
-    position = 0
-    it = iter(changes)
-    for start in it:
-        end = next(it, width)
-        parts.append(_ZEROS[: start - position])
-        parts.append(_ONES[: end - start])
-        position = end
-    parts.append(_ZEROS[: width - position])
-    return "".join(parts)
+    # Run lengths are the differences of consecutive changes; each picks a pre-made run
+    # string, white and black in turn, all in C (map/cycle/getitem).
+    lengths = map(sub, changes + [width], [0] + changes)
+    return "".join(map(getitem, cycle(_RUN_STRINGS), lengths))
 
 
 def changes_from_pixels(pixels: str) -> list[int]:
