@@ -1,0 +1,94 @@
+"""SIPp 3.6 (Debian sip-tester) runs every scenario in sipp-scenarios/ against our UA on
+127.0.0.1.  All scenarios run in parallel once per session; each test then checks SIPp's
+exit status (0 = every message arrived as the scenario demands, including its regex checks
+on our answers) and what our UA reported."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.interop.sipp.harness import CASES, SCENARIOS, Result, run_case
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Result]:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp not found: install Debian's sip-tester (make test-deps)")
+    with ThreadPoolExecutor(max_workers=len(CASES)) as pool:
+        futures = {name: pool.submit(run_case, case) for name, case in CASES.items()}
+        return {name: future.result(timeout=120) for name, future in futures.items()}
+
+
+def test_every_scenario_file_is_exercised():
+    assert {p.stem for p in SCENARIOS.glob("*.xml")} == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sipp_scenario_passes(results, name):
+    result = results[name]
+    assert result.sipp_rc == 0, result.describe()
+
+
+def _one(result: Result, name: str) -> dict:
+    events = result.events(name)
+    assert len(events) == 1, result.describe()
+    return events[0]
+
+
+def test_t38_first_invite_ends_by_peer_bye(results):
+    r = results["t38_first_invite"]
+    assert _one(r, "CallEnded")["reason"] == "remote hangup", r.describe()
+    assert not r.events("MediaChanged")
+
+
+def test_bye_mid_call_is_ours(results):
+    r = results["bye_mid_call"]
+    assert _one(r, "CallEnded")["reason"] == "local hangup", r.describe()
+
+
+def test_our_reinvite_switched_to_t38(results):
+    r = results["audio_then_our_reinvite"]
+    change = _one(r, "MediaChanged")
+    assert change["t38"] and not change["needs_answer"], r.describe()
+
+
+def test_peer_reinvite_switched_to_t38(results):
+    r = results["audio_then_peer_reinvite"]
+    change = _one(r, "MediaChanged")
+    assert change["t38"] and change["needs_answer"], r.describe()
+
+
+def test_glare_was_seen_and_retried(results):
+    r = results["reinvite_glare"]
+    stats = _one(r, "Stats")
+    assert stats.get("glare") == 1, r.describe()
+    change = _one(r, "MediaChanged")
+    assert change["t38"] and not change["needs_answer"], r.describe()
+
+
+def test_cancel_ends_the_call(results):
+    r = results["cancel_before_answer"]
+    assert _one(r, "CallEnded")["reason"] == "cancelled", r.describe()
+    assert not r.events("CallEstablished")
+
+
+def test_session_refresh_does_not_disturb_t38(results):
+    r = results["session_refresh_t38"]
+    assert len(r.events("SessionRefreshed")) == 2, r.describe()
+    assert not r.events("MediaChanged"), r.describe()
+    assert _one(r, "CallEnded")["reason"] == "remote hangup"
+
+
+def test_registration_succeeded(results):
+    r = results["register_digest_uas"]
+    assert _one(r, "RegistrationSucceeded")["expires"] == 120, r.describe()
+    assert not r.events("RegistrationFailed")
+
+
+def test_t38_reinvite_rejected_with_488(results):
+    r = results["t38_reinvite_488_uas"]
+    assert _one(r, "ReinviteFailed")["status"] == 488, r.describe()
+    assert _one(r, "CallEnded")["reason"] == "local hangup", r.describe()
