@@ -245,6 +245,13 @@ def parse_params(text: str, context: str) -> dict[str, str | None]:
     return params
 
 
+def _small_int(value: str | None) -> int | None:
+    """A decimal parameter value (ASCII digits, at most 10 of them), else None."""
+    if value is None or len(value) > 10 or not value.isdigit() or not value.isascii():
+        return None
+    return int(value)
+
+
 def _format_params(params: dict[str, str | None]) -> str:
     if not params:
         return ""
@@ -287,8 +294,7 @@ class Via:
     @property
     def rport(self) -> int | None:
         """The numeric ``rport`` value a server filled in (RFC 3581 4), else None."""
-        value = self.params.get("rport")
-        return int(value) if value is not None and value.isdigit() else None
+        return _small_int(self.params.get("rport"))
 
     @property
     def maddr(self) -> str | None:
@@ -296,8 +302,7 @@ class Via:
 
     @property
     def ttl(self) -> int | None:
-        value = self.params.get("ttl")
-        return int(value) if value is not None and value.isdigit() else None
+        return _small_int(self.params.get("ttl"))
 
     @property
     def host_address(self) -> str:
@@ -373,8 +378,7 @@ class NameAddr:
 
     @property
     def expires(self) -> int | None:
-        value = self.params.get("expires")
-        return int(value) if value is not None and value.isdigit() else None
+        return _small_int(self.params.get("expires"))
 
     @property
     def q(self) -> float | None:
@@ -639,8 +643,9 @@ class _Message:
     @property
     def expires(self) -> int | None:
         raw = self.headers.get("expires")
-        if raw is None or not raw.isdigit():
+        if raw is None or not raw.isdigit() or not raw.isascii():
             return None
+        # RFC 3261 20.19: an over-large value means 2**32-1 (RFC 4475 3.1.2.4 scalar02).
         return int(raw) if len(raw) < 11 else 2**32 - 1
 
     def _head_lines(self) -> list[str]:

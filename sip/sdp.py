@@ -124,7 +124,7 @@ class MediaDescription:
                 pt, _, encoding = value.partition(" ")
                 name, _, rest = encoding.strip().partition("/")
                 rate = rest.partition("/")[0]
-                if rate.isdigit():
+                if rate.isdigit() and rate.isascii() and len(rate) < 10:
                     mapping[pt] = (name, int(rate))
         return mapping
 
