@@ -757,7 +757,13 @@ class UserAgent:
             call.state = CallState.CONFIRMED
             self._events.append(CallEstablished(call))
         if call.bye_after_ack:
-            self._send_bye(call, now)
+            self._finish_deferred_bye(call, now)
+
+    def _finish_deferred_bye(self, call: Call, now: float) -> None:
+        """The BYE that ``hangup`` had to hold back until the ACK (RFC 3261 15)."""
+        call.bye_after_ack = False
+        self._send_bye(call, now)
+        self.calls.pop(call.id, None)
 
     # -- responses ------------------------------------------------------------
 
@@ -954,7 +960,9 @@ class UserAgent:
                 self._send_register(registration, now)
             return
         call = self.calls.get(owner_id)
-        if call is None or call.state is CallState.ENDED:
+        if call is None:
+            return
+        if call.state is CallState.ENDED and not (call.bye_after_ack and name in ("2xx", "2xx-giveup")):
             return
         if name == "2xx" and call.unacked is not None:
             tx, response, interval = call.unacked
@@ -970,6 +978,9 @@ class UserAgent:
             # 13.3.1.4: no ACK in 64*T1: the session SHOULD be terminated.
             call.unacked = None
             self._timers.pop((call.id, "2xx"), None)
+            if call.bye_after_ack:
+                self._finish_deferred_bye(call, now)
+                return
             call.state = CallState.CONFIRMED
             self._send_bye(call, now)
             self._end(call, "no ACK")

@@ -450,3 +450,81 @@ def test_invite_with_wrong_password_gets_403_and_no_call():
     net.run(40.0)
     assert not events_of(b, IncomingCall)
     assert [(e.reason, e.status) for e in events_of(a, CallEnded)] == [("rejected 403", 403)]
+
+
+def test_callee_hangup_before_ack_waits_for_the_ack():
+    net = SimNet(latency=0.05)
+    a = net.add("alice", "127.0.0.1")
+    b = net.add("bob", "127.0.0.2")
+
+    def answer_then_hang_up(node, event, now):
+        if isinstance(event, IncomingCall):
+            node.ua.answer(event.call, AUDIO_B, now)
+            node.ua.hangup(event.call, now)  # RFC 3261 15: no BYE before the ACK
+
+    b.on_event = answer_then_hang_up
+    a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
+    net.run(10.0)
+    ack_arrival = net.sent_by("alice", "ACK")[0].time + 0.05
+    (bye,) = net.sent_by("bob", "BYE")
+    assert bye.time == pytest.approx(ack_arrival)
+    assert [e.reason for e in events_of(a, CallEnded)] == ["remote hangup"]
+    assert b.ua.calls == {}
+
+
+def test_callee_hangup_without_any_ack_sends_bye_at_64_t1():
+    net = SimNet(drop=lambda s: s.src == "alice" and s.first_line.startswith("ACK"))
+    a = net.add("alice", "127.0.0.1")
+    b = net.add("bob", "127.0.0.2")
+
+    def answer_then_hang_up(node, event, now):
+        if isinstance(event, IncomingCall):
+            node.ua.answer(event.call, AUDIO_B, now)
+            node.ua.hangup(event.call, now)
+
+    b.on_event = answer_then_hang_up
+    a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
+    net.run(60.0)
+    (bye,) = net.sent_by("bob", "BYE")
+    assert bye.time == pytest.approx(0.01 + 32.0, abs=0.02)
+    assert [e.reason for e in events_of(b, CallEnded)] == ["local hangup"]
+    assert b.ua.calls == {}
+
+
+# ----------------------------------------------------------------- loss, as a property
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(deadline=None, max_examples=60)
+@given(lost=st.sets(st.integers(0, 24), max_size=12), latency=st.sampled_from([0.001, 0.05, 0.3]))
+def test_any_loss_pattern_leaves_both_sides_consistent_and_clean(lost, latency):
+    counter = {"n": 0}
+
+    def drop(sent):
+        index = counter["n"]
+        counter["n"] += 1
+        return index in lost
+
+    net = SimNet(latency=latency, drop=drop)
+    a = net.add("alice", "127.0.0.1", session_expires=120, min_se=90)
+    b = net.add("bob", "127.0.0.2", session_expires=120, min_se=90)
+    b.on_event = answer_with(AUDIO_B)
+    call = a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
+    net.run(40.0)
+    if call.state is CallState.CONFIRMED:
+        a.ua.hangup(call, net.now)
+    net.run(4000.0)
+    # Whatever was lost: no call, transaction or timer is left behind on either side.
+    for node in (a, b):
+        assert node.ua.calls == {}
+        assert len(node.ua.transactions) == 0
+        assert node.ua.next_deadline() is None
+    # And the two sides agree: a call bob saw established also ended for him, and
+    # alice only heard "answered" for a call bob really took.
+    if events_of(b, CallEstablished):
+        assert events_of(b, CallEnded)
+    if events_of(a, CallAnswered):
+        assert events_of(b, IncomingCall)
+    assert len(events_of(a, CallEnded)) == 1
