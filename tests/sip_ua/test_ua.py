@@ -528,3 +528,14 @@ def test_any_loss_pattern_leaves_both_sides_consistent_and_clean(lost, latency):
     if events_of(a, CallAnswered):
         assert events_of(b, IncomingCall)
     assert len(events_of(a, CallEnded)) == 1
+
+
+def test_refresh_by_reinvite_when_the_peer_lacks_update():
+    net, a, b, call = setup_call(session_expires=120, min_se=90)
+    b.on_event = None
+    call.peer_allows_update = False  # as if bob's Allow had no UPDATE (RFC 4028 7.4)
+    net.run(net.now + 61)
+    (refresh,) = net.sent_by("alice", "INVITE")[1:]
+    assert refresh.message.body == AUDIO and refresh.time == pytest.approx(60.0, abs=0.1)
+    assert refresh.message.headers.get("Session-Expires") == "120;refresher=uac"
+    assert events_of(b, SessionRefreshed) and not events_of(b, MediaChanged)
