@@ -667,11 +667,7 @@ class TransactionLayer:
     def find_server_invite(self, cancel: Any) -> Transaction | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
         key = server_key(cancel)
-        if key[0] == "server":
-            key = key[:-1] + ("INVITE",)
-        else:
-            key = key[:-1] + ("INVITE",)
-        return self._transactions.get(key)
+        return self._transactions.get(key[:-1] + ("INVITE",))
 
     def next_deadline(self) -> float | None:
         deadlines = [d for tx in self._transactions.values() if (d := tx.next_deadline()) is not None]
@@ -685,6 +681,10 @@ class TransactionLayer:
                 outputs += tx.handle_timer(now)
         self.collect()
         return outputs
+
+    def discard(self, tx: Transaction) -> None:
+        """Forget ``tx`` now (a request we could not even answer)."""
+        self._transactions = {k: t for k, t in self._transactions.items() if t is not tx}
 
     def collect(self) -> None:
         """Forget terminated transactions."""

@@ -484,6 +484,21 @@ class UserAgent:
             return
         reply_to = self._reply_address(request, source)
         tx = self.transactions.create_server(request, reply_to, reliable=source.reliable)
+        try:
+            self._on_new_request(request, tx, source, now)
+        except RemoteProtocolError as exc:
+            # A header needed on the way turned out malformed (values parse lazily):
+            # answer through the transaction so it completes and is forgotten.
+            self.stats["protocol_errors"] += 1
+            if tx.final_response is not None:
+                return
+            status = exc.status_hint if 400 <= exc.status_hint < 700 else 400
+            try:
+                self._respond(tx, request, status, now, reason=_short_reason(None, exc))
+            except (SipParseError, LocalProtocolError):
+                self.transactions.discard(tx)
+
+    def _on_new_request(self, request: Any, tx: Transaction, source: Address, now: float) -> None:
         method = request.method
 
         def reply(status: int, extra: list[tuple[str, str]] = ()) -> None:
@@ -1425,7 +1440,12 @@ class _TooSmall(Exception):
     """Session-Expires below our Min-SE (answered with 422)."""
 
 
-def _short_reason(reason: str, error: Exception) -> str:
+def _short_reason(reason: str | None, error: Exception) -> str | None:
+    """A reason phrase with the parser's complaint appended (printable, at most 80 chars)."""
+    from sip.message import reason_phrase
+
+    if reason is None:
+        reason = reason_phrase(getattr(error, "status_hint", 400))
     detail = "".join(ch for ch in str(error) if ch.isprintable())[:80]
     return f"{reason} ({detail})" if detail else reason
 
