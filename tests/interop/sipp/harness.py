@@ -27,6 +27,7 @@ class Case:
     role: str  # "uac": SIPp calls our UA; "uas": SIPp waits, our UA acts
     ua_args: tuple[str, ...] = ()
     exit_when_done: bool = True
+    transport: str = "udp"
 
 
 CASES = {
@@ -38,6 +39,8 @@ CASES = {
     "cancel_before_answer": Case("cancel_before_answer", "uac", ("--answer", "auto", "--ring", "10")),
     "session_refresh_t38": Case("session_refresh_t38", "uac", ("--answer", "auto")),
     "options": Case("options", "uac", (), exit_when_done=False),
+    "t38_first_invite_tcp": Case("t38_first_invite", "uac", ("--answer", "auto"), transport="tcp"),
+    "bye_mid_call_tcp": Case("bye_mid_call", "uac", ("--answer", "auto", "--hangup-after", "1"), transport="tcp"),
     "register_digest_uas": Case("register_digest_uas", "uas", ("--username", "fax", "--password", "s3cret", "--expires", "120")),
     "t38_reinvite_488_uas": Case("t38_reinvite_488_uas", "uas", ("--reinvite-t38-after", "0.5")),
 }
@@ -71,9 +74,19 @@ def sipp_binary() -> str:
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
 
 
 def _port_taken(port: int) -> bool:
@@ -85,12 +98,12 @@ def _port_taken(port: int) -> bool:
         return False
 
 
-def _start_ua(args: list[str], workdir: Path) -> tuple[subprocess.Popen, int]:
+def _start_ua(args: list[str], workdir: Path, transport: str = "udp") -> tuple[subprocess.Popen, int]:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = open(workdir / "ua.out", "w")
     err = open(workdir / "ua.err", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sip.testua", "--listen", "udp:127.0.0.1:0", "--max-time", "40", *args],
+        [sys.executable, "-m", "sip.testua", "--listen", f"{transport}:127.0.0.1:0", "--max-time", "40", *args],
         stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
     )
     deadline = time.monotonic() + 15
@@ -98,7 +111,7 @@ def _start_ua(args: list[str], workdir: Path) -> tuple[subprocess.Popen, int]:
         text = (workdir / "ua.out").read_text()
         if text.strip():
             first = json.loads(text.splitlines()[0])
-            return proc, int(first["udp"])
+            return proc, int(first[transport])
         if proc.poll() is not None:
             break
         time.sleep(0.05)
@@ -109,7 +122,7 @@ def _start_ua(args: list[str], workdir: Path) -> tuple[subprocess.Popen, int]:
 def _sipp_cmd(case: Case, port: int, target: str | None) -> list[str]:
     cmd = [
         sipp_binary(), "-sf", str(SCENARIOS / f"{case.scenario}.xml"), "-m", "1", "-l", "1",
-        "-i", "127.0.0.1", "-p", str(port), "-t", "u1",
+        "-i", "127.0.0.1", "-p", str(port), "-t", "t1" if case.transport == "tcp" else "u1",
         "-timeout", "30s", "-timeout_error", "-recv_timeout", "15000", "-max_recv_loops", "1000",
         "-trace_err", "-trace_msg", "-nostdin",
     ]
@@ -126,7 +139,7 @@ def run_case(case: Case) -> Result:
     try:
         extra = ["--exit-when-done"] if case.exit_when_done else []
         if case.role == "uac":
-            ua, ua_port = _start_ua([*case.ua_args, *extra], workdir)
+            ua, ua_port = _start_ua([*case.ua_args, *extra], workdir, case.transport)
             sipp = subprocess.Popen(_sipp_cmd(case, sipp_port, f"127.0.0.1:{ua_port}"), cwd=workdir,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         else:

@@ -23,7 +23,7 @@ def results() -> dict[str, Result]:
 
 
 def test_every_scenario_file_is_exercised():
-    assert {p.stem for p in SCENARIOS.glob("*.xml")} == set(CASES)
+    assert {p.stem for p in SCENARIOS.glob("*.xml")} == {case.scenario for case in CASES.values()}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -38,14 +38,16 @@ def _one(result: Result, name: str) -> dict:
     return events[0]
 
 
-def test_t38_first_invite_ends_by_peer_bye(results):
-    r = results["t38_first_invite"]
+@pytest.mark.parametrize("name", ["t38_first_invite", "t38_first_invite_tcp"])
+def test_t38_first_invite_ends_by_peer_bye(results, name):
+    r = results[name]
     assert _one(r, "CallEnded")["reason"] == "remote hangup", r.describe()
     assert not r.events("MediaChanged")
 
 
-def test_bye_mid_call_is_ours(results):
-    r = results["bye_mid_call"]
+@pytest.mark.parametrize("name", ["bye_mid_call", "bye_mid_call_tcp"])
+def test_bye_mid_call_is_ours(results, name):
+    r = results[name]
     assert _one(r, "CallEnded")["reason"] == "local hangup", r.describe()
 
 
