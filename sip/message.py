@@ -837,19 +837,12 @@ def _parse_start_line(line: str) -> tuple[str, str, str]:
 
 
 def _split_header_lines(head: str) -> list[tuple[str, str, str]]:
+    if "\r\n " in head or "\r\n\t" in head or head[:1] in (" ", "\t"):
+        head = _unfold(head)
     items: list[tuple[str, str, str]] = []
     append = items.append
     table = _HEADER_TABLE
-    folded = "\r\n " in head or "\r\n\t" in head or head[:1] in (" ", "\t")
     for line in head.split("\r\n"):
-        if folded and line[:1] in (" ", "\t"):
-            # RFC 3261 7.3.1: a line starting with whitespace continues the previous one.
-            if not items:
-                raise SipParseError("header section starts with a continuation line")
-            key, name, value = items[-1]
-            more = line.strip()
-            items[-1] = (key, name, f"{value} {more}" if value else more)
-            continue
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without colon: {line[:80]!r}")
@@ -864,6 +857,34 @@ def _split_header_lines(head: str) -> list[tuple[str, str, str]]:
                 entry = (lower, name)
         append((entry[0], entry[1], value.strip()))
     return items
+
+
+def _unfold(head: str) -> str:
+    """Join continuation lines to the line they continue, with one SP (RFC 3261 7.3.1)."""
+    lines: list[str] = []
+    pieces: list[str] = []
+    for line in head.split("\r\n"):
+        if line[:1] in (" ", "\t"):
+            if not pieces:
+                raise SipParseError("header section starts with a continuation line")
+            more = line.strip()
+            if more:
+                pieces.append(more)
+            continue
+        if pieces:
+            lines.append(_join_folded(pieces))
+        pieces = [line]
+    if pieces:
+        lines.append(_join_folded(pieces))
+    return "\r\n".join(lines)
+
+
+def _join_folded(pieces: list[str]) -> str:
+    if len(pieces) == 1:
+        return pieces[0]
+    first = pieces[0].rstrip(" \t")
+    # "Name:" followed by a folded value: no SP is added after the colon's empty value.
+    return " ".join([first, *pieces[1:]]) if not first.endswith(":") else first + " ".join(pieces[1:])
 
 
 def _decode_head(raw: bytes) -> str:
@@ -997,6 +1018,7 @@ class StreamParser:
         self._pending: tuple[Request | Response, int] | None = None
         self._error: SipParseError | None = None
         self._crlf_run = 0
+        self._scanned = 0
         #: Runs of CRLF seen between messages (RFC 5626 3.5.1 keep-alives).
         self.keepalives = 0
         #: How many of those were CRLFCRLF pings; the transport answers each with CRLF.
@@ -1029,6 +1051,7 @@ class StreamParser:
             while buf.startswith(b"\r\n", skipped):
                 skipped += 2
             if skipped:
+                self._scanned = 0
                 # RFC 5626 4.4.1: CRLFCRLF is a ping (answer it with CRLF), a CRLF a pong.
                 before = self._crlf_run
                 self._crlf_run += skipped // 2
@@ -1040,11 +1063,15 @@ class StreamParser:
                 return None
             if buf and buf[0] != 13:
                 self._crlf_run = 0
-            end = buf.find(b"\r\n\r\n")
+            # Resume the search where the last one stopped: a head fed one byte at a time
+            # must not cost a scan of the whole buffer per byte.
+            end = buf.find(b"\r\n\r\n", self._scanned)
             if end < 0:
+                self._scanned = max(0, len(buf) - 3)
                 if len(buf) > self.max_head_size:
                     raise SipParseError(f"header section over {self.max_head_size} bytes", 513)
                 return None
+            self._scanned = 0
             if end > self.max_head_size:
                 raise SipParseError(f"header section over {self.max_head_size} bytes", 513)
             message, content_length = _message_from_head(bytes(buf[:end]))

@@ -205,3 +205,14 @@ def test_any_account_authenticates(username, password, algorithm, seed):
     client = DigestClient(username, password, rng=rng)
     challenge = parse_challenge(server.challenges(5.0)[0])
     assert server.verify(client.authorize(challenge, "INVITE", "sip:a@b"), "INVITE", 6.0).accepted
+
+
+def test_userhash():
+    # RFC 7616 3.4.4: with userhash=true the username is H(username:realm).
+    import hashlib
+
+    challenge = parse_challenge('Digest realm="r", nonce="n", qop="auth", algorithm=SHA-256, userhash=true')
+    assert challenge.userhash
+    credentials = parse_credentials(DigestClient("J\u00e4s\u00f8n Doe", "pw", rng=random.Random(0)).authorize(challenge, "INVITE", "sip:x"))
+    assert credentials.get("userhash") == "true"
+    assert credentials.get("username") == hashlib.sha256("J\u00e4s\u00f8n Doe:r".encode()).hexdigest()

@@ -286,3 +286,27 @@ def test_mutated_messages_raise_only_sip_parse_error(data):
         _touch_everything(parse_message(bytes(wire)))
     except SipParseError:
         pass
+
+
+def test_folding_many_continuation_lines():
+    folded = "X-Long: start\r\n" + "".join(f" \t part{i}\r\n" for i in range(2000)) + "  \r\n"
+    wire = INVITE.replace(b"Timestamp: 54\r\n", folded.encode())
+    m = parse_message(wire)
+    assert m.headers.get("X-Long") == "start " + " ".join(f"part{i}" for i in range(2000))
+    # The same head fed to a stream one byte at a time.
+    parser = StreamParser()
+    got = []
+    for i in range(len(wire)):
+        got += parser.feed(wire[i : i + 1])
+    assert got == [m]
+
+
+def test_numeric_parameters_take_ascii_digits_only():
+    m = parse_message(
+        INVITE.replace(b";rport\r\n", ";rport=\u00b2;ttl=\u0663\r\n".encode(), 1).replace(
+            b"Timestamp: 54", "Expires: \u0663".encode()
+        )
+    )
+    assert m.via.has_rport and m.via.rport is None and m.via.ttl is None
+    assert m.expires is None
+    assert parse_message(INVITE.replace(b"Timestamp: 54", b"Expires: 99999999999999")).expires == 2**32 - 1
