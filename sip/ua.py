@@ -428,6 +428,11 @@ class UserAgent:
             self.stats["rate_limited"] += 1
             return
         try:
+            for name, value in message.headers:
+                # A bare CR/LF/NUL inside a value would be copied into our own requests
+                # (Call-ID, From, To); RFC 3261 25.1 allows none of them there.
+                if "\r" in value or "\n" in value or "\x00" in value:
+                    raise SipParseError(f"control character in {name}")
             if isinstance(message, Request):
                 self._on_request(message, source, now)
             else:
@@ -449,6 +454,9 @@ class UserAgent:
         try:
             response = make_response(message, error.status_hint if 400 <= error.status_hint < 700 else 400)
             response.reason = _short_reason(response.reason, error)
+            if any("\r" in value or "\n" in value for _, value in response.headers):
+                self.stats["dropped"] += 1  # the headers a response must echo are unusable
+                return
             self._queue(response, self._reply_address(message, source))
         except (SipParseError, LocalProtocolError):
             pass
