@@ -197,7 +197,7 @@ def _parse_media(value: str) -> MediaDescription:
         raise SipParseError(f"bad SDP m= line {value!r}")
     media, port_text, proto = parts[:3]
     port_text, slash, count_text = port_text.partition("/")
-    if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+    if len(port_text) > 5 or not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
         raise SipParseError(f"bad port in SDP m= line {value!r}")
     count = None
     if slash:
@@ -332,13 +332,21 @@ class T38Params:
     def from_attributes(cls, attributes: Iterable[Attribute]) -> "T38Params":
         """Read the T38* attributes (names case-insensitive: ``T38MaxBitrate`` is common)."""
         fields: dict[str, object] = {}
-        readers = _T38_READERS
-        for name, value in attributes:
-            if name[:3] not in ("T38", "t38"):
-                continue
-            reader = readers.get(name.lower())
-            if reader is not None:
-                fields[reader[0]] = reader[1](name, value)
+        memo = _T38_MEMO
+        for attribute in attributes:
+            known = memo.get(attribute)
+            if known is None:
+                name, value = attribute
+                if name[:3].lower() != "t38":
+                    continue
+                reader = _T38_READERS.get(name.lower())
+                if reader is None:
+                    continue
+                known = (reader[0], reader[1](name, value))
+                if len(memo) < 512:
+                    # Peers send the same few spellings and values; remember them.
+                    memo[attribute] = known
+            fields[known[0]] = known[1]
         return cls(**fields)  # type: ignore[arg-type]
 
     def to_attributes(self) -> list[Attribute]:
@@ -388,6 +396,9 @@ _T38_READERS = {
     "t38faxmaxdatagram": ("max_datagram", _parse_int),
     "t38faxudpec": ("udp_ec", _parse_udp_ec),
 }
+
+
+_T38_MEMO: dict[Attribute, tuple[str, object]] = {}
 
 
 def answer_t38(offered: T38Params, local: T38Params, *, supported_ec: Iterable[str] | None = None) -> T38Params:

@@ -310,3 +310,16 @@ def test_numeric_parameters_take_ascii_digits_only():
     assert m.via.has_rport and m.via.rport is None and m.via.ttl is None
     assert m.expires is None
     assert parse_message(INVITE.replace(b"Timestamp: 54", b"Expires: 99999999999999")).expires == 2**32 - 1
+
+
+def test_huge_numbers_are_parse_errors():
+    digits = b"9" * 5000
+    for old, new in (
+        (b"CSeq: 1 INVITE", b"CSeq: " + digits + b" INVITE"),
+        (b"Max-Forwards: 70", b"Max-Forwards: " + digits),
+        (b"Content-Length: 0", b"Content-Length: " + digits),
+        (b"example.org>", b"example.org:" + digits + b">"),
+        (b"[2001:db8::1]:5070", b"[2001:db8::1]:" + digits),
+    ):
+        with pytest.raises(SipParseError):
+            parse_message(INVITE.replace(old, new, 1))

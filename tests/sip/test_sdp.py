@@ -326,3 +326,16 @@ def test_fuzzed_sdp_raises_only_sip_parse_error(data):
         except SipParseError:
             pass
         media.rtpmap()
+
+
+def test_huge_numbers_are_parse_errors():
+    # Python refuses int() of more than 4300 digits; that must not escape as ValueError.
+    digits = b"1" * 5000
+    for body in (
+        b"v=0\r\no=- 1 1 IN IP4 a\r\nm=audio " + digits + b" RTP/AVP 0\r\n",
+        b"v=0\r\no=- 1 1 IN IP4 a\r\nm=audio 1/" + digits + b" RTP/AVP 0\r\n",
+    ):
+        with pytest.raises(SipParseError):
+            parse_sdp(body)
+    with pytest.raises(SipParseError):
+        T38Params.from_attributes([("T38FaxMaxDatagram", digits.decode())])
