@@ -133,6 +133,7 @@ class UAConfig:
     session_expires: int = 1800  # RFC 4028: what we ask for on outbound INVITEs (0 = none)
     min_se: int = 90  # RFC 4028 5: the smallest interval we accept
     timers: TimerSettings = TimerSettings()
+    offer_timeout: float = 180.0  # an inbound INVITE the TU leaves unanswered gets 480 after this
     rate: float = 100.0  # messages per second per source address
     burst: float = 200.0
 
@@ -598,6 +599,12 @@ class UserAgent:
         self.calls[call.id] = call
         self._owners[tx] = ("invite-in", call)
         self._respond(tx, request, 100, now)
+        # RFC 3261 13.3.1.1: an INVITE's Expires bounds how long it may stay unanswered;
+        # our own bound keeps a TU that never answers from leaking the transaction.
+        offer_for = self.config.offer_timeout
+        if request.expires is not None:
+            offer_for = min(offer_for, request.expires)
+        self._timers[(call.id, "offer")] = now + offer_for
         self._events.append(
             IncomingCall(
                 call=call,
@@ -987,6 +994,11 @@ class UserAgent:
             return
         if call.state is CallState.ENDED and not (call.bye_after_ack and name in ("2xx", "2xx-giveup")):
             return
+        if name == "offer":
+            if call.state is CallState.OFFERED:
+                self._respond(call.invite_tx, call.invite, 480, now, to_tag=call.local_tag)
+                self._end(call, "not answered", 480)
+            return
         if name == "2xx" and call.unacked is not None:
             tx, response, interval = call.unacked
             if tx.terminated:
@@ -1069,6 +1081,7 @@ class UserAgent:
             raise LocalProtocolError(f"nothing to answer on a call in state {call.state.value}")
         call.dialog = Dialog.as_uas(call.invite, call.local_tag, secure=call.peer.transport == "tls")
         call.state = CallState.ANSWERED
+        self._timers.pop((call.id, "offer"), None)
         self._answer_invite(call, call.invite, call.invite_tx, sdp, now)
 
     def _answer_invite(self, call: Call, request: Any, tx: Transaction, sdp: bytes, now: float) -> None:
@@ -1340,7 +1353,7 @@ class UserAgent:
             return
         call.state = CallState.ENDED
         call.end_reason = reason
-        for name in ("refresh", "expire", "glare"):
+        for name in ("refresh", "expire", "glare", "offer"):
             self._timers.pop((call.id, name), None)
         if not call.bye_after_ack:
             self._timers.pop((call.id, "2xx"), None)

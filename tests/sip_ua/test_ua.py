@@ -539,3 +539,15 @@ def test_refresh_by_reinvite_when_the_peer_lacks_update():
     assert refresh.message.body == AUDIO and refresh.time == pytest.approx(60.0, abs=0.1)
     assert refresh.message.headers.get("Session-Expires") == "120;refresher=uac"
     assert events_of(b, SessionRefreshed) and not events_of(b, MediaChanged)
+
+
+def test_unanswered_offer_gets_480_after_invite_expires():
+    net = SimNet()
+    b = net.add("bob", "127.0.0.2")
+    net.inject(invite_bytes(sent_by="127.0.0.9:5090", body=AUDIO, extra="Expires: 20\r\n"), ("127.0.0.9", 5090), "bob")
+    net.run(19.9)
+    assert [s.first_line for s in net.sent_by("bob")] == ["SIP/2.0 100 Trying"]
+    net.run(21.0)
+    assert net.sent_by("bob")[1].first_line == "SIP/2.0 480 Temporarily Unavailable"
+    assert net.sent_by("bob")[1].time == pytest.approx(20.0)
+    assert [(e.reason, e.status) for e in events_of(b, CallEnded)] == [("not answered", 480)]
