@@ -5,7 +5,8 @@ Public API (used by the T.30 engine and the service):
 * ``Coding``, ``BitOrder`` — what was negotiated; T.38 carries ``BitOrder.MSB_FIRST``.
 * ``StreamingDecoder(coding, width, bit_order=...)`` — ``feed(bytes)`` as data arrives,
   ``page_ended``, ``rows``, ``finish() -> DecodedPage`` (rows, bad rows, longest bad run).
-* ``encode_page(bitmap, width, coding, k=2, min_row_bits=0, bit_order=...) -> bytes``.
+* ``encode_page(bitmap, width, coding, k=2, min_row_bits=0, bit_order=...) -> bytes``;
+  ``mr_k(y_dpi)`` gives the K for MR at a resolution (2 at 98 lpi, 4 at 196, ...).
 * ``Page`` (a bilevel page with its resolution); ``imaging.output`` writes TIFF-F, PDF and
   PNG; ``imaging.documents.load_document`` turns PDF/TIFF/PNG/JPEG into pages or raises
   ``DocumentError``.
@@ -15,7 +16,7 @@ stride of width // 8 bytes. This package imports nothing from t38gw, sip or udpt
 """
 
 from .decoder import StreamingDecoder
-from .encoder import encode_page
+from .encoder import encode_page, mr_k
 from .model import RESOLUTIONS, STANDARD_WIDTHS, BitOrder, Coding, DecodedPage, DocumentError, Page
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "STANDARD_WIDTHS",
     "StreamingDecoder",
     "encode_page",
+    "mr_k",
 ]

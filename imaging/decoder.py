@@ -79,21 +79,20 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
     """
     changes: list[int] = []
     append = changes.append
-    modes = t4codes.MODE_TABLE
+    modes = _MODES
     white = t4codes.WHITE_TABLE
     black = t4codes.BLACK_TABLE
     real = len(reference) - 3
     a0 = -1  # T.4 4.2.1.3.1: an imaginary white element just before the first pel
     color = 0
+    # i indexes b1: the first changing element of the reference line right of a0 whose
+    # colour is opposite to a0's (even indexes turn to black, so i's parity is the colour).
+    # It is carried from code to code and only searched for again after horizontal mode.
+    i = 0
     zero_run = False
     p = position
     try:
-        while a0 < width:
-            # b1: first changing element on the reference line to the right of a0 and of
-            # opposite colour to a0's colour; even indexes turn to black.
-            i = bisect_right(reference, a0)
-            if (i & 1) != color:
-                i += 1
+        while True:
             if bits[p] == "1":
                 # A run of k V0 codes takes the next k reference changes as they are.
                 q = bits.find("0", p)
@@ -104,23 +103,33 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
                         p += real - i + 1
                     else:
                         p += 1
-                    a0 = width
                     break
                 changes.extend(reference[i:end])
                 a0 = reference[end - 1]
                 color ^= (q - p) & 1
+                i = end
                 p = q
                 continue
-            kind, length, offset = modes[bits[p : p + 7]]
-            if kind == 2:  # vertical
+            length, offset = modes[bits[p : p + 7]]
+            if offset < 4:  # vertical: a1 is b1 moved by offset
                 a1 = reference[i] + offset
                 if a1 <= a0 or a1 > width:
                     raise _Undecodable(p)
+                p += length
+                if a1 == width:
+                    break
                 append(a1)
                 a0 = a1
                 color ^= 1
-                p += length
-            elif kind == 1:  # horizontal: a0a1 and a1a2 as MH runs, a0's colour first
+                # Next b1 has the other parity: reference[i - 1] if a VL left it to the
+                # right of a1, else the first of i+1, i+3, ... beyond a1.
+                if offset < 0 and i and reference[i - 1] > a1:
+                    i -= 1
+                else:
+                    i += 1
+                    while reference[i] <= a1:
+                        i += 2
+            elif offset == 4:  # horizontal: a0a1 and a1a2 as MH runs, a0's colour first
                 q = p + length
                 first, second = (white, black) if color == 0 else (black, white)
                 run1 = 0
@@ -149,9 +158,17 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
                 append(a2)
                 a0 = a2
                 p = q
-            else:  # pass: a0 moves under b2, colour unchanged
+                if a0 >= width:
+                    break
+                i = bisect_right(reference, a0)
+                if (i & 1) != color:
+                    i += 1
+            else:  # pass: a0 moves under b2, colour unchanged; the next b1 is two on
                 a0 = reference[i + 1]
                 p += length
+                if a0 >= width:
+                    break
+                i += 2
     except (KeyError, IndexError):
         raise _Undecodable(p) from None
     if zero_run:  # zero-length runs put two changes on one pel; they cancel out
@@ -165,6 +182,13 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
     while changes and changes[-1] >= width:
         changes.pop()
     return changes, p
+
+
+# Mode codes by their next 7 bits: (code length, vertical offset | 4 horizontal | 5 pass).
+_MODES = {
+    key: (length, offset if kind == t4codes.MODE_VERTICAL else (4 if kind == t4codes.MODE_HORIZONTAL else 5))
+    for key, (kind, length, offset) in t4codes.MODE_TABLE.items()
+}
 
 
 _RUN_STRINGS = ([_ZEROS[:n] for n in range(t4codes.MAX_WIDTH + 1)], [_ONES[:n] for n in range(t4codes.MAX_WIDTH + 1)])

@@ -73,6 +73,19 @@ def _code_2d(changes: list[int], reference: list[int], width: int) -> str:
     return "".join(parts)
 
 
+# T.4 4.2.1.3.4: K grows with the vertical resolution (2 at 3.85 l/mm, 4 at 7.7 l/mm, ...);
+# the same steps as SpanDSP's t4_t6_encode y_res_table, by lines per inch.
+_K_BY_RESOLUTION = ((100, 2), (200, 4), (300, 6), (400, 8), (600, 12), (800, 16))
+
+
+def mr_k(y_dpi: float) -> int:
+    """The K (at most K-1 2-D lines after each 1-D line) for MR at ``y_dpi`` lines per inch."""
+    for limit, k in _K_BY_RESOLUTION:
+        if y_dpi <= limit + 1:
+            return k
+    return 24
+
+
 def encode_page(
     bitmap: bytes,
     width: int,

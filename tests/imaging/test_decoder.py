@@ -163,3 +163,9 @@ def test_any_split_gives_the_same_page(coding, order, cuts):
         decoder.feed(data[start:end])
     page = decoder.finish()
     assert (page.height, page.bad_rows, page.bitmap) == (40, 0, bitmap)
+
+
+def test_mr_k_follows_the_vertical_resolution():
+    from imaging import mr_k
+
+    assert [mr_k(y) for y in (98, 100, 196, 200, 300, 391, 400, 600, 800, 1200)] == [2, 2, 4, 4, 6, 8, 8, 12, 16, 24]
