@@ -836,12 +836,18 @@ def _parse_start_line(line: str) -> tuple[str, str, str]:
     return method, uri, ""
 
 
-def _split_header_lines(head: str) -> list[tuple[str, str, str]]:
+def _split_header_lines(head: str, singles: dict[str, str], vias: list[str]) -> list[tuple[str, str, str]]:
+    """Split the header section into (key, name, value) items.
+
+    Also fills ``singles`` with the headers allowed once (``singles["!dup"]`` names one
+    seen twice) and ``vias`` with the raw Via values, so validation needs no second pass.
+    """
     if "\r\n " in head or "\r\n\t" in head or head[:1] in (" ", "\t"):
         head = _unfold(head)
     items: list[tuple[str, str, str]] = []
     append = items.append
     table = _HEADER_TABLE
+    single_keys = _SINGLE_HEADERS
     for line in head.split("\r\n"):
         name, colon, value = line.partition(":")
         if not colon:
@@ -855,7 +861,15 @@ def _split_header_lines(head: str) -> list[tuple[str, str, str]]:
                 if not name or not TOKEN_CHARS.issuperset(name):
                     raise SipParseError(f"bad header name {name[:80]!r}")
                 entry = (lower, name)
-        append((entry[0], entry[1], value.strip()))
+        key = entry[0]
+        value = value.strip()
+        append((key, entry[1], value))
+        if key == "via":
+            vias.append(value)
+        elif key in single_keys:
+            if key in singles:
+                singles["!dup"] = key
+            singles[key] = value
     return items
 
 
@@ -896,7 +910,9 @@ def _message_from_head(head_bytes: bytes) -> tuple[Request | Response, int | Non
     head = _decode_head(head_bytes)
     start, _, rest = head.partition("\r\n")
     method, second, reason = _parse_start_line(start)
-    items = _split_header_lines(rest) if rest else []
+    singles: dict[str, str] = {}
+    vias: list[str] = []
+    items = _split_header_lines(rest, singles, vias) if rest else []
     headers = Headers._trusted(items)
     message: Request | Response
     if method:
@@ -918,21 +934,15 @@ def _message_from_head(head_bytes: bytes) -> tuple[Request | Response, int | Non
     message.headers = headers
     message.body = b""
     message._cache = {}
-    content_length = _validate(message, items)
+    content_length = _validate(message, singles, vias)
     return message, content_length
 
 
-def _validate(message: Request | Response, items: list[tuple[str, str, str]]) -> int | None:
+def _validate(message: Request | Response, singles: dict[str, str], vias: list[str]) -> int | None:
     """Check the headers every transaction relies on; return Content-Length (or None)."""
-    singles: dict[str, str] = {}
-    vias: list[str] = []
-    for key, _, value in items:
-        if key in _SINGLE_HEADERS:
-            if key in singles:
-                raise SipParseError(f"more than one {canonical_name(key)} header", partial=message)
-            singles[key] = value
-        elif key == "via":
-            vias.append(value)
+    duplicate = singles.get("!dup")
+    if duplicate is not None:
+        raise SipParseError(f"more than one {canonical_name(duplicate)} header", partial=message)
     cache = message._cache
     try:
         for needed in ("to", "from", "call-id", "cseq"):

@@ -204,7 +204,7 @@ def _parse_media(value: str) -> MediaDescription:
         if not count_text.isdigit() or not count_text.isascii() or len(count_text) > 5:
             raise SipParseError(f"bad port count in SDP m= line {value!r}")
         count = int(count_text)
-    return MediaDescription(media, int(port_text), proto, parts[3:], count)
+    return MediaDescription(media, int(port_text), proto, parts[3:], count, None, [], [])
 
 
 _SESSION_OTHER = frozenset("iuepbzk")
@@ -221,7 +221,8 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
     text = body.decode("utf-8", "surrogateescape") if isinstance(body, (bytes, bytearray)) else body
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-    session = SessionDescription(times=[])
+    # The origin is filled in by o= (a body without one is refused below).
+    session = SessionDescription(None, "-", None, [], [], [], [])  # type: ignore[arg-type]
     attributes = session.attributes
     current: MediaDescription | None = None
     seen_version = seen_origin = seen_name = False
