@@ -323,3 +323,18 @@ def test_huge_numbers_are_parse_errors():
     ):
         with pytest.raises(SipParseError):
             parse_message(INVITE.replace(old, new, 1))
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(requests() | responses(), min_size=1, max_size=4), st.data())
+def test_stream_parser_any_chunking(messages, data):
+    wire = b"".join(m.to_bytes() + data.draw(st.sampled_from([b"", b"\r\n", b"\r\n\r\n"])) for m in messages)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    parser = StreamParser()
+    got = []
+    start = 0
+    for cut in [*cuts, len(wire)]:
+        got += parser.feed(wire[start:cut])
+        start = cut
+    assert got == messages
+    assert parser.buffered == 0
