@@ -1411,13 +1411,19 @@ class UserAgent:
                 request.headers.prepend("Via", value)
 
     def _reply_address(self, request: Any, source: Address) -> Address:
-        """RFC 3261 18.2.2 (with RFC 3581 4): where responses to ``request`` go."""
-        if source.reliable:
-            return source  # back over the same connection
+        """RFC 3261 18.2.2 (with RFC 3581 4): where responses to ``request`` go.
+
+        Reliable transports answer over the connection the request came on
+        (``connection``); should it be gone, the edge opens a new one to the received
+        address and the Via's sent-by port, as 18.2.2 says.  UDP answers go to the
+        received address and the rport (or sent-by) port.
+        """
         via = request.vias[0]
         host = via.received or via.host_address
-        port = via.rport or via.port or 5060
-        return Address(source.transport, host, port)
+        if source.reliable:
+            default = 5061 if source.transport == "tls" else 5060
+            return Address(source.transport, host, via.port or default, source.connection)
+        return Address(source.transport, host, via.rport or via.port or 5060)
 
     def _uri_destination(self, uri: Any, transport: str | None) -> Address:
         transport = (transport or getattr(uri, "transport", None) or ("tls" if uri.scheme == "sips" else "udp")).lower()
@@ -1425,13 +1431,18 @@ class UserAgent:
         return Address(transport, uri.host_address, port)
 
     def _dialog_destination(self, call: Call) -> Address:
+        """Where in-dialog requests go: the first route or the remote target (12.2.1.1).
+
+        For a call that arrived over TCP/TLS the connection it came on is offered for
+        reuse (RFC 3261 18); the edge falls back to connecting to the target.
+        """
         uri, routes = call.dialog.request_target()
         target = parse_name_addr(routes[0]).uri if routes else parse_uri(uri)
         transport = getattr(target, "transport", None) or call.peer.transport
+        destination = self._uri_destination(target, transport)
         if call.peer.reliable and call.direction == "inbound" and transport == call.peer.transport:
-            # Reuse the connection the call arrived on (RFC 3261 18: connection reuse).
-            return call.peer
-        return self._uri_destination(target, transport)
+            destination = Address(destination.transport, destination.host, destination.port, call.peer.connection)
+        return destination
 
     def _local(self, transport: str) -> tuple[str, int]:
         host, port = self.config.listen.get(transport) or next(iter(self.config.listen.values()))

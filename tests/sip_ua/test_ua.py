@@ -551,3 +551,17 @@ def test_unanswered_offer_gets_480_after_invite_expires():
     assert net.sent_by("bob")[1].first_line == "SIP/2.0 480 Temporarily Unavailable"
     assert net.sent_by("bob")[1].time == pytest.approx(20.0)
     assert [(e.reason, e.status) for e in events_of(b, CallEnded)] == [("not answered", 480)]
+
+
+def test_tcp_responses_use_the_connection_and_fall_back_to_the_via_port():
+    import random
+
+    from sip.ua import Address, UAConfig, UserAgent
+
+    ua = UserAgent(UAConfig(listen={"tcp": ("127.0.0.2", 5060)}), rng=random.Random(3))
+    data = request_bytes("OPTIONS", sent_by="10.0.0.1:5070").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    ua.receive(data, Address("tcp", "127.0.0.9", 40001, connection=7), 0.0)
+    (out,) = ua.messages_to_send()
+    # RFC 3261 18.2.2: over the same connection (7); if it is gone, to received:sent-by port.
+    assert out.destination == Address("tcp", "127.0.0.9", 5070, 7)
+    assert out.message.vias[0].received == "127.0.0.9"
