@@ -154,7 +154,9 @@ class ReceiveCapabilities:
 
     def dis_fif(self) -> bytes:
         """The DIS FIF for these capabilities."""
-        bits = {BIT_RECEIVE, BIT_LENGTH_B4, BIT_LENGTH_UNLIMITED, *BITS_SCAN_TIME}
+        # Table 2 bits 19-20 in a DIS: 01 = unlimited length (which covers A4 and B4);
+        # 11 is invalid.
+        bits = {BIT_RECEIVE, BIT_LENGTH_UNLIMITED, *BITS_SCAN_TIME}
         # T.30 Table 2 bits 11-14 in a DIS: 0100 V.27ter, 1100 V.27ter+V.29, 1101 +V.17.
         if "V.17" in self.modems:
             bits |= {11, 12, 14}
@@ -168,10 +170,12 @@ class ReceiveCapabilities:
             bits.add(BIT_ECM)
             if Compression.MMR in self.compressions:
                 bits.add(BIT_T6)
-        if PaperWidth.B4 in self.widths or PaperWidth.A3 in self.widths:
-            bits.add(BIT_WIDTH_B4)
+        # Table 2 bits 17-18 in a DIS: 00 = 215 mm, 10 = up to 255 mm, 01 = up to 303 mm,
+        # 11 invalid.
         if PaperWidth.A3 in self.widths:
             bits.add(BIT_WIDTH_A3)
+        elif PaperWidth.B4 in self.widths:
+            bits.add(BIT_WIDTH_B4)
         res = self.resolutions
         if res & {Resolution.R8_FINE, Resolution.INCH_200_200}:
             bits.add(BIT_FINE)

@@ -23,7 +23,6 @@ class T30Result(enum.Enum):
     RX_T2EXPMPS = "RX_T2EXPMPS"  # T2 expired waiting for the next page
     RX_T2EXPRR = "RX_T2EXPRR"  # T2 expired waiting for RR
     RX_T2EXP = "RX_T2EXP"  # T2 expired waiting for DCS after CFR/FTT or a new phase B
-    RX_T2EXPDCN = "RX_T2EXPDCN"  # T2 expired waiting for DCN after EOP/MCF
     RX_T5EXP = "RX_T5EXP"  # receiver stayed not-ready longer than T5
     RX_DCNWHY = "RX_DCNWHY"  # DCN while waiting for DCS
     RX_DCNDATA = "RX_DCNDATA"  # DCN while waiting for image data
@@ -60,7 +59,9 @@ class PhaseBCompleted:
 @dataclass(frozen=True)
 class PageReceived:
     """A page we confirmed (MCF or RTP sent).  ``bitmap`` holds packed rows MSB-first,
-    1 = black; ``bad_rows`` are rows the decoder had to repair."""
+    1 = black; ``bad_rows`` are rows the decoder had to repair.  ``ifp_loss_gaps`` counts
+    runs of IFPs lost during a non-ECM page (their rows are missing; quality is then at
+    best POOR)."""
 
     number: int
     width: int
@@ -73,6 +74,7 @@ class PageReceived:
     y_dpi: int
     compression: str
     ecm: bool
+    ifp_loss_gaps: int = 0
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,8 @@ T4 = 3.0  # 3 s +/- 15 %: waiting for a response (our DIS repeats)
 T5 = 60.0  # 60 +/- 5 s: ECM receiver-not-ready
 #: No image data for this long ends a page in progress (SpanDSP MID_RX_TIMEOUT).
 CARRIER_TIMEOUT = 15.0
+#: TCF data that stops this long without its sig-end has ended (its end packets were lost).
+TCF_END_SILENCE = 0.5
 #: A peer that keeps FTT-ing gets at most this many TCF attempts before we hang up.
 MAX_TCF_ATTEMPTS = 8
 _ZERO_RUN = re.compile(b"\x00+")
@@ -184,6 +186,9 @@ class T30Receiver:
         # Phase C/D
         self._decoder = None
         self._page_rows_seen = False
+        self._page_loss_gaps = 0
+        self._fast_carrier_seen = False
+        self._stray_data_logged = False
         self._block: EcmBlock | None = None
         self._ecm_page_data_fed = False
         self._last_command: tuple | None = None
@@ -235,6 +240,11 @@ class T30Receiver:
             return []
         self.counters["lost_ifp_gaps"] += 1
         self._demux.note_loss()
+        non_ecm = self.dcs is not None and not self.dcs.ecm
+        if non_ecm and (self.state is State.NON_ECM_PAGE or (self.state is State.AWAIT_PAGE and self._fast_carrier_seen)):
+            # Non-ECM has no retransmission: rows in the lost IFPs are gone without a trace
+            # the decoder could count, so the page is flagged (see _page_complete).
+            self._page_loss_gaps += 1
         return self._take_events()
 
     def handle_timer(self, now: float) -> list[Event]:
@@ -351,9 +361,10 @@ class T30Receiver:
         # T.30 5.4.1: T2/T4 are reset on detecting flags; the frame or data that follows
         # re-arms them.  A peer that starts a carrier and never finishes is caught by
         # the carrier timeout.
-        if indicator is T30Indicator.V21_PREAMBLE or (
-            isinstance(indicator, T30Indicator) and indicator.name.endswith("TRAINING")
-        ):
+        fast = isinstance(indicator, T30Indicator) and indicator.name.endswith("TRAINING")
+        if fast and self.state is State.AWAIT_PAGE:
+            self._fast_carrier_seen = True
+        if indicator is T30Indicator.V21_PREAMBLE or fast:
             for name in ("T2", "T4"):
                 if name in self._timers:
                     self._timers[name] = max(self._timers[name], self._now + self.config.carrier_timeout)
@@ -395,12 +406,17 @@ class T30Receiver:
     def _command(self, frame: T30Frame, optional: list[T30Frame]) -> None:
         row = COMMANDS.get(self.state, {})
         fcf = frame.fcf
-        if self.state in (State.NON_ECM_PAGE, State.TCF, State.ECM_BLOCK):
+        if self.state is State.TCF:
+            # The end of the TCF was lost and the sender, hearing nothing, already repeats
+            # its command: answering the old TCF now would collide with it.
+            self._timers.pop("TCF_END", None)
+            self._log("TCF end lost; the sender moved on")
+            self.state = State.AWAIT_DCS
+            row = COMMANDS.get(self.state, {})
+        elif self.state in (State.NON_ECM_PAGE, State.ECM_BLOCK):
             # The end of the fast carrier was lost: the V.21 command ends it implicitly.
-            if self.state is State.TCF:
-                self._tcf_ended()
-            else:
-                self.state = State.AWAIT_POST_PAGE
+            self._timers.pop("CARRIER", None)
+            self.state = State.AWAIT_POST_PAGE
             row = COMMANDS.get(self.state, {})
         handler = row.get(fcf)
         if handler is None:
@@ -515,6 +531,9 @@ class T30Receiver:
         if state is State.AWAIT_TCF or state is State.TCF:
             self.state = State.TCF
             self._timers["T2"] = self._now + self.config.carrier_timeout
+            # TCF lasts 1.5 s and the sender waits only T4 for our answer: if its end was
+            # lost, judge it once the data has stopped for TCF_END_SILENCE.
+            self._timers["TCF_END"] = self._now + TCF_END_SILENCE
             self._tcf_data(data)
             return
         if state is State.AWAIT_POST_PAGE and self.dcs and not self.dcs.ecm and not self._page_rows_seen:
@@ -535,10 +554,14 @@ class T30Receiver:
                 if not self._page_rows_seen and decoder.rows:
                     self._page_rows_seen = True
             return
-        self._log(f"image data in {state.value}")
+        if not self._stray_data_logged:
+            self._stray_data_logged = True
+            self._log(f"image data in {state.value}")
 
     def _image_ended(self) -> None:
+        self._stray_data_logged = False
         if self.state is State.TCF:
+            self._timers.pop("TCF_END", None)
             self._tcf_ended()
         elif self.state is State.AWAIT_TCF:
             self._log("TCF signal ended without data")
@@ -550,6 +573,8 @@ class T30Receiver:
     def _discard_page(self) -> None:
         self._decoder = None
         self._page_rows_seen = False
+        self._page_loss_gaps = 0
+        self._fast_carrier_seen = False
 
     # ----- ECM (T.4 Annex A)
     def _ecm_frame(self, ev: t38_io.HdlcFrameArrived) -> None:
@@ -716,6 +741,10 @@ class T30Receiver:
         page = decoder.finish()
         dcs = self.dcs
         quality = judge_quality(page.height, page.bad_rows, page.longest_bad_run)
+        lost_gaps = self._page_loss_gaps
+        if lost_gaps and quality is PageQuality.GOOD:
+            # Rows were lost with the IFPs: the page is kept (RTP) but never called good.
+            quality = PageQuality.POOR
         if forced is not None:
             response = forced  # ECM: the transport was checked frame by frame
         else:
@@ -728,10 +757,13 @@ class T30Receiver:
             self._events.append(PageReceived(
                 number=self.pages_confirmed, width=page.width, height=page.height, bitmap=page.bitmap,
                 bad_rows=page.bad_rows, longest_bad_run=page.longest_bad_run, quality=quality,
+                ifp_loss_gaps=lost_gaps,
                 x_dpi=dcs.resolution.x_dpi, y_dpi=dcs.resolution.y_dpi,
                 compression=dcs.compression.value, ecm=dcs.ecm,
             ))
         self._page_rows_seen = False
+        self._page_loss_gaps = 0
+        self._fast_carrier_seen = False
         confirmed = response != Fcf.RTN
         if command == Fcf.MPS:
             # T.30 5.3.6.2.8: after RTP/RTN the sender retrains with a new DCS.
@@ -807,6 +839,10 @@ class T30Receiver:
         elif name == "T1":
             if state is State.ANSWERING:
                 self._end(T30Result.T1_EXPIRED, "no DCS within T1")
+        elif name == "TCF_END":
+            if state is State.TCF:
+                self._log("TCF end lost; judged after the data stopped")
+                self._tcf_ended()
         elif name == "T5":
             self._end(T30Result.RX_T5EXP, "receiver not ready for longer than T5")
         elif name == "CARRIER":
@@ -817,6 +853,10 @@ class T30Receiver:
             elif state is State.ECM_BLOCK:
                 self.state = State.AWAIT_POST_PAGE
                 self._arm_t2()
+        elif name == "T2" and state is State.AWAIT_DCN:
+            # Every page was confirmed and EOP answered: only the DCN was lost.  SpanDSP
+            # would say RX_T2EXPDCN; for the document that is a success.
+            self._end(T30Result.OK, "T2 expired waiting for DCN after EOP; document complete", send_dcn=False)
         elif name == "T2":
             result = {
                 State.AWAIT_DCS: T30Result.RX_T2EXP,
@@ -824,7 +864,6 @@ class T30Receiver:
                 State.TCF: T30Result.RX_T2EXP,
                 State.AWAIT_PAGE: T30Result.RX_T2EXPMPS if self.pages_confirmed else T30Result.RX_T2EXPFAX,
                 State.AWAIT_POST_PAGE: T30Result.RX_T2EXPD,
-                State.AWAIT_DCN: T30Result.RX_T2EXPDCN,
                 State.NON_ECM_PAGE: T30Result.RX_NOCARRIER,
                 State.ECM_BLOCK: T30Result.RX_NOCARRIER,
             }.get(state)

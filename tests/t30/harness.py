@@ -55,6 +55,9 @@ class _Link:
             self.sender = UdptlSender(error_correction=mode, redundancy_depth=redundancy, max_datagram=1400, rng=rng)
             self.receiver = UdptlReceiver(version)
         self.in_flight: list[tuple[float, int, bytes]] = []
+        self.sent_by_seq: dict[int, bytes] = {}
+        self.wrong_deliveries = 0
+        self.wrong_examples: list = []
         self._order = itertools.count()
         self.datagrams = 0
 
@@ -63,6 +66,7 @@ class _Link:
             heapq.heappush(self.in_flight, (now + 0.01, next(self._order), _RawIfp(self._seq, ifp)))
             self._seq += 1
             return
+        self.sent_by_seq[self.sender.seq] = ifp
         datagram = self.sender.datagram_for(ifp)
         self.datagrams += 1
         for deliver_at, data in self.channel(datagram, now):
@@ -80,6 +84,10 @@ class _Link:
         deadline = self.receiver.next_deadline() if self.receiver else None
         if deadline is not None and deadline <= now:
             out.extend(self.receiver.handle_timer(now))
+        for item in out:
+            if isinstance(item, self._IfpReceived) and item.raw != self.sent_by_seq.get(item.seq):
+                self.wrong_deliveries += 1
+                self.wrong_examples.append((item.seq, item.raw, self.sent_by_seq.get(item.seq)))
         return out
 
 
@@ -91,6 +99,8 @@ class CallOutcome:
     sender_stats: dict
     sim_seconds: float
     spandsp_frames: list = field(default_factory=list)
+    malformed_ifps: int = 0
+    wrong_deliveries: int = 0  # IFPs UDPTL delivered under a seq that carried other bytes
 
     @property
     def pages(self) -> list[PageReceived]:
@@ -135,6 +145,7 @@ def run_call(
     events: list[Event] = []
     now = 0.0
     sender_alive = True
+    malformed = 0
 
     def on_sender_ifp(ifp: bytes, count: int) -> None:
         if not sender_alive:
@@ -156,7 +167,13 @@ def run_call(
             now = tick * TICK
             for item in to_engine_link.deliver(now):
                 if isinstance(item, to_engine_link._IfpReceived):
-                    events.extend(engine.ifp_received(decode_ifp(item.raw, version), now))
+                    packet = item.packet if hasattr(item, "packet") else decode_ifp(item.raw, version)
+                    if packet is None:
+                        # An IFP that does not decode is as good as lost (the gateway does the same).
+                        malformed += 1
+                        events.extend(engine.ifps_lost(1, now))
+                    else:
+                        events.extend(engine.ifp_received(packet, now))
                 else:
                     events.extend(engine.ifps_lost(len(item.seqs), now))
             deadline = engine.next_deadline()
@@ -176,4 +193,6 @@ def run_call(
                 break
             if sender_alive:
                 sender.advance(SAMPLES_PER_TICK)
-        return CallOutcome(sender.phase_e_status, events, engine, sender.stats(), now, list(sender.frames))
+        return CallOutcome(sender.phase_e_status, events, engine, sender.stats(), now, list(sender.frames),
+                           malformed_ifps=malformed,
+                           wrong_deliveries=to_engine_link.wrong_deliveries + to_sender_link.wrong_deliveries)

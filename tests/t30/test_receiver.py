@@ -435,3 +435,24 @@ def test_repeated_indicators_and_end_packets_count_once(page):
     assert names(d).count("MCF") == 1
     assert len(of(d.events, PageReceived)) == 1
     assert FieldType.HDLC_FCS_OK_SIG_END in {f.field_type for p in post for f in p.fields or ()}
+
+
+def test_tcf_whose_end_was_lost_is_judged_once_the_data_stops():
+    d = engine()
+    d.wait(6.0)
+    d.feed(s.dcs_sequence(Modulation.V17_14400))
+    d.feed(s.tcf(Modulation.V17_14400)[:-1])  # no sig-end
+    assert "CFR" not in names(d)
+    d.wait(0.6)
+    assert names(d)[-1] == "CFR"
+
+
+def test_stale_tcf_is_not_answered_when_the_sender_already_repeats_dcs():
+    d = engine()
+    d.wait(6.0)
+    d.feed(s.dcs_sequence(Modulation.V17_14400))
+    d.feed(s.tcf(Modulation.V17_14400)[:-1], spacing=0.001)
+    d.feed(s.dcs_sequence(Modulation.V17_14400), spacing=0.001)  # before TCF_END fires
+    assert "CFR" not in names(d)
+    d.feed(s.tcf(Modulation.V17_14400))
+    assert names(d).count("CFR") == 1
