@@ -24,7 +24,7 @@ from imaging.tiff import CodedPage, build_tiff  # noqa: E402
 
 WIDTH, HEIGHT = 1728, 2376
 ORDER = BitOrder.MSB_FIRST  # as T.38 carries it
-CHUNK = 256
+CHUNK = int(os.environ.get("BENCH_CHUNK", "256"))  # octets per feed; T.38 at 14400 bit/s carries ~36
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
@@ -48,7 +48,7 @@ def best_rate(work, pages: int) -> float:
 
 def main() -> None:
     bitmaps = charts()
-    print(f"{len(bitmaps)} ITU charts {WIDTH}x{HEIGHT}, best of {ROUNDS} rounds, pages/s")
+    print(f"{len(bitmaps)} ITU charts {WIDTH}x{HEIGHT}, best of {ROUNDS} rounds, pages/s; ours fed {CHUNK}-octet pieces")
     print("libtiff decode = Image.open + load + tobytes (packed rows, like ours); 'load only' leaves Pillow's 1 byte/pel image")
     print(f"{'coding':6} {'ours decode':>12} {'libtiff decode':>15} {'ratio':>7} {'load only':>10} {'ratio':>7} {'ours encode':>12} {'libtiff encode':>15}")
     for coding in Coding:

@@ -46,6 +46,7 @@ _ONES = "1" * t4codes.MAX_WIDTH
 _RUN = re.compile("0+|1+")
 _BAD_TOKEN = "X"
 _CACHE_LIMIT = 20_000
+_RETRY_BITS = 256
 
 
 class _TokenPixels(dict):
@@ -244,6 +245,7 @@ class StreamingDecoder:
         self._damaged = False
         self._finished: DecodedPage | None = None
         self._line_cache: dict[str, str | None] = {}
+        self._retry_at = 0
 
     @property
     def page_ended(self) -> bool:
@@ -416,9 +418,12 @@ class StreamingDecoder:
             self._bits = bits[-23:]
             return
         length = len(bits)
+        if not final and length < self._retry_at and EOFB not in bits:
+            return  # the line that did not fit last time is likely still incomplete
         padded = bits + _PAD
         width = self.width
         position = 0
+        incomplete = False
         while True:
             if bits.find("1", position) < 0:
                 if final:
@@ -446,12 +451,14 @@ class StreamingDecoder:
                 changes, end = decode_2d_line(padded, position, reference, width)
             except _Undecodable as error:
                 if not final and error.position >= length - 13:
-                    break  # the line continues in data not yet received
+                    incomplete = True  # the line continues in data not yet received
+                    break
                 self._damage()
                 position = length
                 break
             if end > length:
                 if not final:
+                    incomplete = True
                     break
                 self._damage()
                 position = length
@@ -459,6 +466,9 @@ class StreamingDecoder:
             self._emit_changes(changes, reference)
             position = end
         self._bits = bits[position:] if not self._damaged else ""
+        # Retrying a line on every small piece (T.38 carries ~40 octets per packet at
+        # 14400 bit/s) would decode it many times: wait for a few more octets first.
+        self._retry_at = len(self._bits) + _RETRY_BITS if incomplete else 0
 
     def _damage(self) -> None:
         self._damaged = True
