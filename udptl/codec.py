@@ -266,7 +266,51 @@ def decode_ifp(data: bytes, version: int) -> IfpPacket:
     ``LocalProtocolError`` for an unsupported ``version``.
     """
     _check_version(version)
-    data = bytes(data)
+    return _decode_ifp(bytes(data), version)
+
+
+_new = object.__new__
+_set_field_type = DataField.field_type.__set__
+_set_data = DataField.data.__set__
+_set_msg = IfpPacket.msg.__set__
+_set_fields = IfpPacket.fields.__set__
+
+
+def _one_item_packet(msg: T30Data, field_type: FieldType, data: bytes) -> IfpPacket:
+    """``IfpPacket(msg, (DataField(field_type, data),))``, built at less than half the cost.
+
+    Frozen dataclasses assign their fields through ``object.__setattr__`` in a generated
+    ``__init__``; setting the slots directly gives the very same values (equality and
+    hashing stay the dataclasses' own) and is what lets the receive path keep up with
+    200,000 packets/s.  The codec tests compare these values with ordinary ones.
+    """
+    item = _new(DataField)
+    _set_field_type(item, field_type)
+    _set_data(item, data)
+    packet = _new(IfpPacket)
+    _set_msg(packet, msg)
+    _set_fields(packet, (item,))
+    return packet
+
+
+def _decode_ifp(data: bytes, version: int) -> IfpPacket:
+    size = len(data)
+    if size > 5:
+        # Fast path for the bulk of a call: one data item with field-data, one-octet
+        # header, root values (what t4-non-ecm-data and hdlc-data packets look like).
+        first = data[0]
+        item = data[2]
+        if (
+            first & 0xE0 == 0xC0
+            and data[1] == 1
+            and item & 0x80
+            and (version == 0 or not item & 0x40)
+            and size == 6 + ((data[3] << 8) | data[4])
+        ):
+            kind = (first >> 1) & 0x0F
+            if kind < _DATA_ROOT:
+                field = _FIELDS[(item >> 4) & 0x07] if version == 0 else _FIELDS[(item >> 3) & 0x07]
+                return _one_item_packet(_DATAS[kind], field, data[5:])
     try:
         packet, end = _parse_ifp(data, version, False)
         if end == len(data):
@@ -328,8 +372,19 @@ def encode_ifp(packet: IfpPacket, version: int) -> bytes:
     peer-independent encoding of it exists.  Send combined field types
     (``HDLC_FCS_OK_SIG_END``) or separate IFPs instead.
     """
-    _check_version(version)
     msg = packet.msg
+    fields = packet.fields
+    if fields is not None and len(fields) == 1 and msg.__class__ is T30Data and version in SUPPORTED_VERSIONS:
+        # Fast path: one data item with field-data, root values (most IFPs of a call).
+        item = fields[0]
+        data = item.data
+        field_type = item.field_type
+        if data and field_type.__class__ is FieldType and field_type < _FIELD_ROOT and msg < _DATA_ROOT:
+            size = len(data) - 1
+            if size < 65535:
+                shift = 4 if version == 0 else 3
+                return bytes((0xC0 | (msg << 1), 1, 0x80 | (field_type << shift), size >> 8, size & 0xFF)) + data
+    _check_version(version)
     if isinstance(msg, Unknown):
         is_data = msg.kind is T30Data
         if not is_data and msg.kind is not T30Indicator:
@@ -494,7 +549,20 @@ def decode_udptl(data: bytes) -> UdptlPacket:
     return UdptlPacket(seq, primary, secondaries, fec)
 
 
+_SHORT_LENGTHS = [bytes((length,)) for length in range(0x80)]
+
+
 def _encode_udptl_parts(seq: int, primary: bytes, secondaries, fec: FecInfo | None) -> bytes:
+    if fec is None and len(primary) < 0x80 and len(secondaries) < 0x80:
+        # Fast path: every length fits one octet.
+        parts = [bytes((seq >> 8, seq & 0xFF, len(primary))), primary, bytes((0, len(secondaries)))]
+        for item in secondaries:
+            if len(item) >= 0x80:
+                break
+            parts.append(_SHORT_LENGTHS[len(item)])
+            parts.append(item)
+        else:
+            return b"".join(parts)
     out = bytearray((seq >> 8, seq & 0xFF))
     _write_octets(out, primary)
     if fec is None:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from udptl.codec import _decode_udptl_parts, decode_ifp, ifp_length
+from udptl.codec import _decode_ifp, _decode_udptl_parts, ifp_length
 from udptl.errors import LocalProtocolError, MalformedPacket
 from udptl.ifp import IfpPacket
 
@@ -129,6 +129,40 @@ class UdptlReceiver:
 
     def datagram_received(self, data: bytes, now: float) -> list[IfpReceived | IfpLost]:
         """Feed one datagram; return the events it makes possible.  Never raises for bad input."""
+        # Hot path: the next datagram in order, nothing waiting, one-octet lengths.  Its
+        # secondaries are only walked to check the framing, not copied.
+        expected = self._next
+        size = len(data)
+        if expected is not None and size > 4 and not self._held and self._probation is None:
+            length = data[2]
+            position = 3 + length
+            if (
+                length < 0x80
+                and position + 1 < size
+                and (data[0] << 8 | data[1]) == expected & 0xFFFF
+                and not data[position] & 0x80
+            ):
+                count = data[position + 1]
+                cursor = position + 2
+                empties = 0
+                if count < 0x80:
+                    for _ in range(count):
+                        if cursor >= size or data[cursor] >= 0x80:
+                            break
+                        if not data[cursor]:
+                            empties += 1
+                        cursor += 1 + data[cursor]
+                    else:
+                        if cursor == size:
+                            stats = self.stats
+                            stats.received += 1
+                            if empties:
+                                stats.empty_secondaries += empties
+                            self._primaries[expected % _RING] = expected
+                            return [self._deliver(expected, data[3:position], _PRIMARY)]
+        return self._datagram(data, now)
+
+    def _datagram(self, data: bytes, now: float) -> list[IfpReceived | IfpLost]:
         try:
             seq16, primary, secondaries, fec = _decode_udptl_parts(data)
         except MalformedPacket:
@@ -188,24 +222,21 @@ class UdptlReceiver:
 
     # ------------------------------------------------------------------ internals
 
-    def _decode(self, raw: bytes) -> IfpPacket | None:
-        cache = self._cache
-        try:
-            return cache[raw]
-        except KeyError:
-            pass
-        try:
-            packet = decode_ifp(raw, self.version)
-        except MalformedPacket:
-            packet = None
-        if len(cache) >= 512:
-            cache.clear()
-        cache[raw] = packet
-        return packet
-
     def _deliver(self, ext: int, raw: bytes, source: int) -> IfpReceived:
         stats = self.stats
-        packet = self._decode(raw)
+        # Short IFPs (indicators, end-of-data markers) repeat all call long: cache them.
+        cache = self._cache if len(raw) <= 8 else None
+        if cache is not None and raw in cache:
+            packet = cache[raw]
+        else:
+            try:
+                packet = _decode_ifp(raw, self.version)
+            except MalformedPacket:
+                packet = None
+            if cache is not None:
+                if len(cache) >= 256:
+                    cache.clear()
+                cache[raw] = packet
         if packet is None:
             stats.malformed_ifp += 1
         if source:

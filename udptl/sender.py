@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from itertools import islice
 from dataclasses import dataclass
 
 from udptl.codec import FecInfo, _encode_udptl_parts
@@ -114,7 +115,7 @@ class UdptlSender:
         if self.error_correction == "fec":
             datagram = self._fec_datagram(seq, ifp, base)
         else:
-            secondaries = list(self._previous)[: self.redundancy_depth]
+            secondaries = list(islice(self._previous, self.redundancy_depth))
             size = base + 1 + sum(_octets_size(len(item)) for item in secondaries)
             while size > self.max_datagram:
                 size -= _octets_size(len(secondaries.pop()))
