@@ -412,11 +412,13 @@ class T30Receiver:
             self._timers.pop("TCF_END", None)
             self._log("TCF end lost; the sender moved on")
             self.state = State.AWAIT_DCS
+            self._arm_t2()
             row = COMMANDS.get(self.state, {})
         elif self.state in (State.NON_ECM_PAGE, State.ECM_BLOCK):
             # The end of the fast carrier was lost: the V.21 command ends it implicitly.
             self._timers.pop("CARRIER", None)
             self.state = State.AWAIT_POST_PAGE
+            self._arm_t2()
             row = COMMANDS.get(self.state, {})
         handler = row.get(fcf)
         if handler is None:

@@ -76,7 +76,7 @@ KNOWN_EVENTS = (CallEnded, PageReceived, PageRejected, ProtocolEventLogged, Docu
                      "ecm_block", "ecm_post", "ecm_ppr"]),
     st.lists(st.tuples(ifps(), st.floats(0, 8)), max_size=6),
 )
-@settings(deadline=None, max_examples=150)
+@settings(deadline=None, max_examples=250)
 def test_any_input_in_any_state(start, steps):
     engine = T30Receiver(ReceiverConfig(local_ident="1"))
     driver = s.Driver(engine)
