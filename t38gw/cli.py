@@ -47,17 +47,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "check-config":
         return _check_config(args.file)
-    if args.command == "serve" and args.config:
-        # Refuse a bad config before anything else, naming the key (DESIGN.md).
-        status = _check_config(args.config, quiet=True)
-        if status != EXIT_OK:
-            return status
-    # The service (issue #6) is not built yet.  Say so plainly rather than run a fake server.
+    if args.command == "serve":
+        return _serve(args.config)
+    # Sending arrives with the outbound T.30 engine; say so rather than pretend.
     log.error("not_built_yet", command=args.command,
-              detail=f"'t38gw {args.command}' arrives with the service (issue #6); "
-                     "the protocol cores (udptl, imaging, sip, T.30) are what this version contains")
-    print(f"t38gw {args.command}: not built yet — the service arrives with issue #6.", file=sys.stderr)
+              detail=f"'t38gw {args.command}' is not built yet; this version receives faxes only")
+    print(f"t38gw {args.command}: not built yet — this version receives faxes only.", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _serve(path: str | None) -> int:
+    """Validate the whole configuration first (naming the bad key), then run the gateway."""
+    import trio
+
+    from t38gw.gateway import serve
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        get_logger().error("config_invalid", key=exc.key, problem=exc.problem, file=path or "(defaults)")
+        print(f"t38gw: bad configuration in {path or 'the environment'}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return trio.run(serve, config)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _check_config(path: str, quiet: bool = False) -> int:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import httpx
 import structlog
 import trio
 
-from t38gw.spool import DeliveryState, Spool
+from t38gw.spool import Delivery, DeliveryState, Spool
 from t38gw.webhooks import signed_headers
 
 ATTEMPT_TIMEOUT_SECONDS = 15.0
@@ -38,6 +38,8 @@ class DeliveryWorker:
     wall_clock: Callable[[], float] = time.time
     attempt_timeout: float = ATTEMPT_TIMEOUT_SECONDS
     stats: DeliveryStats = field(default_factory=DeliveryStats)
+    # Told every attempt's outcome: (delivery as it was before the attempt, new state, error).
+    on_outcome: Optional[Callable[[Delivery, DeliveryState, str], None]] = None
     _wakeup: trio.Event = field(default_factory=trio.Event)
 
     def nudge(self) -> None:
@@ -76,6 +78,7 @@ class DeliveryWorker:
                         self.spool.mark_delivered(delivery.id, self.wall_clock())
                         self.stats.delivered += 1
                         bound.info("webhook_delivered", status=response.status_code)
+                        self._tell(delivery, DeliveryState.DELIVERED, "")
                         continue
                     error = f"HTTP {response.status_code}"
             state = self.spool.mark_failed(delivery.id, error, self.wall_clock())
@@ -85,3 +88,16 @@ class DeliveryWorker:
                 bound.error("webhook_dead", error=error)
             else:
                 bound.warning("webhook_attempt_failed", error=error)
+            self._tell(delivery, state, error)
+
+    def _tell(self, delivery: Delivery, state: DeliveryState, error: str) -> None:
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(delivery, state, error)
+            except OSError as exc:  # recording the outcome must not stop deliveries
+                log.error("webhook_outcome_not_recorded", webhook_id=delivery.id, error=str(exc))
+
+    async def flush(self) -> None:
+        """One last pass over what is due (graceful shutdown); what fails stays spooled."""
+        async with httpx.AsyncClient(timeout=self.attempt_timeout) as http:
+            await self.deliver_due(http)

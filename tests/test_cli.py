@@ -20,7 +20,8 @@ def test_version():
 
 
 def test_logs_are_json_lines_on_stderr():
-    result = run_cli("serve")
+    result = run_cli("check-config", "/nonexistent/t38gw.toml")
+    assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("{")]
     assert lines, result.stderr
     event = json.loads(lines[0])

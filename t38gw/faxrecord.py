@@ -1,0 +1,232 @@
+"""One inbound fax's record: its archive folder, ``meta.json`` and webhook messages.
+
+The record is built up while the call runs and written to the archive after every
+confirmed page, so a call (or the whole gateway) that dies mid-document leaves the
+pages it confirmed.  While the call runs ``meta.json`` carries ``"in_progress": true``;
+a restart finds such folders and closes them (``recover_archive``).
+
+Webhooks are made durable in two steps, in this order, so a ``kill -9`` between any two
+writes loses nothing and never invents a second webhook-id for the same event:
+
+1. ``meta.json`` is written final, with ``deliveries`` naming the webhook-ids (state
+   ``pending``);
+2. each delivery is committed to the spool.
+
+A restart re-enqueues every ``pending`` delivery of ``meta.json`` that the spool lacks
+(``INSERT OR IGNORE`` makes that idempotent), rebuilding the same body from the folder.
+
+Which event: ``fax.received`` when at least one page was confirmed (``status``
+``received`` or ``partial`` - the pages must reach the record system either way, and
+``data.status`` says which), ``fax.failed`` when none was.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from imaging import Page
+
+from t38gw import archive, webhooks
+from t38gw.config import Config, Route, Webhook
+from t38gw.ids import new_webhook_id
+from t38gw.spool import Spool
+
+IN_PROGRESS_REASON = "call in progress"
+INTERRUPTED_REASON = "the gateway stopped during the call"
+_ATTACH = {"pdf": ("application/pdf", "pdf"), "tiff": ("image/tiff", "tiff")}
+
+
+def webhooks_for(config: Config, route: Route) -> list[Webhook]:
+    """The webhook a fax on ``route`` goes to: the route's, else ``default``, else the first."""
+    if route.webhook:
+        return [w for w in config.webhooks if w.name == route.webhook]
+    for hook in config.webhooks:
+        if hook.name == "default":
+            return [hook]
+    return list(config.webhooks[:1])
+
+
+def event_type_for(meta: dict[str, Any]) -> str:
+    return "fax.received" if meta.get("pages") else "fax.failed"
+
+
+@dataclass
+class InboundFax:
+    """The archive record of one inbound fax (see the module docstring)."""
+
+    fax_id: str
+    started_at: float  # UNIX seconds
+    root: Path
+    formats: tuple[str, ...]
+    sip: dict[str, Any]
+    route_index: int | None
+    route: Route
+    local_ident: str = ""
+    pages: list[Page] = field(default_factory=list)
+    bad_rows: list[int] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.meta = {
+            "id": self.fax_id,
+            "direction": "inbound",
+            "status": "failed",
+            "reason": IN_PROGRESS_REASON,
+            "started_at": archive.rfc3339(self.started_at),
+            "ended_at": None,
+            "in_progress": True,
+            "sip": dict(self.sip),
+            "t30": {"remote_ident": "", "local_ident": self.local_ident, "ecm": None, "bit_rate": None,
+                    "modem": None, "compression": None, "pages": 0},
+            "t38": {"version": None, "max_bitrate": None, "error_correction": None, "rate_management": None,
+                    "max_datagram": None, "packets_received": 0, "packets_lost": 0, "packets_recovered": 0},
+            "pages": [],
+            "files": {},
+            "route": self.route_name,
+            "deliveries": [],
+        }
+
+    @property
+    def route_name(self) -> str:
+        return "default" if self.route_index is None else f"routes[{self.route_index}]"
+
+    @property
+    def folder(self) -> Path:
+        return archive.fax_folder(self.root, self.fax_id, self.started_at, self.route.archive_subdir)
+
+    def reroute(self, index: int | None, route: Route) -> None:
+        """The TSI picked another route (after phase B, before any page was written)."""
+        self.route_index, self.route = index, route
+        self.meta["route"] = self.route_name
+
+    def add_page(self, page: Page, bad_rows: int) -> None:
+        self.pages.append(page)
+        self.bad_rows.append(bad_rows)
+        self.meta["pages"].append({
+            "number": len(self.pages), "width_px": page.width, "height_px": page.height,
+            "x_dpi": page.x_dpi, "y_dpi": page.y_dpi, "bad_rows": bad_rows,
+            "sha256": archive.page_sha256(page.bitmap),
+        })
+        self.meta["t30"]["pages"] = len(self.pages)
+        self.meta["status"] = "partial"
+
+    def snapshot(self) -> tuple[list[Page], dict[str, Any]]:
+        """What to write now: the pages and a copy of meta (taken in the trio thread)."""
+        return list(self.pages), _copy(self.meta)
+
+    def write(self, pages: list[Page], meta: dict[str, Any]) -> None:
+        """Write documents and meta.json atomically (blocking: run it in a worker thread)."""
+        folder = self.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        if pages:
+            meta["files"] = archive.save_documents(folder, pages, self.formats)
+        archive.write_meta(folder, meta)
+
+    def finish(self, status: str, reason: str, ended_at: float) -> None:
+        self.meta.update(status=status, reason=reason, ended_at=archive.rfc3339(ended_at), in_progress=False)
+        if self.pages:
+            self.meta["files"] = {fmt: archive.FILE_NAMES[fmt] for fmt in self.formats}
+
+
+def plan_deliveries(meta: dict[str, Any], hooks: Iterable[Webhook], now: float,
+                    rng: random.Random | None = None) -> None:
+    """Name the webhook messages of a finished fax in ``meta['deliveries']`` (step 1)."""
+    event = event_type_for(meta)
+    for hook in hooks:
+        if event not in hook.events:
+            continue
+        meta["deliveries"].append({"id": new_webhook_id(now, rng), "webhook": hook.name, "event": event,
+                                   "state": "pending", "attempts": 0, "last_error": "", "updated_at": None})
+
+
+def enqueue_planned(spool: Spool, folder: Path, meta: dict[str, Any], config: Config, now: float) -> int:
+    """Commit every pending planned delivery to the spool (step 2; idempotent)."""
+    hooks = {h.name: h for h in config.webhooks}
+    count = 0
+    for planned in meta.get("deliveries", []):
+        if planned.get("state") != "pending" or spool.get(planned["id"]) is not None:
+            continue
+        hook = hooks.get(planned["webhook"])
+        if hook is None:
+            continue
+        body = webhooks.event_body(planned["event"], archive.rfc3339(now), _public(meta),
+                                   _document(folder, meta, hook.attach))
+        spool.enqueue(id=planned["id"], webhook=hook.name, url=hook.url, event_type=planned["event"],
+                      fax_id=meta["id"], body=body, now=now)
+        count += 1
+    return count
+
+
+def _public(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json as the webhook's ``data`` (its own deliveries are not news to the receiver)."""
+    return {k: v for k, v in meta.items() if k != "deliveries"}
+
+
+def _document(folder: Path, meta: dict[str, Any], attach: str) -> dict[str, str] | None:
+    if attach == "none" or attach not in _ATTACH:
+        return None
+    name = meta.get("files", {}).get(attach)
+    if not name or not (folder / name).is_file():
+        return None
+    content_type, _ = _ATTACH[attach]
+    return webhooks.inline_document(content_type, f"{meta['id']}{Path(name).suffix}", (folder / name).read_bytes())
+
+
+def record_outcome(folder: Path, delivery_id: str, state: str, attempts: int, error: str, now: float) -> None:
+    """Note a delivery's outcome in meta.json ``deliveries`` (blocking)."""
+    try:
+        meta = archive.read_meta(folder)
+    except (OSError, ValueError):
+        return
+    for planned in meta.get("deliveries", []):
+        if planned.get("id") == delivery_id:
+            planned.update(state=state, attempts=attempts, last_error=error, updated_at=archive.rfc3339(now))
+            archive.write_meta(folder, meta)
+            return
+
+
+def recover_archive(root: Path, spool: Spool, config: Config, now: float | None = None,
+                    rng: random.Random | None = None) -> dict[str, int]:
+    """After a restart: close faxes a dead gateway left in progress, re-spool lost webhooks.
+
+    Blocking; run before serving.  Returns counts for the log.
+    """
+    now = time.time() if now is None else now
+    closed = requeued = 0
+    for folder in archive.iter_faxes(root):
+        try:
+            meta = archive.read_meta(folder)
+        except (OSError, ValueError):
+            continue
+        if meta.get("in_progress"):
+            pages = meta.get("pages", [])
+            meta.update(status="partial" if pages else "failed", reason=INTERRUPTED_REASON,
+                        ended_at=archive.rfc3339(now), in_progress=False)
+            if not meta.get("deliveries"):
+                route = _route_of(config, meta.get("route", "default"))
+                plan_deliveries(meta, webhooks_for(config, route), now, rng)
+            archive.write_meta(folder, meta)
+            closed += 1
+        requeued += enqueue_planned(spool, folder, meta, config, now)
+    return {"closed": closed, "requeued": requeued}
+
+
+def _route_of(config: Config, name: str) -> Route:
+    if name.startswith("routes[") and name.endswith("]"):
+        try:
+            return config.routes[int(name[7:-1])]
+        except (ValueError, IndexError):
+            pass
+    return Route()
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value

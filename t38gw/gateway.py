@@ -1,0 +1,579 @@
+"""The gateway service: SIP in, T.38 media, pages to the archive, webhooks out.
+
+``Gateway.run`` binds everything first - SIP listeners, the HTTP API - and only then
+reports itself started; a bind failure raises before any call is accepted, so a bad
+address never leaves a half-working gateway.  Then it runs, all in one nursery:
+
+* the SIP endpoint (``sip.transport``) and a pump that turns UA events into call
+  decisions (``_on_sip_event``): allow-list/auth is the UA's; routing, reject (603),
+  shutting down (503), answering T.38 directly or audio first, our re-INVITE after
+  ``t38_reinvite_after``, the peer's re-INVITE, hang-ups;
+* one task per call: the ``FaxSession`` (UDPTL endpoint <-> T.30 <-> archive) plus a
+  watcher that sends BYE when the fax is over;
+* the webhook delivery worker draining the durable spool;
+* the HTTP API (hypercorn, trio worker).
+
+``shutdown()`` (SIGTERM) stops accepting calls (503), lets running faxes finish for up
+to ``shutdown_grace`` seconds, ends the rest (their confirmed pages are kept as
+``partial``), gives the spool one last pass and returns.  Nothing is lost to SIGKILL
+either: pages and meta.json are on disk as they are confirmed and webhooks are in the
+SQLite spool before anyone tries to send them (``t38gw.faxrecord``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import random
+import signal
+import socket as _socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from sip import sdp as sdpmod
+from sip.errors import LocalProtocolError as SipLocalProtocolError
+from sip.errors import RemoteProtocolError as SipRemoteProtocolError
+from sip.errors import SipParseError
+from sip.message import parse_name_addr
+from sip.registration import Trunk as SipTrunk
+from sip.transport import ListenSpec, SipEndpoint, server_ssl_context
+from sip.ua import (
+    CallEnded,
+    CallEstablished,
+    IncomingCall,
+    MediaChanged,
+    RegistrationFailed,
+    RegistrationSucceeded,
+    ReinviteFailed,
+    SessionRefreshed,
+    UAConfig,
+    UserAgent,
+)
+from sip.uri import parse_uri
+from udptl.endpoint import PortPool, PortsExhausted, UdptlEndpoint
+
+from t38gw import archive
+from t38gw.api import FaxIndex, create_app
+from t38gw.config import Config
+from t38gw.delivery import DeliveryWorker
+from t38gw.faxrecord import InboundFax, enqueue_planned, plan_deliveries, record_outcome, recover_archive, webhooks_for
+from t38gw.ids import new_fax_id
+from t38gw.metrics import GatewayMetrics
+from t38gw.routing import CallFacts, route_after_phase_b, route_at_invite
+from t38gw.session import FaxSession, T38Session
+from t38gw.spool import DeliveryState, Spool
+from t38gw.t30 import Compression, ReceiveCapabilities, ReceiverConfig
+
+log = structlog.get_logger("t38gw.gateway")
+
+SHUTDOWN_GRACE_SECONDS = 120.0
+FINAL_FLUSH_SECONDS = 10.0
+_EC_TO_SDP = {"redundancy": sdpmod.UDP_EC_REDUNDANCY, "fec": sdpmod.UDP_EC_FEC, "none": sdpmod.UDP_EC_NONE}
+_SDP_TO_EC = {v: k for k, v in _EC_TO_SDP.items()}
+_WILDCARD = ("0.0.0.0", "::", "")
+
+
+class StartupError(Exception):
+    """The gateway could not start (a port is taken, a certificate is unreadable...)."""
+
+
+@dataclass
+class _Call:
+    sip_call: Any
+    session: FaxSession
+    local_host: str
+    sdp_session_id: int
+    sdp_version: int = 0
+    t38: bool = False
+    reinvite_sent: bool = False
+
+    def next_sdp_version(self) -> int:
+        self.sdp_version += 1
+        return self.sdp_version
+
+
+@dataclass
+class Gateway:
+    config: Config
+    shutdown_grace: float = SHUTDOWN_GRACE_SECONDS
+    rng: random.Random = field(default_factory=random.SystemRandom)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        self.accepting = True
+        self.archive_root = Path(config.archive.dir)
+        self.spool = Spool(config.spool, rng=self.rng)
+        self.metrics = GatewayMetrics(spool_depth=self.spool.depth)
+        self.index = FaxIndex(self.archive_root)
+        self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
+                                     on_outcome=self._delivery_outcome)
+        self.ua = UserAgent(self._ua_config(), rng=self.rng)
+        ssl_context = None
+        if any(lst.transport == "tls" for lst in config.sip.listen):
+            try:
+                ssl_context = server_ssl_context(config.sip.tls.certificate, config.sip.tls.private_key)
+            except (OSError, ValueError) as exc:
+                raise StartupError(f"sip.tls: cannot load certificate/key: {exc}") from None
+        self.sip = SipEndpoint(self.ua, [ListenSpec(lst.transport, lst.host, lst.port) for lst in config.sip.listen],
+                               ssl_context=ssl_context)
+        udp_hosts = [lst.host for lst in config.sip.listen if lst.host not in _WILDCARD]
+        pool_host = udp_hosts[0] if udp_hosts and len(set(udp_hosts)) == 1 else "0.0.0.0"
+        self.ports = PortPool(*config.t38.udptl_ports, host=pool_host, rng=self.rng)
+        self.calls: dict[str, _Call] = {}
+        self.sessions: set[FaxSession] = set()
+        self._nursery: trio.Nursery | None = None
+        self.api_bound: list[str] = []
+
+    # -- set-up -----------------------------------------------------------------
+    def _ua_config(self) -> UAConfig:
+        sip = self.config.sip
+        listen = {}
+        for lst in sip.listen:
+            host = lst.host
+            if host in _WILDCARD:
+                host = sip.public_address or _primary_address()
+            listen.setdefault(lst.transport, (host, lst.port))
+        return UAConfig(listen=listen, public_host=sip.public_address, user="t38gw", user_agent="t38gw",
+                        allow_from=tuple(str(net) for net in sip.allow_from))
+
+    def receiver_config(self) -> ReceiverConfig:
+        fax, t38 = self.config.fax, self.config.t38
+        modems = {"V.27ter"}
+        if t38.max_bitrate >= 9600:
+            modems.add("V.29")
+        if t38.max_bitrate >= 14400:
+            modems.add("V.17")
+        capabilities = ReceiveCapabilities(modems=frozenset(modems), ecm=fax.ecm,
+                                           compressions=frozenset(Compression(c) for c in fax.compressions))
+        return ReceiverConfig(local_ident=fax.local_ident, capabilities=capabilities)
+
+    def local_t38(self) -> sdpmod.T38Params:
+        t38 = self.config.t38
+        return sdpmod.T38Params(version=max(t38.versions), max_bitrate=min(t38.max_bitrate, 14400),
+                                rate_management="transferredTCF", max_datagram=t38.max_datagram,
+                                udp_ec=_EC_TO_SDP[t38.error_correction])
+
+    # -- running ----------------------------------------------------------------
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Recover the archive, bind everything, report started, serve until cancelled."""
+        counts = await trio.to_thread.run_sync(recover_archive, self.archive_root, self.spool, self.config)
+        if counts["closed"] or counts["requeued"]:
+            log.warning("archive_recovered", faxes_closed=counts["closed"], webhooks_requeued=counts["requeued"])
+        self.index.refresh()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await nursery.start(self.sip.serve)
+                except BaseException as exc:
+                    error = _find(exc, OSError)
+                    if error is None:
+                        raise
+                    raise StartupError(f"sip.listen: cannot bind {_listeners(self.config)}: "
+                                       f"{error.strerror or error}") from None
+                try:
+                    self.api_bound = await nursery.start(self._serve_api)
+                except BaseException as exc:
+                    error = _find(exc, OSError)
+                    if error is None:
+                        raise
+                    host, port = self.config.http.listen
+                    raise StartupError(f"http.listen: cannot bind {host}:{port}: {error.strerror or error}") from None
+                nursery.start_soon(self._pump_sip)
+                nursery.start_soon(self.worker.run)
+                for trunk in self.config.sip.trunks:
+                    self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
+                                                                trunk.password, trunk.expires))
+                log.info("gateway_started", sip={t: f"{h}:{p}" for t, (h, p) in self.sip.bound.items()},
+                         api=self.api_bound, udptl_ports=f"{self.ports.low}-{self.ports.high}",
+                         archive=str(self.archive_root), spool=str(self.config.spool),
+                         webhooks=[w.name for w in self.config.webhooks])
+                task_status.started(self)
+        finally:
+            self.spool.close()
+
+    async def _serve_api(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        from hypercorn.config import Config as HyperConfig
+        from hypercorn.trio import serve
+
+        host, port = self.config.http.listen
+        hyper = HyperConfig()
+        hyper.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        hyper.accesslog = None
+        hyper.errorlog = None
+        hyper.graceful_timeout = 2.0
+        app = create_app(self.index, self.metrics, self.config.http.tokens)
+        await serve(app, hyper, task_status=task_status)
+
+    async def shutdown(self) -> None:
+        """Graceful stop: 503 new calls, let faxes finish (bounded), flush, then cancel."""
+        self.accepting = False
+        log.info("shutdown_started", active_calls=len(self.sessions), grace_seconds=self.shutdown_grace)
+        with trio.move_on_after(self.shutdown_grace):
+            while self.sessions:
+                await next(iter(self.sessions)).done.wait()
+        for session in list(self.sessions):
+            session.fail("the gateway was shut down during the call")
+        with trio.move_on_after(15.0):
+            while self.sessions:
+                await next(iter(self.sessions)).done.wait()
+        await trio.sleep(0.3)  # let the last BYEs leave
+        with trio.move_on_after(FINAL_FLUSH_SECONDS):
+            await self.worker.flush()
+        log.info("shutdown_finished", spool_depth=self.spool.depth())
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # -- SIP events ---------------------------------------------------------------
+    async def _pump_sip(self) -> None:
+        async for event in self.sip.events:
+            try:
+                await self._on_sip_event(event)
+            except (SipLocalProtocolError, SipRemoteProtocolError, SipParseError) as exc:
+                call = getattr(event, "call", None)
+                log.warning("sip_event_not_handled", event=type(event).__name__, error=str(exc),
+                            call_id=getattr(call, "call_id", None))
+
+    async def _on_sip_event(self, event: Any) -> None:
+        if isinstance(event, IncomingCall):
+            await self._incoming(event)
+            return
+        if isinstance(event, (RegistrationSucceeded, RegistrationFailed)):
+            level = log.info if isinstance(event, RegistrationSucceeded) else log.warning
+            level("registration_" + ("ok" if isinstance(event, RegistrationSucceeded) else "failed"),
+                  trunk=event.trunk, **{k: getattr(event, k) for k in ("expires", "status", "reason", "retry_in")
+                                        if hasattr(event, k)})
+            return
+        call = self.calls.get(getattr(getattr(event, "call", None), "id", None))
+        if call is None:
+            return
+        bound = log.bind(call_id=call.sip_call.call_id, fax_id=call.session.record.fax_id)
+        if isinstance(event, CallEstablished):
+            bound.info("sip_call_established", t38=call.t38)
+            after = self.config.sip.t38_reinvite_after
+            if not call.t38 and after >= 0:
+                self._nursery.start_soon(self._reinvite_later, call, after)
+        elif isinstance(event, MediaChanged):
+            self._media_changed(call, event, bound)
+        elif isinstance(event, ReinviteFailed):
+            bound.warning("t38_reinvite_refused", status=event.status, reason=event.reason)
+            call.session.fail(f"the peer refused our T.38 re-INVITE ({event.status} {event.reason})")
+        elif isinstance(event, SessionRefreshed):
+            bound.debug("sip_session_refreshed")
+        elif isinstance(event, CallEnded):
+            bound.info("sip_call_ended", reason=event.reason, status=event.status)
+            self.calls.pop(event.call.id, None)
+            call.session.sip_ended(event.reason)
+
+    async def _incoming(self, event: IncomingCall) -> None:
+        sip_call = event.call
+        did = _user_of(event.request_uri)
+        pai = sip_call.invite.headers.get("P-Asserted-Identity") if sip_call.invite is not None else None
+        caller = _user_of_name_addr(pai) or _user_of_name_addr(event.from_)
+        trunk = self._trunk_of(event)
+        bound = log.bind(call_id=sip_call.call_id)
+        if not self.accepting:
+            bound.info("call_refused", reason="shutting down", status=503, did=did, caller=caller)
+            self.sip.command(self.ua.reject, sip_call, 503)
+            return
+        route_index, route = route_at_invite(self.config.routes, CallFacts(did=did, caller=caller, trunk=trunk))
+        if route.reject:
+            bound.info("call_refused", reason=f"routes[{route_index}] rejects", status=603, did=did, caller=caller)
+            self.sip.command(self.ua.reject, sip_call, 603)
+            return
+        try:
+            offer = sdpmod.parse_sdp(event.offer) if event.offer else None
+        except SipParseError as exc:
+            bound.info("call_refused", reason=f"bad SDP: {exc}", status=488)
+            self.sip.command(self.ua.reject, sip_call, 488)
+            return
+        if offer is None or (sdpmod.find_t38_stream(offer) is None and sdpmod.find_audio_stream(offer) is None):
+            bound.info("call_refused", reason="no T.38 or G.711 offered", status=488)
+            self.sip.command(self.ua.reject, sip_call, 488)
+            return
+        try:
+            endpoint = await self.ports.open()
+        except PortsExhausted as exc:
+            bound.error("call_refused", reason=str(exc), status=503)
+            self.sip.command(self.ua.reject, sip_call, 503)
+            return
+        started = time.time()
+        fax_id = new_fax_id(started, self.rng)
+        record = InboundFax(
+            fax_id=fax_id, started_at=started, root=self.archive_root, formats=self.config.archive.formats,
+            sip={"call_id": sip_call.call_id, "from": event.from_, "to": event.to, "did": did, "caller": caller,
+                 "remote_addr": f"{event.source.host}:{event.source.port}"},
+            route_index=route_index, route=route, local_ident=self.config.fax.local_ident,
+        )
+        session = FaxSession(record=record, endpoint=endpoint, receiver_config=self.receiver_config(),
+                             t38_settings=self.config.t38, rng=self.rng, write_record=self._write_record,
+                             finish_record=self._finish_record, metrics=self.metrics, reroute=self._reroute)
+        local_host = self.config.sip.public_address or _local_address_toward(event.source.host)
+        call = _Call(sip_call, session, local_host, self.rng.randint(1, 2**31))
+        bound = bound.bind(fax_id=fax_id)
+        bound.info("call_incoming", did=did, caller=caller, trunk=trunk, route=record.route_name,
+                   source=f"{event.source.host}:{event.source.port}", transport=event.transport,
+                   offer="t38" if sdpmod.find_t38_stream(offer) is not None else "audio")
+        try:
+            if sdpmod.find_t38_stream(offer) is not None:
+                answer = self._answer_t38(call, offer)
+            else:
+                answer = self._answer_audio(call, offer)
+        except SipRemoteProtocolError as exc:
+            endpoint.close()
+            bound.info("call_refused", reason=str(exc), status=488)
+            self.sip.command(self.ua.reject, sip_call, 488)
+            return
+        self.calls[sip_call.id] = call
+        self.sessions.add(session)
+        self.metrics.active_calls.inc()
+        self.sip.command(self.ua.answer, sip_call, answer)
+        self._nursery.start_soon(self._run_call, call)
+
+    def _trunk_of(self, event: IncomingCall) -> str:
+        for trunk in self.config.sip.trunks:
+            try:
+                if parse_uri(trunk.registrar).host_address == event.source.host:
+                    return trunk.name
+            except (SipParseError, AttributeError):
+                continue
+        return event.transport
+
+    def _answer_t38(self, call: _Call, offer: sdpmod.SessionDescription) -> bytes:
+        answer, negotiated = sdpmod.make_t38_answer(
+            offer, call.local_host, call.session.endpoint.port, self.local_t38(),
+            session_id=call.sdp_session_id, session_version=call.next_sdp_version(), username="t38gw")
+        media = sdpmod.find_t38_stream(offer)
+        offered = sdpmod.T38Params.from_attributes(media.attributes)
+        self._start_t38(call, offer, media, negotiated, offered.max_datagram)
+        return answer.to_bytes()
+
+    def _answer_audio(self, call: _Call, offer: sdpmod.SessionDescription) -> bytes:
+        # The audio leg shares the UDPTL port: nothing is played, and the port is ready
+        # when the call turns into T.38 (RTP arriving meanwhile is dropped as undecodable).
+        answer, _ = sdpmod.make_audio_answer(offer, call.local_host, call.session.endpoint.port,
+                                             session_id=call.sdp_session_id,
+                                             session_version=call.next_sdp_version(), username="t38gw")
+        return answer.to_bytes()
+
+    def _start_t38(self, call: _Call, sdp: sdpmod.SessionDescription, media, negotiated: sdpmod.T38Params,
+                   peer_max_datagram: int | None) -> None:
+        remote_host = sdp.address_of(media) or call.sip_call.peer.host
+        call.t38 = True
+        call.session.t38_ready(T38Session(
+            remote=(remote_host, media.port), version=negotiated.version, max_bitrate=negotiated.max_bitrate,
+            error_correction=_SDP_TO_EC.get(negotiated.udp_ec, "none"),
+            rate_management=negotiated.rate_management,
+            # T.38 D.2.3: T38FaxMaxDatagram is what the peer can receive; absent, stay
+            # within what every deployed stack takes.
+            peer_max_datagram=max(peer_max_datagram or 400, 100),
+        ))
+
+    def _media_changed(self, call: _Call, event: MediaChanged, bound) -> None:
+        try:
+            remote = sdpmod.parse_sdp(event.remote_sdp)
+        except SipParseError as exc:
+            if event.needs_answer:
+                self.sip.command(self.ua.reject, call.sip_call, 488)
+            bound.warning("bad_remote_sdp", error=str(exc))
+            return
+        media = sdpmod.find_t38_stream(remote)
+        if event.needs_answer:
+            if media is None:
+                # Back to audio (typically after the fax): accept; the fax side ends by T.30.
+                bound.info("peer_reinvite", to="audio")
+                try:
+                    self.sip.command(self.ua.answer, call.sip_call, self._answer_audio(call, remote))
+                except SipRemoteProtocolError:
+                    self.sip.command(self.ua.reject, call.sip_call, 488)
+                return
+            bound.info("peer_reinvite", to="t38")
+            self.sip.command(self.ua.answer, call.sip_call, self._answer_t38(call, remote))
+            return
+        if media is None:
+            call.session.fail("the peer answered our T.38 re-INVITE without T.38")
+            return
+        answered = sdpmod.T38Params.from_attributes(media.attributes)
+        bound.info("t38_reinvite_accepted")
+        self._start_t38(call, remote, media, answered, answered.max_datagram)
+
+    async def _reinvite_later(self, call: _Call, delay: float) -> None:
+        await trio.sleep(delay)
+        if call.t38 or call.reinvite_sent or call.sip_call.id not in self.calls:
+            return
+        call.reinvite_sent = True
+        offer = sdpmod.make_t38_offer(call.local_host, call.session.endpoint.port, self.local_t38(),
+                                      session_id=call.sdp_session_id, session_version=call.next_sdp_version(),
+                                      username="t38gw")
+        log.info("t38_reinvite_sent", call_id=call.sip_call.call_id, fax_id=call.session.record.fax_id)
+        try:
+            self.sip.command(self.ua.reinvite, call.sip_call, offer.to_bytes())
+        except SipLocalProtocolError as exc:
+            call.session.fail(f"could not re-INVITE to T.38: {exc}")
+
+    async def _run_call(self, call: _Call) -> None:
+        session = call.session
+
+        async def hang_up_when_done() -> None:
+            await session.hangup_requested.wait()
+            if call.sip_call.id in self.calls:
+                self.calls.pop(call.sip_call.id, None)
+                try:
+                    self.sip.command(self.ua.hangup, call.sip_call)
+                except SipLocalProtocolError:
+                    pass
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hang_up_when_done)
+                await session.run()
+                session.hangup_requested.set()
+        finally:
+            self.sessions.discard(session)
+            self.metrics.active_calls.dec()
+
+    def _reroute(self, session: FaxSession, tsi: str) -> None:
+        record = session.record
+        sip = record.sip
+        index, route = route_after_phase_b(self.config.routes, CallFacts(
+            did=sip.get("did", ""), caller=sip.get("caller", ""), trunk="", tsi=tsi))
+        if index != record.route_index and not route.reject:
+            record.reroute(index, route)
+            log.info("call_rerouted_by_tsi", call_id=sip.get("call_id"), fax_id=record.fax_id, tsi=tsi,
+                     route=record.route_name)
+
+    # -- archive and webhooks ------------------------------------------------------
+    async def _write_record(self, record: InboundFax, pages, meta) -> None:
+        await trio.to_thread.run_sync(record.write, pages, meta)
+        self.index.add(record.fax_id, record.folder)
+
+    async def _finish_record(self, session: FaxSession) -> None:
+        record = session.record
+        now = time.time()
+        plan_deliveries(record.meta, webhooks_for(self.config, record.route), now, self.rng)
+        pages, meta = record.snapshot()
+        try:
+            await self._write_record(record, pages, meta)
+        except OSError as exc:
+            log.error("archive_write_failed", fax_id=record.fax_id, error=str(exc))
+            return
+        enqueue_planned(self.spool, record.folder, meta, self.config, now)
+        self.worker.nudge()
+        status = meta["status"]
+        self.metrics.calls.labels(result=status).inc()
+        t38 = meta["t38"]
+        self.metrics.udptl_received.inc(t38["packets_received"])
+        self.metrics.udptl_lost.inc(t38["packets_lost"])
+        receiver = session.endpoint.receiver
+        if receiver is not None:
+            self.metrics.udptl_recovered.labels(method="redundancy").inc(receiver.stats.recovered_redundancy)
+            self.metrics.udptl_recovered.labels(method="fec").inc(receiver.stats.recovered_fec)
+        if session.t30_started_at is not None:
+            ended = session.t30_ended_at or trio.current_time()
+            self.metrics.t30_duration.labels(result=status).observe(ended - session.t30_started_at)
+
+    def _delivery_outcome(self, delivery, state: DeliveryState, error: str) -> None:
+        result = {DeliveryState.DELIVERED: "delivered", DeliveryState.DEAD: "dead"}.get(state, "failed")
+        self.metrics.webhook_deliveries.labels(result=result).inc()
+        folder = self.index.folder(delivery.fax_id)
+        if folder is not None:
+            record_outcome(folder, delivery.id, state.value, delivery.attempts + 1, error, time.time())
+
+
+def _listeners(config: Config) -> str:
+    return ", ".join(map(str, config.sip.listen))
+
+
+def _user_of(uri_text: str | None) -> str:
+    if not uri_text:
+        return ""
+    try:
+        return parse_uri(uri_text).user or ""
+    except (SipParseError, ValueError):
+        return ""
+
+
+def _user_of_name_addr(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return parse_name_addr(value).uri.user or ""
+    except (SipParseError, ValueError, AttributeError):
+        return ""
+
+
+def _local_address_toward(host: str) -> str:
+    """The local address the kernel would use to reach ``host`` (no packet is sent)."""
+    try:
+        family = _socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else _socket.AF_INET
+    except ValueError:
+        family = _socket.AF_INET
+    with _socket.socket(family, _socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def _primary_address() -> str:
+    """The address other hosts most likely reach us at (for Contact when bound to 0.0.0.0)."""
+    address = _local_address_toward("192.0.2.1")  # TEST-NET-1: only the routing table is read
+    return address
+
+
+def _find(exc: BaseException, kind: type) -> BaseException | None:
+    """The first ``kind`` inside ``exc`` (trio nurseries wrap errors in exception groups)."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+async def serve(config: Config) -> int:
+    """Run a gateway until SIGTERM/SIGINT (graceful) or a second signal (immediate).
+
+    Returns the process exit status: 0 after a clean stop, 1 if it could not start.
+    """
+    try:
+        gateway = Gateway(config)
+    except StartupError as exc:
+        log.error("startup_failed", error=str(exc))
+        return 1
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def run_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    await gateway.run(task_status=task_status)
+                    nursery.cancel_scope.cancel()
+
+                async def watch_signals() -> None:
+                    count = 0
+                    async for signum in signals:
+                        count += 1
+                        log.info("signal_received", signal=signal.Signals(signum).name,
+                                 action="graceful shutdown" if count == 1 else "stop now")
+                        if count == 1:
+                            nursery.start_soon(gateway.shutdown)
+                        else:
+                            nursery.cancel_scope.cancel()
+
+                await nursery.start(run_then_stop)
+                nursery.start_soon(watch_signals)
+    except BaseException as exc:
+        startup = _find(exc, StartupError)
+        if startup is None:
+            raise
+        log.error("startup_failed", error=str(startup))
+        return 1
+    return 0
