@@ -46,6 +46,7 @@ _ONES = "1" * t4codes.MAX_WIDTH
 _RUN = re.compile("0+|1+")
 _BAD_TOKEN = "X"
 _CACHE_LIMIT = 20_000
+_CACHED_LINE_BITS = 4096
 _RETRY_BITS = 256
 
 
@@ -56,8 +57,9 @@ class _TokenPixels(dict):
         pixels = t4codes.decode_mh_token(token)
         if pixels is None:
             pixels = _BAD_TOKEN
-        if len(self) < _CACHE_LIMIT:
-            self[token] = pixels
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()  # garbage can make endless distinct tokens; real pages few
+        self[token] = pixels
         return pixels
 
 
@@ -382,9 +384,10 @@ class StreamingDecoder:
             pixels = "".join(map(_TOKEN_PIXELS.__getitem__, _find_tokens(line)))
             if len(pixels) != self.width or _BAD_TOKEN in pixels:
                 pixels = None
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            cache[line] = pixels
+            if len(line) <= _CACHED_LINE_BITS:
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[line] = pixels
         self._emit(pixels, None)
 
     def _t4_2d_line(self, line: str) -> None:
