@@ -33,6 +33,7 @@ __all__ = [
     "make_t38_answer",
     "make_t38_offer",
     "parse_sdp",
+    "with_version",
 ]
 
 
@@ -141,8 +142,6 @@ class MediaDescription:
 
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _STATIC_PAYLOADS = {"0": ("PCMU", 8000), "8": ("PCMA", 8000)}
-# RFC 4566 5: the order of session-level lines; anything else kept is placed by this key.
-_SESSION_ORDER = {kind: index for index, kind in enumerate("vosiuepcbtrzkam")}
 
 
 @dataclass(slots=True)

@@ -24,7 +24,6 @@ from sip.message import (
     parse_via,
 )
 from sip.sdp import parse_sdp
-from sip.uri import SipUri
 from tests.sip.pcap import sip_datagrams
 from tests.sip.strategies import name_addrs, requests, responses, vias
 
