@@ -16,7 +16,6 @@ from sip.message import (
     Request,
     Response,
     StreamParser,
-    Via,
     is_keepalive,
     make_response,
     parse_message,
