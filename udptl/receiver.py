@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from udptl.codec import _decode_ifp, _decode_udptl_parts, ifp_length
+from udptl.codec import _decode_ifp, _decode_udptl_parts, _parse_ifp
 from udptl.errors import LocalProtocolError, MalformedPacket
 from udptl.ifp import IfpPacket
 
@@ -354,9 +354,13 @@ class UdptlReceiver:
         rebuilt = value.to_bytes(size, "big")
         # The parity is as long as the longest IFP it covers; shorter ones come back
         # followed by zeros, which the IFP's own encoding tells us to drop.
-        end = ifp_length(rebuilt, self.version)
-        if end is not None and end < size and not any(rebuilt[end:]):
-            rebuilt = rebuilt[:end]
+        for octet_per_item in (False, True):
+            try:
+                end = _parse_ifp(rebuilt, self.version, octet_per_item)[1]
+            except MalformedPacket:
+                continue
+            if not any(rebuilt[end:]):
+                return rebuilt[:end]
         return rebuilt
 
     def _far_packet(self, seq16, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:

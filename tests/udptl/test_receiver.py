@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from udptl.codec import FecInfo, UdptlPacket, decode_udptl, encode_ifp, encode_udptl
 from udptl.errors import LocalProtocolError
@@ -234,3 +236,26 @@ def test_fec_winds_up_without_covering_unsent_packets():
     assert [len(info.entries) for info in infos] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert infos[0].npackets == 0 and infos[9].npackets == 3
     assert isinstance(infos[0], FecInfo)
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.integers(0, 2**32), st.integers(0, 9), st.data())
+def test_damaged_datagram_in_the_hot_path_is_counted_and_recovered_later(seed, victim, data):
+    # The in-order fast path parses the framing itself: it must refuse exactly what
+    # decode_udptl refuses, so a cut or padded datagram is malformed, never delivered.
+    ifps = make_ifps(12, random.Random(seed))
+    _, sent = datagrams(ifps, redundancy_depth=2)
+    original = sent[victim]
+    if data.draw(st.booleans()):
+        damaged = original[: data.draw(st.integers(0, len(original) - 1))]
+    else:
+        damaged = original + data.draw(st.binary(min_size=1, max_size=4))
+    receiver = UdptlReceiver(1)
+    events = []
+    for index, datagram in enumerate(sent):
+        events += receiver.datagram_received(damaged if index == victim else datagram, index * 0.02)
+    events += receiver.handle_timer(10.0)
+    assert receiver.stats.malformed == 1
+    # The damaged one comes back from the next datagram's redundancy (for the very
+    # first one, from the first good datagram's secondaries).
+    assert received(events) == list(enumerate(ifps))
