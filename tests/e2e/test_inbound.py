@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import random
+import socket
+import threading
 import time
 
+import httpx
 import pytest
 
 from t38gw import webhooks
@@ -23,6 +26,50 @@ def source_pages(seed: int, count: int, rows: int = 300) -> list[tuple[bytes, in
     pages = [(chart_page(1, 1728, max_rows=rows), 1728, rows)]
     pages += [(random_page(rng, 1728, rows), 1728, rows) for _ in range(count - 1)]
     return pages
+
+
+def run_calls(gateway: GatewayProcess, plans: list[CallPlan], tmp_path) -> list:
+    """Run far ends concurrently (one thread each, every wait inside bounded)."""
+    results: list = [None] * len(plans)
+
+    def one(index: int) -> None:
+        try:
+            results[index] = FarEnd(gateway.sip_address, plans[index], tmp_path).run()
+        except BaseException as exc:  # reported by the assertion below
+            results[index] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plans))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(plan.max_seconds for plan in plans) + 30)
+    assert all(not thread.is_alive() for thread in threads)
+    for result in results:
+        assert not isinstance(result, BaseException), result
+    return results
+
+
+def after_pages(pages: int, delay: float):
+    """A far-end trigger: true ``delay`` s after the sender heard ``pages`` pages confirmed."""
+    seen: dict[str, float] = {}
+
+    def trigger(fax, elapsed: float) -> bool:
+        if sum(1 for kind, _ in fax.events if kind == "phase_d") >= pages:
+            seen.setdefault("at", elapsed)
+            return elapsed - seen["at"] >= delay
+        return False
+
+    return trigger
+
+
+def after_cfr(fax, elapsed: float) -> bool:
+    """True once the sender heard CFR (SpanDSP's FCF 0x84 with the X bit masked)."""
+    return any(direction == "rx" and len(frame) > 2 and frame[2] & 0xFE == 0x84 for direction, frame in fax.frames)
+
+
+def fax_by_caller(metas: list[dict], caller: str) -> dict:
+    [meta] = [m for m in metas if m["sip"]["caller"] == caller]
+    return meta
 
 
 def assert_pages_identical(gateway: GatewayProcess, meta: dict, pages, x_dpi, y_dpi, tmp_path) -> None:
@@ -86,3 +133,104 @@ def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_rec
     delivered = gateway.wait_for_faxes(1, timeout=10)[0]["deliveries"]
     assert [d["state"] for d in delivered] == ["delivered"]
     assert delivered[0]["id"] == post.headers["webhook-id"]
+
+
+def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receiver, tmp_path):
+    """Four calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
+    loss each way over redundancy; a caller behind NAT (SDP names a port it never sends from)."""
+    plans = {
+        "5550201": CallPlan(pages=source_pages(2, 1), ecm=False, caller="5550201", seed=2),
+        "5550202": CallPlan(pages=source_pages(3, 2), mode="audio-wait", caller="5550202", seed=3),
+        "5550203": CallPlan(pages=source_pages(4, 2), loss=0.05, caller="5550203", seed=4),
+        "5550204": CallPlan(pages=source_pages(5, 1), nat=True, caller="5550204", seed=5),
+    }
+    results = dict(zip(plans, run_calls(gateway, list(plans.values()), tmp_path)))
+    for caller, result in results.items():
+        assert result.invite_status == 200, (caller, result)
+        assert result.phase_e_status == T30_ERR_OK, (caller, result, gateway.log_text()[-3000:])
+    assert results["5550202"].gateway_reinvite
+    metas = gateway.wait_for_faxes(4, timeout=20)
+    for caller, plan in plans.items():
+        meta = fax_by_caller(metas, caller)
+        assert meta["status"] == "received", meta
+        assert_pages_identical(gateway, meta, plan.pages, 204, 196, tmp_path)
+    assert fax_by_caller(metas, "5550201")["t30"]["ecm"] is False
+    lossy = fax_by_caller(metas, "5550203")["t38"]
+    assert lossy["packets_recovered"] > 0 and lossy["error_correction"] == "redundancy"
+    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 4, timeout=20)
+    assert sorted(json.loads(p.body)["data"]["sip"]["caller"] for p in posts) == sorted(plans)
+    metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
+    assert 't38gw_calls_total{result="received"} 4.0' in metrics
+    assert "t38gw_active_calls 0.0" in metrics
+    assert 't38gw_webhook_deliveries_total{result="delivered"} 4.0' in metrics
+
+
+@pytest.fixture
+def waiting_gateway(tmp_path, webhook_receiver):
+    gw = GatewayProcess(tmp_path, webhook_url=webhook_receiver.url, reinvite_after=-1).start()
+    yield gw
+    gw.stop()
+
+
+def spray_garbage(gateway: GatewayProcess, stop: threading.Event) -> int:
+    """Send junk to the SIP port and to every UDPTL port until ``stop``; returns datagrams sent."""
+    rng = random.Random(99)
+    junk = [b"\x00\xff" * 20, b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n", b"SIP/2.0 200\r\n\r\n",
+            bytes(rng.randrange(256) for _ in range(300)), b"\x00\x01\x02", b"\r\n\r\n"]
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(200):  # bounded
+            if stop.wait(0.05):
+                break
+            for data in junk:
+                sock.sendto(data, gateway.sip_address)
+                port = rng.randrange(gateway.udptl_ports[0], gateway.udptl_ports[1] + 1)
+                sock.sendto(data, ("127.0.0.1", port))
+                sent += 2
+    return sent
+
+
+def test_peer_reinvite_bye_mid_page_silence_and_garbage(waiting_gateway, webhook_receiver, tmp_path):
+    """With t38_reinvite_after < 0: the peer re-INVITEs to T.38; a BYE mid-document keeps the
+    confirmed page as partial; a line gone quiet ends failed; junk on the ports changes nothing."""
+    gateway = waiting_gateway
+    stop = threading.Event()
+    sprayer = threading.Thread(target=spray_garbage, args=(gateway, stop))
+    sprayer.start()
+    plans = {
+        "5550301": CallPlan(pages=source_pages(6, 2), mode="audio-reinvite", reinvite_after=0.5,
+                            caller="5550301", seed=6),
+        "5550302": CallPlan(pages=source_pages(7, 3, rows=600), caller="5550302", seed=7, bye_when=after_pages(1, 1.0)),
+        "5550303": CallPlan(pages=source_pages(8, 1), caller="5550303", seed=8, silent_when=after_cfr),
+    }
+    try:
+        results = dict(zip(plans, run_calls(gateway, list(plans.values()), tmp_path)))
+    finally:
+        stop.set()
+        sprayer.join(30)
+    assert results["5550301"].phase_e_status == T30_ERR_OK, results["5550301"]
+    assert not results["5550301"].gateway_reinvite
+    assert results["5550302"].bye_sent
+    assert results["5550303"].bye_from_gateway  # the gateway gave up and hung up
+    metas = gateway.wait_for_faxes(3, timeout=30)
+
+    peer = fax_by_caller(metas, "5550301")
+    assert peer["status"] == "received"
+    assert_pages_identical(gateway, peer, plans["5550301"].pages, 204, 196, tmp_path)
+
+    partial = fax_by_caller(metas, "5550302")
+    assert partial["status"] == "partial" and "hung up" in partial["reason"], partial
+    assert len(partial["pages"]) == 1
+    assert_pages_identical(gateway, partial, plans["5550302"].pages[:1], 204, 196, tmp_path)
+
+    silent = fax_by_caller(metas, "5550303")
+    assert silent["status"] == "failed" and silent["reason"].startswith("T.30 RX_T2EXP"), silent
+    assert silent["pages"] == [] and "pdf" not in silent["files"]
+
+    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 3, timeout=20)
+    types = {json.loads(p.body)["data"]["sip"]["caller"]: json.loads(p.body)["type"] for p in posts}
+    assert types == {"5550301": "fax.received", "5550302": "fax.received", "5550303": "fax.failed"}
+    # Still serving after all that junk.
+    [after] = run_calls(gateway, [CallPlan(pages=source_pages(9, 1), mode="audio-reinvite", reinvite_after=0.2,
+                                           caller="5550304", seed=9)], tmp_path)
+    assert after.phase_e_status == T30_ERR_OK
