@@ -6,6 +6,7 @@ sees half a file) is the service's job.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -19,8 +20,12 @@ from .tiff import CodedPage, build_tiff
 PathLike = str | os.PathLike
 
 
+@functools.lru_cache(maxsize=16)
 def g4_stream(page: Page) -> bytes:
-    """The page coded in T.6 (G4), MSB first, ending with EOFB: what TIFF-F and PDF embed."""
+    """The page coded in T.6 (G4), MSB first, ending with EOFB: what TIFF-F and PDF embed.
+
+    Cached, so an archive writing both a TIFF and a PDF of the same pages codes them once.
+    """
     return encode_with_libtiff(page.bitmap, page.width, page.height, Coding.MMR, bit_order=BitOrder.MSB_FIRST)
 
 

@@ -182,3 +182,23 @@ def test_fuzzed_files_raise_only_document_error(tmp_path_factory, header, body):
     except DocumentError:
         return
     assert all(p.width == 1728 and len(p.bitmap) == p.height * 216 for p in pages)
+
+
+def test_text_pdf_is_drawn_where_the_text_is(tmp_path):
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=(595, 842))  # A4: narrower than the line, not scaled
+    page.Resources = pikepdf.Dictionary(
+        Font=pikepdf.Dictionary(F1=pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica))
+    )
+    page.Contents = pdf.make_stream(b"BT /F1 36 Tf 72 720 Td (Patient: Test) Tj ET")
+    path = tmp_path / "text.pdf"
+    pdf.save(path)
+    (loaded,) = load_document(path, **FAX)
+    assert loaded.height == round(842 / 72 * 196)
+    left, top, right, bottom = black_box(loaded)
+    margin = (1728 - round(595 / 72 * 204)) // 2  # centred across the line
+    # The baseline is 720 pt up, 122 pt (1.69 in) from the top; Helvetica capitals at 36 pt
+    # stand ~26 pt (0.36 in) above it, and no letter of this text descends.
+    assert abs(left - (margin + 204)) < 10
+    assert 1.25 * 196 < top < 1.42 * 196 and 1.6 * 196 < bottom < 1.75 * 196
+    assert right - left > 2 * 204  # "Patient: Test" at 36 pt is over 2 inches long
