@@ -21,7 +21,9 @@ next:
   redundancy: ``secondary-ifp-packets`` are the previous IFPs, newest first (what
   Asterisk, SpanDSP and FreeSWITCH send), so secondary ``i`` is IFP ``s - 1 - i``.
   Zero-length secondaries are no IFP at all; like Asterisk since AST-2016-003 we count
-  them, drop them and close up the list.  With ``fec-info`` each parity entry ``m`` of
+  them, drop them and close up the list.  Secondaries that contradict a primary we hold
+  or have just delivered (a sender that skips a number, e.g. wraps from 65535 to 1) are
+  not used at all: delivering one IFP in another's slot is worse than reporting a loss.  With ``fec-info`` each parity entry ``m`` of
   a packet carrying ``n`` entries over ``fec-npackets`` = ``span`` IFPs covers
   ``s + m - n*span, s + m - n*(span-1), ..., s + m - n`` (the interleaved scheme of
   SpanDSP's and Asterisk's udptl.c): when exactly one of those is missing it is the XOR
@@ -51,6 +53,7 @@ __all__ = ["IfpLost", "IfpReceived", "ReceiverStats", "UdptlReceiver"]
 
 _PRIMARY, _REDUNDANCY, _FEC = 0, 1, 2
 _RING = 4096  # how far back duplicates are told apart from late packets
+_RECENT = 16  # delivered IFPs kept to check secondaries against
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class ReceiverStats:
     malformed: int = 0
     malformed_ifp: int = 0
     empty_secondaries: int = 0
+    inconsistent_redundancy: int = 0
     stray: int = 0
     resyncs: int = 0
 
@@ -124,6 +128,8 @@ class UdptlReceiver:
         self._history: dict[int, bytes] = {}  # delivered IFPs, kept for FEC once it is seen
         self._probation: tuple[int, bytes, tuple[bytes, ...] | None, object, float] | None = None
         self._cache: dict[bytes, IfpPacket | None] = {}
+        self._recent_seq = [None] * _RECENT
+        self._recent_ifp: list[bytes | None] = [None] * _RECENT
 
     # ------------------------------------------------------------------ public API
 
@@ -246,6 +252,9 @@ class UdptlReceiver:
                 stats.recovered_fec += 1
         stats.delivered += 1
         self._next = ext + 1
+        slot = ext % _RECENT
+        self._recent_seq[slot] = ext
+        self._recent_ifp[slot] = raw
         if self._fec_seen:
             history = self._history
             history[ext] = raw
@@ -262,12 +271,15 @@ class UdptlReceiver:
             held[ext] = (primary, entry[1], _PRIMARY)
         expected = self._next
         if secondaries:
-            for back, ifp in enumerate(secondaries, 1):
-                missing = ext - back
-                if missing < expected:
-                    break
-                if missing not in held:
-                    held[missing] = (ifp, now, _REDUNDANCY)
+            if self._redundancy_consistent(ext, secondaries):
+                for back, ifp in enumerate(secondaries, 1):
+                    missing = ext - back
+                    if missing < expected:
+                        break
+                    if missing not in held:
+                        held[missing] = (ifp, now, _REDUNDANCY)
+            else:
+                self.stats.inconsistent_redundancy += 1
         if fec is not None:
             span, entries = fec.npackets, fec.entries
             if entries and 0 < span and span * len(entries) <= self.max_fec_coverage:
@@ -279,6 +291,25 @@ class UdptlReceiver:
             self._release_until(ext - self.reorder_window + 1, events)
         self._drain(events)
         return events
+
+    def _redundancy_consistent(self, ext: int, secondaries: tuple[bytes, ...]) -> bool:
+        """Whether the secondaries agree with every primary we hold or just delivered.
+
+        A sender whose numbering skips (SpanDSP notes stacks that wrap from 65535 to 1)
+        or that lists its secondaries in another order would otherwise make us deliver
+        one IFP in the slot of another.  When they disagree we use none of them.
+        """
+        held = self._held
+        recent_seq, recent_ifp = self._recent_seq, self._recent_ifp
+        for back, ifp in enumerate(secondaries, 1):
+            seq = ext - back
+            entry = held.get(seq)
+            if entry is not None:
+                if entry[2] == _PRIMARY and entry[0] != ifp:
+                    return False
+            elif recent_seq[seq % _RECENT] == seq and recent_ifp[seq % _RECENT] != ifp:
+                return False
+        return True
 
     def _drain(self, events: list) -> None:
         held = self._held
@@ -380,6 +411,7 @@ class UdptlReceiver:
         self._fec.clear()
         self._history.clear()
         self._primaries = [-1] * _RING
+        self._recent_seq = [None] * _RECENT
         self._next = probation[0]
         first = probation[0]
         self._primaries[first % _RING] = first

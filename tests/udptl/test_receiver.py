@@ -259,3 +259,20 @@ def test_damaged_datagram_in_the_hot_path_is_counted_and_recovered_later(seed, v
     # The damaged one comes back from the next datagram's redundancy (for the very
     # first one, from the first good datagram's secondaries).
     assert received(events) == list(enumerate(ifps))
+
+
+def test_secondaries_that_contradict_known_primaries_are_not_used():
+    # SpanDSP's t38_core.c notes stacks that wrap from 65535 to 1, skipping 0.  Their
+    # datagram 1 carries (IFP 65535, 65534, ...) where we would expect (0, 65535, ...):
+    # filling slot 0 with a second copy of IFP 65535 must not happen.
+    ifps = make_ifps(6, random.Random(11))
+    seqs = [65532, 65533, 65534, 65535, 1, 2]
+    receiver = UdptlReceiver(1)
+    events = []
+    for index, (seq, ifp) in enumerate(zip(seqs, ifps)):
+        secondaries = tuple(reversed(ifps[max(0, index - 3) : index]))
+        events += receiver.datagram_received(encode_udptl(UdptlPacket(seq, ifp, secondaries)), index * 0.02)
+    events += receiver.handle_timer(10.0)
+    assert received(events) == list(zip(seqs, ifps))
+    assert lost(events) == [0]
+    assert receiver.stats.inconsistent_redundancy >= 1 and receiver.stats.recovered_redundancy == 0
