@@ -16,6 +16,7 @@ wrong password. Time comes in as ``now``; nothing here reads a clock.
 from __future__ import annotations
 
 import base64
+import re
 import hashlib
 import hmac
 import random
@@ -186,14 +187,21 @@ class Credentials:
 
     scheme: str
     params: Mapping[str, str]
+    token68: str | None = None  # RFC 7235 2.1, e.g. Basic credentials
 
     def get(self, name: str) -> str | None:
         return self.params.get(name)
 
 
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
 def parse_credentials(value: str) -> Credentials:
     """Parse credentials of any scheme (RFC 4475 3.3.7 regaut01 has an unknown one)."""
     scheme, rest = _split_scheme(value)
+    rest = rest.strip()
+    if scheme.lower() != "digest" and _TOKEN68.fullmatch(rest) and not ("=" in rest.rstrip("=")):
+        return Credentials(scheme, {}, rest)
     return Credentials(scheme, _parse_auth_params(rest, value))
 
 

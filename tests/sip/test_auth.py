@@ -216,3 +216,43 @@ def test_userhash():
     credentials = parse_credentials(DigestClient("J\u00e4s\u00f8n Doe", "pw", rng=random.Random(0)).authorize(challenge, "INVITE", "sip:x"))
     assert credentials.get("userhash") == "true"
     assert credentials.get("username") == hashlib.sha256("J\u00e4s\u00f8n Doe:r".encode()).hexdigest()
+
+
+def test_server_rejects_incomplete_or_foreign_credentials():
+    server = DigestServer("r", {"u": "p"}, rng=random.Random(11), algorithms=("SHA-256",), max_tracked_nonces=2)
+    client = DigestClient("u", "p", rng=random.Random(12))
+    challenge = parse_challenge(server.challenges(0.0)[0])
+    good = parse_credentials(client.authorize(challenge, "INVITE", "sip:x")).params
+
+    def value(**changes):
+        params = {**good, **changes}
+        return "Digest " + ", ".join(f'{k}="{v}"' for k, v in params.items() if v is not None)
+
+    reasons = {
+        "incomplete credentials": value(response=None),
+        "wrong realm": value(realm="other"),
+        "algorithm MD5 not offered": value(algorithm="MD5"),
+        "qop=auth required": value(qop=None),
+        "bad nc": value(nc="zz"),
+        "not our nonce": value(nonce="!!!"),
+    }
+    for reason, credentials in reasons.items():
+        verdict = server.verify(credentials, "INVITE", 1.0)
+        assert verdict.outcome is AuthOutcome.REJECTED and verdict.reason == reason
+    assert server.verify('Basic dTpw', "INVITE", 1.0).reason == "scheme Basic"
+    # Replay tracking is bounded: the oldest nonce is forgotten first.
+    for t in range(5):
+        fresh = parse_challenge(server.challenges(float(t))[0])
+        assert server.verify(client.authorize(fresh, "INVITE", "sip:x"), "INVITE", float(t)).accepted
+    assert len(server._last_nc) == 2
+
+
+def test_client_limits():
+    client = DigestClient("u", "p", rng=random.Random(13))
+    for i in range(100):
+        client.authorize(parse_challenge(f'Digest realm="r", nonce="n{i}", qop="auth"'), "INVITE", "sip:x")
+    assert len(client._nonce_counts) <= 64
+    with pytest.raises(SipParseError):
+        client.authorize(parse_challenge('Digest realm="r", nonce="n", qop="auth-conf"'), "INVITE", "sip:x")
+    assert not client.should_retry(parse_challenge('Digest realm="r", nonce="n"').__class__(
+        scheme="Basic", realm="r", nonce="n"), already_answered=False)

@@ -336,3 +336,30 @@ def test_stream_parser_any_chunking(messages, data):
         start = cut
     assert got == messages
     assert parser.buffered == 0
+
+
+def test_local_misuse_raises_local_protocol_error():
+    from sip.message import quote_string
+
+    with pytest.raises(LocalProtocolError):
+        Request("BAD METHOD", "sip:a@b")
+    with pytest.raises(LocalProtocolError):
+        Response(99)
+    with pytest.raises(LocalProtocolError):
+        Response(200, "OK\r\nX: injected")
+    with pytest.raises(LocalProtocolError):
+        quote_string("a\nb")
+    assert Response(299).reason == "OK" and Response(499).reason == "Bad Request"
+
+
+def test_lenient_corners():
+    # RFC 3261 7.1: the SIP-Version is case-insensitive.
+    assert parse_message(INVITE.replace(b" SIP/2.0\r\n", b" sip/2.0\r\n", 1)).method == "INVITE"
+    m = parse_message(INVITE.replace(b"To: <sip:+15550100@example.org>", b"To: <tel:+15550100;phone-context=+1>"))
+    assert m.to.uri.user == "+15550100"
+    assert Headers([("A", "1")]) == Headers([("a", "1")]) and "Headers([" in repr(Headers())
+    for bad in (b"sip:a@[::1", b"sip:a@[xyz]", b"sip:a@[::1]x", b"sip:a:p w@b"):
+        with pytest.raises(SipParseError):
+            parse_message(INVITE.replace(b"sip:+15550100@[2001:db8::10]:5060;transport=tcp", bad, 1))
+    star = parse_message(INVITE.replace(b"Contact: ", b"Contact: *\r\nX-Old: ", 1))
+    assert star.is_wildcard_contact and star.contacts == []

@@ -339,3 +339,22 @@ def test_huge_numbers_are_parse_errors():
             parse_sdp(body)
     with pytest.raises(SipParseError):
         T38Params.from_attributes([("T38FaxMaxDatagram", digits.decode())])
+
+
+def test_small_helpers():
+    from sip.errors import LocalProtocolError
+    from sip.sdp import with_version
+
+    offer = make_audio_offer("192.0.2.1", 4000, session_id=1)
+    assert with_version(offer, 9).origin.session_version == "9" and offer.origin.session_version == "0"
+    assert find_audio_stream(offer).has_attribute("SENDRECV")
+    with pytest.raises(LocalProtocolError):
+        make_audio_offer("192.0.2.1", 4000, session_id=1, codecs=("G729",))
+    offer.session_name = "bad\r\nline"
+    with pytest.raises(LocalProtocolError):
+        offer.to_bytes()
+    with pytest.raises(SipParseError):
+        parse_sdp(b"v=0\r\no=- 1 1 IN IP4 a\r\nm=audio 1 RTP/AVP 0\r\nt=0 0\r\n")  # t= inside media
+    held = parse_sdp(T38_BODY.replace(b"a=sendrecv", b"a=inactive"))
+    answer, _ = make_t38_answer(held, "192.0.2.2", 5, T38Params(), session_id=1)
+    assert answer.media[1].direction == "inactive"
