@@ -53,7 +53,7 @@ __all__ = ["IfpLost", "IfpReceived", "ReceiverStats", "UdptlReceiver"]
 
 _PRIMARY, _REDUNDANCY, _FEC = 0, 1, 2
 _RING = 4096  # how far back duplicates are told apart from late packets
-_RECENT = 16  # delivered IFPs kept to check secondaries against
+_RECENT = 128  # delivered IFPs kept: to check secondaries against, and for FEC parity
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +113,8 @@ class UdptlReceiver:
             raise LocalProtocolError(f"T.38 version {version!r} is not one of (0, 1, 2, 3)")
         if not 1 <= reorder_window < resync_threshold <= _RING // 2:
             raise LocalProtocolError("need 1 <= reorder_window < resync_threshold <= 2048")
+        if not 1 <= max_fec_coverage <= _RECENT:
+            raise LocalProtocolError(f"need 1 <= max_fec_coverage <= {_RECENT}")
         self.version = version
         self.reorder_window = reorder_window
         self.reorder_timeout = reorder_timeout
@@ -124,8 +126,6 @@ class UdptlReceiver:
         self._held: dict[int, tuple[bytes, float, int]] = {}
         self._primaries = [-1] * _RING  # ring of extended numbers whose primary arrived
         self._fec: dict[int, tuple[int, tuple[bytes, ...]]] = {}
-        self._fec_seen = False
-        self._history: dict[int, bytes] = {}  # delivered IFPs, kept for FEC once it is seen
         self._probation: tuple[int, bytes, tuple[bytes, ...] | None, object, float] | None = None
         self._cache: dict[bytes, IfpPacket | None] = {}
         self._recent_seq = [None] * _RECENT
@@ -203,8 +203,6 @@ class UdptlReceiver:
             stats.duplicates += 1
             return []
         self._primaries[slot] = ext
-        if fec is not None:
-            self._fec_seen = True
         if diff == 0 and not self._held:
             return [self._deliver(ext, primary, _PRIMARY)]
         return self._accept_out_of_order(ext, primary, secondaries, fec, now)
@@ -255,11 +253,6 @@ class UdptlReceiver:
         slot = ext % _RECENT
         self._recent_seq[slot] = ext
         self._recent_ifp[slot] = raw
-        if self._fec_seen:
-            history = self._history
-            history[ext] = raw
-            if len(history) > self.max_fec_coverage:
-                del history[next(iter(history))]
         return IfpReceived(ext & 0xFFFF, raw, packet)
 
     def _accept_out_of_order(self, ext, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:
@@ -344,7 +337,8 @@ class UdptlReceiver:
             self.stats.lost += len(lost)
 
     def _recover_from_fec(self, now: float) -> None:
-        held, history, expected = self._held, self._history, self._next
+        held, expected = self._held, self._next
+        recent_seq = self._recent_seq
         progress = True
         while progress:
             progress = False
@@ -361,7 +355,7 @@ class UdptlReceiver:
                                     usable = False
                                     break
                                 missing = seq
-                        elif seq not in history:
+                        elif recent_seq[seq % _RECENT] != seq:
                             usable = False
                             break
                     if not usable or missing is None:
@@ -378,7 +372,7 @@ class UdptlReceiver:
             if seq == missing:
                 continue
             entry = self._held.get(seq)
-            other = entry[0] if entry is not None else self._history[seq]
+            other = entry[0] if entry is not None else self._recent_ifp[seq % _RECENT]
             if len(other) > size:
                 return None  # parity shorter than a packet it covers: not ours to trust
             value ^= int.from_bytes(other, "big") << (8 * (size - len(other)))
@@ -409,7 +403,6 @@ class UdptlReceiver:
         self._probation = None
         self._held.clear()
         self._fec.clear()
-        self._history.clear()
         self._primaries = [-1] * _RING
         self._recent_seq = [None] * _RECENT
         self._next = probation[0]
@@ -423,8 +416,6 @@ class UdptlReceiver:
         """Process an already-decoded datagram that continues the current numbering."""
         ext = self._next + (((seq16 - self._next + 0x8000) & 0xFFFF) - 0x8000)
         self._primaries[ext % _RING] = ext
-        if fec is not None:
-            self._fec_seen = True
         if ext == self._next and not self._held:
             return [self._deliver(ext, primary, _PRIMARY)]
         return self._accept_out_of_order(ext, primary, secondaries, fec, now)
