@@ -162,8 +162,10 @@ _BLACK_TERM_RE = _trie_regex(c for c, r in BLACK_CODES.items() if r < 64)
 # black run, each being make-up codes and a terminating code (T.4 4.1.1). A line's trailing
 # zeros (fill, T.4 4.1.3) are one token; any other bit that starts no code is its own token,
 # so a damaged line always shows a one-character token.
+# The codes being prefix-free, backtracking can never find another parse: the group is
+# atomic and the repeats possessive, which spares sre its backtracking bookkeeping.
 MH_PAIR_TOKEN = re.compile(
-    f"(?:{_WHITE_MAKEUP_RE})*{_WHITE_TERM_RE}(?:(?:{_BLACK_MAKEUP_RE})*{_BLACK_TERM_RE})?|0+\\Z|[01]"
+    f"(?>(?:{_WHITE_MAKEUP_RE})*+{_WHITE_TERM_RE}(?:(?:{_BLACK_MAKEUP_RE})*+{_BLACK_TERM_RE})?)|0+\\Z|[01]"
 )
 
 
