@@ -151,12 +151,16 @@ class ReceiveCapabilities:
     compressions: frozenset[Compression] = frozenset(Compression)
     resolutions: frozenset[Resolution] = frozenset(Resolution)
     widths: frozenset[PaperWidth] = frozenset(PaperWidth)
+    #: False sends a DIS without bit 10 (e.g. the archive is full): senders hang up.
+    ready_to_receive: bool = True
 
     def dis_fif(self) -> bytes:
         """The DIS FIF for these capabilities."""
         # Table 2 bits 19-20 in a DIS: 01 = unlimited length (which covers A4 and B4);
         # 11 is invalid.
-        bits = {BIT_RECEIVE, BIT_LENGTH_UNLIMITED, *BITS_SCAN_TIME}
+        bits = {BIT_LENGTH_UNLIMITED, *BITS_SCAN_TIME}
+        if self.ready_to_receive:
+            bits.add(BIT_RECEIVE)
         # T.30 Table 2 bits 11-14 in a DIS: 0100 V.27ter, 1100 V.27ter+V.29, 1101 +V.17.
         if "V.17" in self.modems:
             bits |= {11, 12, 14}

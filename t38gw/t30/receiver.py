@@ -79,6 +79,8 @@ T4 = 3.0  # 3 s +/- 15 %: waiting for a response (our DIS repeats)
 T5 = 60.0  # 60 +/- 5 s: ECM receiver-not-ready
 #: No image data for this long ends a page in progress (SpanDSP MID_RX_TIMEOUT).
 CARRIER_TIMEOUT = 15.0
+#: localTCF: how long to wait for a training burst after DCS before answering CFR.
+LOCAL_TCF_WAIT = 1.0
 #: TCF data that stops this long without its sig-end has ended (its end packets were lost).
 TCF_END_SILENCE = 0.5
 #: A peer that keeps FTT-ing gets at most this many TCF attempts before we hang up.
@@ -364,6 +366,13 @@ class T30Receiver:
         fast = isinstance(indicator, T30Indicator) and indicator.name.endswith("TRAINING")
         if fast and self.state is State.AWAIT_PAGE:
             self._fast_carrier_seen = True
+        if fast and self.state is State.AWAIT_TCF:
+            self.state = State.TCF
+            self._timers.pop("LOCAL_TCF", None)
+        elif indicator is T30Indicator.NO_SIGNAL and self.state is State.TCF:
+            # The training carrier is over even if its sig-end packets were lost.
+            self._tcf_ended()
+            return
         if indicator is T30Indicator.V21_PREAMBLE or fast:
             for name in ("T2", "T4"):
                 if name in self._timers:
@@ -465,13 +474,15 @@ class T30Receiver:
         self._timers.pop("T4", None)
         self._last_command = None
         self._first_page_of_dcs = True
-        if self.config.transferred_tcf:
-            self.state = State.AWAIT_TCF
-            self._tcf_zero_run = self._tcf_longest = 0
-            self._arm_t2()
-        else:
-            # T.38 6.2.1 localTCF: the gateways trained locally; confirm at once.
-            self._accept_training()
+        self.state = State.AWAIT_TCF
+        self._tcf_zero_run = self._tcf_longest = 0
+        self._arm_t2()
+        if not self.config.transferred_tcf:
+            # T.38 localTCF: TCF is checked between the fax and its gateway, so nothing
+            # is judged here; but a peer may still send a training burst, and CFR must not
+            # cross it (SpanDSP's terminal calls that "unexpected CFR").  Answer when the
+            # burst is over, or when none has started after LOCAL_TCF_WAIT.
+            self._timers["LOCAL_TCF"] = self._now + LOCAL_TCF_WAIT
 
     def _tcf_data(self, data: bytes) -> None:
         # TCF is 1.5 s of zeros (T.30 5.3.6.2.3 / 5.4.2.1).  Judge it as SpanDSP does: the
@@ -489,6 +500,11 @@ class T30Receiver:
     def _tcf_ended(self) -> None:
         dcs = self.dcs
         assert dcs is not None
+        self._timers.pop("TCF_END", None)
+        self._timers.pop("LOCAL_TCF", None)
+        if not self.config.transferred_tcf:
+            self._accept_training()
+            return
         self._tcf_attempts += 1
         needed = dcs.modulation.bit_rate // 8
         if self._tcf_longest >= needed:
@@ -841,6 +857,9 @@ class T30Receiver:
         elif name == "T1":
             if state is State.ANSWERING:
                 self._end(T30Result.T1_EXPIRED, "no DCS within T1")
+        elif name == "LOCAL_TCF":
+            if state is State.AWAIT_TCF:
+                self._accept_training()
         elif name == "TCF_END":
             if state is State.TCF:
                 self._log("TCF end lost; judged after the data stopped")

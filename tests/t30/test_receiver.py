@@ -165,10 +165,21 @@ def test_tcf_zero_run_is_judged_over_its_duration():
         assert names(d)[-1] == expected
 
 
-def test_local_tcf_answers_cfr_straight_after_dcs():
+def test_local_tcf_answers_cfr_without_judging_tcf():
     d = engine(transferred_tcf=False)
     d.wait(6.0)
     d.feed(s.dcs_sequence(Modulation.V17_14400))
+    assert names(d)[-1] == "DIS"
+    d.wait(1.1)  # no training burst followed: CFR
+    assert names(d)[-1] == "CFR"
+    # A peer that still sends a (bad) TCF gets CFR only after it, unjudged.
+    d = engine(transferred_tcf=False)
+    d.wait(6.0)
+    d.feed(s.dcs_sequence(Modulation.V17_14400))
+    burst = s.tcf(Modulation.V17_14400, good=False)
+    d.feed(burst[:-1])
+    assert names(d)[-1] == "DIS"
+    d.feed(burst[-1:])
     assert names(d)[-1] == "CFR"
 
 

@@ -1,0 +1,259 @@
+"""Against SpanDSP: failure paths, repeated commands, EOM, T.38 versions, modems, localTCF."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from t38gw.t30 import (
+    CallEnded,
+    DocumentEnded,
+    Fcf,
+    PageReceived,
+    PhaseBCompleted,
+    ReceiveCapabilities,
+    ReceiverConfig,
+    T30Frame,
+    T30Result,
+)
+
+from tests.peers.spandsp import T30_ERR_OK, T30_ERRORS, make_fax_tiff
+from tests.support.impairment import Impairment
+from tests.t30.harness import perfect_channel, run_call
+from udptl.codec import decode_ifp
+from udptl.ifp import FieldType, T30Data
+
+WIDTH = 1728
+
+
+def pages_for(seed: int, count: int, width: int = WIDTH, rows=(40, 120)):
+    from tests.t30.pages import random_page
+
+    rng = random.Random(seed)
+    pages = []
+    for _ in range(count):
+        height = rng.randrange(*rows)
+        pages.append((random_page(rng, width, height), width, height))
+    return pages
+
+
+@pytest.fixture
+def tiff(tmp_path):
+    def make(pages, **kw):
+        path = tmp_path / f"tx{len(list(tmp_path.iterdir()))}.tif"
+        make_fax_tiff(path, pages, **kw)
+        return path
+
+    return make
+
+
+def assert_pages(outcome, pages):
+    received = [e for e in outcome.events if isinstance(e, PageReceived)]
+    assert [p.bitmap for p in received] == [bitmap for bitmap, _, _ in pages]
+
+
+def engine_frames(outcome) -> list[str]:
+    """T.30 frames SpanDSP received from us, by name (SpanDSP's own record)."""
+    return [T30Frame.from_octets(frame).name for direction, frame in outcome.spandsp_frames if direction == "rx"]
+
+
+def spandsp_frames(outcome) -> list[str]:
+    return [T30Frame.from_octets(frame).name for direction, frame in outcome.spandsp_frames if direction == "tx"]
+
+
+def test_sender_hangs_up_mid_page_keeps_confirmed_pages(tiff):
+    pages = pages_for(1, 3, rows=(300, 400))
+    bursts = []  # start times of SpanDSP's image-data bursts: TCF, page 1, page 2, ...
+
+    def watch(ifp: bytes, now: float):
+        packet = decode_ifp(ifp, 0)
+        if not packet.is_indicator and packet.msg is not T30Data.V21:
+            if not bursts or now - bursts[-1][1] > 0.5:
+                bursts.append([now, now])
+            bursts[-1][1] = now
+        return ifp
+
+    run_call(tiff(pages), ecm=False, compressions={"mh"}, tamper=watch)
+    page_two = bursts[2]
+    assert page_two[1] - page_two[0] > 0.1
+    outcome = run_call(tiff(pages), ecm=False, compressions={"mh"}, stop_sender_at=(page_two[0] + page_two[1]) / 2)
+    ended = outcome.call_ended
+    assert ended.pages == 1 and ended.result in (T30Result.RX_NOCARRIER, T30Result.RX_T2EXPD), ended
+    assert_pages(outcome, pages[:1])
+    assert outcome.engine.finished and outcome.engine.next_deadline() is None
+
+
+def test_dcn_before_any_page_when_we_cannot_receive(tiff):
+    # A DIS without bit 10 ("ready to receive", e.g. archive full): SpanDSP hangs up with DCN.
+    config = ReceiverConfig(local_ident="1", capabilities=ReceiveCapabilities(ready_to_receive=False))
+    outcome = run_call(tiff(pages_for(2, 1)), config=config)
+    assert outcome.sender_status == T30_ERRORS["T30_ERR_RX_INCAPABLE"]
+    assert outcome.call_ended == CallEnded(T30Result.RX_DCNWHY, 0, "DCN in phase B (answering)")
+    assert engine_frames(outcome)[:2] == ["CSI", "DIS"] and spandsp_frames(outcome)[-1] == "DCN"
+    assert outcome.engine.finished
+
+
+def test_tcf_that_fails_twice_then_sender_falls_back(tiff):
+    pages = pages_for(3, 2)
+    tcf_bursts = []
+
+    def spoil_tcf(ifp: bytes, now: float):
+        packet = decode_ifp(ifp, 0)
+        if packet.is_indicator or packet.msg is T30Data.V21:
+            return ifp
+        if not any(f.field_type in (FieldType.T4_NON_ECM_DATA, FieldType.T4_NON_ECM_SIG_END) for f in packet.fields or ()):
+            return ifp
+        if not tcf_bursts or now - tcf_bursts[-1] > 1.0:
+            tcf_bursts.append(now)
+        tcf_bursts[-1] = now
+        if len(tcf_bursts) <= 2:
+            return ifp.replace(b"\x00\x00\x00\x00", b"\x00\x55\x00\x00")  # ones in the zeros
+        return ifp
+
+    outcome = run_call(tiff(pages), ecm=False, compressions={"mr"}, tamper=spoil_tcf)
+    assert outcome.sender_status == T30_ERR_OK
+    assert [n for n in engine_frames(outcome) if n in ("FTT", "CFR")] == ["FTT", "FTT", "CFR"]
+    rates = [e.bit_rate for e in outcome.events if isinstance(e, PhaseBCompleted)]
+    assert rates == [9600] and outcome.sender_stats["bit_rate"] == 9600  # 14400 -> 12000 -> 9600
+    assert_pages(outcome, pages)
+    assert outcome.call_ended.result is T30Result.OK
+
+
+def test_peer_that_never_answers_dis_ends_at_t1(tiff):
+    def silent(datagram, now):
+        return []
+
+    sent = []
+
+    def heard_by_sender(datagram, now):
+        from udptl.codec import decode_udptl
+
+        for field in decode_ifp(decode_udptl(datagram).primary, 0).fields or ():
+            if field.field_type is FieldType.HDLC_DATA:
+                sent.append(T30Frame.from_wire(field.data).name)
+        return perfect_channel(datagram, now)
+
+    outcome = run_call(tiff(pages_for(4, 1)), to_engine=silent, to_sender=heard_by_sender, max_sim_seconds=60.0)
+    assert outcome.call_ended == CallEnded(T30Result.T1_EXPIRED, 0, "no DCS within T1")
+    assert sent.count("DIS") >= 6 and sent[-1] == "DCN"
+    assert outcome.engine.finished and outcome.engine.next_deadline() is None
+    assert 35.0 <= outcome.sim_seconds <= 45.0
+
+
+def test_lost_mcf_is_answered_again_when_sender_repeats_mps(tiff):
+    pages = pages_for(5, 2)
+    dropped = []
+
+    def drop_first_mcf(datagram, now):
+        # Drop every datagram carrying our first post-page answer (MCF), all copies.
+        from udptl.codec import decode_udptl
+
+        ifp = decode_ifp(decode_udptl(datagram).primary, 0)
+        for field in ifp.fields or ():
+            if field.field_type is FieldType.HDLC_DATA and T30Frame.from_wire(field.data).fcf == Fcf.MCF:
+                if not dropped or dropped == ["MCF"]:
+                    dropped.append("MCF")
+                    if len(dropped) == 1:
+                        return []
+        return perfect_channel(datagram, now)
+
+    outcome = run_call(tiff(pages), ecm=False, compressions={"mh"}, to_sender=drop_first_mcf)
+    assert outcome.sender_status == T30_ERR_OK
+    assert spandsp_frames(outcome).count("MPS") == 2  # repeated after T4
+    assert outcome.engine.counters["responses_repeated"] == 1
+    assert_pages(outcome, pages)
+
+
+def test_eom_starts_a_new_phase_b(tiff):
+    # SpanDSP sends EOM when the next page has another format: then DIS/DCS again.
+    fine = pages_for(6, 1)
+    standard = pages_for(7, 1)
+    path = tiff(fine, x_dpi=204, y_dpi=196)
+    import PIL.Image  # noqa: F401  (make_fax_tiff uses Pillow)
+    from tests.peers.spandsp import read_fax_tiff
+
+    both = tiff(fine + standard, x_dpi=204, y_dpi=196)
+    _rewrite_second_page_resolution(both, 98)
+    assert [p[4] for p in read_fax_tiff(both)] == [196.0, 98.0]
+    outcome = run_call(both, ecm=True, compressions={"mmr"})
+    assert outcome.sender_status == T30_ERR_OK
+    assert "EOM" in [n for n in spandsp_frames(outcome)] or any(
+        n == "PPS" for n in spandsp_frames(outcome))
+    assert [e for e in outcome.events if isinstance(e, DocumentEnded)] == [
+        DocumentEnded(1, more_documents=True), DocumentEnded(1, more_documents=False)]
+    assert engine_frames(outcome).count("DIS") >= 2
+    received = [e for e in outcome.events if isinstance(e, PageReceived)]
+    assert [(p.y_dpi, p.bitmap) for p in received] == [(196, fine[0][0]), (98, standard[0][0])]
+    del path
+
+
+def _rewrite_second_page_resolution(path, y_dpi: int) -> None:
+    """Set YResolution of the second IFD (a RATIONAL) in place."""
+    import struct
+
+    with open(path, "r+b") as f:
+        data = f.read()
+        endian = "<" if data[:2] == b"II" else ">"
+        (offset,) = struct.unpack(endian + "I", data[4:8])
+        for ifd in range(2):
+            (count,) = struct.unpack(endian + "H", data[offset:offset + 2])
+            if ifd == 1:
+                for i in range(count):
+                    entry = offset + 2 + 12 * i
+                    tag, kind, n, value = struct.unpack(endian + "HHII", data[entry:entry + 12])
+                    if tag == 283:
+                        f.seek(value)
+                        f.write(struct.pack(endian + "II", y_dpi, 1))
+            (offset,) = struct.unpack(endian + "I", data[offset + 2 + 12 * count:offset + 6 + 12 * count])
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+@pytest.mark.parametrize("ecm,coding", [(False, "mr"), (True, "mmr")])
+def test_t38_versions(tiff, version, ecm, coding):
+    pages = pages_for(10 + version, 2)
+    rng = random.Random(version)
+    outcome = run_call(tiff(pages), ecm=ecm, compressions={coding}, version=version, redundancy=3,
+                       to_engine=Impairment(random.Random(rng.random()), loss=0.05).transmit,
+                       to_sender=Impairment(random.Random(rng.random()), loss=0.05).transmit)
+    assert outcome.sender_status == T30_ERR_OK
+    assert outcome.call_ended.result is T30Result.OK
+    assert_pages(outcome, pages)
+
+
+@pytest.mark.parametrize("max_bitrate,modem,rate", [(4800, "V.27ter", 4800), (9600, "V.29", 9600),
+                                                    (14400, "V.17", 14400)])
+def test_modems(tiff, max_bitrate, modem, rate):
+    pages = pages_for(20, 1)
+    outcome = run_call(tiff(pages), ecm=False, compressions={"mh"}, max_bitrate=max_bitrate)
+    assert outcome.sender_status == T30_ERR_OK
+    (phase_b,) = [e for e in outcome.events if isinstance(e, PhaseBCompleted)]
+    assert (phase_b.modem, phase_b.bit_rate) == (modem, rate)
+    assert_pages(outcome, pages)
+
+
+def test_local_tcf(tiff):
+    pages = pages_for(21, 2)
+    outcome = run_call(tiff(pages), ecm=True, compressions={"mmr"}, transferred_tcf=False,
+                       config=ReceiverConfig(local_ident="1", transferred_tcf=False))
+    assert outcome.sender_status == T30_ERR_OK
+    assert outcome.call_ended.result is T30Result.OK
+    assert_pages(outcome, pages)
+
+
+def test_identities_travel_both_ways(tiff):
+    outcome = run_call(tiff(pages_for(22, 1)), sender_ident="+44 20 7946 0018",
+                       config=ReceiverConfig(local_ident="+1 555 0100"))
+    (phase_b,) = [e for e in outcome.events if isinstance(e, PhaseBCompleted)]
+    assert phase_b.remote_ident == "+44 20 7946 0018"
+    from tests.peers.spandsp import SpandspT38Terminal  # noqa: F401
+
+    assert outcome.sender_status == T30_ERR_OK
+
+
+def test_every_frame_we_send_is_one_spandsp_understands(tiff):
+    outcome = run_call(tiff(pages_for(23, 3)), ecm=True, compressions={"mr"})
+    frames = engine_frames(outcome)
+    assert frames[:2] == ["CSI", "DIS"] and "CFR" in frames and frames.count("MCF") >= 3
+    assert outcome.sender_status == T30_ERR_OK
+
