@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import select
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -50,6 +51,7 @@ class CallPlan:
     silent_when: Callable[[SpandspT38Terminal, float], bool] | None = None
     nat: bool = False  # advertise one UDPTL port, send from another
     max_seconds: float = 90.0
+    abort: threading.Event | None = None  # set by the test: stop at once (e.g. the gateway died)
 
 
 @dataclass
@@ -239,6 +241,8 @@ class FarEnd:
             next_tick = time.monotonic()
             reinvite_at = None
             while time.monotonic() - start < plan.max_seconds and not self.finished:
+                if plan.abort is not None and plan.abort.is_set():
+                    break
                 timeout = max(0.0, next_tick - time.monotonic())
                 readable, _, _ = select.select([self.sip, self.udptl], [], [], timeout)
                 if self.sip in readable:

@@ -46,6 +46,7 @@ class Received:
     headers: dict
     body: bytes
     at: float
+    answered: int
 
 
 class WebhookReceiver:
@@ -71,8 +72,9 @@ class WebhookReceiver:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
                 with owner._lock:
-                    owner.posts.append(Received({k.lower(): v for k, v in self.headers.items()}, body, time.time()))
                     status = owner.status
+                    owner.posts.append(Received({k.lower(): v for k, v in self.headers.items()}, body, time.time(),
+                                                status))
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
