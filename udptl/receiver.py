@@ -153,11 +153,14 @@ class UdptlReceiver:
                 empties = 0
                 if count < 0x80:
                     for _ in range(count):
-                        if cursor >= size or data[cursor] >= 0x80:
+                        if cursor >= size:
                             break
-                        if not data[cursor]:
+                        length = data[cursor]
+                        if length >= 0x80:
+                            break
+                        if not length:
                             empties += 1
-                        cursor += 1 + data[cursor]
+                        cursor += 1 + length
                     else:
                         if cursor == size:
                             stats = self.stats
@@ -228,16 +231,21 @@ class UdptlReceiver:
 
     def _deliver(self, ext: int, raw: bytes, source: int) -> IfpReceived:
         stats = self.stats
-        # Short IFPs (indicators, end-of-data markers) repeat all call long: cache them.
-        cache = self._cache if len(raw) <= 8 else None
-        if cache is not None and raw in cache:
-            packet = cache[raw]
-        else:
+        if len(raw) > 8:
             try:
                 packet = _decode_ifp(raw, self.version)
             except MalformedPacket:
                 packet = None
-            if cache is not None:
+        else:
+            # Short IFPs (indicators, end-of-data markers) repeat all call long.
+            cache = self._cache
+            if raw in cache:
+                packet = cache[raw]
+            else:
+                try:
+                    packet = _decode_ifp(raw, self.version)
+                except MalformedPacket:
+                    packet = None
                 if len(cache) >= 256:
                     cache.clear()
                 cache[raw] = packet
