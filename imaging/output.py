@@ -37,10 +37,17 @@ def _check(pages: Sequence[Page]) -> None:
             raise ValueError("a page with no rows cannot be written")
 
 
-def write_tiff(pages: Sequence[Page], path: PathLike, *, bad_rows: Sequence[int] | None = None) -> None:
+def write_tiff(
+    pages: Sequence[Page],
+    path: PathLike,
+    *,
+    bad_rows: Sequence[int] | None = None,
+    longest_bad_runs: Sequence[int] | None = None,
+) -> None:
     """Write a multi-page TIFF Class F: G4, one strip per page, MinIsWhite, true resolution.
 
-    ``bad_rows`` (per page) fills the Class F BadFaxLines/CleanFaxData tags.
+    ``bad_rows`` and ``longest_bad_runs`` (per page, from DecodedPage) fill the Class F
+    BadFaxLines, CleanFaxData and ConsecutiveBadFaxLines tags.
     Raises ValueError for an empty page list or a page with no rows.
     """
     _check(pages)
@@ -48,6 +55,7 @@ def write_tiff(pages: Sequence[Page], path: PathLike, *, bad_rows: Sequence[int]
         CodedPage(
             page.width, page.height, page.x_dpi, page.y_dpi, Coding.MMR, BitOrder.MSB_FIRST, g4_stream(page),
             bad_rows=bad_rows[index] if bad_rows else 0,
+            longest_bad_run=longest_bad_runs[index] if longest_bad_runs else 0,
         )
         for index, page in enumerate(pages)
     ]

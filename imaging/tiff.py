@@ -104,7 +104,9 @@ def build_tiff(pages: Sequence[CodedPage], *, software: str = "t38gw", photometr
             (TAG_PAGE_NUMBER, _SHORT, [number, count]),
             (TAG_SOFTWARE, _ASCII, software.encode() + b"\x00"),
             (TAG_BAD_FAX_LINES, _LONG, [page.bad_rows]),
-            (TAG_CLEAN_FAX_DATA, _SHORT, [0 if page.bad_rows == 0 else 2]),  # 2: regenerated
+            # RFC 2306 CleanFaxData: 0 clean, 1 regenerated (our bad rows are replaced by the
+            # previous good row), 2 unclean.
+            (TAG_CLEAN_FAX_DATA, _SHORT, [0 if page.bad_rows == 0 else 1]),
             (TAG_CONSECUTIVE_BAD_FAX_LINES, _LONG, [page.longest_bad_run]),
         ]
         entries.sort(key=lambda entry: entry[0])

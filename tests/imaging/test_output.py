@@ -38,7 +38,7 @@ def pages() -> list[Page]:
 
 def test_tiff_is_class_f_g4_min_is_white_with_true_resolution(tmp_path):
     path = tmp_path / "fax.tif"
-    write_tiff(pages(), path, bad_rows=[0, 3, 0])
+    write_tiff(pages(), path, bad_rows=[0, 3, 0], longest_bad_runs=[0, 2, 0])
     info = run(tool("tiffinfo"), str(path))
     directories = info.split("=== TIFF directory")[1:]
     assert len(directories) == 3
@@ -48,7 +48,9 @@ def test_tiff_is_class_f_g4_min_is_white_with_true_resolution(tmp_path):
         assert f"Image Width: {page.width} Image Length: {page.height}" in directory
         assert f"Rows/Strip: {page.height}" in directory
         assert re.search(rf"Resolution: {page.x_dpi}, {page.y_dpi} pixels/inch", directory)
-    assert "Bad Fax Lines: 3" in directories[1]
+    assert "Fax Data: clean" in directories[0]
+    assert "Bad Fax Lines: 3" in directories[1] and "Consecutive Bad Fax Lines: 2" in directories[1]
+    assert "Fax Data: receiver regenerated" in directories[1]
     with Image.open(path) as image:
         for index, page in enumerate(pages()):
             image.seek(index)
