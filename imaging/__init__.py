@@ -6,7 +6,8 @@ Public API (used by the T.30 engine and the service):
 * ``StreamingDecoder(coding, width, bit_order=...)`` — ``feed(bytes)`` as data arrives,
   ``page_ended``, ``rows``, ``finish() -> DecodedPage`` (rows, bad rows, longest bad run).
 * ``encode_page(bitmap, width, coding, k=2, min_row_bits=0, bit_order=...) -> bytes``;
-  ``mr_k(y_dpi)`` gives the K for MR at a resolution (2 at 98 lpi, 4 at 196, ...).
+  ``mr_k(y_dpi)`` gives the K for MR at a resolution (2 at 98 lpi, 4 at 196, ...),
+  ``min_row_bits(bit_rate, scan_line_ms)`` the fill target for the minimum scan-line time.
 * ``Page`` (a bilevel page with its resolution); ``imaging.output`` writes TIFF-F, PDF and
   PNG; ``imaging.documents.load_document`` turns PDF/TIFF/PNG/JPEG into pages or raises
   ``DocumentError``.
@@ -16,7 +17,7 @@ stride of width // 8 bytes. This package imports nothing from t38gw, sip or udpt
 """
 
 from .decoder import StreamingDecoder
-from .encoder import encode_page, mr_k
+from .encoder import encode_page, min_row_bits, mr_k
 from .model import RESOLUTIONS, STANDARD_WIDTHS, BitOrder, Coding, DecodedPage, DocumentError, Page
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "STANDARD_WIDTHS",
     "StreamingDecoder",
     "encode_page",
+    "min_row_bits",
     "mr_k",
 ]

@@ -86,6 +86,12 @@ def mr_k(y_dpi: float) -> int:
     return 24
 
 
+def min_row_bits(bit_rate: int, scan_line_ms: float) -> int:
+    """Bits a coded line (EOL, data and fill) must take at ``bit_rate`` to last at least
+    the minimum scan-line time negotiated in DIS/DCS (T.30 Table 2: 0, 5, 10, 20 or 40 ms)."""
+    return -(-int(bit_rate * scan_line_ms) // 1000)
+
+
 def encode_page(
     bitmap: bytes,
     width: int,

@@ -169,3 +169,10 @@ def test_mr_k_follows_the_vertical_resolution():
     from imaging import mr_k
 
     assert [mr_k(y) for y in (98, 100, 196, 200, 300, 391, 400, 600, 800, 1200)] == [2, 2, 4, 4, 6, 8, 8, 12, 16, 24]
+
+
+def test_min_row_bits_from_scan_line_time():
+    from imaging import min_row_bits
+
+    assert [min_row_bits(9600, ms) for ms in (0, 5, 10, 20, 40)] == [0, 48, 96, 192, 384]
+    assert min_row_bits(14400, 10) == 144 and min_row_bits(2400, 5) == 12 and min_row_bits(7200, 2.5) == 18

@@ -99,3 +99,23 @@ def test_ecm_t38_frames_carry_an_mmr_page(name):
     assert decoder.page_ended
     assert (page.height, page.bad_rows) == (400, 0)
     assert page.bitmap == chart(1)[: 400 * CHART_WIDTH // 8]
+
+
+def wide_page(width: int, rows: int = 600) -> bytes:
+    """Rows of charts 1 and 4 side by side, cut to ``width`` pels (an R16-wide page)."""
+    stride = CHART_WIDTH // 8
+    left, right = chart(1), chart(4)
+    out = []
+    for row in range(rows):
+        line = left[row * stride : (row + 1) * stride] + right[row * stride : (row + 1) * stride] * 2
+        out.append(line[: width // 8])
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(("width", "coding", "y_dpi"), [(2432, "mr", 391), (3456, "mh", 391), (4864, "mmr", 391), (2048, "mr", 300)])
+def test_spandsp_wide_and_high_resolution_pages(width, coding, y_dpi):
+    bitmap = wide_page(width)
+    coded = spandsp_t4_encode(bitmap, width, 600, coding, x_dpi=408 if y_dpi == 391 else 300, y_dpi=y_dpi)
+    decoder, page = decode([coded[i : i + 97] for i in range(0, len(coded), 97)], Coding[coding.upper()], BitOrder.LSB_FIRST, width)
+    assert decoder.page_ended
+    assert (page.width, page.height, page.bad_rows, page.bitmap) == (width, 600, 0, bitmap)
