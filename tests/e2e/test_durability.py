@@ -90,3 +90,36 @@ def test_receiver_outage_and_sigkill_lose_nothing(tmp_path):
     finally:
         gateway.stop()
         receiver.stop()
+
+
+def test_sigterm_finishes_running_fax_and_refuses_new_calls(tmp_path):
+    receiver = WebhookReceiver().start()
+    gateway = GatewayProcess(tmp_path, webhook_url=receiver.url).start()
+    try:
+        pages = source_pages(21, 2)
+        outcome: dict = {}
+        running = threading.Thread(target=lambda: outcome.setdefault(
+            "result", FarEnd(gateway.sip_address, CallPlan(pages=pages, caller="5550501", seed=21), tmp_path).run()))
+        running.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "t30_phase_b" not in gateway.log_text():
+            time.sleep(0.05)
+        gateway.proc.send_signal(signal.SIGTERM)
+        while time.monotonic() < deadline and "shutdown_started" not in gateway.log_text():
+            time.sleep(0.05)
+        refused = FarEnd(gateway.sip_address, CallPlan(pages=source_pages(22, 1), caller="5550502", seed=22,
+                                                       max_seconds=10), tmp_path).run()
+        assert refused.invite_status == 503, refused
+        running.join(90)
+        assert outcome["result"].phase_e_status == T30_ERR_OK, outcome
+        assert gateway.proc.wait(60) == 0
+        [meta_path] = list((tmp_path / "archive").rglob("meta.json"))
+        meta = json.loads(meta_path.read_text())
+        assert meta["status"] == "received" and meta["sip"]["caller"] == "5550501"
+        assert_pages_identical(gateway, meta, pages, 204, 196, tmp_path)
+        # The spool was flushed before the process exited.
+        assert [p.headers["webhook-id"] for p in receiver.posts if p.answered == 200] == [meta["deliveries"][0]["id"]]
+        assert meta["deliveries"][0]["state"] == "delivered"
+    finally:
+        gateway.stop()
+        receiver.stop()

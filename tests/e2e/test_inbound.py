@@ -100,9 +100,22 @@ def webhook_receiver():
 
 @pytest.fixture
 def gateway(tmp_path, webhook_receiver):
-    gw = GatewayProcess(tmp_path, webhook_url=webhook_receiver.url).start()
+    gw = GatewayProcess(tmp_path, webhook_url=webhook_receiver.url, extra_config=ROUTES).start()
     yield gw
     gw.stop()
+
+
+# First match wins: 5550666 is refused before any media; 5550777 is filed under cardiology.
+ROUTES = """
+[[routes]]
+did = "^5550666$"
+reject = true
+[[routes]]
+did = "^5550777$"
+archive_subdir = "cardiology"
+webhook = "default"
+[[routes]]
+"""
 
 
 def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_receiver, tmp_path):
@@ -136,20 +149,30 @@ def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_rec
 
 
 def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receiver, tmp_path):
-    """Four calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
-    loss each way over redundancy; a caller behind NAT (SDP names a port it never sends from)."""
+    """Six calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
+    loss each way over redundancy; a caller behind NAT (SDP names a port it never sends from);
+    a DID routed to an archive sub-folder; a DID a route rejects (603, no fax)."""
     plans = {
         "5550201": CallPlan(pages=source_pages(2, 1), ecm=False, caller="5550201", seed=2),
         "5550202": CallPlan(pages=source_pages(3, 2), mode="audio-wait", caller="5550202", seed=3),
         "5550203": CallPlan(pages=source_pages(4, 2), loss=0.05, caller="5550203", seed=4),
         "5550204": CallPlan(pages=source_pages(5, 1), nat=True, caller="5550204", seed=5),
     }
+    plans["5550205"] = CallPlan(pages=source_pages(10, 1), did="5550777", caller="5550205", seed=10)
+    plans["5550206"] = CallPlan(pages=source_pages(10, 1), did="5550666", caller="5550206", seed=11, max_seconds=10)
     results = dict(zip(plans, run_calls(gateway, list(plans.values()), tmp_path)))
+    assert results.pop("5550206").invite_status == 603
+    del plans["5550206"]
     for caller, result in results.items():
         assert result.invite_status == 200, (caller, result)
         assert result.phase_e_status == T30_ERR_OK, (caller, result, gateway.log_text()[-3000:])
     assert results["5550202"].gateway_reinvite
-    metas = gateway.wait_for_faxes(4, timeout=20)
+    metas = gateway.wait_for_faxes(5, timeout=20)
+    assert len(metas) == 5  # the refused call left no fax
+    routed = fax_by_caller(metas, "5550205")
+    assert routed["route"] == "routes[1]"
+    assert gateway.folder(routed).relative_to(gateway.workdir / "archive").parts[0] == "cardiology"
+    assert fax_by_caller(metas, "5550201")["route"] == "routes[2]"
     for caller, plan in plans.items():
         meta = fax_by_caller(metas, caller)
         assert meta["status"] == "received", meta
@@ -157,12 +180,13 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     assert fax_by_caller(metas, "5550201")["t30"]["ecm"] is False
     lossy = fax_by_caller(metas, "5550203")["t38"]
     assert lossy["packets_recovered"] > 0 and lossy["error_correction"] == "redundancy"
-    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 4, timeout=20)
+    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 5, timeout=20)
     assert sorted(json.loads(p.body)["data"]["sip"]["caller"] for p in posts) == sorted(plans)
     metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
-    assert 't38gw_calls_total{result="received"} 4.0' in metrics
+    assert 't38gw_calls_total{result="received"} 5.0' in metrics
     assert "t38gw_active_calls 0.0" in metrics
-    assert 't38gw_webhook_deliveries_total{result="delivered"} 4.0' in metrics
+    assert 't38gw_webhook_deliveries_total{result="delivered"} 5.0' in metrics
+    assert 't38gw_pages_total{direction="inbound"} 7.0' in metrics
 
 
 @pytest.fixture
