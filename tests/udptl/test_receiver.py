@@ -276,3 +276,43 @@ def test_secondaries_that_contradict_known_primaries_are_not_used():
     assert received(events) == list(zip(seqs, ifps))
     assert lost(events) == [0]
     assert receiver.stats.inconsistent_redundancy >= 1 and receiver.stats.recovered_redundancy == 0
+
+
+def _hostile_datagram(draw, base: int) -> bytes:
+    seq = (base + draw(st.one_of(st.integers(-5, 70), st.integers(0, 0xFFFF)))) & 0xFFFF
+    ifp = st.binary(max_size=6)
+    if draw(st.booleans()):
+        return encode_udptl(UdptlPacket(seq, draw(ifp), tuple(draw(st.lists(ifp, max_size=5)))))
+    span = draw(st.integers(-2, 6))
+    return encode_udptl(UdptlPacket(seq, draw(ifp), fec=FecInfo(span, tuple(draw(st.lists(ifp, max_size=4))))))
+
+
+@settings(deadline=None, max_examples=120)
+@given(st.data())
+def test_any_datagram_sequence_keeps_the_delivery_contiguous(data):
+    # Whatever arrives, the IFPs delivered and reported lost form one contiguous run of
+    # sequence numbers, broken only where the receiver says it resynchronised.
+    receiver = UdptlReceiver(data.draw(st.sampled_from([0, 1])), reorder_window=16, resync_threshold=200)
+    base = data.draw(st.integers(0, 0xFFFF))
+    now = 0.0
+    previous = None
+    resyncs = 0
+    for _ in range(data.draw(st.integers(1, 60))):
+        now += data.draw(st.sampled_from([0.0, 0.01, 0.3]))
+        if data.draw(st.integers(0, 9)) == 0:
+            datagram = data.draw(st.binary(max_size=20))
+        else:
+            datagram = _hostile_datagram(data.draw, base)
+            base = (base + 1) & 0xFFFF
+        events = receiver.datagram_received(datagram, now) + receiver.handle_timer(now)
+        breaks = 0
+        for event in events:
+            for seq in (event.seqs if isinstance(event, IfpLost) else (event.seq,)):
+                if previous is not None and seq != (previous + 1) & 0xFFFF:
+                    breaks += 1
+                previous = seq
+        assert breaks <= receiver.stats.resyncs - resyncs
+        resyncs = receiver.stats.resyncs
+        assert len(receiver._held) <= receiver.reorder_window
+        deadline = receiver.next_deadline()
+        assert deadline is None or deadline > now
