@@ -36,8 +36,16 @@ _SCHEMES = ("redundancy", "fec", "none")
 
 
 def _octets_size(length: int) -> int:
-    """Octets a length-prefixed octet string of ``length`` octets takes (no fragments)."""
-    return length + (1 if length < 0x80 else 2)
+    """Octets a length-prefixed octet string of ``length`` octets takes (X.691 10.9)."""
+    if length < 0x80:
+        return length + 1
+    if length < 0x4000:
+        return length + 2
+    prefixes, remaining = 0, length
+    while remaining >= 0x4000:  # fragments of 16K, 32K, 48K or 64K, one octet each
+        prefixes += 1
+        remaining -= min(remaining // 0x4000, 4) * 0x4000
+    return length + prefixes + (1 if remaining < 0x80 else 2)
 
 
 def far_max_ifp(max_datagram: int, error_correction: str, redundancy_depth: int) -> tuple[int, int]:
@@ -63,6 +71,8 @@ def far_max_ifp(max_datagram: int, error_correction: str, redundancy_depth: int)
 
 @dataclass(slots=True)
 class SenderStats:
+    """Counters: datagrams built, and error-correction entries left out to fit."""
+
     datagrams: int = 0
     secondaries_trimmed: int = 0
     fec_entries_trimmed: int = 0

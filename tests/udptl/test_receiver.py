@@ -316,3 +316,19 @@ def test_any_datagram_sequence_keeps_the_delivery_contiguous(data):
         assert len(receiver._held) <= receiver.reorder_window
         deadline = receiver.next_deadline()
         assert deadline is None or deadline > now
+
+
+@pytest.mark.parametrize("size", [1, 127, 128, 16383, 16384, 16385, 40000])
+def test_sender_size_arithmetic_matches_the_encoding(size):
+    # Trimming relies on predicted sizes: a datagram exactly at the limit must be sent
+    # whole, one octet less must lose its secondary.
+    previous, ifp = bytes(size), b"\x02"
+    probe = UdptlSender(error_correction="redundancy", redundancy_depth=1, max_datagram=65507)
+    probe.datagram_for(previous)
+    exact = len(probe.datagram_for(ifp))
+    for limit, kept in ((exact, 1), (exact - 1, 0)):
+        sender = UdptlSender(error_correction="redundancy", redundancy_depth=1, max_datagram=limit)
+        sender.datagram_for(previous)
+        datagram = sender.datagram_for(ifp)
+        assert len(datagram) <= limit
+        assert len(decode_udptl(datagram).secondaries) == kept
