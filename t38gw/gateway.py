@@ -279,28 +279,28 @@ class Gateway:
         bound = log.bind(call_id=sip_call.call_id)
         if not self.accepting:
             bound.info("call_refused", reason="shutting down", status=503, did=did, caller=caller)
-            self.sip.command(self.ua.reject, sip_call, 503)
+            self._refuse(sip_call, 503)
             return
         route_index, route = route_at_invite(self.config.routes, CallFacts(did=did, caller=caller, trunk=trunk))
         if route.reject:
             bound.info("call_refused", reason=f"routes[{route_index}] rejects", status=603, did=did, caller=caller)
-            self.sip.command(self.ua.reject, sip_call, 603)
+            self._refuse(sip_call, 603)
             return
         try:
             offer = sdpmod.parse_sdp(event.offer) if event.offer else None
         except SipParseError as exc:
             bound.info("call_refused", reason=f"bad SDP: {exc}", status=488)
-            self.sip.command(self.ua.reject, sip_call, 488)
+            self._refuse(sip_call, 488)
             return
         if offer is None or (sdpmod.find_t38_stream(offer) is None and sdpmod.find_audio_stream(offer) is None):
             bound.info("call_refused", reason="no T.38 or G.711 offered", status=488)
-            self.sip.command(self.ua.reject, sip_call, 488)
+            self._refuse(sip_call, 488)
             return
         try:
             endpoint = await self.ports.open()
         except PortsExhausted as exc:
             bound.error("call_refused", reason=str(exc), status=503)
-            self.sip.command(self.ua.reject, sip_call, 503)
+            self._refuse(sip_call, 503)
             return
         started = time.time()
         fax_id = new_fax_id(started, self.rng)
@@ -327,13 +327,17 @@ class Gateway:
         except SipRemoteProtocolError as exc:
             endpoint.close()
             bound.info("call_refused", reason=str(exc), status=488)
-            self.sip.command(self.ua.reject, sip_call, 488)
+            self._refuse(sip_call, 488)
             return
         self.calls[sip_call.id] = call
         self.sessions.add(session)
         self.metrics.active_calls.inc()
         self.sip.command(self.ua.answer, sip_call, answer)
         self._nursery.start_soon(self._run_call, call)
+
+    def _refuse(self, sip_call, status: int) -> None:
+        self.metrics.calls.labels(result=f"refused_{status}").inc()
+        self.sip.command(self.ua.reject, sip_call, status)
 
     def _trunk_of(self, event: IncomingCall) -> str:
         for trunk in self.config.sip.trunks:
@@ -423,6 +427,7 @@ class Gateway:
             await session.hangup_requested.wait()
             if call.sip_call.id in self.calls:
                 self.calls.pop(call.sip_call.id, None)
+                log.info("sip_hangup_sent", call_id=call.sip_call.call_id, fax_id=session.record.fax_id)
                 try:
                     self.sip.command(self.ua.hangup, call.sip_call)
                 except SipLocalProtocolError:

@@ -254,9 +254,8 @@ class FaxSession:
         """(status, reason) for meta.json."""
         pages = len(self.record.pages)
         ended = self.ended_result
-        if ended is not None and ended.result is T30Result.OK and pages and self.document_ended:
-            return "received", ""
         if ended is not None and ended.result is T30Result.OK and pages:
+            # DCN after our MCF to EOP: the sender considers the document delivered.
             return "received", ""
         if self.failure:
             reason = self.failure
