@@ -68,6 +68,8 @@ def load_document(path: str | os.PathLike, *, x_dpi: float, y_dpi: float, width:
         raise DocumentError(f"{name}: the image is too large to fax.") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
         raise DocumentError(f"{name}: the file is damaged or not readable as {kind.upper()} ({error}).") from None
+    except Exception as error:  # a decoder library tripping over odd input: still the file's fault
+        raise DocumentError(f"{name}: the file could not be read as {kind.upper()}.") from error
     if not pages:
         raise DocumentError(f"{name}: the document has no pages.")
     return pages
@@ -166,8 +168,11 @@ def _grey(frame: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("L")
     if frame.mode == "L":
         return frame.copy()
-    if frame.mode.startswith("I") or frame.mode == "F":
-        return frame.convert("F").point(lambda v: v / 256 if v > 255 else v).convert("L")
+    if frame.mode.startswith("I") or frame.mode == "F":  # 16/32-bit grey: scale to 8 bits
+        image = frame.convert("F")
+        high = image.getextrema()[1]
+        top = 65535.0 if high > 255 else 255.0
+        return image.point(lambda v: v * (255.0 / top)).convert("L")
     return frame.convert("L")
 
 

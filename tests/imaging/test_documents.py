@@ -202,3 +202,35 @@ def test_text_pdf_is_drawn_where_the_text_is(tmp_path):
     assert abs(left - (margin + 204)) < 10
     assert 1.25 * 196 < top < 1.42 * 196 and 1.6 * 196 < bottom < 1.75 * 196
     assert right - left > 2 * 204  # "Patient: Test" at 36 pt is over 2 inches long
+
+
+@pytest.mark.parametrize(
+    ("mode", "white", "black", "name"),
+    [
+        ("I;16", 65535, 0, "a.png"),
+        ("I", 255, 0, "a.tif"),
+        ("F", 255.0, 0.0, "a.tif"),
+        ("LA", (255, 255), (0, 255), "a.png"),
+        ("CMYK", (0, 0, 0, 0), (0, 0, 0, 255), "a.jpg"),
+        ("P", 0, 1, "a.tif"),
+        ("1", 1, 0, "a.png"),
+        ("RGB", (255, 255, 255), (0, 0, 0), "a.webp"),
+    ],
+)
+def test_every_image_mode_gives_the_same_page(tmp_path, mode, white, black, name):
+    # A 0.5 x 0.5 in black square at (0.1 in, 0.1 in) on a 2 x 1 in image at 100 dpi.
+    image = Image.new(mode, (200, 100), white)
+    if mode == "P":
+        image.putpalette([255, 255, 255, 0, 0, 0])
+    image.paste(black, (10, 10, 60, 60))
+    path = tmp_path / name
+    image.save(path, dpi=(100, 100))
+    if name.endswith(".webp"):
+        with pytest.raises(DocumentError, match="not a document"):
+            load_document(path, **FAX)
+        return
+    (page,) = load_document(path, x_dpi=204, y_dpi=98, width=1728)
+    assert page.height == 98
+    left, top, right, bottom = black_box(page)
+    margin = (1728 - 408) // 2
+    assert (left, top, right, bottom) == pytest.approx((margin + 20, 10, margin + 122, 59), abs=1)
