@@ -257,3 +257,19 @@ def test_every_frame_we_send_is_one_spandsp_understands(tiff):
     assert frames[:2] == ["CSI", "DIS"] and "CFR" in frames and frames.count("MCF") >= 3
     assert outcome.sender_status == T30_ERR_OK
 
+
+
+def test_pages_larger_than_one_ecm_block(tiff):
+    # ITU chart 7 (dense text) at 204x391 codes to more than one 256-frame block (64 KiB) in
+    # MH: SpanDSP sends PPS-NULL between the partial pages of one page.
+    from tests.t30.pages import chart_page
+
+    bitmap = chart_page(7, WIDTH) * 2
+    pages = [(bitmap, WIDTH, len(bitmap) // (WIDTH // 8))]
+    outcome = run_call(tiff(pages, x_dpi=204, y_dpi=391), ecm=True, compressions={"mh"})
+    assert outcome.sender_status == T30_ERR_OK
+    pps = [T30Frame.from_octets(frame) for direction, frame in outcome.spandsp_frames
+           if direction == "tx" and T30Frame.from_octets(frame).fcf == Fcf.PPS]
+    assert [p.fif[0] & 0xFE for p in pps][:1] == [0x00] and pps[-1].fif[0] & 0xFE == Fcf.EOP
+    assert {p.fif[2] for p in pps} >= {0, 1}  # block counter advanced within the page
+    assert_pages(outcome, pages)
