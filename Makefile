@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libspandsp2 libspandsp-dev sip-tester libtiff-tools poppler-utils netpbm
+APT_PACKAGES := libspandsp2 libspandsp-dev sip-tester libtiff-tools poppler-utils netpbm tshark
 PYTEST_ARGS ?=
 
 .PHONY: run test venv test-deps system-deps bench clean
