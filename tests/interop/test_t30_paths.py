@@ -273,3 +273,22 @@ def test_pages_larger_than_one_ecm_block(tiff):
     assert [p.fif[0] & 0xFE for p in pps][:1] == [0x00] and pps[-1].fif[0] & 0xFE == Fcf.EOP
     assert {p.fif[2] for p in pps} >= {0, 1}  # block counter advanced within the page
     assert_pages(outcome, pages)
+
+
+@pytest.mark.parametrize("x_dpi,y_dpi,width", [(408, 391, 3456), (408, 391, 4864)])
+@pytest.mark.parametrize("ecm,coding", [(False, "mh"), (True, "mmr")])
+def test_r16_superfine(tiff, x_dpi, y_dpi, width, ecm, coding):
+    pages = pages_for(30, 2, width=width)
+    outcome = run_call(tiff(pages, x_dpi=x_dpi, y_dpi=y_dpi), ecm=ecm, compressions={coding})
+    assert outcome.sender_status == T30_ERR_OK
+    (phase_b,) = [e for e in outcome.events if isinstance(e, PhaseBCompleted)]
+    assert (phase_b.x_dpi, phase_b.y_dpi, phase_b.width_px) == (x_dpi, y_dpi, width)
+    assert_pages(outcome, pages)
+
+
+def test_a_mode_we_do_not_offer_is_never_chosen(tiff):
+    # 600x600 is not in our DIS: SpanDSP cannot send the page and hangs up; nothing is received.
+    width = 5184
+    outcome = run_call(tiff(pages_for(31, 1, width=width), x_dpi=600, y_dpi=600), ecm=True, compressions={"mmr"})
+    assert outcome.sender_status != T30_ERR_OK
+    assert outcome.call_ended.result is T30Result.RX_DCNWHY and outcome.call_ended.pages == 0
