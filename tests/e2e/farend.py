@@ -50,6 +50,7 @@ class CallPlan:
     # True -> stop sending UDPTL (the line goes quiet; SIP stays up).
     silent_when: Callable[[SpandspT38Terminal, float], bool] | None = None
     nat: bool = False  # advertise one UDPTL port, send from another
+    refuse_t38: bool = False  # answer a re-INVITE to T.38 with 488
     max_seconds: float = 90.0
     abort: threading.Event | None = None  # set by the test: stop at once (e.g. the gateway died)
 
@@ -279,7 +280,7 @@ class FarEnd:
                         self._send_request("BYE")
                         self.result.bye_sent = True
                 if self.result.bye_from_gateway and (fax.phase_e_status is not None or self.silent
-                                                     or self.result.bye_sent):
+                                                     or self.result.bye_sent or self.t38_started_at is None):
                     self.finished = True
             self.result.pages_sent_confirmed = sum(1 for kind, _ in fax.events if kind == "phase_d")
         self.result.seconds = time.monotonic() - start
@@ -341,8 +342,11 @@ class FarEnd:
         method = first.split()[0]
         if method == "INVITE":
             self.result.gateway_reinvite = True
-            # The gateway's re-INVITE to T.38: answer with our T.38 parameters.
             _, _, kind = _sdp_media(body)
+            if kind == "image" and self.plan.refuse_t38:
+                self._send_sip(self._response(488, "Not Acceptable Here", headers))
+                return reinvite_at
+            # The gateway's re-INVITE to T.38: answer with our T.38 parameters.
             answer = self.sdp(kind == "image")
             self._send_sip(self._response(200, "OK", headers, answer))
             self._start_t38(body)

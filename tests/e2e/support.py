@@ -113,6 +113,7 @@ class GatewayProcess:
     extra_config: str = ""
     webhook_url: str | None = None
     reinvite_after: float = 0.0
+    sip_extra: str = ""  # more [sip] keys
     sip_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     proc: subprocess.Popen | None = None
@@ -127,6 +128,7 @@ spool = "{self.workdir / 'spool.db'}"
 [sip]
 listen = ["udp:127.0.0.1:{self.sip_port}", "tcp:127.0.0.1:{self.sip_port}"]
 t38_reinvite_after = {self.reinvite_after}
+{self.sip_extra}
 [t38]
 udptl_ports = "{self.udptl_ports[0]}-{self.udptl_ports[1]}"
 [fax]

@@ -151,7 +151,8 @@ def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_rec
 def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receiver, tmp_path):
     """Six calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
     loss each way over redundancy; a caller behind NAT (SDP names a port it never sends from);
-    a DID routed to an archive sub-folder; a DID a route rejects (603, no fax)."""
+    a DID routed to an archive sub-folder; a DID a route rejects (603, no fax); a caller that
+    refuses our re-INVITE to T.38 (488: failed, hung up)."""
     plans = {
         "5550201": CallPlan(pages=source_pages(2, 1), ecm=False, caller="5550201", seed=2),
         "5550202": CallPlan(pages=source_pages(3, 2), mode="audio-wait", caller="5550202", seed=3),
@@ -160,15 +161,23 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     }
     plans["5550205"] = CallPlan(pages=source_pages(10, 1), did="5550777", caller="5550205", seed=10)
     plans["5550206"] = CallPlan(pages=source_pages(10, 1), did="5550666", caller="5550206", seed=11, max_seconds=10)
+    plans["5550207"] = CallPlan(pages=source_pages(10, 1), mode="audio-wait", refuse_t38=True, caller="5550207",
+                                seed=12, max_seconds=20)
     results = dict(zip(plans, run_calls(gateway, list(plans.values()), tmp_path)))
     assert results.pop("5550206").invite_status == 603
     del plans["5550206"]
+    refused = results.pop("5550207")
+    del plans["5550207"]
+    assert refused.gateway_reinvite and refused.bye_from_gateway, refused
     for caller, result in results.items():
         assert result.invite_status == 200, (caller, result)
         assert result.phase_e_status == T30_ERR_OK, (caller, result, gateway.log_text()[-3000:])
     assert results["5550202"].gateway_reinvite
-    metas = gateway.wait_for_faxes(5, timeout=20)
-    assert len(metas) == 5  # the refused call left no fax
+    metas = gateway.wait_for_faxes(6, timeout=20)
+    assert len(metas) == 6  # the call refused by a route left no fax
+    no_t38 = fax_by_caller(metas, "5550207")
+    assert no_t38["status"] == "failed" and "refused our T.38 re-INVITE (488" in no_t38["reason"], no_t38
+    metas.remove(no_t38)
     routed = fax_by_caller(metas, "5550205")
     assert routed["route"] == "routes[1]"
     assert gateway.folder(routed).relative_to(gateway.workdir / "archive").parts[0] == "cardiology"
@@ -180,12 +189,14 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     assert fax_by_caller(metas, "5550201")["t30"]["ecm"] is False
     lossy = fax_by_caller(metas, "5550203")["t38"]
     assert lossy["packets_recovered"] > 0 and lossy["error_correction"] == "redundancy"
-    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 5, timeout=20)
-    assert sorted(json.loads(p.body)["data"]["sip"]["caller"] for p in posts) == sorted(plans)
+    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 6, timeout=20)
+    events = {json.loads(p.body)["data"]["sip"]["caller"]: json.loads(p.body)["type"] for p in posts}
+    assert events == {caller: "fax.received" for caller in plans} | {"5550207": "fax.failed"}
     metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
     assert 't38gw_calls_total{result="received"} 5.0' in metrics
     assert "t38gw_active_calls 0.0" in metrics
-    assert 't38gw_webhook_deliveries_total{result="delivered"} 5.0' in metrics
+    assert 't38gw_webhook_deliveries_total{result="delivered"} 6.0' in metrics
+    assert 't38gw_calls_total{result="refused_603"} 1.0' in metrics
     assert 't38gw_pages_total{direction="inbound"} 7.0' in metrics
 
 
@@ -258,3 +269,13 @@ def test_peer_reinvite_bye_mid_page_silence_and_garbage(waiting_gateway, webhook
     [after] = run_calls(gateway, [CallPlan(pages=source_pages(9, 1), mode="audio-reinvite", reinvite_after=0.2,
                                            caller="5550304", seed=9)], tmp_path)
     assert after.phase_e_status == T30_ERR_OK
+
+
+def test_caller_outside_allow_from_is_refused(tmp_path):
+    gateway = GatewayProcess(tmp_path, sip_extra='allow_from = ["10.0.0.0/8"]').start()
+    try:
+        result = FarEnd(gateway.sip_address, CallPlan(pages=source_pages(30, 1), max_seconds=10), tmp_path).run()
+        assert result.invite_status == 403
+        assert gateway.faxes() == []
+    finally:
+        gateway.stop()
