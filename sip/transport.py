@@ -33,6 +33,7 @@ from sip.ua import Address, Outgoing, UserAgent
 MAX_DATAGRAM = 65535
 CONNECT_TIMEOUT = 5.0
 IDLE_STREAM_TIMEOUT = 3600.0  # close a TCP/TLS connection nothing has used for an hour
+STREAM_SENDER_IDLE = 60.0  # retire a per-destination sender task after this long unused
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class SipEndpoint:
         self._udp: dict[str, Any] = {}
         self._streams: dict[int, _Stream] = {}
         self._streams_by_peer: dict[tuple[str, str, int], int] = {}
+        self._stream_senders: dict[tuple, Any] = {}
         self._ids = itertools.count(1)
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -187,15 +189,50 @@ class SipEndpoint:
             self._timer_scope.deadline = math.inf if deadline is None else deadline
 
     async def _sender(self) -> None:
+        # UDP goes out inline; each stream destination gets its own ordered sender task,
+        # so a slow TCP/TLS connect never holds up other peers' messages.
         async for outgoing in self._out_receive:
-            try:
-                if outgoing.destination.transport == "udp":
+            if outgoing.destination.transport == "udp":
+                try:
                     await self._send_udp(outgoing)
-                else:
+                except (OSError, _ConnectFailed):
+                    self.ua.send_failed(outgoing, trio.current_time())
+                    self._flush()
+            else:
+                self._dispatch_stream(outgoing)
+
+    def _dispatch_stream(self, outgoing: Outgoing) -> None:
+        d = outgoing.destination
+        key = (d.transport, d.host, d.port, d.connection)
+        channel = self._stream_senders.get(key)
+        if channel is None:
+            channel, receive = trio.open_memory_channel(math.inf)
+            self._stream_senders[key] = channel
+            self._nursery.start_soon(self._stream_sender, key, receive)
+        channel.send_nowait(outgoing)
+
+    async def _stream_sender(self, key: tuple, receive: Any) -> None:
+        retired_idle = False
+        try:
+            while True:
+                with trio.move_on_after(STREAM_SENDER_IDLE) as idle:
+                    outgoing = await receive.receive()
+                if idle.cancelled_caught:
+                    retired_idle = True
+                    return
+                try:
                     await self._send_stream(outgoing)
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, _ConnectFailed):
-                self.ua.send_failed(outgoing, trio.current_time())
-                self._flush()
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, _ConnectFailed):
+                    self.ua.send_failed(outgoing, trio.current_time())
+                    self._flush()
+        finally:
+            del self._stream_senders[key]
+            # Anything queued while we were retiring gets a new sender (not on shutdown).
+            while retired_idle:
+                try:
+                    self._dispatch_stream(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
 
     async def _send_udp(self, outgoing: Outgoing) -> None:
         sock = self._udp.get("udp")

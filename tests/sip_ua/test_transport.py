@@ -150,3 +150,30 @@ async def test_tcp_garbage_closes_only_that_connection():
             assert parse_message(reply).status == 200
             await good.aclose()
             nursery.cancel_scope.cancel()
+
+
+def test_stream_sender_retires_when_idle_and_a_new_one_takes_over(monkeypatch):
+    import sip.transport
+
+    monkeypatch.setattr(sip.transport, "STREAM_SENDER_IDLE", 0.2)
+
+    @run_in_trio
+    async def body():
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                bob = make_endpoint("bob", ["tcp:127.0.0.1:0"], 2)
+                alice = make_endpoint("alice", ["tcp:127.0.0.1:0"], 1)
+                await nursery.start(bob.serve)
+                await nursery.start(alice.serve)
+                call = alice.command(alice.ua.invite, f"sip:bob@127.0.0.1:{bob.bound['tcp'][1]};transport=tcp", AUDIO)
+                incoming = await next_event(bob, IncomingCall)
+                bob.command(bob.ua.answer, incoming.call, AUDIO_B)
+                await next_event(bob, CallEstablished)
+                await trio.sleep(0.6)  # every sender task retires
+                assert alice._stream_senders == {} and bob._stream_senders == {}
+                alice.command(alice.ua.hangup, call)
+                ended = await next_event(bob, CallEnded)
+                assert ended.reason == "remote hangup"
+                nursery.cancel_scope.cancel()
+
+    body()
