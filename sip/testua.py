@@ -174,7 +174,11 @@ class TestTU:
         if self.args.answer == "reject":
             self.endpoint.command(self.ua.reject, call, 488)
             return
-        answer = self.answer_for(call, event.offer)
+        if not event.offer:
+            # Delayed offer (RFC 3261 13.2.1): our offer goes in the 200, the answer in the ACK.
+            answer = self.audio_offer(call.id) if self.args.answer == "audio" else self.t38_offer(call)
+        else:
+            answer = self.answer_for(call, event.offer)
         if answer is None:
             self.endpoint.command(self.ua.reject, call, 488)
             return

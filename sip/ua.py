@@ -778,8 +778,9 @@ class UserAgent:
         call.unacked = None
         self._timers.pop((call.id, "2xx"), None)
         self._timers.pop((call.id, "2xx-giveup"), None)
-        if ack.body and not response.body:
-            # Offer was in our 2xx; the answer comes in the ACK (RFC 3264).
+        if ack.body and response.body and not tx.request.body:
+            # RFC 3261 13.2.1 / RFC 3264: an INVITE without an offer got ours in the 2xx;
+            # the answer comes in the ACK.
             if not session_unchanged(call.remote_sdp, ack.body):
                 call.remote_sdp = ack.body
                 self._events.append(MediaChanged(call, ack.body, needs_answer=False))

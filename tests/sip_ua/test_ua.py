@@ -565,3 +565,28 @@ def test_tcp_responses_use_the_connection_and_fall_back_to_the_via_port():
     # RFC 3261 18.2.2: over the same connection (7); if it is gone, to received:sent-by port.
     assert out.destination == Address("tcp", "127.0.0.9", 5070, 7)
     assert out.message.vias[0].received == "127.0.0.9"
+
+
+def test_delayed_offer_invite_gets_its_answer_from_the_ack():
+    net = SimNet()
+    b = net.add("bob", "127.0.0.2")
+
+    def offer_in_200(node, event, now):
+        if isinstance(event, IncomingCall):
+            assert event.offer == b""
+            node.ua.answer(event.call, T38_B, now)  # our offer, in the 2xx
+
+    b.on_event = offer_in_200
+    net.inject(invite_bytes(sent_by="127.0.0.9:5090"), ("127.0.0.9", 5090), "bob")
+    ok = net.sent_by("bob", "SIP/2.0 200")[0].message
+    assert ok.body == T38_B
+    ack = (
+        f"ACK sip:t38gw@127.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5090;branch=z9hG4bKack1\r\n"
+        f"Max-Forwards: 70\r\nFrom: {ok.headers.get('From')}\r\nTo: {ok.headers.get('To')}\r\n"
+        f"Call-ID: {ok.call_id}\r\nCSeq: {ok.cseq[0]} ACK\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(T38_A)}\r\n\r\n"
+    ).encode() + T38_A
+    net.inject(ack, ("127.0.0.9", 5090), "bob")
+    (change,) = events_of(b, MediaChanged)
+    assert change.remote_sdp == T38_A and not change.needs_answer
+    assert events_of(b, CallEstablished) and change.call.remote_sdp == T38_A
