@@ -232,12 +232,29 @@ class Gateway:
     # -- SIP events ---------------------------------------------------------------
     async def _pump_sip(self) -> None:
         async for event in self.sip.events:
+            call = getattr(event, "call", None)
             try:
                 await self._on_sip_event(event)
-            except (SipLocalProtocolError, SipRemoteProtocolError, SipParseError) as exc:
-                call = getattr(event, "call", None)
+            except (SipLocalProtocolError, SipRemoteProtocolError) as exc:
                 log.warning("sip_event_not_handled", event=type(event).__name__, error=str(exc),
                             call_id=getattr(call, "call_id", None))
+            except Exception:
+                # One call's surprise must not take every other call down with it: log it
+                # with its traceback, refuse or end that call, keep serving.
+                log.exception("sip_event_failed", event=type(event).__name__, call_id=getattr(call, "call_id", None))
+                self._contain(event)
+
+    def _contain(self, event: Any) -> None:
+        call = getattr(event, "call", None)
+        if call is None:
+            return
+        try:
+            if isinstance(event, IncomingCall) and call.state.value == "offered":
+                self._refuse(call, 500)
+            elif call.id in self.calls:
+                self.calls[call.id].session.fail("internal error handling a SIP event (see the log)")
+        except Exception:
+            log.exception("sip_event_containment_failed", call_id=getattr(call, "call_id", None))
 
     async def _on_sip_event(self, event: Any) -> None:
         if isinstance(event, IncomingCall):
@@ -438,6 +455,10 @@ class Gateway:
                 nursery.start_soon(hang_up_when_done)
                 await session.run()
                 session.hangup_requested.set()
+        except Exception:
+            # E.g. the archive disk failed at the final write: this call is lost to the log,
+            # the others carry on.  Pages written before are recovered at the next start.
+            log.exception("call_task_failed", call_id=call.sip_call.call_id, fax_id=session.record.fax_id)
         finally:
             self.sessions.discard(session)
             self.metrics.active_calls.dec()

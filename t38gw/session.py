@@ -128,7 +128,14 @@ class FaxSession:
                 nursery.start_soon(self._writer, bound)
                 try:
                     with trio.move_on_after(MAX_FAX_SECONDS) as overall:
-                        await self._run_fax(bound)
+                        try:
+                            await self._run_fax(bound)
+                        except Exception as exc:
+                            # A bug in one call must not lose its pages or the other calls:
+                            # close the record with what was confirmed, say why, hang up.
+                            bound.exception("call_failed_internally")
+                            self.failure = f"internal error: {type(exc).__name__}: {exc}"
+                            self.hangup_requested.set()
                     if overall.cancelled_caught:
                         self.failure = self.failure or f"call exceeded {MAX_FAX_SECONDS:.0f} s"
                         if self.engine is not None:

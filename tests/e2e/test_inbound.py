@@ -207,6 +207,18 @@ def waiting_gateway(tmp_path, webhook_receiver):
     gw.stop()
 
 
+def bad_sdp_invite(number: int, sock: socket.socket) -> bytes:
+    """A well-formed INVITE whose T.38 SDP is not (T38FaxVersion is not a number)."""
+    port = sock.getsockname()[1]
+    body = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            b"m=image 40000 udptl t38\r\na=T38FaxVersion:abc\r\na=T38FaxMaxDatagram:-5\r\n")
+    return (f"INVITE sip:5550100@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKjunk{number};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:junk@127.0.0.1>;tag=j{number}\r\nTo: <sip:5550100@127.0.0.1>\r\n"
+            f"Call-ID: junk-{number}@sprayer\r\nCSeq: 1 INVITE\r\nContact: <sip:junk@127.0.0.1:{port}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
 def spray_garbage(gateway: GatewayProcess, stop: threading.Event) -> int:
     """Send junk to the SIP port and to every UDPTL port until ``stop``; returns datagrams sent."""
     rng = random.Random(99)
@@ -214,9 +226,12 @@ def spray_garbage(gateway: GatewayProcess, stop: threading.Event) -> int:
             bytes(rng.randrange(256) for _ in range(300)), b"\x00\x01\x02", b"\r\n\r\n"]
     sent = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _ in range(200):  # bounded
-            if stop.wait(0.05):
+        sock.bind(("127.0.0.1", 0))
+        for round_number in range(300):  # bounded
+            if stop.wait(0.1):
                 break
+            if round_number % 10 == 0:
+                sock.sendto(bad_sdp_invite(round_number, sock), gateway.sip_address)
             for data in junk:
                 sock.sendto(data, gateway.sip_address)
                 port = rng.randrange(gateway.udptl_ports[0], gateway.udptl_ports[1] + 1)
