@@ -42,10 +42,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from udptl.ifp import IfpPacket, T30Data, T30Indicator, Unknown
+from udptl.ifp import IfpPacket, T30Data, T30Indicator
 
 from t38gw.t30 import t38_io
-from t38gw.t30.dcs import Compression, DcsParameters, Modulation, ReceiveCapabilities, parse_dcs
+from t38gw.t30.dcs import Compression, DcsParameters, ReceiveCapabilities, parse_dcs
 from t38gw.t30.ecm import EcmBlock
 from t38gw.t30.errors import LocalProtocolError, RemoteProtocolError
 from t38gw.t30.events import (
@@ -271,9 +271,8 @@ class T30Receiver:
     def set_receiver_ready(self, ready: bool, now: float) -> list[Event]:
         """Flow control (T.30 A.4.4): while not ready, ECM blocks are answered with RNR."""
         self._now = now
+        # Nothing is sent now: T.30 A.4.4 has the sender poll with RR, answered in _rr.
         self._receiver_ready = ready
-        if ready and self.state is State.RECEIVER_NOT_READY and self._after_ready is not None:
-            pass  # answered at the next RR, as T.30 A.4.4 has the sender poll
         return self._take_events()
 
     def ifps_to_send(self, now: float) -> list[OutgoingIfp]:

@@ -169,8 +169,6 @@ def test_eom_starts_a_new_phase_b(tiff):
     # SpanDSP sends EOM when the next page has another format: then DIS/DCS again.
     fine = pages_for(6, 1)
     standard = pages_for(7, 1)
-    path = tiff(fine, x_dpi=204, y_dpi=196)
-    import PIL.Image  # noqa: F401  (make_fax_tiff uses Pillow)
     from tests.peers.spandsp import read_fax_tiff
 
     both = tiff(fine + standard, x_dpi=204, y_dpi=196)
@@ -185,7 +183,6 @@ def test_eom_starts_a_new_phase_b(tiff):
     assert engine_frames(outcome).count("DIS") >= 2
     received = [e for e in outcome.events if isinstance(e, PageReceived)]
     assert [(p.y_dpi, p.bitmap) for p in received] == [(196, fine[0][0]), (98, standard[0][0])]
-    del path
 
 
 def _rewrite_second_page_resolution(path, y_dpi: int) -> None:
@@ -246,8 +243,6 @@ def test_identities_travel_both_ways(tiff):
                        config=ReceiverConfig(local_ident="+1 555 0100"))
     (phase_b,) = [e for e in outcome.events if isinstance(e, PhaseBCompleted)]
     assert phase_b.remote_ident == "+44 20 7946 0018"
-    from tests.peers.spandsp import SpandspT38Terminal  # noqa: F401
-
     assert outcome.sender_status == T30_ERR_OK
 
 
@@ -292,3 +287,37 @@ def test_a_mode_we_do_not_offer_is_never_chosen(tiff):
     outcome = run_call(tiff(pages_for(31, 1, width=width), x_dpi=600, y_dpi=600), ecm=True, compressions={"mmr"})
     assert outcome.sender_status != T30_ERR_OK
     assert outcome.call_ended.result is T30Result.RX_DCNWHY and outcome.call_ended.pages == 0
+
+
+def test_garbled_command_gets_crp_and_spandsp_repeats_it(tiff):
+    from udptl.codec import encode_ifp
+    from udptl.ifp import DataField, IfpPacket
+
+    pages = pages_for(32, 2)
+    frame = bytearray()
+    spoiled = []
+
+    def spoil_first_mps(ifp: bytes, now: float):
+        packet = decode_ifp(ifp, 0)
+        if packet.is_indicator or packet.msg is not T30Data.V21:
+            return ifp
+        fields = []
+        for field in packet.fields or ():
+            if field.field_type is FieldType.HDLC_DATA:
+                frame.extend(field.data)
+            elif field.field_type in (FieldType.HDLC_FCS_OK, FieldType.HDLC_FCS_OK_SIG_END):
+                is_mps = len(frame) >= 3 and T30Frame.from_wire(bytes(frame)).fcf == Fcf.MPS
+                frame.clear()
+                if is_mps and not spoiled and field.field_type is FieldType.HDLC_FCS_OK_SIG_END:
+                    spoiled.append(now)
+                    field = DataField(FieldType.HDLC_FCS_BAD_SIG_END, field.data)
+            fields.append(field)
+        return encode_ifp(IfpPacket(packet.msg, tuple(fields)), 0)
+
+    outcome = run_call(tiff(pages), ecm=False, compressions={"mh"}, tamper=spoil_first_mps)
+    assert spoiled and outcome.sender_status == T30_ERR_OK
+    sent = engine_frames(outcome)
+    assert "CRP" in sent and sent.count("MCF") == 2
+    assert spandsp_frames(outcome).count("MPS") == 2  # SpanDSP repeated it after our CRP
+    assert outcome.engine.counters["crp_sent"] == 1
+    assert_pages(outcome, pages)

@@ -7,7 +7,7 @@ SpanDSP's T.4 coder (``spandsp_t4_encode``), so the engine is fed real coded pag
 from __future__ import annotations
 
 from t38gw.t30 import Fcf, T30Frame, T30Receiver
-from t38gw.t30.dcs import Compression, Modulation, PaperWidth, Resolution, build_dcs
+from t38gw.t30.dcs import Compression, Modulation, build_dcs
 from t38gw.t30.frames import REVERSE_BITS, encode_ident
 from tests.peers.spandsp import spandsp_t4_encode
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator
