@@ -39,6 +39,7 @@ CASES = {
     "cancel_before_answer": Case("cancel_before_answer", "uac", ("--answer", "auto", "--ring", "10")),
     "session_refresh_t38": Case("session_refresh_t38", "uac", ("--answer", "auto")),
     "options": Case("options", "uac", (), exit_when_done=False),
+    "delayed_offer_t38": Case("delayed_offer_t38", "uac", ("--answer", "auto")),
     "t38_first_invite_tcp": Case("t38_first_invite", "uac", ("--answer", "auto"), transport="tcp"),
     "bye_mid_call_tcp": Case("bye_mid_call", "uac", ("--answer", "auto", "--hangup-after", "1"), transport="tcp"),
     "register_digest_uas": Case("register_digest_uas", "uas", ("--username", "fax", "--password", "s3cret", "--expires", "120")),

@@ -94,3 +94,10 @@ def test_t38_reinvite_rejected_with_488(results):
     r = results["t38_reinvite_488_uas"]
     assert _one(r, "ReinviteFailed")["status"] == 488, r.describe()
     assert _one(r, "CallEnded")["reason"] == "local hangup", r.describe()
+
+
+def test_delayed_offer_answer_taken_from_the_ack(results):
+    r = results["delayed_offer_t38"]
+    change = _one(r, "MediaChanged")
+    assert change["t38"] and not change["needs_answer"], r.describe()
+    assert _one(r, "CallEnded")["reason"] == "remote hangup"
