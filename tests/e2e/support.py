@@ -114,6 +114,7 @@ class GatewayProcess:
     webhook_url: str | None = None
     reinvite_after: float = 0.0
     sip_extra: str = ""  # more [sip] keys
+    t38_extra: str = ""  # more [t38] keys
     sip_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     proc: subprocess.Popen | None = None
@@ -131,6 +132,7 @@ t38_reinvite_after = {self.reinvite_after}
 {self.sip_extra}
 [t38]
 udptl_ports = "{self.udptl_ports[0]}-{self.udptl_ports[1]}"
+{self.t38_extra}
 [fax]
 local_ident = "+1 555 0100"
 [archive]

@@ -100,7 +100,9 @@ def webhook_receiver():
 
 @pytest.fixture
 def gateway(tmp_path, webhook_receiver):
-    gw = GatewayProcess(tmp_path, webhook_url=webhook_receiver.url, extra_config=ROUTES).start()
+    # Offering FEC lets the answer keep whichever of FEC and redundancy each caller offers.
+    gw = GatewayProcess(tmp_path, webhook_url=webhook_receiver.url, extra_config=ROUTES,
+                        t38_extra='error_correction = "fec"').start()
     yield gw
     gw.stop()
 
@@ -149,8 +151,8 @@ def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_rec
 
 
 def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receiver, tmp_path):
-    """Six calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
-    loss each way over redundancy; a caller behind NAT (SDP names a port it never sends from);
+    """Eight calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
+    loss each way over redundancy, and over parity FEC; a caller behind NAT (SDP names a port it never sends from);
     a DID routed to an archive sub-folder; a DID a route rejects (603, no fax); a caller that
     refuses our re-INVITE to T.38 (488: failed, hung up)."""
     plans = {
@@ -160,6 +162,8 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
         "5550204": CallPlan(pages=source_pages(5, 1), nat=True, caller="5550204", seed=5),
     }
     plans["5550205"] = CallPlan(pages=source_pages(10, 1), did="5550777", caller="5550205", seed=10)
+    plans["5550208"] = CallPlan(pages=source_pages(14, 2), loss=0.05, error_correction="t38UDPFEC",
+                                caller="5550208", seed=14)
     plans["5550206"] = CallPlan(pages=source_pages(10, 1), did="5550666", caller="5550206", seed=11, max_seconds=10)
     plans["5550207"] = CallPlan(pages=source_pages(10, 1), mode="audio-wait", refuse_t38=True, caller="5550207",
                                 seed=12, max_seconds=20)
@@ -173,8 +177,8 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
         assert result.invite_status == 200, (caller, result)
         assert result.phase_e_status == T30_ERR_OK, (caller, result, gateway.log_text()[-3000:])
     assert results["5550202"].gateway_reinvite
-    metas = gateway.wait_for_faxes(6, timeout=20)
-    assert len(metas) == 6  # the call refused by a route left no fax
+    metas = gateway.wait_for_faxes(7, timeout=20)
+    assert len(metas) == 7  # the call refused by a route left no fax
     no_t38 = fax_by_caller(metas, "5550207")
     assert no_t38["status"] == "failed" and "refused our T.38 re-INVITE (488" in no_t38["reason"], no_t38
     metas.remove(no_t38)
@@ -189,15 +193,17 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     assert fax_by_caller(metas, "5550201")["t30"]["ecm"] is False
     lossy = fax_by_caller(metas, "5550203")["t38"]
     assert lossy["packets_recovered"] > 0 and lossy["error_correction"] == "redundancy"
-    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 6, timeout=20)
+    lossy_fec = fax_by_caller(metas, "5550208")["t38"]
+    assert lossy_fec["packets_recovered"] > 0 and lossy_fec["error_correction"] == "fec"
+    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 7, timeout=20)
     events = {json.loads(p.body)["data"]["sip"]["caller"]: json.loads(p.body)["type"] for p in posts}
     assert events == {caller: "fax.received" for caller in plans} | {"5550207": "fax.failed"}
     metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
-    assert 't38gw_calls_total{result="received"} 5.0' in metrics
+    assert 't38gw_calls_total{result="received"} 6.0' in metrics
     assert "t38gw_active_calls 0.0" in metrics
-    assert 't38gw_webhook_deliveries_total{result="delivered"} 6.0' in metrics
+    assert 't38gw_webhook_deliveries_total{result="delivered"} 7.0' in metrics
     assert 't38gw_calls_total{result="refused_603"} 1.0' in metrics
-    assert 't38gw_pages_total{direction="inbound"} 7.0' in metrics
+    assert 't38gw_pages_total{direction="inbound"} 9.0' in metrics
 
 
 @pytest.fixture
