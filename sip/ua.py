@@ -1204,7 +1204,7 @@ class UserAgent:
         headers = Headers()
         headers.add("Via", self._via(destination.transport))
         headers.add("Max-Forwards", "70")
-        headers.add("From", f"<sip:{from_user or self.config.user}@{host}>;tag={local_tag}")
+        headers.add("From", f"<sip:{from_user or self.config.user}@{_host_ref(host)}>;tag={local_tag}")
         headers.add("To", f"<{target}>")
         headers.add("Call-ID", call_id)
         headers.add("CSeq", f"{self.rng.randint(1, 9999)} INVITE")
@@ -1243,7 +1243,7 @@ class UserAgent:
         headers = Headers()
         headers.add("Via", self._via(destination.transport))
         headers.add("Max-Forwards", "70")
-        headers.add("From", f"<sip:{self.config.user}@{host}>;tag={self._new_tag()}")
+        headers.add("From", f"<sip:{self.config.user}@{_host_ref(host)}>;tag={self._new_tag()}")
         headers.add("To", f"<{target}>")
         headers.add("Call-ID", f"{self._random_hex(16)}@{host}")
         headers.add("CSeq", "1 OPTIONS")
@@ -1451,14 +1451,12 @@ class UserAgent:
 
     def _via(self, transport: str) -> str:
         host, port = self._local(transport)
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
+        host = _host_ref(host)
         return f"SIP/2.0/{transport.upper()} {host}:{port};branch=z9hG4bK{self._random_hex(16)};rport"
 
     def _contact(self, transport: str, user: str | None = None) -> str:
         host, port = self._local(transport)
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
+        host = _host_ref(host)
         suffix = "" if transport == "udp" else f";transport={transport}"
         return f"<sip:{user or self.config.user}@{host}:{port}{suffix}>"
 
@@ -1467,6 +1465,11 @@ class UserAgent:
 
     def _random_hex(self, length: int) -> str:
         return "".join(self.rng.choice("0123456789abcdef") for _ in range(length))
+
+
+def _host_ref(host: str) -> str:
+    """A host as it appears in a URI or Via: IPv6 addresses in brackets (RFC 3261 25.1)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class _TooSmall(Exception):

@@ -177,3 +177,24 @@ def test_stream_sender_retires_when_idle_and_a_new_one_takes_over(monkeypatch):
                 nursery.cancel_scope.cancel()
 
     body()
+
+
+@run_in_trio
+async def test_call_over_udp_ipv6_loopback():
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            bob = SipEndpoint(UserAgent(UAConfig(listen={"udp": ("::1", 0)}, user="bob", allow_from=("::1/128",)),
+                                        rng=random.Random(2)), ["udp:[::1]:0"])
+            alice = SipEndpoint(UserAgent(UAConfig(listen={"udp": ("::1", 0)}, user="alice"), rng=random.Random(1)),
+                                ["udp:[::1]:0"])
+            await nursery.start(bob.serve)
+            await nursery.start(alice.serve)
+            call = alice.command(alice.ua.invite, f"sip:bob@[::1]:{bob.bound['udp'][1]}", AUDIO)
+            incoming = await next_event(bob, IncomingCall)
+            assert incoming.source.host == "::1"
+            assert "[::1]" in incoming.call.invite.headers.get("Via")  # an IPv6 reference in sent-by
+            bob.command(bob.ua.answer, incoming.call, AUDIO_B)
+            await next_event(alice, CallAnswered)
+            alice.command(alice.ua.hangup, call)
+            assert (await next_event(bob, CallEnded)).reason == "remote hangup"
+            nursery.cancel_scope.cancel()
