@@ -41,10 +41,8 @@ from sip.ua import (
     CallEstablished,
     IncomingCall,
     MediaChanged,
-    RegistrationFailed,
     RegistrationSucceeded,
     ReinviteFailed,
-    SessionRefreshed,
     UAConfig,
     UserAgent,
 )

@@ -32,7 +32,7 @@ once they terminate.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Hashable
 
 from sip.errors import LocalProtocolError

@@ -66,10 +66,9 @@ from sip.dialog import Dialog, contact_uri
 from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from sip.message import Headers, Request, Response, make_response, parse_message, parse_name_addr
 from sip.ratelimit import RateLimiter
-from sip.registration import Registration, RegistrationState, Trunk
+from sip.registration import Registration, Trunk
 from sip.transaction import (
     AckReceived,
-    Kind,
     ResponseReceived,
     SendMessage,
     State,

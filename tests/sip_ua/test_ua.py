@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from sip.message import parse_message
 from sip.ua import (
     CallAnswered,
     CallEnded,
