@@ -22,7 +22,10 @@ Events (frozen dataclasses, from ``events()``):
 
 - :class:`IncomingCall` ``(call, offer, from_, to, request_uri, source, transport)`` - a
   new INVITE passed the source check.  Answer with ``answer(call, sdp, now)``, refuse
-  with ``reject(call, status, now)``, or ``ring(call, now)`` first.
+  with ``reject(call, status, now)``, or ``ring(call, now)`` first.  An empty ``offer``
+  is a delayed offer: ``answer`` then carries *our* offer and the peer's answer arrives
+  as ``MediaChanged(needs_answer=False)`` from the ACK.  A call left unanswered gets 480
+  after ``UAConfig.offer_timeout`` (or the INVITE's Expires).
 - :class:`CallEstablished` ``(call)`` - the ACK for our 2xx arrived (inbound calls).
 - :class:`CallProgressed` ``(call, status, reason)`` / :class:`CallAnswered`
   ``(call, answer)`` - an outbound call rings / was answered (the ACK is already sent).
@@ -42,7 +45,7 @@ Events (frozen dataclasses, from ``events()``):
 
 Commands (methods of :class:`UserAgent`, each taking ``now``): ``answer``, ``ring``,
 ``reject``, ``reinvite``, ``hangup``, ``invite(uri, sdp, ...)`` (returns the
-:class:`Call`), ``register(trunk)``, ``options(uri)``.  Calling a command in a state
+:class:`Call`), ``register(trunk)``, ``unregister(name)``, ``options(uri)``.  Calling a command in a state
 where it makes no sense raises :class:`LocalProtocolError`.
 
 The UA carries SDP bodies as bytes and never decides T.38 parameters (``sip.sdp`` does).
