@@ -52,8 +52,9 @@ The UA carries SDP bodies as bytes and never decides T.38 parameters (``sip.sdp`
 
 Hostile input: unparseable datagrams get a 400 (or the parser's status hint) when the
 request line and the headers needed to answer were understood, and are dropped
-otherwise; a token bucket per source address (``sip.ratelimit``) drops floods; nothing
-a peer sends raises out of ``receive``.  Counters are in ``ua.stats``.
+otherwise; a token bucket per source address (``sip.ratelimit``) drops floods from
+sources outside ``allow_from`` (trusted trunks are never throttled: a dropped INVITE
+from the carrier is a lost fax); nothing a peer sends raises out of ``receive``.  Counters are in ``ua.stats``.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class UAConfig:
     min_se: int = 90  # RFC 4028 5: the smallest interval we accept
     timers: TimerSettings = TimerSettings()
     offer_timeout: float = 180.0  # an inbound INVITE the TU leaves unanswered gets 480 after this
-    rate: float = 100.0  # messages per second per source address
+    rate: float = 100.0  # messages per second per source address outside allow_from
     burst: float = 200.0
 
 
@@ -349,6 +350,7 @@ class UserAgent:
         self.calls: dict[str, Call] = {}
         self.registrations: dict[str, Registration] = {}
         self._allow_nets = [ipaddress.ip_network(net, strict=False) for net in self.config.allow_from]
+        self._allowed_cache: dict[str, bool] = {}
         self._outgoing: list[Outgoing] = []
         self._events: list = []
         self._timers: dict[tuple[str, str], float] = {}
@@ -403,7 +405,7 @@ class UserAgent:
 
     def receive(self, data: bytes, source: Address, now: float) -> None:
         """Feed one datagram (or one framed stream message's bytes)."""
-        if not self.limiter.allow(source.host, now):
+        if not self._source_allowed(source) and not self.limiter.allow(source.host, now):
             self.stats["rate_limited"] += 1
             return
         if not data.strip(b"\r\n"):
@@ -427,7 +429,7 @@ class UserAgent:
         self._answer_partial(partial, error, source)
 
     def _receive(self, message: Any, source: Address, now: float, *, rate_checked: bool) -> None:
-        if not rate_checked and not self.limiter.allow(source.host, now):
+        if not rate_checked and not self._source_allowed(source) and not self.limiter.allow(source.host, now):
             self.stats["rate_limited"] += 1
             return
         try:
@@ -559,11 +561,18 @@ class UserAgent:
         )
 
     def _source_allowed(self, source: Address) -> bool:
-        try:
-            address = ipaddress.ip_address(source.host)
-        except ValueError:
-            return False
-        return any(address in net for net in self._allow_nets)
+        """Whether ``source`` is inside ``allow_from`` (cached: asked for every message)."""
+        verdict = self._allowed_cache.get(source.host)
+        if verdict is None:
+            try:
+                address = ipaddress.ip_address(source.host)
+                verdict = any(address in net for net in self._allow_nets)
+            except ValueError:
+                verdict = False
+            if len(self._allowed_cache) >= 4096:
+                self._allowed_cache.clear()
+            self._allowed_cache[source.host] = verdict
+        return verdict
 
     def _on_new_invite(self, request: Any, tx: Transaction, source: Address, now: float) -> None:
         if not self._source_allowed(source):

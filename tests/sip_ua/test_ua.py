@@ -303,11 +303,15 @@ def test_flood_from_one_source_is_rate_limited_per_source():
     net = SimNet()
     b = net.add("bob", "127.0.0.2", rate=10.0, burst=20.0)
     for i in range(200):
-        net.inject(request_bytes("OPTIONS", branch=f"z9hG4bKf{i}", sent_by="127.0.0.9"), ("127.0.0.9", 5090), "bob")
+        net.inject(request_bytes("OPTIONS", branch=f"z9hG4bKf{i}", sent_by="192.0.2.9"), ("192.0.2.9", 5090), "bob")
     answered = len(net.sent_by("bob"))
     assert answered == 20 and b.ua.stats["rate_limited"] == 180
-    net.inject(request_bytes("OPTIONS", branch="z9hG4bKother", sent_by="127.0.0.8"), ("127.0.0.8", 5090), "bob")
-    assert net.sent_by("bob")[-1].dst == ("127.0.0.8", 5060)  # no rport: the Via port (default)
+    net.inject(request_bytes("OPTIONS", branch="z9hG4bKother", sent_by="192.0.2.8"), ("192.0.2.8", 5090), "bob")
+    assert net.sent_by("bob")[-1].dst == ("192.0.2.8", 5060)  # no rport: the Via port (default)
+    # A trusted trunk (inside allow_from) is never throttled.
+    for i in range(200):
+        net.inject(request_bytes("OPTIONS", branch=f"z9hG4bKt{i}", sent_by="127.0.0.9"), ("127.0.0.9", 5090), "bob")
+    assert len(net.sent_by("bob")) == 21 + 200
 
 
 def test_in_dialog_errors_481_and_500():
