@@ -192,15 +192,12 @@ class T30Receiver:
         self._fast_carrier_seen = False
         self._stray_data_logged = False
         self._block: EcmBlock | None = None
-        self._ecm_page_data_fed = False
         self._last_command: tuple | None = None
         self._last_response: list[T30Frame] = []
-        self._deferred_response: list[T30Frame] | None = None
         self._after_ready: Callable[[], None] | None = None
         self._receiver_ready = True
         self.pages_confirmed = 0
         self._document_pages = 0
-        self._first_page_of_dcs = True
         self.counters = {"bad_frames": 0, "crp_sent": 0, "ppr_sent": 0, "responses_repeated": 0,
                          "lost_ifp_gaps": 0, "unexpected": 0}
 
@@ -266,6 +263,7 @@ class T30Receiver:
         if self.state is State.ENDED:
             return []
         self._end(T30Result.CALL_DROPPED, f"call dropped in state {self.state.value}", send_dcn=False)
+        self._outgoing.clear()  # there is no line left to send on
         return self._take_events()
 
     def set_receiver_ready(self, ready: bool, now: float) -> list[Event]:
@@ -472,7 +470,6 @@ class T30Receiver:
         self._timers.pop("T1", None)
         self._timers.pop("T4", None)
         self._last_command = None
-        self._first_page_of_dcs = True
         self.state = State.AWAIT_TCF
         self._tcf_zero_run = self._tcf_longest = 0
         self._arm_t2()

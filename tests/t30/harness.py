@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from t38gw.t30 import CallEnded, Event, PageReceived, ReceiverConfig, T30Receiver
-from udptl.codec import decode_ifp, encode_ifp
+from udptl.codec import encode_ifp
+from udptl.receiver import IfpReceived, UdptlReceiver
+from udptl.sender import UdptlSender
 from tests.peers.spandsp import SpandspT38Terminal
 
 TICK = 0.02
@@ -30,30 +32,15 @@ def perfect_channel(datagram: bytes, now: float) -> list[tuple[float, bytes]]:
     return [(now + 0.01, datagram)]
 
 
-@dataclass(frozen=True)
-class _RawIfp:
-    seq: int
-    raw: bytes
-
-
 class _Link:
     """One direction: our UDPTL sender -> channel -> our UDPTL receiver."""
 
     def __init__(self, version: int, channel: Channel, rng: random.Random, *, redundancy: int, fec: bool) -> None:
         self.version = version
         self.channel = channel
-        try:
-            from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
-            from udptl.sender import UdptlSender
-        except ImportError:  # TEMPORARY until udptl/receiver.py and sender.py land
-            self.sender = self.receiver = None
-            self._IfpReceived = _RawIfp
-            self._seq = 0
-        else:
-            self._IfpLost, self._IfpReceived = IfpLost, IfpReceived
-            mode = ("fec" if fec else "redundancy") if (redundancy or fec) else "none"
-            self.sender = UdptlSender(error_correction=mode, redundancy_depth=redundancy, max_datagram=1400, rng=rng)
-            self.receiver = UdptlReceiver(version)
+        mode = ("fec" if fec else "redundancy") if (redundancy or fec) else "none"
+        self.sender = UdptlSender(error_correction=mode, redundancy_depth=redundancy, max_datagram=1400, rng=rng)
+        self.receiver = UdptlReceiver(version)
         self.in_flight: list[tuple[float, int, bytes]] = []
         self.sent_by_seq: dict[int, bytes] = {}
         self.wrong_deliveries = 0
@@ -62,10 +49,6 @@ class _Link:
         self.datagrams = 0
 
     def send(self, ifp: bytes, now: float) -> None:
-        if self.sender is None:
-            heapq.heappush(self.in_flight, (now + 0.01, next(self._order), _RawIfp(self._seq, ifp)))
-            self._seq += 1
-            return
         self.sent_by_seq[self.sender.seq] = ifp
         datagram = self.sender.datagram_for(ifp)
         self.datagrams += 1
@@ -77,15 +60,12 @@ class _Link:
         out = []
         while self.in_flight and self.in_flight[0][0] <= now:
             _, _, data = heapq.heappop(self.in_flight)
-            if self.receiver is None:
-                out.append(data)
-                continue
             out.extend(self.receiver.datagram_received(data, now))
-        deadline = self.receiver.next_deadline() if self.receiver else None
+        deadline = self.receiver.next_deadline()
         if deadline is not None and deadline <= now:
             out.extend(self.receiver.handle_timer(now))
         for item in out:
-            if isinstance(item, self._IfpReceived) and item.raw != self.sent_by_seq.get(item.seq):
+            if isinstance(item, IfpReceived) and item.raw != self.sent_by_seq.get(item.seq):
                 self.wrong_deliveries += 1
                 self.wrong_examples.append((item.seq, item.raw, self.sent_by_seq.get(item.seq)))
         return out
@@ -166,8 +146,8 @@ def run_call(
         for tick in range(ticks):
             now = tick * TICK
             for item in to_engine_link.deliver(now):
-                if isinstance(item, to_engine_link._IfpReceived):
-                    packet = item.packet if hasattr(item, "packet") else decode_ifp(item.raw, version)
+                if isinstance(item, IfpReceived):
+                    packet = item.packet
                     if packet is None:
                         # An IFP that does not decode is as good as lost (the gateway does the same).
                         malformed += 1
@@ -184,7 +164,7 @@ def run_call(
                 for _ in range(out.repeat):
                     to_sender_link.send(raw, now)
             for item in to_sender_link.deliver(now):
-                if isinstance(item, to_sender_link._IfpReceived) and sender_alive:
+                if isinstance(item, IfpReceived) and sender_alive:
                     sender.rx_ifp(item.raw, item.seq)
             if stop_sender_at is not None and sender_alive and now >= stop_sender_at:
                 sender_alive = False

@@ -277,7 +277,7 @@ def test_hang_up_records_the_state_and_pages(page):
     events = d.engine.hang_up(d.now + 1)
     assert events == [CallEnded(T30Result.CALL_DROPPED, 1, "call dropped in state await_page")]
     assert d.engine.hang_up(d.now + 2) == []
-    assert d.engine.next_deadline() is None or d.engine.finished is False
+    assert d.engine.finished and d.engine.next_deadline() is None
 
 
 def ecm_setup(frame_size=256, compression=Compression.MMR) -> s.Driver:
