@@ -79,6 +79,9 @@ T4 = 3.0  # 3 s +/- 15 %: waiting for a response (our DIS repeats)
 T5 = 60.0  # 60 +/- 5 s: ECM receiver-not-ready
 #: No image data for this long ends a page in progress (SpanDSP MID_RX_TIMEOUT).
 CARRIER_TIMEOUT = 15.0
+#: A page longer than this is cut there (unlimited length is allowed, endless is not):
+#: 32768 rows is 2.1 m at 15.4 lines/mm.
+MAX_PAGE_ROWS = 32768
 #: localTCF: how long to wait for a training burst after DCS before answering CFR.
 LOCAL_TCF_WAIT = 1.0
 #: TCF data that stops this long without its sig-end has ended (its end packets were lost).
@@ -563,7 +566,7 @@ class T30Receiver:
             self._timers.pop("T2", None)
             self._timers["CARRIER"] = self._now + self.config.carrier_timeout
             decoder = self._decoder
-            if not decoder.page_ended:
+            if not decoder.page_ended and decoder.rows < MAX_PAGE_ROWS:
                 decoder.feed(data)
                 if not self._page_rows_seen and decoder.rows:
                     self._page_rows_seen = True
@@ -669,7 +672,7 @@ class T30Receiver:
             self._decoder = self._decoder_factory(self.dcs.compression, self.dcs.width_px)
         if block is not None:
             data = block.data()
-            if data and not self._decoder.page_ended:
+            if data and not self._decoder.page_ended and self._decoder.rows < MAX_PAGE_ROWS:
                 self._decoder.feed(data)
         response = Fcf.ERR if with_errors else Fcf.MCF
         if not self._receiver_ready and not with_errors:

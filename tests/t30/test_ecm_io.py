@@ -113,3 +113,19 @@ def test_hdlc_burst_round_trips_through_the_demux(specs):
     arrived = [T30Frame.from_wire(e.wire) for e in got if isinstance(e, HdlcFrameArrived)]
     assert arrived == frames
     assert sum(isinstance(e, HdlcSignalEnded) for e in got) == 1
+
+
+@given(st.binary(min_size=3, max_size=80), st.data())
+@settings(deadline=None, max_examples=100)
+def test_hdlc_frame_is_the_same_whole_or_in_any_chunks(wire, data):
+    # The h11 test for the front end: a frame split anyhow (even byte by byte) reassembles
+    # to the same octets; a repeated end packet after it adds nothing.
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(wire) - 1), max_size=len(wire))))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
+    demux = IfpDemultiplexer()
+    got = []
+    for piece in pieces:
+        got += demux.packet_received(v21((FieldType.HDLC_DATA, piece)))
+    end = v21((FieldType.HDLC_FCS_OK_SIG_END, b""))
+    got += demux.packet_received(end) + demux.packet_received(end)
+    assert got == [HdlcFrameArrived(wire, True, T30Data.V21), HdlcSignalEnded(T30Data.V21)]

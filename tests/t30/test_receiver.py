@@ -467,3 +467,16 @@ def test_stale_tcf_is_not_answered_when_the_sender_already_repeats_dcs():
     assert "CFR" not in names(d)
     d.feed(s.tcf(Modulation.V17_14400))
     assert names(d).count("CFR") == 1
+
+
+def test_an_endless_page_is_cut_at_max_page_rows(monkeypatch):
+    import t38gw.t30.receiver as receiver_module
+
+    monkeypatch.setattr(receiver_module, "MAX_PAGE_ROWS", 50)
+    row = s.coded_page(bytes(216), WIDTH, 1, Compression.MH)[:-9]  # one EOL-led row, no RTC
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, row * 400, chunk=500))
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    (page,) = of(d.events, PageReceived) or of(d.events, PageRejected)
+    assert 50 <= page.height < 400
