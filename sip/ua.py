@@ -915,6 +915,10 @@ class UserAgent:
         status = response.status
         if status < 200:
             return
+        if status < 300 and call.ack is not None and call.ack.cseq[0] == response.cseq[0]:
+            # RFC 3261 13.2.2.4: a retransmitted 2xx only gets the same ACK again.
+            self._queue(call.ack, self._dialog_destination(call))
+            return
         offered = call.out_reinvite[1] if call.out_reinvite else call.local_sdp
         call.out_reinvite = None
         if status < 300:

@@ -3,6 +3,8 @@ simulated network.  Assertions are on the datagrams that crossed it and on TU ev
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sip.ua import (
@@ -593,3 +595,37 @@ def test_delayed_offer_invite_gets_its_answer_from_the_ack():
     (change,) = events_of(b, MediaChanged)
     assert change.remote_sdp == T38_A and not change.needs_answer
     assert events_of(b, CallEstablished) and change.call.remote_sdp == T38_A
+
+
+@settings(deadline=None, max_examples=int(os.environ.get("T38GW_GLARE_EXAMPLES", "60")))
+@given(
+    t_alice=st.floats(0, 1.0), t_bob=st.floats(0, 1.0),
+    latency=st.sampled_from([0.001, 0.02, 0.2, 0.6]),
+    lost=st.sets(st.integers(0, 20), max_size=5),
+)
+def test_concurrent_reinvites_always_converge(t_alice, t_bob, latency, lost):
+    """Whatever the timing (glare or not) and a few losses, both re-INVITEs end up done and
+    each side's idea of the other's SDP matches what the other last sent."""
+    net, a, b, call = setup_call(SimNet(latency=latency))
+    b_call = events_of(b, IncomingCall)[0].call
+    a.on_event = answer_with(AUDIO)
+    b.on_event = answer_with(AUDIO_B)
+    counter = {"n": 0}
+
+    def drop(sent):
+        counter["n"] += 1
+        return counter["n"] - 1 in lost
+
+    net.drop = drop
+    start = net.now
+    for at, who in sorted([(t_alice, "alice"), (t_bob, "bob")]):
+        net.run(start + at)
+        if who == "alice":
+            a.ua.reinvite(call, T38_A, net.now)
+        else:
+            b.ua.reinvite(b_call, T38_B, net.now)
+    net.run(start + 200.0)
+    assert call.state is CallState.CONFIRMED and b_call.state is CallState.CONFIRMED
+    assert call.out_reinvite is None and b_call.out_reinvite is None
+    assert call.glare_retry_sdp is None and b_call.glare_retry_sdp is None
+    assert call.local_sdp == b_call.remote_sdp and b_call.local_sdp == call.remote_sdp
