@@ -1037,7 +1037,7 @@ class UserAgent:
             self._end(call, "no ACK")
         elif name == "glare" and call.glare_retry_sdp is not None:
             sdp, call.glare_retry_sdp = call.glare_retry_sdp, None
-            if call.out_reinvite is None and call.pending_reinvite is None:
+            if call.out_reinvite is None and call.pending_reinvite is None and call.unacked is None:
                 self._send_reinvite(call, sdp, now)
             else:
                 self._timers[(call.id, "glare")] = now + 1.0

@@ -629,3 +629,28 @@ def test_concurrent_reinvites_always_converge(t_alice, t_bob, latency, lost):
     assert call.out_reinvite is None and b_call.out_reinvite is None
     assert call.glare_retry_sdp is None and b_call.glare_retry_sdp is None
     assert call.local_sdp == b_call.remote_sdp and b_call.local_sdp == call.remote_sdp
+
+
+@settings(deadline=None, max_examples=40)
+@given(lost=st.sets(st.integers(0, 60), max_size=5), latency=st.sampled_from([0.001, 0.1, 0.4]),
+       update=st.booleans())
+def test_session_timers_keep_a_long_call_up_through_losses(lost, latency, update):
+    """A 20-minute fax call with 90 s session timers: refreshes (UPDATE or re-INVITE) and
+    their retransmissions keep it up; nothing expires, nothing is renegotiated."""
+    net, a, b, call = setup_call(SimNet(latency=latency), session_expires=90, min_se=90)
+    b_call = events_of(b, IncomingCall)[0].call
+    call.peer_allows_update = update
+    b.on_event = None
+    counter = {"n": 0}
+
+    def drop(sent):
+        counter["n"] += 1
+        return counter["n"] - 1 in lost
+
+    net.drop = drop
+    net.run(net.now + 1200.0)
+    assert call.state is CallState.CONFIRMED and b_call.state is CallState.CONFIRMED
+    assert not events_of(a, CallEnded) and not events_of(b, CallEnded)
+    assert not events_of(a, MediaChanged) and not events_of(b, MediaChanged)
+    refreshes = net.sent_by("alice", "UPDATE" if update else "INVITE")
+    assert len({s.message.cseq[0] for s in refreshes}) >= 1200 // 45 - 1
