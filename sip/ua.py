@@ -253,6 +253,7 @@ class Call:
     peer_allows_update: bool = False
     provisional_seen: bool = False
     cancel_requested: bool = False
+    cancel_sent: bool = False
     credentials: tuple[str, str] | None = None
     auth_tries: int = 0
     end_reason: str | None = None
@@ -1177,6 +1178,9 @@ class UserAgent:
             self._end(call, "local hangup")
 
     def _send_cancel(self, call: Call, now: float) -> None:
+        if call.cancel_sent:
+            return
+        call.cancel_sent = True
         invite = call.invite
         # RFC 3261 9.1: same Request-URI, Call-ID, From, To, CSeq number, top Via, Route.
         headers = Headers()

@@ -654,3 +654,60 @@ def test_session_timers_keep_a_long_call_up_through_losses(lost, latency, update
     assert not events_of(a, MediaChanged) and not events_of(b, MediaChanged)
     refreshes = net.sent_by("alice", "UPDATE" if update else "INVITE")
     assert len({s.message.cseq[0] for s in refreshes}) >= 1200 // 45 - 1
+
+
+@settings(deadline=None, max_examples=int(os.environ.get("T38GW_HANGUP_EXAMPLES", "80")))
+@given(
+    who=st.sampled_from(["alice", "bob"]),
+    hang_at=st.floats(0, 3.0),
+    ring_for=st.sampled_from([None, 0.2, 1.0, 5.0]),
+    latency=st.sampled_from([0.001, 0.05, 0.3]),
+    lost=st.sets(st.integers(0, 15), max_size=4),
+)
+def test_hangup_at_any_moment_ends_both_sides_cleanly(who, hang_at, ring_for, latency, lost):
+    """Hang up (CANCEL, 480, BYE, deferred BYE - whatever the state needs) at any moment of
+    call set-up, with losses: both sides end up with exactly one CallEnded, no call,
+    transaction or timer left."""
+    counter = {"n": 0}
+
+    def drop(sent):
+        counter["n"] += 1
+        return counter["n"] - 1 in lost
+
+    net = SimNet(latency=latency, drop=drop)
+    a = net.add("alice", "127.0.0.1", session_expires=0)
+    b = net.add("bob", "127.0.0.2", session_expires=0)
+    tu = answer_with(AUDIO_B, ring_for=ring_for)
+    b.on_event = tu
+    call = a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
+    hung = False
+    for _ in range(10_000):
+        next_answer = min((t for t, _ in tu.pending), default=None)
+        target = min(x for x in (hang_at if not hung else None, next_answer, 400.0) if x is not None)
+        net.run(target)
+        if next_answer is not None and net.now >= next_answer:
+            for t, c in [p for p in tu.pending if p[0] <= net.now]:
+                tu.pending.remove((t, c))
+                if c.state is CallState.OFFERED:
+                    b.ua.answer(c, AUDIO_B, net.now)
+        if not hung and net.now >= hang_at:
+            hung = True
+            if who == "alice":
+                a.ua.hangup(call, net.now)
+            else:
+                bob_calls = list(b.ua.calls.values())
+                for b_call in bob_calls:
+                    b.ua.hangup(b_call, net.now)
+                if not bob_calls:
+                    who = "nobody"  # the INVITE had not reached bob yet
+        if net.now >= 400.0:
+            break
+    if who == "nobody" and call.state is CallState.CONFIRMED:
+        a.ua.hangup(call, net.now)
+    net.run(net.now + 400.0)
+    for node in (a, b):
+        assert node.ua.calls == {}, node.name
+        assert len(node.ua.transactions) == 0, node.name
+        assert node.ua.next_deadline() is None, node.name
+    assert len(events_of(a, CallEnded)) == 1
+    assert len(events_of(b, CallEnded)) == len(events_of(b, IncomingCall))
