@@ -1,4 +1,25 @@
-"""The T.30 fax engine over T.38 (sans-IO).  Start with ``T30Receiver``."""
+"""The T.30 fax engine over T.38 (sans-IO).  Start with ``T30Receiver``.
+
+Wiring it to UDPTL (what the call session does)::
+
+    engine = T30Receiver(ReceiverConfig(local_ident="+1 555 0100"))
+    events = engine.start(now)
+    # on each datagram:
+    for item in udptl_receiver.datagram_received(data, now):
+        if isinstance(item, IfpReceived) and item.packet is not None:
+            events += engine.ifp_received(item.packet, now)
+        else:  # IfpLost, or an IFP that did not decode
+            events += engine.ifps_lost(1, now)
+    # at engine.next_deadline():
+    events += engine.handle_timer(now)
+    # after every call:
+    for out in engine.ifps_to_send(now):
+        for _ in range(out.repeat):
+            socket.send(udptl_sender.datagram_for(encode_ifp(out.packet, version)))
+
+``PageReceived`` events carry each confirmed page (keep them as they come: a call that
+dies later keeps them); ``CallEnded`` comes once, with a ``T30Result``.  BYE: ``hang_up``.
+"""
 
 from t38gw.t30.dcs import Compression, DcsParameters, Modulation, PaperWidth, ReceiveCapabilities, Resolution
 from t38gw.t30.errors import LocalProtocolError, RemoteProtocolError
