@@ -37,7 +37,9 @@ Events (frozen dataclasses, from ``events()``):
   already have (RFC 4028 refresh, or an unchanged SDP per RFC 3264 8: same ``o=``
   version): it was answered here with our current SDP and the media must not be touched.
 - :class:`ReinviteFailed` ``(call, status, reason)`` - our re-INVITE got a final non-2xx
-  (e.g. 488 for T.38); the previous media stays in force.
+  (e.g. 488 for T.38); the previous media stays in force.  After a glare (491) the UA
+  retries by itself after the RFC 3261 14.1 delay, unless the TU meanwhile accepted the
+  peer's own re-INVITE: then ours is dropped with ``ReinviteFailed(call, 491, ...)``.
 - :class:`CallEnded` ``(call, reason, status)`` - the call is over (BYE either way,
   CANCEL, rejection, timeout, session expiry, no ACK).
 - :class:`RegistrationSucceeded` ``(trunk, expires)`` / :class:`RegistrationFailed`
@@ -1093,6 +1095,13 @@ class UserAgent:
             call.pending_reinvite = None
             call.remote_sdp = request.body or call.remote_sdp
             self._answer_invite(call, request, tx, sdp, now)
+            if call.glare_retry_sdp is not None:
+                # The peer's re-INVITE won the glare and we accepted its media: ours is
+                # superseded (re-sending it would renegotiate a session - a fax - that is
+                # already what the TU agreed to).  The TU may re-issue it if still needed.
+                call.glare_retry_sdp = None
+                self._timers.pop((call.id, "glare"), None)
+                self._events.append(ReinviteFailed(call, 491, "superseded by the peer's re-INVITE"))
             return
         if call.state is not CallState.OFFERED:
             raise LocalProtocolError(f"nothing to answer on a call in state {call.state.value}")

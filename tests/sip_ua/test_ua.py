@@ -163,7 +163,7 @@ def test_session_unchanged_rules():
     assert not session_unchanged(AUDIO, T38_A)
 
 
-def test_glare_both_get_491_and_retry_after_14_1_delays():
+def test_glare_both_get_491_and_the_first_retry_wins():
     net, a, b, call = setup_call()
     a.on_event = answer_with(AUDIO)
     b_call = events_of(b, IncomingCall)[0].call
@@ -173,14 +173,39 @@ def test_glare_both_get_491_and_retry_after_14_1_delays():
     net.run(start + 20)
     glare = [s for s in net.trace if s.first_line.startswith("SIP/2.0 491")]
     assert {s.src for s in glare} == {"alice", "bob"}
-    # Retries: alice owns the Call-ID (she called): 2.1-4 s; bob: 0-2 s (RFC 3261 14.1).
-    a_invites = net.sent_by("alice", "INVITE")[1:]
+    # bob does not own the Call-ID: he retries within 0-2 s (RFC 3261 14.1); alice
+    # accepts his T.38 offer, which supersedes her own pending retry.
     b_invites = net.sent_by("bob", "INVITE")
-    got_491_at = start + 0.01
-    assert 2.1 <= a_invites[1].time - got_491_at <= 4.0 + 1e-6
-    assert 0.0 <= b_invites[1].time - got_491_at <= 2.0 + 1e-6
-    assert events_of(a, MediaChanged) and events_of(b, MediaChanged)
+    assert 0.0 <= b_invites[1].time - (start + 0.01) <= 2.0 + 1e-6
+    assert len(net.sent_by("alice", "INVITE")) == 2  # the first call's INVITE and the glared one
+    (superseded,) = events_of(a, ReinviteFailed)
+    assert superseded.status == 491
+    assert [e.needs_answer for e in events_of(a, MediaChanged)] == [True]
+    assert call.remote_sdp == T38_B and b_call.remote_sdp == call.local_sdp
     assert call.state is CallState.CONFIRMED and b_call.state is CallState.CONFIRMED
+
+
+@pytest.mark.parametrize("caller_retries", [True, False])
+def test_491_retry_delay_depends_on_call_id_ownership(caller_retries):
+    net, a, b, call = setup_call()
+    b_call = events_of(b, IncomingCall)[0].call
+    node, handle = (a, call) if caller_retries else (b, b_call)
+    peer_address = ("127.0.0.2", 5060) if caller_retries else ("127.0.0.1", 5060)
+    net.drop = lambda sent: sent.src == node.name and sent.first_line.startswith("INVITE")
+    node.ua.reinvite(handle, T38_A, net.now)
+    net.flush()
+    invite = net.sent_by(node.name, "INVITE")[-1].message
+    from sip.message import make_response
+
+    start = net.now
+    net.inject(make_response(invite, 491, to_tag=invite.to.tag).to_bytes(), peer_address, node.name)
+    net.drop = lambda sent: False
+    net.run(start + 5)
+    retry = [sent for sent in net.sent_by(node.name, "INVITE") if sent.time > start][0]
+    delay = retry.time - start
+    # RFC 3261 14.1: the Call-ID owner (the caller) waits 2.1-4 s, the other side 0-2 s.
+    assert (2.1 <= delay <= 4.0) if caller_retries else (0.0 <= delay <= 2.0)
+    assert retry.message.cseq[0] == invite.cseq[0] + 1 and retry.message.body == T38_A
 
 
 def test_cancel_before_answer():
