@@ -1357,6 +1357,10 @@ class UserAgent:
             return
         if response.status < 300:
             expires = registration.succeeded(response, now)
+            if expires <= 0:
+                # A binding granted for 0 s is no registration; back off, do not hammer.
+                self._registration_failed(registration, response.status, "registrar granted expires=0", now)
+                return
             self._timers[("reg:" + registration.trunk.name, "refresh")] = registration.refresh_at
             self._events.append(RegistrationSucceeded(registration.trunk.name, expires))
             return
