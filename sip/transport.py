@@ -156,7 +156,10 @@ class SipEndpoint:
 
     def _record_bound(self, transport: str, host: str, port: int) -> None:
         self.bound[transport] = (host, port)
-        advertised = host if host not in ("0.0.0.0", "::") else self.ua.config.listen.get(transport, (host, port))[0]
+        advertised = host
+        if host in ("0.0.0.0", "::"):
+            configured = self.ua.config.listen.get(transport, (host, port))[0]
+            advertised = configured if configured not in ("0.0.0.0", "::", "") else primary_address(host)
         self.ua.set_listen(transport, advertised, port)
 
     # -- receiving ------------------------------------------------------------
@@ -346,6 +349,20 @@ def _peer_of(stream: trio.abc.Stream) -> tuple[str, int]:
             return ("0.0.0.0", 0)
     name = inner.socket.getpeername()
     return name[0], name[1]
+
+
+def primary_address(wildcard: str) -> str:
+    """The address this host would use towards the outside, for a wildcard listener's
+    Via/Contact when no ``public_address`` is configured (a UDP connect sends nothing)."""
+    family, probe, fallback = (
+        (_socket.AF_INET6, "2001:db8::1", "::1") if ":" in wildcard else (_socket.AF_INET, "192.0.2.1", "127.0.0.1")
+    )
+    try:
+        with _socket.socket(family, _socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            return sock.getsockname()[0]
+    except OSError:
+        return fallback
 
 
 def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:

@@ -198,3 +198,18 @@ async def test_call_over_udp_ipv6_loopback():
             alice.command(alice.ua.hangup, call)
             assert (await next_event(bob, CallEnded)).reason == "remote hangup"
             nursery.cancel_scope.cancel()
+
+
+@run_in_trio
+async def test_wildcard_listener_advertises_a_real_address():
+    from sip.transport import primary_address
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            endpoint = SipEndpoint(UserAgent(UAConfig(listen={"udp": ("0.0.0.0", 0)}), rng=random.Random(1)), ["udp:0.0.0.0:0"])
+            await nursery.start(endpoint.serve)
+            host, port = endpoint.ua.config.listen["udp"]
+            assert host == primary_address("0.0.0.0") and host != "0.0.0.0"
+            assert port == endpoint.bound["udp"][1] != 0
+            assert f"{host}:{port}" in endpoint.ua._via("udp")
+            nursery.cancel_scope.cancel()
