@@ -213,3 +213,22 @@ async def test_wildcard_listener_advertises_a_real_address():
             assert port == endpoint.bound["udp"][1] != 0
             assert f"{host}:{port}" in endpoint.ua._via("udp")
             nursery.cancel_scope.cancel()
+
+
+@run_in_trio
+async def test_tcp_oversize_body_is_answered_413_then_closed():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            bob = make_endpoint("bob", ["tcp:127.0.0.1:0"], 2)
+            await nursery.start(bob.serve)
+            stream = await trio.open_tcp_stream("127.0.0.1", bob.bound["tcp"][1])
+            head = request_bytes("OPTIONS", sent_by="127.0.0.1:5999").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+            await stream.send_all(head.replace(b"Content-Length: 0", b"Content-Length: 50000000"))
+            received = b""
+            while True:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                received += chunk
+            assert parse_message(received).status == 413
+            nursery.cancel_scope.cancel()
