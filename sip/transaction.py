@@ -656,12 +656,14 @@ class TransactionLayer:
         return tx
 
     def match_response(self, response: Any) -> Transaction | None:
+        """The client transaction ``response`` belongs to, or None (a stray)."""
         vias = response.vias
         if not vias:
             return None
         return self._transactions.get(client_key(vias[0].branch or "", response.cseq[1]))
 
     def match_request(self, request: Any) -> Transaction | None:
+        """The server transaction a retransmitted request (or an ACK for a non-2xx) belongs to."""
         return self._transactions.get(server_key(request))
 
     def find_server_invite(self, cancel: Any) -> Transaction | None:
@@ -670,10 +672,12 @@ class TransactionLayer:
         return self._transactions.get(key[:-1] + ("INVITE",))
 
     def next_deadline(self) -> float | None:
+        """The earliest timer of any live transaction, or None."""
         deadlines = [d for tx in self._transactions.values() if (d := tx.next_deadline()) is not None]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> list:
+        """Fire the due timers of every transaction; returns their outputs in order."""
         outputs: list = []
         for tx in list(self._transactions.values()):
             deadline = tx.next_deadline()
