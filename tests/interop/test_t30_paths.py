@@ -321,3 +321,22 @@ def test_garbled_command_gets_crp_and_spandsp_repeats_it(tiff):
     assert spandsp_frames(outcome).count("MPS") == 2  # SpanDSP repeated it after our CRP
     assert outcome.engine.counters["crp_sent"] == 1
     assert_pages(outcome, pages)
+
+
+def test_subaddress_and_sender_ident_from_spandsp(tiff):
+    import ctypes
+
+    def configure(sender):
+        lib = sender._lib
+        for name in ("t30_set_tx_sub_address", "t30_set_tx_sender_ident"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            getattr(lib, name).restype = ctypes.c_int
+        lib.t30_set_tx_sub_address(sender.t30_state, b"4021")
+        lib.t30_set_tx_sender_ident(sender.t30_state, b"0042")  # SID: T.30 5.3.6.2.10
+
+    outcome = run_call(tiff(pages_for(33, 1)), configure_sender=configure)
+    assert outcome.sender_status == T30_ERR_OK
+    (phase_b,) = [e for e in outcome.events if isinstance(e, PhaseBCompleted)]
+    assert (phase_b.subaddress, phase_b.password) == ("4021", "0042")
+    sent = spandsp_frames(outcome)
+    assert {"TSI", "SUB", "DCS"} <= set(sent) and ({"PWD", "SID"} & set(sent))

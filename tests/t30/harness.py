@@ -111,6 +111,7 @@ def run_call(
     transferred_tcf: bool = True,
     stop_sender_at: float | None = None,
     tamper: Callable[[bytes, float], bytes | None] | None = None,
+    configure_sender: Callable[[SpandspT38Terminal], None] | None = None,
     log=False,
 ) -> CallOutcome:
     """Run one call to its end (both sides finished) or ``max_sim_seconds``.
@@ -141,6 +142,8 @@ def run_call(
         ident=sender_ident, tx_tiff=tx_tiff, max_bitrate=max_bitrate, transferred_tcf=transferred_tcf, log=log,
     )
     with sender:
+        if configure_sender is not None:
+            configure_sender(sender)
         events.extend(engine.start(now))
         ticks = int(max_sim_seconds / TICK)
         for tick in range(ticks):
