@@ -42,7 +42,10 @@ class PageQuality(enum.Enum):
 
 @dataclass(frozen=True)
 class PhaseBCompleted:
-    """A DCS was accepted (CFR sent): the page parameters of what follows."""
+    """A DCS was accepted (CFR sent): the page parameters of what follows.
+
+    ``remote_ident`` is the TSI, ``subaddress`` the SUB (T.30 5.3.6.2.9, for routing) and
+    ``password`` the SID or PWD that came with the DCS (5.3.6.2.10-11)."""
 
     remote_ident: str
     subaddress: str

@@ -640,7 +640,7 @@ class T30Receiver:
         # No frames since our last answer: the sender did not hear it.
         if self.state in _ANSWERED_STATES and self._repeat_of_last(key):
             return
-        if self.state in (State.ANSWERING, State.AWAIT_DCN):
+        if self.state in (State.ANSWERING, State.AWAIT_DCN) or self.dcs is None or not self.dcs.ecm:
             self.counters["unexpected"] += 1
             self._log(f"unexpected PPS in {self.state.value}")
             return
@@ -708,6 +708,10 @@ class T30Receiver:
 
     def _ctc(self, frame: T30Frame, optional: list[T30Frame]) -> None:
         # T.30 A.4.3: continue to correct, possibly at a new rate (CTC FIF bits 11-14).
+        if self.dcs is None or not self.dcs.ecm:
+            self.counters["unexpected"] += 1
+            self._log(f"unexpected CTC in {self.state.value}")
+            return
         self.state = State.AWAIT_PAGE
         self._last_command = ("CTC",)
         end = self._respond(Fcf.CTR)
@@ -718,7 +722,7 @@ class T30Receiver:
         key = ("EOR", fcf2)
         if self.state in _ANSWERED_STATES and self._repeat_of_last(key):
             return
-        if self.state in (State.ANSWERING, State.AWAIT_DCN):
+        if self.state in (State.ANSWERING, State.AWAIT_DCN) or self.dcs is None or not self.dcs.ecm:
             self.counters["unexpected"] += 1
             self._log(f"unexpected EOR in {self.state.value}")
             return

@@ -480,3 +480,13 @@ def test_an_endless_page_is_cut_at_max_page_rows(monkeypatch):
     d.feed(s.control(s.frame(Fcf.EOP)))
     (page,) = of(d.events, PageReceived) or of(d.events, PageRejected)
     assert 50 <= page.height < 400
+
+
+def test_ecm_commands_in_a_non_ecm_call_are_logged_not_obeyed(page):
+    d = engine()
+    trained(d)
+    for packets in (s.pps(Fcf.MPS | 1, 0, 0, 3), s.control(s.frame(Fcf.CTC, b"\x00\x08")),
+                    s.control(s.frame(Fcf.EOR, bytes([Fcf.EOP | 1])))):
+        d.feed(packets)
+    assert not of(d.events, PageReceived)
+    assert names(d)[-1] == "CFR" and d.engine.counters["unexpected"] == 3
