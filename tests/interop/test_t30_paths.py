@@ -340,3 +340,39 @@ def test_subaddress_and_sender_ident_from_spandsp(tiff):
     assert (phase_b.subaddress, phase_b.password) == ("4021", "0042")
     sent = spandsp_frames(outcome)
     assert {"TSI", "SUB", "DCS"} <= set(sent) and ({"PWD", "SID"} & set(sent))
+
+
+def test_ppr_names_the_frames_lost_on_the_wire_and_spandsp_resends_them(tiff):
+    from udptl.codec import decode_udptl
+
+    from t38gw.t30.ecm import frames_in_ppr_map
+    from t38gw.t30.frames import REVERSE_BITS
+
+    pages = pages_for(34, 1, rows=(400, 401))
+    fcd_head = T30Frame(Fcf.FCD, final=False).to_wire()[:3]
+    victims = {3, 7}
+    dropped = set()
+
+    def lose_two_frames(datagram, now):
+        # No redundancy on this link: a lost datagram is a lost piece of an FCD frame.
+        for field in decode_ifp(decode_udptl(datagram).primary, 0).fields or ():
+            data = field.data
+            if field.field_type is FieldType.HDLC_DATA and data[:3] == fcd_head and len(data) > 3:
+                number = data[3:4].translate(REVERSE_BITS)[0]
+                if number in victims and number not in dropped:
+                    dropped.add(number)
+                    return []
+        return perfect_channel(datagram, now)
+
+    outcome = run_call(tiff(pages), ecm=True, compressions={"mh"}, to_engine=lose_two_frames)
+    assert dropped == victims and outcome.sender_status == T30_ERR_OK
+    pprs = [T30Frame.from_octets(f) for d, f in outcome.spandsp_frames if d == "rx" and f[2] & 0xFE == Fcf.PPR]
+    assert [frames_in_ppr_map(p.fif) for p in pprs] == [sorted(victims)]
+    assert_pages(outcome, pages)
+
+
+def test_preamble_first_answer(tiff):
+    pages = pages_for(35, 1)
+    outcome = run_call(tiff(pages), config=ReceiverConfig(local_ident="1", send_ced=False))
+    assert outcome.sender_status == T30_ERR_OK
+    assert_pages(outcome, pages)

@@ -76,7 +76,7 @@ def ecm_burst(modulation: Modulation, frames: dict[int, bytes], *, bad: frozense
     packets = [IfpPacket(modulation.indicator)]
     dt = modulation.data_type
     for number, octets in frames.items():
-        header = T30Frame(Fcf.FCD, bytes([number])).to_wire()
+        header = T30Frame(Fcf.FCD, bytes([number]), final=False).to_wire()
         end = FieldType.HDLC_FCS_BAD if number in bad else FieldType.HDLC_FCS_OK
         packets.append(IfpPacket(dt, (DataField(FieldType.HDLC_DATA, header + octets),)))
         packets.append(IfpPacket(dt, (DataField(end),)))
