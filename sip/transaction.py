@@ -32,8 +32,10 @@ once they terminate.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 from sip.errors import LocalProtocolError
 
@@ -411,6 +413,9 @@ class Transaction:
         self._armed: dict[Input, float] = {}
         self._interval: dict[Input, float] = {}
         self._pending_response: Any = None
+        # Told about every newly armed deadline (the layer keeps a heap of them).
+        self.on_armed: Callable[["Transaction", float], None] | None = None
+        self.on_terminated: Callable[["Transaction"], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Transaction {self.kind.value} {self.request.method} {self.state.value}>"
@@ -519,11 +524,19 @@ class Transaction:
         if self.state is State.TERMINATED:
             self._armed.clear()
             outputs.append(TransactionTerminated(self))
+            if self.on_terminated is not None:
+                self.on_terminated(self)
         return outputs
 
     def _arm(self, timer: Input, now: float, delay: float) -> None:
         self._interval[timer] = delay
         self._armed[timer] = now + delay
+        if self.on_armed is not None:
+            self.on_armed(self, now + delay)
+
+    def has_deadline(self, deadline: float) -> bool:
+        """Whether some armed timer is due exactly at ``deadline`` (heap entry check)."""
+        return deadline in self._armed.values()
 
     def _run(self, act: Act, now: float, message: Any = None) -> list:
         t1, t2, t4 = self.settings.t1, self.settings.t2, self.settings.t4
@@ -629,6 +642,31 @@ class TransactionLayer:
     def __init__(self, timers: TimerSettings = TimerSettings()) -> None:
         self.timers = timers
         self._transactions: dict[Hashable, Transaction] = {}
+        # (deadline, seq, tx), cleaned lazily: an entry whose tx no longer has that
+        # deadline armed (fired, superseded, terminated, forgotten) is skipped.
+        self._heap: list[tuple[float, int, Transaction]] = []
+        self._live: set[int] = set()
+        self._keys: dict[int, Hashable] = {}
+        self._finished: list[Transaction] = []
+        self._seq = itertools.count()
+
+    def _track(self, tx: Transaction, key: Hashable) -> None:
+        self._live.add(id(tx))
+        self._keys[id(tx)] = key
+        tx.on_armed = self._armed
+        tx.on_terminated = self._terminated
+        for deadline in tx.armed_timers().values():
+            self._armed(tx, deadline)
+
+    def _terminated(self, tx: Transaction) -> None:
+        self._finished.append(tx)
+
+    def _armed(self, tx: Transaction, deadline: float) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._seq), tx))
+
+    def _valid(self, entry: tuple[float, int, Transaction]) -> bool:
+        deadline, _, tx = entry
+        return id(tx) in self._live and not tx.terminated and tx.has_deadline(deadline)
 
     def __len__(self) -> int:
         return len(self._transactions)
@@ -646,13 +684,16 @@ class TransactionLayer:
         if key in self._transactions:
             raise LocalProtocolError(f"branch {tx.branch} already in use")
         self._transactions[key] = tx
+        self._track(tx, key)
         return tx, tx.start(now)
 
     def create_server(self, request: Any, reply_to: Any, *, reliable: bool) -> Transaction:
         """Create the server transaction for a new request (not ACK)."""
         kind = Kind.SERVER_INVITE if request.method == "INVITE" else Kind.SERVER_NON_INVITE
         tx = Transaction(kind, request, reply_to, reliable=reliable, timers=self.timers)
-        self._transactions[server_key(request)] = tx
+        key = server_key(request)
+        self._transactions[key] = tx
+        self._track(tx, key)
         return tx
 
     def match_response(self, response: Any) -> Transaction | None:
@@ -673,23 +714,35 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         """The earliest timer of any live transaction, or None."""
-        deadlines = [d for tx in self._transactions.values() if (d := tx.next_deadline()) is not None]
-        return min(deadlines) if deadlines else None
+        heap = self._heap
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        if len(heap) > 4 * len(self._transactions) + 64:
+            self._heap = [entry for entry in heap if self._valid(entry)]
+            heapq.heapify(self._heap)
+        return self._heap[0][0] if self._heap else None
 
     def handle_timer(self, now: float) -> list:
         """Fire the due timers of every transaction; returns their outputs in order."""
         outputs: list = []
-        for tx in list(self._transactions.values()):
-            deadline = tx.next_deadline()
-            if deadline is not None and deadline <= now:
-                outputs += tx.handle_timer(now)
+        while (deadline := self.next_deadline()) is not None and deadline <= now:
+            _, _, tx = heapq.heappop(self._heap)
+            outputs += tx.handle_timer(now)
         self.collect()
         return outputs
 
     def discard(self, tx: Transaction) -> None:
         """Forget ``tx`` now (a request we could not even answer)."""
-        self._transactions = {k: t for k, t in self._transactions.items() if t is not tx}
+        self._forget(tx)
 
     def collect(self) -> None:
-        """Forget terminated transactions."""
-        self._transactions = {k: tx for k, tx in self._transactions.items() if not tx.terminated}
+        """Forget the transactions that terminated since the last call."""
+        finished, self._finished = self._finished, []
+        for tx in finished:
+            self._forget(tx)
+
+    def _forget(self, tx: Transaction) -> None:
+        key = self._keys.pop(id(tx), None)
+        self._live.discard(id(tx))
+        if key is not None and self._transactions.get(key) is tx:
+            del self._transactions[key]

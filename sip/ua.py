@@ -72,6 +72,7 @@ from sip.dialog import Dialog, contact_uri
 from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from sip.message import Headers, Request, Response, make_response, parse_message, parse_name_addr
 from sip.ratelimit import RateLimiter
+from sip.timers import TimerTable
 from sip.registration import Registration, Trunk
 from sip.transaction import (
     AckReceived,
@@ -356,7 +357,7 @@ class UserAgent:
         self._allowed_cache: dict[str, bool] = {}
         self._outgoing: list[Outgoing] = []
         self._events: list = []
-        self._timers: dict[tuple[str, str], float] = {}
+        self._timers = TimerTable()  # (owner id, timer name) -> deadline
         self._owners: dict[Transaction, tuple[str, Any]] = {}
         self._auth_server = None
         if self.config.auth_users:
@@ -378,19 +379,14 @@ class UserAgent:
 
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` must next be called (None: only on input)."""
-        candidates = list(self._timers.values())
-        tx_deadline = self.transactions.next_deadline()
-        if tx_deadline is not None:
-            candidates.append(tx_deadline)
+        candidates = [d for d in (self._timers.next_deadline(), self.transactions.next_deadline()) if d is not None]
         return min(candidates) if candidates else None
 
     def handle_timer(self, now: float) -> None:
         """Fire everything due at ``now``.  Calling it early or twice does nothing."""
         self._process(self.transactions.handle_timer(now), now)
-        for key in sorted((k for k, d in self._timers.items() if d <= now), key=lambda k: self._timers[k]):
-            if key in self._timers and self._timers[key] <= now:
-                del self._timers[key]
-                self._fire(key, now)
+        while (key := self._timers.pop_due(now)) is not None:
+            self._fire(key, now)
         self.transactions.collect()
 
     def send_failed(self, outgoing: Outgoing, now: float) -> None:

@@ -318,3 +318,26 @@ def test_any_input_sequence_keeps_the_machine_sound(kind, reliable, steps):
             assert set(tx.armed_timers()) <= allowed
             if reliable:
                 assert not set(tx.armed_timers()) & {"A", "E", "G"}
+
+
+def test_layer_next_deadline_equals_the_earliest_live_timer():
+    layer = TransactionLayer()
+    requests = [request_bytes("OPTIONS", branch=f"z9hG4bKl{i}") for i in range(6)] + [invite_bytes(f"z9hG4bKi{i}") for i in range(3)]
+    txs = [layer.start_client(msg(data), "peer", reliable=False, now=i * 0.1)[0] for i, data in enumerate(requests)]
+
+    def brute():
+        deadlines = [d for tx in txs if not tx.terminated and (d := tx.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    now = 0.0
+    assert layer.next_deadline() == brute()
+    for step, tx in enumerate(txs):
+        now += 0.3
+        layer.handle_timer(now)
+        assert layer.next_deadline() == brute()
+        data = requests[step]
+        tx.receive_response(msg(response_bytes(200 if step % 2 else 486, "X", data)), now)
+        layer.collect()
+        assert layer.next_deadline() == brute()
+    layer.handle_timer(1000.0)
+    assert layer.next_deadline() is None and len(layer) == 0
