@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from itertools import cycle
+from itertools import accumulate, chain, cycle
 from operator import getitem, sub
 
 from . import t4codes
@@ -67,38 +67,82 @@ _TOKEN_PIXELS = _TokenPixels()
 _find_tokens = t4codes.MH_PAIR_TOKEN.findall
 
 
+class _TokenRuns(dict):
+    """MH pair token -> its (white, black) run lengths as pels, without empty runs except a
+    leading white one: (w, b), (w,) or (); computed on first sight."""
+
+    def __missing__(self, token: str) -> tuple[int, ...]:
+        pixels = _TOKEN_PIXELS[token]
+        white = len(pixels) - len(pixels.lstrip("0"))
+        if len(pixels) > white:
+            runs: tuple[int, ...] = (white, len(pixels) - white)
+        else:
+            runs = (white,) if white else ()
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[token] = runs
+        return runs
+
+
+_TOKEN_RUNS = _TokenRuns()
+
+
+def _changes_from_tokens(tokens: list[str]) -> list[int] | None:
+    """The changing elements of a good 1-D line from its MH pair tokens; None when a
+    zero-length black-to-black white run makes this shortcut wrong."""
+    # Changes are the running sums of the run lengths; the last sum is the line's end.
+    runs = list(chain.from_iterable(map(_TOKEN_RUNS.__getitem__, tokens)))
+    if not runs or runs.count(0) > (runs[0] == 0):
+        return None
+    changes = list(accumulate(runs))
+    changes.pop()
+    return changes
+
+
 class _Undecodable(Exception):
     def __init__(self, position: int) -> None:
         self.position = position
 
 
-def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -> tuple[list[int], int]:
+def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -> tuple[list[int] | None, int]:
     """Decode one two-dimensionally coded line (T.4 4.2.1.3, T.6 2.2) starting at ``position``.
 
     ``reference`` is the changing elements of the reference line followed by three copies of
     ``width`` (so b1/b2 always exist). ``bits`` must end with at least 32 padding zeros.
-    Returns the changing elements of the decoded line (strictly increasing, < width) and the
-    position after its last code; raises _Undecodable(position of the bad code).
+    Returns the changing elements of the decoded line (strictly increasing, < width; None
+    when the line is all V0 codes, i.e. equals its reference) and the position after its last
+    code; raises _Undecodable(position of the bad code).
     """
+    real = len(reference) - 3
+    p = position
+    if bits[p] == "1" and bits.find("0", p) - p > real:
+        # All V0 codes: the line repeats its reference (blank after blank, the commonest
+        # line of a page), so there is nothing to build.
+        return None, p + real + 1
     changes: list[int] = []
     append = changes.append
     modes = _MODES
-    white = t4codes.WHITE_TABLE
-    black = t4codes.BLACK_TABLE
-    real = len(reference) - 3
     a0 = -1  # T.4 4.2.1.3.1: an imaginary white element just before the first pel
-    color = 0
+    # a0's colour is the parity of len(changes): every change flips it (a zero-length run's
+    # two changes on one pel included).
     # i indexes b1: the first changing element of the reference line right of a0 whose
     # colour is opposite to a0's (even indexes turn to black, so i's parity is the colour).
-    # It is carried from code to code and only searched for again after horizontal mode.
+    # It is carried from code to code and only searched for again after horizontal mode;
+    # b1 > a0 always holds, so only a VL code can put a1 at or left of a0 and only a VR
+    # code right of the line end.
     i = 0
     zero_run = False
-    p = position
     try:
         while True:
             if bits[p] == "1":
                 # A run of k V0 codes takes the next k reference changes as they are.
                 q = bits.find("0", p)
+                if q - p == 1 and i < real:  # a single V0, the commonest code
+                    a0 = reference[i]
+                    append(a0)
+                    i += 1
+                    p = q
+                    continue
                 end = i + (q - p)
                 if end > real:
                     if i <= real:
@@ -109,48 +153,66 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
                     break
                 changes.extend(reference[i:end])
                 a0 = reference[end - 1]
-                color ^= (q - p) & 1
                 i = end
                 p = q
                 continue
             length, offset = modes[bits[p : p + 7]]
-            if offset < 4:  # vertical: a1 is b1 moved by offset
+            if offset < 0:  # VL: a1 is b1 moved left
                 a1 = reference[i] + offset
-                if a1 <= a0 or a1 > width:
+                if a1 <= a0:
                     raise _Undecodable(p)
                 p += length
-                if a1 == width:
-                    break
                 append(a1)
                 a0 = a1
-                color ^= 1
-                # Next b1 has the other parity: reference[i - 1] if a VL left it to the
-                # right of a1, else the first of i+1, i+3, ... beyond a1.
-                if offset < 0 and i and reference[i - 1] > a1:
+                # Next b1 has the other parity: reference[i - 1] if it is right of a1,
+                # else the first of i+1, i+3, ... beyond a1.
+                if i and reference[i - 1] > a1:
                     i -= 1
                 else:
                     i += 1
                     while reference[i] <= a1:
                         i += 2
+            elif offset < 4:  # VR: a1 is b1 moved right
+                a1 = reference[i] + offset
+                if a1 >= width:
+                    if a1 > width:
+                        raise _Undecodable(p)
+                    p += length
+                    break
+                p += length
+                append(a1)
+                a0 = a1
+                i += 1
+                while reference[i] <= a1:
+                    i += 2
             elif offset == 4:  # horizontal: a0a1 and a1a2 as MH runs, a0's colour first
+                if len(changes) & 1:
+                    first, second = _BLACK, _WHITE
+                else:
+                    first, second = _WHITE, _BLACK
                 q = p + length
-                first, second = (white, black) if color == 0 else (black, white)
-                run1 = 0
-                while True:
-                    p = q
-                    run, length = first[bits[q : q + 13]]
-                    q += length
-                    run1 += run
-                    if run < 64:
-                        break
-                run2 = 0
-                while True:
-                    p = q
-                    run, length = second[bits[q : q + 13]]
-                    q += length
-                    run2 += run
-                    if run < 64:
-                        break
+                p = q
+                run1, length = first[bits[q : q + 13]]
+                q += length
+                if run1 >= 64:  # make-up codes until a terminating one
+                    while True:
+                        p = q
+                        run, length = first[bits[q : q + 13]]
+                        q += length
+                        run1 += run
+                        if run < 64:
+                            break
+                p = q
+                run2, length = second[bits[q : q + 13]]
+                q += length
+                if run2 >= 64:
+                    while True:
+                        p = q
+                        run, length = second[bits[q : q + 13]]
+                        q += length
+                        run2 += run
+                        if run < 64:
+                            break
                 a1 = (a0 if a0 > 0 else 0) + run1
                 a2 = a1 + run2
                 if a2 > width:
@@ -164,7 +226,7 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
                 if a0 >= width:
                     break
                 i = bisect_right(reference, a0)
-                if (i & 1) != color:
+                if (i ^ len(changes)) & 1:
                     i += 1
             else:  # pass: a0 moves under b2, colour unchanged; the next b1 is two on
                 a0 = reference[i + 1]
@@ -187,6 +249,9 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
     return changes, p
 
 
+_WHITE = t4codes.WHITE_TABLE
+_BLACK = t4codes.BLACK_TABLE
+
 # Mode codes by their next 7 bits: (code length, vertical offset | 4 horizontal | 5 pass).
 _MODES = {
     key: (length, offset if kind == t4codes.MODE_VERTICAL else (4 if kind == t4codes.MODE_HORIZONTAL else 5))
@@ -199,10 +264,19 @@ _RUN_STRINGS = ([_ZEROS[:n] for n in range(t4codes.MAX_WIDTH + 1)], [_ONES[:n] f
 
 def pixels_from_changes(changes: list[int], width: int) -> str:
     """The pels ('1' black) of a line with the given changing elements."""
+    return _pixels_from_padded(changes + [width, width, width])
+
+
+def _pixels_from_padded(padded: list[int]) -> str:
+    # ``padded``: changes then three copies of the width (the decoder's reference form).
     # Run lengths are the differences of consecutive changes; each picks a pre-made run
-    # string, white and black in turn, all in C (map/cycle/getitem).
-    lengths = map(sub, changes + [width], [0] + changes)
+    # string, white and black in turn, all in C (map/cycle/getitem). The padding adds two
+    # empty runs at the end.
+    lengths = map(sub, padded, chain(_ZERO, padded))
     return "".join(map(getitem, cycle(_RUN_STRINGS), lengths))
+
+
+_ZERO = (0,)
 
 
 def changes_from_pixels(pixels: str) -> list[int]:
@@ -233,10 +307,14 @@ class StreamingDecoder:
         self._bits = ""
         self._lines: list[str] = []
         self._white = _ZEROS[:width]
+        # Rows are kept as pel strings; the changing elements of a row (needed when it is the
+        # reference of a 2-D line) are kept padded with three copies of the width, or None
+        # until needed.
+        self._width_pad = [width, width, width]
         self._last_good = self._white
-        self._last_good_changes: list[int] | None = []
+        self._last_good_changes: list[int] | None = list(self._width_pad)
         self._reference_pixels = self._white
-        self._reference_changes: list[int] | None = []
+        self._reference_changes: list[int] | None = self._last_good_changes
         self._bad_rows = 0
         self._bad_run = 0
         self._longest_bad_run = 0
@@ -247,6 +325,10 @@ class StreamingDecoder:
         self._damaged = False
         self._finished: DecodedPage | None = None
         self._line_cache: dict[str, str | None] = {}
+        # The MH tokens of the last 1-D line decoded afresh, and the row they made: its
+        # changing elements come cheaper from them if it becomes a 2-D line's reference.
+        self._tokens: list[str] = []
+        self._tokens_pixels: str | None = None
         self._retry_at = 0
 
     @property
@@ -320,10 +402,19 @@ class StreamingDecoder:
         self._bad_run = 0
 
     def _reference(self) -> list[int]:
-        if self._reference_changes is None:
-            self._reference_changes = changes_from_pixels(self._reference_pixels)
-        width = self.width
-        return self._reference_changes + [width, width, width]
+        """The reference line's changing elements padded with three widths (do not modify)."""
+        reference = self._reference_changes
+        if reference is None:
+            pixels = self._reference_pixels
+            if pixels is self._tokens_pixels:
+                reference = _changes_from_tokens(self._tokens)
+            if reference is None:
+                reference = changes_from_pixels(pixels)
+            reference += self._width_pad
+            self._reference_changes = reference
+            if self._last_good is self._reference_pixels:
+                self._last_good_changes = reference
+        return reference
 
     # --- T.4 ---
 
@@ -381,7 +472,9 @@ class StreamingDecoder:
         try:
             pixels = cache[line]
         except KeyError:
-            pixels = "".join(map(_TOKEN_PIXELS.__getitem__, _find_tokens(line)))
+            tokens = _find_tokens(line)
+            pixels = "".join(map(_TOKEN_PIXELS.__getitem__, tokens))
+            self._tokens, self._tokens_pixels = tokens, pixels
             if len(pixels) != self.width or _BAD_TOKEN in pixels:
                 pixels = None
             if len(line) <= _CACHED_LINE_BITS:
@@ -402,12 +495,15 @@ class StreamingDecoder:
             return
         self._emit_changes(changes, reference)
 
-    def _emit_changes(self, changes: list[int], reference: list[int]) -> None:
-        if len(changes) == len(reference) - 3 and changes == reference[:-3]:
-            pixels = self._reference_pixels
+    def _emit_changes(self, changes: list[int] | None, reference: list[int]) -> None:
+        if changes is None:  # all V0: the reference line again
+            self._emit(self._reference_pixels, reference)
+            return
+        changes += self._width_pad
+        if len(changes) == len(reference) and changes == reference:
+            self._emit(self._reference_pixels, reference)
         else:
-            pixels = pixels_from_changes(changes, self.width)
-        self._emit(pixels, changes)
+            self._emit(_pixels_from_padded(changes), changes)
 
     # --- T.6 ---
 
