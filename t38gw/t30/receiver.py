@@ -325,7 +325,9 @@ class T30Receiver:
         if self._csi is not None:
             frames.append(T30Frame(Fcf.CSI, self._csi, final=False))
         frames.append(T30Frame(Fcf.DIS, self.config.capabilities.dis_fif()))
-        end = self._send_frames(frames, start=start)
+        # Not remembered as "the last response": after EOM a repeated EOM must get its
+        # MCF again, not the DIS that followed it.
+        end = self._send_frames(frames, remember=False, start=start)
         self._timers["T4"] = end + self.config.t4
 
     def _arm_t2(self, after: float | None = None) -> None:
@@ -796,11 +798,12 @@ class T30Receiver:
         end = self._respond(response)
         if command == Fcf.EOP and confirmed:
             self._events.append(DocumentEnded(self._document_pages, more_documents=False))
-        if command == Fcf.EOM and confirmed:
-            self._events.append(DocumentEnded(self._document_pages, more_documents=True))
-            self._document_pages = 0
-            # T.30 Figure 5-2: after MCF to EOM the called station returns to phase B
-            # and sends DIS again.
+        if command == Fcf.EOM:
+            if confirmed:
+                self._events.append(DocumentEnded(self._document_pages, more_documents=True))
+                self._document_pages = 0
+            # T.30 Figure 5-2: after the response to EOM (MCF, RTP or RTN alike) both
+            # stations return to phase B and the called station sends DIS again.
             self.state = State.ANSWERING
             self._timers["T1"] = end + self.config.t1
             self._send_dis(self._now)

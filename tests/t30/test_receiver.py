@@ -490,3 +490,27 @@ def test_ecm_commands_in_a_non_ecm_call_are_logged_not_obeyed(page):
         d.feed(packets)
     assert not of(d.events, PageReceived)
     assert names(d)[-1] == "CFR" and d.engine.counters["unexpected"] == 3
+
+
+def test_eom_answered_rtn_also_returns_to_phase_b(page):
+    bitmap, coded = page
+    data = bytearray(coded[Compression.MH])
+    for i in range(40, len(data) - 40, 7):
+        data[i] ^= 0x5A
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, bytes(data)))
+    d.feed(s.control(s.frame(Fcf.EOM)))
+    assert names(d)[-3:] == ["RTN", "CSI", "DIS"]
+    assert d.engine.state is State.ANSWERING and not of(d.events, DocumentEnded)
+
+
+def test_repeated_eom_gets_mcf_again_not_dis(page):
+    bitmap, coded = page
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MH]))
+    d.feed(s.control(s.frame(Fcf.EOM)))
+    d.feed(s.control(s.frame(Fcf.EOM)))  # the sender missed our MCF
+    assert names(d)[-4:] == ["MCF", "CSI", "DIS", "MCF"]
+    assert len(of(d.events, PageReceived)) == 1 and len(of(d.events, DocumentEnded)) == 1
