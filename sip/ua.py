@@ -352,6 +352,7 @@ class UserAgent:
         self.limiter = RateLimiter(self.config.rate, self.config.burst)
         self.stats: Counter[str] = Counter()
         self.calls: dict[str, Call] = {}
+        self._by_dialog: dict[tuple[str, str, str], Call] = {}
         self.registrations: dict[str, Registration] = {}
         self._allow_nets = [ipaddress.ip_network(net, strict=False) for net in self.config.allow_from]
         self._allowed_cache: dict[str, bool] = {}
@@ -692,18 +693,19 @@ class UserAgent:
             call.pending_reinvite = None
 
     def _find_dialog_call(self, message: Any, *, incoming: bool) -> Call | None:
+        """The call whose dialog ``message`` belongs to (RFC 3261 12.2: Call-ID and tags)."""
         local_tag = message.to.tag if incoming else message.from_.tag
         remote_tag = message.from_.tag if incoming else message.to.tag
-        for call in self.calls.values():
-            dialog = call.dialog
-            if (
-                dialog is not None
-                and dialog.call_id == message.call_id
-                and dialog.local_tag == local_tag
-                and dialog.remote_tag == (remote_tag or "")
-            ):
-                return call
-        return None
+        return self._by_dialog.get((message.call_id, local_tag or "", remote_tag or ""))
+
+    def _set_dialog(self, call: Call, dialog: Dialog) -> None:
+        call.dialog = dialog
+        self._by_dialog[dialog.id] = call
+
+    def _drop_call(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+        if call.dialog is not None and self._by_dialog.get(call.dialog.id) is call:
+            del self._by_dialog[call.dialog.id]
 
     def _on_in_dialog(self, request: Any, tx: Transaction, source: Address, now: float) -> None:
         call = self._find_dialog_call(request, incoming=True)
@@ -804,7 +806,7 @@ class UserAgent:
         """The BYE that ``hangup`` had to hold back until the ACK (RFC 3261 15)."""
         call.bye_after_ack = False
         self._send_bye(call, now)
-        self.calls.pop(call.id, None)
+        self._drop_call(call)
 
     # -- responses ------------------------------------------------------------
 
@@ -883,7 +885,7 @@ class UserAgent:
             return
         if status < 300:
             if call.dialog is None:
-                call.dialog = Dialog.as_uac(call.invite, response, secure=call.peer.transport == "tls")
+                self._set_dialog(call, Dialog.as_uac(call.invite, response, secure=call.peer.transport == "tls"))
             elif call.ack is not None and call.ack.cseq[0] == response.cseq[0]:
                 self._queue(call.ack, self._dialog_destination(call))  # 2xx retransmission
                 return
@@ -1101,7 +1103,7 @@ class UserAgent:
             return
         if call.state is not CallState.OFFERED:
             raise LocalProtocolError(f"nothing to answer on a call in state {call.state.value}")
-        call.dialog = Dialog.as_uas(call.invite, call.local_tag, secure=call.peer.transport == "tls")
+        self._set_dialog(call, Dialog.as_uas(call.invite, call.local_tag, secure=call.peer.transport == "tls"))
         call.state = CallState.ANSWERED
         self._timers.pop((call.id, "offer"), None)
         self._answer_invite(call, call.invite, call.invite_tx, sdp, now)
@@ -1387,7 +1389,7 @@ class UserAgent:
         if not call.bye_after_ack:
             self._timers.pop((call.id, "2xx"), None)
             self._timers.pop((call.id, "2xx-giveup"), None)
-            self.calls.pop(call.id, None)
+            self._drop_call(call)
         self._events.append(CallEnded(call, reason, status))
 
     def _respond(

@@ -548,7 +548,7 @@ def test_any_loss_pattern_leaves_both_sides_consistent_and_clean(lost, latency):
     net.run(4000.0)
     # Whatever was lost: no call, transaction or timer is left behind on either side.
     for node in (a, b):
-        assert node.ua.calls == {}
+        assert node.ua.calls == {} and node.ua._by_dialog == {}
         assert len(node.ua.transactions) == 0
         assert node.ua.next_deadline() is None
     # And the two sides agree: a call bob saw established also ended for him, and
@@ -731,7 +731,7 @@ def test_hangup_at_any_moment_ends_both_sides_cleanly(who, hang_at, ring_for, la
         a.ua.hangup(call, net.now)
     net.run(net.now + 400.0)
     for node in (a, b):
-        assert node.ua.calls == {}, node.name
+        assert node.ua.calls == {} and node.ua._by_dialog == {}, node.name
         assert len(node.ua.transactions) == 0, node.name
         assert node.ua.next_deadline() is None, node.name
     assert len(events_of(a, CallEnded)) == 1
