@@ -884,6 +884,11 @@ class UserAgent:
                 self._send_cancel(call, now)
             return
         if status < 300:
+            if call.dialog is not None and (response.to.tag or "") != call.dialog.remote_tag:
+                # RFC 3261 13.2.2.4: a forked INVITE answered by a second UAS.  We keep
+                # the first dialog; the second gets its ACK and an immediate BYE.
+                self._refuse_forked_dialog(call, response, now)
+                return
             if call.dialog is None:
                 self._set_dialog(call, Dialog.as_uac(call.invite, response, secure=call.peer.transport == "tls"))
             elif call.ack is not None and call.ack.cseq[0] == response.cseq[0]:
@@ -1461,13 +1466,22 @@ class UserAgent:
         port = uri.port or (5061 if transport == "tls" else 5060)
         return Address(transport, uri.host_address, port)
 
-    def _dialog_destination(self, call: Call) -> Address:
+    def _refuse_forked_dialog(self, call: Call, response: Any, now: float) -> None:
+        self.stats["forked_2xx"] += 1
+        dialog = Dialog.as_uac(call.invite, response)
+        destination = self._dialog_destination(call, dialog)
+        ack = dialog.build_request("ACK", via=self._via(destination.transport), contact=None, cseq=response.cseq[0])
+        self._queue(ack, destination)
+        bye = dialog.build_request("BYE", via=self._via(destination.transport), contact=None)
+        self._start_client(bye, destination, now)
+
+    def _dialog_destination(self, call: Call, dialog: Dialog | None = None) -> Address:
         """Where in-dialog requests go: the first route or the remote target (12.2.1.1).
 
         For a call that arrived over TCP/TLS the connection it came on is offered for
         reuse (RFC 3261 18); the edge falls back to connecting to the target.
         """
-        uri, routes = call.dialog.request_target()
+        uri, routes = (dialog or call.dialog).request_target()
         target = parse_name_addr(routes[0]).uri if routes else parse_uri(uri)
         transport = getattr(target, "transport", None) or call.peer.transport
         destination = self._uri_destination(target, transport)

@@ -736,3 +736,19 @@ def test_hangup_at_any_moment_ends_both_sides_cleanly(who, hang_at, ring_for, la
         assert node.ua.next_deadline() is None, node.name
     assert len(events_of(a, CallEnded)) == 1
     assert len(events_of(b, CallEnded)) == len(events_of(b, IncomingCall))
+
+
+def test_forked_second_2xx_is_acked_and_hung_up():
+    net, a, b, call = setup_call()
+    invite = net.sent_by("alice", "INVITE")[0].message
+    from sip.message import make_response
+
+    # A second UAS behind a forking proxy answers the same INVITE with another To tag.
+    forked = make_response(invite, 200, to_tag="forkedtag")
+    forked.headers.add("Contact", "<sip:carol@127.0.0.3:5060>")
+    net.inject(forked.to_bytes(), ("127.0.0.3", 5060), "alice")
+    acks = [s for s in net.sent_by("alice", "ACK") if s.message.to.tag == "forkedtag"]
+    byes = [s for s in net.sent_by("alice", "BYE") if s.message.to.tag == "forkedtag"]
+    assert len(acks) == 1 and len(byes) == 1 and byes[0].dst == ("127.0.0.3", 5060)
+    assert call.dialog.remote_tag != "forkedtag" and call.state is CallState.CONFIRMED
+    assert not events_of(a, CallEnded)
