@@ -27,7 +27,7 @@ Events (frozen dataclasses, from ``events()``):
   as ``MediaChanged(needs_answer=False)`` from the ACK.  A call left unanswered gets 480
   after ``UAConfig.offer_timeout`` (or the INVITE's Expires).
 - :class:`CallEstablished` ``(call)`` - the ACK for our 2xx arrived (inbound calls).
-- :class:`CallProgressed` ``(call, status, reason)`` / :class:`CallAnswered`
+- :class:`CallProgressed` ``(call, status, reason, sdp)`` / :class:`CallAnswered`
   ``(call, answer)`` - an outbound call rings / was answered (the ACK is already sent).
 - :class:`MediaChanged` ``(call, remote_sdp, needs_answer)`` - the peer's session
   description changed: ``needs_answer=True`` for a peer's re-INVITE offer (answer it with
@@ -168,6 +168,7 @@ class CallProgressed:
     call: "Call"
     status: int
     reason: str
+    sdp: bytes = b""  # early-media SDP of a 183 (informational; no early dialog is kept)
 
 
 @dataclass(frozen=True)
@@ -879,7 +880,7 @@ class UserAgent:
         if status < 200:
             call.provisional_seen = True
             if status > 100:
-                self._events.append(CallProgressed(call, status, response.reason))
+                self._events.append(CallProgressed(call, status, response.reason, response.body))
             if call.cancel_requested and call.state is CallState.CALLING:
                 self._send_cancel(call, now)
             return
