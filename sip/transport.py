@@ -149,7 +149,12 @@ class SipEndpoint:
         transport = spec.transport
 
         async def handler(stream: trio.abc.Stream) -> None:
-            peer = _peer_of(stream)
+            try:
+                peer = _peer_of(stream)
+            except OSError:  # gone before we looked: nothing to serve
+                self.stats["stream_errors"] += 1
+                await trio.aclose_forcefully(stream)
+                return
             await self._run_stream(stream, peer, transport)
 
         nursery.start_soon(trio.serve_listeners, handler, listeners)

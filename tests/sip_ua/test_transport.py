@@ -232,3 +232,36 @@ async def test_tcp_oversize_body_is_answered_413_then_closed():
                 received += chunk
             assert parse_message(received).status == 413
             nursery.cancel_scope.cancel()
+
+
+def test_tls_listener_survives_plaintext_and_aborted_handshakes(tmp_path):
+    cert, key = _self_signed(tmp_path)
+
+    @run_in_trio
+    async def body():
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                bob = make_endpoint("bob", ["tls:127.0.0.1:0"], 2, ssl_context=server_ssl_context(str(cert), str(key)))
+                await nursery.start(bob.serve)
+                port = bob.bound["tls"][1]
+                plain = await trio.open_tcp_stream("127.0.0.1", port)
+                await plain.send_all(request_bytes("OPTIONS"))  # SIP without TLS
+                with trio.move_on_after(5):
+                    while await plain.receive_some(4096):
+                        pass
+                await plain.aclose()
+                aborted = await trio.open_tcp_stream("127.0.0.1", port)
+                await aborted.aclose()  # connect and leave
+                # A real TLS client is still served.
+                context = ssl.create_default_context(cafile=str(cert))
+                good = await trio.open_ssl_over_tcp_stream("127.0.0.1", port, ssl_context=context)
+                await good.send_all(request_bytes("OPTIONS", sent_by="127.0.0.1:5999").replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS"))
+                reply = b""
+                while b"\r\n\r\n" not in reply:
+                    reply += await good.receive_some(4096)
+                assert parse_message(reply).status == 200
+                assert bob.stats["stream_errors"] >= 1
+                await good.aclose()
+                nursery.cancel_scope.cancel()
+
+    body()
