@@ -134,15 +134,17 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
     zero_run = False
     try:
         while True:
-            if bits[p] == "1":
-                # A run of k V0 codes takes the next k reference changes as they are.
-                q = bits.find("0", p)
-                if q - p == 1 and i < real:  # a single V0, the commonest code
+            length, offset = modes[bits[p : p + 7]]
+            if not offset:
+                # A run of k V0 codes (the table gives k for up to six; seven ones may
+                # continue) takes the next k reference changes as they are.
+                if length == 1 and i < real:  # a single V0, the commonest code
                     a0 = reference[i]
                     append(a0)
                     i += 1
-                    p = q
+                    p += 1
                     continue
+                q = bits.find("0", p) if length == 7 else p + length
                 end = i + (q - p)
                 if end > real:
                     if i <= real:
@@ -156,7 +158,6 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
                 i = end
                 p = q
                 continue
-            length, offset = modes[bits[p : p + 7]]
             if offset < 0:  # VL: a1 is b1 moved left
                 a1 = reference[i] + offset
                 if a1 <= a0:
@@ -257,6 +258,8 @@ _MODES = {
     key: (length, offset if kind == t4codes.MODE_VERTICAL else (4 if kind == t4codes.MODE_HORIZONTAL else 5))
     for key, (kind, length, offset) in t4codes.MODE_TABLE.items()
 }
+# A window starting with V0 ('1') gives the number of V0 codes it starts with instead.
+_MODES.update({key: (len(key) - len(key.lstrip("1")), 0) for key in _MODES if key[0] == "1"})
 
 
 _RUN_STRINGS = ([_ZEROS[:n] for n in range(t4codes.MAX_WIDTH + 1)], [_ONES[:n] for n in range(t4codes.MAX_WIDTH + 1)])
@@ -286,6 +289,18 @@ def changes_from_pixels(pixels: str) -> list[int]:
     if pixels[:1] == "1":
         ends.insert(0, 0)
     return ends
+
+
+class _PackedRows(dict):
+    """Row pels -> packed row, each distinct row packed once (repeated rows are common)."""
+
+    def __missing__(self, pixels: str) -> bytes:
+        packed = self[pixels] = pack_pixels(pixels)
+        return packed
+
+
+def _pack_rows(lines: list[str]) -> bytes:
+    return b"".join(map(_PackedRows().__getitem__, lines))
 
 
 class StreamingDecoder:
@@ -374,7 +389,7 @@ class StreamingDecoder:
             self._finished = DecodedPage(
                 width=self.width,
                 height=len(self._lines),
-                bitmap=pack_pixels("".join(self._lines)),
+                bitmap=_pack_rows(self._lines),
                 bad_rows=self._bad_rows,
                 longest_bad_run=self._longest_bad_run,
                 damaged=self._damaged,
