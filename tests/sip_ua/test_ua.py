@@ -752,3 +752,28 @@ def test_forked_second_2xx_is_acked_and_hung_up():
     assert len(acks) == 1 and len(byes) == 1 and byes[0].dst == ("127.0.0.3", 5060)
     assert call.dialog.remote_tag != "forkedtag" and call.state is CallState.CONFIRMED
     assert not events_of(a, CallEnded)
+
+
+def test_register_423_raises_expires_and_unregister_sends_expires_0():
+    from sip.registration import Trunk
+    from sip.ua import RegistrationSucceeded
+
+    net = SimNet()
+    a = net.add("alice", "127.0.0.1")
+    registrar = ("127.0.0.50", 5060)
+    a.ua.register(Trunk("carrier", "sip:127.0.0.50", username="", expires=30), 0.0)
+    net.flush()
+    first = net.sent_by("alice", "REGISTER")[-1].message
+    assert first.headers.get("Expires") == "30" and str(first.uri) == "sip:127.0.0.50"
+    # RFC 3261 10.2.8: 423 Interval Too Brief names the minimum.
+    net.inject(_scripted_reply(first, 423, [("Min-Expires", "300")]), registrar, "alice")
+    second = net.sent_by("alice", "REGISTER")[-1].message
+    assert second.headers.get("Expires") == "300" and second.cseq[0] == first.cseq[0] + 1
+    net.inject(_scripted_reply(second, 200, [("Expires", "300")]), registrar, "alice")
+    assert [e.expires for e in events_of(a, RegistrationSucceeded)] == [300]
+    a.ua.unregister("carrier", net.now)
+    net.flush()
+    last = net.sent_by("alice", "REGISTER")[-1].message
+    assert last.headers.get("Expires") == "0" and last.call_id == first.call_id
+    net.run(net.now + 1000)
+    assert len(net.sent_by("alice", "REGISTER")) == 3 + 10  # 3 + Timer E retransmissions of the un-REGISTER, no refresh
