@@ -8,10 +8,14 @@ How it works: octets are turned into a string of line bits as they arrive (``bit
   zeros of the line. A line that does not decode to exactly ``width`` pels is a bad row: it is
   counted, replaced by the previous good row (which also becomes the reference for a following
   2-D line) and decoding resumes at the next EOL. One-dimensional lines are tokenised in one
-  ``re.findall`` over a trie-shaped expression of (white run, black run) pairs, and each
-  distinct pair is turned into pels once (``_TOKEN_PIXELS``); two-dimensional lines run a
-  Python loop over mode codes in which a run of V0 codes (the commonest) is copied from the
+  ``re.findall`` over a trie-shaped expression of (white run, black run) pairs, each distinct
+  pair being decoded once (``_TOKEN_PIXELS``, ``_TOKEN_RUNS``); identical lines (blank ones
+  above all) are decoded once per page (the line cache). Two-dimensional lines run a Python
+  loop over mode codes in which a run of V0 codes (the commonest) is copied from the
   reference line as one slice.
+* Rows are kept packed. A row is built from its changing elements as the XOR of one
+  precomputed "black from here to the line end" integer per change (``_row_from_padded``),
+  all in C, with no string of pels; MH pages join pre-made pel strings per token instead.
 * T.6 (MMR): lines follow each other with no EOL, so lines are decoded from a running bit
   position; a line whose codes run past the bits received so far is retried when more arrive.
   A code error cannot be resynchronised (there is no EOL), so the page ends there, with the
@@ -26,11 +30,12 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from itertools import accumulate, chain, cycle
-from operator import getitem, sub
+from itertools import accumulate, chain
+from functools import reduce
+from operator import xor
 
 from . import t4codes
-from .bits import pack_pixels, to_bits
+from .bits import to_bits, unpack_pixels
 from .model import BitOrder, Coding, DecodedPage
 
 EOL = t4codes.EOL
@@ -41,45 +46,35 @@ EOLS_TO_END_T4_PAGE = 5
 MAX_LINE_BITS = 200_000
 # Zeros appended while decoding so that look-ups near the end of the data never run short.
 _PAD = "0" * 32
-_ZEROS = "0" * t4codes.MAX_WIDTH
-_ONES = "1" * t4codes.MAX_WIDTH
 _RUN = re.compile("0+|1+")
-_BAD_TOKEN = "X"
 _CACHE_LIMIT = 20_000
 _CACHED_LINE_BITS = 4096
 _RETRY_BITS = 256
 
 
-class _TokenPixels(dict):
-    """MH pair token -> its pels, computed on first sight; a non-code maps to 'X'."""
-
-    def __missing__(self, token: str) -> str:
-        pixels = t4codes.decode_mh_token(token)
-        if pixels is None:
-            pixels = _BAD_TOKEN
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()  # garbage can make endless distinct tokens; real pages few
-        self[token] = pixels
-        return pixels
-
-
-_TOKEN_PIXELS = _TokenPixels()
 _find_tokens = t4codes.MH_PAIR_TOKEN.findall
+# Stands for a token that is no code: bigger than any line, so a line holding one never
+# adds up to its width.
+_BAD_RUN = 1 << 20
 
 
 class _TokenRuns(dict):
-    """MH pair token -> its (white, black) run lengths as pels, without empty runs except a
-    leading white one: (w, b), (w,) or (); computed on first sight."""
+    """MH pair token -> its (white, black) run lengths in pels, computed on first sight:
+    (w, b), (w,) or () (fill); a zero-length run only as a leading white one; a non-code
+    maps to (_BAD_RUN,)."""
 
     def __missing__(self, token: str) -> tuple[int, ...]:
-        pixels = _TOKEN_PIXELS[token]
-        white = len(pixels) - len(pixels.lstrip("0"))
-        if len(pixels) > white:
-            runs: tuple[int, ...] = (white, len(pixels) - white)
+        pixels = t4codes.decode_mh_token(token)
+        if pixels is None:
+            runs: tuple[int, ...] = (_BAD_RUN,)
         else:
-            runs = (white,) if white else ()
+            white = len(pixels) - len(pixels.lstrip("0"))
+            if len(pixels) > white:
+                runs = (white, len(pixels) - white)
+            else:
+                runs = (white,) if white else ()
         if len(self) >= _CACHE_LIMIT:
-            self.clear()
+            self.clear()  # garbage can make endless distinct tokens; real pages few
         self[token] = runs
         return runs
 
@@ -87,16 +82,47 @@ class _TokenRuns(dict):
 _TOKEN_RUNS = _TokenRuns()
 
 
-def _changes_from_tokens(tokens: list[str]) -> list[int] | None:
-    """The changing elements of a good 1-D line from its MH pair tokens; None when a
-    zero-length black-to-black white run makes this shortcut wrong."""
-    # Changes are the running sums of the run lengths; the last sum is the line's end.
-    runs = list(chain.from_iterable(map(_TOKEN_RUNS.__getitem__, tokens)))
-    if not runs or runs.count(0) > (runs[0] == 0):
-        return None
+class _TokenPixels(dict):
+    """MH pair token -> its pels ('1' black), computed on first sight; a non-code maps to 'X'."""
+
+    def __missing__(self, token: str) -> str:
+        pixels = t4codes.decode_mh_token(token)
+        if pixels is None:
+            pixels = "X"
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[token] = pixels
+        return pixels
+
+
+_TOKEN_PIXELS = _TokenPixels()
+
+
+def _decode_1d_row(line: str, width: int, octets: int) -> tuple[bytes | None, None]:
+    """Like _decode_1d_line without the changing elements (MH pages need none): joining
+    each token's pels and packing them is quicker than the running sums."""
+    pixels = "".join(map(_TOKEN_PIXELS.__getitem__, _find_tokens(line)))
+    if len(pixels) != width or "X" in pixels:
+        return None, None
+    return int(pixels, 2).to_bytes(octets, "big"), None
+
+
+def _decode_1d_line(line: str, masks: list[int], octets: int) -> tuple[bytes | None, list[int] | None]:
+    """A one-dimensionally coded line (T.4 4.1) without its EOL: (packed row or None if it
+    is bad, its changing elements padded with three widths or None if they are to be found
+    from the row)."""
+    # The running sums of the run lengths are the changing elements, the last one the line
+    # end; the row is the XOR of their suffix masks (see _row_from_padded), all C-level.
+    runs = list(chain.from_iterable(map(_TOKEN_RUNS.__getitem__, _find_tokens(line))))
     changes = list(accumulate(runs))
-    changes.pop()
-    return changes
+    width = len(masks) - 1
+    if not changes or changes[-1] != width:
+        return None, None  # not exactly width pels, or a non-code
+    row = reduce(xor, map(masks.__getitem__, changes), 0).to_bytes(octets, "big")
+    if runs.count(0) > (runs[0] == 0):
+        return row, None  # a zero-length run inside: changes repeat, find them from the row
+    changes += (width, width)
+    return row, changes
 
 
 class _Undecodable(Exception):
@@ -262,24 +288,24 @@ _MODES = {
 _MODES.update({key: (len(key) - len(key.lstrip("1")), 0) for key in _MODES if key[0] == "1"})
 
 
-_RUN_STRINGS = ([_ZEROS[:n] for n in range(t4codes.MAX_WIDTH + 1)], [_ONES[:n] for n in range(t4codes.MAX_WIDTH + 1)])
+class _SuffixMasks(dict):
+    """Line width -> for each pel c, the row as an int (pel 0 its top bit) with pels c.. black."""
+
+    def __missing__(self, width: int) -> list[int]:
+        if len(self) >= 8:
+            self.clear()  # up to ~1.6 MB per width; pages come in a few standard widths
+        masks = self[width] = [(1 << (width - c)) - 1 for c in range(width + 1)]
+        return masks
 
 
-def pixels_from_changes(changes: list[int], width: int) -> str:
-    """The pels ('1' black) of a line with the given changing elements."""
-    return _pixels_from_padded(changes + [width, width, width])
+_SUFFIX_MASKS = _SuffixMasks()
 
 
-def _pixels_from_padded(padded: list[int]) -> str:
-    # ``padded``: changes then three copies of the width (the decoder's reference form).
-    # Run lengths are the differences of consecutive changes; each picks a pre-made run
-    # string, white and black in turn, all in C (map/cycle/getitem). The padding adds two
-    # empty runs at the end.
-    lengths = map(sub, padded, chain(_ZERO, padded))
-    return "".join(map(getitem, cycle(_RUN_STRINGS), lengths))
-
-
-_ZERO = (0,)
+def _row_from_padded(padded: list[int], masks: list[int], octets: int) -> bytes:
+    """The packed row with changing elements ``padded`` (padding included; masks[width] = 0)."""
+    # Each changing element flips the colour of every pel from it to the line end, so the
+    # row is the XOR of the suffix masks of its changes: one C-level reduce, no pel string.
+    return reduce(xor, map(masks.__getitem__, padded), 0).to_bytes(octets, "big")
 
 
 def changes_from_pixels(pixels: str) -> list[int]:
@@ -289,18 +315,6 @@ def changes_from_pixels(pixels: str) -> list[int]:
     if pixels[:1] == "1":
         ends.insert(0, 0)
     return ends
-
-
-class _PackedRows(dict):
-    """Row pels -> packed row, each distinct row packed once (repeated rows are common)."""
-
-    def __missing__(self, pixels: str) -> bytes:
-        packed = self[pixels] = pack_pixels(pixels)
-        return packed
-
-
-def _pack_rows(lines: list[str]) -> bytes:
-    return b"".join(map(_PackedRows().__getitem__, lines))
 
 
 class StreamingDecoder:
@@ -320,15 +334,17 @@ class StreamingDecoder:
         self.width = width
         self.bit_order = bit_order
         self._bits = ""
-        self._lines: list[str] = []
-        self._white = _ZEROS[:width]
-        # Rows are kept as pel strings; the changing elements of a row (needed when it is the
-        # reference of a 2-D line) are kept padded with three copies of the width, or None
-        # until needed.
+        # Rows are kept packed (as DecodedPage.bitmap has them); the changing elements of a
+        # row (needed when it is the reference of a 2-D line) are kept padded with three
+        # copies of the width, or None until needed.
+        self._lines: list[bytes] = []
+        self._octets = width // 8
+        self._white = bytes(self._octets)
+        self._masks = _SUFFIX_MASKS[width]
         self._width_pad = [width, width, width]
         self._last_good = self._white
         self._last_good_changes: list[int] | None = list(self._width_pad)
-        self._reference_pixels = self._white
+        self._reference_row = self._white
         self._reference_changes: list[int] | None = self._last_good_changes
         self._bad_rows = 0
         self._bad_run = 0
@@ -339,11 +355,8 @@ class StreamingDecoder:
         self._ended = False
         self._damaged = False
         self._finished: DecodedPage | None = None
-        self._line_cache: dict[str, str | None] = {}
-        # The MH tokens of the last 1-D line decoded afresh, and the row they made: its
-        # changing elements come cheaper from them if it becomes a 2-D line's reference.
-        self._tokens: list[str] = []
-        self._tokens_pixels: str | None = None
+        # 1-D line bits -> _decode_1d_line's answer.
+        self._line_cache: dict[str, tuple[bytes | None, list[int] | None]] = {}
         self._retry_at = 0
 
     @property
@@ -389,7 +402,7 @@ class StreamingDecoder:
             self._finished = DecodedPage(
                 width=self.width,
                 height=len(self._lines),
-                bitmap=_pack_rows(self._lines),
+                bitmap=b"".join(self._lines),
                 bad_rows=self._bad_rows,
                 longest_bad_run=self._longest_bad_run,
                 damaged=self._damaged,
@@ -400,16 +413,17 @@ class StreamingDecoder:
 
     # --- rows ---
 
-    def _emit(self, pixels: str | None, changes: list[int] | None) -> None:
-        if pixels is None:
+    def _emit(self, row: bytes | None, changes: list[int] | None) -> None:
+        if row is None:
             self._bad_rows += 1
             self._bad_run += 1
-            pixels, changes = self._last_good, self._last_good_changes
+            row, changes = self._last_good, self._last_good_changes
         else:
-            self._close_bad_run()
-            self._last_good, self._last_good_changes = pixels, changes
-        self._lines.append(pixels)
-        self._reference_pixels, self._reference_changes = pixels, changes
+            if self._bad_run:
+                self._close_bad_run()
+            self._last_good, self._last_good_changes = row, changes
+        self._lines.append(row)
+        self._reference_row, self._reference_changes = row, changes
 
     def _close_bad_run(self) -> None:
         if self._bad_run > self._longest_bad_run:
@@ -420,14 +434,11 @@ class StreamingDecoder:
         """The reference line's changing elements padded with three widths (do not modify)."""
         reference = self._reference_changes
         if reference is None:
-            pixels = self._reference_pixels
-            if pixels is self._tokens_pixels:
-                reference = _changes_from_tokens(self._tokens)
-            if reference is None:
-                reference = changes_from_pixels(pixels)
+            row = self._reference_row
+            reference = changes_from_pixels(unpack_pixels(row))
             reference += self._width_pad
             self._reference_changes = reference
-            if self._last_good is self._reference_pixels:
+            if self._last_good is row:
                 self._last_good_changes = reference
         return reference
 
@@ -485,18 +496,17 @@ class StreamingDecoder:
             return
         cache = self._line_cache
         try:
-            pixels = cache[line]
+            row, changes = cache[line]
         except KeyError:
-            tokens = _find_tokens(line)
-            pixels = "".join(map(_TOKEN_PIXELS.__getitem__, tokens))
-            self._tokens, self._tokens_pixels = tokens, pixels
-            if len(pixels) != self.width or _BAD_TOKEN in pixels:
-                pixels = None
+            if self.coding is Coding.MH:
+                row, changes = _decode_1d_row(line, self.width, self._octets)
+            else:
+                row, changes = _decode_1d_line(line, self._masks, self._octets)
             if len(line) <= _CACHED_LINE_BITS:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
-                cache[line] = pixels
-        self._emit(pixels, None)
+                cache[line] = row, changes
+        self._emit(row, changes)
 
     def _t4_2d_line(self, line: str) -> None:
         reference = self._reference()
@@ -512,13 +522,13 @@ class StreamingDecoder:
 
     def _emit_changes(self, changes: list[int] | None, reference: list[int]) -> None:
         if changes is None:  # all V0: the reference line again
-            self._emit(self._reference_pixels, reference)
+            self._emit(self._reference_row, reference)
             return
         changes += self._width_pad
         if len(changes) == len(reference) and changes == reference:
-            self._emit(self._reference_pixels, reference)
+            self._emit(self._reference_row, reference)
         else:
-            self._emit(_pixels_from_padded(changes), changes)
+            self._emit(_row_from_padded(changes, self._masks, self._octets), changes)
 
     # --- T.6 ---
 
