@@ -59,20 +59,13 @@ _BAD_RUN = 1 << 20
 
 
 class _TokenRuns(dict):
-    """MH pair token -> its (white, black) run lengths in pels, computed on first sight:
-    (w, b), (w,) or () (fill); a zero-length run only as a leading white one; a non-code
-    maps to (_BAD_RUN,)."""
+    """MH pair token -> its run lengths as coded, computed on first sight: (white, black),
+    (white,) (a line's last run) or () (fill); a non-code maps to (_BAD_RUN,)."""
 
     def __missing__(self, token: str) -> tuple[int, ...]:
-        pixels = t4codes.decode_mh_token(token)
-        if pixels is None:
-            runs: tuple[int, ...] = (_BAD_RUN,)
-        else:
-            white = len(pixels) - len(pixels.lstrip("0"))
-            if len(pixels) > white:
-                runs = (white, len(pixels) - white)
-            else:
-                runs = (white,) if white else ()
+        runs = t4codes.decode_mh_token_runs(token)
+        if runs is None:
+            runs = (_BAD_RUN,)
         if len(self) >= _CACHE_LIMIT:
             self.clear()  # garbage can make endless distinct tokens; real pages few
         self[token] = runs

@@ -169,15 +169,18 @@ MH_PAIR_TOKEN = re.compile(
 )
 
 
-def decode_mh_token(token: str) -> str | None:
-    """Pixels ('0' white, '1' black) of one MH_PAIR_TOKEN; '' for fill; None if it is no code."""
+def decode_mh_token_runs(token: str) -> tuple[int, ...] | None:
+    """Run lengths of one MH_PAIR_TOKEN: (white,) or (white, black) as coded, zero-length
+    runs included; () for fill; None if it is no code."""
     if token.strip("0") == "":
-        return ""
+        return ()
     if len(token) == 1:
         return None
-    pixels = []
+    runs = []
     position = 0
-    for codes, pixel in ((WHITE_CODES, "0"), (BLACK_CODES, "1")):
+    for codes in (WHITE_CODES, BLACK_CODES):
+        if position == len(token):
+            break
         run = 0
         while position < len(token):
             for length in range(2, 14):
@@ -190,5 +193,13 @@ def decode_mh_token(token: str) -> str | None:
             run += value
             if value < 64:
                 break
-        pixels.append(pixel * run)
-    return "".join(pixels)
+        runs.append(run)
+    return tuple(runs)
+
+
+def decode_mh_token(token: str) -> str | None:
+    """Pixels ('0' white, '1' black) of one MH_PAIR_TOKEN; '' for fill; None if it is no code."""
+    runs = decode_mh_token_runs(token)
+    if runs is None:
+        return None
+    return "".join(pixel * run for pixel, run in zip("01", runs))
