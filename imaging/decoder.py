@@ -29,7 +29,6 @@ we accept five consecutive EOLs so a page whose RTC lost one EOL still ends. EOF
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from itertools import accumulate, chain
 from functools import reduce
 from operator import xor
@@ -245,7 +244,11 @@ def decode_2d_line(bits: str, position: int, reference: list[int], width: int) -
                 p = q
                 if a0 >= width:
                     break
-                i = bisect_right(reference, a0)
+                # b1 lies beyond reference[i - 2] (<= the old a0): step on from there.
+                if i:
+                    i -= 1
+                while reference[i] <= a0:
+                    i += 1
                 if (i ^ len(changes)) & 1:
                     i += 1
             else:  # pass: a0 moves under b2, colour unchanged; the next b1 is two on
