@@ -41,6 +41,10 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     raise RuntimeError("no free port found")
 
 
+class PortTaken(Exception):
+    pass
+
+
 @dataclass
 class Received:
     headers: dict
@@ -121,6 +125,9 @@ class GatewayProcess:
     log_path: Path | None = None
 
     def __post_init__(self) -> None:
+        self.write_config()
+
+    def write_config(self) -> None:
         base = random.Random().randrange(42000, 59000, 200)
         self.udptl_ports = (base, base + 199)
         self.config_path = self.workdir / "t38gw.toml"
@@ -153,6 +160,17 @@ listen = "127.0.0.1:{self.http_port}"
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> "GatewayProcess":
+        """Start and wait (bounded) for ``gateway_started``.  A port we picked may have been
+        taken by another process meanwhile (the gateway then exits 1): pick others, retry."""
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except PortTaken:
+                self.sip_port, self.http_port = free_port(), free_port(socket.SOCK_STREAM)
+                self.write_config()
+        return self._start_once()
+
+    def _start_once(self) -> "GatewayProcess":
         n = len(list(self.workdir.glob("gateway-*.log")))
         self.log_path = self.workdir / f"gateway-{n}.log"
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -162,6 +180,8 @@ listen = "127.0.0.1:{self.http_port}"
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if self.proc.returncode == 1 and "cannot bind" in self.log_text():
+                    raise PortTaken(self.log_text())
                 raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.log_text()}")
             if "gateway_started" in self.log_text():
                 return self

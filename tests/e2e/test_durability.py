@@ -71,7 +71,9 @@ def test_receiver_outage_and_sigkill_lose_nothing(tmp_path):
         # 4. Restart with the receiver back: both webhooks arrive, b's with its planned id.
         receiver = WebhookReceiver(receiver.port).start()
         gateway.start()
-        posts = receiver.wait_for(lambda posts: len({p.headers["webhook-id"] for p in posts}) >= 2, timeout=30)
+        # b's delivery keeps the back-off it earned while the receiver was down (up to
+        # 5 + 10 + 20 s by now), so allow for that.
+        posts = receiver.wait_for(lambda posts: len({p.headers["webhook-id"] for p in posts}) >= 2, timeout=75)
         by_caller = {json.loads(p.body)["data"]["sip"]["caller"]: p for p in posts}
         assert set(by_caller) == {"5550402", "5550403"}, gateway.log_text()[-3000:]
         assert by_caller["5550402"].headers["webhook-id"] == planned["id"]
