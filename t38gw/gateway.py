@@ -184,6 +184,12 @@ class Gateway:
                         raise
                     host, port = self.config.http.listen
                     raise StartupError(f"http.listen: cannot bind {host}:{port}: {error.strerror or error}") from None
+                try:
+                    probe = await self.ports.open()  # a pool that can never bind fails now, not per call
+                    probe.close()
+                except (OSError, PortsExhausted) as exc:
+                    raise StartupError(f"t38.udptl_ports: cannot bind any port of {self.ports.low}-{self.ports.high}"
+                                       f" on {self.ports.host}: {exc}") from None
                 nursery.start_soon(self._pump_sip)
                 nursery.start_soon(self.worker.run)
                 for trunk in self.config.sip.trunks:

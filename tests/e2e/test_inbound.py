@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from t38gw import webhooks
-from tests.e2e.farend import CallPlan, FarEnd
+from tests.e2e.farend import CallPlan, FarEnd, parse_sip
 from tests.e2e.support import SECRET, GatewayProcess, WebhookReceiver, pdf_page_sizes, pdf_pages, tiff_pages
 from tests.peers.spandsp import T30_ERR_OK
 from tests.t30.pages import chart_page, random_page
@@ -300,3 +300,35 @@ def test_caller_outside_allow_from_is_refused(tmp_path):
         assert gateway.faxes() == []
     finally:
         gateway.stop()
+
+
+def test_trunk_registers_with_its_registrar(tmp_path):
+    """A [[sip.trunks]] entry sends REGISTER; a hand-written registrar answers 200."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as registrar:
+        registrar.bind(("127.0.0.1", 0))
+        registrar.settimeout(10)
+        trunk = f"""
+[[sip.trunks]]
+name = "carrier"
+registrar = "sip:127.0.0.1:{registrar.getsockname()[1]}"
+username = "fax"
+expires = 600
+"""
+        gateway = GatewayProcess(tmp_path, sip_extra=trunk).start()
+        try:
+            data, source = registrar.recvfrom(65535)
+            first, headers, _ = parse_sip(data)
+            assert first.startswith("REGISTER sip:127.0.0.1")
+            response = "\r\n".join(
+                ["SIP/2.0 200 OK"] + [f"Via: {v}" for v in headers["via"]]
+                + [f"From: {headers['from'][0]}", f"To: {headers['to'][0]};tag=reg1",
+                   f"Call-ID: {headers['call-id'][0]}", f"CSeq: {headers['cseq'][0]}",
+                   f"Contact: {headers['contact'][0]};expires=600", "Expires: 600", "Content-Length: 0"]) + "\r\n\r\n"
+            registrar.sendto(response.encode(), source)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "registration_ok" not in gateway.log_text():
+                time.sleep(0.05)
+            [event] = [e for e in gateway.log_events() if e["event"] == "registration_ok"]
+            assert event["trunk"] == "carrier" and event["expires"] > 0
+        finally:
+            gateway.stop()
