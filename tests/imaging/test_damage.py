@@ -137,7 +137,10 @@ def test_mmr_damage_ends_the_page_cleanly(seed, order):
     )
     assert got[:intact] == original[:intact]
     if page.damaged:
-        assert page.bad_rows == 1 and page.height <= ROWS + 1
+        # A flipped bit can turn later codes into other valid rows before decoding fails
+        # (an all-V0 row costs one bit), so extra rows are possible; only the bits after
+        # the damage can have made them.
+        assert page.bad_rows == 1 and page.height <= ROWS + 1 + 8 * (len(data) - where)
     else:  # the flip happened to give other valid codes; the page still decodes to its end
         assert page.bad_rows == 0
 
