@@ -23,7 +23,6 @@ SQLite spool before anyone tries to send them (``t38gw.faxrecord``).
 from __future__ import annotations
 
 import ipaddress
-import math
 import random
 import signal
 import socket as _socket
@@ -55,9 +54,8 @@ from sip.ua import (
     UserAgent,
 )
 from sip.uri import parse_uri
-from udptl.endpoint import PortPool, PortsExhausted, UdptlEndpoint
+from udptl.endpoint import PortPool, PortsExhausted
 
-from t38gw import archive
 from t38gw.api import FaxIndex, create_app
 from t38gw.config import Config
 from t38gw.delivery import DeliveryWorker

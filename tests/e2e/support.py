@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import REPO
-from tests.peers.spandsp import read_fax_tiff, read_pbm
+from tests.peers.spandsp import read_fax_tiff
 
 SECRET = "whsec_" + base64.b64encode(b"e2e-test-secret-key-0123456789").decode()
 START_TIMEOUT = 20.0
