@@ -152,14 +152,15 @@ def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_rec
 
 def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receiver, tmp_path):
     """Eight calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
-    loss each way over redundancy, and over parity FEC; a caller behind NAT (SDP names a port it never sends from);
+    loss each way over redundancy, and over parity FEC; a caller behind NAT (SDP names a port it never sends from) at standard resolution
+    (204x98: true size in the PDF);
     a DID routed to an archive sub-folder; a DID a route rejects (603, no fax); a caller that
     refuses our re-INVITE to T.38 (488: failed, hung up)."""
     plans = {
         "5550201": CallPlan(pages=source_pages(2, 1), ecm=False, caller="5550201", seed=2),
         "5550202": CallPlan(pages=source_pages(3, 2), mode="audio-wait", caller="5550202", seed=3),
         "5550203": CallPlan(pages=source_pages(4, 2), loss=0.05, caller="5550203", seed=4),
-        "5550204": CallPlan(pages=source_pages(5, 1), nat=True, caller="5550204", seed=5),
+        "5550204": CallPlan(pages=source_pages(5, 1), nat=True, caller="5550204", seed=5, y_dpi=98),
     }
     plans["5550205"] = CallPlan(pages=source_pages(10, 1), did="5550777", caller="5550205", seed=10)
     plans["5550208"] = CallPlan(pages=source_pages(14, 2), loss=0.05, error_correction="t38UDPFEC",
@@ -189,7 +190,7 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     for caller, plan in plans.items():
         meta = fax_by_caller(metas, caller)
         assert meta["status"] == "received", meta
-        assert_pages_identical(gateway, meta, plan.pages, 204, 196, tmp_path)
+        assert_pages_identical(gateway, meta, plan.pages, plan.x_dpi, plan.y_dpi, tmp_path)
     assert fax_by_caller(metas, "5550201")["t30"]["ecm"] is False
     lossy = fax_by_caller(metas, "5550203")["t38"]
     assert lossy["packets_recovered"] > 0 and lossy["error_correction"] == "redundancy"
