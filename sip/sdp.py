@@ -331,6 +331,12 @@ class T38Params:
     @classmethod
     def from_attributes(cls, attributes: Iterable[Attribute]) -> "T38Params":
         """Read the T38* attributes (names case-insensitive: ``T38MaxBitrate`` is common)."""
+        # A peer offers the same attribute list call after call, and T38Params is frozen,
+        # so the whole result can be shared; bounded so a hostile peer cannot grow it.
+        attributes = tuple(attributes)
+        params = _T38_PARAMS_MEMO.get(attributes)
+        if params is not None:
+            return params
         fields: dict[str, object] = {}
         memo = _T38_MEMO
         for attribute in attributes:
@@ -347,7 +353,10 @@ class T38Params:
                     # Peers send the same few spellings and values; remember them.
                     memo[attribute] = known
             fields[known[0]] = known[1]
-        return cls(**fields)  # type: ignore[arg-type]
+        params = cls(**fields)  # type: ignore[arg-type]
+        if cls is T38Params and len(_T38_PARAMS_MEMO) < 256:
+            _T38_PARAMS_MEMO[attributes] = params
+        return params
 
     def to_attributes(self) -> list[Attribute]:
         """The attributes in T.38 Annex D's spelling; true booleans as bare flags."""
@@ -399,6 +408,7 @@ _T38_READERS = {
 
 
 _T38_MEMO: dict[Attribute, tuple[str, object]] = {}
+_T38_PARAMS_MEMO: dict[tuple[Attribute, ...], T38Params] = {}
 
 
 def answer_t38(offered: T38Params, local: T38Params, *, supported_ec: Iterable[str] | None = None) -> T38Params:
