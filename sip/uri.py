@@ -224,8 +224,34 @@ def _parse_sip_uri(scheme: str, rest: str, uri: str) -> SipUri:
     return SipUri(scheme, user, password, host, port, params, headers)
 
 
+# The shape of nearly every URI on the wire: lower-case sip/sips, an optional user without
+# password or escapes, a host name or IPv4 address, an optional port, then parameters
+# without escapes and no headers. Every string it matches is parsed by ``_parse_sip_uri``
+# to the same result, so it only skips checks that cannot fail; anything else (IPv6, %,
+# passwords, headers, upper case scheme, errors) takes the general path.
+_COMMON_SIP_URI = re.compile(
+    r"(sips?):(?:([-A-Za-z0-9_.!~*'()&=+$,;?/]+)@)?([-A-Za-z0-9.]+)(?::([0-9]{1,5}))?"
+    r"((?:;[-A-Za-z0-9_.!~*'()\[\]/:&+$]+(?:=[-A-Za-z0-9_.!~*'()\[\]/:&+$]*)?)*)"
+)
+
+
 def parse_uri(text: str) -> Uri:
     """Parse a URI (no surrounding whitespace or ``<>``). Raises ``SipParseError``."""
+    common = _COMMON_SIP_URI.fullmatch(text)
+    if common is not None:
+        scheme, user, host, port_text, param_text = common.groups()
+        port = None if port_text is None else int(port_text)
+        if port is None or port <= 65535:
+            params: dict[str, str | None] = {}
+            if param_text:
+                for part in param_text[1:].split(";"):
+                    name, eq, value = part.partition("=")
+                    params[name.lower()] = value if eq else None
+            return SipUri(scheme, user, None, host, port, params, {})
+    return _parse_uri_general(text)
+
+
+def _parse_uri_general(text: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme or scheme[0] not in _SCHEME_FIRST or not _SCHEME_CHARS.issuperset(scheme):
         raise SipParseError(f"bad URI {text!r}")
