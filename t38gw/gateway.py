@@ -350,10 +350,16 @@ class Gateway:
             bound.info("call_refused", reason=str(exc), status=488)
             self._refuse(sip_call, 488)
             return
+        try:
+            self.sip.command(self.ua.answer, sip_call, answer)
+        except SipLocalProtocolError as exc:
+            # The caller gave up (CANCEL) while we were taking a port.
+            endpoint.close()
+            bound.info("call_gone_before_answer", error=str(exc))
+            return
         self.calls[sip_call.id] = call
         self.sessions.add(session)
         self.metrics.active_calls.inc()
-        self.sip.command(self.ua.answer, sip_call, answer)
         self._nursery.start_soon(self._run_call, call)
 
     def _refuse(self, sip_call, status: int) -> None:
