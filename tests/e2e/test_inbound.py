@@ -107,8 +107,9 @@ def gateway(tmp_path, webhook_receiver):
     gw.stop()
 
 
-# First match wins: 5550666 is refused before any media; 5550777 is filed under cardiology.
-ROUTES = """
+# First match wins: 5550666 is refused before any media; 5550777 is filed under cardiology;
+# a sender whose TSI is +1 555 0299 under radiology (known only after T.30 phase B).
+ROUTES = r"""
 [[routes]]
 did = "^5550666$"
 reject = true
@@ -116,6 +117,9 @@ reject = true
 did = "^5550777$"
 archive_subdir = "cardiology"
 webhook = "default"
+[[routes]]
+tsi = '^\+1 555 0299$'
+archive_subdir = "radiology"
 [[routes]]
 """
 
@@ -151,10 +155,10 @@ def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_rec
 
 
 def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receiver, tmp_path):
-    """Eight calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
+    """Nine calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
     loss each way over redundancy, and over parity FEC; a caller behind NAT (SDP names a port it never sends from) at standard resolution
     (204x98: true size in the PDF);
-    a DID routed to an archive sub-folder; a DID a route rejects (603, no fax); a caller that
+    a DID routed to an archive sub-folder; a TSI routed to another; a DID a route rejects (603, no fax); a caller that
     refuses our re-INVITE to T.38 (488: failed, hung up)."""
     plans = {
         "5550201": CallPlan(pages=source_pages(2, 1), ecm=False, caller="5550201", seed=2),
@@ -165,6 +169,7 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     plans["5550205"] = CallPlan(pages=source_pages(10, 1), did="5550777", caller="5550205", seed=10)
     plans["5550208"] = CallPlan(pages=source_pages(14, 2), loss=0.05, error_correction="t38UDPFEC",
                                 caller="5550208", seed=14)
+    plans["5550209"] = CallPlan(pages=source_pages(15, 1), ident="+1 555 0299", caller="5550209", seed=15)
     plans["5550206"] = CallPlan(pages=source_pages(10, 1), did="5550666", caller="5550206", seed=11, max_seconds=10)
     plans["5550207"] = CallPlan(pages=source_pages(10, 1), mode="audio-wait", refuse_t38=True, caller="5550207",
                                 seed=12, max_seconds=20)
@@ -178,15 +183,18 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
         assert result.invite_status == 200, (caller, result)
         assert result.phase_e_status == T30_ERR_OK, (caller, result, gateway.log_text()[-3000:])
     assert results["5550202"].gateway_reinvite
-    metas = gateway.wait_for_faxes(7, timeout=20)
-    assert len(metas) == 7  # the call refused by a route left no fax
+    metas = gateway.wait_for_faxes(8, timeout=20)
+    assert len(metas) == 8  # the call refused by a route left no fax
     no_t38 = fax_by_caller(metas, "5550207")
     assert no_t38["status"] == "failed" and "refused our T.38 re-INVITE (488" in no_t38["reason"], no_t38
     metas.remove(no_t38)
     routed = fax_by_caller(metas, "5550205")
     assert routed["route"] == "routes[1]"
     assert gateway.folder(routed).relative_to(gateway.workdir / "archive").parts[0] == "cardiology"
-    assert fax_by_caller(metas, "5550201")["route"] == "routes[2]"
+    assert fax_by_caller(metas, "5550201")["route"] == "routes[3]"
+    by_tsi = fax_by_caller(metas, "5550209")
+    assert by_tsi["route"] == "routes[2]" and by_tsi["t30"]["remote_ident"] == "+1 555 0299"
+    assert gateway.folder(by_tsi).relative_to(gateway.workdir / "archive").parts[0] == "radiology"
     for caller, plan in plans.items():
         meta = fax_by_caller(metas, caller)
         assert meta["status"] == "received", meta
@@ -196,15 +204,15 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     assert lossy["packets_recovered"] > 0 and lossy["error_correction"] == "redundancy"
     lossy_fec = fax_by_caller(metas, "5550208")["t38"]
     assert lossy_fec["packets_recovered"] > 0 and lossy_fec["error_correction"] == "fec"
-    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 7, timeout=20)
+    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 8, timeout=20)
     events = {json.loads(p.body)["data"]["sip"]["caller"]: json.loads(p.body)["type"] for p in posts}
     assert events == {caller: "fax.received" for caller in plans} | {"5550207": "fax.failed"}
     metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
-    assert 't38gw_calls_total{result="received"} 6.0' in metrics
+    assert 't38gw_calls_total{result="received"} 7.0' in metrics
     assert "t38gw_active_calls 0.0" in metrics
-    assert 't38gw_webhook_deliveries_total{result="delivered"} 7.0' in metrics
+    assert 't38gw_webhook_deliveries_total{result="delivered"} 8.0' in metrics
     assert 't38gw_calls_total{result="refused_603"} 1.0' in metrics
-    assert 't38gw_pages_total{direction="inbound"} 9.0' in metrics
+    assert 't38gw_pages_total{direction="inbound"} 10.0' in metrics
 
 
 @pytest.fixture
