@@ -23,6 +23,7 @@ CRLF keep-alives (RFC 5626 3.5.1).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -324,8 +325,38 @@ def _parse_vias(raw: tuple[str, ...]) -> list[Via]:
     return vias
 
 
+# RFC 3261 25.1 token, as a regex character class (TOKEN_CHARS).
+_TOKEN_RE = r"[-A-Za-z0-9.!%*_+`'~]"
+# ``;name`` / ``;name=value`` header parameters made of tokens only (no quotes, spaces,
+# IPv6 or other characters parse_params has to look at).
+_TOKEN_PARAMS_RE = rf"((?:;{_TOKEN_RE}+(?:={_TOKEN_RE}+)?)*)"
+# The shape of nearly every Via: ``SIP/2.0/<transport> host[:port];params`` with single
+# spaces, a host name or IPv4 address and token parameters. What it matches,
+# ``_parse_via_general`` would parse to the same Via; everything else goes there.
+_COMMON_VIA = re.compile(rf"SIP/2\.0/({_TOKEN_RE}+) ([-A-Za-z0-9.]+)(?::([0-9]{{1,5}}))?{_TOKEN_PARAMS_RE}")
+
+
+def _token_params(text: str) -> dict[str, str | None]:
+    """Parameters already matched by ``_TOKEN_PARAMS_RE`` (so well-formed), as parse_params gives them."""
+    params: dict[str, str | None] = {}
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        params[name.lower()] = value if eq else None
+    return params
+
+
 def parse_via(value: str) -> Via:
     """Parse one via-parm (not a comma list: use ``Headers.get_all('Via')``)."""
+    common = _COMMON_VIA.fullmatch(value)
+    if common is not None:
+        transport, host, port_text, param_text = common.groups()
+        port = None if port_text is None else int(port_text)
+        if port is None or port <= 65535:
+            return Via(transport.upper(), host, port, _token_params(param_text) if param_text else {})
+    return _parse_via_general(value)
+
+
+def _parse_via_general(value: str) -> Via:
     parts = value.split("/", 2)
     if len(parts) != 3:
         raise SipParseError(f"bad Via {value!r}")
@@ -389,12 +420,33 @@ class NameAddr:
             return None
 
 
+# The shape of nearly every From/To/Contact: an optional display name (quoted without
+# escapes, or tokens separated by single spaces), ``<URI>`` without spaces, token
+# parameters. The URI itself goes to parse_uri. What it matches, _parse_name_addr_general
+# would parse to the same NameAddr; everything else goes there.
+_COMMON_NAME_ADDR = re.compile(
+    rf'(?:"([^"\\]*)"[ \t]*|({_TOKEN_RE}+(?: {_TOKEN_RE}+)*)[ \t]*)?<([!#-;=?-~]+)>{_TOKEN_PARAMS_RE}'
+)
+
+
 def parse_name_addr(value: str) -> NameAddr:
     """Parse ``"Display" <uri>;params``, ``Display <uri>;params``, ``<uri>`` or ``uri;params``.
 
     In the bare addr-spec form, ``;`` ends the URI: what follows are header parameters
     (RFC 3261 20: a URI with ``;``, ``,`` or ``?`` must be enclosed in ``<>``).
     """
+    common = _COMMON_NAME_ADDR.fullmatch(value)
+    if common is not None:
+        quoted, tokens, uri_text, param_text = common.groups()
+        return NameAddr(
+            tokens if quoted is None else quoted,
+            parse_uri(uri_text),
+            _token_params(param_text) if param_text else {},
+        )
+    return _parse_name_addr_general(value)
+
+
+def _parse_name_addr_general(value: str) -> NameAddr:
     text = value.strip()
     if not text:
         raise SipParseError("empty name-addr")

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sip.errors import SipParseError
+from sip.message import _parse_name_addr_general, _parse_via_general, parse_name_addr, parse_via
 from sip.uri import _parse_uri_general, parse_uri
 
 # Pieces the URI grammar cares about, so generated text often lands near the fast path's
@@ -41,3 +42,47 @@ def test_uri_fast_path_on_wire_shapes():
         "sip:u@h?x=y",
     ):
         assert _outcome(parse_uri, text) == _outcome(_parse_uri_general, text)
+
+
+NAME_ADDR_PIECES = [
+    '"', '"CARDIOLOGY FAX"', "Bob", " ", "\t", "  ", "<", ">", "sip:+15557654321@203.0.113.10",
+    "sips:alice@example.com:5061", "tel:+1555", ";", "tag=as5c7e3f1a", "user=phone", "=", ";lr",
+    "\\", '""', "expires=3600", "q=0.5", "%41", "é", ",", "?", "[2001:db8::1]", ";x=[::1]",
+]
+
+
+@settings(deadline=None, max_examples=400)
+@given(st.lists(st.sampled_from(NAME_ADDR_PIECES), max_size=10).map("".join))
+def test_name_addr_fast_path_agrees_with_general_parser(text):
+    assert _outcome(parse_name_addr, text) == _outcome(_parse_name_addr_general, text)
+
+
+VIA_PIECES = [
+    "SIP/2.0/", "SIP/2.0/UDP ", "sip/2.0/tcp ", "SIP/3.0/UDP ", "UDP", "TLS", " ", "\t",
+    "203.0.113.10", "host.example.com", ":", "5060", "65536", "123456", "[2001:db8::1]", ";",
+    "branch=z9hG4bK-1", "rport", "=", "received=192.0.2.1", "ttl=16", '"', "é", ",", "/",
+]
+
+
+@settings(deadline=None, max_examples=400)
+@given(st.lists(st.sampled_from(VIA_PIECES), max_size=8).map("".join))
+def test_via_fast_path_agrees_with_general_parser(text):
+    assert _outcome(parse_via, text) == _outcome(_parse_via_general, text)
+
+
+def test_fast_paths_on_wire_shapes():
+    for text in (
+        '"CARDIOLOGY FAX" <sip:+15557654321@203.0.113.10;user=phone>;tag=as5c7e3f1a',
+        "<sip:+15550100@198.51.100.20;user=phone>",
+        "Bob Smith <sip:bob@example.com>;tag=1;expires=60",
+        '"" <sip:a@b>',
+        "Bob\t<sip:bob@example.com>",
+    ):
+        assert _outcome(parse_name_addr, text) == _outcome(_parse_name_addr_general, text)
+        assert _outcome(parse_name_addr, text)[0] == "ok"
+    for text in (
+        "SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-524287-1---a1b2c3d4e5f60718;rport",
+        "SIP/2.0/tls host.example.com;branch=z9hG4bK-1;received=192.0.2.1",
+        "SIP/2.0/UDP host:65536",
+    ):
+        assert _outcome(parse_via, text) == _outcome(_parse_via_general, text)
