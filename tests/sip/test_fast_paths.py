@@ -86,3 +86,40 @@ def test_fast_paths_on_wire_shapes():
         "SIP/2.0/UDP host:65536",
     ):
         assert _outcome(parse_via, text) == _outcome(_parse_via_general, text)
+
+
+# Structured values: each piece drawn from well-formed and slightly-off variants, so most
+# examples reach the fast paths and many sit just outside them.
+_DISPLAYS = st.sampled_from(["", '"CARDIOLOGY FAX" ', '"" ', '"a\\"b" ', "Bob ", "Bob  Smith ", "Bob\t", "Bob", '"x"'])
+_URIS = st.sampled_from([
+    "sip:+15557654321@203.0.113.10", "SIP:a@b", "sips:alice@example.com:5061", "sip:h:65536",
+    "sip:a%41@b", "sip:[2001:db8::1]", "tel:+1555", " sip:a@b ", "sip:a@b?x=y", "sip:u:pw@h",
+])
+_URI_PARAMS = st.lists(st.sampled_from([";user=phone", ";LR", ";transport=UDP", ";x=", ";=", ";a=b=c"]), max_size=3)
+_HEADER_PARAMS = st.lists(
+    st.sampled_from([";tag=As5c7e3f1a", ";Expires=60", ";q=0.5", ";lr", ";x=", ";x=a b", ';x="q"', "; y=1", ";x=[::1]"]),
+    max_size=3,
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(_DISPLAYS, _URIS, _URI_PARAMS, _HEADER_PARAMS, st.booleans())
+def test_structured_name_addr_agrees(display, uri, uri_params, header_params, bracketed):
+    uri_text = uri + "".join(uri_params)
+    text = f"{display}<{uri_text}>" if bracketed else uri_text
+    text += "".join(header_params)
+    assert _outcome(parse_name_addr, text) == _outcome(_parse_name_addr_general, text)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.sampled_from(["SIP/2.0/", "sip/2.0/", "SIP / 2.0 / ", "SIP/2.1/"]),
+    st.sampled_from(["UDP", "tcp", "Tls", "SCTP", "u d p", ""]),
+    st.sampled_from([" ", "  ", "\t"]),
+    st.sampled_from(["203.0.113.10", "host.example.com", "[2001:db8::1]", "h_x", ""]),
+    st.sampled_from(["", ":5060", ":65536", ": 5060", ":"]),
+    st.lists(st.sampled_from([";branch=z9hG4bK-1", ";RPORT", ";rport=5060", ";received=192.0.2.1", ";x=", ";x=[::1]"]), max_size=3),
+)
+def test_structured_via_agrees(protocol, transport, space, host, port, params):
+    text = f"{protocol}{transport}{space}{host}{port}{''.join(params)}"
+    assert _outcome(parse_via, text) == _outcome(_parse_via_general, text)
