@@ -51,6 +51,7 @@ class CallPlan:
     silent_when: Callable[[SpandspT38Terminal, float], bool] | None = None
     nat: bool = False  # advertise one UDPTL port, send from another
     refuse_t38: bool = False  # answer a re-INVITE to T.38 with 488
+    transport: str = "udp"  # or "tcp": one connection, both directions (RFC 3261 18)
     max_seconds: float = 90.0
     abort: threading.Event | None = None  # set by the test: stop at once (e.g. the gateway died)
 
@@ -118,8 +119,13 @@ class FarEnd:
         self.rng = random.Random(plan.seed)
         self.loss_rng = random.Random(plan.seed + 1000)
         self.result = CallResult()
-        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sip.bind(("127.0.0.1", 0))
+        if plan.transport == "tcp":
+            self.sip = socket.create_connection(gateway_sip, timeout=5)
+            self.sip.setblocking(False)
+        else:
+            self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sip.bind(("127.0.0.1", 0))
+        self.stream_buffer = b""
         self.udptl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udptl.bind(("127.0.0.1", 0))
         self.decoy = None
@@ -167,13 +173,13 @@ class FarEnd:
             to += f";tag={self.remote_tag}"
         lines = [
             f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.sip_port};branch=z9hG4bK{_rand(self.rng)};rport",
+            f"Via: SIP/2.0/{self.plan.transport.upper()} 127.0.0.1:{self.sip_port};branch=z9hG4bK{_rand(self.rng)};rport",
             "Max-Forwards: 70",
             f'From: "Far End" <sip:{self.plan.caller}@127.0.0.1:{self.sip_port}>;tag={self.tag}',
             f"To: {to}",
             f"Call-ID: {self.call_id}",
             f"CSeq: {cseq or self.cseq} {method}",
-            f"Contact: <sip:far@127.0.0.1:{self.sip_port}>",
+            f"Contact: <{self.contact}>",
         ]
         if body:
             lines.append("Content-Type: application/sdp")
@@ -187,21 +193,56 @@ class FarEnd:
         if _tag_of(to) is None:
             to += f";tag={self.tag}"
         lines += [f"From: {headers['from'][0]}", f"To: {to}", f"Call-ID: {headers['call-id'][0]}",
-                  f"CSeq: {headers['cseq'][0]}", f"Contact: <sip:far@127.0.0.1:{self.sip_port}>"]
+                  f"CSeq: {headers['cseq'][0]}", f"Contact: <{self.contact}>"]
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
+    @property
+    def contact(self) -> str:
+        suffix = ";transport=tcp" if self.plan.transport == "tcp" else ""
+        return f"sip:far@127.0.0.1:{self.sip_port}{suffix}"
+
     def _send_sip(self, data: bytes) -> None:
         self.result.sip_log.append(("out", data.split(b"\r\n", 1)[0].decode()))
-        self.sip.sendto(data, self.gateway)
+        if self.plan.transport == "tcp":
+            self.sip.setblocking(True)
+            self.sip.sendall(data)
+            self.sip.setblocking(False)
+        else:
+            self.sip.sendto(data, self.gateway)
+
+    def _read_sip(self) -> list[bytes]:
+        """Whole messages now readable: a datagram, or what the stream framed by Content-Length."""
+        if self.plan.transport != "tcp":
+            return [self.sip.recvfrom(65535)[0]]
+        chunk = self.sip.recv(65535)
+        if not chunk:
+            self.finished = True
+            return []
+        self.stream_buffer += chunk
+        messages = []
+        while b"\r\n\r\n" in self.stream_buffer:
+            self.stream_buffer = self.stream_buffer.lstrip(b"\r\n")  # keep-alives
+            head, sep, rest = self.stream_buffer.partition(b"\r\n\r\n")
+            if not sep:
+                break
+            _, headers, _ = parse_sip(head + b"\r\n\r\n")
+            length = int(headers.get("content-length", ["0"])[0] or 0)
+            if len(rest) < length:
+                break
+            messages.append(head + sep + rest[:length])
+            self.stream_buffer = rest[length:]
+        return messages
 
     def _send_request(self, method: str, body: bytes = b"") -> None:
         uri = self.remote_target or f"sip:{self.plan.did}@{self.gateway[0]}:{self.gateway[1]}"
         data = self._request(method, uri, body)
         now = time.monotonic()
-        self.pending[self.cseq] = (data, now + T1, now + 32 * T1)
+        # RFC 3261 17.1.1.2: no retransmissions over a reliable transport.
+        resend = now + T1 if self.plan.transport == "udp" else float("inf")
+        self.pending[self.cseq] = (data, resend, now + 32 * T1)
         if method == "BYE":
             self.bye_cseq = self.cseq
         self._send_sip(data)
@@ -247,7 +288,8 @@ class FarEnd:
                 timeout = max(0.0, next_tick - time.monotonic())
                 readable, _, _ = select.select([self.sip, self.udptl], [], [], timeout)
                 if self.sip in readable:
-                    reinvite_at = self._on_sip(*self.sip.recvfrom(65535), reinvite_at=reinvite_at)
+                    for message in self._read_sip():
+                        reinvite_at = self._on_sip(message, None, reinvite_at=reinvite_at)
                 if self.udptl in readable:
                     data, _ = self.udptl.recvfrom(65535)
                     self._on_udptl(data, fax)
@@ -319,8 +361,8 @@ class FarEnd:
             cseq_number = int(cseq_number)
             if status < 200:
                 if cseq_number in self.pending:
-                    data, _, give_up = self.pending[cseq_number]
-                    self.pending[cseq_number] = (data, time.monotonic() + 4.0, give_up)
+                    data, resend_at, give_up = self.pending[cseq_number]
+                    self.pending[cseq_number] = (data, max(resend_at, time.monotonic() + 4.0), give_up)
                 return reinvite_at
             self.pending.pop(cseq_number, None)
             if method == "INVITE":

@@ -155,10 +155,10 @@ def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_rec
 
 
 def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receiver, tmp_path):
-    """Nine calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
+    """Ten calls at once: non-ECM; audio answered then our re-INVITE to T.38; ECM with 5 %
     loss each way over redundancy, and over parity FEC; a caller behind NAT (SDP names a port it never sends from) at standard resolution
     (204x98: true size in the PDF);
-    a DID routed to an archive sub-folder; a TSI routed to another; a DID a route rejects (603, no fax); a caller that
+    a DID routed to an archive sub-folder; a TSI routed to another; SIP over TCP; a DID a route rejects (603, no fax); a caller that
     refuses our re-INVITE to T.38 (488: failed, hung up)."""
     plans = {
         "5550201": CallPlan(pages=source_pages(2, 1), ecm=False, caller="5550201", seed=2),
@@ -169,6 +169,8 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     plans["5550205"] = CallPlan(pages=source_pages(10, 1), did="5550777", caller="5550205", seed=10)
     plans["5550208"] = CallPlan(pages=source_pages(14, 2), loss=0.05, error_correction="t38UDPFEC",
                                 caller="5550208", seed=14)
+    plans["5550210"] = CallPlan(pages=source_pages(16, 1), mode="audio-wait", transport="tcp", caller="5550210",
+                                seed=16)
     plans["5550209"] = CallPlan(pages=source_pages(15, 1), ident="+1 555 0299", caller="5550209", seed=15)
     plans["5550206"] = CallPlan(pages=source_pages(10, 1), did="5550666", caller="5550206", seed=11, max_seconds=10)
     plans["5550207"] = CallPlan(pages=source_pages(10, 1), mode="audio-wait", refuse_t38=True, caller="5550207",
@@ -182,9 +184,9 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     for caller, result in results.items():
         assert result.invite_status == 200, (caller, result)
         assert result.phase_e_status == T30_ERR_OK, (caller, result, gateway.log_text()[-3000:])
-    assert results["5550202"].gateway_reinvite
-    metas = gateway.wait_for_faxes(8, timeout=20)
-    assert len(metas) == 8  # the call refused by a route left no fax
+    assert results["5550202"].gateway_reinvite and results["5550210"].gateway_reinvite
+    metas = gateway.wait_for_faxes(9, timeout=20)
+    assert len(metas) == 9  # the call refused by a route left no fax
     no_t38 = fax_by_caller(metas, "5550207")
     assert no_t38["status"] == "failed" and "refused our T.38 re-INVITE (488" in no_t38["reason"], no_t38
     metas.remove(no_t38)
@@ -204,15 +206,15 @@ def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receive
     assert lossy["packets_recovered"] > 0 and lossy["error_correction"] == "redundancy"
     lossy_fec = fax_by_caller(metas, "5550208")["t38"]
     assert lossy_fec["packets_recovered"] > 0 and lossy_fec["error_correction"] == "fec"
-    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 8, timeout=20)
+    posts = webhook_receiver.wait_for(lambda posts: len(posts) >= 9, timeout=20)
     events = {json.loads(p.body)["data"]["sip"]["caller"]: json.loads(p.body)["type"] for p in posts}
     assert events == {caller: "fax.received" for caller in plans} | {"5550207": "fax.failed"}
     metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
-    assert 't38gw_calls_total{result="received"} 7.0' in metrics
+    assert 't38gw_calls_total{result="received"} 8.0' in metrics
     assert "t38gw_active_calls 0.0" in metrics
-    assert 't38gw_webhook_deliveries_total{result="delivered"} 8.0' in metrics
+    assert 't38gw_webhook_deliveries_total{result="delivered"} 9.0' in metrics
     assert 't38gw_calls_total{result="refused_603"} 1.0' in metrics
-    assert 't38gw_pages_total{direction="inbound"} 10.0' in metrics
+    assert 't38gw_pages_total{direction="inbound"} 11.0' in metrics
 
 
 @pytest.fixture
