@@ -485,6 +485,12 @@ def _parse_name_addr_general(value: str) -> NameAddr:
     return NameAddr(display, uri, parse_params(rest[gt + 1 :], value))
 
 
+def _check_call_id(value: str) -> str:
+    if not value:
+        raise SipParseError("missing Call-ID header")
+    return value
+
+
 def _parse_cseq(value: str) -> tuple[int, str]:
     parts = value.split()
     if len(parts) != 2:
@@ -508,10 +514,13 @@ class Headers:
     values of list headers (Via, Contact, Route, Supported...).
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_version")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []
+        # Bumped by every change, so a message can tell its cached parses are current
+        # without looking the header up again.
+        self._version = 0
         for name, value in items:
             self.add(name, value)
 
@@ -519,6 +528,7 @@ class Headers:
     def _trusted(cls, items: list[tuple[str, str, str]]) -> "Headers":
         headers = cls.__new__(cls)
         headers._items = items
+        headers._version = 0
         return headers
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -570,15 +580,18 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header line (after any others)."""
         self._items.append(self._check(name, value))
+        self._version += 1
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line at the top (a new Via goes above the others, RFC 3261 8.1.1.7)."""
         self._items.insert(0, self._check(name, value))
+        self._version += 1
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` line by one, where the first was (or at the end)."""
         item = self._check(name, value)
         key = item[0]
+        self._version += 1
         for index, (k, _, _) in enumerate(self._items):
             if k == key:
                 self._items[index] = item
@@ -590,6 +603,7 @@ class Headers:
         """Remove every ``name`` line (no error if there is none)."""
         key = _key(name)
         self._items = [item for item in self._items if item[0] != key]
+        self._version += 1
 
     @staticmethod
     def _check(name: str, value: str) -> tuple[str, str, str]:
@@ -612,23 +626,28 @@ class _Message:
     headers: Headers
     body: bytes
 
+    # _cache: key -> (headers, headers._version, raw value(s), parsed value). While the
+    # same Headers is unchanged the parse is returned without a look-up; after a change it
+    # is kept if the raw value is still the same string.
+
     def _cached(self, key: str, parse):  # type: ignore[no-untyped-def]
-        raw = self.headers._first(key)
+        headers = self.headers
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is headers and hit[1] == headers._version:
+            return hit[3]
+        raw = headers._first(key)
         if raw is None:
             raise SipParseError(f"missing {canonical_name(key)} header")
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] is raw:
-            return hit[1]
-        parsed = parse(raw)
-        self._cache[key] = (raw, parsed)
+        if hit is not None and hit[2] is raw:
+            parsed = hit[3]
+        else:
+            parsed = parse(raw)
+        self._cache[key] = (headers, headers._version, raw, parsed)
         return parsed
 
     @property
     def call_id(self) -> str:
-        raw = self.headers._first("call-id")
-        if not raw:
-            raise SipParseError("missing Call-ID header")
-        return raw
+        return self._cached("call-id", _check_call_id)
 
     @property
     def cseq(self) -> tuple[int, str]:
@@ -646,12 +665,16 @@ class _Message:
     @property
     def vias(self) -> list[Via]:
         """Every Via, topmost first (split across lines and commas)."""
-        raw = tuple([value for key, _, value in self.headers._items if key == "via"])
+        headers = self.headers
         hit = self._cache.get("via")
-        if hit is not None and hit[0] == raw:
-            return hit[1]
-        parsed = _parse_vias(raw)
-        self._cache["via"] = (raw, parsed)
+        if hit is not None and hit[0] is headers and hit[1] == headers._version:
+            return hit[3]
+        raw = tuple([value for key, _, value in headers._items if key == "via"])
+        if hit is not None and hit[2] == raw:
+            parsed = hit[3]
+        else:
+            parsed = _parse_vias(raw)
+        self._cache["via"] = (headers, headers._version, raw, parsed)
         return parsed
 
     @property
@@ -745,7 +768,7 @@ class Request(_Message):
         self.uri: Uri = parse_uri(uri) if isinstance(uri, str) else uri
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.body = bytes(body)
-        self._cache: dict[str, tuple[object, object]] = {}
+        self._cache: dict[str, tuple[Headers, int, object, object]] = {}
 
     def to_bytes(self) -> bytes:
         """The wire form; Content-Length is set from the body."""
@@ -774,7 +797,7 @@ class Response(_Message):
             raise LocalProtocolError(f"reason phrase with CR/LF: {self.reason!r}")
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.body = bytes(body)
-        self._cache: dict[str, tuple[object, object]] = {}
+        self._cache: dict[str, tuple[Headers, int, object, object]] = {}
 
     def to_bytes(self) -> bytes:
         """The wire form; Content-Length is set from the body."""
@@ -1000,15 +1023,19 @@ def _validate(message: Request | Response, singles: dict[str, str], vias: list[s
         for needed in ("to", "from", "call-id", "cseq"):
             if needed not in singles:
                 raise SipParseError(f"missing {canonical_name(needed)} header")
-        if not singles["call-id"]:
+        raw = singles["call-id"]
+        if not raw:
             raise SipParseError("empty Call-ID")
+        headers = message.headers
+        version = headers._version
+        cache["call-id"] = (headers, version, raw, raw)
         raw = singles["to"]
-        cache["to"] = (raw, parse_name_addr(raw))
+        cache["to"] = (headers, version, raw, parse_name_addr(raw))
         raw = singles["from"]
-        cache["from"] = (raw, parse_name_addr(raw))
+        cache["from"] = (headers, version, raw, parse_name_addr(raw))
         raw = singles["cseq"]
         cseq = _parse_cseq(raw)
-        cache["cseq"] = (raw, cseq)
+        cache["cseq"] = (headers, version, raw, cseq)
         if isinstance(message, Request):
             # RFC 4475 3.1.2.19/20 (mismatch01/02): CSeq method must match the request's.
             if cseq[1] != message.method:
@@ -1017,7 +1044,7 @@ def _validate(message: Request | Response, singles: dict[str, str], vias: list[s
             if mf is not None:
                 _parse_max_forwards(mf)
         raw_vias = tuple(vias)
-        cache["via"] = (raw_vias, _parse_vias(raw_vias))
+        cache["via"] = (headers, version, raw_vias, _parse_vias(raw_vias))
     except SipParseError as exc:
         exc.partial = message
         raise
