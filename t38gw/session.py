@@ -8,8 +8,9 @@ The SIP side (``t38gw.gateway``) owns the dialog and tells the session what happ
    earliest deadline (engine timers, UDPTL reorder timer, our own bounds) - never on a
    fixed tick;
 3. every confirmed page goes to a writer task that saves the documents and meta.json
-   atomically while the engine carries on (our MCF frame follows a 1 s V.21 preamble,
-   so the page is normally on disk before the sender hears it was confirmed);
+   atomically while the engine carries on; the MCF frame itself is held until the page
+   is on disk (it follows a 1 s V.21 preamble, so normally nothing waits): a sender
+   never hears "confirmed" for a page a crash could still lose;
 4. at the end, meta.json is written final, webhooks are planned and spooled.
 """
 
@@ -38,6 +39,9 @@ T38_WAIT_SECONDS = 60.0
 MAX_FAX_SECONDS = 2 * 3600.0
 # After CallEnded: time to let the final DCN (and its repeats) leave.
 DRAIN_SECONDS = 3.0
+# How long our MCF may wait for the confirmed page to reach the disk (T.30 gives the
+# sender T4 = 3 s for a response; a slower disk costs a repeated post-page command).
+PAGE_WRITE_WAIT_SECONDS = 2.5
 
 log = structlog.get_logger("t38gw.call")
 
@@ -80,6 +84,9 @@ class FaxSession:
         self.done = trio.Event()
         self._wake_scope: trio.CancelScope | None = None
         self._page_send, self._page_receive = trio.open_memory_channel(math.inf)
+        self._pages_submitted = 0
+        self._pages_written = 0
+        self._page_written = trio.Event()
         self.t30_started_at: float | None = None
         self.t30_ended_at: float | None = None
 
@@ -211,6 +218,11 @@ class FaxSession:
             return
         version = self.t38.version
         for out in engine.ifps_to_send(now):
+            if not out.packet.is_indicator:
+                # The sender forgets a page once it hears MCF, so the frame that carries it
+                # leaves only when the page is on disk (normally long before: it follows a
+                # 1 s V.21 preamble).  Indicators go on time.
+                await self._wait_pages_written()
             raw = encode_ifp(out.packet, version)
             for _ in range(out.repeat):
                 await self.endpoint.send_ifp(raw)
@@ -230,6 +242,7 @@ class FaxSession:
                 page = Page(event.width, event.height, event.x_dpi, event.y_dpi, event.bitmap)
                 record.add_page(page, event.bad_rows)
                 self._page_send.send_nowait(record.snapshot())
+                self._pages_submitted = len(record.pages)
                 if self.metrics is not None:
                     self.metrics.pages.labels(direction="inbound").inc()
                 bound.info("page_confirmed", page=event.number, width_px=event.width, height_px=event.height,
@@ -248,6 +261,12 @@ class FaxSession:
             elif isinstance(event, ProtocolEventLogged):
                 bound.debug("t30_protocol_event", state=event.state, what=event.what)
 
+    async def _wait_pages_written(self) -> None:
+        with trio.move_on_after(PAGE_WRITE_WAIT_SECONDS):
+            while self._pages_written < self._pages_submitted:
+                self._page_written = trio.Event()
+                await self._page_written.wait()
+
     async def _writer(self, bound) -> None:
         async for pages, meta in self._page_receive:
             try:
@@ -256,6 +275,8 @@ class FaxSession:
                 # The disk is the system of record: say so loudly, keep the call going
                 # (the next page or the final write tries again).
                 bound.error("archive_write_failed", error=str(exc), pages=len(pages))
+            self._pages_written = max(self._pages_written, len(pages))
+            self._page_written.set()
 
     def outcome(self) -> tuple[str, str]:
         """(status, reason) for meta.json."""
