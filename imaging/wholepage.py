@@ -1,0 +1,428 @@
+"""Whole-page decoding of error-free coded pages through libtiff, proven, with a fallback.
+
+An ECM page arrives whole and error-checked (every frame passed its FCS), so it need not be
+decoded row by row as it arrives: libtiff (called through ctypes) decodes it several times
+faster than ``StreamingDecoder``.  Two obstacles: libtiff needs the page height in
+advance, and its decoder passes silently over damage our decoder counts as bad rows (it
+skips whatever follows a row that reached the width before the EOL; some broken MMR it
+decodes on).  So libtiff's answer is only used where it is proven equal to what
+``StreamingDecoder`` fed the whole data would give; everything else falls back to it
+(these pages are medical records):
+
+* Height, MH/MR: EOL never occurs inside valid line data (T.4 4.1.2), so the rows are
+  the non-empty segments between EOLs up to the first empty one, which must begin the
+  page's end (T.4 4.1.4 RTC; StreamingDecoder ends after EOLS_TO_END_T4_PAGE EOLs in a
+  row).  Bits before the first EOL must be fill.
+* Height, MMR (no EOLs): the EOFB (T.6 2.4.1) is replaced by three sentinel rows coded in
+  horizontal mode (independent of the reference row) and a new EOFB; libtiff decodes at
+  a height guess (doubled until it fits) and the height is where the sentinel rows sit,
+  followed only by rows libtiff never reached.
+* Proof: T.4/T.6 coding is deterministic (run codes, T.4 4.1.2; the 2-D mode choice,
+  T.4 4.2.1.3.3 / T.6 2.2), so the data must be libtiff's own coding of the decoded rows,
+  bit for bit (T.4: per row, fill zeros allowed before each EOL).  A sender that codes
+  legally but differently only loses the fast path.  libtiff warnings also disqualify.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import pathlib
+import threading
+
+from . import t4codes
+from .decoder import EOLS_TO_END_T4_PAGE, StreamingDecoder
+from .model import BitOrder, Coding, DecodedPage
+from .tiff import (
+    COMPRESSION_CCITT_T4,
+    COMPRESSION_CCITT_T6,
+    T4_OPTION_2D,
+    TAG_BITS_PER_SAMPLE,
+    TAG_COMPRESSION,
+    TAG_FILL_ORDER,
+    TAG_IMAGE_LENGTH,
+    TAG_IMAGE_WIDTH,
+    TAG_PHOTOMETRIC,
+    TAG_RESOLUTION_UNIT,
+    TAG_ROWS_PER_STRIP,
+    TAG_SAMPLES_PER_PIXEL,
+    TAG_T4_OPTIONS,
+    TAG_T6_OPTIONS,
+    TAG_Y_RESOLUTION,
+    CodedPage,
+    build_tiff,
+    read_strips,
+)
+
+EOL = t4codes.EOL
+EOFB = t4codes.EOFB
+_REVERSED = bytes(int(f"{value:08b}"[::-1], 2) for value in range(256))
+# The first MMR height tried (an A4 page at 196 lpi is 2376 rows); doubled until found.
+_FIRST_MMR_HEIGHT = 4096
+DEFAULT_MAX_ROWS = 32768
+
+
+class _Libtiff:
+    """libtiff called directly (ctypes), with its warnings and errors counted.
+
+    Pillow would unpack the rows to a byte per pel and pack them again (more time than the
+    decoding); here TIFFReadEncodedStrip writes packed rows, 1 = black (libtiff's fax
+    decoder fills black runs with 1 bits whatever the photometric tag), into a zeroed
+    buffer, so rows it never reached stay 0.  libtiff reports a damaged row (line length
+    mismatch, premature EOL, bad code) only through its warning handler and decodes on, so
+    a decode is trusted only when no warning or error came during it.  The system libtiff
+    (the Dockerfile installs libtiff6) is preferred, being a copy of its own, apart from
+    Pillow's; else Pillow's bundled one.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.complaints = 0
+        self.library = self._load()
+        if self.library is None:
+            return
+        handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+
+        def complained(module, fmt, args) -> None:
+            self.complaints += 1
+
+        self._handler = handler_type(complained)  # kept alive as long as libtiff holds it
+        lib = self.library
+        for name in ("TIFFSetWarningHandler", "TIFFSetErrorHandler"):
+            function = getattr(lib, name)
+            function.restype = ctypes.c_void_p
+            function.argtypes = [handler_type]
+            function(self._handler)
+        lib.TIFFFdOpen.restype = ctypes.c_void_p
+        lib.TIFFFdOpen.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p]
+        lib.TIFFReadEncodedStrip.restype = ctypes.c_ssize_t
+        lib.TIFFReadEncodedStrip.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_ssize_t]
+        lib.TIFFClose.restype = None
+        lib.TIFFClose.argtypes = [ctypes.c_void_p]
+        lib.TIFFWriteEncodedStrip.restype = ctypes.c_ssize_t
+        lib.TIFFWriteEncodedStrip.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_ssize_t]
+        lib.TIFFSetField.restype = ctypes.c_int  # variadic: each call passes typed values
+
+    @staticmethod
+    def _load():
+        if not hasattr(os, "memfd_create"):
+            return None
+        candidates = []
+        system = ctypes.util.find_library("tiff")
+        if system:
+            candidates.append(system)
+        import PIL
+
+        candidates += sorted(str(p) for p in (pathlib.Path(PIL.__file__).parent.parent / "pillow.libs").glob("libtiff*.so*"))
+        for candidate in candidates:
+            try:
+                return ctypes.CDLL(candidate)
+            except OSError:
+                continue
+        return None
+
+    def decode(self, tiff: bytes, size: int, *, complaints: int = 0) -> bytes | None:
+        """The first strip of ``tiff`` decoded into ``size`` bytes.
+
+        None when libtiff failed or complained more than ``complaints`` times.
+        """
+        lib = self.library
+        buffer = ctypes.create_string_buffer(size)
+        fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
+        try:
+            if os.write(fd, tiff) != len(tiff):
+                raise OSError("short write")
+            os.lseek(fd, 0, os.SEEK_SET)
+        except OSError:
+            os.close(fd)
+            return None
+        with self.lock:
+            before = self.complaints
+            handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"r")
+            if not handle:
+                os.close(fd)
+                return None
+            try:
+                got = lib.TIFFReadEncodedStrip(handle, 0, buffer, size)
+            finally:
+                lib.TIFFClose(handle)  # closes fd too
+            if got != size or self.complaints - before > complaints:
+                return None
+        return buffer.raw
+
+    def encode(self, bitmap: bytes, width: int, height: int, coding: Coding, *, k: int = 4) -> bytes | None:
+        """libtiff's coding of packed rows (1 = black), MSB first.  T.4: an EOL (and for MR
+        a tag bit) before each row, no fill, no RTC; MR with K = ``k``, 2 or 4 (libtiff
+        takes 4 above 150 lpi, else 2).  T.6: rows then EOFB."""
+        lib = self.library
+        fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
+        keep = os.dup(fd)
+        try:
+            with self.lock:
+                before = self.complaints
+                handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"w")
+                if not handle:
+                    os.close(fd)
+                    return None
+                try:
+                    u32, i32 = ctypes.c_uint32, ctypes.c_int
+                    if coding is Coding.MMR:
+                        compression, options = COMPRESSION_CCITT_T6, (TAG_T6_OPTIONS, u32(0))
+                    else:
+                        compression = COMPRESSION_CCITT_T4
+                        options = (TAG_T4_OPTIONS, u32(T4_OPTION_2D if coding is Coding.MR else 0))
+                    for tag, value in ((TAG_IMAGE_WIDTH, u32(width)), (TAG_IMAGE_LENGTH, u32(height)),
+                                       (TAG_BITS_PER_SAMPLE, i32(1)), (TAG_SAMPLES_PER_PIXEL, i32(1)),
+                                       (TAG_COMPRESSION, i32(compression)), (TAG_PHOTOMETRIC, i32(0)),
+                                       (TAG_FILL_ORDER, i32(1)), (TAG_ROWS_PER_STRIP, u32(height)),
+                                       options,
+                                       (TAG_Y_RESOLUTION, ctypes.c_double(196.0 if k == 4 else 98.0)),
+                                       (TAG_RESOLUTION_UNIT, i32(2))):
+                        if lib.TIFFSetField(ctypes.c_void_p(handle), ctypes.c_uint32(tag), value) != 1:
+                            return None
+                    written = lib.TIFFWriteEncodedStrip(handle, 0, bitmap, len(bitmap))
+                finally:
+                    lib.TIFFClose(handle)  # writes the directory; closes fd
+                if written != len(bitmap) or self.complaints != before:
+                    return None
+            os.lseek(keep, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(keep, 1 << 20):
+                chunks.append(chunk)
+            return read_strips(b"".join(chunks))
+        finally:
+            os.close(keep)
+
+
+_libtiff: _Libtiff | None = None
+
+
+def _library() -> _Libtiff:
+    global _libtiff
+    if _libtiff is None:
+        _libtiff = _Libtiff()
+    return _libtiff
+
+
+def _to_bits(data: bytes) -> str:
+    """MSB-first data as a string of '0'/'1' (C speed: one int conversion)."""
+    return bin(int.from_bytes(b"\x01" + data, "big"))[3:]
+
+
+def _from_bits(bits: str) -> bytes:
+    bits += "0" * (-len(bits) % 8)
+    return int("1" + bits, 2).to_bytes(len(bits) // 8 + 1, "big")[1:]
+
+
+def _libtiff_rows(data: bytes, coding: Coding, width: int, height: int, *, complaints: int = 0) -> bytes | None:
+    """``height`` rows of MSB-first ``data`` decoded by libtiff, or None if it complained
+    (more than ``complaints`` times)."""
+    library = _library()
+    if library.library is None:
+        return None
+    tiff = build_tiff([CodedPage(width, height, 204, 196, coding, BitOrder.MSB_FIRST, data)])
+    return library.decode(tiff, width // 8 * height, complaints=complaints)
+
+
+def _t4_rows(bits: str, coding: Coding) -> list[str] | None:
+    """The row segments (between EOLs) StreamingDecoder would decode in whole, clean MH/MR
+    data, or None if unsure."""
+    first = bits.find(EOL)
+    if first < 0 or "1" in bits[:first]:
+        return None  # no EOL, or something before the first one (our decoder skips it)
+    # A segment is empty when 11 zeros follow its EOL (after MR's tag bit): they can only
+    # be the next EOL's.
+    empty_after = [EOL + "0" * 11]
+    if coding is Coding.MR:
+        empty_after.append(EOL + "1" + "0" * 11)
+    ends = [p for p in (bits.find(pattern, first) for pattern in empty_after) if p >= 0]
+    if not ends:
+        return None
+    end = min(ends)
+    rows = bits.count(EOL, first, end + 12) - 1
+    if rows <= 0:
+        return None
+    # StreamingDecoder ends the page once EOLS_TO_END_T4_PAGE EOLs came in a row (the
+    # row's own EOL and empty segments after it).
+    position = end + 12
+    for _ in range(EOLS_TO_END_T4_PAGE - 2):
+        eol = bits.find(EOL, position)
+        if eol < 0:
+            return None
+        segment = bits[position:eol]
+        if coding is Coding.MR:
+            segment = segment[1:]
+        if "1" in segment:
+            return None
+        position = eol + 12
+    if bits.find(EOL, position) < 0:
+        return None
+    segments = bits[first + 12 : end].split(EOL)
+    return segments if len(segments) == rows else None
+
+
+def _canonical_segments(
+    bitmap: bytes, width: int, height: int, *, two_d: bool, shift: int = 0, k: int = 4
+) -> list[str] | None:
+    """libtiff's coding of each row (after its EOL), ``shift`` white rows put first."""
+    stride = width // 8
+    # A white row after the last one ends it with an EOL: no strip padding in its segment.
+    padded = bytes(stride * shift) + bitmap + bytes(stride)
+    coded = _library().encode(padded, width, height + shift + 1, Coding.MR if two_d else Coding.MH, k=k)
+    if coded is None:
+        return None
+    segments = _to_bits(coded).split(EOL)
+    if len(segments) != height + shift + 2 or "1" in segments[0]:
+        return None
+    return segments[1 + shift : 1 + shift + height]
+
+
+def _coded_canonically(segments: list[str], bitmap: bytes, width: int, height: int, coding: Coding) -> bool:
+    """Whether each row segment is exactly the T.4 coding of libtiff's decoded row (then
+    fill zeros): the proof that StreamingDecoder decodes the same rows, none bad.
+
+    libtiff's decoder skips silently whatever follows a row that reached the width before
+    the next EOL, where StreamingDecoder calls the row bad; damaged data does that.  T.4
+    coding is deterministic (4.1.2 run codes; 4.2.1.3.3 picks the 2-D mode), so libtiff's
+    own coding of the rows is the one clean data must hold.  A sender coding differently
+    (legal but unusual makeup choices) only costs the fast path.
+    """
+    if coding is Coding.MR:
+        # Senders code rows 0, K, 2K, ... one-dimensionally (T.4 4.2.1.3.4), K 2 or 4 as
+        # libtiff does: then one libtiff coding has every row as the sender has it.
+        one_d_rows = [index for index, row in enumerate(segments) if row[:1] == "1"]
+        for k in (4, 2):
+            if one_d_rows == list(range(0, height, k)):
+                codes = _canonical_segments(bitmap, width, height, two_d=True, k=k)
+                return codes is not None and _same_codes(segments, codes)
+    one_d = _canonical_segments(bitmap, width, height, two_d=False)
+    if one_d is None:
+        return False
+    if coding is Coding.MH:
+        return _same_codes(segments, one_d)
+    # Another 1-D/2-D pattern: libtiff codes 1 row in 4 one-dimensionally; shifted by a
+    # row, those are coded 2-D.
+    two_d = [_canonical_segments(bitmap, width, height, two_d=True, shift=shift) for shift in (0, 1)]
+    if two_d[0] is None or two_d[1] is None:
+        return False
+    codes = []
+    for index, row in enumerate(segments):
+        if row[:1] == "1":
+            codes.append("1" + one_d[index])
+        elif two_d[0][index][:1] == "0":
+            codes.append(two_d[0][index])
+        elif two_d[1][index][:1] == "0":
+            codes.append(two_d[1][index])
+        else:
+            return False
+    return _same_codes(segments, codes)
+
+
+def _same_codes(segments: list[str], codes: list[str]) -> bool:
+    """Whether each segment is its code followed by nothing but fill zeros."""
+    if segments == codes:
+        return True  # no fill at all: the usual case
+    return all(len(row) >= len(code) and row.rstrip("0") == code.rstrip("0") for row, code in zip(segments, codes))
+
+
+def _sentinel_rows(width: int) -> tuple[str, list[bytes]]:
+    """Three rows coded in T.6 horizontal mode only, and their packed pixels (1 = black)."""
+    half = width // 2
+    runs = [[(half, width - half)], [(0, width)], [(0, half), (width - half, 0)]]
+    code = ""
+    rows = []
+    for pairs in runs:
+        pixels = ""
+        for white, black in pairs:
+            code += t4codes.HORIZONTAL + t4codes.WHITE_RUN_CODE[white] + t4codes.BLACK_RUN_CODE[black]
+            pixels += "0" * white + "1" * black
+        rows.append(int("1" + pixels, 2).to_bytes(width // 8 + 1, "big")[1:])
+    return code, rows
+
+
+def _mmr_rows(msb_first: bytes, bits: str, width: int, max_rows: int) -> tuple[int, bytes] | None:
+    eofb = bits.find(EOL)
+    if eofb < 0 or not bits.startswith(EOFB, eofb):
+        return None  # the first EOL of clean T.6 data is its EOFB (what follows is ignored)
+    sentinel, sentinel_rows = _sentinel_rows(width)
+    # Only the last octets change: the sentinel goes where EOFB began.
+    cut = eofb // 8
+    data = msb_first[:cut] + _from_bits(bits[cut * 8 : eofb] + sentinel + EOFB)
+    stride = width // 8
+    # At least one MMR bit per row: the page cannot be taller than that.
+    limit = min(max_rows, eofb) + 4
+    guess = min(_FIRST_MMR_HEIGHT, limit)
+    while True:
+        # Reaching EOFB before ``guess`` rows, libtiff warns once about that short line.
+        decoded = _libtiff_rows(data, Coding.MMR, width, guess, complaints=1)
+        if decoded is None:
+            return None
+        # The last row that is not blank is the third sentinel row, if libtiff got there
+        # (rows after EOFB stay blank; the guess must leave at least one).
+        last = len(decoded.rstrip(b"\x00"))
+        last_row = (last - 1) // stride if last else -1
+        if 0 <= last_row < guess - 1:
+            break
+        if guess >= limit:
+            return None
+        guess = min(guess * 2, limit)
+    height = last_row - 2
+    if height <= 0 or height > max_rows:
+        return None
+    if decoded[height * stride : (height + 3) * stride] != b"".join(sentinel_rows):
+        return None
+    bitmap = decoded[: height * stride]
+    # The proof (libtiff's decoder accepts some damage StreamingDecoder stops at): the data
+    # up to EOFB is exactly the T.6 coding of these rows (deterministic, T.6 2.2; see
+    # _coded_canonically), which StreamingDecoder decodes to them and then ends at EOFB.
+    canonical = _library().encode(bitmap, width, height, Coding.MMR)
+    if canonical is None:
+        return None
+    canonical_bits = _to_bits(canonical)
+    if canonical_bits.find(EOL) != eofb or not canonical_bits.startswith(bits[:eofb]):
+        return None
+    return height, bitmap
+
+
+def try_libtiff_decode(
+    data: bytes, coding: Coding, width: int, *, bit_order: BitOrder, max_rows: int = DEFAULT_MAX_ROWS
+) -> DecodedPage | None:
+    """The page libtiff decodes from whole coded ``data``, or None where it is not proven
+    equal to what ``StreamingDecoder`` fed all of ``data`` would give (then use that).
+
+    Pages taller than ``max_rows`` are left to the caller too.
+    """
+    msb_first = bytes(data) if bit_order is BitOrder.MSB_FIRST else bytes(data).translate(_REVERSED)
+    bits = _to_bits(msb_first)
+    if coding is Coding.MMR:
+        found = _mmr_rows(msb_first, bits, width, max_rows)
+        if found is None:
+            return None
+        height, bitmap = found
+    else:
+        segments = _t4_rows(bits, coding)
+        if segments is None or len(segments) > max_rows:
+            return None
+        height = len(segments)
+        bitmap = _libtiff_rows(msb_first, coding, width, height)
+        if bitmap is None or not _coded_canonically(segments, bitmap, width, height, coding):
+            return None
+    return DecodedPage(width=width, height=height, bitmap=bitmap)
+
+
+def decode_whole_page(
+    data: bytes, coding: Coding, width: int, *, bit_order: BitOrder, max_rows: int = DEFAULT_MAX_ROWS
+) -> DecodedPage:
+    """Decode one complete page of coded data, as ``StreamingDecoder`` fed it all would.
+
+    Fast (libtiff) where the result is proven the same, else ``StreamingDecoder`` decodes
+    it; pages over ``max_rows`` rows also go to it.  Raises ValueError for a width, coding
+    or bit order StreamingDecoder refuses.
+    """
+    fallback = StreamingDecoder(coding, width, bit_order=bit_order)  # validates the arguments
+    page = try_libtiff_decode(data, coding, width, bit_order=bit_order, max_rows=max_rows)
+    if page is not None:
+        return page
+    fallback.feed(data)
+    return fallback.finish()

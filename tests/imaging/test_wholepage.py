@@ -1,0 +1,166 @@
+"""decode_whole_page gives exactly StreamingDecoder's page, through libtiff where it can.
+
+The oracle is StreamingDecoder fed the same whole data; ``try_libtiff_decode`` is checked
+to take the fast path on clean pages (else the speed-up would silently be lost) and to
+decline damaged ones or give the same answer.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imaging import BitOrder, Coding, StreamingDecoder, decode_whole_page, encode_page
+from imaging.wholepage import try_libtiff_decode
+from tests.imaging.charts import CHART_WIDTH, chart
+from tests.peers.spandsp import spandsp_t4_encode
+
+CODINGS = [Coding.MH, Coding.MR, Coding.MMR]
+
+
+def streaming(data: bytes, coding: Coding, width: int, order: BitOrder):
+    decoder = StreamingDecoder(coding, width, bit_order=order)
+    decoder.feed(data)
+    return decoder.finish()
+
+
+def check_same(data: bytes, coding: Coding, width: int, order: BitOrder, *, fast: bool | None):
+    expected = streaming(data, coding, width, order)
+    quick = try_libtiff_decode(data, coding, width, bit_order=order)
+    if fast is True:
+        assert quick is not None, "a clean page should be decoded by libtiff"
+    if fast is False:
+        assert quick is None
+    if quick is not None:
+        assert quick == expected
+    page = decode_whole_page(data, coding, width, bit_order=order)
+    assert page == expected
+    return page
+
+
+@pytest.mark.parametrize("order", list(BitOrder))
+@pytest.mark.parametrize("coding", CODINGS)
+@pytest.mark.parametrize("number", range(1, 9))
+def test_itu_charts(number, coding, order):
+    bitmap = chart(number)
+    data = encode_page(bitmap, CHART_WIDTH, coding, k=4, bit_order=order)
+    page = check_same(data, coding, CHART_WIDTH, order, fast=True)
+    assert page.bitmap == bitmap and page.bad_rows == 0
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+@pytest.mark.parametrize("number", [1, 4, 7])
+def test_spandsp_coded_charts(number, coding):
+    bitmap = chart(number)
+    height = len(bitmap) // (CHART_WIDTH // 8)
+    data = spandsp_t4_encode(bitmap, CHART_WIDTH, height, coding.value)
+    page = check_same(data, coding, CHART_WIDTH, BitOrder.LSB_FIRST, fast=True)
+    assert page.bitmap == bitmap
+    # As T.38 carries it (each octet bit-reversed, MSB first).
+    reversed_data = bytes(int(f"{b:08b}"[::-1], 2) for b in data)
+    check_same(reversed_data, coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=True)
+
+
+def random_page(rng: random.Random, width: int, height: int, density: float) -> bytes:
+    stride = width // 8
+    rows = []
+    for _ in range(height):
+        kind = rng.random()
+        if kind < 0.3:
+            rows.append(bytes(stride))
+        elif kind < 0.4 and rows:
+            rows.append(rows[-1])
+        else:
+            pels = [1 if rng.random() < density else 0 for _ in range(width)]
+            # runs rather than noise, now and then
+            if rng.random() < 0.5:
+                start, length = rng.randrange(width), rng.randrange(width)
+                pels[start : start + length] = [1] * len(pels[start : start + length])
+            rows.append(int("".join(map(str, pels)), 2).to_bytes(stride, "big"))
+    return b"".join(rows)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    coding=st.sampled_from(CODINGS),
+    order=st.sampled_from(list(BitOrder)),
+    width=st.sampled_from([1728, 2048, 2432, 3456]),
+    height=st.one_of(st.integers(1, 12), st.integers(13, 300), st.just(5000)),
+    density=st.sampled_from([0.0, 0.02, 0.5]),
+    seed=st.integers(0, 2**32),
+    k=st.sampled_from([2, 4]),
+)
+def test_random_pages(coding, order, width, height, density, seed, k):
+    rng = random.Random(seed)
+    if height == 5000:
+        bitmap = bytes(width // 8 * height)  # a tall all-white page: beyond the first guess
+    else:
+        bitmap = random_page(rng, width, height, density)
+    data = encode_page(bitmap, width, coding, k=k, bit_order=order)
+    page = check_same(data, coding, width, order, fast=True)
+    assert page.bitmap == bitmap
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    coding=st.sampled_from(CODINGS),
+    seed=st.integers(0, 2**32),
+    flips=st.integers(1, 4),
+    cut=st.booleans(),
+)
+def test_damaged_data_same_as_streaming(coding, seed, flips, cut):
+    rng = random.Random(seed)
+    stride = CHART_WIDTH // 8
+    start = rng.randrange(0, 2000)
+    bitmap = chart(1 + seed % 8)[start * stride : (start + 200) * stride]
+    data = bytearray(encode_page(bitmap, CHART_WIDTH, coding, k=4, bit_order=BitOrder.MSB_FIRST))
+    for _ in range(flips):
+        position = rng.randrange(len(data) * 8)
+        data[position // 8] ^= 0x80 >> (position % 8)
+    if cut:
+        del data[rng.randrange(len(data)) :][: rng.randrange(1, 300)]
+    check_same(bytes(data), coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=None)
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_mr_with_other_one_dimensional_row_patterns(k):
+    bitmap = chart(5)[: 400 * (CHART_WIDTH // 8)]
+    data = encode_page(bitmap, CHART_WIDTH, Coding.MR, k=k, bit_order=BitOrder.MSB_FIRST)
+    page = check_same(data, Coding.MR, CHART_WIDTH, BitOrder.MSB_FIRST, fast=True)
+    assert page.bitmap == bitmap
+
+
+@pytest.mark.parametrize("coding", [Coding.MH, Coding.MR])
+def test_fill_before_eols_is_allowed(coding):
+    bitmap = chart(6)[: 300 * (CHART_WIDTH // 8)]
+    data = encode_page(bitmap, CHART_WIDTH, coding, k=4, min_row_bits=2000, bit_order=BitOrder.MSB_FIRST)
+    page = check_same(data, coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=True)
+    assert page.bitmap == bitmap
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+def test_truncated_page_falls_back(coding):
+    data = encode_page(chart(2), CHART_WIDTH, coding, k=4, bit_order=BitOrder.MSB_FIRST)
+    page = check_same(data[: len(data) // 2], coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=False)
+    assert not page.ended
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+def test_trailing_garbage_after_page_end_is_ignored(coding):
+    bitmap = chart(3)[: 300 * (CHART_WIDTH // 8)]
+    data = encode_page(bitmap, CHART_WIDTH, coding, k=4, bit_order=BitOrder.MSB_FIRST) + bytes(range(256))
+    page = check_same(data, coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=True)
+    assert page.bitmap == bitmap
+
+
+def test_empty_data():
+    for coding in CODINGS:
+        check_same(b"", coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=False)
+
+
+def test_bad_width_is_refused():
+    with pytest.raises(ValueError):
+        decode_whole_page(b"", Coding.MH, 1730, bit_order=BitOrder.MSB_FIRST)
