@@ -921,8 +921,7 @@ def _split_header_lines(head: str, singles: dict[str, str], vias: list[str]) -> 
         head = _unfold(head)
     items: list[tuple[str, str, str]] = []
     append = items.append
-    table = _HEADER_TABLE
-    single_keys = _SINGLE_HEADERS
+    table = _SPLIT_TABLE
     for line in head.split("\r\n"):
         name, colon, value = line.partition(":")
         if not colon:
@@ -935,17 +934,30 @@ def _split_header_lines(head: str, singles: dict[str, str], vias: list[str]) -> 
             if entry is None:
                 if not name or not TOKEN_CHARS.issuperset(name):
                     raise SipParseError(f"bad header name {name[:80]!r}")
-                entry = (lower, name)
-        key = entry[0]
+                # Every spelling of Via and of the single headers is in the table, so
+                # an unknown name is neither.
+                entry = (lower, name, _ORDINARY)
+        key, canonical, kind = entry
         value = value.strip()
-        append((key, entry[1], value))
-        if key == "via":
-            vias.append(value)
-        elif key in single_keys:
-            if key in singles:
-                singles["!dup"] = key
-            singles[key] = value
+        append((key, canonical, value))
+        if kind:
+            if kind == _VIA:
+                vias.append(value)
+            else:
+                if key in singles:
+                    singles["!dup"] = key
+                singles[key] = value
     return items
+
+
+# What _split_header_lines does with a header besides keeping it: Via values and the
+# headers allowed once are collected for _validate.
+_ORDINARY, _VIA, _SINGLE = 0, 1, 2
+# Wire spelling -> (lookup key, canonical name, kind).
+_SPLIT_TABLE = {
+    spelling: (key, canonical, _VIA if key == "via" else _SINGLE if key in _SINGLE_HEADERS else _ORDINARY)
+    for spelling, (key, canonical) in _HEADER_TABLE.items()
+}
 
 
 def _unfold(head: str) -> str:
