@@ -72,8 +72,10 @@ class _Libtiff:
     buffer, so rows it never reached stay 0.  libtiff reports a damaged row (line length
     mismatch, premature EOL, bad code) only through its warning handler and decodes on, so
     a decode is trusted only when no warning or error came during it.  The system libtiff
-    (the Dockerfile installs libtiff6) is preferred, being a copy of its own, apart from
-    Pillow's; else Pillow's bundled one.
+    (the Dockerfile installs libtiff6) is preferred, apart from Pillow's copy; else Pillow's
+    bundled one.  The handlers are per library copy: a process that also loads SpanDSP
+    (which links the system libtiff) has its libtiff warnings counted here, not printed, and
+    one coming during our decode only costs the fast path.
     """
 
     def __init__(self) -> None:
@@ -114,7 +116,8 @@ class _Libtiff:
             candidates.append(system)
         import PIL
 
-        candidates += sorted(str(p) for p in (pathlib.Path(PIL.__file__).parent.parent / "pillow.libs").glob("libtiff*.so*"))
+        bundled = pathlib.Path(PIL.__file__).parent.parent / "pillow.libs"
+        candidates += sorted(str(path) for path in bundled.glob("libtiff*.so*"))
         for candidate in candidates:
             try:
                 return ctypes.CDLL(candidate)
