@@ -246,10 +246,10 @@ def _t4_rows(bits: str, coding: Coding) -> list[str] | None:
     rows = bits.count(EOL, first, end + 12) - 1
     if rows <= 0:
         return None
-    # StreamingDecoder ends the page once EOLS_TO_END_T4_PAGE EOLs came in a row (the
-    # row's own EOL and empty segments after it).
+    # StreamingDecoder ends the page once EOLS_TO_END_T4_PAGE EOLs came in a row: the last
+    # row's own EOL, then that many less one empty segments, each ended by an EOL.
     position = end + 12
-    for _ in range(EOLS_TO_END_T4_PAGE - 2):
+    for _ in range(EOLS_TO_END_T4_PAGE - 1):
         eol = bits.find(EOL, position)
         if eol < 0:
             return None
@@ -259,8 +259,6 @@ def _t4_rows(bits: str, coding: Coding) -> list[str] | None:
         if "1" in segment:
             return None
         position = eol + 12
-    if bits.find(EOL, position) < 0:
-        return None
     segments = bits[first + 12 : end].split(EOL)
     return segments if len(segments) == rows else None
 
