@@ -28,7 +28,16 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from .errors import LocalProtocolError, SipParseError
-from .uri import TOKEN_CHARS, AbsoluteUri, SipUri, Uri, _parse_host_port, parse_uri
+from .uri import (
+    COMMON_SIP_URI_RE,
+    TOKEN_CHARS,
+    AbsoluteUri,
+    SipUri,
+    Uri,
+    _common_sip_uri,
+    _parse_host_port,
+    parse_uri,
+)
 
 __all__ = [
     "Headers",
@@ -424,9 +433,10 @@ class NameAddr:
 # escapes, or tokens separated by single spaces), ``<URI>`` without spaces, token
 # parameters. The URI itself goes to parse_uri. What it matches, _parse_name_addr_general
 # would parse to the same NameAddr; everything else goes there.
-_COMMON_NAME_ADDR = re.compile(
-    rf'(?:"([^"\\]*)"[ \t]*|({_TOKEN_RE}+(?: {_TOKEN_RE}+)*)[ \t]*)?<([!#-;=?-~]+)>{_TOKEN_PARAMS_RE}'
-)
+_DISPLAY_NAME_RE = rf'(?:"([^"\\]*)"[ \t]*|({_TOKEN_RE}+(?: {_TOKEN_RE}+)*)[ \t]*)?'
+_COMMON_NAME_ADDR = re.compile(rf"{_DISPLAY_NAME_RE}<([!#-;=?-~]+)>{_TOKEN_PARAMS_RE}")
+# The same with the URI's own common shape spelled out, so one match reads both.
+_COMMON_SIP_NAME_ADDR = re.compile(rf"{_DISPLAY_NAME_RE}<{COMMON_SIP_URI_RE}>{_TOKEN_PARAMS_RE}")
 
 
 def parse_name_addr(value: str) -> NameAddr:
@@ -435,6 +445,14 @@ def parse_name_addr(value: str) -> NameAddr:
     In the bare addr-spec form, ``;`` ends the URI: what follows are header parameters
     (RFC 3261 20: a URI with ``;``, ``,`` or ``?`` must be enclosed in ``<>``).
     """
+    common = _COMMON_SIP_NAME_ADDR.fullmatch(value)
+    if common is not None:
+        quoted, tokens, scheme, user, host, port_text, uri_params, param_text = common.groups()
+        uri = _common_sip_uri(scheme, user, host, port_text, uri_params)
+        if uri is not None:
+            return NameAddr(
+                tokens if quoted is None else quoted, uri, _token_params(param_text) if param_text else {}
+            )
     common = _COMMON_NAME_ADDR.fullmatch(value)
     if common is not None:
         quoted, tokens, uri_text, param_text = common.groups()

@@ -229,25 +229,37 @@ def _parse_sip_uri(scheme: str, rest: str, uri: str) -> SipUri:
 # without escapes and no headers. Every string it matches is parsed by ``_parse_sip_uri``
 # to the same result, so it only skips checks that cannot fail; anything else (IPv6, %,
 # passwords, headers, upper case scheme, errors) takes the general path.
-_COMMON_SIP_URI = re.compile(
+# Five groups: scheme, user, host, port, parameters (see _common_sip_uri). Also used
+# inside message.py's name-addr pattern.
+COMMON_SIP_URI_RE = (
     r"(sips?):(?:([-A-Za-z0-9_.!~*'()&=+$,;?/]+)@)?([-A-Za-z0-9.]+)(?::([0-9]{1,5}))?"
     r"((?:;[-A-Za-z0-9_.!~*'()\[\]/:&+$]+(?:=[-A-Za-z0-9_.!~*'()\[\]/:&+$]*)?)*)"
 )
+_COMMON_SIP_URI = re.compile(COMMON_SIP_URI_RE)
+
+
+def _common_sip_uri(
+    scheme: str, user: str | None, host: str, port_text: str | None, param_text: str
+) -> SipUri | None:
+    """The SipUri for the groups of a COMMON_SIP_URI_RE match; None if the port is too big."""
+    port = None if port_text is None else int(port_text)
+    if port is not None and port > 65535:
+        return None
+    params: dict[str, str | None] = {}
+    if param_text:
+        for part in param_text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params[name.lower()] = value if eq else None
+    return SipUri(scheme, user, None, host, port, params, {})
 
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI (no surrounding whitespace or ``<>``). Raises ``SipParseError``."""
     common = _COMMON_SIP_URI.fullmatch(text)
     if common is not None:
-        scheme, user, host, port_text, param_text = common.groups()
-        port = None if port_text is None else int(port_text)
-        if port is None or port <= 65535:
-            params: dict[str, str | None] = {}
-            if param_text:
-                for part in param_text[1:].split(";"):
-                    name, eq, value = part.partition("=")
-                    params[name.lower()] = value if eq else None
-            return SipUri(scheme, user, None, host, port, params, {})
+        uri = _common_sip_uri(*common.groups())
+        if uri is not None:
+            return uri
     return _parse_uri_general(text)
 
 
