@@ -901,11 +901,16 @@ def _parse_max_forwards(raw: str) -> int:
     return int(raw)
 
 
+_STATUS_LINE_PREFIX = SIP_VERSION + " "
+
+
 def _parse_start_line(line: str) -> tuple[str, str, str]:
     # RFC 4475 3.1.2.7/3.1.2.9 (lwsstart, trws): extra SP between or after the elements of
     # the Request-Line is invalid but harmless, so we tolerate it; a URI with LWS inside it
     # (lwsruri) yields four elements and is refused.
-    if line.startswith(SIP_VERSION + " ") or line.upper().startswith("SIP/"):
+    # Only s, S and U+017F upper-case to a leading "S" followed by more than "S"/"T", so
+    # a request line (the common case) is not upper-cased just to find that out.
+    if line.startswith(_STATUS_LINE_PREFIX) or (line[:1] in "sS\u017f" and line.upper().startswith("SIP/")):
         version, _, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
         if version.upper() != SIP_VERSION:
@@ -1006,19 +1011,17 @@ def _join_folded(pieces: list[str]) -> str:
     return " ".join([first, *pieces[1:]]) if not first.endswith(":") else first + " ".join(pieces[1:])
 
 
-def _decode_head(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def _message_from_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
     """Parse the start line and headers; return the message (no body yet) and Content-Length."""
-    head = _decode_head(head_bytes)
+    head = head_bytes.decode("utf-8", "surrogateescape")
     start, _, rest = head.partition("\r\n")
     method, second, reason = _parse_start_line(start)
     singles: dict[str, str] = {}
     vias: list[str] = []
     items = _split_header_lines(rest, singles, vias) if rest else []
-    headers = Headers._trusted(items)
+    headers = Headers.__new__(Headers)
+    headers._items = items
+    headers._version = 0
     message: Request | Response
     if method:
         try:
@@ -1043,6 +1046,9 @@ def _message_from_head(head_bytes: bytes) -> tuple[Request | Response, int | Non
     return message, content_length
 
 
+_NEEDED_HEADERS = frozenset(("to", "from", "call-id", "cseq"))
+
+
 def _validate(message: Request | Response, singles: dict[str, str], vias: list[str]) -> int | None:
     """Check the headers every transaction relies on; return Content-Length (or None)."""
     duplicate = singles.get("!dup")
@@ -1050,9 +1056,10 @@ def _validate(message: Request | Response, singles: dict[str, str], vias: list[s
         raise SipParseError(f"more than one {canonical_name(duplicate)} header", partial=message)
     cache = message._cache
     try:
-        for needed in ("to", "from", "call-id", "cseq"):
-            if needed not in singles:
-                raise SipParseError(f"missing {canonical_name(needed)} header")
+        if not _NEEDED_HEADERS <= singles.keys():
+            for needed in ("to", "from", "call-id", "cseq"):
+                if needed not in singles:
+                    raise SipParseError(f"missing {canonical_name(needed)} header")
         raw = singles["call-id"]
         if not raw:
             raise SipParseError("empty Call-ID")
