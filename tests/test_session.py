@@ -1,0 +1,98 @@
+"""The call session on a real loopback socket: our MCF waits until the page is on disk."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import trio
+
+from t38gw.config import Route, T38Config
+from t38gw.faxrecord import InboundFax
+from t38gw.session import FaxSession, T38Session
+from t38gw.t30 import Fcf, ReceiverConfig, T30Frame
+from t38gw.t30.dcs import Compression, Modulation
+from tests.t30 import scripted as s
+from tests.t30.pages import random_page
+from udptl.codec import encode_ifp
+from udptl.endpoint import PortPool
+from udptl.ifp import FieldType
+from udptl.receiver import IfpReceived, UdptlReceiver
+from udptl.sender import UdptlSender
+
+WRITE_SECONDS = 2.0  # longer than the 1 s V.21 preamble before our MCF frame
+
+
+def free_range(size: int) -> tuple[int, int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        low = probe.getsockname()[1]
+    low = max(1024, min(low, 65000 - size))
+    return low, low + size - 1
+
+
+def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
+    bitmap = random_page(random.Random(3), 1728, 100)
+    coded = s.coded_page(bitmap, 1728, 100, Compression.MH)
+    written_at: list[float] = []
+    mcf_at: list[float] = []
+
+    async def slow_write(record, pages, meta) -> None:
+        await trio.sleep(WRITE_SECONDS)  # a slow disk
+        await trio.to_thread.run_sync(record.write, pages, meta)
+        written_at.append(trio.current_time())
+
+    async def finish(session) -> None:
+        pass
+
+    async def main() -> None:
+        low, high = free_range(20)
+        endpoint = await PortPool(low, high, host="127.0.0.1").open()
+        peer = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await peer.bind(("127.0.0.1", 0))
+        record = InboundFax(fax_id="01a21438-6359-7817-b310-bde014280622", started_at=1_764_000_000.0,
+                            root=tmp_path, formats=("tiff",), sip={"call_id": "c1"}, route_index=None, route=Route())
+        session = FaxSession(record=record, endpoint=endpoint,
+                             receiver_config=ReceiverConfig(local_ident="+1 555 0100", send_ced=False),
+                             t38_settings=T38Config(), rng=random.Random(1), write_record=slow_write,
+                             finish_record=finish)
+        session.t38_ready(T38Session(remote=peer.getsockname(), version=0, max_bitrate=14400, error_correction="none",
+                                     rate_management="transferredTCF", peer_max_datagram=1400))
+        sender = UdptlSender(error_correction="none", max_datagram=1400)
+        receiver = UdptlReceiver(0)
+        mcf = T30Frame(Fcf.MCF)
+
+        async def listen() -> None:
+            while True:
+                data = await peer.recv(2048)
+                for item in receiver.datagram_received(data, trio.current_time()):
+                    if not isinstance(item, IfpReceived) or item.packet is None:
+                        continue
+                    for field in item.packet.fields or ():
+                        if field.field_type is FieldType.HDLC_DATA and T30Frame.from_wire(field.data).fcf == mcf.fcf:
+                            mcf_at.append(trio.current_time())
+                            session.sip_ended("test over")
+
+        async def send(packets) -> None:
+            for packet in packets:
+                await peer.sendto(sender.datagram_for(encode_ifp(packet, 0)), ("127.0.0.1", endpoint.port))
+                await trio.sleep(0.01)
+
+        with trio.move_on_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.run)
+                nursery.start_soon(listen)
+                await trio.sleep(1.5)  # our DIS goes out
+                await send(s.dcs_sequence(Modulation.V17_14400))
+                await send(s.tcf(Modulation.V17_14400))
+                await trio.sleep(1.5)  # CFR
+                await send(s.image_carrier(Modulation.V17_14400, coded))
+                await send(s.control(s.frame(Fcf.EOP)))
+                await session.done.wait()
+                nursery.cancel_scope.cancel()
+        peer.close()
+
+    trio.run(main)
+    assert written_at and mcf_at, (written_at, mcf_at)
+    assert mcf_at[0] >= written_at[0]
+    assert len(list(tmp_path.rglob("fax.tif"))) == 1
