@@ -211,6 +211,17 @@ _MEDIA_OTHER = frozenset("ibk")
 _LINE_TYPES = frozenset("abcdefghijklmnopqrstuvwxyz")
 
 
+def _sdp_lines(text: str) -> list[str]:
+    """``text.replace("\\r\\n", "\\n").split("\\n")``, without the copy when every LF is in a CRLF.
+
+    A stray CR stays inside its line either way.
+    """
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1:
+        lines = text.replace("\r\n", "\n").split("\n")
+    return lines
+
+
 def parse_sdp(body: bytes | str) -> SessionDescription:
     """Parse an SDP body. Lines may end in CRLF or LF (RFC 4566 5 lets a parser accept LF).
 
@@ -218,14 +229,13 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
     from ``T38Params.from_attributes`` for T.38 values we cannot use.
     """
     text = body.decode("utf-8", "surrogateescape") if isinstance(body, (bytes, bytearray)) else body
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
+    lines = _sdp_lines(text)
     # The origin is filled in by o= (a body without one is refused below).
     session = SessionDescription(None, "-", None, [], [], [], [])  # type: ignore[arg-type]
     attributes = session.attributes
     current: MediaDescription | None = None
     seen_version = seen_origin = seen_name = False
-    for line in text.split("\n"):
+    for line in lines:
         kind = line[:2]
         if kind == "a=":
             name, colon, value = line[2:].partition(":")

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from sip.errors import SipParseError
 from sip.message import _parse_name_addr_general, _parse_via_general, parse_name_addr, parse_via
+from sip.sdp import _sdp_lines
 from sip.uri import _parse_uri_general, parse_uri
 
 # Pieces the URI grammar cares about, so generated text often lands near the fast path's
@@ -123,3 +124,17 @@ def test_structured_name_addr_agrees(display, uri, uri_params, header_params, br
 def test_structured_via_agrees(protocol, transport, space, host, port, params):
     text = f"{protocol}{transport}{space}{host}{port}{''.join(params)}"
     assert _outcome(parse_via, text) == _outcome(_parse_via_general, text)
+
+
+_SDP_PIECES = [
+    "v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0", "m=image 17032 udptl t38",
+    "a=T38FaxVersion:0", "a=sendrecv", "a=", "x", "\r\n", "\n", "\r", "\r\r\n", "\n\n",
+]
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(st.sampled_from(_SDP_PIECES), max_size=14).map("".join))
+def test_sdp_lines_split_like_lf_normalisation(text):
+    # RFC 4566 5: lines end in CRLF, or LF alone; parse_sdp splits a CRLF-only body at CRLF
+    # directly and must cut every body into the same lines as turning CRLF into LF would.
+    assert _sdp_lines(text) == text.replace("\r\n", "\n").split("\n")
