@@ -334,15 +334,17 @@ def _parse_vias(raw: tuple[str, ...]) -> list[Via]:
     return vias
 
 
-# RFC 3261 25.1 token, as a regex character class (TOKEN_CHARS).
+# RFC 3261 25.1 token, as a regex character class (TOKEN_CHARS). In these patterns a
+# repeated class is possessive (++, *+) where what follows cannot be in the class: the
+# same matches, without the regex engine saving states to backtrack to.
 _TOKEN_RE = r"[-A-Za-z0-9.!%*_+`'~]"
 # ``;name`` / ``;name=value`` header parameters made of tokens only (no quotes, spaces,
 # IPv6 or other characters parse_params has to look at).
-_TOKEN_PARAMS_RE = rf"((?:;{_TOKEN_RE}+(?:={_TOKEN_RE}+)?)*)"
+_TOKEN_PARAMS_RE = rf"((?:;{_TOKEN_RE}++(?:={_TOKEN_RE}++)?)*)"
 # The shape of nearly every Via: ``SIP/2.0/<transport> host[:port];params`` with single
 # spaces, a host name or IPv4 address and token parameters. What it matches,
 # ``_parse_via_general`` would parse to the same Via; everything else goes there.
-_COMMON_VIA = re.compile(rf"SIP/2\.0/({_TOKEN_RE}+) ([-A-Za-z0-9.]+)(?::([0-9]{{1,5}}))?{_TOKEN_PARAMS_RE}")
+_COMMON_VIA = re.compile(rf"SIP/2\.0/({_TOKEN_RE}++) ([-A-Za-z0-9.]++)(?::([0-9]{{1,5}}))?{_TOKEN_PARAMS_RE}")
 
 
 def _token_params(text: str) -> dict[str, str | None]:
@@ -433,8 +435,8 @@ class NameAddr:
 # escapes, or tokens separated by single spaces), ``<URI>`` without spaces, token
 # parameters. The URI itself goes to parse_uri. What it matches, _parse_name_addr_general
 # would parse to the same NameAddr; everything else goes there.
-_DISPLAY_NAME_RE = rf'(?:"([^"\\]*)"[ \t]*|({_TOKEN_RE}+(?: {_TOKEN_RE}+)*)[ \t]*)?'
-_COMMON_NAME_ADDR = re.compile(rf"{_DISPLAY_NAME_RE}<([!#-;=?-~]+)>{_TOKEN_PARAMS_RE}")
+_DISPLAY_NAME_RE = rf'(?:"([^"\\]*+)"[ \t]*|({_TOKEN_RE}++(?: {_TOKEN_RE}++)*)[ \t]*)?'
+_COMMON_NAME_ADDR = re.compile(rf"{_DISPLAY_NAME_RE}<([!#-;=?-~]++)>{_TOKEN_PARAMS_RE}")
 # The same with the URI's own common shape spelled out, so one match reads both.
 _COMMON_SIP_NAME_ADDR = re.compile(rf"{_DISPLAY_NAME_RE}<{COMMON_SIP_URI_RE}>{_TOKEN_PARAMS_RE}")
 

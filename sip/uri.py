@@ -229,11 +229,12 @@ def _parse_sip_uri(scheme: str, rest: str, uri: str) -> SipUri:
 # without escapes and no headers. Every string it matches is parsed by ``_parse_sip_uri``
 # to the same result, so it only skips checks that cannot fail; anything else (IPv6, %,
 # passwords, headers, upper case scheme, errors) takes the general path.
+# Repeated classes are possessive: what follows each can never be in it.
 # Five groups: scheme, user, host, port, parameters (see _common_sip_uri). Also used
 # inside message.py's name-addr pattern.
 COMMON_SIP_URI_RE = (
-    r"(sips?):(?:([-A-Za-z0-9_.!~*'()&=+$,;?/]+)@)?([-A-Za-z0-9.]+)(?::([0-9]{1,5}))?"
-    r"((?:;[-A-Za-z0-9_.!~*'()\[\]/:&+$]+(?:=[-A-Za-z0-9_.!~*'()\[\]/:&+$]*)?)*)"
+    r"(sips?):(?:([-A-Za-z0-9_.!~*'()&=+$,;?/]++)@)?([-A-Za-z0-9.]++)(?::([0-9]{1,5}))?"
+    r"((?:;[-A-Za-z0-9_.!~*'()\[\]/:&+$]++(?:=[-A-Za-z0-9_.!~*'()\[\]/:&+$]*+)?)*)"
 )
 _COMMON_SIP_URI = re.compile(COMMON_SIP_URI_RE)
 
