@@ -48,8 +48,22 @@ def configure_logging(log_format: LogFormat = "json", level: str = "info") -> No
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Libraries that log through the stdlib (hypercorn, httpx) end up on stderr too.
-    logging.basicConfig(stream=sys.stderr, level=numeric_level, format="%(levelname)s %(name)s: %(message)s")
+    # Libraries that log through the stdlib (hypercorn, httpx, pikepdf) go through the same
+    # renderer, so stderr stays one JSON object per line.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric_level)
+    # pikepdf announces its logger bridge at INFO on first use; that is noise in a call log.
+    logging.getLogger("pikepdf").setLevel(max(numeric_level, logging.WARNING))
     _configured = True
 
 
