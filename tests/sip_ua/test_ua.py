@@ -657,11 +657,16 @@ def test_concurrent_reinvites_always_converge(t_alice, t_bob, latency, lost):
 
 
 @settings(deadline=None, max_examples=40)
-@given(lost=st.sets(st.integers(0, 60), max_size=5), latency=st.sampled_from([0.001, 0.1, 0.4]),
+@given(lost=st.sets(st.integers(0, 60), max_size=4), latency=st.sampled_from([0.001, 0.1, 0.4]),
        update=st.booleans())
 def test_session_timers_keep_a_long_call_up_through_losses(lost, latency, update):
     """A 20-minute fax call with 90 s session timers: refreshes (UPDATE or re-INVITE) and
-    their retransmissions keep it up; nothing expires, nothing is renegotiated."""
+    their retransmissions keep it up; nothing expires, nothing is renegotiated.
+
+    At most 4 losses: the refresh goes out at 45 s (half the interval) and its 5th
+    retransmission at 45 + 15.5 s, after the non-refresher's BYE at 90 - min(32, 90/3) = 60 s
+    (RFC 4028 10) -- so losing the refresh 5 times in a row rightly ends the call
+    (test_refresh_lost_five_times_ends_the_call_at_the_rfc_4028_moment pins that)."""
     net, a, b, call = setup_call(SimNet(latency=latency), session_expires=90, min_se=90)
     b_call = events_of(b, IncomingCall)[0].call
     call.peer_allows_update = update
@@ -679,6 +684,28 @@ def test_session_timers_keep_a_long_call_up_through_losses(lost, latency, update
     assert not events_of(a, MediaChanged) and not events_of(b, MediaChanged)
     refreshes = net.sent_by("alice", "UPDATE" if update else "INVITE")
     assert len({s.message.cseq[0] for s in refreshes}) >= 1200 // 45 - 1
+
+
+def test_refresh_lost_five_times_ends_the_call_at_the_rfc_4028_moment():
+    """Found by Hypothesis: the re-INVITE refresh (sent at 45 s) lost 5 times in a row. The
+    non-refresher must send BYE at 90 - min(32, 90/3) = 60 s (RFC 4028 10), before the 6th
+    retransmission (60.5 s) could arrive; the late refresh then gets 481."""
+    net, a, b, call = setup_call(SimNet(latency=0.001), session_expires=90, min_se=90)
+    b_call = events_of(b, IncomingCall)[0].call
+    call.peer_allows_update = False
+    b.on_event = None
+    start = net.now
+    counter = {"n": 0}
+
+    def drop(sent):
+        counter["n"] += 1
+        return counter["n"] <= 5
+
+    net.drop = drop
+    net.run(start + 120.0)
+    [bye] = net.sent_by("bob", "BYE")
+    assert 59.0 <= bye.time - start <= 60.5
+    assert call.state is CallState.ENDED and b_call.state is CallState.ENDED
 
 
 @settings(deadline=None, max_examples=int(os.environ.get("T38GW_HANGUP_EXAMPLES", "80")))
