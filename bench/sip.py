@@ -121,7 +121,11 @@ def main() -> None:
     print(f"SDP alone (parse_sdp + find_t38_stream + T38Params): {rates['sdp']:7,.0f} bodies/s")
     print(f"reference: bare split into lines and name/value:  {rates['reference']:10,.0f} messages/s "
           f"(full parse costs {rates['reference'] / full:.1f}x the bare split)")
-    print(f"goal: >= 40,000 messages/s on one core -> {'met' if full >= 40_000 else 'NOT met'}")
+    # Issue #5's yardstick: the fastest Python SIP parser measured earlier did 39.6k INVITE+SDP
+    # messages/s -- parsing the message, not the SDP inside it.  Both readings are printed.
+    verdict = lambda rate: "met" if rate >= 40_000 else "NOT met"  # noqa: E731
+    print(f"goal >= 40,000/s on one core: message parse {verdict(rates['message'])}; "
+          f"message + headers + SDP + T.38 parameters {verdict(full)}")
 
 
 if __name__ == "__main__":
