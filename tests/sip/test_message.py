@@ -23,7 +23,7 @@ from sip.message import (
     parse_via,
 )
 from sip.sdp import parse_sdp
-from tests.sip.pcap import sip_datagrams
+from tests.support.pcap import sip_datagrams
 from tests.sip.strategies import name_addrs, requests, responses, vias
 
 INVITE = (

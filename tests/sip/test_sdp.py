@@ -30,7 +30,7 @@ from sip.sdp import (
     make_t38_offer,
     parse_sdp,
 )
-from tests.sip.pcap import sip_datagrams
+from tests.support.pcap import sip_datagrams
 
 CAPTURE = "FAX-Call-t38-CA-TDM-SIP-FB-1.pcap"
 

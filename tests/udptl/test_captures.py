@@ -21,7 +21,7 @@ from udptl.codec import decode_ifp, decode_udptl, encode_ifp, encode_udptl
 from udptl.errors import MalformedPacket
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 
-from tests.udptl.pcap import read_udp
+from tests.support.pcap import read_udp
 
 AST = "asterisk-testsuite_ast-2016-003_crash.pcap"
 NDPI = "FAX-Call-t38-CA-TDM-SIP-FB-1.pcap"

@@ -1,4 +1,4 @@
-"""A tiny reader of classic libpcap files: UDP datagrams over Ethernet or Linux SLL.
+"""A tiny reader of classic libpcap files: UDP datagrams over Ethernet or Linux SLL (shared by the udptl and sip capture tests).
 
 Enough for the captures in the shared test data: IPv4 (and IPv6) in Ethernet II (with
 802.1Q tags) or Linux "cooked" (SLL) frames; nothing is reassembled.
@@ -94,3 +94,12 @@ def _udp(packet: bytes, position: int, ethertype: int):
     sport, dport, length = struct.unpack(">HHH", packet[start : start + 6])
     payload = packet[start + 8 : min(end, start + length)]
     return _ip_text(src), _ip_text(dst), sport, dport, payload
+
+
+SIP_STARTS = (b"INVITE ", b"ACK ", b"BYE ", b"CANCEL ", b"OPTIONS ", b"REGISTER ", b"PRACK ",
+              b"UPDATE ", b"INFO ", b"NOTIFY ", b"SUBSCRIBE ", b"REFER ", b"MESSAGE ", b"SIP/2.0 ")
+
+
+def sip_datagrams(path: Path) -> list[UdpDatagram]:
+    """The datagrams whose payload starts like a SIP message."""
+    return [d for d in read_udp(path) if d.payload.startswith(SIP_STARTS)]
