@@ -282,7 +282,26 @@ def _log_sink(log):
 # A bare T.38 core: the IFP oracle
 
 
-class SpandspT38Core:
+class _OwnsSpandspState:
+    """Context manager and finaliser around ``close()``, which frees the C state (idempotent)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class SpandspT38Core(_OwnsSpandspState):
     """A bare SpanDSP ``t38_core_state_t``: encode IFPs as SpanDSP does, decode them as it does.
 
     ``version`` is the T.38 version (0-3) given to ``t38_set_t38_version``; it changes
@@ -427,18 +446,6 @@ class SpandspT38Core:
             self._lib.t38_core_free(self._state)
             self._state = None
 
-    def __enter__(self) -> SpandspT38Core:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
 
 # ---------------------------------------------------------------------------------------
 # T.30 constants (t30.h), hard-listed; tests check them against the installed header.
@@ -532,7 +539,7 @@ def _compression_mask(compressions) -> int:
     return mask
 
 
-class SpandspT38Terminal:
+class SpandspT38Terminal(_OwnsSpandspState):
     """A whole SpanDSP T.38 fax terminal (``t38_terminal_state_t``: T.30 + T.4 over T.38).
 
     ``on_ifp(ifp, count)`` receives every IFP SpanDSP wants sent; ``count`` is how many
@@ -718,18 +725,6 @@ class SpandspT38Terminal:
             self._state = None
             self.t30_state = None
             self.t38_core_state = None
-
-    def __enter__(self) -> SpandspT38Terminal:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------------------------------
