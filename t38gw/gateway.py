@@ -400,9 +400,12 @@ class Gateway:
             remote=(remote_host, media.port), version=negotiated.version, max_bitrate=negotiated.max_bitrate,
             error_correction=_SDP_TO_EC.get(negotiated.udp_ec, "none"),
             rate_management=negotiated.rate_management,
-            # T.38 D.2.3: T38FaxMaxDatagram is what the peer can receive; absent, stay
-            # within what every deployed stack takes.
-            peer_max_datagram=max(peer_max_datagram or 400, 100),
+            # T.38 D.2.3: T38FaxMaxDatagram is what the peer can receive; absent (or 0), use
+            # the 400 every deployed stack takes, as Asterisk does.  A small value is honoured:
+            # the sender trims error correction (Asterisk's calculate_far_max_ifp) and the
+            # session splits HDLC frames to fit.  Below 32 octets not even a split frame
+            # fits with its headers, so such a value is taken as 32.
+            peer_max_datagram=max(peer_max_datagram or 400, 32),
         ))
 
     def _media_changed(self, call: _Call, event: MediaChanged, bound) -> None:

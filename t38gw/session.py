@@ -25,12 +25,12 @@ import structlog
 import trio
 
 from imaging import Page
-from udptl.codec import encode_ifp
 from udptl.endpoint import UdptlEndpoint
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
 from t38gw.faxrecord import InboundFax
+from t38gw.t30.t38_io import split_to_fit
 from t38gw.t30 import CallEnded, DocumentEnded, PageReceived, PageRejected, PhaseBCompleted, ProtocolEventLogged
 from t38gw.t30 import ReceiverConfig, T30Receiver, T30Result
 
@@ -44,6 +44,7 @@ DRAIN_SECONDS = 3.0
 PAGE_WRITE_WAIT_SECONDS = 2.5
 
 log = structlog.get_logger("t38gw.call")
+
 
 
 @dataclass(frozen=True)
@@ -223,9 +224,9 @@ class FaxSession:
                 # leaves only when the page is on disk (normally long before: it follows a
                 # 1 s V.21 preamble).  Indicators go on time.
                 await self._wait_pages_written()
-            raw = encode_ifp(out.packet, version)
-            for _ in range(out.repeat):
-                await self.endpoint.send_ifp(raw)
+            for raw in split_to_fit(out.packet, version, self.endpoint.sender.max_ifp):
+                for _ in range(out.repeat):
+                    await self.endpoint.send_ifp(raw)
 
     def _handle_events(self, events, bound) -> None:
         record = self.record

@@ -96,3 +96,24 @@ def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
     assert written_at and mcf_at, (written_at, mcf_at)
     assert mcf_at[0] >= written_at[0]
     assert len(list(tmp_path.rglob("fax.tif"))) == 1
+
+
+def test_ifps_are_split_to_fit_a_small_t38faxmaxdatagram():
+    """A peer declaring T38FaxMaxDatagram 72 gets HDLC frames in several hdlc-data chunks
+    (T.38 clause 7), never an IFP larger than the sender's max_ifp."""
+    from udptl.codec import decode_ifp, encode_ifp
+    from udptl.ifp import DataField, FieldType, IfpPacket, T30Data
+    from udptl.sender import UdptlSender
+    from t38gw.t30.t38_io import split_to_fit
+
+    sender = UdptlSender(error_correction="redundancy", redundancy_depth=3, max_datagram=72)
+    frame = bytes([0xFF, 0x13, 0x3D]) + bytes(range(32))  # a PPR: FCF + 32-octet frame map
+    packet = IfpPacket(T30Data.V21, (DataField(FieldType.HDLC_DATA, frame), DataField(FieldType.HDLC_FCS_OK)))
+    pieces = split_to_fit(packet, 0, sender.max_ifp)
+    assert len(pieces) > 1 and all(len(p) <= sender.max_ifp for p in pieces)
+    decoded = [decode_ifp(p, 0) for p in pieces]
+    assert b"".join(f.data for d in decoded for f in d.fields if f.field_type is FieldType.HDLC_DATA) == frame
+    assert decoded[-1].fields[-1].field_type is FieldType.HDLC_FCS_OK
+    assert all(len(sender.datagram_for(p)) <= 72 for p in pieces)
+    small = IfpPacket(T30Data.V21, (DataField(FieldType.HDLC_DATA, frame[:5]),))
+    assert split_to_fit(small, 0, sender.max_ifp) == [encode_ifp(small, 0)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from udptl.codec import encode_ifp
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator, Unknown
 
 from t38gw.t30.frames import T30Frame
@@ -179,3 +180,23 @@ def hdlc_burst(frames: list[T30Frame], start: float) -> tuple[list[OutgoingIfp],
         out.append(OutgoingIfp(at, IfpPacket(T30Data.V21, (DataField(end),)), END_REPEATS if last else 1))
     out.append(indicator(at + SILENCE_S, T30Indicator.NO_SIGNAL))
     return out, at + SILENCE_S
+
+
+# T.38 clause 7: an HDLC frame (or non-ECM image data) may travel in any number of data
+# chunks, so a packet too large for the peer's T38FaxMaxDatagram is split rather than
+# sent oversize; the FCS/sig-end fields stay in the last piece.
+_SPLITTABLE = (FieldType.HDLC_DATA, FieldType.T4_NON_ECM_DATA)
+
+
+def split_to_fit(packet: IfpPacket, version: int, max_ifp: int) -> list[bytes]:
+    """``packet`` encoded, split into several IFPs of at most ``max_ifp`` octets if needed."""
+    raw = encode_ifp(packet, version)
+    if len(raw) <= max_ifp or not packet.fields or packet.fields[0].field_type not in _SPLITTABLE:
+        return [raw]
+    first, rest = packet.fields[0], packet.fields[1:]
+    overhead = len(raw) - len(first.data) + 2  # type, field count, field header, length prefix
+    step = max(1, max_ifp - overhead)
+    pieces = [first.data[i:i + step] for i in range(0, len(first.data), step)]
+    out = [encode_ifp(IfpPacket(packet.msg, (DataField(first.field_type, piece),)), version) for piece in pieces[:-1]]
+    out.append(encode_ifp(IfpPacket(packet.msg, (DataField(first.field_type, pieces[-1]),) + rest), version))
+    return out

@@ -376,3 +376,39 @@ def test_preamble_first_answer(tiff):
     outcome = run_call(tiff(pages), config=ReceiverConfig(local_ident="1", send_ced=False))
     assert outcome.sender_status == T30_ERR_OK
     assert_pages(outcome, pages)
+
+
+@pytest.mark.parametrize("peer_max_datagram", [40, 72])
+def test_small_t38faxmaxdatagram_frames_are_split_and_spandsp_reassembles_them(tiff, peer_max_datagram):
+    """A peer declaring a tiny T38FaxMaxDatagram: our CSI/DIS/PPR frames go out in several
+    hdlc-data chunks (T.38 clause 7) that never exceed it, and SpanDSP still gets every
+    frame -- including a 35-octet PPR, provoked by losing one FCD frame towards us."""
+    from udptl.codec import decode_udptl
+
+    from t38gw.t30.frames import REVERSE_BITS
+
+    pages = pages_for(77, 1, rows=(400, 401))
+    fcd_head = T30Frame(Fcf.FCD, final=False).to_wire()[:3]
+    dropped = set()
+    sizes = []
+
+    def lose_frame_5(datagram, now):
+        for field in decode_ifp(decode_udptl(datagram).primary, 0).fields or ():
+            data = field.data
+            if field.field_type is FieldType.HDLC_DATA and data[:3] == fcd_head and len(data) > 3:
+                if data[3:4].translate(REVERSE_BITS)[0] == 5 and not dropped:
+                    dropped.add(5)
+                    return []
+        return perfect_channel(datagram, now)
+
+    def to_sender(datagram, now):
+        sizes.append(len(datagram))
+        return perfect_channel(datagram, now)
+
+    outcome = run_call(tiff(pages), ecm=True, compressions={"mmr"}, to_engine=lose_frame_5, to_sender=to_sender,
+                       sender_max_datagram=peer_max_datagram)
+    assert outcome.sender_status == T30_ERR_OK
+    assert outcome.call_ended.result is T30Result.OK
+    assert_pages(outcome, pages)
+    assert "PPR" in engine_frames(outcome)
+    assert max(sizes) <= peer_max_datagram

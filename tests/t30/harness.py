@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from t38gw.t30 import CallEnded, Event, PageReceived, ReceiverConfig, T30Receiver
-from udptl.codec import encode_ifp
+from t38gw.t30.t38_io import split_to_fit
 from udptl.receiver import IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 from tests.peers.spandsp import SpandspT38Terminal
@@ -35,11 +35,12 @@ def perfect_channel(datagram: bytes, now: float) -> list[tuple[float, bytes]]:
 class _Link:
     """One direction: our UDPTL sender -> channel -> our UDPTL receiver."""
 
-    def __init__(self, version: int, channel: Channel, rng: random.Random, *, redundancy: int, fec: bool) -> None:
+    def __init__(self, version: int, channel: Channel, rng: random.Random, *, redundancy: int, fec: bool,
+                 max_datagram: int = 1400) -> None:
         self.version = version
         self.channel = channel
         mode = ("fec" if fec else "redundancy") if (redundancy or fec) else "none"
-        self.sender = UdptlSender(error_correction=mode, redundancy_depth=redundancy, max_datagram=1400, rng=rng)
+        self.sender = UdptlSender(error_correction=mode, redundancy_depth=redundancy, max_datagram=max_datagram, rng=rng)
         self.receiver = UdptlReceiver(version)
         self.in_flight: list[tuple[float, int, bytes]] = []
         self.sent_by_seq: dict[int, bytes] = {}
@@ -112,6 +113,7 @@ def run_call(
     stop_sender_at: float | None = None,
     tamper: Callable[[bytes, float], bytes | None] | None = None,
     configure_sender: Callable[[SpandspT38Terminal], None] | None = None,
+    sender_max_datagram: int = 1400,
     log=False,
 ) -> CallOutcome:
     """Run one call to its end (both sides finished) or ``max_sim_seconds``.
@@ -122,7 +124,8 @@ def run_call(
     rng = random.Random(seed)
     engine = T30Receiver(config or ReceiverConfig(local_ident="+1 555 0100"), decoder_factory=decoder_factory)
     to_engine_link = _Link(version, to_engine, random.Random(rng.random()), redundancy=redundancy, fec=fec)
-    to_sender_link = _Link(version, to_sender, random.Random(rng.random()), redundancy=redundancy, fec=fec)
+    to_sender_link = _Link(version, to_sender, random.Random(rng.random()), redundancy=redundancy, fec=fec,
+                           max_datagram=sender_max_datagram)
     events: list[Event] = []
     now = 0.0
     sender_alive = True
@@ -163,9 +166,10 @@ def run_call(
             if deadline is not None and deadline <= now:
                 events.extend(engine.handle_timer(now))
             for out in engine.ifps_to_send(now):
-                raw = encode_ifp(out.packet, version)
-                for _ in range(out.repeat):
-                    to_sender_link.send(raw, now)
+                # As the gateway does: split what would not fit the peer's T38FaxMaxDatagram.
+                for raw in split_to_fit(out.packet, version, to_sender_link.sender.max_ifp):
+                    for _ in range(out.repeat):
+                        to_sender_link.send(raw, now)
             for item in to_sender_link.deliver(now):
                 if isinstance(item, IfpReceived) and sender_alive:
                     sender.rx_ifp(item.raw, item.seq)
