@@ -1,0 +1,212 @@
+"""SIPp 3.6 runs the scenarios in sipp-scenarios/ against a real ``t38gw serve`` subprocess on
+127.0.0.1 (issue #6), not against the test UA (that is test_sipp.py).
+
+One gateway per configuration; the scenarios that can share a configuration run against it in
+parallel.  SIPp's exit status is the verdict (0 = every message arrived as the scenario demands,
+including its regex checks on the gateway's answers); the gateway's log and archive show that it
+really handled the calls.  Which scenarios cannot run against ``serve`` yet, and why, is in
+sipp-scenarios/README.md, section "Against `t38gw serve`".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.support import GatewayProcess
+from tests.interop.sipp.harness import SCENARIOS, Case, _port_taken, _sipp_cmd, free_udp_port
+
+SIPP_WAIT = 45.0  # SIPp's own -timeout is 30 s; this only catches a hung SIPp
+FAX_WAIT = 20.0
+
+# Scenarios that need something serve cannot do today (README section "Against `t38gw serve`").
+NOT_APPLICABLE = {"cancel_before_answer", "delayed_offer_t38", "t38_reinvite_488_uas", "bye_mid_call"}
+
+
+@dataclass
+class SippRun:
+    scenario: str
+    call_id: str
+    rc: int | None
+    output: str
+    errors_log: str
+
+    def describe(self) -> str:
+        return (f"{self.scenario}: sipp rc={self.rc}\n--- sipp errors\n{self.errors_log[-3000:]}"
+                f"\n--- sipp stdout tail\n{self.output[-1500:]}")
+
+
+@pytest.fixture(autouse=True)
+def _sipp_present() -> None:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp not found: install Debian's sip-tester (make test-deps)")
+
+
+def _finish(sipp: subprocess.Popen, scenario: str, call_id: str, workdir: Path) -> SippRun:
+    try:
+        out, _ = sipp.communicate(timeout=SIPP_WAIT)
+    except subprocess.TimeoutExpired:
+        sipp.kill()
+        out, _ = sipp.communicate(timeout=10)
+    errors = "".join(p.read_text(errors="replace") for p in workdir.glob("*_errors.log"))
+    return SippRun(scenario, call_id, sipp.returncode, out.decode(errors="replace"), errors)
+
+
+def _sipp(scenario: str, role: str, workdir: Path, target: str | None) -> tuple[subprocess.Popen, int, str]:
+    """Start SIPp on a free port; the Call-ID names the scenario so the gateway's records can be
+    matched to it (``-cid_str``: %u call number, %p pid, %s our address)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_udp_port()
+    call_id_prefix = f"sipp-{scenario}-"
+    cmd = [*_sipp_cmd(Case(scenario, role), port, None), "-cid_str", call_id_prefix + "%u-%p@%s"]
+    if target:
+        cmd.append(target)
+    sipp = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    return sipp, port, call_id_prefix
+
+
+def _run_callers(gateway: GatewayProcess, scenarios: list[str], workdir: Path) -> dict[str, SippRun]:
+    """Run each caller scenario (SIPp as UAC, service ``fax``) against ``gateway``, all at once."""
+    target = "{}:{}".format(*gateway.sip_address)
+
+    def one(scenario: str) -> SippRun:
+        where = workdir / scenario
+        sipp, _, call_id = _sipp(scenario, "uac", where, target)
+        try:
+            return _finish(sipp, scenario, call_id, where)
+        finally:
+            if sipp.poll() is None:
+                sipp.kill()
+                sipp.wait(10)
+
+    with ThreadPoolExecutor(max_workers=len(scenarios)) as pool:
+        return dict(zip(scenarios, pool.map(one, scenarios)))
+
+
+def _describe(gateway: GatewayProcess, runs: dict[str, SippRun]) -> str:
+    return "\n".join(r.describe() for r in runs.values()) + f"\n--- gateway log tail\n{gateway.log_text()[-4000:]}"
+
+
+def _events(gateway: GatewayProcess, name: str, call_id_prefix: str | None = None) -> list[dict]:
+    return [e for e in gateway.log_events() if e.get("event") == name
+            and (call_id_prefix is None or str(e.get("call_id", "")).startswith(call_id_prefix))]
+
+
+def _fax_for(gateway: GatewayProcess, metas: list[dict], run: SippRun) -> dict:
+    mine = [m for m in metas if str(m.get("sip", {}).get("call_id", "")).startswith(run.call_id)]
+    assert len(mine) == 1, (run.scenario, metas)
+    return mine[0]
+
+
+def test_every_scenario_is_run_against_serve_or_explained():
+    ran = {"t38_first_invite", "session_refresh_t38", "options", "audio_then_our_reinvite", "reinvite_glare",
+           "audio_then_peer_reinvite", "register_digest_uas"}
+    assert ran | NOT_APPLICABLE == {p.stem for p in SCENARIOS.glob("*.xml")}
+    readme = (SCENARIOS / "README.md").read_text()
+    section = readme.split("## Against `t38gw serve`", 1)[1]
+    for scenario in NOT_APPLICABLE:
+        assert f"`{scenario}.xml`" in section, scenario
+
+
+def test_default_config_t38_first_invite_session_refresh_options(tmp_path):
+    """Default config: T.38 offered in the INVITE (SIPp sends no fax, so the gateway ends the
+    call with a ``failed`` fax in the archive), an RFC 4028 refresh during T.38, and OPTIONS."""
+    (tmp_path / "gw").mkdir()
+    gateway = GatewayProcess(tmp_path / "gw").start()
+    try:
+        runs = _run_callers(gateway, ["t38_first_invite", "session_refresh_t38", "options"], tmp_path / "sipp")
+        assert all(r.rc == 0 for r in runs.values()), _describe(gateway, runs)
+        # Both INVITE scenarios are faxes to the gateway; neither sends a page, so both fail.
+        metas = gateway.wait_for_faxes(2, FAX_WAIT)
+        assert len(metas) == 2, metas
+        for scenario in ("t38_first_invite", "session_refresh_t38"):
+            meta = _fax_for(gateway, metas, runs[scenario])
+            assert meta["status"] == "failed" and meta["reason"], meta
+            folder = gateway.folder(meta)
+            assert folder.is_dir() and (folder / "meta.json").is_file(), folder
+            on_disk = json.loads((folder / "meta.json").read_text())
+            assert on_disk["status"] == "failed" and on_disk["reason"], on_disk
+            assert on_disk["id"] == meta["id"]
+        # The refresh re-INVITE repeated the same SDP: no media change, no re-INVITE from us.
+        assert not _events(gateway, "t38_reinvite_sent"), gateway.log_text()[-3000:]
+    finally:
+        gateway.stop()
+
+
+def test_reinvite_after_half_a_second_our_reinvite_and_glare(tmp_path):
+    """``t38_reinvite_after = 0.5``: the gateway answers audio and re-INVITEs to T.38 itself; in
+    the glare scenario SIPp re-INVITEs at the same moment and the gateway must 491 and retry."""
+    (tmp_path / "gw").mkdir()
+    gateway = GatewayProcess(tmp_path / "gw", reinvite_after=0.5).start()
+    try:
+        runs = _run_callers(gateway, ["audio_then_our_reinvite", "reinvite_glare"], tmp_path / "sipp")
+        assert all(r.rc == 0 for r in runs.values()), _describe(gateway, runs)
+        metas = gateway.wait_for_faxes(2, FAX_WAIT)
+        for run in runs.values():
+            # One re-INVITE of ours per call (in glare the retry is the same re-INVITE, sent
+            # again after the 491), and SIPp took it: the call really turned into T.38.
+            assert len(_events(gateway, "t38_reinvite_sent", run.call_id)) == 1, _describe(gateway, runs)
+            assert _events(gateway, "t38_reinvite_accepted", run.call_id), _describe(gateway, runs)
+            assert _events(gateway, "t38_started", run.call_id), _describe(gateway, runs)
+            assert _fax_for(gateway, metas, run)["status"] == "failed"  # SIPp sends no fax
+    finally:
+        gateway.stop()
+
+
+def test_wait_for_peer_reinvite(tmp_path):
+    """``t38_reinvite_after = -1``: the gateway answers audio and waits for the peer's re-INVITE."""
+    (tmp_path / "gw").mkdir()
+    gateway = GatewayProcess(tmp_path / "gw", reinvite_after=-1).start()
+    try:
+        runs = _run_callers(gateway, ["audio_then_peer_reinvite"], tmp_path / "sipp")
+        assert runs["audio_then_peer_reinvite"].rc == 0, _describe(gateway, runs)
+        run = runs["audio_then_peer_reinvite"]
+        assert not _events(gateway, "t38_reinvite_sent"), _describe(gateway, runs)
+        assert _events(gateway, "peer_reinvite", run.call_id), _describe(gateway, runs)
+        assert _events(gateway, "t38_started", run.call_id), _describe(gateway, runs)
+        assert _fax_for(gateway, gateway.wait_for_faxes(1, FAX_WAIT), run)["status"] == "failed"
+    finally:
+        gateway.stop()
+
+
+def test_trunk_registers_with_digest(tmp_path):
+    """SIPp is the registrar (401 MD5 qop=auth challenge, then verifies ``fax``/``s3cret``);
+    serve starts with a trunk pointing at it and must register."""
+    where = tmp_path / "sipp"
+    sipp, port, call_id = _sipp("register_digest_uas", "uas", where, None)
+    gateway = None
+    try:
+        deadline = time.monotonic() + 10
+        while not _port_taken(port) and time.monotonic() < deadline and sipp.poll() is None:
+            time.sleep(0.05)
+        trunk = f"""
+[[sip.trunks]]
+name = "sipp"
+registrar = "sip:127.0.0.1:{port}"
+username = "fax"
+password = "s3cret"
+expires = 120
+"""
+        (tmp_path / "gw").mkdir()
+        gateway = GatewayProcess(tmp_path / "gw", sip_extra=trunk).start()
+        run = _finish(sipp, "register_digest_uas", call_id, where)
+        assert run.rc == 0, _describe(gateway, {"register_digest_uas": run})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _events(gateway, "registration_ok"):
+            time.sleep(0.05)
+        [ok] = _events(gateway, "registration_ok")
+        assert ok["trunk"] == "sipp" and ok["expires"] == 120, ok
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait(10)
+        if gateway is not None:
+            gateway.stop()
