@@ -313,7 +313,7 @@ class Gateway:
             bound.info("call_refused", reason=f"bad SDP: {exc}", status=488)
             self._refuse(sip_call, 488)
             return
-        if offer is None or (sdpmod.find_t38_stream(offer) is None and sdpmod.find_audio_stream(offer) is None):
+        if offer is not None and sdpmod.find_t38_stream(offer) is None and sdpmod.find_audio_stream(offer) is None:
             bound.info("call_refused", reason="no T.38 or G.711 offered", status=488)
             self._refuse(sip_call, 488)
             return
@@ -339,9 +339,15 @@ class Gateway:
         bound = bound.bind(fax_id=fax_id)
         bound.info("call_incoming", did=did, caller=caller, trunk=trunk, route=record.route_name,
                    source=f"{event.source.host}:{event.source.port}", transport=event.transport,
-                   offer="t38" if sdpmod.find_t38_stream(offer) is not None else "audio")
+                   offer="none (delayed offer)" if offer is None
+                   else "t38" if sdpmod.find_t38_stream(offer) is not None else "audio")
         try:
-            if sdpmod.find_t38_stream(offer) is not None:
+            if offer is None:
+                # RFC 3261 13.2.1: an INVITE without SDP gets our offer in the 2xx and the
+                # caller's answer in the ACK (arrives as MediaChanged(needs_answer=False)).
+                # A fax gateway offers T.38 straight away.
+                answer = self._offer_t38(call)
+            elif sdpmod.find_t38_stream(offer) is not None:
                 answer = self._answer_t38(call, offer)
             else:
                 answer = self._answer_audio(call, offer)
@@ -383,6 +389,12 @@ class Gateway:
         offered = sdpmod.T38Params.from_attributes(media.attributes)
         self._start_t38(call, offer, media, negotiated, offered.max_datagram)
         return answer.to_bytes()
+
+    def _offer_t38(self, call: _Call) -> bytes:
+        offer = sdpmod.make_t38_offer(call.local_host, call.session.endpoint.port, self.local_t38(),
+                                      session_id=call.sdp_session_id, session_version=call.next_sdp_version(),
+                                      username="t38gw")
+        return offer.to_bytes()
 
     def _answer_audio(self, call: _Call, offer: sdpmod.SessionDescription) -> bytes:
         # The audio leg shares the UDPTL port: nothing is played, and the port is ready
@@ -433,7 +445,7 @@ class Gateway:
             call.session.fail("the peer answered our T.38 re-INVITE without T.38")
             return
         answered = sdpmod.T38Params.from_attributes(media.attributes)
-        bound.info("t38_reinvite_accepted")
+        bound.info("t38_reinvite_accepted" if call.reinvite_sent else "t38_answer_in_ack")
         self._start_t38(call, remote, media, answered, answered.max_datagram)
 
     async def _reinvite_later(self, call: _Call, delay: float) -> None:

@@ -27,7 +27,7 @@ SIPP_WAIT = 45.0  # SIPp's own -timeout is 30 s; this only catches a hung SIPp
 FAX_WAIT = 20.0
 
 # Scenarios that need something serve cannot do today (README section "Against `t38gw serve`").
-NOT_APPLICABLE = {"cancel_before_answer", "delayed_offer_t38", "t38_reinvite_488_uas", "bye_mid_call"}
+NOT_APPLICABLE = {"cancel_before_answer", "t38_reinvite_488_uas", "bye_mid_call"}
 
 
 @dataclass
@@ -107,7 +107,8 @@ def _fax_for(gateway: GatewayProcess, metas: list[dict], run: SippRun) -> dict:
 
 
 def test_every_scenario_is_run_against_serve_or_explained():
-    ran = {"t38_first_invite", "session_refresh_t38", "options", "audio_then_our_reinvite", "reinvite_glare",
+    ran = {"t38_first_invite", "session_refresh_t38", "options", "delayed_offer_t38", "audio_then_our_reinvite",
+           "reinvite_glare",
            "audio_then_peer_reinvite", "register_digest_uas"}
     assert ran | NOT_APPLICABLE == {p.stem for p in SCENARIOS.glob("*.xml")}
     readme = (SCENARIOS / "README.md").read_text()
@@ -118,16 +119,21 @@ def test_every_scenario_is_run_against_serve_or_explained():
 
 def test_default_config_t38_first_invite_session_refresh_options(tmp_path):
     """Default config: T.38 offered in the INVITE (SIPp sends no fax, so the gateway ends the
-    call with a ``failed`` fax in the archive), an RFC 4028 refresh during T.38, and OPTIONS."""
+    call with a ``failed`` fax in the archive), an RFC 4028 refresh during T.38, OPTIONS, and a
+    delayed offer (INVITE without SDP: our T.38 offer in the 200, SIPp's answer in the ACK)."""
     (tmp_path / "gw").mkdir()
     gateway = GatewayProcess(tmp_path / "gw").start()
     try:
-        runs = _run_callers(gateway, ["t38_first_invite", "session_refresh_t38", "options"], tmp_path / "sipp")
+        runs = _run_callers(gateway, ["t38_first_invite", "session_refresh_t38", "options", "delayed_offer_t38"],
+                            tmp_path / "sipp")
         assert all(r.rc == 0 for r in runs.values()), _describe(gateway, runs)
-        # Both INVITE scenarios are faxes to the gateway; neither sends a page, so both fail.
-        metas = gateway.wait_for_faxes(2, FAX_WAIT)
-        assert len(metas) == 2, metas
-        for scenario in ("t38_first_invite", "session_refresh_t38"):
+        # The INVITE scenarios are faxes to the gateway; none sends a page, so all fail.
+        metas = gateway.wait_for_faxes(3, FAX_WAIT)
+        assert len(metas) == 3, metas
+        delayed = runs["delayed_offer_t38"]
+        assert _events(gateway, "t38_answer_in_ack", delayed.call_id), _describe(gateway, runs)
+        assert _events(gateway, "t38_started", delayed.call_id), _describe(gateway, runs)
+        for scenario in ("t38_first_invite", "session_refresh_t38", "delayed_offer_t38"):
             meta = _fax_for(gateway, metas, runs[scenario])
             assert meta["status"] == "failed" and meta["reason"], meta
             folder = gateway.folder(meta)
