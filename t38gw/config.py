@@ -66,6 +66,7 @@ class SipConfig:
     public_address: str = ""
     allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
     t38_reinvite_after: float = 0.0
+    answer_after: float = 0.0
     trunks: tuple[Trunk, ...] = ()
     tls: TlsConfig = TlsConfig()
 
@@ -313,9 +314,13 @@ def _build_sip(table: Any) -> SipConfig:
         public_address=r.take("public_address", "", str),
         allow_from=tuple(allow),
         t38_reinvite_after=r.take("t38_reinvite_after", 0.0, float),
+        answer_after=r.take("answer_after", 0.0, float),
         trunks=tuple(trunks),
         tls=tls,
     )
+    if not 0.0 <= config.answer_after <= 60.0:
+        # Well inside the 180 s after which the UA gives up on an unanswered INVITE (480).
+        raise ConfigError("sip.answer_after", f"must be 0..60 seconds of ringing, got {config.answer_after:g}")
     r.finish([f.name for f in fields(SipConfig)])
     return config
 
@@ -461,6 +466,7 @@ def describe(config: Config) -> str:
     lines = [
         "SIP listeners: " + ", ".join(map(str, sip.listen)),
         "INVITEs accepted without auth from: " + ", ".join(map(str, sip.allow_from)),
+        f"Answer after: {sip.answer_after:g} s of ringing (180)" if sip.answer_after else "Answer: at once",
         "T.38 re-INVITE after answering audio: "
         + ("never (wait for the peer)" if sip.t38_reinvite_after < 0 else f"{sip.t38_reinvite_after:g} s"),
         f"Trunks: {', '.join(t.name for t in sip.trunks) or 'none'}",

@@ -123,6 +123,7 @@ class Gateway:
         pool_host = udp_hosts[0] if udp_hosts and len(set(udp_hosts)) == 1 else "0.0.0.0"
         self.ports = PortPool(*config.t38.udptl_ports, host=pool_host, rng=self.rng)
         self.calls: dict[str, _Call] = {}
+        self.ringing: set[str] = set()  # SIP call ids ringing before we answer (answer_after)
         self.sessions: set[FaxSession] = set()
         self._nursery: trio.Nursery | None = None
         self.api_bound: list[str] = []
@@ -270,7 +271,12 @@ class Gateway:
                   trunk=event.trunk, **{k: getattr(event, k) for k in ("expires", "status", "reason", "retry_in")
                                         if hasattr(event, k)})
             return
-        call = self.calls.get(getattr(getattr(event, "call", None), "id", None))
+        call_id = getattr(getattr(event, "call", None), "id", None)
+        if isinstance(event, CallEnded) and call_id in self.ringing:
+            self.ringing.discard(call_id)
+            log.info("call_cancelled_while_ringing", call_id=event.call.call_id, reason=event.reason)
+            return
+        call = self.calls.get(call_id)
         if call is None:
             return
         bound = log.bind(call_id=call.sip_call.call_id, fax_id=call.session.record.fax_id)
@@ -317,6 +323,38 @@ class Gateway:
             bound.info("call_refused", reason="no T.38 or G.711 offered", status=488)
             self._refuse(sip_call, 488)
             return
+        accept = (event, bound, did, caller, trunk, route_index, route, offer)
+        if self.config.sip.answer_after > 0:
+            # Ring first (some PBXs and carriers expect it, and it gives a CANCEL room), in a
+            # task of its own so other calls' SIP events keep flowing meanwhile.
+            self.sip.command(self.ua.ring, sip_call)
+            self.ringing.add(sip_call.id)
+            bound.info("call_ringing", did=did, caller=caller, answer_after=self.config.sip.answer_after)
+            self._nursery.start_soon(self._accept_after_ringing, accept)
+            return
+        await self._accept(*accept)
+
+    async def _accept_after_ringing(self, accept: tuple) -> None:
+        event, bound = accept[0], accept[1]
+        await trio.sleep(self.config.sip.answer_after)
+        if event.call.id not in self.ringing:
+            return  # cancelled while ringing (CallEnded took it out)
+        self.ringing.discard(event.call.id)
+        if not self.accepting:
+            bound.info("call_refused", reason="shutting down", status=503)
+            self._refuse(event.call, 503)
+            return
+        try:
+            await self._accept(*accept)
+        except (SipLocalProtocolError, SipRemoteProtocolError) as exc:
+            bound.warning("sip_event_not_handled", event="IncomingCall", error=str(exc))
+        except Exception:
+            bound.exception("sip_event_failed", event="IncomingCall")
+            self._contain(event)
+
+    async def _accept(self, event: IncomingCall, bound, did: str, caller: str, trunk: str,
+                      route_index: int | None, route, offer) -> None:
+        sip_call = event.call
         try:
             endpoint = await self.ports.open()
         except PortsExhausted as exc:

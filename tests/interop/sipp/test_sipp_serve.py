@@ -27,7 +27,7 @@ SIPP_WAIT = 45.0  # SIPp's own -timeout is 30 s; this only catches a hung SIPp
 FAX_WAIT = 20.0
 
 # Scenarios that need something serve cannot do today (README section "Against `t38gw serve`").
-NOT_APPLICABLE = {"cancel_before_answer", "t38_reinvite_488_uas", "bye_mid_call"}
+NOT_APPLICABLE = {"t38_reinvite_488_uas", "bye_mid_call"}
 
 
 @dataclass
@@ -107,7 +107,8 @@ def _fax_for(gateway: GatewayProcess, metas: list[dict], run: SippRun) -> dict:
 
 
 def test_every_scenario_is_run_against_serve_or_explained():
-    ran = {"t38_first_invite", "session_refresh_t38", "options", "delayed_offer_t38", "audio_then_our_reinvite",
+    ran = {"t38_first_invite", "session_refresh_t38", "options", "delayed_offer_t38", "cancel_before_answer",
+           "audio_then_our_reinvite",
            "reinvite_glare",
            "audio_then_peer_reinvite", "register_digest_uas"}
     assert ran | NOT_APPLICABLE == {p.stem for p in SCENARIOS.glob("*.xml")}
@@ -163,6 +164,33 @@ def test_reinvite_after_half_a_second_our_reinvite_and_glare(tmp_path):
             assert _events(gateway, "t38_reinvite_accepted", run.call_id), _describe(gateway, runs)
             assert _events(gateway, "t38_started", run.call_id), _describe(gateway, runs)
             assert _fax_for(gateway, metas, run)["status"] == "failed"  # SIPp sends no fax
+    finally:
+        gateway.stop()
+
+
+def test_answer_after_ringing_lets_a_cancel_land(tmp_path):
+    """``answer_after = 2``: the gateway rings (180) before it answers, so SIPp's CANCEL 0.3 s
+    later gets 200 and the INVITE 487, and that call leaves no fax folder; a call nobody
+    cancels is answered after its ringing."""
+    (tmp_path / "gw").mkdir()
+    gateway = GatewayProcess(tmp_path / "gw", sip_extra="answer_after = 2.0").start()
+    try:
+        runs = _run_callers(gateway, ["cancel_before_answer", "t38_first_invite"], tmp_path / "sipp")
+        run = runs["cancel_before_answer"]
+        assert all(r.rc == 0 for r in runs.values()), _describe(gateway, runs)
+        # The call nobody cancelled was answered after its ringing.
+        answered = runs["t38_first_invite"]
+        assert _events(gateway, "call_ringing", answered.call_id), _describe(gateway, runs)
+        assert _events(gateway, "t38_started", answered.call_id), _describe(gateway, runs)
+        assert _events(gateway, "call_ringing", run.call_id), _describe(gateway, runs)
+        deadline = time.monotonic() + 5
+        while not _events(gateway, "call_cancelled_while_ringing", run.call_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _events(gateway, "call_cancelled_while_ringing", run.call_id), _describe(gateway, runs)
+        time.sleep(2.5)  # past answer_after: the cancelled call must not be answered late
+        assert not _events(gateway, "call_incoming", run.call_id), _describe(gateway, runs)
+        [meta] = gateway.wait_for_faxes(1, FAX_WAIT)
+        assert meta["id"] == _fax_for(gateway, [gateway.meta(meta["id"])], answered)["id"]
     finally:
         gateway.stop()
 
