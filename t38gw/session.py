@@ -88,6 +88,7 @@ class FaxSession:
         self._pages_submitted = 0
         self._pages_written = 0
         self._page_written = trio.Event()
+        self._write_failure: str | None = None
         self.t30_started_at: float | None = None
         self.t30_ended_at: float | None = None
 
@@ -224,6 +225,12 @@ class FaxSession:
                 # leaves only when the page is on disk (normally long before: it follows a
                 # 1 s V.21 preamble).  Indicators go on time.
                 await self._wait_pages_written()
+                if self._write_failure is not None:
+                    # A page we could not store is never confirmed: drop this response and
+                    # end the call, so the sending machine reports the fax as failed and its
+                    # user sends it again (a duplicate beats a page lost in silence).
+                    self.fail(f"archive write failed ({self._write_failure}): the page was not confirmed")
+                    return
             for raw in split_to_fit(out.packet, version, self.endpoint.sender.max_ifp):
                 for _ in range(out.repeat):
                     await self.endpoint.send_ifp(raw)
@@ -264,7 +271,7 @@ class FaxSession:
 
     async def _wait_pages_written(self) -> None:
         with trio.move_on_after(PAGE_WRITE_WAIT_SECONDS):
-            while self._pages_written < self._pages_submitted:
+            while self._pages_written < self._pages_submitted and self._write_failure is None:
                 self._page_written = trio.Event()
                 await self._page_written.wait()
 
@@ -273,10 +280,12 @@ class FaxSession:
             try:
                 await self._write_record(self.record, pages, meta)
             except OSError as exc:
-                # The disk is the system of record: say so loudly, keep the call going
-                # (the next page or the final write tries again).
+                # The disk is the system of record: say so loudly and confirm nothing more
+                # (_send_due ends the call; the final write still tries to keep the pages).
                 bound.error("archive_write_failed", error=str(exc), pages=len(pages))
-            self._pages_written = max(self._pages_written, len(pages))
+                self._write_failure = self._write_failure or str(exc)
+            else:
+                self._pages_written = max(self._pages_written, len(pages))
             self._page_written.set()
 
     def outcome(self) -> tuple[str, str]:

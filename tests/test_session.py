@@ -31,16 +31,13 @@ def free_range(size: int) -> tuple[int, int]:
     return low, low + size - 1
 
 
-def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
+def run_one_page_call(tmp_path, write_record) -> tuple[list[float], FaxSession]:
+    """A scripted sender sends one MH page and EOP to a session on a real socket; returns
+    when our MCF was seen (if ever) and the session."""
     bitmap = random_page(random.Random(3), 1728, 100)
     coded = s.coded_page(bitmap, 1728, 100, Compression.MH)
-    written_at: list[float] = []
     mcf_at: list[float] = []
-
-    async def slow_write(record, pages, meta) -> None:
-        await trio.sleep(WRITE_SECONDS)  # a slow disk
-        await trio.to_thread.run_sync(record.write, pages, meta)
-        written_at.append(trio.current_time())
+    sessions: list[FaxSession] = []
 
     async def finish(session) -> None:
         pass
@@ -54,8 +51,9 @@ def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
                             root=tmp_path, formats=("tiff",), sip={"call_id": "c1"}, route_index=None, route=Route())
         session = FaxSession(record=record, endpoint=endpoint,
                              receiver_config=ReceiverConfig(local_ident="+1 555 0100", send_ced=False),
-                             t38_settings=T38Config(), rng=random.Random(1), write_record=slow_write,
+                             t38_settings=T38Config(), rng=random.Random(1), write_record=write_record,
                              finish_record=finish)
+        sessions.append(session)
         session.t38_ready(T38Session(remote=peer.getsockname(), version=0, max_bitrate=14400, error_correction="none",
                                      rate_management="transferredTCF", peer_max_datagram=1400))
         sender = UdptlSender(error_correction="none", max_datagram=1400)
@@ -93,9 +91,30 @@ def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
         peer.close()
 
     trio.run(main)
+    return mcf_at, sessions[0]
+
+
+def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
+    written_at: list[float] = []
+
+    async def slow_write(record, pages, meta) -> None:
+        await trio.sleep(WRITE_SECONDS)  # a slow disk
+        await trio.to_thread.run_sync(record.write, pages, meta)
+        written_at.append(trio.current_time())
+
+    mcf_at, _ = run_one_page_call(tmp_path, slow_write)
     assert written_at and mcf_at, (written_at, mcf_at)
     assert mcf_at[0] >= written_at[0]
     assert len(list(tmp_path.rglob("fax.tif"))) == 1
+
+
+def test_a_page_that_cannot_be_stored_is_never_confirmed(tmp_path):
+    async def failing_write(record, pages, meta) -> None:
+        raise OSError(28, "No space left on device")
+
+    mcf_at, session = run_one_page_call(tmp_path, failing_write)
+    assert mcf_at == []
+    assert "archive write failed" in session.failure and "not confirmed" in session.failure
 
 
 def test_ifps_are_split_to_fit_a_small_t38faxmaxdatagram():
