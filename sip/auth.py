@@ -153,6 +153,21 @@ class Challenge:
         return self.scheme.lower() == "digest"
 
 
+def challenge_in(response) -> tuple[Challenge, str] | None:
+    """The Digest challenge of a 401/407 response and the header that answers it
+    (``Authorization`` for 401, ``Proxy-Authorization`` for 407); None when the response
+    carries no usable challenge (RFC 3261 22.2/22.3)."""
+    header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+    value = response.headers.get(header)
+    if value is None:
+        return None
+    try:
+        challenge = parse_challenge(value)
+    except SipParseError:
+        return None
+    return challenge, "Authorization" if response.status == 401 else "Proxy-Authorization"
+
+
 def parse_challenge(value: str) -> Challenge:
     """Parse a Digest challenge. Raises ``SipParseError`` for a malformed value or a
     non-Digest scheme (status hint 401: challenge again or give up)."""

@@ -15,7 +15,6 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sip.errors import SipParseError
 from sip.message import Headers, Request
 
 
@@ -109,18 +108,14 @@ class Registration:
 
     def take_challenge(self, response: Any) -> bool:
         """Remember a 401/407 challenge; False when retrying would be pointless."""
-        from sip.auth import parse_challenge
+        from sip.auth import challenge_in
 
         if not self.trunk.username:
             return False
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        value = response.headers.get(header)
-        if value is None:
+        found = challenge_in(response)
+        if found is None:
             return False
-        try:
-            challenge = parse_challenge(value)
-        except SipParseError:
-            return False
+        challenge, answer_header = found
         stale = bool(getattr(challenge, "stale", False))
         # RFC 3261 22.2 / RFC 7616 3.3: a new challenge after our credentials means they
         # were refused, unless the nonce was merely stale.
@@ -129,7 +124,7 @@ class Registration:
             if self._auth_rounds > 1:
                 return False
         self._challenge = challenge
-        self._header = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        self._header = answer_header
         return True
 
     def succeeded(self, response: Any, now: float) -> int:

@@ -1548,17 +1548,12 @@ def _authenticated_copy(request: Any, response: Any, credentials: tuple[str, str
     RFC 3261 22.2: a second challenge for the same credentials means they were wrong,
     unless the server marked the nonce stale (RFC 7616 3.3), which is retried silently.
     """
-    from sip.auth import DigestClient, parse_challenge
+    from sip.auth import DigestClient, challenge_in
 
-    header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-    answer_header = "Authorization" if response.status == 401 else "Proxy-Authorization"
-    value = response.headers.get(header)
-    if value is None:
+    found = challenge_in(response)
+    if found is None:
         return None
-    try:
-        challenge = parse_challenge(value)
-    except SipParseError:
-        return None
+    challenge, answer_header = found
     stale = bool(getattr(challenge, "stale", False))
     if request.headers.get(answer_header) is not None and not stale:
         return None  # our credentials were refused
