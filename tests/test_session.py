@@ -19,16 +19,9 @@ from udptl.endpoint import PortPool
 from udptl.ifp import FieldType
 from udptl.receiver import IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
+from tests.support.ports import free_range
 
 WRITE_SECONDS = 2.0  # longer than the 1 s V.21 preamble before our MCF frame
-
-
-def free_range(size: int) -> tuple[int, int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        low = probe.getsockname()[1]
-    low = max(1024, min(low, 65000 - size))
-    return low, low + size - 1
 
 
 def run_one_page_call(tmp_path, write_record) -> tuple[list[float], FaxSession]:

@@ -12,14 +12,7 @@ from udptl.endpoint import PortPool, PortsExhausted
 from udptl.ifp import IfpPacket, T30Indicator
 from udptl.receiver import IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
-
-
-def free_range(size: int) -> tuple[int, int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        low = probe.getsockname()[1]
-    low = max(1024, min(low, 65000 - size))
-    return low, low + size - 1
+from tests.support.ports import free_range
 
 
 def ifp(indicator: T30Indicator) -> bytes:
