@@ -8,6 +8,7 @@ silently, which is worse than not starting.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import ipaddress
 import json
@@ -52,6 +53,15 @@ class Trunk:
     username: str = ""
     password: str = ""
     expires: int = 600
+    media_latching: str = ""  # "" = the [sip] media_latching default
+
+
+@dataclass(frozen=True)
+class SipUser:
+    """Digest credentials a peer outside ``allow_from`` may use (RFC 3261 22.4)."""
+
+    username: str
+    password: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class SipConfig:
     answer_after: float = 0.0
     trunks: tuple[Trunk, ...] = ()
     tls: TlsConfig = TlsConfig()
+    media_latching: str = "strict"  # "strict" | "learn"
+    users: tuple[SipUser, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,20 @@ class FaxConfig:
 class ArchiveConfig:
     dir: str = "var/archive"
     formats: tuple[str, ...] = ("pdf", "tiff")
+    audit_log: str = "var/audit.jsonl"  # JSON lines: every /v1 read of a fax or document
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_calls: int = 500  # beyond it: 503
+    max_pages_per_call: int = 200
+    max_page_rows: int = 32768
+    max_call_seconds: int = 7200
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    redact_numbers: bool = False  # true: numbers and idents in logs keep only their last 4 digits
 
 
 @dataclass(frozen=True)
@@ -103,6 +129,13 @@ class Webhook:
     secret: str
     attach: str = "pdf"
     events: tuple[str, ...] = ("fax.received", "fax.failed")
+    allow_plain_http: bool = False  # http:// is refused except to loopback unless true
+    max_attachment_bytes: int = 20 * 1024 * 1024  # above it the webhook carries the document's API URL
+
+    @property
+    def key(self) -> bytes:
+        """The HMAC key: the base64-decoded part of the secret after ``whsec_``."""
+        return base64.b64decode(self.secret.removeprefix("whsec_"))
 
 
 @dataclass(frozen=True)
@@ -120,6 +153,8 @@ class Route:
 class HttpConfig:
     listen: tuple[str, int] = ("127.0.0.1", 8080)
     tokens: tuple[str, ...] = ()
+    certificate: str = ""  # PEM pair: serve HTTPS
+    private_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,9 +167,11 @@ class Config:
     routes: tuple[Route, ...] = ()
     http: HttpConfig = HttpConfig()
     spool: str = "var/spool.db"
+    limits: LimitsConfig = LimitsConfig()
+    logs: LogsConfig = LogsConfig()
 
 
-_SECTIONS = {"sip", "t38", "fax", "archive", "webhooks", "routes", "http", "spool"}
+_SECTIONS = {"sip", "t38", "fax", "archive", "webhooks", "routes", "http", "spool", "limits", "logs"}
 _WEBHOOK_EVENTS = {"fax.received", "fax.failed", "fax.sent", "fax.send_failed"}
 
 
@@ -260,8 +297,35 @@ def _build(raw: dict[str, Any]) -> Config:
     webhooks = _build_webhooks(top.table.pop("webhooks", []))
     routes = _build_routes(top.table.pop("routes", []), {w.name for w in webhooks}, {t.name for t in sip.trunks})
     http = _build_http(top.table.pop("http", {}))
+    limits = _build_limits(top.table.pop("limits", {}))
+    logs = _build_logs(top.table.pop("logs", {}))
     spool = top.take("spool", Config.spool, str)
-    return Config(sip=sip, t38=t38, fax=fax, archive=archive, webhooks=webhooks, routes=routes, http=http, spool=spool)
+    return Config(sip=sip, t38=t38, fax=fax, archive=archive, webhooks=webhooks, routes=routes, http=http, spool=spool,
+                  limits=limits, logs=logs)
+
+
+def _build_limits(table: Any) -> LimitsConfig:
+    r = _Reader(table, "limits")
+    config = LimitsConfig(
+        max_calls=_bounded(r, "max_calls", LimitsConfig.max_calls, 1, 100000),
+        # T.30 counts pages in one octet per block in ECM, but nothing bounds a call's
+        # pages; 200 is a long document, and a bound keeps one caller from filling the disk.
+        max_pages_per_call=_bounded(r, "max_pages_per_call", LimitsConfig.max_pages_per_call, 1, 10000),
+        max_page_rows=_bounded(r, "max_page_rows", LimitsConfig.max_page_rows, 100, 65535),
+        max_call_seconds=_bounded(r, "max_call_seconds", LimitsConfig.max_call_seconds, 60, 86400),
+    )
+    r.finish([f.name for f in fields(LimitsConfig)])
+    return config
+
+
+def _build_logs(table: Any) -> LogsConfig:
+    r = _Reader(table, "logs")
+    config = LogsConfig(redact_numbers=r.take("redact_numbers", False, bool))
+    r.finish([f.name for f in fields(LogsConfig)])
+    return config
+
+
+_LATCHING = ("strict", "learn")
 
 
 def _parse_listener(text: str, key: str) -> Listener:
@@ -298,11 +362,27 @@ def _build_sip(table: Any) -> SipConfig:
         expires = tr.take("expires", 600, int)
         if not 60 <= expires <= 86400:
             raise ConfigError(tr.key("expires"), f"must be 60..86400 seconds, got {expires}")
-        trunk = Trunk(name, registrar, tr.take("username", "", str), tr.take("password", "", str), expires)
-        tr.finish(["name", "registrar", "username", "password", "expires"])
+        latching = tr.take("media_latching", "", str)
+        if latching and latching not in _LATCHING:
+            raise ConfigError(tr.key("media_latching"), f"must be 'strict' or 'learn', got {latching!r}")
+        trunk = Trunk(name, registrar, tr.take("username", "", str), tr.take("password", "", str), expires, latching)
+        tr.finish([f.name for f in fields(Trunk)])
         trunks.append(trunk)
     if len({t.name for t in trunks}) != len(trunks):
         raise ConfigError("sip.trunks", "trunk names must be unique")
+    users = []
+    for index, u in enumerate(r.take("users", [], list)):
+        ur = _Reader(u, f"sip.users[{index}]")
+        user = SipUser(ur.take("username", "", str), ur.take("password", "", str))
+        if not user.username or not user.password:
+            raise ConfigError(ur.key("username" if not user.username else "password"), "must not be empty")
+        ur.finish([f.name for f in fields(SipUser)])
+        users.append(user)
+    if len({u.username for u in users}) != len(users):
+        raise ConfigError("sip.users", "usernames must be unique")
+    latching = r.take("media_latching", "strict", str)
+    if latching not in _LATCHING:
+        raise ConfigError("sip.media_latching", f"must be 'strict' or 'learn', got {latching!r}")
     tls_table = r.take("tls", {}, dict)
     tr = _Reader(tls_table, "sip.tls")
     tls = TlsConfig(tr.take("certificate", "", str), tr.take("private_key", "", str))
@@ -317,6 +397,8 @@ def _build_sip(table: Any) -> SipConfig:
         answer_after=r.take("answer_after", 0.0, float),
         trunks=tuple(trunks),
         tls=tls,
+        media_latching=latching,
+        users=tuple(users),
     )
     if not 0.0 <= config.answer_after <= 60.0:
         # Well inside the 180 s after which the UA gives up on an unanswered INVITE (480).
@@ -383,7 +465,8 @@ def _build_archive(table: Any) -> ArchiveConfig:
     formats = r.take_list("formats", ("pdf", "tiff"), str)
     if not formats or any(f not in ("pdf", "tiff") for f in formats):
         raise ConfigError("archive.formats", f"must be a non-empty list of 'pdf' and/or 'tiff', got {list(formats)}")
-    config = ArchiveConfig(dir=r.take("dir", "var/archive", str), formats=formats)
+    config = ArchiveConfig(dir=r.take("dir", "var/archive", str), formats=formats,
+                           audit_log=r.take("audit_log", ArchiveConfig.audit_log, str))
     if not config.dir:
         raise ConfigError("archive.dir", "must not be empty")
     r.finish([f.name for f in fields(ArchiveConfig)])
@@ -412,8 +495,10 @@ def _build_webhooks(tables: Any) -> tuple[Webhook, ...]:
         unknown = [e for e in events if e not in _WEBHOOK_EVENTS]
         if unknown:
             raise ConfigError(r.key("events"), f"unknown event(s) {unknown}; known: {sorted(_WEBHOOK_EVENTS)}")
+        allow_plain_http = r.take("allow_plain_http", False, bool)
+        max_attachment_bytes = _bounded(r, "max_attachment_bytes", Webhook.max_attachment_bytes, 0, 2**31)
         r.finish([f.name for f in fields(Webhook)])
-        hooks.append(Webhook(name, url, secret, attach, events))
+        hooks.append(Webhook(name, url, secret, attach, events, allow_plain_http, max_attachment_bytes))
     if len({h.name for h in hooks}) != len(hooks):
         raise ConfigError("webhooks", "webhook names must be unique")
     return tuple(hooks)
@@ -455,7 +540,8 @@ def _build_http(table: Any) -> HttpConfig:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
         raise ConfigError("http.listen", f"must be 'HOST:PORT', got {listen!r}")
-    config = HttpConfig(listen=(host.strip("[]"), int(port)), tokens=r.take_list("tokens", (), str))
+    config = HttpConfig(listen=(host.strip("[]"), int(port)), tokens=r.take_list("tokens", (), str),
+                        certificate=r.take("certificate", "", str), private_key=r.take("private_key", "", str))
     r.finish([f.name for f in fields(HttpConfig)])
     return config
 
