@@ -62,7 +62,8 @@ from t38gw.delivery import DeliveryWorker
 from t38gw.faxrecord import InboundFax, enqueue_planned, plan_deliveries, record_outcome, recover_archive, webhooks_for
 from t38gw.ids import new_fax_id
 from t38gw.metrics import GatewayMetrics
-from t38gw.routing import CallFacts, route_after_phase_b, route_at_invite
+from t38gw.routing import CallFacts, facts_of_call, route_after_phase_b, route_at_invite
+from t38gw.sanitize import call_identity
 from t38gw.session import FaxSession, T38Session
 from t38gw.spool import DeliveryState, Spool
 from t38gw.t30 import Compression, ReceiveCapabilities, ReceiverConfig
@@ -138,7 +139,8 @@ class Gateway:
                 host = sip.public_address or _primary_address()
             listen.setdefault(lst.transport, (host, lst.port))
         return UAConfig(listen=listen, public_host=sip.public_address, user="t38gw", user_agent="t38gw",
-                        allow_from=tuple(str(net) for net in sip.allow_from))
+                        allow_from=tuple(str(net) for net in sip.allow_from),
+                        auth_users={user.username: user.password for user in sip.users})
 
     def receiver_config(self) -> ReceiverConfig:
         fax, t38 = self.config.fax, self.config.t38
@@ -212,6 +214,9 @@ class Gateway:
         hyper.accesslog = None
         hyper.errorlog = None
         hyper.graceful_timeout = 2.0
+        if self.config.http.certificate:
+            hyper.certfile = self.config.http.certificate
+            hyper.keyfile = self.config.http.private_key
         app = create_app(self.index, self.metrics, self.config.http.tokens)
         await serve(app, hyper, task_status=task_status)
 
@@ -304,8 +309,9 @@ class Gateway:
         caller = _user_of_name_addr(pai) or _user_of_name_addr(event.from_)
         trunk = self._trunk_of(event)
         bound = log.bind(call_id=sip_call.call_id)
-        if not self.accepting:
-            bound.info("call_refused", reason="shutting down", status=503, did=did, caller=caller)
+        refusal = self._admission_refusal()
+        if refusal is not None:
+            bound.warning("call_refused", reason=refusal, status=503, did=did, caller=caller)
             self._refuse(sip_call, 503)
             return
         route_index, route = route_at_invite(self.config.routes, CallFacts(did=did, caller=caller, trunk=trunk))
@@ -365,8 +371,8 @@ class Gateway:
         fax_id = new_fax_id(started, self.rng)
         record = InboundFax(
             fax_id=fax_id, started_at=started, root=self.archive_root, formats=self.config.archive.formats,
-            sip={"call_id": sip_call.call_id, "from": event.from_, "to": event.to, "did": did, "caller": caller,
-                 "remote_addr": f"{event.source.host}:{event.source.port}"},
+            sip=call_identity(call_id=sip_call.call_id, from_=event.from_, to=event.to, did=did, caller=caller,
+                              remote_addr=f"{event.source.host}:{event.source.port}", trunk=trunk),
             route_index=route_index, route=route, local_ident=self.config.fax.local_ident,
         )
         session = FaxSession(record=record, endpoint=endpoint, receiver_config=self.receiver_config(),
@@ -405,6 +411,21 @@ class Gateway:
         self.sessions.add(session)
         self.metrics.active_calls.inc()
         self._nursery.start_soon(self._run_call, call)
+
+    def _admission_refusal(self) -> str | None:
+        """Why a new call cannot be taken now (503), or None.
+
+        A call we cannot finish properly is worse than one refused: the sender's machine
+        retries a 503 later, but a fax we answer and then cannot store is lost to it.
+        """
+        if not self.accepting:
+            return "shutting down"
+        limit = self.config.limits.max_calls
+        if len(self.sessions) + len(self.ringing) >= limit:
+            return f"limits.max_calls ({limit}) calls in progress"
+        if not getattr(self.spool, "healthy", True):
+            return f"the webhook spool cannot be written ({getattr(self.spool, 'last_error', '')})"
+        return None
 
     def _refuse(self, sip_call, status: int) -> None:
         self.metrics.calls.labels(result=f"refused_{status}").inc()
@@ -529,8 +550,7 @@ class Gateway:
     def _reroute(self, session: FaxSession, tsi: str) -> None:
         record = session.record
         sip = record.sip
-        index, route = route_after_phase_b(self.config.routes, CallFacts(
-            did=sip.get("did", ""), caller=sip.get("caller", ""), trunk="", tsi=tsi))
+        index, route = route_after_phase_b(self.config.routes, facts_of_call(sip, tsi=tsi))
         if index != record.route_index and not route.reject:
             record.reroute(index, route)
             log.info("call_rerouted_by_tsi", call_id=sip.get("call_id"), fax_id=record.fax_id, tsi=tsi,
@@ -558,6 +578,7 @@ class Gateway:
         t38 = meta["t38"]
         self.metrics.udptl_received.inc(t38["packets_received"])
         self.metrics.udptl_lost.inc(t38["packets_lost"])
+        self.metrics.udptl_foreign.inc(session.endpoint.stats.foreign_source)
         receiver = session.endpoint.receiver
         if receiver is not None:
             self.metrics.udptl_recovered.labels(method="redundancy").inc(receiver.stats.recovered_redundancy)

@@ -25,6 +25,11 @@ class GatewayMetrics:
         self.t30_duration = Histogram("t38gw_t30_call_seconds", "T.30 duration of a call, phase A to E",
                                       ["result"], registry=r,
                                       buckets=(10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 3600))
+        self.udptl_foreign = Counter("t38gw_udptl_foreign_datagrams",
+                                     "Datagrams to a call's UDPTL port from a source other than its peer (dropped)",
+                                     registry=r)
+        self.sip_refused = Counter("t38gw_sip_refused", "SIP requests refused or dropped before any call",
+                                   ["reason"], registry=r)
         self.spool_depth = Gauge("t38gw_webhook_spool_depth", "Webhook deliveries waiting in the spool",
                                  registry=r)
         if spool_depth is not None:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from t38gw.config import Route
+from t38gw.sanitize import original
 
 DEFAULT_ROUTE = Route()
 
@@ -23,6 +24,17 @@ class CallFacts:
     caller: str         # From / P-Asserted-Identity user part
     trunk: str          # trunk or listener the call came in on
     tsi: str | None = None  # remote fax ident, after phase B
+
+
+def facts_of_call(sip_meta: dict, tsi: str | None = None) -> CallFacts:
+    """The routing facts of a call from its record's ``sip`` part (meta.json ``sip``).
+
+    The trunk is the one the INVITE came in on, kept in the record: routing again after
+    phase B must see the same trunk, or every ``trunk =`` rule would fall through to a
+    later one (another folder, another webhook and its secret).
+    """
+    return CallFacts(did=original(sip_meta, "did"), caller=original(sip_meta, "caller"),
+                     trunk=sip_meta.get("trunk", ""), tsi=tsi)
 
 
 def _matches(pattern: str, value: str | None) -> bool:
