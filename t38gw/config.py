@@ -14,10 +14,14 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+
+from t38gw import webhooks as _webhooks
 
 
 class ConfigError(Exception):
@@ -32,7 +36,6 @@ class ConfigError(Exception):
 # T.30 Table 3: the identity (CSI/TSI) is up to 20 characters of digits, space and "+".
 _T30_IDENT = re.compile(r"^[0-9+ ]{0,20}$")
 _LISTEN = re.compile(r"^(udp|tcp|tls):(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})$")
-_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
 
 
 @dataclass(frozen=True)
@@ -197,11 +200,33 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     return _build(raw)
 
 
+_ENV_SECTIONS: dict[str, type] = {
+    "sip": SipConfig, "t38": T38Config, "fax": FaxConfig, "archive": ArchiveConfig, "http": HttpConfig,
+    "limits": LimitsConfig, "logs": LogsConfig,
+}
+# Keys whose TOML form differs from their dataclass type (the _build_* functions parse the text).
+_ENV_TOML_KINDS = {
+    "sip.listen": "list[str]", "sip.allow_from": "list[str]", "t38.udptl_ports": "str", "http.listen": "str",
+    "sip.tls_certificate": "str", "sip.tls_private_key": "str",
+}
+# Tables of tables: only a TOML file can set them.
+_NOT_FROM_ENV = {"sip.trunks", "sip.users", "sip.tls"}
+# Keys whose value an error message must not repeat.
+_SECRET_KEYS = {"http.tokens", "sip.tls_private_key"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_FIELD_KINDS = {"str": "str", "bool": "bool", "int": "int", "float": "float",
+                "tuple[str, ...]": "list[str]", "tuple[int, ...]": "list[int]"}
+
+
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """``T38GW_<SECTION>_<KEY>`` overrides a scalar or list key (lists as JSON or comma-separated)."""
-    scalar_sections = {
-        "sip": SipConfig, "t38": T38Config, "fax": FaxConfig, "archive": ArchiveConfig, "http": HttpConfig,
-    }
+    """``T38GW_<SECTION>_<KEY>`` overrides a scalar or list key.
+
+    The text is coerced by the key's declared type, never guessed from its look:
+    ``T38GW_FAX_LOCAL_IDENT=5550100`` is the string "5550100", ``T38GW_FAX_ECM=0`` is
+    false, ``T38GW_T38_VERSIONS=0,1`` is ``[0, 1]``.  Lists are JSON or comma-separated.
+    ``T38GW_SIP_TLS_CERTIFICATE`` / ``_PRIVATE_KEY`` set ``[sip.tls]``.
+    """
     for name, value in environ.items():
         if not name.startswith("T38GW_"):
             continue
@@ -210,30 +235,89 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
         if section == "spool" and not key:
             raw["spool"] = value
             continue
-        if section not in scalar_sections or not key:
+        if section not in _ENV_SECTIONS or not key:
             continue  # not a config override (e.g. T38GW_TESTDATA)
-        known = {f.name for f in fields(scalar_sections[section])} - {"trunks", "tls"}
-        if key not in known:
-            raise ConfigError(f"{section}.{key}", f"unknown key (set by environment variable {name})")
-        raw.setdefault(section, {})[key] = _env_value(value, f"{section}.{key}")
+        dotted = f"{section}.{key}"
+        kind = _env_kind(section, key)
+        if kind is None:
+            if dotted in _NOT_FROM_ENV:
+                raise ConfigError(dotted, f"is a table: set it in the TOML file, not with {name}")
+            raise ConfigError(dotted, f"unknown key (set by environment variable {name})")
+        coerced = _coerce_env(value, kind, dotted, name)
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(section, "must be a table")
+        if section == "sip" and key.startswith("tls_"):
+            tls = table.setdefault("tls", {})
+            if not isinstance(tls, dict):
+                raise ConfigError("sip.tls", "must be a table")
+            tls[key[len("tls_"):]] = coerced
+        else:
+            table[key] = coerced
 
 
-def _env_value(text: str, key: str) -> Any:
+def _env_kind(section: str, key: str) -> str | None:
+    dotted = f"{section}.{key}"
+    if dotted in _ENV_TOML_KINDS:
+        return _ENV_TOML_KINDS[dotted]
+    if dotted in _NOT_FROM_ENV:
+        return None
+    for f in fields(_ENV_SECTIONS[section]):
+        if f.name == key:
+            return _FIELD_KINDS.get(str(f.type))
+    return None
+
+
+def _coerce_env(text: str, kind: str, key: str, variable: str) -> Any:
+    """Turn an environment variable's text into a value of ``kind`` or name both in the error."""
+    def bad(why: str) -> ConfigError:
+        shown = "" if key in _SECRET_KEYS else f" {text!r}"
+        return ConfigError(key, f"environment variable {variable}={shown.strip() or '***'}: {why}")
+
     stripped = text.strip()
+    if kind == "str":
+        return text
+    if kind == "bool":
+        if stripped.lower() in _TRUE:
+            return True
+        if stripped.lower() in _FALSE:
+            return False
+        raise bad("must be true/false, yes/no, on/off or 1/0")
+    if kind == "int":
+        if not re.fullmatch(r"[+-]?[0-9]+", stripped):
+            raise bad("must be an integer")
+        return int(stripped)
+    if kind == "float":
+        try:
+            number = float(stripped)
+        except ValueError:
+            raise bad("must be a number") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise bad("must be a finite number")
+        return number
+    item = kind[len("list["):-1]
     if stripped.startswith("["):
         try:
-            return json.loads(stripped)
+            items = json.loads(stripped)
         except json.JSONDecodeError as exc:
-            raise ConfigError(key, f"environment value is not a JSON list: {exc}") from None
-    lowered = stripped.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for convert in (int, float):
-        try:
-            return convert(stripped)
-        except ValueError:
-            pass
-    return text
+            raise bad(f"is not a JSON list: {exc}") from None
+        if not isinstance(items, list):
+            raise bad("is not a JSON list")
+    else:
+        items = [part.strip() for part in stripped.split(",") if part.strip()]
+    if item == "str":
+        if not all(isinstance(v, str) for v in items):
+            raise bad("must be a list of strings")
+        return items
+    values = []
+    for v in items:
+        if isinstance(v, str) and re.fullmatch(r"[+-]?[0-9]+", v.strip()):
+            values.append(int(v))
+        elif isinstance(v, int) and not isinstance(v, bool):
+            values.append(v)
+        else:
+            raise bad(f"must be a list of integers, {v!r} is not one")
+    return values
 
 
 class _Reader:
@@ -295,7 +379,10 @@ def _build(raw: dict[str, Any]) -> Config:
     fax = _build_fax(top.table.pop("fax", {}))
     archive = _build_archive(top.table.pop("archive", {}))
     webhooks = _build_webhooks(top.table.pop("webhooks", []))
-    routes = _build_routes(top.table.pop("routes", []), {w.name for w in webhooks}, {t.name for t in sip.trunks})
+    # A route's ``trunk`` names a [[sip.trunks]] entry or a listener's transport ("udp",
+    # "tcp", "tls": the "line" a call came in on when no trunk matched its source).
+    routes = _build_routes(top.table.pop("routes", []), {w.name for w in webhooks},
+                           {t.name for t in sip.trunks} | {lst.transport for lst in sip.listen})
     http = _build_http(top.table.pop("http", {}))
     limits = _build_limits(top.table.pop("limits", {}))
     logs = _build_logs(top.table.pop("logs", {}))
@@ -484,10 +571,12 @@ def _build_webhooks(tables: Any) -> tuple[Webhook, ...]:
         secret = r.take("secret", "", str)
         if not name:
             raise ConfigError(r.key("name"), "every webhook needs a name")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(r.key("url"), f"must be an http:// or https:// URL, got {url!r}")
-        if not _SECRET.match(secret):
-            raise ConfigError(r.key("secret"), "must be 'whsec_' followed by base64 (Standard Webhooks)")
+        allow_plain_http = r.take("allow_plain_http", False, bool)
+        _check_webhook_url(url, allow_plain_http, r.key("url"))
+        try:
+            _webhooks.secret_key(secret, min_bytes=_webhooks.MIN_KEY_BYTES)
+        except ValueError as exc:
+            raise ConfigError(r.key("secret"), str(exc)) from None
         attach = r.take("attach", "pdf", str)
         if attach not in ("pdf", "tiff", "none"):
             raise ConfigError(r.key("attach"), f"must be 'pdf', 'tiff' or 'none', got {attach!r}")
@@ -495,13 +584,38 @@ def _build_webhooks(tables: Any) -> tuple[Webhook, ...]:
         unknown = [e for e in events if e not in _WEBHOOK_EVENTS]
         if unknown:
             raise ConfigError(r.key("events"), f"unknown event(s) {unknown}; known: {sorted(_WEBHOOK_EVENTS)}")
-        allow_plain_http = r.take("allow_plain_http", False, bool)
         max_attachment_bytes = _bounded(r, "max_attachment_bytes", Webhook.max_attachment_bytes, 0, 2**31)
         r.finish([f.name for f in fields(Webhook)])
         hooks.append(Webhook(name, url, secret, attach, events, allow_plain_http, max_attachment_bytes))
     if len({h.name for h in hooks}) != len(hooks):
         raise ConfigError("webhooks", "webhook names must be unique")
     return tuple(hooks)
+
+
+def _check_webhook_url(url: str, allow_plain_http: bool, key: str) -> None:
+    """https:// only, except to loopback or with ``allow_plain_http``: the body is patient data."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(key, "is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(key, f"must be an https:// URL, got {_webhooks.redact_url(url)!r}")
+    if parts.scheme == "http" and not allow_plain_http and not is_loopback_host(host):
+        raise ConfigError(key, "plain http:// would send patient data unencrypted; use https://, or set"
+                               " allow_plain_http = true on this webhook (loopback hosts are allowed)")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ::1 (no name resolution)."""
+    host = host.strip("[]")
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _build_routes(tables: Any, webhook_names: set[str], trunk_names: set[str]) -> tuple[Route, ...]:
@@ -525,6 +639,8 @@ def _build_routes(tables: Any, webhook_names: set[str], trunk_names: set[str]) -
             reject=r.take("reject", False, bool),
             **values,
         )
+        if route.trunk and route.trunk not in trunk_names:
+            raise ConfigError(r.key("trunk"), f"names no configured trunk or listener (have: {sorted(trunk_names)})")
         if route.webhook and route.webhook not in webhook_names:
             raise ConfigError(r.key("webhook"), f"names no configured webhook (have: {sorted(webhook_names) or 'none'})")
         if route.archive_subdir and (Path(route.archive_subdir).is_absolute() or ".." in Path(route.archive_subdir).parts):
@@ -543,19 +659,65 @@ def _build_http(table: Any) -> HttpConfig:
     config = HttpConfig(listen=(host.strip("[]"), int(port)), tokens=r.take_list("tokens", (), str),
                         certificate=r.take("certificate", "", str), private_key=r.take("private_key", "", str))
     r.finish([f.name for f in fields(HttpConfig)])
+    for number, token in enumerate(config.tokens, 1):
+        # The token is never repeated in the message: check-config output ends up in tickets.
+        if len(token) < MIN_TOKEN_CHARS or token != token.strip() or any(c.isspace() for c in token):
+            raise ConfigError("http.tokens", f"token #{number} is {len(token)} characters; tokens must be at least"
+                                             f" {MIN_TOKEN_CHARS} characters without spaces (e.g. the output of"
+                                             " `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    if not config.tokens and not is_loopback_host(config.listen[0]):
+        raise ConfigError("http.listen", f"{listen!r} is not a loopback address and http.tokens is empty: the API"
+                                         " would be open to the network; set http.tokens or listen on 127.0.0.1")
+    if bool(config.certificate) != bool(config.private_key):
+        missing = "http.private_key" if config.certificate else "http.certificate"
+        raise ConfigError(missing, "http.certificate and http.private_key go together (a PEM pair serves HTTPS)")
+    if config.certificate:
+        check_pem_pair(config.certificate, config.private_key, "http")
     return config
 
 
+MIN_TOKEN_CHARS = 32
+
+
+def check_pem_pair(certificate: str, private_key: str, section: str) -> None:
+    """Raise ``ConfigError`` naming ``<section>.certificate``/``.private_key`` unless they load as a pair."""
+    for name, path in (("certificate", certificate), ("private_key", private_key)):
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(1 << 16)
+        except OSError as exc:
+            raise ConfigError(f"{section}.{name}", f"cannot read {path!r}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in head:
+            raise ConfigError(f"{section}.{name}", f"{path!r} is not a PEM file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key would make OpenSSL prompt on the terminal: refuse it instead.
+        context.load_cert_chain(certificate, private_key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{section}.certificate", f"{certificate!r} and {private_key!r} do not load as a"
+                                                    f" certificate and its private key: {exc}") from None
+
+
 def describe(config: Config) -> str:
-    """A human summary of what a configuration means (for ``t38gw check-config``)."""
-    sip, t38, fax = config.sip, config.t38, config.fax
+    """A human summary of what a configuration means (for ``t38gw check-config``).
+
+    Secrets never appear: passwords, webhook secrets and API tokens print as ``***``,
+    webhook URLs lose their credentials and query string.
+    """
+    sip, t38, fax, http, limits = config.sip, config.t38, config.fax, config.http, config.limits
+    trunks = [f"{t.name} ({t.registrar}, user {t.username or '-'}, password {'***' if t.password else 'none'}"
+              + (f", media latching {t.media_latching}" if t.media_latching else "") + ")" for t in sip.trunks]
     lines = [
         "SIP listeners: " + ", ".join(map(str, sip.listen)),
         "INVITEs accepted without auth from: " + ", ".join(map(str, sip.allow_from)),
+        "Digest users for other peers: "
+        + (", ".join(f"{u.username} (password ***)" for u in sip.users) or "none (other peers are refused)"),
         f"Answer after: {sip.answer_after:g} s of ringing (180)" if sip.answer_after else "Answer: at once",
         "T.38 re-INVITE after answering audio: "
         + ("never (wait for the peer)" if sip.t38_reinvite_after < 0 else f"{sip.t38_reinvite_after:g} s"),
-        f"Trunks: {', '.join(t.name for t in sip.trunks) or 'none'}",
+        f"Media latching: {sip.media_latching}"
+        + (" (media only from the SDP/SIP address)" if sip.media_latching == "strict" else " (NAT latching)"),
+        f"Trunks: {'; '.join(trunks) or 'none'}",
         f"UDPTL ports {t38.udptl_ports[0]}-{t38.udptl_ports[1]} "
         f"({t38.udptl_ports[1] - t38.udptl_ports[0] + 1} concurrent calls at most)",
         f"T.38 error correction offered: {t38.error_correction}"
@@ -563,11 +725,22 @@ def describe(config: Config) -> str:
         + (f" (span {t38.fec_span}, entries {t38.fec_entries})" if t38.error_correction == "fec" else ""),
         f"T.38 versions {list(t38.versions)}, max bit rate {t38.max_bitrate}, max datagram {t38.max_datagram}",
         f"Fax: ident {fax.local_ident!r}, ECM {'on' if fax.ecm else 'off'}, compressions {', '.join(fax.compressions)}",
+        f"Limits: {limits.max_calls} calls (then 503), {limits.max_pages_per_call} pages per call,"
+        f" {limits.max_page_rows} rows per page, {limits.max_call_seconds} s per call",
         f"Archive: {config.archive.dir} as {', '.join(config.archive.formats)}",
+        f"Audit log of API reads: {config.archive.audit_log}",
         f"Spool: {config.spool}",
-        f"Webhooks: {', '.join(f'{w.name} -> {w.url}' for w in config.webhooks) or 'none'}",
+        "Webhooks: " + (", ".join(
+            f"{w.name} -> {_webhooks.redact_url(w.url)} (secret ***, attach {w.attach},"
+            f" inline up to {w.max_attachment_bytes} bytes{', plain http allowed' if w.allow_plain_http else ''})"
+            for w in config.webhooks) or "none"),
         f"Routes: {len(config.routes)} (first match wins)" + ("" if config.routes else "; every accepted call uses the default route"),
-        f"HTTP API: {config.http.listen[0]}:{config.http.listen[1]}"
-        + (f", {len(config.http.tokens)} bearer token(s)" if config.http.tokens else ", no tokens: loopback clients only"),
+        f"HTTP API: {'https' if http.certificate else 'http'}://{_host_port(*http.listen)}"
+        + (f", {len(http.tokens)} bearer token(s) ***" if http.tokens else ", no tokens: loopback clients only"),
+        f"Logs: numbers and idents {'masked to their last 4 digits' if config.logs.redact_numbers else 'in full'}",
     ]
     return "\n".join(lines)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -12,25 +12,34 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
+import urllib.parse
+from pathlib import Path
 from typing import Any, Mapping
 
 SECRET_PREFIX = "whsec_"
 # Standard Webhooks: receivers reject timestamps further than this from their clock.
 DEFAULT_TOLERANCE_SECONDS = 5 * 60
+# Standard Webhooks: "secrets should be between 24 bytes and 64 bytes" (of random key).
+MIN_KEY_BYTES = 24
 
 
 class WebhookVerificationError(Exception):
     """A received webhook's signature or timestamp does not verify."""
 
 
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret."""
+def secret_key(secret: str, min_bytes: int = 1) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret; ``ValueError`` (never echoing it) if bad."""
     if not secret.startswith(SECRET_PREFIX):
-        raise ValueError("webhook secrets start with 'whsec_'")
+        raise ValueError("must be 'whsec_' followed by base64 (Standard Webhooks)")
     try:
-        return base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
     except binascii.Error as exc:
-        raise ValueError(f"webhook secret is not base64 after 'whsec_': {exc}") from None
+        raise ValueError(f"is not base64 after 'whsec_' ({exc})") from None
+    if len(key) < min_bytes:
+        raise ValueError(f"decodes to {len(key)} bytes; a webhook key must be at least {min_bytes} random bytes"
+                         " (e.g. 'whsec_' + the output of `openssl rand -base64 32`)")
+    return key
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -84,3 +93,47 @@ def inline_document(content_type: str, filename: str, content: bytes) -> dict[st
     """The ``document`` member: the file inline as base64."""
     return {"content_type": content_type, "filename": filename,
             "data_base64": base64.b64encode(content).decode()}
+
+
+def linked_document(content_type: str, filename: str, url: str) -> dict[str, str]:
+    """The ``document`` member when the file is too large to inline: where the API serves it."""
+    return {"content_type": content_type, "filename": filename, "url": url}
+
+
+def document_member(content_type: str, filename: str, path: Path, max_bytes: int, url: str) -> dict[str, str]:
+    """The ``document`` member for ``path``: inline up to ``max_bytes``, else a link to ``url``.
+
+    The size is read from the file system first, so a document over the cap is never
+    read into memory nor copied into the spool.
+    """
+    if path.stat().st_size > max_bytes:
+        return linked_document(content_type, filename, url)
+    return inline_document(content_type, filename, path.read_bytes())
+
+
+def document_url(api_base: str, fax_id: str, fmt: str) -> str:
+    """The HTTP API URL of a fax's document (``fmt`` "pdf" or "tif")."""
+    return f"{api_base.rstrip('/')}/v1/faxes/{fax_id}/document.{fmt}"
+
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials, query or fragment: what a log line may show."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = ("***@" if parts.username or parts.password else "") + host + (f":{port}" if port else "")
+    tail = "?***" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")) + tail
+
+
+def redact_urls(text: str) -> str:
+    """Every URL inside ``text`` redacted as ``redact_url`` does (exception messages, library logs)."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
