@@ -53,3 +53,18 @@ def test_trunk_routed_call_keeps_its_route_after_phase_b():
 def test_facts_of_call_reads_what_the_invite_said():
     facts = facts_of_call({"did": "1", "caller": "2", "trunk": "tcp"}, tsi="3")
     assert facts == CallFacts(did="1", caller="2", trunk="tcp", tsi="3")
+
+
+def test_a_route_naming_no_trunk_or_listener_is_a_config_error(tmp_path):
+    import pytest
+
+    from t38gw.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[[routes]]\ntrunk = "carier"\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert error.value.key == "routes[0].trunk"
+    path.write_text('[[sip.trunks]]\nname = "carrier"\nregistrar = "sip:x"\n[[routes]]\ntrunk = "carrier"\n'
+                    '[[routes]]\ntrunk = "tcp"\n')
+    assert [r.trunk for r in load_config(path, environ={}).routes] == ["carrier", "tcp"]

@@ -119,6 +119,7 @@ class GatewayProcess:
     reinvite_after: float = 0.0
     sip_extra: str = ""  # more [sip] keys
     t38_extra: str = ""  # more [t38] keys
+    udptl_span: int = 200  # UDPTL ports in the range
     sip_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     proc: subprocess.Popen | None = None
@@ -129,7 +130,7 @@ class GatewayProcess:
 
     def write_config(self) -> None:
         base = random.Random().randrange(42000, 59000, 200)
-        self.udptl_ports = (base, base + 199)
+        self.udptl_ports = (base, base + self.udptl_span - 1)
         self.config_path = self.workdir / "t38gw.toml"
         text = f"""
 spool = "{self.workdir / 'spool.db'}"
