@@ -44,6 +44,10 @@ Events (frozen dataclasses, from ``events()``):
   CANCEL, rejection, timeout, session expiry, no ACK).
 - :class:`RegistrationSucceeded` ``(trunk, expires)`` / :class:`RegistrationFailed`
   ``(trunk, status, reason, retry_in)``.
+- :class:`RequestRefused` ``(source, method, status, reason, suppressed)`` - the UA (or
+  the transport edge, through :meth:`UserAgent.report_refused`) turned a request or a
+  connection away by itself: ``reason`` is one of :data:`REFUSAL_REASONS`.  These events
+  are rate-limited so that a flood cannot flood the log: see :class:`RequestRefused`.
 
 Commands (methods of :class:`UserAgent`, each taking ``now``): ``answer``, ``ring``,
 ``reject``, ``reinvite``, ``hangup``, ``invite(uri, sdp, ...)`` (returns the
@@ -54,9 +58,11 @@ The UA carries SDP bodies as bytes and never decides T.38 parameters (``sip.sdp`
 
 Hostile input: unparseable datagrams get a 400 (or the parser's status hint) when the
 request line and the headers needed to answer were understood, and are dropped
-otherwise; a token bucket per source address (``sip.ratelimit``) drops floods from
-sources outside ``allow_from`` (trusted trunks are never throttled: a dropped INVITE
-from the carrier is a lost fax); nothing a peer sends raises out of ``receive``.  Counters are in ``ua.stats``.
+otherwise; a token bucket per source address plus one global bucket shared by all of
+them (``sip.ratelimit``) drop floods from sources outside ``allow_from``, spoofed or not
+(trusted trunks are never throttled: a dropped INVITE from the carrier is a lost fax);
+nothing a peer sends raises out of ``receive``.  Counters are in ``ua.stats``; every
+refusal is also reported as a (rate-limited) :class:`RequestRefused` event.
 """
 
 from __future__ import annotations
@@ -88,6 +94,7 @@ from sip.transaction import (
 )
 from sip.uri import SipUri, parse_uri
 
+_REFUSALS_TIMER = ("refusals", "flush")
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE")
 SUPPORTED_OPTIONS = ("timer",)
 
@@ -142,6 +149,15 @@ class UAConfig:
     offer_timeout: float = 180.0  # an inbound INVITE the TU leaves unanswered gets 480 after this
     rate: float = 100.0  # messages per second per source address outside allow_from
     burst: float = 200.0
+    # All sources outside allow_from together (spoofed UDP sources each get a fresh
+    # per-source bucket; this one they share).
+    global_rate: float = 500.0
+    global_burst: float = 1000.0
+    # RequestRefused events: at most one per (source host, reason) per this many seconds,
+    # and at most refused_events_burst at once / refused_events_rate per second overall.
+    refused_event_interval: float = 1.0
+    refused_events_rate: float = 10.0
+    refused_events_burst: float = 20.0
 
 
 # ----------------------------------------------------------------------------- events
@@ -215,6 +231,40 @@ class RegistrationFailed:
     status: int | None
     reason: str
     retry_in: float
+
+
+REFUSAL_REASONS = (
+    "not_allowed",  # 403: INVITE from outside allow_from and no auth_users configured
+    "auth_required",  # 401: INVITE from outside allow_from without (or with stale) credentials: challenged
+    "auth_failed",  # 403: credentials present but wrong (unknown user, bad response, replayed nc ...)
+    "rate_limited",  # dropped unanswered: the source's or the global token bucket was empty
+    "connection_limit",  # TCP/TLS connection closed at once: per-source or global connection cap
+    "stream_timeout",  # TCP/TLS connection closed: no TLS handshake / no complete message in time
+)
+
+
+@dataclass(frozen=True)
+class RequestRefused:
+    """A request (or a TCP/TLS connection) the UA turned away by itself.
+
+    ``source``: where it came from; ``method``: the SIP method ("" when it was dropped
+    before being parsed, or for a connection); ``status``: the response we sent (401,
+    403), None when nothing was sent; ``reason``: one of :data:`REFUSAL_REASONS`.
+
+    Rate-limited so that a flood cannot flood the log: at most one event per (source
+    host, reason) per ``UAConfig.refused_event_interval`` and a global cap.  Each event
+    stands for ``1 + suppressed`` refusals: itself and ``suppressed`` earlier refusals
+    with the same ``reason`` (from any source) that were not reported.  Refusals still
+    unreported are flushed by a timer within about one interval, so summing
+    ``1 + suppressed`` over the events gives the exact count (the metric
+    ``t38gw_sip_refused_total{reason}``).
+    """
+
+    source: Address
+    method: str
+    status: int | None
+    reason: str
+    suppressed: int = 0
 
 
 # ----------------------------------------------------------------------------- calls
@@ -313,6 +363,14 @@ def _tokens(message: Any, name: str) -> set[str]:
     return {tok.strip().upper() for tok in message.headers.get_all(name) if tok.strip()}
 
 
+def _peek_method(data: bytes) -> str:
+    """The method of a request's bytes without parsing them ("" for a response or junk)."""
+    token = data[:16].split(b" ", 1)[0]
+    if len(token) < 16 and token.isalpha() and token.isupper():
+        return token.decode("ascii")
+    return ""
+
+
 def _salvage_answerable(data: bytes) -> list[tuple[str, str]] | None:
     """From bytes that failed to parse, the headers a 400 must copy, when they are there.
 
@@ -350,7 +408,18 @@ class UserAgent:
         self.config = config or UAConfig()
         self.rng = rng or random.Random()
         self.transactions = TransactionLayer(self.config.timers)
-        self.limiter = RateLimiter(self.config.rate, self.config.burst)
+        self.limiter = RateLimiter(
+            self.config.rate, self.config.burst,
+            global_rate=self.config.global_rate, global_burst=self.config.global_burst,
+        )
+        # Throttle for the RequestRefused events themselves: per (source host, reason),
+        # and all together.
+        self._refusal_events = RateLimiter(
+            1.0 / self.config.refused_event_interval, 1.0, 4096,
+            global_rate=self.config.refused_events_rate, global_burst=self.config.refused_events_burst,
+        )
+        # reason -> [suppressed count, the last suppressed (source, method, status)]
+        self._refusals_pending: dict[str, list] = {}
         self.stats: Counter[str] = Counter()
         self.calls: dict[str, Call] = {}
         self._by_dialog: dict[tuple[str, str, str], Call] = {}
@@ -408,6 +477,7 @@ class UserAgent:
         """Feed one datagram (or one framed stream message's bytes)."""
         if not self._source_allowed(source) and not self.limiter.allow(source.host, now):
             self.stats["rate_limited"] += 1
+            self.report_refused(source, _peek_method(data), None, "rate_limited", now)
             return
         if not data.strip(b"\r\n"):
             self.stats["keepalives"] += 1  # RFC 5626 3.5.1 CRLF keep-alive
@@ -424,6 +494,40 @@ class UserAgent:
         """Feed a message a stream parser already framed."""
         self._receive(message, source, now, rate_checked=False)
 
+    def source_trusted(self, host: str) -> bool:
+        """Whether ``host`` is inside ``allow_from`` (never throttled, never challenged)."""
+        return self._source_allowed(Address("", host, 0))
+
+    def report_refused(self, source: Address, method: str, status: int | None, reason: str, now: float) -> None:
+        """Count a refusal and report it as a :class:`RequestRefused`, unless throttled.
+
+        The UA calls it for what it refuses itself; the transport edge calls it for the
+        connections it closes (``connection_limit``, ``stream_timeout``).  ``stats`` gets
+        ``refused_<reason>`` for every refusal, reported or not.
+        """
+        if reason not in REFUSAL_REASONS:
+            raise LocalProtocolError(f"unknown refusal reason {reason!r}")
+        self.stats[f"refused_{reason}"] += 1
+        pending = self._refusals_pending.get(reason)
+        if self._refusal_events.allow((source.host, reason), now):
+            self._refusals_pending.pop(reason, None)
+            self._events.append(RequestRefused(source, method, status, reason, pending[0] if pending else 0))
+            return
+        if pending is None:
+            self._refusals_pending[reason] = [1, (source, method, status)]
+        else:
+            pending[0] += 1
+            pending[1] = (source, method, status)
+        if _REFUSALS_TIMER not in self._timers:
+            self._timers[_REFUSALS_TIMER] = now + self.config.refused_event_interval
+
+    def _flush_refusals(self) -> None:
+        # One event per reason for the refusals the throttle held back: it stands for the
+        # last of them and carries the others in ``suppressed``.
+        pending, self._refusals_pending = self._refusals_pending, {}
+        for reason, (count, (source, method, status)) in pending.items():
+            self._events.append(RequestRefused(source, method, status, reason, count - 1))
+
     def stream_error(self, error: SipParseError, partial: Any, source: Address) -> None:
         """A stream parser gave up: answer what can be answered (the edge then closes)."""
         self.stats["parse_errors"] += 1
@@ -432,6 +536,8 @@ class UserAgent:
     def _receive(self, message: Any, source: Address, now: float, *, rate_checked: bool) -> None:
         if not rate_checked and not self._source_allowed(source) and not self.limiter.allow(source.host, now):
             self.stats["rate_limited"] += 1
+            method = message.method if isinstance(message, Request) else ""
+            self.report_refused(source, method, None, "rate_limited", now)
             return
         try:
             for name, value in message.headers:
@@ -580,8 +686,9 @@ class UserAgent:
             if self._auth_server is None:
                 self.stats["refused_source"] += 1
                 self._respond(tx, request, 403, now)
+                self.report_refused(source, request.method, 403, "not_allowed", now)
                 return
-            if not self._check_auth(request, tx, now):
+            if not self._check_auth(request, tx, source, now):
                 return
         if request.body and request.content_type not in (None, "application/sdp"):
             self._respond(tx, request, 415, now, extra=[("Accept", "application/sdp")])
@@ -629,7 +736,7 @@ class UserAgent:
             )
         )
 
-    def _check_auth(self, request: Any, tx: Transaction, now: float) -> bool:
+    def _check_auth(self, request: Any, tx: Transaction, source: Address, now: float) -> bool:
         """Digest-check an INVITE from outside allow_from (RFC 3261 22.1, RFC 7616).
 
         No credentials: 401 with a challenge per algorithm (RFC 8760 2.4).  A stale
@@ -640,16 +747,22 @@ class UserAgent:
         server = self._auth_server
         value = request.headers.get("Authorization")
         if value is None:
+            self.stats["auth_challenges"] += 1
             self._respond(tx, request, 401, now, extra=[("WWW-Authenticate", c) for c in server.challenges(now)])
+            self.report_refused(source, request.method, 401, "auth_required", now)
             return False
         verdict = server.verify(value, request.method, now, request_uri=str(request.uri), body=request.body)
         if verdict.outcome is AuthOutcome.ACCEPTED:
             return True
         if verdict.outcome is AuthOutcome.STALE:
+            # RFC 7616 3.3: the credentials were right, the nonce too old: challenge again.
+            self.stats["auth_challenges"] += 1
             self._respond(tx, request, 401, now, extra=[("WWW-Authenticate", c) for c in server.challenges(now, stale=True)])
+            self.report_refused(source, request.method, 401, "auth_required", now)
             return False
         self.stats["auth_failures"] += 1
         self._respond(tx, request, 403, now)
+        self.report_refused(source, request.method, 403, "auth_failed", now)
         return False
 
     def _uas_session_timer(self, request: Any) -> tuple[int | None, bool]:
@@ -1006,6 +1119,9 @@ class UserAgent:
     # -- timers ---------------------------------------------------------------
 
     def _fire(self, key: tuple[str, str], now: float) -> None:
+        if key == _REFUSALS_TIMER:
+            self._flush_refusals()
+            return
         owner_id, name = key
         if owner_id.startswith("reg:"):
             registration = self.registrations.get(owner_id[4:])
