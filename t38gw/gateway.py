@@ -617,6 +617,22 @@ def _user_of_name_addr(value: str | None) -> str:
         return ""
 
 
+def media_source_host(sdp_host: str, sip_source_host: str) -> str:
+    """The host UDPTL must come from: the SDP's, unless it names an address that cannot be
+    reached from here (private, link-local, unspecified) while the SIP request came from a
+    public one - a caller behind NAT, whose media will come from its NAT's public address,
+    the one its SIP came from.  (``strict`` media then accepts that host only; hardening
+    review item 1.)"""
+    try:
+        sdp = ipaddress.ip_address(sdp_host)
+        sip = ipaddress.ip_address(sip_source_host)
+    except ValueError:
+        return sdp_host or sip_source_host
+    if (sdp.is_private or sdp.is_link_local or sdp.is_unspecified) and sip.is_global:
+        return sip_source_host
+    return sdp_host
+
+
 def _local_address_toward(host: str) -> str:
     """The local address the kernel would use to reach ``host`` (no packet is sent)."""
     try:
