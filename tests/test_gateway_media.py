@@ -4,7 +4,7 @@ from t38gw.gateway import media_source_host
 
 
 def test_the_sdp_address_when_it_is_reachable():
-    assert media_source_host("198.51.100.7", "93.184.216.34") == "198.51.100.7"
+    assert media_source_host("151.101.1.69", "93.184.216.34") == "151.101.1.69"
     assert media_source_host("127.0.0.1", "127.0.0.1") == "127.0.0.1"
     assert media_source_host("10.0.0.8", "10.0.0.9") == "10.0.0.8"  # a PBX on the same LAN
 
