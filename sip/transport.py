@@ -13,6 +13,23 @@ stream peer reuse an open connection to that address or open a new one.
 Expected network faults (ICMP port unreachable surfacing as ``ConnectionRefusedError``
 on a UDP socket, a peer resetting a TCP connection, a failed connect) are counted and
 reported to the core as transport errors; they never take the listener down.
+
+Resource limits on TCP/TLS (a connection costs a task, buffers and, for TLS, a
+handshake; a peer that opens thousands and sends nothing must not exhaust us):
+
+- inbound connections from sources outside ``allow_from`` are capped per source address
+  (``max_connections_per_source``, default 32) and in total (``max_connections``, 1024);
+  a connection beyond a cap is closed at once, counted (``stats``) and reported to the
+  UA as a ``connection_limit`` refusal.  Trusted sources (``allow_from``) are never
+  refused and not counted: a flood cannot lock the carrier out;
+- an inbound TLS connection must finish its handshake within ``tls_handshake_timeout``
+  (10 s), and every inbound connection must deliver its first complete SIP message
+  within ``first_message_timeout`` (10 s) of being accepted (RFC 5626 keep-alive CRLFs
+  do not count), else it is closed and reported as ``stream_timeout``;
+- any connection with no traffic either way for ``idle_timeout`` (120 s; RFC 5626 3.5.1
+  has clients keep flows alive with CRLF pings well within that) is closed.  A
+  connection that still carries a dialog is simply reopened when next needed (RFC 3261
+  18.2.2: responses fall back to a new connection to the Via's address).
 """
 
 from __future__ import annotations
@@ -32,7 +49,11 @@ from sip.ua import Address, Outgoing, UserAgent
 
 MAX_DATAGRAM = 65535
 CONNECT_TIMEOUT = 5.0
-IDLE_STREAM_TIMEOUT = 3600.0  # close a TCP/TLS connection nothing has used for an hour
+IDLE_STREAM_TIMEOUT = 120.0  # close a TCP/TLS connection with no traffic either way for this long
+FIRST_MESSAGE_TIMEOUT = 10.0  # an accepted connection must deliver a whole SIP message within this
+TLS_HANDSHAKE_TIMEOUT = 10.0
+MAX_CONNECTIONS = 1024  # inbound connections from untrusted sources, all together
+MAX_CONNECTIONS_PER_SOURCE = 32
 STREAM_SENDER_IDLE = 60.0  # retire a per-destination sender task after this long unused
 
 
@@ -74,6 +95,13 @@ class SipEndpoint:
     ``tls`` listener (build it with :func:`server_ssl_context`); ``client_ssl_context`` is
     used for outgoing TLS connections.  Port 0 binds an ephemeral port; the bound port is
     recorded in the UA (``ua.set_listen``) and in ``self.bound``.
+
+    TCP/TLS limits (see the module docstring): ``max_connections_per_source``,
+    ``max_connections``, ``first_message_timeout``, ``idle_timeout``,
+    ``tls_handshake_timeout`` (seconds).  ``stats`` counts ``connections_refused_source``,
+    ``connections_refused_total``, ``first_message_timeouts``,
+    ``tls_handshake_timeouts``, ``idle_timeouts``; ``untrusted_connections`` is the
+    number of inbound connections from outside ``allow_from`` open now.
     """
 
     def __init__(
@@ -83,13 +111,33 @@ class SipEndpoint:
         *,
         ssl_context: ssl.SSLContext | None = None,
         client_ssl_context: ssl.SSLContext | None = None,
+        max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE,
+        max_connections: int = MAX_CONNECTIONS,
+        first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
+        idle_timeout: float = IDLE_STREAM_TIMEOUT,
+        tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
     ) -> None:
+        if max_connections_per_source < 1 or max_connections < 1:
+            raise ValueError("connection caps must be >= 1")
+        if min(first_message_timeout, idle_timeout, tls_handshake_timeout) <= 0:
+            raise ValueError("stream timeouts must be > 0")
         self.ua = ua
         self.listen = [spec if isinstance(spec, ListenSpec) else ListenSpec.parse(spec) for spec in listen]
         self.ssl_context = ssl_context
         self.client_ssl_context = client_ssl_context
         self.bound: dict[str, tuple[str, int]] = {}
-        self.stats: dict[str, int] = {"udp_errors": 0, "stream_errors": 0, "connect_failures": 0}
+        self.max_connections_per_source = max_connections_per_source
+        self.max_connections = max_connections
+        self.first_message_timeout = first_message_timeout
+        self.idle_timeout = idle_timeout
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self.stats: dict[str, int] = {
+            "udp_errors": 0, "stream_errors": 0, "connect_failures": 0,
+            "connections_refused_source": 0, "connections_refused_total": 0,
+            "first_message_timeouts": 0, "tls_handshake_timeouts": 0, "idle_timeouts": 0,
+        }
+        self.untrusted_connections = 0
+        self._untrusted_by_host: dict[str, int] = {}
         self._event_send, self.events = trio.open_memory_channel(math.inf)
         self._out_send, self._out_receive = trio.open_memory_channel(math.inf)
         self._udp: dict[str, Any] = {}
@@ -155,7 +203,32 @@ class SipEndpoint:
                 self.stats["stream_errors"] += 1
                 await trio.aclose_forcefully(stream)
                 return
-            await self._run_stream(stream, peer, transport)
+            host = peer[0]
+            trusted = self.ua.source_trusted(host)
+            if not trusted and not self._admit(host):
+                await trio.aclose_forcefully(stream)
+                self._refused(transport, peer, "connection_limit")
+                return
+            try:
+                accepted_at = trio.current_time()
+                if transport == "tls":
+                    with trio.move_on_after(self.tls_handshake_timeout) as handshake:
+                        try:
+                            await stream.do_handshake()
+                        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+                            self.stats["stream_errors"] += 1
+                            await trio.aclose_forcefully(stream)
+                            return
+                    if handshake.cancelled_caught:
+                        self.stats["tls_handshake_timeouts"] += 1
+                        await trio.aclose_forcefully(stream)
+                        self._refused(transport, peer, "stream_timeout")
+                        return
+                entry = _Stream(next(self._ids), stream, peer, transport)
+                await self._run_registered(entry, first_message_by=accepted_at + self.first_message_timeout)
+            finally:
+                if not trusted:
+                    self._release(host)
 
         nursery.start_soon(trio.serve_listeners, handler, listeners)
 
@@ -182,8 +255,30 @@ class SipEndpoint:
             self.ua.receive(data, Address("udp", addr[0], addr[1]), trio.current_time())
             self._flush()
 
-    async def _run_stream(self, stream: trio.abc.Stream, peer: tuple[str, int], transport: str) -> None:
-        await self._run_registered(_Stream(next(self._ids), stream, peer, transport))
+    def _admit(self, host: str) -> bool:
+        """Count an inbound connection from an untrusted ``host``; False if over a cap."""
+        if self.untrusted_connections >= self.max_connections:
+            self.stats["connections_refused_total"] += 1
+            return False
+        count = self._untrusted_by_host.get(host, 0)
+        if count >= self.max_connections_per_source:
+            self.stats["connections_refused_source"] += 1
+            return False
+        self._untrusted_by_host[host] = count + 1
+        self.untrusted_connections += 1
+        return True
+
+    def _release(self, host: str) -> None:
+        self.untrusted_connections -= 1
+        count = self._untrusted_by_host[host] - 1
+        if count:
+            self._untrusted_by_host[host] = count
+        else:
+            del self._untrusted_by_host[host]
+
+    def _refused(self, transport: str, peer: tuple[str, int], reason: str) -> None:
+        self.ua.report_refused(Address(transport, peer[0], peer[1]), "", None, reason, trio.current_time())
+        self._flush()
 
     # -- sending --------------------------------------------------------------
 
@@ -277,6 +372,21 @@ class SipEndpoint:
             except OSError as exc:
                 self.stats["connect_failures"] += 1
                 raise _ConnectFailed(str(exc)) from exc
+            if destination.transport == "tls":
+                # Handshake now (bounded), not lazily on the first send: a peer that
+                # accepts TCP but never answers TLS must not hold the sender forever.
+                with trio.move_on_after(self.tls_handshake_timeout) as handshake:
+                    try:
+                        await stream.do_handshake()
+                    except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+                        self.stats["connect_failures"] += 1
+                        await trio.aclose_forcefully(stream)
+                        raise _ConnectFailed(f"TLS handshake with {destination.host}:{destination.port}: {exc}") from exc
+                if handshake.cancelled_caught:
+                    self.stats["connect_failures"] += 1
+                    self.stats["tls_handshake_timeouts"] += 1
+                    await trio.aclose_forcefully(stream)
+                    raise _ConnectFailed(f"TLS handshake with {destination.host}:{destination.port} timed out")
             ready = trio.Event()
             holder: dict[str, _Stream] = {}
 
@@ -293,7 +403,9 @@ class SipEndpoint:
         self.stats["connect_failures"] += 1
         raise _ConnectFailed(f"connect to {destination.host}:{destination.port} timed out")
 
-    async def _run_registered(self, entry: _Stream) -> None:
+    async def _run_registered(self, entry: _Stream, first_message_by: float | None = None) -> None:
+        """Read ``entry`` until it closes, fails or times out.  ``first_message_by``: the
+        deadline for the first complete message (inbound connections)."""
         self._streams[entry.id] = entry
         key = (entry.transport, entry.peer[0], entry.peer[1])
         self._streams_by_peer[key] = entry.id
@@ -301,11 +413,26 @@ class SipEndpoint:
         parser = StreamParser()
         try:
             while True:
-                with trio.move_on_after(IDLE_STREAM_TIMEOUT) as idle:
+                # Our own sends move last_used too: wake at the deadline, re-arm if it moved.
+                deadline = entry.last_used + self.idle_timeout
+                if first_message_by is not None:
+                    deadline = min(deadline, first_message_by)
+                with trio.move_on_at(deadline) as waited:
                     data = await entry.stream.receive_some(65536)
-                if idle.cancelled_caught or not data:
+                if waited.cancelled_caught:
+                    now = trio.current_time()
+                    if first_message_by is not None and now >= first_message_by:
+                        self.stats["first_message_timeouts"] += 1
+                        self._refused(entry.transport, entry.peer, "stream_timeout")
+                        break
+                    if now >= entry.last_used + self.idle_timeout:
+                        self.stats["idle_timeouts"] += 1
+                        break
+                    continue
+                if not data:
                     break
                 entry.last_used = trio.current_time()
+                pings = parser.pings
                 try:
                     messages = parser.feed(data)
                 except SipParseError as exc:
@@ -314,7 +441,13 @@ class SipEndpoint:
                     self._flush()
                     await trio.sleep(0.05)  # let the sender write the 400 before we close
                     break
+                if parser.pings > pings:
+                    # RFC 5626 4.4.1: answer each CRLFCRLF ping with a CRLF pong.
+                    async with entry.send_lock:
+                        await entry.stream.send_all(b"\r\n" * (parser.pings - pings))
                 now = trio.current_time()
+                if messages:
+                    first_message_by = None
                 for message in messages:
                     self.ua.receive_message(message, source, now)
                 self._flush()
