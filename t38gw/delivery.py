@@ -4,6 +4,12 @@ One worker task: take due deliveries, POST each signed with a fresh timestamp, r
 the outcome in the spool, then sleep until the next one is due or ``nudge()`` says a
 new one was enqueued.  A connection error, a timeout and any non-2xx answer are all
 failures that the spool schedules again with back-off.
+
+Nothing one delivery does can stop the worker: any exception while signing or sending
+(a secret that does not decode, a URL httpx refuses, a bug) marks that attempt failed,
+is logged, and the delivery is retried later like any other failure.  While the spool
+cannot be written the worker probes it every few seconds and, once it can, calls
+``on_spool_recovered`` so the gateway can spool again what meta.json still plans.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import structlog
 import trio
 
 from t38gw.spool import Delivery, DeliveryState, Spool
-from t38gw.webhooks import signed_headers
+from t38gw.webhooks import redact_urls, signed_headers
 
 ATTEMPT_TIMEOUT_SECONDS = 15.0
+SPOOL_PROBE_SECONDS = 5.0
 log = structlog.get_logger("t38gw.delivery")
 
 
@@ -40,6 +47,9 @@ class DeliveryWorker:
     stats: DeliveryStats = field(default_factory=DeliveryStats)
     # Told every attempt's outcome: (delivery as it was before the attempt, new state, error).
     on_outcome: Optional[Callable[[Delivery, DeliveryState, str], None]] = None
+    # Called (in the worker task) when an unhealthy spool can be written again.
+    on_spool_recovered: Optional[Callable[[], None]] = None
+    spool_probe_interval: float = SPOOL_PROBE_SECONDS
     _wakeup: trio.Event = field(default_factory=trio.Event)
 
     def nudge(self) -> None:
@@ -50,37 +60,42 @@ class DeliveryWorker:
         """Deliver until cancelled."""
         async with (client or httpx.AsyncClient(timeout=self.attempt_timeout)) as http:
             while True:
+                if not self.spool.healthy:
+                    self._probe_spool()
                 await self.deliver_due(http)
                 self._wakeup = trio.Event()
                 next_at = self.spool.next_due_at()
                 delay = math.inf if next_at is None else max(0.0, next_at - self.wall_clock())
+                if not self.spool.healthy:
+                    delay = min(delay, self.spool_probe_interval)
                 with trio.move_on_after(delay):
                     await self._wakeup.wait()
+
+    def _probe_spool(self) -> None:
+        if not self.spool.probe(self.wall_clock()) or self.on_spool_recovered is None:
+            return
+        try:
+            self.on_spool_recovered()
+        except Exception as exc:  # noqa: BLE001 -- the worker must outlive its callbacks
+            log.error("spool_recovery_callback_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
 
     async def deliver_due(self, http: httpx.AsyncClient) -> None:
         """One pass over what is due now."""
         for delivery in self.spool.due(self.wall_clock()):
             bound = log.bind(webhook_id=delivery.id, fax_id=delivery.fax_id, webhook=delivery.webhook,
                              event_type=delivery.event_type, attempt=delivery.attempts + 1)
-            secret = self.secrets.get(delivery.webhook)
-            if secret is None:
-                error = f"webhook {delivery.webhook!r} is no longer configured"
+            try:
+                status, error = await self._attempt(http, delivery)
+            except Exception as exc:  # noqa: BLE001 -- one delivery must never stop the others
+                error = f"{type(exc).__name__}: {redact_urls(str(exc))}"
+                bound.error("webhook_attempt_crashed", error=error, exc_info=True)
             else:
-                timestamp = int(self.wall_clock())
-                try:
-                    response = await http.post(delivery.url, content=delivery.body,
-                                               headers=signed_headers(secret, delivery.id, timestamp, delivery.body),
-                                               timeout=self.attempt_timeout)
-                except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                else:
-                    if 200 <= response.status_code < 300:
-                        self.spool.mark_delivered(delivery.id, self.wall_clock())
-                        self.stats.delivered += 1
-                        bound.info("webhook_delivered", status=response.status_code)
-                        self._tell(delivery, DeliveryState.DELIVERED, "")
-                        continue
-                    error = f"HTTP {response.status_code}"
+                if not error:
+                    self.spool.mark_delivered(delivery.id, self.wall_clock())
+                    self.stats.delivered += 1
+                    bound.info("webhook_delivered", status=status)
+                    self._tell(delivery, DeliveryState.DELIVERED, "")
+                    continue
             state = self.spool.mark_failed(delivery.id, error, self.wall_clock())
             self.stats.failed_attempts += 1
             if state is DeliveryState.DEAD:
@@ -90,12 +105,29 @@ class DeliveryWorker:
                 bound.warning("webhook_attempt_failed", error=error)
             self._tell(delivery, state, error)
 
+    async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery) -> tuple[int, str]:
+        """POST one delivery: (HTTP status, "") on 2xx, else (status or 0, why it failed)."""
+        secret = self.secrets.get(delivery.webhook)
+        if secret is None:
+            return 0, f"webhook {delivery.webhook!r} is no longer configured"
+        timestamp = int(self.wall_clock())
+        headers = signed_headers(secret, delivery.id, timestamp, delivery.body)
+        try:
+            response = await http.post(delivery.url, content=delivery.body, headers=headers,
+                                       timeout=self.attempt_timeout)
+        except httpx.HTTPError as exc:
+            return 0, f"{type(exc).__name__}: {redact_urls(str(exc))}"
+        if 200 <= response.status_code < 300:
+            return response.status_code, ""
+        return response.status_code, f"HTTP {response.status_code}"
+
     def _tell(self, delivery: Delivery, state: DeliveryState, error: str) -> None:
         if self.on_outcome is not None:
             try:
                 self.on_outcome(delivery, state, error)
-            except OSError as exc:  # recording the outcome must not stop deliveries
-                log.error("webhook_outcome_not_recorded", webhook_id=delivery.id, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 -- recording the outcome must not stop deliveries
+                log.error("webhook_outcome_not_recorded", webhook_id=delivery.id,
+                          error=f"{type(exc).__name__}: {exc}")
 
     async def flush(self) -> None:
         """One last pass over what is due (graceful shutdown); what fails stays spooled."""

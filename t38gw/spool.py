@@ -7,19 +7,45 @@ with the same ``webhook-id``, is sent again.  Consumers de-duplicate on that id.
 The spool is a plain object that takes ``now`` (UNIX seconds) in every call; the trio
 delivery worker (``t38gw.delivery``) is the thin loop that reads the clock and the
 network around it.
+
+Patient data: a body holds the whole fax.  The database, its WAL and shared-memory
+files are private to the gateway's user (0600, set explicitly); once a delivery is
+delivered or dead its body is dropped (the row stays as the record of the delivery and
+so that a restart does not spool it again) with ``secure_delete`` on, and the WAL is
+checkpointed and truncated, so the bytes are gone from the files rather than merely
+unreferenced.  The file is vacuumed when most of it has become free pages.
+
+SQLite errors (disk full, a lock held by someone else, I/O errors) never escape: the
+failing call returns a safe answer, ``healthy`` turns false and ``last_error`` says
+why, so the gateway can answer new calls 503.  Nothing confirmed is lost: every spooled
+delivery is also planned in its fax's ``meta.json``, from which ``enqueue_planned``
+spools it again once the spool can be written (``probe``).
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import random
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import structlog
 
 FIRST_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 3600.0
 GIVE_UP_AFTER_SECONDS = 24 * 3600.0  # DESIGN.md: retried for 24 h by default, then dead.
+BUSY_TIMEOUT_SECONDS = 1.0  # the spool runs on the event loop: never block it long on a lock
+FILE_MODE = 0o600
+PROBE_BYTES = 256 * 1024  # room for a few fax pages before the spool is called healthy again
+log = structlog.get_logger("t38gw.spool")
+_T = TypeVar("_T")
+
+
+class SpoolError(Exception):
+    """The spool cannot be opened (raised by the constructor only)."""
 
 
 class DeliveryState(enum.Enum):
@@ -60,6 +86,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_fax ON deliveries (fax_id);
+CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL, room BLOB);
 """
 _COLUMNS = "id, webhook, url, event_type, fax_id, body, created_at, attempts, next_attempt_at, state, last_error"
 
@@ -69,80 +96,197 @@ class Spool:
 
     def __init__(self, path: str | Path, *, rng: random.Random | None = None,
                  give_up_after: float = GIVE_UP_AFTER_SECONDS) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        """Open (or create, 0600) the spool at ``path``; ``SpoolError`` if it cannot be opened."""
+        self.path = str(path)
         self._rng = rng or random.Random()
         self.give_up_after = give_up_after
+        self.healthy = True
+        self.last_error = ""
+        try:
+            if self.path != ":memory:":
+                _create_private(Path(self.path))
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=BUSY_TIMEOUT_SECONDS)
+            self._db.execute("PRAGMA secure_delete=ON")  # freed content is overwritten with zeros
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._private_files()
+            # Bodies of finished deliveries left by an older version (or a crash between
+            # finishing and purging) go now.
+            if self._db.execute("SELECT 1 FROM deliveries WHERE state != 'pending' AND length(body) > 0"
+                                " LIMIT 1").fetchone():
+                with self._db:
+                    self._db.execute("UPDATE deliveries SET body = X'' WHERE state != 'pending'")
+                self._compact()
+        except (sqlite3.Error, OSError) as exc:
+            raise SpoolError(f"cannot open the webhook spool {self.path!r}: {exc}") from None
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
 
+    # -- health -------------------------------------------------------------------
+    def _guard(self, operation: str, action: Callable[[], _T], fallback: _T, write: bool) -> _T:
+        """Run ``action``; on a SQLite error record it, log it, and return ``fallback``."""
+        try:
+            result = action()
+        except sqlite3.Error as exc:
+            self._failed(operation, exc)
+            return fallback
+        if write and not self.healthy:
+            self.healthy, self.last_error = True, ""
+            log.warning("spool_recovered", spool=self.path, operation=operation)
+        return result
+
+    def _failed(self, operation: str, exc: sqlite3.Error) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.rollback()
+        except sqlite3.Error:
+            pass
+        error = f"{type(exc).__name__}: {exc}"
+        if self.healthy or error != self.last_error:
+            log.error("spool_error", spool=self.path, operation=operation, error=error,
+                      consequence="new calls are refused (503) until the spool can be written again;"
+                                  " faxes already received keep their planned webhooks in meta.json")
+        self.healthy, self.last_error = False, error
+
+    def probe(self, now: float) -> bool:
+        """Try a write of ``PROBE_BYTES``; true (and ``healthy``) if the spool can take a fax again.
+
+        A tiny write would succeed on a nearly full disk and let the next fax fail.
+        """
+        def write() -> bool:
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO health (id, checked_at, room) VALUES (1, ?, zeroblob(?))",
+                                 (now, PROBE_BYTES))
+                self._db.execute("UPDATE health SET room = X'' WHERE id = 1")
+            return True
+        return self._guard("probe", write, False, write=True)
+
+    # -- queue --------------------------------------------------------------------
     def enqueue(self, *, id: str, webhook: str, url: str, event_type: str, fax_id: str,
-                body: bytes, now: float) -> None:
-        """Commit one delivery durably; enqueuing the same id twice keeps the first."""
-        with self._db:
-            self._db.execute(
-                "INSERT OR IGNORE INTO deliveries (id, webhook, url, event_type, fax_id, body, created_at,"
-                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (id, webhook, url, event_type, fax_id, body, now, now),
-            )
+                body: bytes, now: float) -> bool:
+        """Commit one delivery durably; enqueuing the same id twice keeps the first.
+
+        Returns false (and the spool turns unhealthy) if SQLite could not commit it.
+        """
+        def insert() -> bool:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO deliveries (id, webhook, url, event_type, fax_id, body, created_at,"
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (id, webhook, url, event_type, fax_id, body, now, now),
+                )
+            self._private_files()
+            return True
+        return self._guard("enqueue", insert, False, write=True)
 
     def due(self, now: float, limit: int = 100) -> list[Delivery]:
         """Pending deliveries whose next attempt is due, oldest first."""
-        rows = self._db.execute(
+        return self._guard("due", lambda: [_row(r) for r in self._db.execute(
             f"SELECT {_COLUMNS} FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at LIMIT ?", (now, limit)).fetchall()
-        return [_row(r) for r in rows]
+            " ORDER BY next_attempt_at LIMIT ?", (now, limit)).fetchall()], [], write=False)
 
     def next_due_at(self) -> float | None:
         """When the earliest pending delivery is due (the worker's deadline)."""
-        row = self._db.execute(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'").fetchone()
-        return row[0]
+        return self._guard("next_due_at", lambda: self._db.execute(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'").fetchone()[0], None, write=False)
 
     def get(self, id: str) -> Delivery | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE id = ?", (id,)).fetchone()
-        return _row(row) if row else None
+        def read() -> Delivery | None:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE id = ?", (id,)).fetchone()
+            return _row(row) if row else None
+        return self._guard("get", read, None, write=False)
 
     def for_fax(self, fax_id: str) -> list[Delivery]:
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE fax_id = ? ORDER BY created_at",
-                                (fax_id,)).fetchall()
-        return [_row(r) for r in rows]
+        return self._guard("for_fax", lambda: [_row(r) for r in self._db.execute(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE fax_id = ? ORDER BY created_at", (fax_id,)).fetchall()],
+            [], write=False)
 
     def mark_delivered(self, id: str, now: float) -> None:
-        with self._db:
-            self._db.execute(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_error = '',"
-                " finished_at = ? WHERE id = ? AND state = 'pending'", (now, id))
-
-    def mark_failed(self, id: str, error: str, now: float) -> DeliveryState:
-        """Record a failed attempt; schedule the next with exponential back-off or declare it dead."""
-        delivery = self.get(id)
-        if delivery is None or delivery.state is not DeliveryState.PENDING:
-            return delivery.state if delivery else DeliveryState.DEAD
-        attempts = delivery.attempts + 1
-        delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempts - 1))
-        delay *= self._rng.uniform(0.8, 1.2)  # jitter so a receiver coming back is not stampeded
-        next_at = now + delay
-        if next_at - delivery.created_at > self.give_up_after:
+        """Record success and drop the body (a lost update only means one more, de-duplicated, delivery)."""
+        def update() -> None:
             with self._db:
                 self._db.execute(
-                    "UPDATE deliveries SET state = 'dead', attempts = ?, last_error = ?, finished_at = ?"
-                    " WHERE id = ?", (attempts, error, now, id))
-            return DeliveryState.DEAD
-        with self._db:
-            self._db.execute(
-                "UPDATE deliveries SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
-                (attempts, error, next_at, id))
-        return DeliveryState.PENDING
+                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_error = '',"
+                    " finished_at = ?, body = X'' WHERE id = ? AND state = 'pending'", (now, id))
+            self._compact()
+        self._guard("mark_delivered", update, None, write=True)
+
+    def mark_failed(self, id: str, error: str, now: float) -> DeliveryState:
+        """Record a failed attempt; schedule the next with exponential back-off or declare it dead.
+
+        A dead delivery's body is dropped.  If SQLite fails, the delivery stays pending.
+        """
+        def update() -> DeliveryState:
+            row = self._db.execute("SELECT attempts, created_at, state FROM deliveries WHERE id = ?",
+                                   (id,)).fetchone()
+            if row is None or row[2] != DeliveryState.PENDING.value:
+                return DeliveryState(row[2]) if row else DeliveryState.DEAD
+            attempts, created_at = row[0] + 1, row[1]
+            delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempts - 1))
+            delay *= self._rng.uniform(0.8, 1.2)  # jitter so a receiver coming back is not stampeded
+            next_at = now + delay
+            if next_at - created_at > self.give_up_after:
+                with self._db:
+                    self._db.execute(
+                        "UPDATE deliveries SET state = 'dead', attempts = ?, last_error = ?, finished_at = ?,"
+                        " body = X'' WHERE id = ?", (attempts, error, now, id))
+                self._compact()
+                return DeliveryState.DEAD
+            with self._db:
+                self._db.execute(
+                    "UPDATE deliveries SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                    (attempts, error, next_at, id))
+            return DeliveryState.PENDING
+        return self._guard("mark_failed", update, DeliveryState.PENDING, write=True)
 
     def depth(self) -> int:
-        """Pending deliveries (the spool-depth metric)."""
-        return self._db.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0]
+        """Pending deliveries (the spool-depth metric); -1 if the spool cannot be read."""
+        return self._guard("depth", lambda: self._db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0], -1, write=False)
+
+    # -- patient data on disk ------------------------------------------------------------
+    def _compact(self) -> None:
+        """Move the WAL into the file and truncate it; vacuum once most pages are free."""
+        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:  # another connection (an operator's sqlite3 shell) holds a read lock
+            log.warning("spool_checkpoint_busy", spool=self.path,
+                        detail="the WAL still holds dropped bodies until the next checkpoint")
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        if pages > VACUUM_MIN_PAGES and free * 2 > pages:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    def _private_files(self) -> None:
+        """0600 on the database, its WAL and shm, whatever the umask was (SQLite copies the
+        database's mode to the files it creates beside it, this makes sure)."""
+        if self.path == ":memory:":
+            return
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.chmod(self.path + suffix, FILE_MODE)
+            except FileNotFoundError:
+                pass
+
+
+VACUUM_MIN_PAGES = 16
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file (and its folder, 0700) private to this user before SQLite opens it."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
 
 
 def _row(row: tuple) -> Delivery:

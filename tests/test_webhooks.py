@@ -150,3 +150,75 @@ def test_worker_counts_connection_refused_as_failure(tmp_path):
     delivery = spool.get("msg_x")
     assert delivery.state is DeliveryState.PENDING and delivery.attempts == 1
     assert "Connect" in delivery.last_error
+
+
+def test_a_delivery_that_raises_is_retried_and_the_worker_lives(tmp_path):
+    """Issue 9 item 5: a secret that does not decode (``whsec_abc``: sign() raises) and a URL
+    httpx refuses (not an httpx.HTTPError) each fail their own attempt; the worker keeps
+    delivering the others and retries them once they can work."""
+    receiver = _Receiver()
+    receiver.status = 204
+    clock = [2_000_000_000.0]
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(0))
+    bad_port_url = receiver.url.replace(f":{receiver.server.server_address[1]}/", ":abc/")
+    for msg_id, webhook, url in (("msg_badsecret", "bad", receiver.url), ("msg_badurl", "good", bad_port_url),
+                                 ("msg_good", "good", receiver.url)):
+        spool.enqueue(id=msg_id, webhook=webhook, url=url, event_type="fax.received", fax_id="f1",
+                      body=b'{"n": 1}', now=clock[0])
+    worker = DeliveryWorker(spool, {"bad": "whsec_abc", "good": SPEC_SECRET}, wall_clock=lambda: clock[0],
+                            attempt_timeout=5.0)
+
+    async def wait_for(condition):
+        while not condition():
+            await trio.sleep(0.02)
+
+    async def main():
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                await wait_for(lambda: spool.get("msg_good").state is DeliveryState.DELIVERED)
+                await wait_for(lambda: spool.get("msg_badurl").attempts == 1)
+                bad = spool.get("msg_badsecret")
+                assert bad.state is DeliveryState.PENDING and bad.attempts == 1
+                assert bad.last_error.startswith("ValueError") and "whsec_abc" not in bad.last_error
+                assert spool.get("msg_badurl").last_error.startswith("InvalidURL")
+                # The operator fixes the secret and the URL; the same worker, still running,
+                # delivers both at their next attempt.
+                worker.secrets = {"bad": SPEC_SECRET, "good": SPEC_SECRET}
+                spool._db.execute("UPDATE deliveries SET url = ? WHERE id = 'msg_badurl'", (receiver.url,))
+                clock[0] = max(spool.get(i).next_attempt_at for i in ("msg_badsecret", "msg_badurl"))
+                worker.nudge()
+                await wait_for(lambda: spool.depth() == 0)
+                nursery.cancel_scope.cancel()
+    try:
+        trio.run(main)
+    finally:
+        receiver.close()
+    assert worker.stats.delivered == 3 and worker.stats.failed_attempts == 2
+    assert {h["webhook-id"] for h, _ in receiver.received} == {"msg_good", "msg_badsecret", "msg_badurl"}
+    for headers, received_body in receiver.received:
+        verify(SPEC_SECRET, headers, received_body, now=clock[0])
+
+
+def test_worker_probes_an_unhealthy_spool_and_reports_recovery(tmp_path):
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(0))
+    pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
+    spool._db.execute(f"PRAGMA max_page_count = {pages}")
+    assert not spool.enqueue(id="msg_1", webhook="w", url="https://x/", event_type="fax.received", fax_id="f1",
+                             body=random.Random(1).randbytes(100_000), now=1.0)
+    recovered = []
+    worker = DeliveryWorker(spool, {}, wall_clock=lambda: 10.0, on_spool_recovered=lambda: recovered.append(1),
+                            spool_probe_interval=0.05)
+
+    async def main():
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                await trio.sleep(0.2)
+                assert not spool.healthy and recovered == []  # probed, still full
+                spool._db.execute("PRAGMA max_page_count = 1073741823")  # space again
+                while not recovered:
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()
+    trio.run(main)
+    assert spool.healthy and recovered == [1]
