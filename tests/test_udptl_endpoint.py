@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import random
 import socket
+from pathlib import Path
 
 import pytest
 import trio
 
 from udptl.codec import encode_ifp
-from udptl.endpoint import PortPool, PortsExhausted
+from udptl.endpoint import ForeignDatagrams, PortPool, PortsExhausted
 from udptl.ifp import IfpPacket, T30Indicator
 from udptl.receiver import IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
@@ -44,7 +47,7 @@ def test_pool_hands_out_distinct_ports_and_takes_them_back():
     trio.run(main)
 
 
-def test_latches_to_the_real_source_and_ignores_others():
+def test_latches_to_the_port_the_peer_really_sends_from():
     async def main():
         low, high = free_range(20)
         pool = PortPool(low, high, host="127.0.0.1")
@@ -67,11 +70,12 @@ def test_latches_to_the_real_source_and_ignores_others():
             events = await endpoint.receive_until(trio.current_time() + 2)
             assert [type(e) for e in events] == [IfpReceived]
             assert endpoint.latched == real.getsockname()
-            # Another source, even with valid UDPTL, is not the peer.
+            # Another port, even with valid UDPTL, is not the peer; the first one is reported.
             intruder.sendto(UdptlSender(max_datagram=400).datagram_for(ifp(T30Indicator.CED)), target)
-            assert await endpoint.receive_until(trio.current_time() + 2) == []
+            assert await endpoint.receive_until(trio.current_time() + 2) == [
+                ForeignDatagrams(intruder.getsockname(), 1)]
             assert endpoint.stats.foreign_source == 1
-            # Replies go where the peer really is, not where its SDP said.
+            # Replies go where the peer really is (symmetric RTP), not where its SDP said.
             await endpoint.send_ifp(ifp(T30Indicator.CED))
             await trio.sleep(0.05)
             data, _ = real.recvfrom(2048)
@@ -91,5 +95,151 @@ def test_returns_at_the_deadline_with_nothing():
             start = trio.current_time()
             assert await endpoint.receive_until(start + 0.05) == []
             assert trio.current_time() >= start + 0.05
+
+    trio.run(main)
+
+
+# -- media hijack (issue 9, item 1) ------------------------------------------------------
+# A third host (127.0.0.2) sends valid UDPTL with real SpanDSP IFP bytes to the call's
+# port while the peer (127.0.0.1) streams a real SpanDSP page.  It must get nothing and
+# change nothing.
+
+VECTORS = Path(__file__).resolve().parent / "vectors" / "spandsp_ifp"
+PEER_HOST, ATTACKER_HOST, NAT_HOST = "127.0.0.1", "127.0.0.2", "127.0.0.3"
+
+
+def spandsp_ifps(direction: str, name: str = "v0_nonecm_mh.jsonl") -> list[bytes]:
+    """The IFPs one SpanDSP terminal sent in a recorded fax (see the vectors' README)."""
+    rows = [json.loads(line) for line in (VECTORS / name).read_text().splitlines()]
+    return [bytes.fromhex(row["ifp"]) for row in rows if row["dir"] == direction]
+
+
+def udp(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """The datagrams waiting on a non-blocking socket."""
+    got = []
+    while True:
+        try:
+            got.append(sock.recvfrom(2048)[0])
+        except BlockingIOError:
+            return got
+
+
+async def collect(endpoint, items: list, until) -> None:
+    """Read from the endpoint until ``until(items)`` holds (at most 5 s)."""
+    with trio.fail_after(5):
+        while not until(items):
+            items.extend(await endpoint.receive_until(trio.current_time() + 5))
+
+
+def delivered(items) -> list[bytes]:
+    return [item.raw for item in items if isinstance(item, IfpReceived)]
+
+
+@pytest.mark.parametrize("attacker_first", [True, False], ids=["attacker-first", "peer-first"])
+def test_a_third_host_cannot_take_or_feed_the_call_media(attacker_first):
+    page = spandsp_ifps("sender->receiver")  # the fax the peer sends
+    forged = spandsp_ifps("receiver->sender")  # other real SpanDSP IFPs, as the attacker's payload
+
+    async def main():
+        low, high = free_range(20)
+        with await PortPool(low, high, host="127.0.0.1").open() as endpoint, \
+                udp(PEER_HOST) as peer, udp(ATTACKER_HOST) as attacker:
+            target = ("127.0.0.1", endpoint.port)
+            endpoint.start(peer.getsockname(), UdptlReceiver(0),
+                           UdptlSender(error_correction="redundancy", max_datagram=400))
+            ours = UdptlSender(error_correction="redundancy", redundancy_depth=3, max_datagram=400,
+                               rng=random.Random(5))
+            # The attacker even knows the numbering: each of its datagrams carries the next
+            # number of the peer's stream, the strongest blind guess there is.
+            theirs = UdptlSender(error_correction="redundancy", redundancy_depth=3, max_datagram=400)
+            items: list = []
+            sent_by_attacker = 0
+            if attacker_first:
+                theirs.seq = ours.seq
+                for index in range(8):
+                    attacker.sendto(theirs.datagram_for(forged[index]), target)
+                    sent_by_attacker += 1
+                await collect(endpoint, items, lambda got: endpoint.stats.foreign_source == sent_by_attacker)
+            for index, raw in enumerate(page):
+                theirs.seq = ours.seq
+                attacker.sendto(theirs.datagram_for(forged[index % len(forged)]), target)
+                sent_by_attacker += 1
+                peer.sendto(ours.datagram_for(raw), target)
+                await collect(endpoint, items,
+                              lambda got: len(delivered(got)) == index + 1
+                              and endpoint.stats.foreign_source == sent_by_attacker)
+            assert delivered(items) == page  # every IFP of the peer, in order, nothing else
+            assert endpoint.latched == peer.getsockname()
+            assert endpoint.destination == peer.getsockname()
+            assert endpoint.stats.foreign_source == sent_by_attacker
+            assert endpoint.receiver.stats.received == len(page)
+            assert [item for item in items if isinstance(item, ForeignDatagrams)] == [
+                ForeignDatagrams(attacker.getsockname(), 1)]
+            # Our side of the fax goes to the peer, never to the attacker.
+            for raw in forged[:5]:
+                await endpoint.send_ifp(raw)
+            await trio.sleep(0.05)
+            copies = UdptlReceiver(0)
+            assert [item.raw for data in drain(peer) for item in copies.datagram_received(data, 0.0)] == forged[:5]
+            assert drain(attacker) == []
+
+    trio.run(main)
+
+
+def test_strict_never_moves_to_another_host_and_learn_follows_a_rebinding_until_frozen():
+    page = spandsp_ifps("sender->receiver")[:60]
+
+    async def run(latching: str, freeze_after: int | None):
+        low, high = free_range(20)
+        with await PortPool(low, high, host="127.0.0.1").open() as endpoint, \
+                udp(PEER_HOST) as first, udp(NAT_HOST) as rebound:
+            target = ("127.0.0.1", endpoint.port)
+            endpoint.start(first.getsockname(), UdptlReceiver(0), UdptlSender(max_datagram=400),
+                           latching=latching)
+            sender = UdptlSender(error_correction="none", max_datagram=400, rng=random.Random(9))
+            items: list = []
+            for index, raw in enumerate(page):
+                # Half way the peer's NAT gives it a new public address (another host).
+                sock = first if index < 30 else rebound
+                if freeze_after is not None and index == freeze_after:
+                    endpoint.freeze_latch()
+                sock.sendto(sender.datagram_for(raw), target)
+                await collect(endpoint, items, lambda got: endpoint.stats.datagrams_received == index + 1)
+            return endpoint.latched, endpoint.stats, delivered(items), first.getsockname(), rebound.getsockname()
+
+    latched, stats, got, first, rebound = trio.run(run, "strict", None)
+    assert latched == first and got == page[:30] and stats.foreign_source == 30 and stats.latch_moves == 0
+    latched, stats, got, first, rebound = trio.run(run, "learn", None)
+    # Four in sequence from the new host, then it is the peer; the three held are not lost.
+    assert latched == rebound and got == page and stats.latch_moves == 1 and stats.foreign_source == 3
+    latched, stats, got, first, rebound = trio.run(run, "learn", 10)  # a page was confirmed at IFP 10
+    assert latched == first and got == page[:30] and stats.foreign_source == 30 and stats.latch_moves == 0
+
+
+def test_an_unroutable_sdp_address_is_replaced_by_the_expected_host():
+    async def main():
+        low, high = free_range(20)
+        with await PortPool(low, high, host="127.0.0.1").open() as endpoint, \
+                udp(PEER_HOST) as peer, udp(ATTACKER_HOST) as attacker:
+            target = ("127.0.0.1", endpoint.port)
+            # The SDP names the peer's private address; the SIP request came from 127.0.0.1.
+            endpoint.start(("10.99.0.5", peer.getsockname()[1]), UdptlReceiver(0), UdptlSender(max_datagram=400),
+                           expected_host=PEER_HOST)
+            assert endpoint.destination == peer.getsockname()  # the SDP port on the SIP host, not 10.99.0.5
+            attacker.sendto(UdptlSender(max_datagram=400).datagram_for(ifp(T30Indicator.CNG)), target)
+            items: list = []
+            await collect(endpoint, items, lambda got: endpoint.stats.foreign_source == 1)
+            assert endpoint.latched is None and endpoint.destination == peer.getsockname()
+            peer.sendto(UdptlSender(max_datagram=400).datagram_for(ifp(T30Indicator.CNG)), target)
+            await collect(endpoint, items, lambda got: delivered(got))
+            assert endpoint.latched == peer.getsockname()
+            assert [type(item) for item in items] == [ForeignDatagrams, IfpReceived]
 
     trio.run(main)

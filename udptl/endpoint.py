@@ -1,20 +1,27 @@
 """The thin trio edge of UDPTL: one UDP socket per call, taken from a port pool.
 
-Everything protocol-shaped lives in the sans-IO ``UdptlReceiver``/``UdptlSender``; this
-module only owns sockets and reads the clock.  A call's task does::
+Everything protocol-shaped lives in the sans-IO ``UdptlReceiver``/``UdptlSender`` and
+``SourceLatch``; this module only owns sockets and reads the clock.  A call's task does::
 
     endpoint = await pool.open()                  # binds a free port of the range
-    endpoint.start(remote_addr, receiver, sender) # once T.38 is negotiated
-    events = await endpoint.receive_until(deadline)  # a datagram, or the deadline
+    endpoint.start(remote_addr, receiver, sender, # once T.38 is negotiated
+                   latching="strict", expected_host=None)
+    items = await endpoint.receive_until(deadline)  # a datagram, or the deadline
+    endpoint.freeze_latch()                       # the first page is confirmed
     await endpoint.send_ifp(raw_ifp)
     endpoint.close()                              # the port goes back to the pool
 
-NAT latching.  The address in the peer's SDP is where it *says* it listens; behind NAT
-it sends from somewhere else, and only that address reaches it.  Like Asterisk's
-``nat=yes``/symmetric RTP, the endpoint latches to the source of the first datagram that
-decodes as UDPTL and from then on sends there and accepts only from there.  Datagrams
-from other sources, and anything that does not decode (RTP left over from the audio
-leg, garbage), are counted and dropped; they never wake the call's T.30 engine.
+Whom media is accepted from (see ``udptl.latch``).  Ports are bound on a wildcard
+address, so anyone can send to them; only the source the latch accepts feeds the
+receiver and only it can become ``destination``.  In ``strict`` mode (the default) that
+is ``expected_host`` (the SDP address, or the SIP source host when the SDP names an
+unroutable one) on the port it really sends from; ``learn`` also follows a peer to a
+new source after several in-sequence datagrams, until ``freeze_latch()``.  Datagrams
+from anyone else are counted in ``stats.foreign_source`` and dropped before the
+receiver sees them; the first one of the call is reported once, as a
+``ForeignDatagrams`` item of ``receive_until()``.  Anything that does not decode as
+UDPTL (RTP left over from the audio leg, garbage) is counted in ``stats.undecodable``
+and dropped.  Neither ever wakes the call's T.30 engine.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from dataclasses import dataclass
 
 import trio
 
+from udptl.codec import _decode_udptl_parts
+from udptl.errors import MalformedPacket
+from udptl.latch import SourceLatch, Verdict
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
-__all__ = ["EndpointStats", "PortPool", "PortsExhausted", "UdptlEndpoint"]
+__all__ = ["EndpointStats", "ForeignDatagrams", "PortPool", "PortsExhausted", "UdptlEndpoint"]
 
 MAX_DATAGRAM = 65535
 
@@ -42,9 +52,22 @@ class PortsExhausted(Exception):
 class EndpointStats:
     datagrams_received: int = 0
     datagrams_sent: int = 0
-    foreign_source: int = 0  # datagrams from somewhere other than the latched peer
-    undecodable: int = 0  # datagrams that were not UDPTL (RTP, garbage)
+    # UDPTL datagrams from a source the latch did not accept when they arrived (not fed
+    # to the receiver; those of a candidate's successful ``learn`` run are fed later)
+    foreign_source: int = 0
+    undecodable: int = 0  # datagrams that were not UDPTL (RTP, garbage), from anyone
     send_errors: int = 0
+    latch_moves: int = 0  # the latch moved to another source after it was first set
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignDatagrams:
+    """The first UDPTL datagram of the call from a source that is not the peer arrived
+    (dropped, not delivered).  Returned once per call by ``receive_until``; the running
+    total is ``EndpointStats.foreign_source``."""
+
+    source: tuple[str, int]
+    count: int
 
 
 class PortPool:
@@ -99,52 +122,107 @@ class UdptlEndpoint:
         self.port = port
         self._pool = pool
         self.remote: tuple[str, int] | None = None  # from the SDP
-        self.latched: tuple[str, int] | None = None  # where the peer really sends from
         self.receiver: UdptlReceiver | None = None
         self.sender: UdptlSender | None = None
         self.stats = EndpointStats()
+        self._latch: SourceLatch | None = None
+        self._foreign_reported = False
         self._closed = False
 
-    def start(self, remote: tuple[str, int], receiver: UdptlReceiver, sender: UdptlSender) -> None:
+    def start(
+        self,
+        remote: tuple[str, int],
+        receiver: UdptlReceiver,
+        sender: UdptlSender,
+        *,
+        latching: str = "strict",
+        expected_host: str | None = None,
+    ) -> None:
         """T.38 is negotiated: datagrams from now on are UDPTL for ``receiver``.
 
-        Called again after a new negotiation (a re-INVITE), it keeps the latch only if
-        the advertised address did not change.
+        ``remote`` is the SDP's address and port.  ``latching`` is ``"strict"`` or
+        ``"learn"`` (``udptl.latch``); ``expected_host`` the host media must come from,
+        ``remote[0]`` by default (pass the SIP source host, as an IP literal, when the SDP
+        names a private or unroutable address).  Called again after a new negotiation
+        (a re-INVITE), it keeps the latch only if none of these changed; a frozen latch
+        stays frozen, but a newly signalled host is accepted.  Raises
+        ``LocalProtocolError`` for an unknown ``latching``.
         """
-        if remote != self.remote:
-            self.latched = None
+        host = remote[0] if expected_host is None else expected_host
+        latch = self._latch
+        if latch is None or remote != self.remote or latch.mode != latching or latch.expected_host != host:
+            frozen = latch is not None and latch.frozen
+            latch = self._latch = SourceLatch(latching, host)
+            if frozen:
+                latch.freeze()
         self.remote = remote
         self.receiver = receiver
         self.sender = sender
 
+    def freeze_latch(self) -> None:
+        """Never move the latch to another source again (call it when the first page is
+        confirmed).  A no-op before ``start``."""
+        if self._latch is not None:
+            self._latch.freeze()
+
+    @property
+    def latched(self) -> tuple[str, int] | None:
+        """Where the peer really sends from (None until its first datagram)."""
+        return self._latch.latched if self._latch is not None else None
+
     @property
     def destination(self) -> tuple[str, int] | None:
-        return self.latched or self.remote
+        """Where ``send_ifp`` sends: the latched source, else the SDP port on the expected
+        host.  Only a source the latch accepted can change it."""
+        latch = self._latch
+        if latch is None:
+            return None
+        return latch.latched or (latch.expected_host, self.remote[1])
 
     def _accept(self, data: bytes, source: tuple[str, int], now: float, events: list) -> None:
-        self.stats.datagrams_received += 1
+        stats = self.stats
+        stats.datagrams_received += 1
         receiver = self.receiver
-        if receiver is None:
-            self.stats.undecodable += 1  # audio leg: RTP we do not play
+        latch = self._latch
+        if receiver is None or latch is None:
+            stats.undecodable += 1  # audio leg: RTP we do not play
             return
-        if self.latched is not None and source != self.latched:
-            self.stats.foreign_source += 1
+        if source == latch.latched:
+            before = receiver.stats.received
+            events.extend(receiver.datagram_received(data, now))
+            if receiver.stats.received == before:
+                stats.undecodable += 1
+            else:
+                latch.accepted(data[0] << 8 | data[1])
             return
-        before = receiver.stats.received
-        events.extend(receiver.datagram_received(data, now))
-        if receiver.stats.received == before:
-            self.stats.undecodable += 1
-        elif self.latched is None:
-            self.latched = source
+        try:
+            seq = _decode_udptl_parts(data)[0]
+        except MalformedPacket:
+            stats.undecodable += 1
+            return
+        moved = latch.latched is not None
+        decision = latch.datagram(source, seq, (data, now))
+        if decision.verdict is Verdict.LATCHED:
+            if moved:
+                stats.latch_moves += 1
+            for held, arrived in decision.backlog:
+                events.extend(receiver.datagram_received(held, arrived))
+            events.extend(receiver.datagram_received(data, now))
+            return
+        stats.foreign_source += 1
+        if not self._foreign_reported:
+            self._foreign_reported = True
+            events.append(ForeignDatagrams(source, stats.foreign_source))
 
-    async def receive_until(self, deadline: float) -> list[IfpReceived | IfpLost]:
+    async def receive_until(self, deadline: float) -> list[IfpReceived | IfpLost | ForeignDatagrams]:
         """Wait for datagrams until ``deadline`` (trio clock); return the receiver's events.
 
         Returns as soon as one datagram has been read, or at the deadline with the
-        receiver's timer handled.
+        receiver's timer handled.  Besides the receiver's ``IfpReceived``/``IfpLost`` the
+        list may hold one ``ForeignDatagrams`` (the first foreign datagram of the call).
         The list may be empty (a stray datagram, or nothing due).
         """
-        events: list[IfpReceived | IfpLost] = []
+        events: list[IfpReceived | IfpLost | ForeignDatagrams] = []
         with trio.move_on_at(deadline):
             data, source = await self._recvfrom()
             self._accept(data, source, trio.current_time(), events)
