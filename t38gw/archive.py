@@ -3,10 +3,21 @@
 ``<dir>/[<route subdir>/]<YYYY>/<MM>/<DD>/<fax_id>/`` holds ``fax.pdf``, ``fax.tif``
 and ``meta.json``.  Every file is written to a temporary name in the same folder,
 fsynced, renamed over the old one, and the folder fsynced: a reader (or a restart after
-``kill -9``) sees the old file or the new one, never half of one.
+``kill -9``) sees the old file or the new one, never half of one.  Folders are created
+0700 and files 0600 (explicitly, whatever the umask), and each folder the archive
+creates is fsynced into its parent up to the archive root, so a power loss after an MCF
+cannot lose the fax folder.
 
-The call session saves after every confirmed page (MCF sent), so a call that dies
-mid-document still leaves the pages it confirmed, with ``status: "partial"``.
+While a call runs, its confirmed pages go to a page journal, ``.pages.tif``: a TIFF Class
+F (G4) that grows by appending each page (``imaging.output.TiffAppender``), so writing
+page 200 costs what page 1 did and a crash at any point leaves a valid TIFF of the pages
+before.  ``fax.pdf`` and ``fax.tif`` exist only for a finished fax: ``finish_documents``
+streams the PDF from the journal and renames the journal to ``fax.tif`` (O(pages) once,
+at the end).  **Rule for readers** (webhook bodies, the API): a document under its final
+name is complete; a fax in progress has none (``meta.json`` ``files`` is empty until the
+end).  After a crash the journal may hold one page more than ``meta.json`` confirms (the
+MCF is sent only after meta.json names the page); ``finish_documents`` keeps exactly the
+confirmed pages.
 """
 
 from __future__ import annotations
@@ -15,12 +26,16 @@ import datetime as dt
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 META_NAME = "meta.json"
 FILE_NAMES = {"pdf": "fax.pdf", "tiff": "fax.tif"}
+JOURNAL_NAME = ".pages.tif"
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
 
 
 def rfc3339(unix_seconds: float) -> str:
@@ -49,12 +64,39 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def make_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents with mode 0700.
+
+    Each folder created is fsynced, and so is its parent, from the deepest up to the first
+    that existed (the archive root or a day folder), so the new entries survive a power
+    loss (fsync on a directory makes its entries durable; a file renamed into a folder is
+    only as durable as the folder's own entry).
+    """
+    folder = Path(folder)
+    created: list[Path] = []
+    missing = [folder, *folder.parents]
+    for path in reversed(missing):
+        if path.is_dir():
+            continue
+        try:
+            path.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(path, FOLDER_MODE)  # explicit: not whatever the umask left
+        created.append(path)
+    for path in reversed(created):
+        _fsync_dir(path)
+        _fsync_dir(path.parent)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None] | bytes) -> None:
-    """Write ``path`` atomically: ``write`` is the bytes, or a function that writes a given path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``path`` (mode 0600) atomically: ``write`` is the bytes, or a function that writes a given path."""
+    if not path.parent.is_dir():
+        make_folders(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, FILE_MODE)
         if isinstance(write, (bytes, bytearray)):
             with os.fdopen(fd, "wb") as handle:
                 handle.write(write)
@@ -81,7 +123,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def save_documents(folder: Path, pages: list, formats: Iterable[str]) -> dict[str, str]:
-    """Write the pages as fax.pdf / fax.tif (as configured); returns meta.json's ``files``."""
+    """Write whole pages (``imaging.Page``) as fax.pdf / fax.tif; returns meta.json's ``files``."""
     from imaging import output  # the archive is the only place here that renders pages
 
     files: dict[str, str] = {}
@@ -93,6 +135,114 @@ def save_documents(folder: Path, pages: list, formats: Iterable[str]) -> dict[st
         write_atomic(folder / name, lambda tmp, writer=writer: writer(pages, tmp))
         files[fmt] = name
     return files
+
+
+class PageJournal:
+    """The confirmed pages of a fax in progress, appended to ``<folder>/.pages.tif``.
+
+    ``append`` is durable when it returns (see imaging.output.TiffAppender).  Blocking.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        from imaging.output import TiffAppender
+
+        self.path = folder / JOURNAL_NAME
+        self._appender = TiffAppender(self.path, mode=FILE_MODE)
+        _fsync_dir(folder)
+
+    @property
+    def pages(self) -> int:
+        return self._appender.pages
+
+    def append(self, page) -> None:
+        self._appender.append(page)
+
+
+def finish_documents(folder: Path, formats: Iterable[str], pages: int) -> dict[str, str]:
+    """Turn the page journal (or, after a crash during this step, ``fax.tif``) into the
+    final fax.pdf / fax.tif holding exactly the first ``pages`` pages; returns ``files``.
+
+    Idempotent, so a restart may run it again.  When the journal holds exactly ``pages``
+    pages it becomes fax.tif by a rename; otherwise (one page more than was confirmed,
+    after a crash) the pages are copied.  The PDF is streamed from the TIFF, one page in
+    memory.  Blocking; raises OSError, or ValueError for a damaged journal.
+    """
+    from imaging import output
+    from imaging.tiff import iter_coded_pages
+
+    formats = tuple(formats)
+    journal = folder / JOURNAL_NAME
+    final = folder / FILE_NAMES["tiff"]
+    source = journal if journal.is_file() else final
+    if pages <= 0 or not source.is_file():
+        journal.unlink(missing_ok=True)
+        return {}
+    in_source = _page_count(source)
+    keep = min(pages, in_source)
+    files: dict[str, str] = {}
+    if "pdf" in formats:
+        def pdf(tmp: Path) -> None:
+            with open(source, "rb") as handle:
+                output.write_pdf_coded(iter_coded_pages(handle, keep), tmp)
+        write_atomic(folder / FILE_NAMES["pdf"], pdf)
+        files["pdf"] = FILE_NAMES["pdf"]
+    if "tiff" in formats:
+        if source == journal and in_source == keep:
+            _set_page_totals(journal, keep)
+            os.replace(journal, final)
+            _fsync_dir(folder)
+        elif in_source != keep:
+            def tiff(tmp: Path) -> None:
+                appender = output.TiffAppender(tmp, mode=FILE_MODE)
+                with open(source, "rb") as handle:
+                    for page in iter_coded_pages(handle, keep):
+                        appender.append(page)
+                appender.finish()
+            write_atomic(final, tiff)
+        files["tiff"] = FILE_NAMES["tiff"]
+    if journal.is_file():
+        journal.unlink()
+        _fsync_dir(folder)
+    return files
+
+
+def _ifds(handle) -> list[tuple[int, bytes]]:
+    """(offset, entries + next pointer) of every IFD of one of our little-endian TIFFs."""
+    handle.seek(0)
+    header = handle.read(8)
+    if len(header) < 8 or header[:4] != b"II*\x00":
+        raise ValueError("not one of our TIFF files")
+    (offset,) = struct.unpack("<I", header[4:8])
+    found: list[tuple[int, bytes]] = []
+    while offset:
+        if any(offset == seen for seen, _ in found):
+            raise ValueError("TIFF IFD chain loops")
+        handle.seek(offset)
+        (n,) = struct.unpack("<H", handle.read(2))
+        entries = handle.read(12 * n + 4)
+        found.append((offset, entries))
+        (offset,) = struct.unpack_from("<I", entries, 12 * n)
+    return found
+
+
+def _page_count(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return len(_ifds(handle))
+
+
+def _set_page_totals(path: Path, pages: int) -> None:
+    """Fill in the PageNumber totals of a journal in place (one word per page; idempotent)."""
+    from imaging.tiff import TAG_PAGE_NUMBER
+
+    with open(path, "r+b") as handle:
+        for number, (offset, entries) in enumerate(_ifds(handle)):
+            for index in range((len(entries) - 4) // 12):
+                tag, _, count = struct.unpack_from("<HHI", entries, 12 * index)
+                if tag == TAG_PAGE_NUMBER and count == 2:
+                    handle.seek(offset + 2 + 12 * index + 8)
+                    handle.write(struct.pack("<HH", number, pages))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def iter_faxes(root: str | os.PathLike[str]) -> Iterable[Path]:

@@ -3,7 +3,17 @@
 The record is built up while the call runs and written to the archive after every
 confirmed page, so a call (or the whole gateway) that dies mid-document leaves the
 pages it confirmed.  While the call runs ``meta.json`` carries ``"in_progress": true``;
-a restart finds such folders and closes them (``recover_archive``).
+a restart finds such folders and closes them (``recover_archive``), turning the page
+journal into fax.pdf / fax.tif.
+
+Memory stays bounded whatever the page count: a confirmed page is kept G4-coded (its
+SHA-256 taken from the packed rows first) only until it is appended to the archive's
+page journal; the record then holds its meta.json entry alone.
+
+A page can be archived ``complete: false``: a non-ECM page that lost image data beyond
+recovery is answered RTN (T.30 5.3.6.2) and, if the sender never sends it again, the
+call session stores the best copy received, with the rows it estimates lost.  Such a
+page makes the fax ``partial``.
 
 Webhooks are made durable in two steps, in this order, so a ``kill -9`` between any two
 writes loses nothing and never invents a second webhook-id for the same event:
@@ -29,6 +39,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from imaging import Page
+from imaging.output import coded_page
+from imaging.tiff import CodedPage
 
 from t38gw import archive, webhooks
 from t38gw.config import Config, Route, Webhook
@@ -54,9 +66,27 @@ def event_type_for(meta: dict[str, Any]) -> str:
     return "fax.received" if meta.get("pages") else "fax.failed"
 
 
+@dataclass(frozen=True)
+class PendingPage:
+    """A page coded G4 for the archive, with its place in the fax (1-based)."""
+
+    number: int
+    coded: CodedPage
+
+
+def compress_page(page: Page, *, bad_rows: int = 0, longest_bad_run: int = 0) -> tuple[CodedPage, str]:
+    """A page as the archive keeps it: G4 (libtiff) and the SHA-256 of its packed rows."""
+    return (coded_page(page, bad_rows=bad_rows, longest_bad_run=longest_bad_run),
+            archive.page_sha256(page.bitmap))
+
+
 @dataclass
 class InboundFax:
-    """The archive record of one inbound fax (see the module docstring)."""
+    """The archive record of one inbound fax (see the module docstring).
+
+    ``pages`` are meta.json's page entries (no pixels); ``snapshot`` hands the writer the
+    coded pages the archive does not have yet, and ``write`` appends them.
+    """
 
     fax_id: str
     started_at: float  # UNIX seconds
@@ -66,9 +96,10 @@ class InboundFax:
     route_index: int | None
     route: Route
     local_ident: str = ""
-    pages: list[Page] = field(default_factory=list)
-    bad_rows: list[int] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    _unwritten: list[PendingPage] = field(default_factory=list, repr=False)
+    _journal: archive.PageJournal | None = field(default=None, repr=False)
+    _journaled: int = 0  # pages durably in the journal (set by the writer thread)
 
     def __post_init__(self) -> None:
         self.meta = {
@@ -85,10 +116,16 @@ class InboundFax:
             "t38": {"version": None, "max_bitrate": None, "error_correction": None, "rate_management": None,
                     "max_datagram": None, "packets_received": 0, "packets_lost": 0, "packets_recovered": 0},
             "pages": [],
+            "incomplete_pages": 0,
             "files": {},
             "route": self.route_name,
             "deliveries": [],
         }
+
+    @property
+    def pages(self) -> list[dict[str, Any]]:
+        """meta.json's ``pages`` entries, one per archived page."""
+        return self.meta["pages"]
 
     @property
     def route_name(self) -> str:
@@ -103,33 +140,68 @@ class InboundFax:
         self.route_index, self.route = index, route
         self.meta["route"] = self.route_name
 
-    def add_page(self, page: Page, bad_rows: int) -> None:
-        self.pages.append(page)
-        self.bad_rows.append(bad_rows)
-        self.meta["pages"].append({
-            "number": len(self.pages), "width_px": page.width, "height_px": page.height,
-            "x_dpi": page.x_dpi, "y_dpi": page.y_dpi, "bad_rows": bad_rows,
-            "sha256": archive.page_sha256(page.bitmap),
+    def add_page(self, page: Page, bad_rows: int, *, longest_bad_run: int = 0, complete: bool = True,
+                 rows_lost: int = 0) -> None:
+        """Add a page (its bitmap is coded G4 here and not kept)."""
+        coded, sha256 = compress_page(page, bad_rows=bad_rows, longest_bad_run=longest_bad_run)
+        self.add_coded_page(coded, sha256, complete=complete, rows_lost=rows_lost)
+
+    def add_coded_page(self, coded: CodedPage, sha256: str, *, complete: bool = True, rows_lost: int = 0) -> None:
+        """Add a page already coded by ``compress_page``: confirmed (``complete``), or the best
+        copy of a page answered RTN that the sender never sent again (``complete=False``,
+        ``rows_lost`` estimated)."""
+        number = len(self.pages) + 1
+        self._unwritten.append(PendingPage(number, coded))
+        self.pages.append({
+            "number": number, "width_px": coded.width, "height_px": coded.height,
+            "x_dpi": _dpi(coded.x_dpi), "y_dpi": _dpi(coded.y_dpi), "bad_rows": coded.bad_rows,
+            "sha256": sha256, "complete": complete, "rows_lost": 0 if complete else max(0, rows_lost),
         })
         self.meta["t30"]["pages"] = len(self.pages)
+        self.meta["incomplete_pages"] = sum(1 for entry in self.pages if not entry["complete"])
         self.meta["status"] = "partial"
 
-    def snapshot(self) -> tuple[list[Page], dict[str, Any]]:
-        """What to write now: the pages and a copy of meta (taken in the trio thread)."""
-        return list(self.pages), _copy(self.meta)
+    def snapshot(self) -> tuple[tuple[PendingPage, ...], dict[str, Any]]:
+        """What to write now: the pages the archive lacks and a copy of meta (trio thread)."""
+        written = self._journaled
+        self._unwritten = [p for p in self._unwritten if p.number > written]
+        return tuple(self._unwritten), _copy(self.meta)
 
-    def write(self, pages: list[Page], meta: dict[str, Any]) -> None:
-        """Write documents and meta.json atomically (blocking: run it in a worker thread)."""
+    def write(self, pages: Iterable[PendingPage], meta: dict[str, Any]) -> None:
+        """Append ``pages`` to the page journal, finish the documents if ``meta`` is final,
+        then write meta.json atomically (blocking: run it in a worker thread; one at a time).
+
+        Each call costs the same whatever the page count (one append, one meta.json);
+        the final call streams fax.pdf / fax.tif once.
+        """
         folder = self.folder
-        folder.mkdir(parents=True, exist_ok=True)
-        if pages:
-            meta["files"] = archive.save_documents(folder, pages, self.formats)
+        archive.make_folders(folder)
+        for pending in pages:
+            if pending.number <= self._journaled:
+                continue
+            if self._journal is None:
+                self._journal = archive.PageJournal(folder)
+            self._journal.append(pending.coded)
+            self._journaled = pending.number
+        if not meta.get("in_progress"):
+            meta["files"] = _finish_documents(folder, self.formats, len(meta.get("pages", [])))
         archive.write_meta(folder, meta)
 
     def finish(self, status: str, reason: str, ended_at: float) -> None:
         self.meta.update(status=status, reason=reason, ended_at=archive.rfc3339(ended_at), in_progress=False)
         if self.pages:
             self.meta["files"] = {fmt: archive.FILE_NAMES[fmt] for fmt in self.formats}
+
+
+def _finish_documents(folder: Path, formats: Iterable[str], pages: int) -> dict[str, str]:
+    try:
+        return archive.finish_documents(folder, formats, pages)
+    except ValueError as exc:  # our own journal unreadable: a storage fault, as OSError is
+        raise OSError(f"page journal in {folder} is damaged: {exc}") from exc
+
+
+def _dpi(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
 
 def plan_deliveries(meta: dict[str, Any], hooks: Iterable[Webhook], now: float,
@@ -206,6 +278,12 @@ def recover_archive(root: Path, spool: Spool, config: Config, now: float | None 
             pages = meta.get("pages", [])
             meta.update(status="partial" if pages else "failed", reason=INTERRUPTED_REASON,
                         ended_at=archive.rfc3339(now), in_progress=False)
+            try:
+                # The journal may hold one page more than meta.json confirms: keep these.
+                meta["files"] = _finish_documents(folder, config.archive.formats, len(pages))
+            except OSError as exc:
+                meta["files"] = {}
+                meta["reason"] = f"{INTERRUPTED_REASON}; the documents could not be rebuilt: {exc}"
             if not meta.get("deliveries"):
                 route = _route_of(config, meta.get("route", "default"))
                 plan_deliveries(meta, webhooks_for(config, route), now, rng)

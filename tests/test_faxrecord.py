@@ -1,15 +1,27 @@
-"""The fax record on disk: pages as confirmed, final meta, planned webhooks, crash recovery."""
+"""The fax record on disk: pages as confirmed, final meta, planned webhooks, crash recovery,
+file modes, and memory that does not grow with the page count."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import random
+import stat
+import tracemalloc
+
+import pikepdf
+import pytest
+from PIL import Image
 
 from imaging import Page
+from imaging.libtiff import bitmap_from_image
+from imaging.tiff import HEADER, page_block
 from t38gw import archive, webhooks
 from t38gw.config import Config, Route, Webhook
 from t38gw.faxrecord import INTERRUPTED_REASON, InboundFax, enqueue_planned, plan_deliveries, recover_archive
 from t38gw.spool import Spool
+from tests.imaging.charts import CHART_HEIGHT, CHART_WIDTH, chart
 from tests.peers.spandsp import read_fax_tiff
 from tests.t30.pages import random_page
 
@@ -17,10 +29,20 @@ SECRET = "whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM="
 CONFIG = Config(webhooks=(Webhook("default", "http://127.0.0.1:9/fax", SECRET),))
 
 
-def new_record(root, rng) -> InboundFax:
+def new_record(root, rng, route=Route(), formats=("pdf", "tiff")) -> InboundFax:
     return InboundFax(fax_id="01a21438-6359-7817-b310-bde014280622", started_at=1_764_000_000.0, root=root,
-                      formats=("pdf", "tiff"), sip={"call_id": "c1", "caller": "5550199"}, route_index=None,
-                      route=Route(), local_ident="+1 555 0100")
+                      formats=formats, sip={"call_id": "c1", "caller": "5550199"}, route_index=None,
+                      route=route, local_ident="+1 555 0100")
+
+
+def pdf_pixels(path) -> list[tuple[bytes, int, int]]:
+    """Each PDF page's image as decoded by qpdf/pikepdf's CCITT decoder (1 = black)."""
+    out = []
+    with pikepdf.open(path) as pdf:
+        for page in pdf.pages:
+            image = pikepdf.PdfImage(page.Resources.XObject.Im0).as_pil_image()
+            out.append((bitmap_from_image(image.convert("1")), image.width, image.height))
+    return out
 
 
 def test_pages_written_as_confirmed_then_recovered_after_a_crash(tmp_path):
@@ -32,7 +54,13 @@ def test_pages_written_as_confirmed_then_recovered_after_a_crash(tmp_path):
     meta = archive.read_meta(record.folder)
     assert meta["in_progress"] and meta["status"] == "partial"
     assert meta["pages"][0]["sha256"] == archive.page_sha256(bitmap)
-    [(tif_bitmap, width, height, x_dpi, y_dpi)] = read_fax_tiff(record.folder / "fax.tif")
+    assert meta["pages"][0]["complete"] is True and meta["pages"][0]["rows_lost"] == 0
+    assert meta["incomplete_pages"] == 0
+    # In progress: the page is in the journal (a valid TIFF); no final document exists yet,
+    # so nobody can read half a fax.
+    assert meta["files"] == {}
+    assert not (record.folder / "fax.tif").exists() and not (record.folder / "fax.pdf").exists()
+    [(tif_bitmap, width, height, x_dpi, y_dpi)] = read_fax_tiff(record.folder / archive.JOURNAL_NAME)
     assert (tif_bitmap, width, height, round(x_dpi), round(y_dpi)) == (bitmap, 1728, 120, 204, 98)
 
     # The gateway died here.  A restart closes the record and spools its webhook, once.
@@ -41,6 +69,11 @@ def test_pages_written_as_confirmed_then_recovered_after_a_crash(tmp_path):
     assert counts == {"closed": 1, "requeued": 1}
     meta = archive.read_meta(record.folder)
     assert (meta["status"], meta["reason"], meta["in_progress"]) == ("partial", INTERRUPTED_REASON, False)
+    assert meta["files"] == {"pdf": "fax.pdf", "tiff": "fax.tif"}
+    assert not (record.folder / archive.JOURNAL_NAME).exists()
+    [(tif_bitmap, *_)] = read_fax_tiff(record.folder / "fax.tif")
+    assert tif_bitmap == bitmap
+    assert pdf_pixels(record.folder / "fax.pdf") == [(bitmap, 1728, 120)]
     [planned] = meta["deliveries"]
     delivery = spool.get(planned["id"])
     body = json.loads(delivery.body)
@@ -51,6 +84,176 @@ def test_pages_written_as_confirmed_then_recovered_after_a_crash(tmp_path):
     # The stored body is what gets signed and sent; a consumer can verify it.
     headers = webhooks.signed_headers(SECRET, delivery.id, 1_764_000_300, delivery.body)
     webhooks.verify(SECRET, headers, delivery.body, 1_764_000_300)
+
+
+def confirmed_pages(tmp_path, count: int, seed: int = 5) -> tuple[InboundFax, list[bytes]]:
+    rng = random.Random(seed)
+    record = new_record(tmp_path, rng)
+    bitmaps = []
+    for _ in range(count):
+        bitmap = random_page(rng, 1728, 80)
+        bitmaps.append(bitmap)
+        record.add_page(Page(1728, 80, 204, 196, bitmap), bad_rows=0)
+        record.write(*record.snapshot())
+    return record, bitmaps
+
+
+@pytest.mark.parametrize("window", ["page_data_half_written", "page_appended_meta_not_yet"])
+def test_a_crash_in_any_window_of_an_append_keeps_exactly_the_confirmed_pages(tmp_path, window):
+    record, bitmaps = confirmed_pages(tmp_path, 2)
+    journal = record.folder / archive.JOURNAL_NAME
+    extra = random_page(random.Random(9), 1728, 80)
+    if window == "page_data_half_written":
+        # Killed while page 3's strip and IFD were being written: nothing points at them.
+        from imaging.output import coded_page
+        block = page_block(coded_page(Page(1728, 80, 204, 196, extra)), journal.stat().st_size, 2, 0)
+        with open(journal, "ab") as handle:
+            handle.write(block.data[: len(block.data) // 2])
+    else:
+        # Killed after page 3 was appended (and linked) but before meta.json named it: the
+        # page was never confirmed (our MCF waits for meta.json), so it must not appear.
+        record.add_page(Page(1728, 80, 204, 196, extra), bad_rows=0)
+        pages, _ = record.snapshot()
+        record._journal.append(pages[-1].coded)
+    assert [p[0] for p in read_fax_tiff(journal)][:2] == bitmaps  # still a valid TIFF
+    assert len(archive.read_meta(record.folder)["pages"]) == 2
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(1))
+    recover_archive(tmp_path, spool, CONFIG, now=1_764_000_100.0)
+    assert [p[0] for p in read_fax_tiff(record.folder / "fax.tif")] == bitmaps
+    assert [p[0] for p in pdf_pixels(record.folder / "fax.pdf")] == bitmaps
+    assert Image.open(record.folder / "fax.tif").tag_v2[297] == (0, 2)  # PageNumber: page 0 of 2
+
+
+def test_a_crash_after_the_journal_became_fax_tif_is_finished_by_the_restart(tmp_path):
+    record, bitmaps = confirmed_pages(tmp_path, 3)
+    # The end of the call got as far as renaming the journal; fax.pdf and the final
+    # meta.json were never written.
+    archive.finish_documents(record.folder, ("tiff",), 3)
+    assert not (record.folder / "fax.pdf").exists()
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(1))
+    recover_archive(tmp_path, spool, CONFIG, now=1_764_000_100.0)
+    meta = archive.read_meta(record.folder)
+    assert meta["files"] == {"pdf": "fax.pdf", "tiff": "fax.tif"} and meta["status"] == "partial"
+    assert [p[0] for p in read_fax_tiff(record.folder / "fax.tif")] == bitmaps
+    assert [p[0] for p in pdf_pixels(record.folder / "fax.pdf")] == bitmaps
+
+
+def test_a_finished_fax_has_its_documents_and_no_journal(tmp_path):
+    record, bitmaps = confirmed_pages(tmp_path, 3)
+    record.finish("received", "", 1_764_000_050.0)
+    record.write(*record.snapshot())
+    meta = archive.read_meta(record.folder)
+    assert (meta["status"], meta["files"], meta["in_progress"]) == ("received", {"pdf": "fax.pdf", "tiff": "fax.tif"},
+                                                                    False)
+    assert sorted(p.name for p in record.folder.iterdir()) == ["fax.pdf", "fax.tif", "meta.json"]
+    assert [p[0] for p in read_fax_tiff(record.folder / "fax.tif")] == bitmaps
+    with Image.open(record.folder / "fax.tif") as image:
+        numbers = []
+        for index in range(3):
+            image.seek(index)
+            numbers.append(image.tag_v2[297])
+    assert numbers == [(0, 3), (1, 3), (2, 3)]
+    assert [p[0] for p in pdf_pixels(record.folder / "fax.pdf")] == bitmaps
+
+
+def test_pdf_only_archive_keeps_no_tiff(tmp_path):
+    record = new_record(tmp_path, random.Random(2), formats=("pdf",))
+    bitmap = random_page(random.Random(2), 1728, 50)
+    record.add_page(Page(1728, 50, 204, 98, bitmap), bad_rows=0)
+    record.write(*record.snapshot())
+    record.finish("received", "", 1_764_000_050.0)
+    record.write(*record.snapshot())
+    assert sorted(p.name for p in record.folder.iterdir()) == ["fax.pdf", "meta.json"]
+    assert archive.read_meta(record.folder)["files"] == {"pdf": "fax.pdf"}
+
+
+def test_an_incomplete_page_is_marked_and_makes_the_fax_partial(tmp_path):
+    record = new_record(tmp_path, random.Random(6))
+    good = random_page(random.Random(6), 1728, 60)
+    short = random_page(random.Random(7), 1728, 40)
+    record.add_page(Page(1728, 60, 204, 98, good), bad_rows=0)
+    record.add_page(Page(1728, 40, 204, 98, short), bad_rows=2, complete=False, rows_lost=20)
+    record.finish("partial", "page 2 incomplete", 1_764_000_050.0)
+    record.write(*record.snapshot())
+    meta = archive.read_meta(record.folder)
+    assert meta["incomplete_pages"] == 1
+    assert [(p["number"], p["complete"], p["rows_lost"], p["bad_rows"]) for p in meta["pages"]] == [
+        (1, True, 0, 0), (2, False, 20, 2)]
+    assert [p[0] for p in read_fax_tiff(record.folder / "fax.tif")] == [good, short]
+
+
+def test_archive_folders_are_0700_files_0600_whatever_the_umask(tmp_path):
+    previous = os.umask(0)  # a careless service manager: modes must not depend on it
+    try:
+        root = tmp_path / "archive"
+        record = new_record(root, random.Random(8), route=Route(archive_subdir="cardiology"))
+        record.add_page(Page(1728, 40, 204, 98, random_page(random.Random(8), 1728, 40)), bad_rows=0)
+        record.write(*record.snapshot())
+        journal_mode = stat.S_IMODE(os.stat(record.folder / archive.JOURNAL_NAME).st_mode)
+        record.finish("received", "", 1_764_000_050.0)
+        record.write(*record.snapshot())
+    finally:
+        os.umask(previous)
+    assert journal_mode == 0o600
+    folder = record.folder
+    created = [folder]
+    while created[-1] != root:
+        created.append(created[-1].parent)
+    assert len(created) == 6  # archive, cardiology, YYYY, MM, DD, fax id
+    for path in created:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
+    for name in ("fax.pdf", "fax.tif", "meta.json"):
+        assert stat.S_IMODE(os.stat(folder / name).st_mode) == 0o600, name
+
+
+def test_new_archive_folders_are_fsynced_up_to_the_root(tmp_path, monkeypatch):
+    """A power loss after the MCF must not lose the fax folder: every folder the archive
+    creates is made durable in its parent (the real fsync runs; we note what it got)."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def noting_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", noting_fsync)
+    record = new_record(root, random.Random(8), route=Route(archive_subdir="cardiology"))
+    record.add_page(Page(1728, 40, 204, 98, random_page(random.Random(8), 1728, 40)), bad_rows=0)
+    record.write(*record.snapshot())
+    folder = record.folder
+    for path in (folder, folder.parent, folder.parent.parent, folder.parent.parent.parent, root / "cardiology",
+                 root):
+        assert str(path) in synced, path
+    # The meta.json rename and the journal entry are durable in the fax folder.
+    assert synced.count(str(folder)) >= 2
+
+
+def test_memory_stays_flat_over_a_long_fax(tmp_path):
+    """Pages are coded G4 and leave memory once on disk: 30 chart pages (500 KB of
+    bitmap each) grow the record by far less than 2 MiB."""
+    record = new_record(tmp_path, random.Random(1), formats=("tiff",))
+    stride = CHART_WIDTH // 8
+    source = chart(1)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for number in range(30):
+            shift = number * 7 * stride
+            bitmap = source[shift:] + source[:shift]  # a fresh page every time
+            record.add_page(Page(CHART_WIDTH, CHART_HEIGHT, 204, 196, bitmap), bad_rows=0)
+            del bitmap
+            record.write(*record.snapshot())
+            if number == 0:
+                gc.collect()
+                baseline = tracemalloc.get_traced_memory()[0]
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert grown < 2 * 1024 * 1024, grown
+    assert len(read_fax_tiff(record.folder / archive.JOURNAL_NAME)) == 30
 
 
 def test_crash_between_meta_and_spool_requeues_the_same_id(tmp_path):

@@ -7,6 +7,7 @@ import socket
 
 import trio
 
+from t38gw import archive
 from t38gw.config import Route, T38Config
 from t38gw.faxrecord import InboundFax
 from t38gw.session import FaxSession, T38Session
@@ -98,7 +99,8 @@ def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
     mcf_at, _ = run_one_page_call(tmp_path, slow_write)
     assert written_at and mcf_at, (written_at, mcf_at)
     assert mcf_at[0] >= written_at[0]
-    assert len(list(tmp_path.rglob("fax.tif"))) == 1
+    # The confirmed page is in the page journal (fax.tif appears when the fax is finished).
+    assert len(list(tmp_path.rglob(archive.JOURNAL_NAME))) == 1
 
 
 def test_a_page_that_cannot_be_stored_is_never_confirmed(tmp_path):
