@@ -3,15 +3,27 @@
 ``/healthz`` and ``/metrics`` are open.  ``/v1/...`` needs a bearer token when tokens
 are configured; with none configured it answers loopback clients only, because faxes are
 patient data and an API open to the network by default would leak them.
+
+Every ``/v1`` request that reads a fax (the list, one record, a document), allowed or
+not, is written to the audit log (``AuditLog``): HIPAA 164.312(b) asks for "mechanisms
+that record and examine activity in information systems that contain or use electronic
+protected health information".
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
+import json
+import os
 import re
+import socket
+import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
+
+import structlog
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,7 +31,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from t38gw import archive
+from t38gw.config import HttpConfig
 from t38gw.metrics import CONTENT_TYPE, GatewayMetrics
+
+log = structlog.get_logger("t38gw.api")
 
 _FAX_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DOCUMENTS = {"pdf": ("fax.pdf", "application/pdf"), "tif": ("fax.tif", "image/tiff")}
@@ -48,14 +63,108 @@ class FaxIndex:
 
 SendHandler = Callable[[Request], Awaitable[Response]]
 
+_GENESIS = "0" * 64
+
+
+class AuditLog:
+    """Append-only JSON lines, one per ``/v1`` read of patient data, created 0600.
+
+    Each line carries ``prev``, the SHA-256 of the previous line, so that a line removed
+    or edited later breaks the chain (``verify_audit_log``).  Every line is written with
+    one ``write`` on an ``O_APPEND`` descriptor and fsynced before the response leaves.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(self._fd, 0o600)
+        self._prev = _last_line_hash(self.path)
+
+    def write(self, entry: dict[str, Any]) -> None:
+        """Append one entry (``time`` and ``prev`` are added); raises ``OSError`` if it cannot."""
+        record = {"time": _rfc3339(time.time())} | entry | {"prev": self._prev}
+        line = json.dumps(record, separators=(",", ":"), sort_keys=False).encode()
+        os.write(self._fd, line + b"\n")
+        os.fsync(self._fd)
+        self._prev = hashlib.sha256(line).hexdigest()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _last_line_hash(path: Path) -> str:
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 65536))
+        tail = handle.read()
+    lines = [line for line in tail.split(b"\n") if line]
+    return hashlib.sha256(lines[-1]).hexdigest() if lines else _GENESIS
+
+
+def verify_audit_log(path: str | os.PathLike[str]) -> tuple[int, int | None]:
+    """(lines, number of the first line whose ``prev`` does not match, or None if the chain holds)."""
+    prev = _GENESIS
+    count = 0
+    with open(path, "rb") as handle:
+        for count, line in enumerate(handle, 1):
+            line = line.rstrip(b"\n")
+            try:
+                if json.loads(line).get("prev") != prev:
+                    return count, count
+            except (ValueError, AttributeError):
+                return count, count
+            prev = hashlib.sha256(line).hexdigest()
+    return count, None
+
+
+def _rfc3339(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def token_id(token: str) -> str:
+    """How the audit log names a token: the first 8 hex digits of its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def api_base_url(http: HttpConfig) -> str:
+    """The URL the API is reached at, from ``http.listen`` (https when a certificate is set).
+
+    A wildcard listen address is replaced by this host's name.
+    """
+    host, port = http.listen
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if http.certificate else 'http'}://{host}:{port}"
+
+
+def hypercorn_tls(http: HttpConfig) -> dict[str, str]:
+    """The hypercorn ``Config`` attributes that serve HTTPS (empty: plain HTTP)."""
+    if not http.certificate:
+        return {}
+    return {"certfile": http.certificate, "keyfile": http.private_key}
+
 
 def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...] = (),
-               send_handler: SendHandler | None = None) -> Starlette:
+               send_handler: SendHandler | None = None, *, audit_log: AuditLog | None = None) -> Starlette:
+    """The ASGI app.  ``audit_log``: where reads of patient data are recorded (None: only
+    the structlog ``audit`` event is emitted, e.g. in tests)."""
+    # An empty token would let a bare "Authorization: Bearer" in; config refuses short
+    # tokens, and the app never accepts an empty one whatever it is given.
+    tokens = tuple(t for t in tokens if t)
+    allow_tokens = bool(tokens)
+
     def authorised(request: Request) -> Response | None:
-        if tokens:
+        if allow_tokens:
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip(), t) for t in tokens):
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token or not any(
+                    hmac.compare_digest(token.encode(), t.encode()) for t in tokens):
                 return JSONResponse({"error": "unauthorized", "detail": "a valid bearer token is required"},
                                     status_code=401, headers={"www-authenticate": "Bearer"})
             return None
@@ -70,6 +179,29 @@ def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...]
                                 status_code=403)
         return None
 
+    def who(request: Request) -> str:
+        if not allow_tokens:
+            return "loopback"
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        return token_id(token) if scheme.lower() == "bearer" and token else "none"
+
+    def audited(response: Response, request: Request, fax_id: str | None, **extra: Any) -> Response:
+        """Record one read of patient data (or an attempt at one) before answering."""
+        entry = {"client": request.client.host if request.client else "", "token_id": who(request),
+                 "method": request.method, "path": request.url.path, "query": request.url.query,
+                 "fax_id": fax_id, "status": response.status_code} | extra
+        log.info("audit", **entry)
+        if audit_log is not None:
+            try:
+                audit_log.write(entry)
+            except OSError as exc:
+                # HIPAA 164.312(b): no read of patient data without its audit record.
+                log.error("audit_log_write_failed", path=str(audit_log.path), error=str(exc))
+                return JSONResponse({"error": "unavailable", "detail": "the audit log cannot be written"},
+                                    status_code=503)
+        return response
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -78,11 +210,12 @@ def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...]
 
     async def list_faxes(request: Request) -> Response:
         if (denied := authorised(request)) is not None:
-            return denied
+            return audited(denied, request, None)
         try:
             limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
         except ValueError:
-            return JSONResponse({"error": "bad_request", "detail": "limit must be an integer"}, status_code=400)
+            return audited(JSONResponse({"error": "bad_request", "detail": "limit must be an integer"},
+                                        status_code=400), request, None)
         items = []
         for fax_id in index.ids_newest_first()[:limit]:
             folder = index.folder(fax_id)
@@ -92,7 +225,7 @@ def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...]
                 continue
             items.append({k: meta.get(k) for k in ("id", "direction", "status", "reason", "started_at", "ended_at")}
                          | {"pages": len(meta.get("pages", []))})
-        return JSONResponse({"faxes": items})
+        return audited(JSONResponse({"faxes": items}), request, None, fax_ids=[item["id"] for item in items])
 
     def find(request: Request) -> tuple[Path | None, Response | None]:
         if (denied := authorised(request)) is not None:
@@ -103,24 +236,30 @@ def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...]
             return None, JSONResponse({"error": "not_found", "detail": f"no fax {fax_id!r}"}, status_code=404)
         return folder, None
 
+    def requested_id(request: Request) -> str | None:
+        fax_id = request.path_params.get("fax_id", "")
+        return fax_id if _FAX_ID.match(fax_id) else None  # never echo arbitrary text into the log
+
     async def get_fax(request: Request) -> Response:
         folder, problem = find(request)
         if problem:
-            return problem
-        return JSONResponse(archive.read_meta(folder))
+            return audited(problem, request, requested_id(request))
+        return audited(JSONResponse(archive.read_meta(folder)), request, folder.name)
 
     async def get_document(request: Request) -> Response:
         folder, problem = find(request)
         if problem:
-            return problem
+            return audited(problem, request, requested_id(request))
         if request.path_params["fmt"] not in _DOCUMENTS:
-            return JSONResponse({"error": "not_found", "detail": "documents are document.pdf or document.tif"},
-                                status_code=404)
+            return audited(JSONResponse({"error": "not_found", "detail": "documents are document.pdf or document.tif"},
+                                        status_code=404), request, folder.name)
         name, content_type = _DOCUMENTS[request.path_params["fmt"]]
         path = folder / name
         if not path.is_file():
-            return JSONResponse({"error": "not_found", "detail": f"this fax has no {name}"}, status_code=404)
-        return FileResponse(path, media_type=content_type, filename=f"{folder.name}.{request.path_params['fmt']}")
+            return audited(JSONResponse({"error": "not_found", "detail": f"this fax has no {name}"}, status_code=404),
+                           request, folder.name)
+        return audited(FileResponse(path, media_type=content_type,
+                                    filename=f"{folder.name}.{request.path_params['fmt']}"), request, folder.name)
 
     async def post_fax(request: Request) -> Response:
         if (denied := authorised(request)) is not None:

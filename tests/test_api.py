@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
+import shutil
+import ssl
+import stat
+import subprocess
 
+import httpx
 import pytest
+import structlog
+import trio
 from starlette.testclient import TestClient
 
 from t38gw import archive
-from t38gw.api import FaxIndex, create_app
+from t38gw.api import AuditLog, FaxIndex, api_base_url, create_app, hypercorn_tls, token_id, verify_audit_log
+from t38gw.config import HttpConfig
 from t38gw.ids import new_fax_id
 from t38gw.metrics import GatewayMetrics
 
@@ -27,10 +37,10 @@ def archive_root(tmp_path):
     return tmp_path
 
 
-def client(root, tokens=(), host="127.0.0.1"):
+def client(root, tokens=(), host="127.0.0.1", audit_log=None):
     metrics = GatewayMetrics(spool_depth=lambda: 3)
     metrics.calls.labels(result="received").inc()
-    return TestClient(create_app(FaxIndex(root), metrics, tokens), client=(host, 50000))
+    return TestClient(create_app(FaxIndex(root), metrics, tokens, audit_log=audit_log), client=(host, 50000))
 
 
 def test_health_and_metrics(archive_root):
@@ -59,14 +69,132 @@ def test_no_tokens_means_loopback_only(archive_root):
     assert client(archive_root, host="192.0.2.7").get("/healthz").status_code == 200
 
 
+TOKEN = "tok_3f9a1c0e5b7d2468ace13579bdf02468"  # 36 characters, as config requires (>= 32)
+
+
 def test_bearer_tokens(archive_root):
-    c = client(archive_root, tokens=("s3cret",), host="192.0.2.7")
+    c = client(archive_root, tokens=(TOKEN,), host="192.0.2.7")
     assert c.get("/v1/faxes").status_code == 401
     assert c.get("/v1/faxes", headers={"authorization": "Bearer wrong"}).status_code == 401
-    assert c.get("/v1/faxes", headers={"authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/v1/faxes", headers={"authorization": "Bearer"}).status_code == 401
+    assert c.get("/v1/faxes", headers={"authorization": "Bearer "}).status_code == 401
+    assert c.get("/v1/faxes", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_an_empty_token_never_lets_a_bare_bearer_in(archive_root):
+    # Issue 9 item 6: tokens = [""] used to accept "Authorization: Bearer" from anywhere.
+    for header in ("Bearer", "Bearer ", "bearer  "):
+        c = client(archive_root, tokens=("",), host="192.0.2.7")
+        assert c.get("/v1/faxes", headers={"authorization": header}).status_code == 403
 
 
 def test_sending_says_not_built(archive_root):
     response = client(archive_root).post("/v1/faxes")
     assert response.status_code == 501
     assert "not built" in response.json()["detail"]
+
+
+def test_every_read_of_patient_data_is_audited(archive_root, tmp_path):
+    path = tmp_path / "var" / "audit.jsonl"
+    audit = AuditLog(path)
+    c = client(archive_root, tokens=(TOKEN,), host="192.0.2.7", audit_log=audit)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    with structlog.testing.capture_logs() as events:
+        faxes = c.get("/v1/faxes?limit=5", headers=auth).json()["faxes"]
+        fax_id = faxes[0]["id"]
+        c.get(f"/v1/faxes/{fax_id}", headers=auth)
+        c.get(f"/v1/faxes/{fax_id}/document.pdf", headers=auth)
+        c.get(f"/v1/faxes/{fax_id}/document.tif", headers=auth)          # 404: no TIFF
+        c.get(f"/v1/faxes/{fax_id}", headers={"authorization": "Bearer not-the-token"})  # 401
+        c.get("/healthz")                                                # not patient data
+    audit.close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["method"], e["path"], e["fax_id"], e["status"]) for e in lines] == [
+        ("GET", "/v1/faxes", None, 200),
+        ("GET", f"/v1/faxes/{fax_id}", fax_id, 200),
+        ("GET", f"/v1/faxes/{fax_id}/document.pdf", fax_id, 200),
+        ("GET", f"/v1/faxes/{fax_id}/document.tif", fax_id, 404),
+        ("GET", f"/v1/faxes/{fax_id}", fax_id, 401),
+    ]
+    assert lines[0]["fax_ids"] == [f["id"] for f in faxes] and lines[0]["query"] == "limit=5"
+    assert {e["client"] for e in lines} == {"192.0.2.7"}
+    our_id = hashlib.sha256(TOKEN.encode()).hexdigest()[:8]
+    assert [e["token_id"] for e in lines] == [our_id] * 4 + [token_id("not-the-token")]
+    assert all(e["time"].endswith("Z") for e in lines)
+    assert TOKEN not in path.read_text()
+    audit_events = [e for e in events if e["event"] == "audit"]
+    assert [(e["path"], e["status"]) for e in audit_events] == [(e["path"], e["status"]) for e in lines]
+    assert verify_audit_log(path) == (5, None)
+
+
+def test_the_audit_chain_survives_a_restart_and_shows_tampering(archive_root, tmp_path):
+    path = tmp_path / "audit.jsonl"
+    for _ in range(2):  # two gateway runs append to the same log
+        audit = AuditLog(path)
+        client(archive_root, audit_log=audit).get("/v1/faxes")
+        audit.close()
+    assert verify_audit_log(path) == (2, None)
+    assert json.loads(path.read_text().splitlines()[0])["token_id"] == "loopback"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0].replace('"status":200', '"status":404'), lines[1]]) + "\n")
+    assert verify_audit_log(path) == (2, 2)
+
+
+def test_a_read_that_cannot_be_audited_is_refused(archive_root, tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    os.close(audit._fd)
+    audit._fd = os.open(os.devnull, os.O_RDONLY)  # writes now fail with EBADF, as on a broken disk
+    response = client(archive_root, audit_log=audit).get("/v1/faxes")
+    assert response.status_code == 503 and "faxes" not in response.json()
+    audit.close()
+
+
+def test_api_base_url_and_tls_settings():
+    assert api_base_url(HttpConfig(listen=("127.0.0.1", 8080))) == "http://127.0.0.1:8080"
+    assert api_base_url(HttpConfig(listen=("::1", 8443), certificate="c.pem", private_key="k.pem")) == \
+        "https://[::1]:8443"
+    assert hypercorn_tls(HttpConfig()) == {}
+    assert hypercorn_tls(HttpConfig(certificate="c.pem", private_key="k.pem")) == {"certfile": "c.pem",
+                                                                                 "keyfile": "k.pem"}
+
+
+def self_signed(tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl not found: it makes the TLS test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_https_is_served_with_the_configured_pair(archive_root, tmp_path):
+    """hypercorn with ``hypercorn_tls()`` serves the API over TLS; a client that trusts the
+    certificate reads the list, a plain-HTTP client gets nothing."""
+    from hypercorn.config import Config as HyperConfig
+    from hypercorn.trio import serve
+
+    cert, key = self_signed(tmp_path)
+    http = HttpConfig(listen=("127.0.0.1", 0), certificate=str(cert), private_key=str(key))
+    hyper = HyperConfig()
+    hyper.bind = ["127.0.0.1:0"]
+    hyper.accesslog = hyper.errorlog = None
+    for name, value in hypercorn_tls(http).items():
+        setattr(hyper, name, value)
+    app = create_app(FaxIndex(archive_root), GatewayMetrics(spool_depth=lambda: 0))
+
+    async def main():
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                [bound] = await nursery.start(serve, app, hyper)
+                port = int(bound.rsplit(":", 1)[1])
+                async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert))) as secure:
+                    response = await secure.get(f"https://127.0.0.1:{port}/v1/faxes")
+                    assert response.status_code == 200 and len(response.json()["faxes"]) == 2
+                async with httpx.AsyncClient() as plain:
+                    with pytest.raises(httpx.HTTPError):
+                        (await plain.get(f"http://127.0.0.1:{port}/v1/faxes")).raise_for_status()
+                nursery.cancel_scope.cancel()
+    trio.run(main)
