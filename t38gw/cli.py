@@ -6,6 +6,7 @@ Exit codes (DESIGN.md): 0 ok, 2 usage or configuration error, 1 runtime failure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from t38gw import __version__
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "serve":
-        return _serve(args.config)
+        return _serve(args.config, args.log_format, args.log_level)
     # Sending arrives with the outbound T.30 engine; say so rather than pretend.
     log.error("not_built_yet", command=args.command,
               detail=f"'t38gw {args.command}' is not built yet; this version receives faxes only")
@@ -56,8 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _serve(path: str | None) -> int:
+PRIVATE_UMASK = 0o077
+
+
+def private_umask() -> int:
+    """Make every file and folder this process creates private to its user; returns the old umask.
+
+    Faxes, the spool and the audit log are patient data: 0600 files, 0700 folders
+    (issue 9 item 4), whatever umask the service manager or shell handed us.
+    """
+    return os.umask(PRIVATE_UMASK)
+
+
+def _serve(path: str | None, log_format: str = "json", log_level: str = "info") -> int:
     """Validate the whole configuration first (naming the bad key), then run the gateway."""
+    private_umask()  # before anything is created
     import trio
 
     from t38gw.gateway import serve
@@ -68,6 +82,7 @@ def _serve(path: str | None) -> int:
         get_logger().error("config_invalid", key=exc.key, problem=exc.problem, file=path or "(defaults)")
         print(f"t38gw: bad configuration in {path or 'the environment'}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    configure_logging(log_format, log_level, redact_numbers=config.logs.redact_numbers)
     try:
         return trio.run(serve, config)
     except KeyboardInterrupt:

@@ -320,6 +320,9 @@ def _coerce_env(text: str, kind: str, key: str, variable: str) -> Any:
     return values
 
 
+_SECRET_NAMES = {"password", "secret", "tokens"}
+
+
 class _Reader:
     """Takes typed values out of one TOML table, naming the key in every error."""
 
@@ -332,6 +335,10 @@ class _Reader:
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
+    def shown(self, name: str, value: Any) -> str:
+        """``value`` as an error message may show it: secrets never are."""
+        return "***" if name in _SECRET_NAMES else repr(value)
+
     def take(self, name: str, default: Any, kind: type | tuple[type, ...]) -> Any:
         if name not in self.table:
             return default
@@ -339,9 +346,9 @@ class _Reader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) and kind is not bool and (not isinstance(kind, tuple) or bool not in kind):
-            raise ConfigError(self.key(name), f"must be {_kind_name(kind)}, got {value!r}")
+            raise ConfigError(self.key(name), f"must be {_kind_name(kind)}, got {self.shown(name, value)}")
         if not isinstance(value, kind):
-            raise ConfigError(self.key(name), f"must be {_kind_name(kind)}, got {value!r}")
+            raise ConfigError(self.key(name), f"must be {_kind_name(kind)}, got {self.shown(name, value)}")
         return value
 
     def take_list(self, name: str, default: tuple, item_kind: type) -> tuple:
@@ -351,7 +358,7 @@ class _Reader:
         if isinstance(value, str) and item_kind is str:
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list) or not all(isinstance(v, item_kind) and not isinstance(v, bool) for v in value):
-            raise ConfigError(self.key(name), f"must be a list of {_kind_name(item_kind)}s, got {value!r}")
+            raise ConfigError(self.key(name), f"must be a list of {_kind_name(item_kind)}s, got {self.shown(name, value)}")
         return tuple(value)
 
     def finish(self, known: list[str]) -> None:

@@ -118,3 +118,198 @@ def test_semicolon_separated_keys_get_a_hint(tmp_path):
     # DESIGN.md's example writes several keys on one line with ';' -- not TOML.
     with pytest.raises(ConfigError, match="newlines, not ';'"):
         load_config(write(tmp_path, '[[sip.trunks]]\nname = "c"; registrar = "sip:x"\n'), environ={})
+
+
+# -- issue 9: secrets, tokens, webhook URLs, HTTPS, environment overrides -------------------
+
+import base64  # noqa: E402
+import shutil  # noqa: E402
+
+GOOD_SECRET = "whsec_" + base64.b64encode(bytes(range(24))).decode()
+TOKEN = "t" * 32
+
+
+def webhook(url="https://ehr.example.org/fax", secret=GOOD_SECRET, extra=""):
+    return f'[[webhooks]]\nname = "default"\nurl = "{url}"\nsecret = "{secret}"\n{extra}'
+
+
+@pytest.mark.parametrize("secret, why", [
+    ("whsec_abc", "base64"),                                                     # issue 9 item 5
+    ("whsec_" + base64.b64encode(b"x" * 20).decode(), "20 bytes"),              # decodes, too short
+    ("whsec_" + base64.b64encode(b"x" * 30).decode() + "!", "base64"),
+    (base64.b64encode(b"x" * 30).decode(), "whsec_"),
+])
+def test_bad_webhook_secret_is_refused_at_load_without_echoing_it(tmp_path, secret, why):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, webhook(secret=secret)), environ={})
+    assert info.value.key == "webhooks[0].secret" and why in str(info.value)
+    assert secret.removeprefix("whsec_") not in str(info.value)
+
+
+def test_a_24_byte_secret_is_accepted_and_its_key_decoded(tmp_path):
+    config = load_config(write(tmp_path, webhook()), environ={})
+    assert config.webhooks[0].key == bytes(range(24))
+
+
+@pytest.mark.parametrize("url, extra, ok", [
+    ("https://ehr.example.org/fax", "", True),
+    ("http://ehr.example.org/fax", "", False),
+    ("http://ehr.example.org/fax", "allow_plain_http = true\n", True),
+    ("http://127.0.0.1:9000/fax", "", True),
+    ("http://127.9.9.9/fax", "", True),
+    ("http://localhost/fax", "", True),
+    ("http://[::1]:9000/fax", "", True),
+    ("http://10.0.0.5/fax", "", False),
+    ("ftp://ehr.example.org/fax", "allow_plain_http = true\n", False),
+    ("https:///fax", "", False),
+])
+def test_webhooks_need_https_except_to_loopback(tmp_path, url, extra, ok):
+    path = write(tmp_path, webhook(url=url, extra=extra))
+    if ok:
+        assert load_config(path, environ={}).webhooks[0].url == url
+    else:
+        with pytest.raises(ConfigError) as info:
+            load_config(path, environ={})
+        assert info.value.key == "webhooks[0].url"
+
+
+def test_max_attachment_bytes_defaults_to_20_mib(tmp_path):
+    assert load_config(write(tmp_path, webhook()), environ={}).webhooks[0].max_attachment_bytes == 20 * 1024 * 1024
+    config = load_config(write(tmp_path, webhook(extra="max_attachment_bytes = 1000\n")), environ={})
+    assert config.webhooks[0].max_attachment_bytes == 1000
+
+
+@pytest.mark.parametrize("tokens", [[""], ["short"], ["x" * 31], [TOKEN, ""], [" " + "y" * 32]])
+def test_empty_or_short_api_tokens_are_refused(tmp_path, tokens):
+    # Issue 9 item 6: tokens = [""] used to let a bare "Authorization: Bearer" in.
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"[http]\ntokens = {tokens!r}\n".replace("'", '"')), environ={})
+    assert info.value.key == "http.tokens"
+    assert all(not t.strip() or t.strip() not in str(info.value) for t in tokens)
+
+
+def test_a_32_character_token_is_accepted(tmp_path):
+    assert load_config(write(tmp_path, f'[http]\ntokens = ["{TOKEN}"]\n'), environ={}).http.tokens == (TOKEN,)
+
+
+@pytest.mark.parametrize("listen, tokens, ok", [
+    ("127.0.0.1:8080", "", True),
+    ("[::1]:8080", "", True),
+    ("localhost:8080", "", True),
+    ("0.0.0.0:8080", "", False),
+    ("192.0.2.10:8080", "", False),
+    ("0.0.0.0:8080", f'tokens = ["{TOKEN}"]', True),
+])
+def test_an_api_open_beyond_loopback_needs_tokens(tmp_path, listen, tokens, ok):
+    path = write(tmp_path, f'[http]\nlisten = "{listen}"\n{tokens}\n')
+    if ok:
+        load_config(path, environ={})
+    else:
+        with pytest.raises(ConfigError) as info:
+            load_config(path, environ={})
+        assert info.value.key == "http.listen" and "http.tokens" in str(info.value)
+
+
+def pem_pair(tmp_path, name):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl not found: it makes the TLS test certificate")
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_https_pair_is_checked_at_load(tmp_path):
+    cert, key = pem_pair(tmp_path, "a")
+    other_cert, other_key = pem_pair(tmp_path, "b")
+    good = load_config(write(tmp_path, f'[http]\ncertificate = "{cert}"\nprivate_key = "{key}"\n'), environ={})
+    assert (good.http.certificate, good.http.private_key) == (str(cert), str(key))
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    for text, bad_key in [
+        (f'certificate = "{cert}"\n', "http.private_key"),
+        (f'private_key = "{key}"\n', "http.certificate"),
+        (f'certificate = "{tmp_path / "missing.crt"}"\nprivate_key = "{key}"\n', "http.certificate"),
+        (f'certificate = "{cert}"\nprivate_key = "{not_pem}"\n', "http.private_key"),
+        (f'certificate = "{cert}"\nprivate_key = "{other_key}"\n', "http.certificate"),  # not its key
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, "[http]\n" + text), environ={})
+        assert info.value.key == bad_key, text
+
+
+@pytest.mark.parametrize("variable, value, attribute, expected", [
+    ("T38GW_FAX_LOCAL_IDENT", "5550100", ("fax", "local_ident"), "5550100"),           # issue 9 item 7
+    ("T38GW_FAX_ECM", "0", ("fax", "ecm"), False),
+    ("T38GW_FAX_ECM", "1", ("fax", "ecm"), True),
+    ("T38GW_FAX_ECM", "false", ("fax", "ecm"), False),
+    ("T38GW_FAX_ECM", "TRUE", ("fax", "ecm"), True),
+    ("T38GW_FAX_ECM", "no", ("fax", "ecm"), False),
+    ("T38GW_FAX_ECM", "yes", ("fax", "ecm"), True),
+    ("T38GW_T38_VERSIONS", "0,1", ("t38", "versions"), (0, 1)),
+    ("T38GW_T38_VERSIONS", "[0, 1, 3]", ("t38", "versions"), (0, 1, 3)),
+    ("T38GW_T38_MAX_BITRATE", "9600", ("t38", "max_bitrate"), 9600),
+    ("T38GW_T38_UDPTL_PORTS", "41000-41099", ("t38", "udptl_ports"), (41000, 41099)),
+    ("T38GW_FAX_COMPRESSIONS", "mh, mmr", ("fax", "compressions"), ("mh", "mmr")),
+    ("T38GW_FAX_COMPRESSIONS", '["mh", "mr"]', ("fax", "compressions"), ("mh", "mr")),
+    ("T38GW_SIP_T38_REINVITE_AFTER", "-1", ("sip", "t38_reinvite_after"), -1.0),
+    ("T38GW_SIP_ANSWER_AFTER", "2.5", ("sip", "answer_after"), 2.5),
+    ("T38GW_SIP_MEDIA_LATCHING", "learn", ("sip", "media_latching"), "learn"),
+    ("T38GW_SIP_PUBLIC_ADDRESS", "203.0.113.7", ("sip", "public_address"), "203.0.113.7"),
+    ("T38GW_LIMITS_MAX_CALLS", "10", ("limits", "max_calls"), 10),
+    ("T38GW_LIMITS_MAX_PAGES_PER_CALL", "50", ("limits", "max_pages_per_call"), 50),
+    ("T38GW_LIMITS_MAX_PAGE_ROWS", "4000", ("limits", "max_page_rows"), 4000),
+    ("T38GW_LIMITS_MAX_CALL_SECONDS", "600", ("limits", "max_call_seconds"), 600),
+    ("T38GW_LOGS_REDACT_NUMBERS", "yes", ("logs", "redact_numbers"), True),
+    ("T38GW_ARCHIVE_AUDIT_LOG", "/srv/fax/audit.jsonl", ("archive", "audit_log"), "/srv/fax/audit.jsonl"),
+    ("T38GW_ARCHIVE_DIR", "1234", ("archive", "dir"), "1234"),
+    ("T38GW_ARCHIVE_FORMATS", "pdf", ("archive", "formats"), ("pdf",)),
+    ("T38GW_HTTP_TOKENS", f"{TOKEN},{'u' * 40}", ("http", "tokens"), (TOKEN, "u" * 40)),
+    ("T38GW_HTTP_LISTEN", "127.0.0.1:9090", ("http", "listen"), ("127.0.0.1", 9090)),
+])
+def test_env_override_is_coerced_by_the_declared_type(variable, value, attribute, expected):
+    section, key = attribute
+    config = load_config(None, environ={variable: value})
+    assert getattr(getattr(config, section), key) == expected
+
+
+def test_env_overrides_top_level_spool_and_sip_lists():
+    config = load_config(None, environ={"T38GW_SPOOL": "/srv/spool.db", "T38GW_SIP_ALLOW_FROM": "10.0.0.0/8,::1",
+                                        "T38GW_SIP_LISTEN": '["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]'})
+    assert config.spool == "/srv/spool.db"
+    assert [str(n) for n in config.sip.allow_from] == ["10.0.0.0/8", "::1/128"]
+    assert [str(l) for l in config.sip.listen] == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]
+
+
+@pytest.mark.parametrize("variable, value, key", [
+    ("T38GW_FAX_ECM", "maybe", "fax.ecm"),
+    ("T38GW_LIMITS_MAX_CALLS", "ten", "limits.max_calls"),
+    ("T38GW_LIMITS_MAX_CALLS", "1.5", "limits.max_calls"),
+    ("T38GW_T38_VERSIONS", "0,x", "t38.versions"),
+    ("T38GW_T38_VERSIONS", "[0, true]", "t38.versions"),
+    ("T38GW_T38_VERSIONS", "[0, 1", "t38.versions"),
+    ("T38GW_SIP_ANSWER_AFTER", "soon", "sip.answer_after"),
+    ("T38GW_SIP_ANSWER_AFTER", "nan", "sip.answer_after"),
+    ("T38GW_LOGS_REDACT_NUMBERS", "2", "logs.redact_numbers"),
+    ("T38GW_FAX_COMPRESSIONS", "[1, 2]", "fax.compressions"),
+])
+def test_env_value_that_cannot_be_coerced_names_key_and_variable(variable, value, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={variable: value})
+    assert info.value.key == key and variable in str(info.value)
+
+
+def test_env_errors_never_echo_a_token():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"T38GW_HTTP_TOKENS": '["secret-token-value", 1]'})
+    assert info.value.key == "http.tokens" and "secret-token-value" not in str(info.value)
+
+
+@pytest.mark.parametrize("variable, key", [("T38GW_FAX_NO_SUCH_KEY", "fax.no_such_key"),
+                                           ("T38GW_SIP_TRUNKS", "sip.trunks"), ("T38GW_SIP_USERS", "sip.users")])
+def test_env_unknown_or_table_keys_are_named(variable, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={variable: "x"})
+    assert info.value.key == key and variable in str(info.value)
