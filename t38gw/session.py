@@ -12,6 +12,20 @@ The SIP side (``t38gw.gateway``) owns the dialog and tells the session what happ
    is on disk (it follows a 1 s V.21 preamble, so normally nothing waits): a sender
    never hears "confirmed" for a page a crash could still lose;
 4. at the end, meta.json is written final, webhooks are planned and spooled.
+
+A non-ECM page that lost image data beyond recovery is answered RTN by the engine
+(T.30 5.3.6.2) and reported as ``PageRejected`` with its pixels: the session keeps the
+best such copy (fewest rows lost, the latest on a tie) as a provisional page.  A
+``PageReceived`` with the same number (the sender sent it again and we confirmed it)
+replaces it; if the call ends with the provisional page outstanding (the sender gave
+up), it is archived as that page with ``complete: false`` and the fax is ``partial``.
+The provisional copy is held G4-coded, like every page (see ``t38gw.faxrecord``).
+
+Bounds: ``max_call_seconds`` (``[limits]``) ends a call cleanly, keeping its confirmed
+pages, with the reason in meta.json; the engine's own limits (pages, rows, ECM blocks)
+end it as ``T30Result.LIMIT_REACHED``.  Media is accepted from the signalled peer only
+(``T38Session.media_latching``, ``expected_host``; ``udptl.endpoint``), and the latch is
+frozen when the first page is confirmed.
 """
 
 from __future__ import annotations
@@ -25,18 +39,19 @@ import structlog
 import trio
 
 from imaging import Page
-from udptl.endpoint import UdptlEndpoint
+from udptl.endpoint import ForeignDatagrams, UdptlEndpoint
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
-from t38gw.faxrecord import InboundFax
+from t38gw.faxrecord import InboundFax, compress_page
 from t38gw.t30.t38_io import split_to_fit
 from t38gw.t30 import CallEnded, DocumentEnded, PageReceived, PageRejected, PhaseBCompleted, ProtocolEventLogged
 from t38gw.t30 import ReceiverConfig, T30Receiver, T30Result
 
-# Bounds: an audio call that never turns into T.38, and a fax that never ends.
+# Bounds: an audio call that never turns into T.38, and (by default: [limits]
+# max_call_seconds) a fax that never ends.
 T38_WAIT_SECONDS = 60.0
-MAX_FAX_SECONDS = 2 * 3600.0
+DEFAULT_MAX_CALL_SECONDS = 7200.0
 # After CallEnded: time to let the final DCN (and its repeats) leave.
 DRAIN_SECONDS = 3.0
 # How long our MCF may wait for the confirmed page to reach the disk (T.30 gives the
@@ -57,6 +72,19 @@ class T38Session:
     error_correction: str  # "redundancy" | "fec" | "none"
     rate_management: str
     peer_max_datagram: int
+    media_latching: str = "strict"  # "strict" | "learn" ([sip] media_latching)
+    expected_host: str | None = None  # host media must come from; None: remote[0]
+
+
+@dataclass(frozen=True)
+class _Provisional:
+    """The best copy of a page answered RTN for unrecovered image loss (G4-coded)."""
+
+    number: int
+    coded: object  # imaging.tiff.CodedPage
+    sha256: str
+    rows_lost: int
+    ifp_loss_gaps: int
 
 
 class FaxSession:
@@ -64,8 +92,10 @@ class FaxSession:
 
     def __init__(self, *, record: InboundFax, endpoint: UdptlEndpoint, receiver_config: ReceiverConfig,
                  t38_settings, rng, write_record: Callable, finish_record: Callable,
-                 metrics=None, reroute: Callable | None = None) -> None:
+                 metrics=None, reroute: Callable | None = None,
+                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS) -> None:
         self.record = record
+        self.max_call_seconds = float(max_call_seconds)
         self.endpoint = endpoint
         self.receiver_config = receiver_config
         self.t38_settings = t38_settings  # config.t38 (redundancy depth, FEC span...)
@@ -91,6 +121,8 @@ class FaxSession:
         self._write_failure: str | None = None
         self.t30_started_at: float | None = None
         self.t30_ended_at: float | None = None
+        self.provisional: _Provisional | None = None
+        self._foreign_logged = False
 
     # -- from the SIP side ------------------------------------------------------
     def t38_ready(self, t38: T38Session) -> None:
@@ -104,7 +136,8 @@ class FaxSession:
         if self.endpoint.receiver is not None and self.endpoint.remote == t38.remote:
             # A repeated negotiation (a refresh with new parameters): keep the stream state.
             receiver, sender = self.endpoint.receiver, self.endpoint.sender
-        self.endpoint.start(t38.remote, receiver, sender)
+        self.endpoint.start(t38.remote, receiver, sender, latching=t38.media_latching,
+                            expected_host=t38.expected_host)
         t38_meta = self.record.meta["t38"]
         t38_meta.update(version=t38.version, max_bitrate=t38.max_bitrate, error_correction=t38.error_correction,
                         rate_management=t38.rate_management, max_datagram=t38.peer_max_datagram)
@@ -136,7 +169,7 @@ class FaxSession:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, bound)
                 try:
-                    with trio.move_on_after(MAX_FAX_SECONDS) as overall:
+                    with trio.move_on_after(self.max_call_seconds) as overall:
                         try:
                             await self._run_fax(bound)
                         except Exception as exc:
@@ -146,7 +179,10 @@ class FaxSession:
                             self.failure = f"internal error: {type(exc).__name__}: {exc}"
                             self.hangup_requested.set()
                     if overall.cancelled_caught:
-                        self.failure = self.failure or f"call exceeded {MAX_FAX_SECONDS:.0f} s"
+                        self.failure = self.failure or (f"the call reached the {self.max_call_seconds:g} s limit "
+                                                        "([limits] max_call_seconds)")
+                        bound.warning("call_limit_reached", limit="max_call_seconds",
+                                      seconds=self.max_call_seconds, pages=len(self.record.pages))
                         if self.engine is not None:
                             self._handle_events(self.engine.hang_up(trio.current_time()), bound)
                 finally:
@@ -196,6 +232,10 @@ class FaxSession:
                         self._handle_events(engine.ifp_received(item.packet, now), bound)
                 elif isinstance(item, IfpLost):
                     self._handle_events(engine.ifps_lost(len(item.seqs), now), bound)
+                elif isinstance(item, ForeignDatagrams) and not self._foreign_logged:
+                    self._foreign_logged = True
+                    bound.warning("udptl_foreign_source", source=f"{item.source[0]}:{item.source[1]}",
+                                  count=item.count)
                 if self.ended_result is not None:
                     break
             timer = engine.next_deadline()
@@ -247,18 +287,35 @@ class FaxSession:
                            bit_rate=event.bit_rate, ecm=event.ecm, compression=event.compression,
                            resolution=f"{event.x_dpi}x{event.y_dpi}", width_px=event.width_px)
             elif isinstance(event, PageReceived):
+                provisional = self.provisional
+                if provisional is not None and provisional.number <= event.number:
+                    self.provisional = None
+                    if provisional.number < event.number:
+                        # Not expected from the engine (an RTN'd page keeps its number), but a
+                        # page is never dropped: it goes in its place, marked incomplete.
+                        self._archive_provisional(provisional, bound, submit=False)
+                    else:
+                        bound.info("page_resent_and_confirmed", page=event.number,
+                                   provisional_rows_lost=provisional.rows_lost)
                 page = Page(event.width, event.height, event.x_dpi, event.y_dpi, event.bitmap)
-                record.add_page(page, event.bad_rows)
-                self._page_send.send_nowait(record.snapshot())
-                self._pages_submitted = len(record.pages)
+                record.add_page(page, event.bad_rows, longest_bad_run=event.longest_bad_run)
+                self._submit_pages()
+                if len(record.pages) == 1:
+                    # Media latching never moves after the first confirmed page (issue 9 item 1).
+                    self.endpoint.freeze_latch()
                 if self.metrics is not None:
                     self.metrics.pages.labels(direction="inbound").inc()
                 bound.info("page_confirmed", page=event.number, width_px=event.width, height_px=event.height,
                            bad_rows=event.bad_rows, quality=event.quality.name, ecm=event.ecm,
                            loss_gaps=getattr(event, "ifp_loss_gaps", 0))
             elif isinstance(event, PageRejected):
+                self._keep_provisional(event, bound)
                 bound.warning("page_rejected", page=event.number, height_px=event.height, bad_rows=event.bad_rows,
-                              longest_bad_run=event.longest_bad_run)
+                              longest_bad_run=event.longest_bad_run,
+                              loss_gaps=getattr(event, "ifp_loss_gaps", 0),
+                              rows_lost=getattr(event, "rows_lost_estimate", 0),
+                              kept_as_provisional=self.provisional is not None
+                              and self.provisional.number == event.number)
             elif isinstance(event, DocumentEnded):
                 if not event.more_documents:
                     self.document_ended = True
@@ -269,6 +326,43 @@ class FaxSession:
             elif isinstance(event, ProtocolEventLogged):
                 bound.debug("t30_protocol_event", state=event.state, what=event.what)
 
+    def _submit_pages(self) -> None:
+        self._page_send.send_nowait(self.record.snapshot())
+        self._pages_submitted = len(self.record.pages)
+
+    def _keep_provisional(self, event: PageRejected, bound) -> None:
+        """Keep the best copy of a page RTN'd for image loss (T.30 5.3.6.2: the sender
+        may send it again; if it gives up, this copy is all there is)."""
+        bitmap = getattr(event, "bitmap", None)
+        width = getattr(event, "width", 0)
+        if bitmap is None or not width or not event.height:
+            return  # an RTN for quality alone carries no pixels: nothing to keep
+        rows_lost = max(0, getattr(event, "rows_lost_estimate", 0))
+        current = self.provisional
+        if current is not None and current.number == event.number and current.rows_lost < rows_lost:
+            return  # the copy we hold is better
+        if current is not None and current.number < event.number:
+            self.provisional = None
+            self._archive_provisional(current, bound, submit=True)
+        try:
+            page = Page(width, event.height, getattr(event, "x_dpi", 0) or 204, getattr(event, "y_dpi", 0) or 98,
+                        bitmap)
+        except ValueError as exc:
+            bound.warning("provisional_page_unusable", page=event.number, error=str(exc))
+            return
+        coded, sha256 = compress_page(page, bad_rows=event.bad_rows, longest_bad_run=event.longest_bad_run)
+        self.provisional = _Provisional(event.number, coded, sha256, rows_lost, getattr(event, "ifp_loss_gaps", 0))
+
+    def _archive_provisional(self, provisional: _Provisional, bound, *, submit: bool) -> None:
+        """Archive a page the sender never sent again, as it is: ``complete: false``
+        (``submit``: hand it to the writer now; otherwise the next write takes it)."""
+        self.record.add_coded_page(provisional.coded, provisional.sha256, complete=False,
+                                   rows_lost=provisional.rows_lost)
+        if submit:
+            self._submit_pages()
+        bound.warning("page_kept_incomplete", page=provisional.number, archived_as=len(self.record.pages),
+                      rows_lost=provisional.rows_lost, loss_gaps=provisional.ifp_loss_gaps)
+
     async def _wait_pages_written(self) -> None:
         with trio.move_on_after(PAGE_WRITE_WAIT_SECONDS):
             while self._pages_written < self._pages_submitted and self._write_failure is None:
@@ -276,25 +370,30 @@ class FaxSession:
                 await self._page_written.wait()
 
     async def _writer(self, bound) -> None:
+        # Each item is a record snapshot: the pages the archive lacks, and meta.json (which
+        # lists every page so far).
         async for pages, meta in self._page_receive:
             try:
                 await self._write_record(self.record, pages, meta)
             except OSError as exc:
                 # The disk is the system of record: say so loudly and confirm nothing more
                 # (_send_due ends the call; the final write still tries to keep the pages).
-                bound.error("archive_write_failed", error=str(exc), pages=len(pages))
+                bound.error("archive_write_failed", error=str(exc), pages=len(meta["pages"]))
                 self._write_failure = self._write_failure or str(exc)
             else:
-                self._pages_written = max(self._pages_written, len(pages))
+                self._pages_written = max(self._pages_written, len(meta["pages"]))
             self._page_written.set()
 
     def outcome(self) -> tuple[str, str]:
         """(status, reason) for meta.json."""
         pages = len(self.record.pages)
+        incomplete = [p["number"] for p in self.record.pages if not p.get("complete", True)]
         ended = self.ended_result
         if ended is not None and ended.result is T30Result.OK and pages:
             # DCN after our MCF to EOP: the sender considers the document delivered.
-            return "received", ""
+            if not incomplete:
+                return "received", ""
+            return "partial", _incomplete_reason(self.record.pages, incomplete)
         if self.failure:
             reason = self.failure
         elif ended is not None and ended.result is T30Result.CALL_DROPPED:
@@ -307,9 +406,15 @@ class FaxSession:
             reason = "call ended without a T.30 result"
         if ended is not None and ended.result is T30Result.OK and not pages:
             reason = "the sender ended the call without sending a page"
+        if incomplete:
+            reason = f"{reason}; {_incomplete_reason(self.record.pages, incomplete)}"
         return ("partial" if pages else "failed"), reason
 
     async def _finish(self, bound) -> None:
+        if self.provisional is not None:
+            # The sender gave up on a page we answered RTN: keep the best copy we got.
+            provisional, self.provisional = self.provisional, None
+            self._archive_provisional(provisional, bound, submit=False)
         status, reason = self.outcome()
         endpoint = self.endpoint
         receiver = endpoint.receiver
@@ -326,3 +431,11 @@ class FaxSession:
                    udptl_recovered=self.record.meta["t38"]["packets_recovered"],
                    udptl_foreign=endpoint.stats.foreign_source, udptl_undecodable=endpoint.stats.undecodable,
                    folder=str(self.record.folder))
+
+
+def _incomplete_reason(pages: list[dict], numbers: list[int]) -> str:
+    lost = sum(p.get("rows_lost", 0) for p in pages if p["number"] in numbers)
+    which = ", ".join(map(str, numbers))
+    noun = "page" if len(numbers) == 1 else "pages"
+    return (f"{noun} {which} incomplete: image data lost beyond recovery (about {lost} rows), "
+            "answered RTN and not sent again")
