@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires", type=int, default=600)
     p.add_argument("--auth-user", action="append", default=[], help="user:password accepted from outside --allow-from")
     p.add_argument("--allow-from", action="append", default=[], help="CIDR allowed to call without auth (default loopback)")
+    p.add_argument("--auth-algorithm", action="append", default=[],
+                   help="digest algorithm to challenge with, most preferred first (repeatable; default SHA-256, MD5)")
     p.add_argument("--session-expires", type=int, default=1800)
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
@@ -137,9 +139,12 @@ class TestTU:
         call = getattr(event, "call", None)
         if call is not None:
             record["call"] = call.id
-        for name in ("status", "reason", "needs_answer", "trunk", "expires", "retry_in"):
+        for name in ("status", "reason", "needs_answer", "trunk", "expires", "retry_in", "method", "suppressed"):
             if hasattr(event, name):
                 record[name] = getattr(event, name)
+        source = getattr(event, "source", None)
+        if source is not None:
+            record["source"] = source.host
         if isinstance(event, MediaChanged):
             record["t38"] = b"m=image" in event.remote_sdp
         emit(record)
@@ -218,6 +223,7 @@ async def run(args: argparse.Namespace) -> int:
         user="t38gw",
         allow_from=tuple(args.allow_from) or ("127.0.0.0/8", "::1/128"),
         auth_users=dict(item.split(":", 1) for item in args.auth_user),
+        auth_algorithms=tuple(args.auth_algorithm) or ("SHA-256", "MD5"),
         session_expires=args.session_expires,
         user_agent="t38gw-testua",
     )

@@ -143,6 +143,10 @@ class UAConfig:
     allow_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     auth_realm: str = "t38gw"
     auth_users: dict[str, str] = field(default_factory=dict)
+    # Challenges, most preferred first (RFC 8760 2.4: one WWW-Authenticate per algorithm).
+    # A client must use the topmost it supports (2.5), but some (SIPp 3.6) read only the
+    # first header and know only MD5: ("MD5",) serves those.
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     session_expires: int = 1800  # RFC 4028: what we ask for on outbound INVITEs (0 = none)
     min_se: int = 90  # RFC 4028 5: the smallest interval we accept
     timers: TimerSettings = TimerSettings()
@@ -434,7 +438,10 @@ class UserAgent:
         if self.config.auth_users:
             from sip.auth import DigestServer
 
-            self._auth_server = DigestServer(self.config.auth_realm, dict(self.config.auth_users), rng=self.rng)
+            self._auth_server = DigestServer(
+                self.config.auth_realm, dict(self.config.auth_users), rng=self.rng,
+                algorithms=self.config.auth_algorithms,
+            )
 
     # -- output ---------------------------------------------------------------
 

@@ -28,7 +28,12 @@ class Case:
     ua_args: tuple[str, ...] = ()
     exit_when_done: bool = True
     transport: str = "udp"
+    sipp_host: str = "127.0.0.1"  # SIPp's own address; 127.0.0.2 plays a peer outside allow_from
+    sipp_args: tuple[str, ...] = ()  # "{target}" is replaced by the UA's host:port
+    sipp_passes: bool = True  # False: the UA must make the scenario fail (a negative case)
 
+
+_DIGEST_UA = ("--answer", "auto", "--allow-from", "127.0.0.1/32", "--auth-algorithm", "MD5")
 
 CASES = {
     "t38_first_invite": Case("t38_first_invite", "uac", ("--answer", "auto")),
@@ -44,6 +49,14 @@ CASES = {
     "bye_mid_call_tcp": Case("bye_mid_call", "uac", ("--answer", "auto", "--hangup-after", "1"), transport="tcp"),
     "register_digest_uas": Case("register_digest_uas", "uas", ("--username", "fax", "--password", "s3cret", "--expires", "120")),
     "t38_reinvite_488_uas": Case("t38_reinvite_488_uas", "uas", ("--reinvite-t38-after", "0.5")),
+    # SIPp calls from 127.0.0.2, outside the UA's allow_from: challenged, then answered.
+    # MD5 only: SIPp 3.6 reads just the first WWW-Authenticate and knows no SHA-256.
+    "invite_digest_uac": Case("invite_digest_uac", "uac", _DIGEST_UA + ("--auth-user", "fax:s3cret"),
+                              sipp_host="127.0.0.2", sipp_args=("-auth_uri", "service@{target}")),
+    # The same with a password the UA does not know: 403 after the challenge, no call.
+    "invite_digest_uac_wrong_password": Case("invite_digest_uac", "uac", _DIGEST_UA + ("--auth-user", "fax:other"),
+                                             exit_when_done=False, sipp_host="127.0.0.2", sipp_passes=False,
+                                             sipp_args=("-auth_uri", "service@{target}")),
 }
 
 
@@ -123,10 +136,11 @@ def _start_ua(args: list[str], workdir: Path, transport: str = "udp") -> tuple[s
 def _sipp_cmd(case: Case, port: int, target: str | None) -> list[str]:
     cmd = [
         sipp_binary(), "-sf", str(SCENARIOS / f"{case.scenario}.xml"), "-m", "1", "-l", "1",
-        "-i", "127.0.0.1", "-p", str(port), "-t", "t1" if case.transport == "tcp" else "u1",
+        "-i", case.sipp_host, "-p", str(port), "-t", "t1" if case.transport == "tcp" else "u1",
         "-timeout", "30s", "-timeout_error", "-recv_timeout", "15000", "-max_recv_loops", "1000",
         "-trace_err", "-trace_msg", "-nostdin",
     ]
+    cmd += [arg.replace("{target}", target or "") for arg in case.sipp_args]
     if target:
         cmd.append(target)
     return cmd
@@ -183,7 +197,7 @@ if __name__ == "__main__":
     failed = 0
     for name in names:
         result = run_case(CASES[name])
-        ok = result.sipp_rc == 0
+        ok = (result.sipp_rc == 0) == CASES[name].sipp_passes
         failed += not ok
         print(f"{name}: sipp rc={result.sipp_rc} ua rc={result.ua_rc}")
         if not ok:

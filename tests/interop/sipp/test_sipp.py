@@ -29,7 +29,28 @@ def test_every_scenario_file_is_exercised():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sipp_scenario_passes(results, name):
     result = results[name]
-    assert result.sipp_rc == 0, result.describe()
+    if CASES[name].sipp_passes:
+        assert result.sipp_rc == 0, result.describe()
+    else:  # a negative case: the UA must refuse what the scenario expects to succeed
+        assert result.sipp_rc not in (0, None), result.describe()
+
+
+def test_digest_caller_outside_allow_from_is_challenged_then_answered(results):
+    r = results["invite_digest_uac"]
+    refused = r.events("RequestRefused")
+    assert [(e["reason"], e["status"], e["method"], e["source"]) for e in refused] == [
+        ("auth_required", 401, "INVITE", "127.0.0.2")], r.describe()
+    assert _one(r, "IncomingCall")["source"] == "127.0.0.2", r.describe()
+    assert _one(r, "CallEnded")["reason"] == "remote hangup", r.describe()
+    assert _one(r, "Stats")["auth_challenges"] == 1, r.describe()
+
+
+def test_digest_caller_with_a_wrong_password_gets_403_and_no_call(results):
+    r = results["invite_digest_uac_wrong_password"]
+    assert "403 Forbidden" in r.errors_log, r.describe()
+    refused = r.events("RequestRefused")
+    assert [(e["reason"], e["status"]) for e in refused] == [("auth_required", 401), ("auth_failed", 403)], r.describe()
+    assert not r.events("IncomingCall"), r.describe()
 
 
 def _one(result: Result, name: str) -> dict:

@@ -27,7 +27,7 @@ SIPP_WAIT = 45.0  # SIPp's own -timeout is 30 s; this only catches a hung SIPp
 FAX_WAIT = 20.0
 
 # Scenarios that need something serve cannot do today (README section "Against `t38gw serve`").
-NOT_APPLICABLE = {"t38_reinvite_488_uas", "bye_mid_call"}
+NOT_APPLICABLE = {"t38_reinvite_488_uas", "bye_mid_call", "invite_digest_uac"}
 
 
 @dataclass
@@ -244,3 +244,91 @@ expires = 120
             sipp.wait(10)
         if gateway is not None:
             gateway.stop()
+
+
+# ----------------------------------------------------------------- inbound digest auth
+
+_USERS = """allow_from = ["127.0.0.1/32"]
+[[sip.users]]
+username = "fax"
+password = "s3cret"
+"""
+
+
+def _call_from_outside(gateway: GatewayProcess, credentials: tuple[str, str]) -> tuple[list, object]:
+    """Our own UA (sip.ua on sip.transport, SHA-256 digest) calls ``gateway`` from 127.0.0.2,
+    outside its allow_from, offering T.38; it hangs up 1 s after an answer.  Returns the
+    caller's events and its Call (``call.invite``: the last INVITE it sent)."""
+    import random
+
+    import trio
+
+    from sip.transport import SipEndpoint
+    from sip.ua import CallAnswered, CallEnded, UAConfig, UserAgent
+    from tests.sip_ua.test_ua import T38_A
+
+    events: list = []
+    calls: list = []
+
+    async def main() -> None:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                ua = UserAgent(UAConfig(listen={"udp": ("127.0.0.2", 0)}, user="caller"), rng=random.Random(11))
+                caller = SipEndpoint(ua, ["udp:127.0.0.2:0"])
+                await nursery.start(caller.serve)
+                host, port = gateway.sip_address
+                call = caller.command(ua.invite, f"sip:5550100@{host}:{port}", T38_A, credentials=credentials)
+                calls.append(call)
+                async for event in caller.events:
+                    events.append(event)
+                    if isinstance(event, CallAnswered):
+                        await trio.sleep(1.0)
+                        caller.command(ua.hangup, event.call)
+                    elif isinstance(event, CallEnded):
+                        await trio.sleep(0.5)  # let the BYE's 200 / the ACK go out
+                        break
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return events, calls[0]
+
+
+def test_caller_outside_allow_from_is_challenged_and_answered_with_the_right_password(tmp_path):
+    """``[[sip.users]]`` with ``allow_from = ["127.0.0.1/32"]``: a caller on 127.0.0.2 gets a 401,
+    answers it with the configured credentials and its call is answered with T.38 (SIPp cannot
+    play this caller against serve's defaults: README, "Against `t38gw serve`")."""
+    from sip.ua import CallAnswered, CallEnded
+
+    (tmp_path / "gw").mkdir()
+    gateway = GatewayProcess(tmp_path / "gw", sip_extra=_USERS).start()
+    try:
+        events, call = _call_from_outside(gateway, ("fax", "s3cret"))
+        call_id = call.call_id
+        # One 401 (RFC 8760: SHA-256 preferred), answered once; the answered INVITE carried it.
+        assert call.auth_tries == 1 and "algorithm=SHA-256" in call.invite.headers.get("Authorization")
+        answered = [e for e in events if isinstance(e, CallAnswered)]
+        assert len(answered) == 1 and b"m=image" in answered[0].answer, (events, gateway.log_text()[-3000:])
+        assert [e.reason for e in events if isinstance(e, CallEnded)] == ["local hangup"], events
+        assert _events(gateway, "call_incoming", call_id), gateway.log_text()[-3000:]
+        [meta] = gateway.wait_for_faxes(1, FAX_WAIT)
+        assert meta["sip"]["call_id"] == call_id and meta["status"] == "failed"  # no fax was sent
+    finally:
+        gateway.stop()
+
+
+def test_caller_outside_allow_from_with_a_wrong_password_gets_403_and_leaves_nothing(tmp_path):
+    from sip.ua import CallAnswered, CallEnded
+
+    (tmp_path / "gw").mkdir()
+    gateway = GatewayProcess(tmp_path / "gw", sip_extra=_USERS).start()
+    try:
+        events, call = _call_from_outside(gateway, ("fax", "wrong"))
+        call_id = call.call_id
+        assert call.auth_tries == 1  # challenged, answered, refused: no second try (RFC 3261 22.2)
+        assert not [e for e in events if isinstance(e, CallAnswered)], events
+        assert [(e.reason, e.status) for e in events if isinstance(e, CallEnded)] == [("rejected 403", 403)], events
+        time.sleep(0.5)
+        assert not _events(gateway, "call_incoming", call_id), gateway.log_text()[-3000:]
+        assert gateway.faxes() == []
+    finally:
+        gateway.stop()
