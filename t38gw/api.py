@@ -18,7 +18,6 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -130,16 +129,8 @@ def token_id(token: str) -> str:
 
 
 def api_base_url(http: HttpConfig) -> str:
-    """The URL the API is reached at, from ``http.listen`` (https when a certificate is set).
-
-    A wildcard listen address is replaced by this host's name.
-    """
-    host, port = http.listen
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.getfqdn()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{'https' if http.certificate else 'http'}://{host}:{port}"
+    """The URL the API is reached at (``HttpConfig.base_url``)."""
+    return http.base_url
 
 
 def hypercorn_tls(http: HttpConfig) -> dict[str, str]:

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import ssl
 import tomllib
 import urllib.parse
@@ -158,6 +159,17 @@ class HttpConfig:
     tokens: tuple[str, ...] = ()
     certificate: str = ""  # PEM pair: serve HTTPS
     private_key: str = ""
+
+    @property
+    def base_url(self) -> str:
+        """Where the API is reached: ``http[s]://HOST:PORT`` from ``listen`` (https with a
+        certificate); a wildcard address is replaced by this host's name."""
+        host, port = self.listen
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.certificate else 'http'}://{host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -222,3 +222,21 @@ def test_worker_probes_an_unhealthy_spool_and_reports_recovery(tmp_path):
                 nursery.cancel_scope.cancel()
     trio.run(main)
     assert spool.healthy and recovered == [1]
+
+
+def test_document_is_inline_up_to_the_cap_and_a_link_above_it(tmp_path):
+    from t38gw.config import HttpConfig
+    from t38gw.webhooks import document_member, document_url, event_body
+
+    pdf = tmp_path / "fax.pdf"
+    pdf.write_bytes(b"%PDF-1.4 " + bytes(range(256)) * 4)
+    size = pdf.stat().st_size
+    fax_id = "0190f3b2-aaaa-7bbb-8ccc-123456789012"
+    url = document_url(HttpConfig(listen=("127.0.0.1", 8443), certificate="c", private_key="k").base_url, fax_id, "pdf")
+    assert url == f"https://127.0.0.1:8443/v1/faxes/{fax_id}/document.pdf"
+    inline = document_member("application/pdf", f"{fax_id}.pdf", pdf, size, url)
+    assert base64.b64decode(inline["data_base64"]) == pdf.read_bytes() and "url" not in inline
+    linked = document_member("application/pdf", f"{fax_id}.pdf", pdf, size - 1, url)
+    assert linked == {"content_type": "application/pdf", "filename": f"{fax_id}.pdf", "url": url}
+    body = json.loads(event_body("fax.received", "2026-12-06T00:00:00Z", {"id": fax_id}, linked))
+    assert body["document"]["url"] == url and "data_base64" not in body["document"]
