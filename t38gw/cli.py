@@ -1,4 +1,4 @@
-"""Command line: ``t38gw serve | send | check-config``.
+"""Command line: ``t38gw serve | send | check-config | audit verify|show``.
 
 Exit codes (DESIGN.md): 0 ok, 2 usage or configuration error, 1 runtime failure.
 """
@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--to", required=True, help="SIP URI or number")
     check = commands.add_parser("check-config", help="validate a configuration file and print what it means")
     check.add_argument("file", metavar="FILE")
+    audit = commands.add_parser("audit", help="the audit log of API reads: verify its hash chain, or show a fax's")
+    audit.add_argument("action", choices=["verify", "show"])
+    audit.add_argument("--config", metavar="FILE", help="TOML configuration (default: embedded defaults)")
+    audit.add_argument("--fax", metavar="ID", help="show: only the entries about this fax")
     return parser
 
 
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "serve":
         return _serve(args.config, args.log_format, args.log_level)
+    if args.command == "audit":
+        return _audit(args.action, args.config, args.fax)
     # Sending arrives with the outbound T.30 engine; say so rather than pretend.
     log.error("not_built_yet", command=args.command,
               detail=f"'t38gw {args.command}' is not built yet; this version receives faxes only")
@@ -87,6 +93,42 @@ def _serve(path: str | None, log_format: str = "json", log_level: str = "info") 
         return trio.run(serve, config)
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _audit(action: str, path: str | None, fax_id: str | None) -> int:
+    """``audit verify``: 0 if every line chains to the one before, 1 otherwise.
+    ``audit show [--fax ID]``: the entries (about that fax) as JSON lines on stdout."""
+    import json
+
+    from t38gw.api import verify_audit_log
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"t38gw: bad configuration in {path or 'the environment'}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log_path = config.archive.audit_log
+    try:
+        if action == "verify":
+            count, broken = verify_audit_log(log_path)
+            if broken is not None:
+                print(f"{log_path}: line {broken} of {count} does not chain to the line before it:"
+                      " the log was edited or lines were removed", file=sys.stderr)
+                return EXIT_RUNTIME
+            print(f"{log_path}: {count} entries, hash chain intact")
+            return EXIT_OK
+        with open(log_path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if fax_id is None or entry.get("fax_id") == fax_id or fax_id in (entry.get("fax_ids") or []):
+                    print(line, end="")
+        return EXIT_OK
+    except OSError as exc:
+        print(f"t38gw: cannot read the audit log {log_path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 def _check_config(path: str, quiet: bool = False) -> int:

@@ -166,3 +166,27 @@ listen = "127.0.0.1:{http_port}"
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_audit_verify_and_show(tmp_path):
+    from t38gw.api import AuditLog
+
+    log_path = tmp_path / "audit.jsonl"
+    (tmp_path / "t38gw.toml").write_text(f'[archive]\naudit_log = "{log_path}"\n')
+    audit = AuditLog(log_path)
+    fax_a, fax_b = "0190f3b2-aaaa-7bbb-8ccc-00000000000a", "0190f3b2-aaaa-7bbb-8ccc-00000000000b"
+    audit.write({"client": "127.0.0.1", "token_id": "loopback", "method": "GET", "path": "/v1/faxes",
+                 "fax_id": None, "status": 200, "fax_ids": [fax_a, fax_b]})
+    audit.write({"client": "127.0.0.1", "token_id": "loopback", "method": "GET", "path": f"/v1/faxes/{fax_b}",
+                 "fax_id": fax_b, "status": 200})
+    audit.close()
+    config = str(tmp_path / "t38gw.toml")
+    result = run_cli("audit", "verify", "--config", config)
+    assert result.returncode == 0 and "2 entries, hash chain intact" in result.stdout
+    shown = run_cli("audit", "show", "--config", config, "--fax", fax_a)
+    assert [json.loads(line)["path"] for line in shown.stdout.splitlines()] == ["/v1/faxes"]
+    assert len(run_cli("audit", "show", "--config", config, "--fax", fax_b).stdout.splitlines()) == 2
+    lines = log_path.read_text().splitlines()
+    log_path.write_text(lines[1] + "\n")  # the first entry removed
+    result = run_cli("audit", "verify", "--config", config)
+    assert result.returncode == 1 and "line 1" in result.stderr
