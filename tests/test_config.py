@@ -313,3 +313,9 @@ def test_env_unknown_or_table_keys_are_named(variable, key):
     with pytest.raises(ConfigError) as info:
         load_config(None, environ={variable: "x"})
     assert info.value.key == key and variable in str(info.value)
+
+
+def test_env_sets_the_sip_tls_pair(tmp_path):
+    config = load_config(None, environ={"T38GW_SIP_TLS_CERTIFICATE": "/etc/t38gw/sip.crt",
+                                        "T38GW_SIP_TLS_PRIVATE_KEY": "/etc/t38gw/sip.key"})
+    assert (config.sip.tls.certificate, config.sip.tls.private_key) == ("/etc/t38gw/sip.crt", "/etc/t38gw/sip.key")

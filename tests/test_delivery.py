@@ -57,6 +57,8 @@ def test_delivered_is_recorded(tmp_path):
     assert json.loads(request.content)["type"] == "fax.failed"
     [delivery] = archive.read_meta(record.folder)["deliveries"]
     assert (delivery["state"], delivery["attempts"]) == ("delivered", 1)
+    spooled = gateway.spool.get(delivery["id"])  # the record stays, the patient data goes (issue 9 item 4)
+    assert spooled.state.value == "delivered" and spooled.body == b""
     assert 't38gw_webhook_deliveries_total{result="delivered"} 1.0' in gateway.metrics.exposition().decode()
     gateway.spool.close()
 
