@@ -62,12 +62,16 @@ class DeliveryWorker:
             while True:
                 if not self.spool.healthy:
                     self._probe_spool()
-                await self.deliver_due(http)
                 self._wakeup = trio.Event()
-                next_at = self.spool.next_due_at()
-                delay = math.inf if next_at is None else max(0.0, next_at - self.wall_clock())
-                if not self.spool.healthy:
-                    delay = min(delay, self.spool_probe_interval)
+                if self.spool.healthy:
+                    await self.deliver_due(http)
+                if self.spool.healthy:
+                    next_at = self.spool.next_due_at()
+                    delay = math.inf if next_at is None else max(0.0, next_at - self.wall_clock())
+                else:
+                    # An outcome that cannot be recorded would be sent again at once, in a
+                    # loop: deliver nothing until the spool can be written.
+                    delay = self.spool_probe_interval
                 with trio.move_on_after(delay):
                     await self._wakeup.wait()
 
@@ -82,6 +86,8 @@ class DeliveryWorker:
     async def deliver_due(self, http: httpx.AsyncClient) -> None:
         """One pass over what is due now."""
         for delivery in self.spool.due(self.wall_clock()):
+            if not self.spool.healthy:
+                break  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
             bound = log.bind(webhook_id=delivery.id, fax_id=delivery.fax_id, webhook=delivery.webhook,
                              event_type=delivery.event_type, attempt=delivery.attempts + 1)
             try:

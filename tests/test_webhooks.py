@@ -240,3 +240,31 @@ def test_document_is_inline_up_to_the_cap_and_a_link_above_it(tmp_path):
     assert linked == {"content_type": "application/pdf", "filename": f"{fax_id}.pdf", "url": url}
     body = json.loads(event_body("fax.received", "2026-12-06T00:00:00Z", {"id": fax_id}, linked))
     assert body["document"]["url"] == url and "data_base64" not in body["document"]
+
+
+def test_worker_sends_nothing_while_outcomes_cannot_be_recorded(tmp_path):
+    """A failed attempt whose outcome cannot be written stays due: without care the worker
+    would POST it again at once, in a loop.  It waits for the spool instead."""
+    receiver = _Receiver()  # answers 503
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(0))
+    spool.enqueue(id="msg_1", webhook="default", url=receiver.url, event_type="fax.received", fax_id="f1",
+                  body=b"{}", now=10.0)
+    spool._db.execute("PRAGMA query_only = ON")  # every write now fails inside SQLite, as on a dead disk
+    worker = DeliveryWorker(spool, {"default": SPEC_SECRET}, wall_clock=lambda: 10.0, attempt_timeout=5.0,
+                            spool_probe_interval=0.1)
+
+    async def main():
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                await trio.sleep(1.0)
+                assert len(receiver.received) == 1 and not spool.healthy
+                spool._db.execute("PRAGMA query_only = OFF")
+                while spool.get("msg_1").attempts == 0:
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()
+    try:
+        trio.run(main)
+    finally:
+        receiver.close()
+    assert spool.healthy and len(receiver.received) == 2  # the unrecorded attempt, then the recorded one
