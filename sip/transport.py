@@ -26,10 +26,12 @@ handshake; a peer that opens thousands and sends nothing must not exhaust us):
   (10 s), and every inbound connection must deliver its first complete SIP message
   within ``first_message_timeout`` (10 s) of being accepted (RFC 5626 keep-alive CRLFs
   do not count), else it is closed and reported as ``stream_timeout``;
-- any connection with no traffic either way for ``idle_timeout`` (120 s; RFC 5626 3.5.1
-  has clients keep flows alive with CRLF pings well within that) is closed.  A
-  connection that still carries a dialog is simply reopened when next needed (RFC 3261
-  18.2.2: responses fall back to a new connection to the Via's address).
+- an accepted connection with no traffic either way for ``idle_timeout`` (120 s; RFC
+  5626 4.4.1 has clients keep flows alive with CRLFCRLF pings well within that, and we
+  answer each with a CRLF pong) is closed.  A connection that still carries a dialog is
+  reopened when next needed (RFC 3261 18.2.2: responses fall back to a new connection to
+  the Via's address).  Connections we opened ourselves are closed after an hour of
+  silence (``OUTBOUND_IDLE_TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ from sip.ua import Address, Outgoing, UserAgent
 
 MAX_DATAGRAM = 65535
 CONNECT_TIMEOUT = 5.0
-IDLE_STREAM_TIMEOUT = 120.0  # close a TCP/TLS connection with no traffic either way for this long
+IDLE_STREAM_TIMEOUT = 120.0  # close an accepted TCP/TLS connection with no traffic either way for this long
+# A connection we opened (to a registrar or a peer's Contact) may be the flow a NATed
+# registration receives its calls on, and we send no RFC 5626 keep-alives on it: it is
+# kept for an hour of silence, as before the limits (we chose where to connect).
+OUTBOUND_IDLE_TIMEOUT = 3600.0
 FIRST_MESSAGE_TIMEOUT = 10.0  # an accepted connection must deliver a whole SIP message within this
 TLS_HANDSHAKE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 1024  # inbound connections from untrusted sources, all together
@@ -225,7 +231,7 @@ class SipEndpoint:
                         self._refused(transport, peer, "stream_timeout")
                         return
                 entry = _Stream(next(self._ids), stream, peer, transport)
-                await self._run_registered(entry, first_message_by=accepted_at + self.first_message_timeout)
+                await self._run_registered(entry, self.idle_timeout, first_message_by=accepted_at + self.first_message_timeout)
             finally:
                 if not trusted:
                     self._release(host)
@@ -395,7 +401,7 @@ class SipEndpoint:
                 entry = _Stream(next(self._ids), stream, (destination.host, destination.port), destination.transport)
                 holder["entry"] = entry
                 ready.set()
-                await self._run_registered(entry)
+                await self._run_registered(entry, OUTBOUND_IDLE_TIMEOUT)
 
             self._nursery.start_soon(run)
             await ready.wait()
@@ -403,9 +409,9 @@ class SipEndpoint:
         self.stats["connect_failures"] += 1
         raise _ConnectFailed(f"connect to {destination.host}:{destination.port} timed out")
 
-    async def _run_registered(self, entry: _Stream, first_message_by: float | None = None) -> None:
-        """Read ``entry`` until it closes, fails or times out.  ``first_message_by``: the
-        deadline for the first complete message (inbound connections)."""
+    async def _run_registered(self, entry: _Stream, idle_timeout: float, first_message_by: float | None = None) -> None:
+        """Read ``entry`` until it closes, fails, or sees no traffic for ``idle_timeout``.
+        ``first_message_by``: the deadline for the first complete message (inbound)."""
         self._streams[entry.id] = entry
         key = (entry.transport, entry.peer[0], entry.peer[1])
         self._streams_by_peer[key] = entry.id
@@ -414,7 +420,7 @@ class SipEndpoint:
         try:
             while True:
                 # Our own sends move last_used too: wake at the deadline, re-arm if it moved.
-                deadline = entry.last_used + self.idle_timeout
+                deadline = entry.last_used + idle_timeout
                 if first_message_by is not None:
                     deadline = min(deadline, first_message_by)
                 with trio.move_on_at(deadline) as waited:
@@ -425,7 +431,7 @@ class SipEndpoint:
                         self.stats["first_message_timeouts"] += 1
                         self._refused(entry.transport, entry.peer, "stream_timeout")
                         break
-                    if now >= entry.last_used + self.idle_timeout:
+                    if now >= entry.last_used + idle_timeout:
                         self.stats["idle_timeouts"] += 1
                         break
                     continue

@@ -418,6 +418,8 @@ class UserAgent:
         )
         # Throttle for the RequestRefused events themselves: per (source host, reason),
         # and all together.
+        if self.config.refused_event_interval <= 0:
+            raise ValueError("refused_event_interval must be > 0")
         self._refusal_events = RateLimiter(
             1.0 / self.config.refused_event_interval, 1.0, 4096,
             global_rate=self.config.refused_events_rate, global_burst=self.config.refused_events_burst,

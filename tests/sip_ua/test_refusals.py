@@ -165,6 +165,13 @@ def test_report_refused_accepts_only_the_known_reasons():
     assert [e.reason for e in _refusals(ua.events())] == list(REFUSAL_REASONS)
 
 
+def test_refusal_throttle_parameters_are_checked():
+    with pytest.raises(ValueError):
+        UserAgent(UAConfig(refused_event_interval=0.0), rng=random.Random(1))
+    with pytest.raises(ValueError):
+        UserAgent(UAConfig(global_rate=0.0), rng=random.Random(1))
+
+
 def test_source_trusted_follows_allow_from():
     ua = UserAgent(UAConfig(allow_from=("127.0.0.1/32", "2001:db8::/32")), rng=random.Random(7))
     assert ua.source_trusted("127.0.0.1") and ua.source_trusted("2001:db8::5")

@@ -229,3 +229,24 @@ def test_outbound_tls_connect_to_a_silent_peer_gives_up_after_the_handshake_time
                 nursery.cancel_scope.cancel()
 
     body()
+
+
+@run_in_trio
+async def test_a_connection_we_opened_outlives_the_inbound_idle_timeout():
+    from sip.ua import CallEstablished, IncomingCall
+    from tests.sip_ua.test_transport import make_endpoint, next_event
+    from tests.sip_ua.test_ua import AUDIO, AUDIO_B
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            bob = make_endpoint("bob", ["tcp:127.0.0.1:0"], 2)
+            alice = make_endpoint("alice", ["tcp:127.0.0.1:0"], 1, idle_timeout=0.3)
+            await nursery.start(bob.serve)
+            await nursery.start(alice.serve)
+            alice.command(alice.ua.invite, f"sip:bob@127.0.0.1:{bob.bound['tcp'][1]};transport=tcp", AUDIO)
+            incoming = await next_event(bob, IncomingCall)
+            bob.command(bob.ua.answer, incoming.call, AUDIO_B)
+            await next_event(bob, CallEstablished)
+            await trio.sleep(1.0)  # > 3 of alice's inbound idle periods: her own flow stays
+            assert len(alice._streams) == 1 and alice.stats["idle_timeouts"] == 0
+            nursery.cancel_scope.cancel()
