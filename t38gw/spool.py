@@ -112,15 +112,18 @@ class Spool:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._private_files()
-            # Bodies of finished deliveries left by an older version (or a crash between
-            # finishing and purging) go now.
-            if self._db.execute("SELECT 1 FROM deliveries WHERE state != 'pending' AND length(body) > 0"
-                                " LIMIT 1").fetchone():
-                with self._db:
-                    self._db.execute("UPDATE deliveries SET body = X'' WHERE state != 'pending'")
-                self._compact()
         except (sqlite3.Error, OSError) as exc:
             raise SpoolError(f"cannot open the webhook spool {self.path!r}: {exc}") from None
+        self._guard("purge", self._purge_finished, None, write=True)
+
+    def _purge_finished(self) -> None:
+        """Drop the bodies of finished deliveries left by an older version (or by a crash
+        between finishing a delivery and compacting the file)."""
+        if self._db.execute("SELECT 1 FROM deliveries WHERE state != 'pending' AND length(body) > 0"
+                            " LIMIT 1").fetchone():
+            with self._db:
+                self._db.execute("UPDATE deliveries SET body = X'' WHERE state != 'pending'")
+        self._compact()  # a WAL left by a crash may still hold dropped bodies
 
     def close(self) -> None:
         try:
