@@ -25,7 +25,9 @@ handshake; a peer that opens thousands and sends nothing must not exhaust us):
 - an inbound TLS connection must finish its handshake within ``tls_handshake_timeout``
   (10 s), and every inbound connection must deliver its first complete SIP message
   within ``first_message_timeout`` (10 s) of being accepted (RFC 5626 keep-alive CRLFs
-  do not count), else it is closed and reported as ``stream_timeout``;
+  do not count), and any later message within ``message_timeout`` (10 s) of its first
+  byte (a peer trickling a message a byte at a time holds a task and up to the parser's
+  size limits), else it is closed and reported as ``stream_timeout``;
 - an accepted connection with no traffic either way for ``idle_timeout`` (120 s; RFC
   5626 4.4.1 has clients keep flows alive with CRLFCRLF pings well within that, and we
   answer each with a CRLF pong) is closed.  A connection that still carries a dialog is
@@ -57,6 +59,7 @@ IDLE_STREAM_TIMEOUT = 120.0  # close an accepted TCP/TLS connection with no traf
 # kept for an hour of silence, as before the limits (we chose where to connect).
 OUTBOUND_IDLE_TIMEOUT = 3600.0
 FIRST_MESSAGE_TIMEOUT = 10.0  # an accepted connection must deliver a whole SIP message within this
+MESSAGE_TIMEOUT = 10.0  # on an accepted connection, a message once begun must be complete within this
 TLS_HANDSHAKE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 1024  # inbound connections from untrusted sources, all together
 MAX_CONNECTIONS_PER_SOURCE = 32
@@ -103,9 +106,9 @@ class SipEndpoint:
     recorded in the UA (``ua.set_listen``) and in ``self.bound``.
 
     TCP/TLS limits (see the module docstring): ``max_connections_per_source``,
-    ``max_connections``, ``first_message_timeout``, ``idle_timeout``,
+    ``max_connections``, ``first_message_timeout``, ``message_timeout``, ``idle_timeout``,
     ``tls_handshake_timeout`` (seconds).  ``stats`` counts ``connections_refused_source``,
-    ``connections_refused_total``, ``first_message_timeouts``,
+    ``connections_refused_total``, ``first_message_timeouts``, ``message_timeouts``,
     ``tls_handshake_timeouts``, ``idle_timeouts``; ``untrusted_connections`` is the
     number of inbound connections from outside ``allow_from`` open now.
     """
@@ -120,12 +123,13 @@ class SipEndpoint:
         max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE,
         max_connections: int = MAX_CONNECTIONS,
         first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
+        message_timeout: float = MESSAGE_TIMEOUT,
         idle_timeout: float = IDLE_STREAM_TIMEOUT,
         tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
     ) -> None:
         if max_connections_per_source < 1 or max_connections < 1:
             raise ValueError("connection caps must be >= 1")
-        if min(first_message_timeout, idle_timeout, tls_handshake_timeout) <= 0:
+        if min(first_message_timeout, message_timeout, idle_timeout, tls_handshake_timeout) <= 0:
             raise ValueError("stream timeouts must be > 0")
         self.ua = ua
         self.listen = [spec if isinstance(spec, ListenSpec) else ListenSpec.parse(spec) for spec in listen]
@@ -135,12 +139,13 @@ class SipEndpoint:
         self.max_connections_per_source = max_connections_per_source
         self.max_connections = max_connections
         self.first_message_timeout = first_message_timeout
+        self.message_timeout = message_timeout
         self.idle_timeout = idle_timeout
         self.tls_handshake_timeout = tls_handshake_timeout
         self.stats: dict[str, int] = {
             "udp_errors": 0, "stream_errors": 0, "connect_failures": 0,
             "connections_refused_source": 0, "connections_refused_total": 0,
-            "first_message_timeouts": 0, "tls_handshake_timeouts": 0, "idle_timeouts": 0,
+            "first_message_timeouts": 0, "message_timeouts": 0, "tls_handshake_timeouts": 0, "idle_timeouts": 0,
         }
         self.untrusted_connections = 0
         self._untrusted_by_host: dict[str, int] = {}
@@ -231,7 +236,8 @@ class SipEndpoint:
                         self._refused(transport, peer, "stream_timeout")
                         return
                 entry = _Stream(next(self._ids), stream, peer, transport)
-                await self._run_registered(entry, self.idle_timeout, first_message_by=accepted_at + self.first_message_timeout)
+                await self._run_registered(entry, self.idle_timeout, first_message_by=accepted_at + self.first_message_timeout,
+                                           message_timeout=self.message_timeout)
             finally:
                 if not trusted:
                     self._release(host)
@@ -409,26 +415,37 @@ class SipEndpoint:
         self.stats["connect_failures"] += 1
         raise _ConnectFailed(f"connect to {destination.host}:{destination.port} timed out")
 
-    async def _run_registered(self, entry: _Stream, idle_timeout: float, first_message_by: float | None = None) -> None:
+    async def _run_registered(
+        self, entry: _Stream, idle_timeout: float, first_message_by: float | None = None,
+        message_timeout: float | None = None,
+    ) -> None:
         """Read ``entry`` until it closes, fails, or sees no traffic for ``idle_timeout``.
-        ``first_message_by``: the deadline for the first complete message (inbound)."""
+        ``first_message_by``: the deadline for the first complete message; ``message_timeout``:
+        how long a begun message may take to complete (both for inbound connections)."""
         self._streams[entry.id] = entry
         key = (entry.transport, entry.peer[0], entry.peer[1])
         self._streams_by_peer[key] = entry.id
         source = Address(entry.transport, entry.peer[0], entry.peer[1], entry.id)
         parser = StreamParser()
+        message_by: float | None = None  # when the message being received must be complete
         try:
             while True:
                 # Our own sends move last_used too: wake at the deadline, re-arm if it moved.
                 deadline = entry.last_used + idle_timeout
                 if first_message_by is not None:
                     deadline = min(deadline, first_message_by)
+                if message_by is not None:
+                    deadline = min(deadline, message_by)
                 with trio.move_on_at(deadline) as waited:
                     data = await entry.stream.receive_some(65536)
                 if waited.cancelled_caught:
                     now = trio.current_time()
                     if first_message_by is not None and now >= first_message_by:
                         self.stats["first_message_timeouts"] += 1
+                        self._refused(entry.transport, entry.peer, "stream_timeout")
+                        break
+                    if message_by is not None and now >= message_by:
+                        self.stats["message_timeouts"] += 1
                         self._refused(entry.transport, entry.peer, "stream_timeout")
                         break
                     if now >= entry.last_used + idle_timeout:
@@ -454,6 +471,11 @@ class SipEndpoint:
                 now = trio.current_time()
                 if messages:
                     first_message_by = None
+                if message_timeout is not None:
+                    if not parser.buffered:
+                        message_by = None
+                    elif messages or message_by is None:
+                        message_by = now + message_timeout  # a new message has begun
                 for message in messages:
                     self.ua.receive_message(message, source, now)
                 self._flush()

@@ -250,3 +250,37 @@ async def test_a_connection_we_opened_outlives_the_inbound_idle_timeout():
             await trio.sleep(1.0)  # > 3 of alice's inbound idle periods: her own flow stays
             assert len(alice._streams) == 1 and alice.stats["idle_timeouts"] == 0
             nursery.cancel_scope.cancel()
+
+
+@run_in_trio
+async def test_a_message_trickled_after_the_first_must_still_complete_in_time():
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            gw = gateway(first_message_timeout=5.0, message_timeout=0.6, idle_timeout=30.0)
+            await nursery.start(gw.serve)
+            slow = await connect(gw, "127.0.0.2")
+            assert await served(slow, "z9hG4bKs1")
+            start = trio.current_time()
+            data = options("z9hG4bKs2")
+            closed = False
+            for byte in data:  # one byte every 50 ms: never idle, never complete in time
+                try:
+                    await slow.send_all(bytes([byte]))
+                except (trio.BrokenResourceError, ConnectionResetError):
+                    closed = True
+                    break
+                await trio.sleep(0.05)
+                if trio.current_time() - start > 3.0:
+                    break
+            if not closed:
+                await closed_after(slow)
+            assert 0.5 <= trio.current_time() - start < 3.0
+            assert gw.stats["message_timeouts"] == 1
+            # A peer that sends whole messages, with pauses between them, is not affected.
+            steady = await connect(gw, "127.0.0.3")
+            for i in range(3):
+                assert await served(steady, f"z9hG4bKst{i}")
+                await trio.sleep(0.4)
+            assert gw.stats["message_timeouts"] == 1
+            assert refusals(drain(gw)) == [("127.0.0.2", "stream_timeout")]
+            nursery.cancel_scope.cancel()
