@@ -30,10 +30,10 @@ handshake; a peer that opens thousands and sends nothing must not exhaust us):
   size limits), else it is closed and reported as ``stream_timeout``;
 - an accepted connection with no traffic either way for ``idle_timeout`` (120 s; RFC
   5626 4.4.1 has clients keep flows alive with CRLFCRLF pings well within that, and we
-  answer each with a CRLF pong) is closed.  A connection that still carries a dialog is
-  reopened when next needed (RFC 3261 18.2.2: responses fall back to a new connection to
-  the Via's address).  Connections we opened ourselves are closed after an hour of
-  silence (``OUTBOUND_IDLE_TIMEOUT``).
+  answer each with a CRLF pong) is closed, unless a call that is not over came in on it
+  (``ua.connection_in_use``): a fax can be minutes of silence on SIP, and a peer behind
+  NAT can be reached only over its own flow.  Connections we opened ourselves are closed
+  after an hour of silence (``OUTBOUND_IDLE_TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -449,6 +449,10 @@ class SipEndpoint:
                         self._refused(entry.transport, entry.peer, "stream_timeout")
                         break
                     if now >= entry.last_used + idle_timeout:
+                        if self.ua.connection_in_use(entry.id):
+                            # A call's flow: its BYE may have no other way to reach the peer.
+                            entry.last_used = now
+                            continue
                         self.stats["idle_timeouts"] += 1
                         break
                     continue

@@ -507,6 +507,12 @@ class UserAgent:
         """Whether ``host`` is inside ``allow_from`` (never throttled, never challenged)."""
         return self._source_allowed(Address("", host, 0))
 
+    def connection_in_use(self, connection: Hashable) -> bool:
+        """Whether a call that is not over came in or went out over stream ``connection``
+        (the edge keeps such a connection open however long it is silent)."""
+        return any(call.peer.connection == connection and call.state is not CallState.ENDED
+                   for call in self.calls.values())
+
     def report_refused(self, source: Address, method: str, status: int | None, reason: str, now: float) -> None:
         """Count a refusal and report it as a :class:`RequestRefused`, unless throttled.
 

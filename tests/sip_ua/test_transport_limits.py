@@ -284,3 +284,30 @@ async def test_a_message_trickled_after_the_first_must_still_complete_in_time():
             assert gw.stats["message_timeouts"] == 1
             assert refusals(drain(gw)) == [("127.0.0.2", "stream_timeout")]
             nursery.cancel_scope.cancel()
+
+
+@run_in_trio
+async def test_an_idle_connection_carrying_a_call_stays_until_the_call_ends():
+    from sip.ua import CallEnded, CallEstablished, IncomingCall
+    from tests.sip_ua.test_transport import make_endpoint, next_event
+    from tests.sip_ua.test_ua import AUDIO, AUDIO_B
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            bob = make_endpoint("bob", ["tcp:127.0.0.1:0"], 2, idle_timeout=0.3)
+            alice = make_endpoint("alice", ["tcp:127.0.0.1:0"], 1)
+            await nursery.start(bob.serve)
+            await nursery.start(alice.serve)
+            call = alice.command(alice.ua.invite, f"sip:bob@127.0.0.1:{bob.bound['tcp'][1]};transport=tcp", AUDIO)
+            incoming = await next_event(bob, IncomingCall)
+            bob.command(bob.ua.answer, incoming.call, AUDIO_B)
+            await next_event(bob, CallEstablished)
+            await trio.sleep(1.0)  # > 3 idle periods of silence during the call
+            assert len(bob._streams) == 1 and bob.stats["idle_timeouts"] == 0
+            alice.command(alice.ua.hangup, call)
+            assert (await next_event(bob, CallEnded)).reason == "remote hangup"
+            with trio.fail_after(3):
+                while bob.stats["idle_timeouts"] == 0:
+                    await trio.sleep(0.02)
+            assert bob._streams == {}
+            nursery.cancel_scope.cancel()
