@@ -56,7 +56,8 @@ from sip.ua import (
 from sip.uri import parse_uri
 from udptl.endpoint import PortPool, PortsExhausted
 
-from t38gw.api import FaxIndex, create_app
+from t38gw.api import AuditLog, FaxIndex, create_app, hypercorn_tls
+from t38gw.archive import iter_faxes, read_meta
 from t38gw.config import Config
 from t38gw.delivery import DeliveryWorker
 from t38gw.faxrecord import InboundFax, enqueue_planned, plan_deliveries, record_outcome, recover_archive, webhooks_for
@@ -65,7 +66,7 @@ from t38gw.metrics import GatewayMetrics
 from t38gw.routing import CallFacts, facts_of_call, route_after_phase_b, route_at_invite
 from t38gw.sanitize import call_identity
 from t38gw.session import FaxSession, T38Session
-from t38gw.spool import DeliveryState, Spool
+from t38gw.spool import DeliveryState, Spool, SpoolError
 from t38gw.t30 import Compression, ReceiveCapabilities, ReceiverConfig
 
 log = structlog.get_logger("t38gw.gateway")
@@ -106,11 +107,20 @@ class Gateway:
         config = self.config
         self.accepting = True
         self.archive_root = Path(config.archive.dir)
-        self.spool = Spool(config.spool, rng=self.rng)
+        try:
+            self.spool = Spool(config.spool, rng=self.rng)
+        except SpoolError as exc:
+            raise StartupError(f"spool: {exc}") from None
+        try:
+            self.audit_log = AuditLog(config.archive.audit_log)
+        except OSError as exc:
+            self.spool.close()
+            raise StartupError(f"archive.audit_log: cannot open {config.archive.audit_log}: {exc}") from None
         self.metrics = GatewayMetrics(spool_depth=self.spool.depth)
         self.index = FaxIndex(self.archive_root)
         self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
-                                     on_outcome=self._delivery_outcome)
+                                     on_outcome=self._delivery_outcome,
+                                     on_spool_recovered=self._spool_recovered)
         self.ua = UserAgent(self._ua_config(), rng=self.rng)
         ssl_context = None
         if any(lst.transport == "tls" for lst in config.sip.listen):
@@ -203,6 +213,7 @@ class Gateway:
                 task_status.started(self)
         finally:
             self.spool.close()
+            self.audit_log.close()
 
     async def _serve_api(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         from hypercorn.config import Config as HyperConfig
@@ -214,10 +225,9 @@ class Gateway:
         hyper.accesslog = None
         hyper.errorlog = None
         hyper.graceful_timeout = 2.0
-        if self.config.http.certificate:
-            hyper.certfile = self.config.http.certificate
-            hyper.keyfile = self.config.http.private_key
-        app = create_app(self.index, self.metrics, self.config.http.tokens)
+        for name, value in hypercorn_tls(self.config.http).items():
+            setattr(hyper, name, value)  # certfile, keyfile: HTTPS
+        app = create_app(self.index, self.metrics, self.config.http.tokens, audit_log=self.audit_log)
         await serve(app, hyper, task_status=task_status)
 
     async def shutdown(self) -> None:
@@ -377,7 +387,8 @@ class Gateway:
         )
         session = FaxSession(record=record, endpoint=endpoint, receiver_config=self.receiver_config(),
                              t38_settings=self.config.t38, rng=self.rng, write_record=self._write_record,
-                             finish_record=self._finish_record, metrics=self.metrics, reroute=self._reroute)
+                             finish_record=self._finish_record, metrics=self.metrics, reroute=self._reroute,
+                             max_call_seconds=self.config.limits.max_call_seconds)
         local_host = self.config.sip.public_address or _local_address_toward(event.source.host)
         call = _Call(sip_call, session, local_host, self.rng.randint(1, 2**31))
         bound = bound.bind(fax_id=fax_id)
@@ -477,7 +488,17 @@ class Gateway:
             # session splits HDLC frames to fit.  Below 32 octets not even a split frame
             # fits with its headers, so such a value is taken as 32.
             peer_max_datagram=max(peer_max_datagram or 400, 32),
+            media_latching=self._media_latching(call),
+            expected_host=media_source_host(remote_host, call.sip_call.peer.host),
         ))
+
+    def _media_latching(self, call: _Call) -> str:
+        """``strict`` or ``learn`` for this call: its trunk's setting, else ``[sip]``'s."""
+        trunk = call.session.record.sip.get("trunk", "")
+        for configured in self.config.sip.trunks:
+            if configured.name == trunk and configured.media_latching:
+                return configured.media_latching
+        return self.config.sip.media_latching
 
     def _media_changed(self, call: _Call, event: MediaChanged, bound) -> None:
         try:
@@ -586,6 +607,29 @@ class Gateway:
         if session.t30_started_at is not None:
             ended = session.t30_ended_at or trio.current_time()
             self.metrics.t30_duration.labels(result=status).observe(ended - session.t30_started_at)
+
+    def _spool_recovered(self) -> None:
+        """The spool can be written again: spool what finished faxes still plan (in a thread)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._respool)
+
+    async def _respool(self) -> None:
+        count = await trio.to_thread.run_sync(self._respool_planned)
+        if count:
+            log.warning("webhooks_respooled", count=count)
+            self.worker.nudge()
+
+    def _respool_planned(self) -> int:
+        # Not recover_archive: that would close faxes that are still running.
+        count = 0
+        for folder in iter_faxes(self.archive_root):
+            try:
+                meta = read_meta(folder)
+            except (OSError, ValueError):
+                continue
+            if not meta.get("in_progress"):
+                count += enqueue_planned(self.spool, folder, meta, self.config, time.time())
+        return count
 
     def _delivery_outcome(self, delivery, state: DeliveryState, error: str) -> None:
         result = {DeliveryState.DELIVERED: "delivered", DeliveryState.DEAD: "dead"}.get(state, "failed")
