@@ -84,6 +84,7 @@ class SipConfig:
     trunks: tuple[Trunk, ...] = ()
     tls: TlsConfig = TlsConfig()
     media_latching: str = "strict"  # "strict" | "learn"
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # digest challenges offered, in order (RFC 8760 2.4)
     users: tuple[SipUser, ...] = ()
 
 
@@ -486,6 +487,9 @@ def _build_sip(table: Any) -> SipConfig:
         users.append(user)
     if len({u.username for u in users}) != len(users):
         raise ConfigError("sip.users", "usernames must be unique")
+    algorithms = r.take_list("auth_algorithms", SipConfig.auth_algorithms, str)
+    if not algorithms or any(a not in ("SHA-256", "MD5") for a in algorithms) or len(set(algorithms)) != len(algorithms):
+        raise ConfigError("sip.auth_algorithms", f"must list 'SHA-256' and/or 'MD5' once each, got {list(algorithms)}")
     latching = r.take("media_latching", "strict", str)
     if latching not in _LATCHING:
         raise ConfigError("sip.media_latching", f"must be 'strict' or 'learn', got {latching!r}")
@@ -505,6 +509,7 @@ def _build_sip(table: Any) -> SipConfig:
         tls=tls,
         media_latching=latching,
         users=tuple(users),
+        auth_algorithms=tuple(algorithms),
     )
     if not 0.0 <= config.answer_after <= 60.0:
         # Well inside the 180 s after which the UA gives up on an unanswered INVITE (480).

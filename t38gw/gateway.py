@@ -49,6 +49,7 @@ from sip.ua import (
     RegistrationFailed,
     RegistrationSucceeded,
     ReinviteFailed,
+    RequestRefused,
     SessionRefreshed,
     UAConfig,
     UserAgent,
@@ -150,7 +151,8 @@ class Gateway:
             listen.setdefault(lst.transport, (host, lst.port))
         return UAConfig(listen=listen, public_host=sip.public_address, user="t38gw", user_agent="t38gw",
                         allow_from=tuple(str(net) for net in sip.allow_from),
-                        auth_users={user.username: user.password for user in sip.users})
+                        auth_users={user.username: user.password for user in sip.users},
+                        auth_algorithms=sip.auth_algorithms)
 
     def receiver_config(self) -> ReceiverConfig:
         fax, t38 = self.config.fax, self.config.t38
@@ -285,6 +287,15 @@ class Gateway:
             level("registration_" + ("ok" if isinstance(event, RegistrationSucceeded) else "failed"),
                   trunk=event.trunk, **{k: getattr(event, k) for k in ("expires", "status", "reason", "retry_in")
                                         if hasattr(event, k)})
+            return
+        if isinstance(event, RequestRefused):
+            # The UA already throttled these (one per source and reason per second, the
+            # rest counted in ``suppressed``), so a flood cannot flood the log.
+            self.metrics.sip_refused.labels(reason=event.reason).inc(1 + event.suppressed)
+            level = log.info if event.reason == "auth_required" else log.warning
+            level("sip_request_refused", source=event.source.host, port=event.source.port,
+                  transport=event.source.transport, method=event.method, status=event.status,
+                  reason=event.reason, suppressed=event.suppressed)
             return
         call_id = getattr(getattr(event, "call", None), "id", None)
         if isinstance(event, CallEnded) and call_id in self.ringing:

@@ -27,7 +27,7 @@ SIPP_WAIT = 45.0  # SIPp's own -timeout is 30 s; this only catches a hung SIPp
 FAX_WAIT = 20.0
 
 # Scenarios that need something serve cannot do today (README section "Against `t38gw serve`").
-NOT_APPLICABLE = {"t38_reinvite_488_uas", "bye_mid_call", "invite_digest_uac"}
+NOT_APPLICABLE = {"t38_reinvite_488_uas", "bye_mid_call"}
 
 
 @dataclass
@@ -110,7 +110,7 @@ def test_every_scenario_is_run_against_serve_or_explained():
     ran = {"t38_first_invite", "session_refresh_t38", "options", "delayed_offer_t38", "cancel_before_answer",
            "audio_then_our_reinvite",
            "reinvite_glare",
-           "audio_then_peer_reinvite", "register_digest_uas"}
+           "audio_then_peer_reinvite", "register_digest_uas", "invite_digest_uac"}
     assert ran | NOT_APPLICABLE == {p.stem for p in SCENARIOS.glob("*.xml")}
     readme = (SCENARIOS / "README.md").read_text()
     section = readme.split("## Against `t38gw serve`", 1)[1]
@@ -330,5 +330,37 @@ def test_caller_outside_allow_from_with_a_wrong_password_gets_403_and_leaves_not
         time.sleep(0.5)
         assert not _events(gateway, "call_incoming", call_id), gateway.log_text()[-3000:]
         assert gateway.faxes() == []
+        # The refusals leave a trace: a log line each (throttled by the UA) and a metric.
+        refused = _events(gateway, "sip_request_refused")
+        assert {e["reason"] for e in refused} >= {"auth_required", "auth_failed"}, refused
+        assert all(e["source"] == "127.0.0.2" for e in refused)
+        import httpx
+
+        metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
+        assert 't38gw_sip_refused_total{reason="auth_failed"} 1.0' in metrics, metrics
+    finally:
+        gateway.stop()
+
+
+def test_sipp_outside_allow_from_authenticates_with_md5_against_serve(tmp_path):
+    """``invite_digest_uac.xml`` against serve: SIPp on 127.0.0.2 (outside allow_from) answers
+    the 401 with MD5 (SIPp 3.6 reads only the first challenge and knows only MD5, so the
+    gateway is set to offer MD5: ``[sip] auth_algorithms``) and its call is answered."""
+    (tmp_path / "gw").mkdir()
+    gateway = GatewayProcess(tmp_path / "gw", sip_extra='auth_algorithms = ["MD5"]\n' + _USERS).start()
+    try:
+        target = "{}:{}".format(*gateway.sip_address)
+        case = Case("invite_digest_uac", "uac", sipp_host="127.0.0.2", sipp_args=("-auth_uri", "service@{target}"))
+        where = tmp_path / "sipp"
+        where.mkdir()
+        cmd = [*_sipp_cmd(case, free_udp_port(), target),
+               "-cid_str", "sipp-digest-%u-%p@%s"]
+        sipp = subprocess.Popen(cmd, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        run = _finish(sipp, "invite_digest_uac", "sipp-digest-", where)
+        assert run.rc == 0, _describe(gateway, {"invite_digest_uac": run})
+        assert _events(gateway, "call_incoming", "sipp-digest-"), gateway.log_text()[-3000:]
+        challenged = _events(gateway, "sip_request_refused")
+        assert [e["reason"] for e in challenged] == ["auth_required"], challenged
     finally:
         gateway.stop()
