@@ -319,3 +319,15 @@ def test_env_sets_the_sip_tls_pair(tmp_path):
     config = load_config(None, environ={"T38GW_SIP_TLS_CERTIFICATE": "/etc/t38gw/sip.crt",
                                         "T38GW_SIP_TLS_PRIVATE_KEY": "/etc/t38gw/sip.key"})
     assert (config.sip.tls.certificate, config.sip.tls.private_key) == ("/etc/t38gw/sip.crt", "/etc/t38gw/sip.key")
+
+
+def test_sip_auth_algorithms_order_and_values(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[sip]\nauth_algorithms = ["MD5"]\n')
+    assert load_config(path, environ={}).sip.auth_algorithms == ("MD5",)
+    assert load_config(None, environ={}).sip.auth_algorithms == ("SHA-256", "MD5")
+    for bad in ('[]', '["SHA-512"]', '["MD5", "MD5"]'):
+        path.write_text(f'[sip]\nauth_algorithms = {bad}\n')
+        with pytest.raises(ConfigError) as error:
+            load_config(path, environ={})
+        assert error.value.key == "sip.auth_algorithms"
