@@ -168,6 +168,7 @@ class TiffAppender:
         self.software = software
         self.pages = 0
         self._end = len(HEADER)
+        self._tail_dirty = False  # a failed append may have left bytes after _end
         self._pointer = FIRST_IFD_POINTER
         self._page_numbers: list[int] = []
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -182,11 +183,14 @@ class TiffAppender:
         block = page_block(page, self._end, self.pages, 0, software=self.software)
         fd = os.open(self.path, os.O_WRONLY)
         try:
-            os.ftruncate(fd, self._end)  # drop what a failed append may have left
+            if self._tail_dirty:
+                os.ftruncate(fd, self._end)  # drop what a failed append left
+            self._tail_dirty = True
             _write_all(fd, block.data, self._end)
             os.fsync(fd)  # the page is on disk before anything points at it
             _write_all(fd, struct.pack("<I", block.ifd_offset), self._pointer)
             os.fsync(fd)
+            self._tail_dirty = False
         finally:
             os.close(fd)
         self._end += len(block.data)

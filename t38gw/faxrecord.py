@@ -6,9 +6,10 @@ pages it confirmed.  While the call runs ``meta.json`` carries ``"in_progress": 
 a restart finds such folders and closes them (``recover_archive``), turning the page
 journal into fax.pdf / fax.tif.
 
-Memory stays bounded whatever the page count: a confirmed page is kept G4-coded (its
-SHA-256 taken from the packed rows first) only until it is appended to the archive's
-page journal; the record then holds its meta.json entry alone.
+Memory stays bounded whatever the page count: a confirmed page (its SHA-256 taken from
+the packed rows) is kept only until the writer thread has G4-coded it and appended it to
+the archive's page journal; the record then holds its meta.json entry alone.  The coding
+runs in the writer thread, not in the call's trio task.
 
 A page can be archived ``complete: false``: a non-ECM page that lost image data beyond
 recovery is answered RTN (T.30 5.3.6.2) and, if the sender never sends it again, the
@@ -68,10 +69,19 @@ def event_type_for(meta: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class PendingPage:
-    """A page coded G4 for the archive, with its place in the fax (1-based)."""
+    """A page the archive does not have yet, with its place in the fax (1-based): the
+    page as received (coded by ``coded_page()``, in the writer thread) or already G4."""
 
     number: int
-    coded: CodedPage
+    page: Page | None = None
+    coded: CodedPage | None = None
+    bad_rows: int = 0
+    longest_bad_run: int = 0
+
+    def coded_page(self) -> CodedPage:
+        if self.coded is not None:
+            return self.coded
+        return coded_page(self.page, bad_rows=self.bad_rows, longest_bad_run=self.longest_bad_run)
 
 
 def compress_page(page: Page, *, bad_rows: int = 0, longest_bad_run: int = 0) -> tuple[CodedPage, str]:
@@ -142,19 +152,26 @@ class InboundFax:
 
     def add_page(self, page: Page, bad_rows: int, *, longest_bad_run: int = 0, complete: bool = True,
                  rows_lost: int = 0) -> None:
-        """Add a page (its bitmap is coded G4 here and not kept)."""
-        coded, sha256 = compress_page(page, bad_rows=bad_rows, longest_bad_run=longest_bad_run)
-        self.add_coded_page(coded, sha256, complete=complete, rows_lost=rows_lost)
+        """Add a page; the writer codes it G4 and drops the bitmap (see ``write``)."""
+        number = len(self.pages) + 1
+        self._unwritten.append(PendingPage(number, page=page, bad_rows=bad_rows, longest_bad_run=longest_bad_run))
+        self._add_entry(number, page.width, page.height, page.x_dpi, page.y_dpi, bad_rows,
+                        archive.page_sha256(page.bitmap), complete, rows_lost)
 
     def add_coded_page(self, coded: CodedPage, sha256: str, *, complete: bool = True, rows_lost: int = 0) -> None:
         """Add a page already coded by ``compress_page``: confirmed (``complete``), or the best
         copy of a page answered RTN that the sender never sent again (``complete=False``,
         ``rows_lost`` estimated)."""
         number = len(self.pages) + 1
-        self._unwritten.append(PendingPage(number, coded))
+        self._unwritten.append(PendingPage(number, coded=coded))
+        self._add_entry(number, coded.width, coded.height, coded.x_dpi, coded.y_dpi, coded.bad_rows, sha256,
+                        complete, rows_lost)
+
+    def _add_entry(self, number: int, width: int, height: int, x_dpi: float, y_dpi: float, bad_rows: int,
+                   sha256: str, complete: bool, rows_lost: int) -> None:
         self.pages.append({
-            "number": number, "width_px": coded.width, "height_px": coded.height,
-            "x_dpi": _dpi(coded.x_dpi), "y_dpi": _dpi(coded.y_dpi), "bad_rows": coded.bad_rows,
+            "number": number, "width_px": width, "height_px": height,
+            "x_dpi": _dpi(x_dpi), "y_dpi": _dpi(y_dpi), "bad_rows": bad_rows,
             "sha256": sha256, "complete": complete, "rows_lost": 0 if complete else max(0, rows_lost),
         })
         self.meta["t30"]["pages"] = len(self.pages)
@@ -163,9 +180,13 @@ class InboundFax:
 
     def snapshot(self) -> tuple[tuple[PendingPage, ...], dict[str, Any]]:
         """What to write now: the pages the archive lacks and a copy of meta (trio thread)."""
+        self.forget_written()
+        return tuple(self._unwritten), _copy(self.meta)
+
+    def forget_written(self) -> None:
+        """Drop the pages the journal holds from memory (trio thread, after a write)."""
         written = self._journaled
         self._unwritten = [p for p in self._unwritten if p.number > written]
-        return tuple(self._unwritten), _copy(self.meta)
 
     def write(self, pages: Iterable[PendingPage], meta: dict[str, Any]) -> None:
         """Append ``pages`` to the page journal, finish the documents if ``meta`` is final,
@@ -181,7 +202,7 @@ class InboundFax:
                 continue
             if self._journal is None:
                 self._journal = archive.PageJournal(folder)
-            self._journal.append(pending.coded)
+            self._journal.append(pending.coded_page())
             self._journaled = pending.number
         if not meta.get("in_progress"):
             meta["files"] = _finish_documents(folder, self.formats, len(meta.get("pages", [])))

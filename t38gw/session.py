@@ -382,6 +382,7 @@ class FaxSession:
                 self._write_failure = self._write_failure or str(exc)
             else:
                 self._pages_written = max(self._pages_written, len(meta["pages"]))
+                self.record.forget_written()
             self._page_written.set()
 
     def outcome(self) -> tuple[str, str]:

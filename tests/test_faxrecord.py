@@ -114,7 +114,7 @@ def test_a_crash_in_any_window_of_an_append_keeps_exactly_the_confirmed_pages(tm
         # page was never confirmed (our MCF waits for meta.json), so it must not appear.
         record.add_page(Page(1728, 80, 204, 196, extra), bad_rows=0)
         pages, _ = record.snapshot()
-        record._journal.append(pages[-1].coded)
+        record._journal.append(pages[-1].coded_page())
     assert [p[0] for p in read_fax_tiff(journal)][:2] == bitmaps  # still a valid TIFF
     assert len(archive.read_meta(record.folder)["pages"]) == 2
     spool = Spool(tmp_path / "spool.db", rng=random.Random(1))
