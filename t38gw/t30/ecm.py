@@ -48,10 +48,16 @@ class EcmBlock:
         return [n for n in range(count) if n not in self.frames]
 
     def ppr_map(self) -> bytes:
-        """The 32-octet PPR FIF for the frames still missing (transmission order)."""
+        """The 32-octet PPR FIF: bit ``n`` set for every frame 0-255 we do not hold.
+
+        Frames beyond the block's count are flagged too, as SpanDSP's receiver does
+        (t30.c builds the map over all 256 frames; TSB-85 OREN02/OREN03 expect exactly
+        that map) - senders resend only frames they sent, so the extra bits are harmless.
+        """
         bitmap = bytearray(PPR_MAP_OCTETS)
-        for n in self.missing():
-            bitmap[n >> 3] |= 1 << (n & 7)
+        for n in range(MAX_FRAMES):
+            if n not in self.frames:
+                bitmap[n >> 3] |= 1 << (n & 7)
         return bytes(bitmap)
 
     def data(self) -> bytes:

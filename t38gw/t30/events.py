@@ -29,6 +29,9 @@ class T30Result(enum.Enum):
     RX_DCNFAX = "RX_DCNFAX"  # DCN while waiting for EOM/EOP/MPS
     RX_DCNPHD = "RX_DCNPHD"  # DCN after MPS/EOM before the next page
     RX_DCNRRD = "RX_DCNRRD"  # DCN after an RR/RNR exchange
+    RX_DCNNORTN = "RX_DCNNORTN"  # DCN after our RTN: the sender gave up on the page
+    RETRYDCN = "RETRYDCN"  # our DIS went unanswered three times, then DCN (TSB-85 MRGX01)
+    LIMIT_REACHED = "LIMIT_REACHED"  # a ReceiverConfig limit (pages, rows, ECM blocks) ended the call
     CALL_DROPPED = "CALL_DROPPED"  # the session ended the call (BYE) before phase E
 
 
@@ -82,12 +85,27 @@ class PageReceived:
 
 @dataclass(frozen=True)
 class PageRejected:
-    """A page we answered with RTN; the sender may send it again."""
+    """A page we did not confirm (RTN, or ERR to an ECM EOR): the sender may send it again,
+    and if it does and we confirm it, that ``PageReceived`` carries the same ``number``.
+
+    ``bitmap`` (with ``width``, ``x_dpi``, ``y_dpi``, ``compression``, ``ecm``) is set only
+    for a non-ECM page during which UDPTL lost image data beyond recovery
+    (``ifp_loss_gaps`` > 0): the best copy received, to keep provisionally in case the
+    sender gives up.  ``rows_lost_estimate`` is the rows the lost IFPs held, estimated
+    from their share of the page's data at the modem rate (see the receiver)."""
 
     number: int
     height: int
     bad_rows: int
     longest_bad_run: int
+    width: int = 0
+    bitmap: bytes | None = None
+    x_dpi: int = 0
+    y_dpi: int = 0
+    compression: str = ""
+    ecm: bool = False
+    ifp_loss_gaps: int = 0
+    rows_lost_estimate: int = 0
 
 
 @dataclass(frozen=True)

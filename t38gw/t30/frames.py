@@ -163,7 +163,8 @@ class T30Frame:
 
 
 # T.30 5.3.6.2.4 / Table 3: identities are up to 20 characters from digits, "+" and
-# space; the FIF carries them last character first, padded with spaces.
+# space; the FIF carries them last character first (the least significant digit is sent
+# first), then the space fill (TSB-85 MRGN01 checks exactly this CSI).
 IDENT_LENGTH = 20
 IDENT_ALPHABET = frozenset("0123456789+ ")
 
@@ -177,8 +178,7 @@ def encode_ident(ident: str) -> bytes:
         raise ValueError(f"identity {ident!r} is longer than {IDENT_LENGTH} characters")
     if not set(ident) <= IDENT_ALPHABET:
         raise ValueError(f"identity {ident!r} has characters outside T.30 Table 3 (digits, '+', space)")
-    padded = ident.ljust(IDENT_LENGTH)
-    return padded[::-1].encode("ascii")
+    return ident[::-1].ljust(IDENT_LENGTH).encode("ascii")
 
 
 def decode_ident(fif: bytes) -> str:

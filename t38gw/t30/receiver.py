@@ -88,6 +88,17 @@ LOCAL_TCF_WAIT = 1.0
 TCF_END_SILENCE = 0.5
 #: A peer that keeps FTT-ing gets at most this many TCF attempts before we hang up.
 MAX_TCF_ATTEMPTS = 8
+#: DIS sent this many times without an answer: DCN (T.30 Figure 5-2's retry count of 3;
+#: TSB-85 MRGX01 wants three DIS, then DCN).
+MAX_DIS_TRIES = 3
+#: Transferred TCF: no training carrier (nor TCF data) this long after a DCS means the TCF
+#: is missing: answer FTT so the sender retrains (TSB-85 MRGN13/MRGN15).  TCF starts 75 ms
+#: after the DCS (T.30 5.3.2.4); if its training indicator is lost, its data comes only
+#: after the training (V.17 long train 1.4 s): 3 s covers both plus network jitter.
+TCF_MISSING_WAIT = 3.0
+#: After a garbled command while we answer, DIS is repeated this long after the V.21
+#: carrier ended, or at once after the fast carrier (a TCF) that followed it.
+GARBLED_DIS_WAIT = 0.5
 _ZERO_RUN = re.compile(b"\x00+")
 
 
@@ -119,6 +130,14 @@ class ReceiverConfig:
     t4: float = T4
     t5: float = T5
     carrier_timeout: float = CARRIER_TIMEOUT
+    #: Confirmed pages per call: the page that reaches it is confirmed, then a sender that
+    #: announced more (MPS/EOM) is disconnected with ``T30Result.LIMIT_REACHED``.
+    max_pages: int = 200
+    #: Rows per page: a taller page is not confirmed and ends the call (LIMIT_REACHED).
+    max_page_rows: int = MAX_PAGE_ROWS
+    #: ECM partial pages (blocks) per page.  T.30 A.4.1: the PPS block counter is one
+    #: octet, so a page has at most 256 blocks; a sender that sends more ends the call.
+    max_ecm_blocks_per_page: int = 256
 
 
 PageDecoderFactory = Callable[[Compression, int], object]
@@ -158,6 +177,7 @@ class EcmPageDecoder:
         self.width = width
         self.blocks: list[bytes] = []
         self.whole = True  # False once a block was taken with frames missing
+        self.max_rows = MAX_PAGE_ROWS
 
     def feed(self, data: bytes) -> None:
         self.blocks.append(bytes(data))
@@ -168,11 +188,11 @@ class EcmPageDecoder:
         decoder = imaging_decoder(self.compression, self.width)
         if self.whole:
             page = try_libtiff_decode(b"".join(self.blocks), decoder.coding, decoder.width,
-                                      bit_order=decoder.bit_order, max_rows=MAX_PAGE_ROWS)
+                                      bit_order=decoder.bit_order, max_rows=self.max_rows)
             if page is not None:
                 return page
         for data in self.blocks:
-            if data and not decoder.page_ended and decoder.rows < MAX_PAGE_ROWS:
+            if data and not decoder.page_ended and decoder.rows < self.max_rows:
                 decoder.feed(data)
         return decoder.finish()
 
@@ -241,6 +261,16 @@ class T30Receiver:
         self._receiver_ready = True
         self.pages_confirmed = 0
         self._document_pages = 0
+        self._dis_sent = 0  # DIS in this phase B without an answer (MAX_DIS_TRIES)
+        self._garbled_while_answering = False
+        self._dis_after_t2 = False  # EOM answered: DIS follows when T2 runs out
+        self._page_data_ifps = 0  # non-ECM: IFPs of image data this page, and IFPs lost
+        self._page_lost_ifps = 0
+        # ECM numbering (T.30 A.4.1): the page and block the next PPS should name.
+        self._ecm_page = 0
+        self._ecm_block = 0
+        self._ecm_blocks_in_page = 0
+        self._err_block_pending = False  # last block taken after EOR (ERR): may be re-sent
         self.counters = {"bad_frames": 0, "crp_sent": 0, "ppr_sent": 0, "responses_repeated": 0,
                          "lost_ifp_gaps": 0, "unexpected": 0}
 
@@ -285,8 +315,9 @@ class T30Receiver:
         non_ecm = self.dcs is not None and not self.dcs.ecm
         if non_ecm and (self.state is State.NON_ECM_PAGE or (self.state is State.AWAIT_PAGE and self._fast_carrier_seen)):
             # Non-ECM has no retransmission: rows in the lost IFPs are gone without a trace
-            # the decoder could count, so the page is flagged (see _page_complete).
+            # the decoder could count, so the page is answered RTN (see _page_complete).
             self._page_loss_gaps += 1
+            self._page_lost_ifps += max(count, 1)
         return self._take_events()
 
     def handle_timer(self, now: float) -> list[Event]:
@@ -305,7 +336,13 @@ class T30Receiver:
         self._now = now
         if self.state is State.ENDED:
             return []
-        self._end(T30Result.CALL_DROPPED, f"call dropped in state {self.state.value}", send_dcn=False)
+        if self.state is State.AWAIT_DCN:
+            # EOP was answered MCF: every page is confirmed and the sender is done, many
+            # hang up without DCN (T.30 5.3.6.1.7 has DCN follow, but the document is whole).
+            self._end(T30Result.OK, "sender hung up after our MCF to EOP (no DCN); document complete",
+                      send_dcn=False)
+        else:
+            self._end(T30Result.CALL_DROPPED, f"call dropped in state {self.state.value}", send_dcn=False)
         self._outgoing.clear()  # there is no line left to send on
         return self._take_events()
 
@@ -368,6 +405,8 @@ class T30Receiver:
         # Not remembered as "the last response": after EOM a repeated EOM must get its
         # MCF again, not the DIS that followed it.
         end = self._send_frames(frames, remember=False, start=start)
+        self._dis_sent += 1
+        self._garbled_while_answering = False
         self._timers["T4"] = end + self.config.t4
 
     def _arm_t2(self, after: float | None = None) -> None:
@@ -411,6 +450,7 @@ class T30Receiver:
         if fast and self.state is State.AWAIT_TCF:
             self.state = State.TCF
             self._timers.pop("LOCAL_TCF", None)
+            self._timers.pop("TCF_MISSING", None)
         elif indicator is T30Indicator.NO_SIGNAL and self.state is State.TCF:
             # The training carrier is over even if its sig-end packets were lost.
             self._tcf_ended()
@@ -448,11 +488,14 @@ class T30Receiver:
             self._burst_had_bad_frame = True
         if self._burst_had_bad_frame:
             self._burst_had_bad_frame = False
-            if self.state in (State.AWAIT_POST_PAGE, State.AWAIT_PAGE, State.AWAIT_DCN,
-                              State.AWAIT_DCS, State.RECEIVER_NOT_READY):
-                # T.30 5.3.6.1.8 / Figure 5-2: a command received with errors is answered CRP.
-                self.counters["crp_sent"] += 1
-                self._send_frames([T30Frame(Fcf.CRP)], remember=False)
+            if self.state is State.ANSWERING:
+                # T.30 Figure 5-2: the called terminal answers a command it could not read
+                # by sending DIS again (TSB-85 MRGN11) - once a TCF that may follow the
+                # garbled DCS is over (see _image_ended), or shortly.
+                self._garbled_while_answering = True
+                self._timers["T4"] = self._now + GARBLED_DIS_WAIT
+            # Elsewhere a garbled command gets no answer: CRP is optional (T.30 5.3.6.1.8)
+            # and TSB-85 MRGN17 requires silence; the sender repeats the command after T4.
 
     def _command(self, frame: T30Frame, optional: list[T30Frame]) -> None:
         row = COMMANDS.get(self.state, {})
@@ -477,6 +520,13 @@ class T30Receiver:
                 handler = T30Receiver._dcn
             elif fcf == Fcf.CRP:
                 handler = T30Receiver._crp
+            elif self.state is State.AWAIT_POST_PAGE and frame.fcf not in _KNOWN_FCF:
+                # After page data only a post-message command can follow; a frame that is
+                # no T.30 command at all ends the call, as SpanDSP does (TSB-85 MRGX12).
+                self.counters["unexpected"] += 1
+                self._log(f"unexpected {frame.name} in {self.state.value}: not a T.30 command")
+                self._end(T30Result.RX_INVALCMD, f"invalid command {frame.name} after page data")
+                return
             else:
                 self.counters["unexpected"] += 1
                 self._log(f"unexpected {frame.name} in {self.state.value}")
@@ -511,13 +561,21 @@ class T30Receiver:
                 self.subaddress = decode_ident(extra.fif)
             elif extra.fcf in (Fcf.PWD, Fcf.SID):
                 self.password = decode_ident(extra.fif)
+            elif extra.fcf not in (Fcf.NSS, Fcf.TSA, Fcf.IRA, Fcf.CIA, Fcf.ISP):
+                self.counters["unexpected"] += 1
+                self._log(f"unexpected {extra.name} frame before DCS (ignored)")
         self.dcs = dcs
         self._timers.pop("T1", None)
         self._timers.pop("T4", None)
+        self._dis_sent = 0
+        self._dis_after_t2 = False
+        self._garbled_while_answering = False
         self._last_command = None
         self.state = State.AWAIT_TCF
         self._tcf_zero_run = self._tcf_longest = 0
         self._arm_t2()
+        if self.config.transferred_tcf:
+            self._timers["TCF_MISSING"] = self._now + TCF_MISSING_WAIT
         if not self.config.transferred_tcf:
             # T.38 localTCF: TCF is checked between the fax and its gateway, so nothing
             # is judged here; but a peer may still send a training burst, and CFR must not
@@ -552,14 +610,18 @@ class T30Receiver:
             self._last_tcf_failed = False
             self._accept_training()
         else:
-            self._last_tcf_failed = True
-            self._log(f"TCF failed: longest zero run {self._tcf_longest * 8} bits, need {needed * 8}")
-            if self._tcf_attempts >= MAX_TCF_ATTEMPTS:
-                self._end(T30Result.CANNOT_TRAIN, f"TCF failed {self._tcf_attempts} times")
-                return
-            self.state = State.AWAIT_DCS
-            end = self._respond(Fcf.FTT)
-            self._arm_t2(end)
+            self._training_failed(f"TCF failed: longest zero run {self._tcf_longest * 8} bits, need {needed * 8}")
+
+    def _training_failed(self, why: str) -> None:
+        # T.30 5.3.6.2.3: FTT asks the sender to retrain (a new DCS, perhaps slower).
+        self._last_tcf_failed = True
+        self._log(why)
+        if self._tcf_attempts >= MAX_TCF_ATTEMPTS:
+            self._end(T30Result.CANNOT_TRAIN, f"TCF failed {self._tcf_attempts} times")
+            return
+        self.state = State.AWAIT_DCS
+        end = self._respond(Fcf.FTT)
+        self._arm_t2(end)
 
     def _accept_training(self) -> None:
         dcs = self.dcs
@@ -589,6 +651,7 @@ class T30Receiver:
         state = self.state
         if state is State.AWAIT_TCF or state is State.TCF:
             self.state = State.TCF
+            self._timers.pop("TCF_MISSING", None)
             self._timers["T2"] = self._now + self.config.carrier_timeout
             # TCF lasts 1.5 s and the sender waits only T4 for our answer: if its end was
             # lost, judge it once the data has stopped for TCF_END_SILENCE.
@@ -607,11 +670,15 @@ class T30Receiver:
         if state is State.NON_ECM_PAGE:
             self._timers.pop("T2", None)
             self._timers["CARRIER"] = self._now + self.config.carrier_timeout
+            self._page_data_ifps += 1
             decoder = self._decoder
-            if not decoder.page_ended and decoder.rows < MAX_PAGE_ROWS:
+            if not decoder.page_ended:
                 decoder.feed(data)
                 if not self._page_rows_seen and decoder.rows:
                     self._page_rows_seen = True
+                if decoder.rows >= self.config.max_page_rows:
+                    self._end(T30Result.LIMIT_REACHED,
+                              f"page taller than the limit of {self.config.max_page_rows} rows; not confirmed")
             return
         if not self._stray_data_logged:
             self._stray_data_logged = True
@@ -624,6 +691,8 @@ class T30Receiver:
             self._tcf_ended()
         elif self.state is State.AWAIT_TCF:
             self._log("TCF signal ended without data")
+        elif self.state is State.ANSWERING and self._garbled_while_answering:
+            self._send_dis(self._now)
         elif self.state is State.NON_ECM_PAGE:
             self._timers.pop("CARRIER", None)
             self.state = State.AWAIT_POST_PAGE
@@ -633,7 +702,10 @@ class T30Receiver:
         self._decoder = None
         self._page_rows_seen = False
         self._page_loss_gaps = 0
+        self._page_data_ifps = self._page_lost_ifps = 0
         self._fast_carrier_seen = False
+        self._ecm_blocks_in_page = 0
+        self._err_block_pending = False
 
     # ----- ECM (T.4 Annex A)
     def _ecm_frame(self, ev: t38_io.HdlcFrameArrived) -> None:
@@ -645,7 +717,11 @@ class T30Receiver:
             return
         if not ev.fcs_ok:
             self.counters["bad_frames"] += 1  # it will be in the PPR map
+            # Frames are arriving, good or not: T2 stops, the carrier watch starts (an
+            # ECM block whose first frame is corrupted must not end the call mid-block).
             self.state = State.ECM_BLOCK
+            self._timers.pop("T2", None)
+            self._timers["CARRIER"] = self._now + self.config.carrier_timeout
             return
         try:
             frame = T30Frame.from_wire(ev.wire)
@@ -674,8 +750,7 @@ class T30Receiver:
         self._timers.pop("CARRIER", None)
         if len(frame.fif) < 4:
             self._log(f"PPS with {len(frame.fif)}-octet FIF")
-            self._send_frames([T30Frame(Fcf.CRP)], remember=False)
-            return
+            return  # no answer: the sender repeats it (T.30 5.3.6.1.8, CRP is optional)
         fcf2 = frame.fif[0] & 0xFE
         page, block_no, count = frame.fif[1], frame.fif[2], frame.fif[3] + 1
         key = ("PPS", fcf2, page, block_no)
@@ -689,6 +764,32 @@ class T30Receiver:
         if fcf2 != PPS_NULL and fcf2 not in _POST_PAGE:
             self._end(T30Result.RX_ECMPHD, f"PPS with unknown post-page command 0x{fcf2:02X}")
             return
+        if self._names_confirmed_block(page, block_no):
+            # T.30 A.4.1 numbers pages and blocks: a PPS naming the block (or page) we
+            # already confirmed is the sender repeating itself because our MCF was lost.
+            # Confirm it again and store nothing (else the archive holds a page twice).
+            self._log(f"PPS for page {page} block {block_no}, already confirmed: MCF again, nothing stored")
+            self._block = None
+            self._last_command = key
+            self.state = State.AWAIT_PAGE
+            end = self._respond(Fcf.MCF)
+            self._arm_t2(end)
+            return
+        if (page, block_no) != (self._ecm_page, self._ecm_block):
+            if self._err_block_pending and (page, block_no) == (self._ecm_page, (self._ecm_block + 1) & 0xFF):
+                # The sender moved on after EOR/ERR: the block with errors stays in the page.
+                self._err_block_pending = False
+            elif not self._err_block_pending:
+                self._log(f"PPS names page {page} block {block_no}, expected {self._ecm_page}/{self._ecm_block}")
+            self._ecm_page, self._ecm_block = page, block_no
+        elif self._err_block_pending:
+            # The block we took with errors after EOR comes again whole: it replaces that copy.
+            self._err_block_pending = False
+            decoder = self._decoder
+            if isinstance(decoder, EcmPageDecoder) and decoder.blocks:
+                decoder.blocks.pop()
+                self._ecm_blocks_in_page -= 1
+                decoder.whole = True
         block = self._block
         if block is None:
             block = self._block = EcmBlock(page, block_no, self.dcs.ecm_frame_size if self.dcs else 256)
@@ -706,18 +807,37 @@ class T30Receiver:
             return
         self._block_complete(fcf2)
 
+    def _names_confirmed_block(self, page: int, block_no: int) -> bool:
+        """Does a PPS name the block or page we confirmed last (not the one due now)?"""
+        if self._err_block_pending:
+            return False
+        if self._ecm_block > 0:
+            return page == self._ecm_page and block_no == self._ecm_block - 1
+        return self.pages_confirmed > 0 and page == (self._ecm_page - 1) & 0xFF
+
     def _block_complete(self, fcf2: int, *, with_errors: bool = False) -> None:
         """The block is whole (or the sender gave up on it with EOR): take its data."""
         block = self._block
         self._block = None
         if self._decoder is None:
             self._decoder = self._ecm_decoder_factory(self.dcs.compression, self.dcs.width_px)
+            if hasattr(self._decoder, "max_rows"):
+                self._decoder.max_rows = self.config.max_page_rows
         if block is not None:
             data = block.data()
-            if data and not self._decoder.page_ended and self._decoder.rows < MAX_PAGE_ROWS:
+            if data and not self._decoder.page_ended and self._decoder.rows < self.config.max_page_rows:
                 self._decoder.feed(data)
+        self._ecm_blocks_in_page += 1
+        if self._ecm_blocks_in_page > self.config.max_ecm_blocks_per_page:
+            self._end(T30Result.LIMIT_REACHED, f"page of more than {self.config.max_ecm_blocks_per_page} "
+                                               "ECM blocks; not confirmed")
+            return
         if with_errors and isinstance(self._decoder, EcmPageDecoder):
             self._decoder.whole = False  # frames are missing: not a clean page any more
+        if with_errors:
+            self._err_block_pending = fcf2 == PPS_NULL
+        else:
+            self._ecm_block = (self._ecm_block + 1) & 0xFF
         response = Fcf.ERR if with_errors else Fcf.MCF
         if not self._receiver_ready and not with_errors:
             self._defer(lambda: self._finish_block(fcf2, response))
@@ -807,18 +927,40 @@ class T30Receiver:
         dcs = self.dcs
         quality = judge_quality(page.height, page.bad_rows, page.longest_bad_run)
         lost_gaps = self._page_loss_gaps
-        if lost_gaps and quality is PageQuality.GOOD:
-            # Rows were lost with the IFPs: the page is kept (RTP) but never called good.
-            quality = PageQuality.POOR
+        rows_lost = 0
         if forced is not None:
-            response = forced  # ECM: the transport was checked frame by frame
+            response = forced  # ECM: the transport was checked frame by frame (ERR: given up)
+        elif lost_gaps:
+            # T.30 5.3.6.2: UDPTL lost image data beyond recovery, so rows are missing that
+            # no decoder can count.  RTN: the sender retrains and may send the page again;
+            # the best copy goes out with PageRejected in case it does not.
+            response = Fcf.RTN
+            received = max(self._page_data_ifps, 1)
+            # The lost IFPs carried about the same share of the page as the ones received
+            # (a sender paces image data evenly at the modem rate).
+            rows_lost = -(-page.height * self._page_lost_ifps // received)
         else:
             response = {PageQuality.GOOD: Fcf.MCF, PageQuality.POOR: Fcf.RTP, PageQuality.BAD: Fcf.RTN}[quality]
-        if response == Fcf.RTN:
-            self._events.append(PageRejected(self.pages_confirmed + 1, page.height, page.bad_rows, page.longest_bad_run))
+        if page.height >= self.config.max_page_rows:
+            self._end(T30Result.LIMIT_REACHED, f"page taller than the limit of {self.config.max_page_rows} rows; "
+                                               "not confirmed")
+            return
+        confirmed = response in (Fcf.MCF, Fcf.RTP)
+        if not confirmed:
+            if lost_gaps and forced is None:
+                self._events.append(PageRejected(
+                    self.pages_confirmed + 1, page.height, page.bad_rows, page.longest_bad_run,
+                    width=page.width, bitmap=page.bitmap, x_dpi=dcs.resolution.x_dpi, y_dpi=dcs.resolution.y_dpi,
+                    compression=dcs.compression.value, ecm=dcs.ecm, ifp_loss_gaps=lost_gaps,
+                    rows_lost_estimate=rows_lost))
+            else:
+                self._events.append(PageRejected(self.pages_confirmed + 1, page.height, page.bad_rows,
+                                                 page.longest_bad_run, ecm=dcs.ecm))
         else:
             self.pages_confirmed += 1
             self._document_pages += 1
+            if dcs.ecm:
+                self._ecm_page = (self._ecm_page + 1) & 0xFF
             self._events.append(PageReceived(
                 number=self.pages_confirmed, width=page.width, height=page.height, bitmap=page.bitmap,
                 bad_rows=page.bad_rows, longest_bad_run=page.longest_bad_run, quality=quality,
@@ -828,14 +970,23 @@ class T30Receiver:
             ))
         self._page_rows_seen = False
         self._page_loss_gaps = 0
+        self._page_data_ifps = self._page_lost_ifps = 0
         self._fast_carrier_seen = False
-        confirmed = response != Fcf.RTN
+        self._ecm_block = 0
+        self._ecm_blocks_in_page = 0
+        self._err_block_pending = False
         if command == Fcf.MPS:
-            # T.30 5.3.6.2.8: after RTP/RTN the sender retrains with a new DCS.
+            # T.30 5.3.6.2.8: after RTP/RTN the sender retrains with a new DCS; after ERR
+            # (T.30 A.4: EOR answered) it goes on with the next page.
             self.state = State.AWAIT_PAGE if response in (Fcf.MCF, Fcf.ERR) else State.AWAIT_DCS
         elif command == Fcf.EOP:
-            self.state = State.AWAIT_DCN if confirmed else State.AWAIT_DCS
-        else:  # EOM: back to phase B with a new DIS
+            if confirmed:
+                self.state = State.AWAIT_DCN
+            elif response == Fcf.ERR:
+                self.state = State.AWAIT_PAGE  # the page is incomplete; DCN now is RX_DCNDATA
+            else:
+                self.state = State.AWAIT_DCS
+        else:  # EOM: back to phase B
             self.state = State.AWAIT_DCS
         end = self._respond(response)
         if command == Fcf.EOP and confirmed:
@@ -845,16 +996,23 @@ class T30Receiver:
                 self._events.append(DocumentEnded(self._document_pages, more_documents=True))
                 self._document_pages = 0
             # T.30 Figure 5-2: after the response to EOM (MCF, RTP or RTN alike) both
-            # stations return to phase B and the called station sends DIS again.
-            self.state = State.ANSWERING
-            self._timers["T1"] = end + self.config.t1
-            self._send_dis(self._now)
+            # stations return to phase B; the called station sends DIS when T2 runs out
+            # without a command (TSB-85 MRGN09: MCF to DIS 5-7 s), and a repeated EOM meanwhile
+            # gets its response again (MRGN16).
+            self._dis_after_t2 = True
+        if confirmed and command in (Fcf.MPS, Fcf.EOM) and self.pages_confirmed >= self.config.max_pages:
+            self._end(T30Result.LIMIT_REACHED, f"page limit of {self.config.max_pages} pages per call reached")
             return
         self._arm_t2(end)
 
     def _repeat_of_last(self, key: tuple) -> bool:
         """T.30 5.4.2: a sender that missed our response repeats its command; answer again."""
         if key == self._last_command and self._last_response:
+            if self._tx_free_at > self._now:
+                # Our answer is still going out: it answers the repeat too.  A second copy
+                # would reach the sender after it has moved on (into its next page).
+                self._log(f"repeated command {key[0]} while our response is still being sent")
+                return True
             self.counters["responses_repeated"] += 1
             self._log(f"repeated command {key[0]}: response sent again")
             end = self._send_frames(self._last_response)
@@ -873,6 +1031,7 @@ class T30Receiver:
     def _crp(self, frame: T30Frame, optional: list[T30Frame]) -> None:
         # T.30 5.3.6.1.8: CRP asks us to repeat our last signal.
         if self.state is State.ANSWERING:
+            self._dis_sent = 0  # CRP is an answer: the DIS repeat count starts again
             self._send_dis(self._now)
         else:
             self._repeat_response("CRP")
@@ -884,12 +1043,15 @@ class T30Receiver:
         state = self.state
         if state is State.AWAIT_DCN:
             result, reason = T30Result.OK, "DCN after EOP"
+        elif state is State.AWAIT_DCS and self._last_response and self._last_response[-1].fcf == Fcf.RTN:
+            result, reason = T30Result.RX_DCNNORTN, "sender hung up after our RTN"
         elif state is State.AWAIT_DCS and self._last_tcf_failed:
             result, reason = T30Result.CANNOT_TRAIN, f"sender hung up after {self._tcf_attempts} failed TCF"
         elif state in (State.ANSWERING, State.AWAIT_DCS, State.AWAIT_TCF, State.TCF):
             result, reason = T30Result.RX_DCNWHY, f"DCN in phase B ({state.value})"
         elif state is State.AWAIT_PAGE:
-            result = T30Result.RX_DCNPHD if self.pages_confirmed else T30Result.RX_DCNDATA
+            # As SpanDSP reports it (t30.c, DCN in its F_DOC states; TSB-85 OREN01).
+            result = T30Result.RX_DCNDATA
             reason = f"DCN waiting for image data after {self.pages_confirmed} page(s)"
         elif state is State.RECEIVER_NOT_READY:
             result, reason = T30Result.RX_DCNRRD, "DCN after RNR"
@@ -901,7 +1063,14 @@ class T30Receiver:
     def _timer_expired(self, name: str) -> None:
         state = self.state
         if name == "T4" and state is State.ANSWERING:
-            self._send_dis(self._now)
+            if self._dis_sent >= MAX_DIS_TRIES:
+                self._end(T30Result.RETRYDCN, f"no answer to {self._dis_sent} DIS")
+            else:
+                self._send_dis(self._now)
+        elif name == "TCF_MISSING":
+            if state is State.AWAIT_TCF:
+                self._tcf_attempts += 1
+                self._training_failed("DCS without TCF")
         elif name == "T1":
             if state is State.ANSWERING:
                 self._end(T30Result.T1_EXPIRED, "no DCS within T1")
@@ -922,6 +1091,13 @@ class T30Receiver:
             elif state is State.ECM_BLOCK:
                 self.state = State.AWAIT_POST_PAGE
                 self._arm_t2()
+        elif name == "T2" and state is State.AWAIT_DCS and self._dis_after_t2:
+            # EOM answered and no command within T2: phase B, we send DIS (T.30 Figure 5-2).
+            self._dis_after_t2 = False
+            self._dis_sent = 0
+            self.state = State.ANSWERING
+            self._timers["T1"] = self._now + self.config.t1
+            self._send_dis(self._now)
         elif name == "T2" and state is State.AWAIT_DCN:
             # Every page was confirmed and EOP answered: only the DCN was lost.  SpanDSP
             # would say RX_T2EXPDCN; for the document that is a success.
@@ -941,6 +1117,7 @@ class T30Receiver:
 
 
 _H = T30Receiver
+_KNOWN_FCF = frozenset(int(f) for f in Fcf)
 #: States in which our last response went out and nothing new has arrived since.
 _ANSWERED_STATES = frozenset({State.AWAIT_PAGE, State.ANSWERING, State.AWAIT_DCN, State.AWAIT_DCS})
 _PHASE_D_ROW = {fcf: _H._post_page for fcf in _POST_PAGE}

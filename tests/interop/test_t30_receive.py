@@ -5,12 +5,15 @@ TIFF, the IFPs go through our UDPTL sender, a seeded impairment and our UDPTL re
 and our engine receives.  A cell passes when SpanDSP reports T30_ERR_OK in phase E, our
 engine ends with OK and every page it confirmed is pixel-identical to its source page.
 
-Axes: ECM on/off x MH/MR/MMR (MMR needs ECM) x 204x98 / 204x196 / 204x391 / 300x300 x
-A4 / B4 / A3 width (1728 / 2048 / 2432 pixels at 204 dpi; 2592 / 3072 / 3648 at 300 dpi,
-T.4 Table 1 - SpanDSP re-scales a 1728-pixel page to 2592 at 300 dpi) x 1, 3 and 10
-pages x no loss / 10 % loss with redundancy 3 / burst loss with parity FEC.  Most cells
-use short random pages; the cells on one diagonal of the matrix (which meets every value
-of every axis) send ITU-T T.24 charts instead.
+Lossy non-ECM cells: a page during which UDPTL lost image data beyond recovery is answered
+RTN (T.30 5.3.6.2) and reported as ``PageRejected`` with the best copy; confirmed pages
+are always whole.  What SpanDSP 0.0.6 does after RTN (its t30.c ``case T30_RTN`` in the
+sender's phase D, seen in these cells): to MPS it falls back one modem speed, sends a new
+DCS + TCF and sends the *same* page again (the PageReceived then carries the rejected
+page's number); to EOP it sends DCN at once (0.0.6 has no ``t30_set_retransmit_capable``,
+so ``retransmit_capable`` is 0 and that branch gives up); when no slower modem is left it
+ends with CANNOT_TRAIN.  So each source page ends confirmed and pixel-identical, or
+rejected (with its loss reported) and then either resent or the call ended.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import zlib
 
 import pytest
 
-from t38gw.t30 import PageQuality, PageReceived, T30Result
-from tests.peers.spandsp import T30_ERR_OK, SpandspT38Terminal, make_fax_tiff
+from t38gw.t30 import PageReceived, PageRejected, T30Result
+from tests.peers.spandsp import T30_ERR_OK, T30_ERRORS, SpandspT38Terminal, make_fax_tiff
 from tests.support.impairment import Impairment
 from tests.t30.harness import run_call
 from tests.t30.pages import chart_page, random_page
@@ -81,20 +84,42 @@ def test_spandsp_sends_to_engine(tmp_path, ecm, coding, x_dpi, y_dpi, paper, pag
 
     outcome = run_call(tiff, ecm=ecm, compressions={coding}, seed=seed, max_sim_seconds=3000, **links(link, seed))
 
-    assert outcome.sender_status == T30_ERR_OK, SpandspT38Terminal.completion_code_name(outcome.sender_status or -1)
     ended = outcome.call_ended
-    assert ended is not None and ended.result is T30Result.OK, ended
-    received = [e for e in outcome.events if isinstance(e, PageReceived)]
-    assert [p.number for p in received] == list(range(1, page_count + 1))
-    for page, (bitmap, w, h) in zip(received, pages):
-        assert page.compression == coding and page.ecm == ecm
-        assert (page.width, page.x_dpi, page.y_dpi) == (w, x_dpi, y_dpi)
-        if page.ifp_loss_gaps:
-            # Non-ECM has no retransmission: when UDPTL could not recover an IFP its rows
-            # are gone.  The engine must know and say so (RTP, never a clean MCF).
-            assert not ecm and page.quality is not PageQuality.GOOD
-            continue
-        assert page.height == h and page.bitmap == bitmap, f"page {page.number} differs from its source"
-    assert outcome.sender_stats["pages_tx"] == page_count
+    page_events = [e for e in outcome.events if isinstance(e, (PageReceived, PageRejected))]
+    rejected = [e for e in page_events if isinstance(e, PageRejected)]
+    if rejected:
+        assert not ecm and link != "clean", rejected  # only lost image data is rejected here
+    else:
+        assert outcome.sender_status == T30_ERR_OK, SpandspT38Terminal.completion_code_name(outcome.sender_status or -1)
+        assert ended is not None and ended.result is T30Result.OK, ended
+        assert len(page_events) == page_count
+    assert ended is not None
+    assert page_events, "no page at all"
+    confirmed = 0
+    for i, event in enumerate(page_events):
+        bitmap, w, h = pages[event.number - 1]
+        assert (event.width, event.x_dpi, event.y_dpi, event.compression) == (w, x_dpi, y_dpi, coding)
+        if isinstance(event, PageReceived):
+            assert event.number == confirmed + 1
+            confirmed += 1
+            assert event.ecm == ecm and event.ifp_loss_gaps == 0  # confirmed pages are whole
+            assert event.height == h and event.bitmap == bitmap, f"page {event.number} differs from its source"
+        else:
+            # The best copy of a page with unrecovered image loss, never confirmed: SpanDSP
+            # sends that page again (same number) or the call ends here.
+            assert event.number == confirmed + 1
+            assert event.bitmap is not None and event.ifp_loss_gaps > 0 and event.rows_lost_estimate > 0
+            assert i == len(page_events) - 1 or page_events[i + 1].number == event.number
+    if rejected and isinstance(page_events[-1], PageRejected):
+        # RTN to the last page's EOP (SpanDSP sends DCN), or no slower modem left.
+        assert ended.result is T30Result.RX_DCNNORTN, ended
+        assert outcome.sender_status in (T30_ERR_OK, T30_ERRORS["T30_ERR_CANNOT_TRAIN"]), outcome.sender_status
+    else:
+        assert confirmed == page_count
+        assert ended.result is T30Result.OK and outcome.sender_status == T30_ERR_OK, (ended, outcome.sender_status)
+    if rejected:
+        # Before each resend SpanDSP retrained with a new DCS.
+        dcs_sent = sum(1 for d, f in outcome.spandsp_frames if d == "tx" and f[2] & 0xFE == 0x82)
+        assert dcs_sent >= 1 + sum(1 for i, e in enumerate(page_events[:-1]) if isinstance(e, PageRejected))
     assert outcome.wrong_deliveries == 0
     assert outcome.engine.finished

@@ -26,7 +26,9 @@ def test_ppr_map_bit_for_frame_0_is_the_first_transmitted_bit():
         if n not in (0, 9):
             block.frame_received(n, b"x")
     bitmap = block.ppr_map()
-    assert bitmap[0] == 0x01 and bitmap[1] == 0x02 and bitmap[2:] == bytes(30)
+    # Frames 0 and 9 are missing; 10-255 were never sent and are flagged too (SpanDSP's
+    # map, TSB-85 OREN02/03): bits 10-15 of octet 1 and every later octet.
+    assert bitmap[0] == 0x01 and bitmap[1] == 0xFE and bitmap[2:] == b"\xff" * 30
     # On the T.38 wire (MSB first) frame 0 is the top bit of the first octet.
     assert T30Frame(Fcf.PPR, bitmap).to_wire()[3] == 0x80
 
@@ -40,7 +42,7 @@ def test_ppr_map_round_trip(count, present):
     block.set_frame_count(count)
     missing = [n for n in range(count) if n not in present]
     assert block.missing() == missing
-    assert frames_in_ppr_map(block.ppr_map()) == missing
+    assert frames_in_ppr_map(block.ppr_map()) == [n for n in range(256) if n not in present]
 
 
 def test_frame_count_only_grows():

@@ -77,8 +77,9 @@ def test_ident_round_trip(ident):
 
 
 def test_ident_is_sent_last_character_first():
-    # T.30 5.3.6.2.4: the last character of the number goes first.
-    assert encode_ident("+12") == b" " * 17 + b"21+"
+    # T.30 5.3.6.2.4: the last character of the number goes first, then the space fill
+    # (TSB-85 MRGN01's CSI: 9C 1C ... D4 04 04 ... = "9876543210+" then spaces).
+    assert encode_ident("+12") == b"21+" + b" " * 17
 
 
 @pytest.mark.parametrize("bad", ["x" * 3, "1" * 21])
