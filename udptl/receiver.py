@@ -29,13 +29,35 @@ next:
   SpanDSP's and Asterisk's udptl.c): when exactly one of those is missing it is the XOR
   of the parity and the others.  Recovery repeats until nothing more can be rebuilt.
 * Whatever is now contiguous from ``next`` is delivered.  Packets held behind a gap
-  wait at most ``reorder_timeout`` seconds (from the arrival of the first packet after
-  the gap) and never more than ``reorder_window`` numbers ahead; then the gap is
-  reported lost and delivery goes on.
+  wait at most the *hold* (below, from the arrival of the first packet after the gap)
+  and never more than ``reorder_window`` numbers ahead; then the gap is reported lost
+  and delivery goes on.
 * A packet more than ``resync_threshold`` numbers away from ``next`` (either way) is
   held on probation, as RFC 3550 A.1 does for RTP: a stray packet (RTP on the UDPTL
   port, a very old duplicate) is dropped, but when the next datagram continues from it
   the peer has restarted its numbering, and we resynchronise to it.
+
+How long a gap is held
+----------------------
+The numbers that can still repair a lost IFP ``p`` arrive after it: with redundancy of
+depth ``D`` the packet ``p + D`` is the last to carry it; with parity FEC of ``entries``
+``E`` over ``span`` ``S`` the last parity covering ``p`` rides on ``p + E*S`` (entry 0
+of that packet).  That *horizon* ``H`` is learnt from the datagrams themselves: the
+number of non-empty secondaries, or ``fec-npackets`` times the number of entries, the
+largest seen among the packets that arrived since the gap opened (a sender that trims
+its redundancy to fit ``T38FaxMaxDatagram`` sends fewer secondaries with big IFPs).
+The time per sequence number is measured too: the arrival times of the last
+``_RATE_WINDOW`` numbers received before the gap, over how many numbers they span, each
+step counted at most ``_MAX_STEP`` s so that a pause between T.30 phases does not
+count.  The hold is ``(H + 1)`` such intervals (the last lost IFP's repair comes at most
+``H - 1`` intervals after the first packet past the gap; two more allow for jitter),
+never less than ``reorder_timeout`` (0.2 s, which covers reordering on its own) and
+never more than ``max_hold`` (2 s).  SpanDSP paces image data and V.21 octets at 20-40 ms
+per IFP, so FEC 3x3 needs ~0.3 s: a fixed 0.2 s gave up on bursts its parity rebuilt a
+moment later.  The cap: the hold delays only what arrived after a gap, and only until
+the repair comes or the hold ends; T.30 command/response timers are seconds (T4 is
+3 s +-15 %, T.30 5.3.6.2.4), so a frame held past a gap must still be answered well
+inside them.
 
 Hostile input cannot make it raise or grow: undecodable datagrams and IFPs are
 counters, and every table is bounded by the window sizes.
@@ -54,6 +76,8 @@ __all__ = ["IfpLost", "IfpReceived", "ReceiverStats", "UdptlReceiver"]
 _PRIMARY, _REDUNDANCY, _FEC = 0, 1, 2
 _RING = 4096  # how far back duplicates are told apart from late packets
 _RECENT = 128  # delivered IFPs kept: to check secondaries against, and for FEC parity
+_RATE_WINDOW = 16  # sequence numbers whose arrival times give the time per number
+_MAX_STEP = 0.25  # s: a longer silence between two numbers counts as this much
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +119,10 @@ class UdptlReceiver:
     """Turns UDPTL datagrams into in-order IFPs; see the module docstring.
 
     ``version`` is the negotiated T.38 version, used to decode IFPs.  ``reorder_window``
-    bounds how many sequence numbers ahead packets are held; ``reorder_timeout`` (s) how
-    long a gap may hold them; a jump of ``resync_threshold`` or more is a restart or a
+    bounds how many sequence numbers ahead packets are held; a gap holds them for what
+    the stream's error correction can still repair (see "How long a gap is held"), at
+    least ``reorder_timeout`` and at most ``max_hold`` seconds (``reorder_timeout`` wins
+    if it is the larger); a jump of ``resync_threshold`` or more is a restart or a
     stray; FEC entries covering more than ``max_fec_coverage`` IFPs are ignored.
     """
 
@@ -106,6 +132,7 @@ class UdptlReceiver:
         *,
         reorder_window: int = 64,
         reorder_timeout: float = 0.2,
+        max_hold: float = 2.0,
         resync_threshold: int = 1024,
         max_fec_coverage: int = 128,
     ) -> None:
@@ -115,9 +142,12 @@ class UdptlReceiver:
             raise LocalProtocolError("need 1 <= reorder_window < resync_threshold <= 2048")
         if not 1 <= max_fec_coverage <= _RECENT:
             raise LocalProtocolError(f"need 1 <= max_fec_coverage <= {_RECENT}")
+        if not 0 < reorder_timeout or not 0 < max_hold:
+            raise LocalProtocolError("need reorder_timeout > 0 and max_hold > 0")
         self.version = version
         self.reorder_window = reorder_window
         self.reorder_timeout = reorder_timeout
+        self.max_hold = max(max_hold, reorder_timeout)
         self.resync_threshold = resync_threshold
         self.max_fec_coverage = max_fec_coverage
         self.stats = ReceiverStats()
@@ -125,6 +155,15 @@ class UdptlReceiver:
         # extended seq -> (ifp, arrival time, how we got it); only numbers >= _next
         self._held: dict[int, tuple[bytes, float, int]] = {}
         self._primaries = [-1] * _RING  # ring of extended numbers whose primary arrived
+        self._arrival = [0.0] * _RING  # when they arrived (valid where _primaries matches)
+        # The current gap: how long it holds packets (s; None: not worked out yet, as most
+        # gaps close with the packet that opens them), how many numbers after a lost IFP
+        # can still repair it, the seconds per number before it, and (number, time) of
+        # the packet that opened it until that is measured.
+        self._hold: float | None = reorder_timeout
+        self._horizon = 0
+        self._interval: float | None = None
+        self._gap_opened: tuple[int, float] | None = None
         self._fec: dict[int, tuple[int, tuple[bytes, ...]]] = {}
         self._probation: tuple[int, bytes, tuple[bytes, ...] | None, object, float] | None = None
         self._cache: dict[bytes, IfpPacket | None] = {}
@@ -152,23 +191,26 @@ class UdptlReceiver:
                 cursor = position + 2
                 empties = 0
                 if count < 0x80:
-                    for _ in range(count):
-                        if cursor >= size:
-                            break
-                        length = data[cursor]
-                        if length >= 0x80:
-                            break
-                        if not length:
-                            empties += 1
-                        cursor += 1 + length
-                    else:
-                        if cursor == size:
-                            stats = self.stats
-                            stats.received += 1
-                            if empties:
-                                stats.empty_secondaries += empties
-                            self._primaries[expected % _RING] = expected
-                            return [self._deliver(expected, data[3:position], _PRIMARY)]
+                    try:  # an index past the end (a truncated datagram) leaves it to _datagram
+                        for _ in range(count):
+                            length = data[cursor]
+                            if length >= 0x80:
+                                break
+                            if not length:
+                                empties += 1
+                            cursor += 1 + length
+                        else:
+                            if cursor == size:
+                                stats = self.stats
+                                stats.received += 1
+                                if empties:
+                                    stats.empty_secondaries += empties
+                                slot = expected % _RING
+                                self._primaries[slot] = expected
+                                self._arrival[slot] = now
+                                return [self._deliver(expected, data[3:position], _PRIMARY)]
+                    except IndexError:
+                        pass
         return self._datagram(data, now)
 
     def _datagram(self, data: bytes, now: float) -> list[IfpReceived | IfpLost]:
@@ -206,6 +248,7 @@ class UdptlReceiver:
             stats.duplicates += 1
             return []
         self._primaries[slot] = ext
+        self._arrival[slot] = now
         if diff == 0 and not self._held:
             return [self._deliver(ext, primary, _PRIMARY)]
         return self._accept_out_of_order(ext, primary, secondaries, fec, now)
@@ -214,10 +257,21 @@ class UdptlReceiver:
         """When ``handle_timer`` should next run, or None when nothing is held."""
         if not self._held:
             return None
-        return min(entry[1] for entry in self._held.values()) + self.reorder_timeout
+        return min(entry[1] for entry in self._held.values()) + self.hold
+
+    @property
+    def hold(self) -> float:
+        """How long (s) the current (or last) gap holds the packets behind it."""
+        hold = self._hold
+        if hold is None:
+            if self._gap_opened is not None:
+                self._interval = self._time_per_number(*self._gap_opened)
+                self._gap_opened = None
+            hold = self._hold = self._hold_for(self._horizon)
+        return hold
 
     def handle_timer(self, now: float) -> list[IfpReceived | IfpLost]:
-        """Give up on gaps whose held packets have waited ``reorder_timeout``."""
+        """Give up on gaps whose held packets have waited the hold."""
         events: list[IfpReceived | IfpLost] = []
         while self._held:
             deadline = self.next_deadline()
@@ -265,6 +319,16 @@ class UdptlReceiver:
 
     def _accept_out_of_order(self, ext, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:
         held = self._held
+        horizon = len(secondaries) if secondaries else 0
+        if fec is not None and fec.entries and 0 < fec.npackets:
+            horizon = max(horizon, min(fec.npackets * len(fec.entries), self.max_fec_coverage))
+        if not held:  # a gap opens: the stream before it is measured if the hold is asked for
+            self._horizon = horizon
+            self._gap_opened = (ext, now)
+            self._hold = None
+        elif horizon > self._horizon:
+            self._horizon = horizon
+            self._hold = None
         entry = held.get(ext)
         if entry is None:
             held[ext] = (primary, now, _PRIMARY)
@@ -292,6 +356,34 @@ class UdptlReceiver:
             self._release_until(ext - self.reorder_window + 1, events)
         self._drain(events)
         return events
+
+    def _time_per_number(self, ext: int, now: float) -> float | None:
+        """Seconds per sequence number, from the arrival times of the last
+        ``_RATE_WINDOW`` primaries received before ``ext`` (which arrived at ``now``),
+        looking back at most ``_RECENT`` numbers; None if there are none."""
+        primaries, arrival = self._primaries, self._arrival
+        later_seq, later_time = ext, now
+        elapsed = 0.0
+        numbers = found = 0
+        for seq in range(ext - 1, ext - 1 - _RECENT, -1):
+            slot = seq % _RING
+            if primaries[slot] != seq:
+                continue
+            found += 1
+            if found > _RATE_WINDOW:
+                break
+            step = later_time - arrival[slot]
+            if step >= 0:  # a reordered arrival says nothing about the rate
+                elapsed += min(step, _MAX_STEP * (later_seq - seq))
+                numbers += later_seq - seq
+            later_seq, later_time = seq, arrival[slot]
+        return elapsed / numbers if numbers else None
+
+    def _hold_for(self, horizon: int) -> float:
+        interval = self._interval
+        if interval is None or not horizon:
+            return self.reorder_timeout
+        return min(max((horizon + 1) * interval, self.reorder_timeout), self.max_hold)
 
     def _redundancy_consistent(self, ext: int, secondaries: tuple[bytes, ...]) -> bool:
         """Whether the secondaries agree with every primary we hold or just delivered.
@@ -416,6 +508,7 @@ class UdptlReceiver:
         self._next = probation[0]
         first = probation[0]
         self._primaries[first % _RING] = first
+        self._arrival[first % _RING] = probation[4]
         events.append(self._deliver(first, probation[1], _PRIMARY))
         events.extend(self._continue(seq16, primary, secondaries, fec, now))
         return events
@@ -424,6 +517,7 @@ class UdptlReceiver:
         """Process an already-decoded datagram that continues the current numbering."""
         ext = self._next + (((seq16 - self._next + 0x8000) & 0xFFFF) - 0x8000)
         self._primaries[ext % _RING] = ext
+        self._arrival[ext % _RING] = now
         if ext == self._next and not self._held:
             return [self._deliver(ext, primary, _PRIMARY)]
         return self._accept_out_of_order(ext, primary, secondaries, fec, now)
