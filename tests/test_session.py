@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import socket
 
+import structlog
 import trio
 
 from t38gw import archive
@@ -15,6 +16,7 @@ from t38gw.t30 import Fcf, ReceiverConfig, T30Frame
 from t38gw.t30.dcs import Compression, Modulation
 from tests.t30 import scripted as s
 from tests.t30.pages import random_page
+from tests.peers.spandsp import read_fax_tiff
 from udptl.codec import encode_ifp
 from udptl.endpoint import PortPool
 from udptl.ifp import FieldType
@@ -131,3 +133,269 @@ def test_ifps_are_split_to_fit_a_small_t38faxmaxdatagram():
     assert all(len(sender.datagram_for(p)) <= 72 for p in pieces)
     small = IfpPacket(T30Data.V21, (DataField(FieldType.HDLC_DATA, frame[:5]),))
     assert split_to_fit(small, 0, sender.max_ifp) == [encode_ifp(small, 0)]
+
+
+# -- incomplete pages, limits, media latching ----------------------------------------------
+
+class ScriptedPeer:
+    """A scripted T.38 sender on a loopback socket, talking to a FaxSession; it notes every
+    T.30 frame the session sends."""
+
+    def __init__(self, session: FaxSession, endpoint_port: int, sock) -> None:
+        self.session, self.port, self.sock = session, endpoint_port, sock
+        self.sender = UdptlSender(error_correction="none", max_datagram=1400)
+        self.receiver = UdptlReceiver(0)
+        self.frames: list[int] = []
+        self._heard = trio.Event()
+
+    async def listen(self) -> None:
+        while True:
+            data = await self.sock.recv(2048)
+            for item in self.receiver.datagram_received(data, trio.current_time()):
+                if not isinstance(item, IfpReceived) or item.packet is None:
+                    continue
+                for field in item.packet.fields or ():
+                    if field.field_type is FieldType.HDLC_DATA and len(field.data) >= 3:
+                        self.frames.append(T30Frame.from_wire(field.data).fcf)
+                        self._heard.set()
+
+    async def heard(self, fcf: Fcf, count: int = 1, timeout: float = 10) -> None:
+        with trio.fail_after(timeout):
+            while sum(1 for f in self.frames if f == T30Frame(fcf).fcf) < count:
+                self._heard = trio.Event()
+                await self._heard.wait()
+
+    async def send(self, packets, *, drop: frozenset[int] = frozenset()) -> None:
+        """Send ``packets``; those at the indexes in ``drop`` are lost on the way (their
+        UDPTL sequence numbers are used up, so the receiver sees a gap)."""
+        for index, packet in enumerate(packets):
+            datagram = self.sender.datagram_for(encode_ifp(packet, 0))
+            if index not in drop:
+                await self.sock.sendto(datagram, ("127.0.0.1", self.port))
+            await trio.sleep(0.01)
+
+
+def run_scripted(tmp_path, script, **session_kw) -> FaxSession:
+    """Run a session on a real socket against ``script(peer)``; the record is written as
+    the gateway writes it (pages as confirmed, meta.json final at the end)."""
+    sessions: list[FaxSession] = []
+
+    async def write(record, pages, meta) -> None:
+        await trio.to_thread.run_sync(record.write, pages, meta)
+
+    async def finish(session) -> None:
+        await write(session.record, *session.record.snapshot())
+
+    async def main() -> None:
+        low, high = free_range(20)
+        endpoint = await PortPool(low, high, host="127.0.0.1").open()
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
+        record = InboundFax(fax_id="01a21438-6359-7817-b310-bde014280622", started_at=1_764_000_000.0,
+                            root=tmp_path, formats=("pdf", "tiff"), sip={"call_id": "c1"}, route_index=None,
+                            route=Route())
+        session = FaxSession(record=record, endpoint=endpoint,
+                             receiver_config=ReceiverConfig(local_ident="+1 555 0100", send_ced=False),
+                             t38_settings=T38Config(), rng=random.Random(1), write_record=write,
+                             finish_record=finish, **session_kw)
+        sessions.append(session)
+        session.t38_ready(T38Session(remote=sock.getsockname(), version=0, max_bitrate=14400,
+                                     error_correction="none", rate_management="transferredTCF",
+                                     peer_max_datagram=1400))
+        peer = ScriptedPeer(session, endpoint.port, sock)
+        with trio.move_on_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.run)
+                nursery.start_soon(peer.listen)
+                await script(peer)
+                with trio.fail_after(20):
+                    await session.done.wait()
+                nursery.cancel_scope.cancel()
+        sock.close()
+
+    trio.run(main)
+    return sessions[0]
+
+
+PAGE_ROWS = 300
+
+
+def lossy_page() -> tuple[bytes, list, frozenset[int]]:
+    """A page, its image carrier packets, and two data packets in the middle to lose."""
+    bitmap = random_page(random.Random(21), 1728, PAGE_ROWS)
+    packets = s.image_carrier(Modulation.V17_14400, s.coded_page(bitmap, 1728, PAGE_ROWS, Compression.MH),
+                              chunk=120)
+    middle = len(packets) // 2
+    return bitmap, packets, frozenset({middle, middle + 1})
+
+
+async def phase_b(peer: ScriptedPeer, cfr_count: int = 1) -> None:
+    await peer.heard(Fcf.DIS)
+    await peer.send(s.dcs_sequence(Modulation.V17_14400))
+    await peer.send(s.tcf(Modulation.V17_14400))
+    await peer.heard(Fcf.CFR, cfr_count)
+
+
+def test_a_page_with_lost_image_data_is_kept_incomplete_when_the_sender_gives_up(tmp_path):
+    """The engine answers RTN for a page with unrecovered UDPTL loss (T.30 5.3.6.2); the
+    sender gives up (DCN), so the copy we got is archived ``complete: false`` and the fax
+    is ``partial``, with the rows lost estimated."""
+    bitmap, packets, drop = lossy_page()
+
+    async def script(peer: ScriptedPeer) -> None:
+        await phase_b(peer)
+        await peer.send(packets, drop=drop)
+        await trio.sleep(0.5)  # the receiver declares the gap lost
+        await peer.send(s.control(s.frame(Fcf.EOP)))
+        await peer.heard(Fcf.RTN)
+        await peer.send(s.control(s.frame(Fcf.DCN)))
+
+    session = run_scripted(tmp_path, script)
+    meta = archive.read_meta(session.record.folder)
+    assert meta["status"] == "partial" and meta["in_progress"] is False, meta
+    assert meta["incomplete_pages"] == 1
+    [page] = meta["pages"]
+    assert page["complete"] is False and page["number"] == 1
+    assert 0 < page["rows_lost"] < PAGE_ROWS
+    assert "page 1 incomplete" in meta["reason"], meta["reason"]
+    assert meta["files"] == {"pdf": "fax.pdf", "tiff": "fax.tif"}
+    [(stored, width, height, _, _)] = read_fax_tiff(session.record.folder / "fax.tif")
+    assert width == 1728 and archive.page_sha256(stored) == page["sha256"]
+    assert height == page["height_px"] < PAGE_ROWS  # the rows really went missing
+
+
+def test_of_two_lossy_copies_the_better_one_is_kept(tmp_path):
+    """The sender sends the page again after RTN, loses more of it, then gives up: the
+    archive keeps the first copy (fewer rows lost), not merely the latest."""
+    _, packets, drop = lossy_page()
+    middle = min(drop)
+    worse = frozenset(range(middle - 3, middle + 4))
+
+    async def script(peer: ScriptedPeer) -> None:
+        await phase_b(peer)
+        await peer.send(packets, drop=drop)
+        await trio.sleep(0.5)
+        await peer.send(s.control(s.frame(Fcf.EOP)))
+        await peer.heard(Fcf.RTN)
+        await phase_b(peer, cfr_count=2)
+        await peer.send(packets, drop=worse)
+        await trio.sleep(0.5)
+        await peer.send(s.control(s.frame(Fcf.EOP)))
+        await peer.heard(Fcf.RTN, 2)
+        await peer.send(s.control(s.frame(Fcf.DCN)))
+
+    with structlog.testing.capture_logs() as logs:
+        session = run_scripted(tmp_path, script)
+    rejected = [entry for entry in logs if entry["event"] == "page_rejected"]
+    assert len(rejected) == 2 and rejected[0]["rows_lost"] < rejected[1]["rows_lost"], rejected
+    meta = archive.read_meta(session.record.folder)
+    [page] = meta["pages"]
+    assert (meta["status"], page["complete"], page["rows_lost"]) == ("partial", False, rejected[0]["rows_lost"])
+    assert page["height_px"] == rejected[0]["height_px"]
+
+
+def test_a_page_sent_again_after_rtn_replaces_the_incomplete_copy(tmp_path):
+    bitmap, packets, drop = lossy_page()
+
+    async def script(peer: ScriptedPeer) -> None:
+        await phase_b(peer)
+        await peer.send(packets, drop=drop)
+        await trio.sleep(0.5)
+        await peer.send(s.control(s.frame(Fcf.EOP)))
+        await peer.heard(Fcf.RTN)
+        # T.30 5.3.6.2: after RTN the sender retrains (DCS, TCF) and sends the page again.
+        await phase_b(peer, cfr_count=2)
+        await peer.send(packets)
+        await peer.send(s.control(s.frame(Fcf.EOP)))
+        await peer.heard(Fcf.MCF)
+        await peer.send(s.control(s.frame(Fcf.DCN)))
+
+    session = run_scripted(tmp_path, script)
+    meta = archive.read_meta(session.record.folder)
+    assert (meta["status"], meta["reason"], meta["incomplete_pages"]) == ("received", "", 0), meta
+    [page] = meta["pages"]
+    assert page["complete"] is True and page["rows_lost"] == 0
+    assert page["sha256"] == archive.page_sha256(bitmap)
+    assert [p[0] for p in read_fax_tiff(session.record.folder / "fax.tif")] == [bitmap]
+
+
+def test_max_call_seconds_ends_the_call_keeping_confirmed_pages(tmp_path):
+    bitmap = random_page(random.Random(4), 1728, 100)
+    coded = s.coded_page(bitmap, 1728, 100, Compression.MH)
+
+    async def script(peer: ScriptedPeer) -> None:
+        await phase_b(peer)
+        await peer.send(s.image_carrier(Modulation.V17_14400, coded))
+        await peer.send(s.control(s.frame(Fcf.MPS)))
+        await peer.heard(Fcf.MCF)
+        # ... and the sender goes quiet, well inside T.30's own timers.
+
+    session = run_scripted(tmp_path, script, max_call_seconds=8.0)
+    meta = archive.read_meta(session.record.folder)
+    assert meta["status"] == "partial" and len(meta["pages"]) == 1
+    assert "8 s limit" in meta["reason"] and "max_call_seconds" in meta["reason"], meta["reason"]
+    assert [p[0] for p in read_fax_tiff(session.record.folder / "fax.tif")] == [bitmap]
+
+
+def test_foreign_datagrams_are_dropped_and_logged_once(tmp_path):
+    """A third party on another loopback address sprays valid UDPTL at the call's port:
+    its datagrams never reach the engine, and the session logs it once."""
+    bitmap = random_page(random.Random(5), 1728, 100)
+    coded = s.coded_page(bitmap, 1728, 100, Compression.MH)
+
+    async def script(peer: ScriptedPeer) -> None:
+        attacker = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await attacker.bind(("127.0.0.2", 0))
+        forged = UdptlSender(error_correction="none", max_datagram=1400)
+        await phase_b(peer)
+        for packet in s.control(s.frame(Fcf.DCN)) * 3:  # would end the call if it got in
+            await attacker.sendto(forged.datagram_for(encode_ifp(packet, 0)), ("127.0.0.1", peer.port))
+        await peer.send(s.image_carrier(Modulation.V17_14400, coded))
+        await peer.send(s.control(s.frame(Fcf.EOP)))
+        await peer.heard(Fcf.MCF)
+        await peer.send(s.control(s.frame(Fcf.DCN)))
+        attacker.close()
+
+    with structlog.testing.capture_logs() as logs:
+        session = run_scripted(tmp_path, script)
+    meta = archive.read_meta(session.record.folder)
+    assert meta["status"] == "received" and [p["sha256"] for p in meta["pages"]] == [archive.page_sha256(bitmap)]
+    foreign = [entry for entry in logs if entry["event"] == "udptl_foreign_source"]
+    assert len(foreign) == 1 and foreign[0]["source"].startswith("127.0.0.2:"), foreign
+    assert session.endpoint.stats.foreign_source >= 3
+
+
+def test_the_media_latch_never_moves_after_the_first_confirmed_page(tmp_path):
+    """After page 1 is confirmed, another port of the peer's own host that continues the
+    UDPTL stream in sequence (what a NAT rebinding looks like, and what the latch follows
+    before the first page) is foreign: its DCN never reaches the engine, page 2 arrives
+    from the real peer, and our responses keep going there."""
+    first = random_page(random.Random(7), 1728, 80)
+    second = random_page(random.Random(8), 1728, 80)
+    moved_from: list[tuple[str, int]] = []
+
+    async def script(peer: ScriptedPeer) -> None:
+        await phase_b(peer)
+        await peer.send(s.image_carrier(Modulation.V17_14400, s.coded_page(first, 1728, 80, Compression.MH)))
+        await peer.send(s.control(s.frame(Fcf.MPS)))
+        await peer.heard(Fcf.MCF)
+        mover = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await mover.bind(("127.0.0.1", 0))
+        moved_from.append(mover.getsockname())
+        forged = UdptlSender(error_correction="none", max_datagram=1400)
+        forged.seq = peer.sender.seq  # exactly where the real stream stands: in sequence
+        for packet in s.control(s.frame(Fcf.DCN)) * 2:
+            await mover.sendto(forged.datagram_for(encode_ifp(packet, 0)), ("127.0.0.1", peer.port))
+            await trio.sleep(0.01)
+        mover.close()
+        await peer.send(s.image_carrier(Modulation.V17_14400, s.coded_page(second, 1728, 80, Compression.MH)))
+        await peer.send(s.control(s.frame(Fcf.EOP)))
+        await peer.heard(Fcf.MCF, 2)
+        await peer.send(s.control(s.frame(Fcf.DCN)))
+
+    session = run_scripted(tmp_path, script)
+    meta = archive.read_meta(session.record.folder)
+    assert meta["status"] == "received", meta["reason"]
+    assert [p["sha256"] for p in meta["pages"]] == [archive.page_sha256(first), archive.page_sha256(second)]
+    assert session.endpoint.latched != moved_from[0]
+    assert session.endpoint.stats.foreign_source >= 6
