@@ -545,3 +545,91 @@ def test_a_command_repeated_while_our_answer_is_still_going_out_is_answered_once
     d.feed(s.control(s.frame(Fcf.MPS)), spacing=0.01)
     d.flush()
     assert names(d).count("MCF") == 1 and len(of(d.events, PageReceived)) == 1
+
+
+def test_page_limit_confirms_the_page_that_reaches_it_then_disconnects(page):
+    bitmap, coded = page
+    d = engine(max_pages=2)
+    trained(d)
+    for _ in range(2):
+        d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MH]))
+        d.feed(s.control(s.frame(Fcf.MPS)))  # "more pages follow"
+        d.wait(3.0)
+    d.flush()
+    assert names(d)[-3:] == ["MCF", "MCF", "DCN"]
+    assert [p.number for p in of(d.events, PageReceived)] == [1, 2]
+    assert of(d.events, CallEnded) == [CallEnded(T30Result.LIMIT_REACHED, 2, "page limit of 2 pages per call reached")]
+
+
+def test_page_limit_reached_by_the_last_page_is_a_normal_end(page):
+    bitmap, coded = page
+    d = engine(max_pages=1)
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, coded[Compression.MH]))
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    d.feed(s.control(s.frame(Fcf.DCN)))
+    assert of(d.events, CallEnded)[0].result is T30Result.OK
+
+
+def test_ecm_page_with_too_many_blocks_is_not_confirmed(page):
+    bitmap, coded = page
+    frames = s.ecm_frames(coded[Compression.MMR], 64)
+    d = ecm_setup(64)
+    d.engine.config = ReceiverConfig(local_ident="+1 555 0100", max_ecm_blocks_per_page=2)
+    for block in range(3):
+        d.feed(s.ecm_burst(Modulation.V17_14400, dict(enumerate(frames[:4]))))
+        d.feed(s.pps(PPS_NULL, 0, block, 4))
+    d.flush()
+    assert names(d)[-3:] == ["MCF", "MCF", "DCN"]
+    assert not of(d.events, PageReceived)
+    (ended,) = of(d.events, CallEnded)
+    assert ended.result is T30Result.LIMIT_REACHED and "2 ECM blocks" in ended.reason
+
+
+def test_non_ecm_page_with_unrecovered_loss_is_answered_rtn_with_its_best_copy(page):
+    # Issue 9 item 10 / T.30 5.3.6.2: rows lost with IFPs cannot be counted by the decoder;
+    # RTN makes the sender retrain and (SpanDSP does) send the page again.
+    bitmap, coded = page
+    d = engine()
+    trained(d)
+    packets = s.image_carrier(Modulation.V17_14400, coded[Compression.MH], chunk=100)
+    middle = len(packets) // 2
+    d.feed(packets[:middle])
+    d.events += d.engine.ifps_lost(2, d.now)
+    d.feed(packets[middle + 2:])
+    d.feed(s.control(s.frame(Fcf.MPS)))
+    d.flush()
+    assert names(d)[-1] == "RTN"
+    assert not of(d.events, PageReceived)
+    (rejected,) = of(d.events, PageRejected)
+    assert rejected.number == 1 and rejected.bitmap is not None and rejected.bitmap != bitmap
+    assert rejected.ifp_loss_gaps == 1 and not rejected.ecm
+    received_ifps = len(packets) - 3  # data packets fed (one indicator, two lost)
+    assert rejected.rows_lost_estimate == -(-rejected.height * 2 // received_ifps)
+    assert (rejected.width, rejected.x_dpi, rejected.y_dpi, rejected.compression) == (WIDTH, 204, 98, "mh")
+    # The sender retrains and sends the page again: confirmed under the same number.
+    d.wait(2.0)
+    d.feed(s.dcs_sequence(Modulation.V17_12000))
+    d.feed(s.tcf(Modulation.V17_12000))
+    d.feed(s.image_carrier(Modulation.V17_12000, coded[Compression.MH]))
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    (got,) = of(d.events, PageReceived)
+    assert got.number == 1 and got.bitmap == bitmap and got.ifp_loss_gaps == 0
+
+
+
+def test_poor_page_without_ifp_loss_keeps_the_rtp_rule(page):
+    # Only unrecovered UDPTL loss turns a page into RTN; a page the decoder repaired a few
+    # rows of (no IFP lost) is still kept and answered RTP (quality thresholds above).
+    bitmap, coded = page
+    data = bytearray(coded[Compression.MH])
+    for fraction in (0.25, 0.5, 0.75):
+        data[int(len(data) * fraction)] ^= 0xFF
+    d = engine()
+    trained(d)
+    d.feed(s.image_carrier(Modulation.V17_14400, bytes(data)))
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    d.flush()
+    (got,) = of(d.events, PageReceived)
+    assert got.ifp_loss_gaps == 0 and got.bad_rows > 0
+    assert names(d)[-1] == got.quality.value and got.quality is not PageQuality.BAD

@@ -723,3 +723,79 @@ class Tester:
         self._bad_command_at = None
         if tag in ("MCF", "MCF or RTP") or awaited[2:3] == b"\x31":
             self._last_mcf_end = item.t
+
+
+class SpandspDut:
+    """SpanDSP 0.0.6's T.38 terminal (C, via ctypes) as the device under test, to check the
+    runner itself: it plays the same IFPs to a terminal whose TSB-85 behaviour is known.
+    SpanDSP is advanced every 20 ms of simulated time (t38_terminal_send_timeout)."""
+
+    name = "spandsp"
+    TICK = 0.02
+
+    def __init__(self, rx_tiff) -> None:
+        self.ident = ""
+        self.rx_tiff = rx_tiff
+        self.terminal = None
+        self.t = 0.0
+        self._seq = 0
+        self._out: list[tuple[float, IfpPacket]] = []
+
+    def set(self, tag: str, value: str | None) -> None:
+        if tag == "IDENT":
+            self.ident = value or ""
+
+    def answer(self, now: float) -> None:
+        from tests.peers.spandsp import SpandspT38Terminal
+
+        self.t = now
+        self.terminal = SpandspT38Terminal(calling_party=False, on_ifp=self._on_ifp, ident=self.ident,
+                                           rx_tiff=self.rx_tiff, ecm=True, max_bitrate=14400)
+
+    def originate(self, now: float) -> None:
+        raise DutCannot("cross-check covers the receive annexes only")
+
+    def _on_ifp(self, raw: bytes, count: int) -> None:
+        from udptl.codec import decode_ifp
+
+        packet = decode_ifp(raw, 0)
+        self._out.extend([(self.t, packet)] * max(count, 1))
+
+    def advance(self, now: float) -> list[tuple[float, IfpPacket]]:
+        while self.terminal is not None and self.t + self.TICK <= now + 1e-9 and self.terminal.phase_e_status is None:
+            self.terminal.advance(160)
+            self.t += self.TICK
+        self.t = max(self.t, now) if self.terminal is None or self.terminal.phase_e_status is not None else self.t
+        out, self._out = self._out, []
+        return out
+
+    def deliver(self, packet: IfpPacket, now: float) -> None:
+        from udptl.codec import encode_ifp
+
+        self._out.extend(self.advance(now))
+        self.terminal.rx_ifp(encode_ifp(packet, 0), self._seq)
+        self._seq += 1
+
+    def hang_up(self, now: float) -> None:
+        self.terminal.terminate()
+
+    def next_wake(self) -> float | None:
+        return None if self.cleared else self.t + self.TICK
+
+    @property
+    def cleared(self) -> bool:
+        return self.terminal is not None and self.terminal.phase_e_status is not None
+
+    def take_pages(self) -> list:
+        return []
+
+    def check_status(self, tag: str) -> tuple[bool, str]:
+        from tests.peers.spandsp import T30_ERRORS, SpandspT38Terminal
+
+        want = T30_ERRORS[f"T30_ERR_{tag}"]
+        got = self.terminal.stats()["current_status"]
+        return got == want, f"expected {tag}, SpanDSP reports {SpandspT38Terminal.completion_code_name(got)}"
+
+    def close(self) -> None:
+        if self.terminal is not None:
+            self.terminal.close()
