@@ -11,24 +11,31 @@ reads a clock or touches a socket.
 Phases (T.30 clause 2 and Figure 5-2):
 
 * **B** - we send CED (T.30 5.3.6.1; or start straight with the V.21 preamble), then
-  CSI+DIS, repeated every T4 until a DCS arrives or T1 runs out.  The DCS sequence
+  CSI+DIS, repeated every T4 until a DCS arrives; after three unanswered DIS we send DCN
+  (RETRYDCN), and a garbled command is answered by DIS again (TSB-85 MRGX01, MRGN11).  The DCS sequence
   (TSI, SUB, PWD, SID before it) is parsed in full; then the training check TCF comes
   as ``t4-non-ecm-data`` zeros and is judged by its longest zero run (>= 1 s of its
   1.5 s, as SpanDSP judges it) -> CFR, else FTT and the sender falls back to a lower
-  rate with a new DCS.  Under ``localTCF`` (T.38 clause 6.2.1) no TCF crosses the IP
+  rate with a new DCS; a DCS with no TCF after it gets FTT too (TSB-85 MRGN13).  Under ``localTCF`` (T.38 clause 6.2.1) no TCF crosses the IP
   leg, so DCS is answered with CFR at once.
 * **C** - non-ECM: the image data is fed to the streaming T.4 decoder as it arrives;
   the page ends at RTC or ``t4-non-ecm-sig-end``.  ECM (T.4 Annex A): FCD frames of
   64/256 octets gather in an ``EcmBlock`` until RCP.
 * **D** - non-ECM MPS/EOP/EOM are answered MCF/RTP/RTN from the decoder's bad-row
-  figures (``QUALITY_*`` below).  ECM PPS-x is answered PPR with the map of frames still
-  missing until the block is whole, then MCF; CTC/CTR, EOR/ERR and RR/RNR follow
-  T.30 Annex A.  A command the sender repeats because our response was lost gets the
-  same response again; a garbled command gets CRP.
+  figures (``QUALITY_*`` below); a page during which UDPTL lost image data beyond
+  recovery is answered RTN (T.30 5.3.6.2) and reported with its best copy.  ECM PPS-x is
+  answered PPR with the map of frames still missing until the block is whole, then MCF;
+  a PPS naming the page/block already confirmed gets MCF again and stores nothing;
+  CTC/CTR, EOR/ERR and RR/RNR follow T.30 Annex A (a page taken after EOR is never
+  confirmed).  A command the sender repeats because our response was lost gets the same
+  response again; a garbled command gets no answer (TSB-85 MRGN17: the sender repeats it).
+  After EOM we return to phase B and send DIS when T2 runs out.  ``ReceiverConfig`` limits
+  pages per call, rows per page and ECM blocks per page (``T30Result.LIMIT_REACHED``).
 * **E** - DCN ends the call; so do the timers T1, T2, T5 with their T.30 result.
 
-Every confirmed page is handed out at once as ``PageReceived``, so a call that dies
-mid-page keeps what was confirmed; ``CallEnded`` carries the result and the reason.
+Every confirmed page is handed out at once as ``PageReceived`` (always whole), so a call
+that dies mid-page keeps what was confirmed; ``CallEnded`` carries the result and the
+reason.  The engine is checked against the TSB-85 procedures (tests/interop/tsb85).
 
 The handling of V.21 commands is written as a table (``COMMANDS``): state -> {FCF ->
 handler}.  A command missing from a state's row is logged as a ``ProtocolEventLogged``

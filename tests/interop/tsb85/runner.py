@@ -115,7 +115,7 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
         "T.38 the engine is done when its DCN's last IFP is due, and clearing the call is "
         "the session's SIP BYE (RFC 3261 15), not a T.30 timing; the upper bound is checked"),
     ("*", "NSF"): (
-        "NSF is optional (T.30 5.3.6.1.1: 'may be sent'), and its FIF must start with a "
+        "NSF is an optional signal (T.30 5.3.6.1.1), and its FIF must start with a "
         "T.35 country and manufacturer code this project has none of; a DUT that sends no "
         "NSF passes this step when its next frame is the script's next expected frame"),
 }
