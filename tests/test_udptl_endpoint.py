@@ -12,7 +12,7 @@ import trio
 
 from udptl.codec import encode_ifp
 from udptl.endpoint import ForeignDatagrams, PortPool, PortsExhausted
-from udptl.ifp import IfpPacket, T30Indicator
+from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator
 from udptl.receiver import IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 from tests.support.ports import free_range
@@ -248,3 +248,87 @@ def test_an_unroutable_sdp_address_is_replaced_by_the_expected_host():
             assert [type(item) for item in items] == [ForeignDatagrams, IfpReceived]
 
     trio.run(main)
+
+
+def stripes_page(width: int = 1728, height: int = 240) -> bytes:
+    """A page with vertical bars and horizontal rules: cheap to code, easy to misplace."""
+    row_bytes = width // 8
+    rows = []
+    for y in range(height):
+        if y % 24 < 2:
+            rows.append(b"\xff" * row_bytes)
+        else:
+            rows.append(bytes(0xF0 if (x // 8) % 3 == 0 else 0 for x in range(0, width, 8)))
+    return b"".join(rows)
+
+
+def test_a_real_spandsp_fax_through_the_endpoint_is_untouched_by_a_third_host(tmp_path):
+    # A SpanDSP T.38 terminal on 127.0.0.1 faxes a page through our endpoint to a SpanDSP
+    # receiving terminal behind it; a third host (127.0.0.2) races every datagram with a
+    # forged one (non-ECM image rows of its own, numbered as the peer's next datagram) and
+    # listens for what we send.  The page arrives pixel-identical, the call ends T30_ERR_OK
+    # on both sides, every forged datagram is counted, and the third host hears nothing.
+    from tests.peers.spandsp import T30_ERR_OK, SpandspT38Terminal, make_fax_tiff, read_fax_tiff
+
+    width, height = 1728, 240
+    bitmap = stripes_page(width, height)
+    tx, rx = tmp_path / "tx.tif", tmp_path / "rx.tif"
+    make_fax_tiff(tx, [(bitmap, width, height)])
+    forged = encode_ifp(IfpPacket(T30Data.V17_14400, (DataField(FieldType.T4_NON_ECM_DATA, b"\x00\x80" * 30),)), 0)
+
+    async def main():
+        peer_out: list[bytes] = []
+        our_out: list[bytes] = []
+        low, high = free_range(20)
+        with await PortPool(low, high, host="127.0.0.1").open() as endpoint, \
+                udp(PEER_HOST) as peer, udp(ATTACKER_HOST) as attacker, \
+                SpandspT38Terminal(calling_party=True, on_ifp=lambda ifp, count: peer_out.extend([ifp] * max(count, 1)),
+                                   ecm=False, tx_tiff=tx) as calling, \
+                SpandspT38Terminal(calling_party=False, on_ifp=lambda ifp, count: our_out.extend([ifp] * max(count, 1)),
+                                   ecm=False, rx_tiff=rx) as answering:
+            target = ("127.0.0.1", endpoint.port)
+            endpoint.start(peer.getsockname(), UdptlReceiver(0),
+                           UdptlSender(error_correction="redundancy", max_datagram=400, rng=random.Random(1)))
+            peer_sender = UdptlSender(error_correction="redundancy", max_datagram=400, rng=random.Random(2))
+            peer_receiver = UdptlReceiver(0)
+            spoofer = UdptlSender(error_correction="redundancy", max_datagram=400)
+            sent = forged_sent = 0
+            heard_by_attacker: list[bytes] = []
+            items: list = []
+            for tick in range(4000):  # at most 80 s of SpanDSP time
+                calling.advance(160)
+                answering.advance(160)
+                for ifp in peer_out:
+                    spoofer.seq = peer_sender.seq
+                    attacker.sendto(spoofer.datagram_for(forged), target)
+                    peer.sendto(peer_sender.datagram_for(ifp), target)
+                    sent += 2
+                    forged_sent += 1
+                peer_out.clear()
+                with trio.fail_after(5):
+                    while endpoint.stats.datagrams_received < sent:
+                        for item in await endpoint.receive_until(trio.current_time() + 5):
+                            items.append(item)
+                            if isinstance(item, IfpReceived):
+                                answering.rx_ifp(item.raw, item.seq)
+                for ifp in our_out:
+                    await endpoint.send_ifp(ifp)
+                our_out.clear()
+                for data in drain(peer):
+                    for item in peer_receiver.datagram_received(data, tick * 0.02):
+                        if isinstance(item, IfpReceived):
+                            calling.rx_ifp(item.raw, item.seq)
+                heard_by_attacker += drain(attacker)
+                if calling.phase_e_status is not None and answering.phase_e_status is not None:
+                    break
+            assert (calling.phase_e_status, answering.phase_e_status) == (T30_ERR_OK, T30_ERR_OK)
+            assert forged_sent > 100 and endpoint.stats.foreign_source == forged_sent
+            assert endpoint.latched == peer.getsockname() and endpoint.receiver.stats.lost == 0
+            assert [item for item in items if isinstance(item, ForeignDatagrams)] == [
+                ForeignDatagrams(attacker.getsockname(), 1)]
+            assert heard_by_attacker == []
+            assert endpoint.stats.datagrams_sent > 20 and peer_receiver.stats.received == endpoint.stats.datagrams_sent
+
+    trio.run(main)
+    [(received, got_width, got_height, _, _)] = read_fax_tiff(rx)
+    assert (got_width, got_height) == (width, height) and received == bitmap
