@@ -175,7 +175,7 @@ class ScriptedPeer:
             await trio.sleep(0.01)
 
 
-def run_scripted(tmp_path, script, **session_kw) -> FaxSession:
+def run_scripted(tmp_path, script, receiver_config: ReceiverConfig | None = None, **session_kw) -> FaxSession:
     """Run a session on a real socket against ``script(peer)``; the record is written as
     the gateway writes it (pages as confirmed, meta.json final at the end)."""
     sessions: list[FaxSession] = []
@@ -195,7 +195,8 @@ def run_scripted(tmp_path, script, **session_kw) -> FaxSession:
                             root=tmp_path, formats=("pdf", "tiff"), sip={"call_id": "c1"}, route_index=None,
                             route=Route())
         session = FaxSession(record=record, endpoint=endpoint,
-                             receiver_config=ReceiverConfig(local_ident="+1 555 0100", send_ced=False),
+                             receiver_config=receiver_config or ReceiverConfig(local_ident="+1 555 0100",
+                                                                               send_ced=False),
                              t38_settings=T38Config(), rng=random.Random(1), write_record=write,
                              finish_record=finish, **session_kw)
         sessions.append(session)
@@ -335,6 +336,25 @@ def test_max_call_seconds_ends_the_call_keeping_confirmed_pages(tmp_path):
     assert meta["status"] == "partial" and len(meta["pages"]) == 1
     assert "8 s limit" in meta["reason"] and "max_call_seconds" in meta["reason"], meta["reason"]
     assert [p[0] for p in read_fax_tiff(session.record.folder / "fax.tif")] == [bitmap]
+
+
+def test_the_page_limit_ends_the_call_partial_with_the_confirmed_pages(tmp_path):
+    """[limits] max_pages_per_call (the engine's max_pages): the page that reaches the
+    limit is confirmed and kept; the sender's MPS for more ends the call, and meta.json
+    says so: partial, with the engine's reason."""
+    bitmap = random_page(random.Random(9), 1728, 60)
+
+    async def script(peer: ScriptedPeer) -> None:
+        await phase_b(peer)
+        await peer.send(s.image_carrier(Modulation.V17_14400, s.coded_page(bitmap, 1728, 60, Compression.MH)))
+        await peer.send(s.control(s.frame(Fcf.MPS)))
+
+    config = ReceiverConfig(local_ident="+1 555 0100", send_ced=False, max_pages=1)
+    session = run_scripted(tmp_path, script, receiver_config=config)
+    meta = archive.read_meta(session.record.folder)
+    assert meta["status"] == "partial" and [p["sha256"] for p in meta["pages"]] == [archive.page_sha256(bitmap)]
+    assert meta["reason"].startswith("T.30 LIMIT_REACHED: ") and "limit" in meta["reason"], meta["reason"]
+    assert meta["files"] == {"pdf": "fax.pdf", "tiff": "fax.tif"}
 
 
 def test_foreign_datagrams_are_dropped_and_logged_once(tmp_path):
