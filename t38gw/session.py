@@ -39,6 +39,7 @@ import structlog
 import trio
 
 from imaging import Page
+from imaging.tiff import CodedPage
 from udptl.endpoint import ForeignDatagrams, UdptlEndpoint
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
@@ -81,7 +82,7 @@ class _Provisional:
     """The best copy of a page answered RTN for unrecovered image loss (G4-coded)."""
 
     number: int
-    coded: object  # imaging.tiff.CodedPage
+    coded: CodedPage
     sha256: str
     rows_lost: int
     ifp_loss_gaps: int
