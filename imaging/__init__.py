@@ -11,8 +11,10 @@ Public API (used by the T.30 engine and the service):
   ``mr_k(y_dpi)`` gives the K for MR at a resolution (2 at 98 lpi, 4 at 196, ...),
   ``min_row_bits(bit_rate, scan_line_ms)`` the fill target for the minimum scan-line time.
 * ``Page`` (a bilevel page with its resolution); ``imaging.output`` writes TIFF-F, PDF and
-  PNG; ``imaging.documents.load_document`` turns PDF/TIFF/PNG/JPEG into pages or raises
-  ``DocumentError``.
+  PNG, grows a TIFF page by page (``TiffAppender``, valid after a crash at any point) and
+  streams a PDF from coded pages (``write_pdf_coded``; ``imaging.tiff.iter_coded_pages``
+  reads them back one at a time); ``imaging.documents.load_document`` turns
+  PDF/TIFF/PNG/JPEG into pages or raises ``DocumentError``.
 
 Bitmaps everywhere are packed rows, most significant bit first, 1 = black (PBM P4), with a
 stride of width // 8 bytes. This package imports nothing from t38gw, sip or udptl.
