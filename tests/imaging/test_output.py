@@ -185,3 +185,35 @@ def test_streamed_pdf_from_the_journal_is_clean_and_exact(tmp_path):
     run(tool("pdfinfo"), str(pdf_path))  # poppler parses it without repair
     with pytest.raises(ValueError):
         write_pdf_coded(iter(()), tmp_path / "none.pdf")
+
+
+def test_a_failed_append_leaves_the_earlier_pages_and_can_be_retried(tmp_path):
+    """A disk that fills up mid-page (here RLIMIT_FSIZE: the kernel refuses the write with
+    EFBIG, as it would with ENOSPC): the append raises, the file is still the earlier
+    pages, and the next append cuts the debris off."""
+    import resource
+    import signal
+
+    big, _, small = pages()
+    path = tmp_path / "journal.tif"
+    appender = TiffAppender(path)
+    appender.append(coded_page(big))
+    limit = path.stat().st_size + len(coded_page(big).data) // 2  # a second big page does not fit
+    assert limit - path.stat().st_size > len(coded_page(small).data) + 400  # more debris than a small page
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+        with pytest.raises(OSError):
+            appender.append(coded_page(big))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert path.stat().st_size == limit  # half a page is on disk, unreferenced
+    with Image.open(path) as image:
+        assert image.n_frames == 1
+    appender.append(coded_page(small))
+    appender.finish()
+    whole = tmp_path / "whole.tif"
+    write_tiff([big, small], whole)
+    assert path.read_bytes() == whole.read_bytes()  # no debris left
