@@ -174,9 +174,12 @@ def finish_documents(folder: Path, formats: Iterable[str], pages: int) -> dict[s
     journal = folder / JOURNAL_NAME
     final = folder / FILE_NAMES["tiff"]
     source = journal if journal.is_file() else final
-    if pages <= 0 or not source.is_file():
+    if pages <= 0:
         journal.unlink(missing_ok=True)
         return {}
+    if not source.is_file():
+        # Done already (a PDF-only archive drops the journal once fax.pdf is written).
+        return {fmt: FILE_NAMES[fmt] for fmt in formats if (folder / FILE_NAMES[fmt]).is_file()}
     in_source = _page_count(source)
     keep = min(pages, in_source)
     files: dict[str, str] = {}

@@ -165,6 +165,9 @@ def test_pdf_only_archive_keeps_no_tiff(tmp_path):
     record.write(*record.snapshot())
     assert sorted(p.name for p in record.folder.iterdir()) == ["fax.pdf", "meta.json"]
     assert archive.read_meta(record.folder)["files"] == {"pdf": "fax.pdf"}
+    # Killed after the journal was dropped, before meta.json said so: the restart finds
+    # the finished PDF.
+    assert archive.finish_documents(record.folder, ("pdf",), 1) == {"pdf": "fax.pdf"}
 
 
 def test_an_incomplete_page_is_marked_and_makes_the_fax_partial(tmp_path):
