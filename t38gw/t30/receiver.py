@@ -320,7 +320,13 @@ class T30Receiver:
         self.counters["lost_ifp_gaps"] += 1
         self._demux.note_loss()
         non_ecm = self.dcs is not None and not self.dcs.ecm
-        if non_ecm and (self.state is State.NON_ECM_PAGE or (self.state is State.AWAIT_PAGE and self._fast_carrier_seen)):
+        after_rtc = self.state is State.NON_ECM_PAGE and self._decoder is not None and self._decoder.page_ended
+        if after_rtc:
+            # The page's coded data already ended (RTC, T.4 4.1.4): what was lost is fill or
+            # the end-of-data packets (sent several times), no row.
+            self._log(f"{count} IFP(s) lost after the page's RTC: no row lost")
+        elif non_ecm and (self.state is State.NON_ECM_PAGE
+                          or (self.state is State.AWAIT_PAGE and self._fast_carrier_seen)):
             # Non-ECM has no retransmission: rows in the lost IFPs are gone without a trace
             # the decoder could count, so the page is answered RTN (see _page_complete).
             self._page_loss_gaps += 1

@@ -633,3 +633,20 @@ def test_poor_page_without_ifp_loss_keeps_the_rtp_rule(page):
     (got,) = of(d.events, PageReceived)
     assert got.ifp_loss_gaps == 0 and got.bad_rows > 0
     assert names(d)[-1] == got.quality.value and got.quality is not PageQuality.BAD
+
+
+def test_ifps_lost_after_the_pages_rtc_lose_no_row(page):
+    # The end-of-data packets go out several times and any of them may be lost; once the
+    # decoder has seen RTC nothing the page needs can be in them.
+    bitmap, coded = page
+    d = engine()
+    trained(d)
+    packets = s.image_carrier(Modulation.V17_14400, coded[Compression.MH] + bytes(300), chunk=100)
+    d.feed(packets[:-1])
+    d.events += d.engine.ifps_lost(2, d.now)
+    d.feed(packets[-1:])
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    d.flush()
+    assert names(d)[-1] == "MCF"
+    (got,) = of(d.events, PageReceived)
+    assert got.bitmap == bitmap and got.ifp_loss_gaps == 0
