@@ -107,9 +107,9 @@ class InboundFax:
     route: Route
     local_ident: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
-    _unwritten: list[PendingPage] = field(default_factory=list, repr=False)
-    _journal: archive.PageJournal | None = field(default=None, repr=False)
-    _journaled: int = 0  # pages durably in the journal (set by the writer thread)
+    _unwritten: list[PendingPage] = field(default_factory=list, init=False, repr=False)
+    _journal: archive.PageJournal | None = field(default=None, init=False, repr=False)
+    _journaled: int = field(default=0, init=False)  # pages durably in the journal (writer thread)
 
     def __post_init__(self) -> None:
         self.meta = {
