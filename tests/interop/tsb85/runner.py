@@ -311,6 +311,7 @@ class Tester:
         self._cursor = 0
         self._discarded: list = []
         self._demux = IfpDemultiplexer()
+        self._last_indicator = None
         self._burst_start: float | None = None
         self._burst_first = False
         self._first_data: float | None = None
@@ -338,11 +339,14 @@ class Tester:
         self._check_pages()
 
     def _dut_packet(self, at: float, packet: IfpPacket) -> None:
-        if packet.is_indicator and packet.msg != self._demux._indicator:
-            self._rx.append(RxIndicator(at, packet.msg))
-            if packet.msg is T30Indicator.V21_PREAMBLE:
-                self._burst_start, self._burst_first = at, True
-        if not packet.is_indicator:
+        if packet.is_indicator:
+            if packet.msg != self._last_indicator:  # repeats of an indicator are one signal
+                self._rx.append(RxIndicator(at, packet.msg))
+                if packet.msg is T30Indicator.V21_PREAMBLE:
+                    self._burst_start, self._burst_first = at, True
+            self._last_indicator = packet.msg
+        else:
+            self._last_indicator = None
             for f in packet.fields or ():
                 if f.field_type is FieldType.HDLC_DATA and self._first_data is None:
                     self._first_data = at
@@ -683,7 +687,7 @@ class Tester:
 
         item = self._wait_rx(step, deadline, wanted)
         if item is None:
-            self.fail(step, f"no {tag} from the DUT within {(deadline - self.now) * 1000 + 0:.0f} ms of the deadline")
+            self.fail(step, f"no {tag} from the DUT within {step.get('timeout') or DEFAULT_R_TIMEOUT_MS} ms")
         ok = matches(item.wire, awaited, open_ended) or any(matches(item.wire, a, open_ended) for a in alternates)
         if not ok and tag == "NSF" and following is not None:
             nxt, nxt_tail = parse_octets(following.get("value", ""))
