@@ -679,10 +679,15 @@ def media_source_host(sdp_host: str, sip_source_host: str) -> str:
     the one its SIP came from.  (``strict`` media then accepts that host only; hardening
     review item 1.)"""
     try:
-        sdp = ipaddress.ip_address(sdp_host)
         sip = ipaddress.ip_address(sip_source_host)
     except ValueError:
         return sdp_host or sip_source_host
+    try:
+        sdp = ipaddress.ip_address(sdp_host)
+    except ValueError:
+        # A host name in c= (RFC 8866 5.7 allows it; rare): the latch compares addresses
+        # and we do not block a call on DNS, so the address the signalling came from it is.
+        return sip_source_host
     if (sdp.is_private or sdp.is_link_local or sdp.is_unspecified) and sip.is_global:
         return sip_source_host
     return sdp_host

@@ -15,5 +15,5 @@ def test_the_sip_source_when_the_sdp_names_a_private_address_behind_nat():
     assert media_source_host("fe80::1", "2001:4860::8888") == "2001:4860::8888"
 
 
-def test_a_hostname_in_the_sdp_is_kept():
-    assert media_source_host("sbc.example.net", "93.184.216.34") == "sbc.example.net"
+def test_a_hostname_in_the_sdp_means_the_sip_source():
+    assert media_source_host("sbc.example.net", "93.184.216.34") == "93.184.216.34"
