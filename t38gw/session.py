@@ -17,8 +17,9 @@ A non-ECM page that lost image data beyond recovery is answered RTN by the engin
 (T.30 5.3.6.2) and reported as ``PageRejected`` with its pixels: the session keeps the
 best such copy (fewest rows lost, the latest on a tie) as a provisional page.  A
 ``PageReceived`` with the same number (the sender sent it again and we confirmed it)
-replaces it; if the call ends with the provisional page outstanding (the sender gave
-up), it is archived as that page with ``complete: false`` and the fax is ``partial``.
+replaces it; one with a higher number (the sender went on to its next page, T.30
+5.3.6.2.8) or the end of the call (the sender gave up) archives it as that page with
+``complete: false``, and the fax is ``partial``.
 The provisional copy is held G4-coded, like every page (see ``t38gw.faxrecord``).
 
 Bounds: ``max_call_seconds`` (``[limits]``) ends a call cleanly, keeping its confirmed
@@ -292,8 +293,8 @@ class FaxSession:
                 if provisional is not None and provisional.number <= event.number:
                     self.provisional = None
                     if provisional.number < event.number:
-                        # Not expected from the engine (an RTN'd page keeps its number), but a
-                        # page is never dropped: it goes in its place, marked incomplete.
+                        # The sender went on to its next page after our RTN (T.30 5.3.6.2.8
+                        # allows it): the rejected page stays in its place, incomplete.
                         self._archive_provisional(provisional, bound, submit=False)
                     else:
                         bound.info("page_resent_and_confirmed", page=event.number,
@@ -343,6 +344,7 @@ class FaxSession:
         if current is not None and current.number == event.number and current.rows_lost < rows_lost:
             return  # the copy we hold is better
         if current is not None and current.number < event.number:
+            # The sender went past the page we held (and this one was rejected too).
             self.provisional = None
             self._archive_provisional(current, bound, submit=True)
         try:

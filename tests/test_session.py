@@ -270,7 +270,9 @@ def test_of_two_lossy_copies_the_better_one_is_kept(tmp_path):
     archive keeps the first copy (fewer rows lost), not merely the latest."""
     _, packets, drop = lossy_page()
     middle = min(drop)
-    worse = frozenset(range(middle - 3, middle + 4))
+    # Lost from the same point on (so the engine knows the page by the rows before it),
+    # but more of it.
+    worse = frozenset(range(middle, middle + 7))
 
     async def script(peer: ScriptedPeer) -> None:
         await phase_b(peer)
@@ -318,6 +320,34 @@ def test_a_page_sent_again_after_rtn_replaces_the_incomplete_copy(tmp_path):
     assert page["complete"] is True and page["rows_lost"] == 0
     assert page["sha256"] == archive.page_sha256(bitmap)
     assert [p[0] for p in read_fax_tiff(session.record.folder / "fax.tif")] == [bitmap]
+
+
+def test_a_sender_that_goes_on_after_rtn_leaves_the_rejected_page_in_its_place(tmp_path):
+    """T.30 5.3.6.2.8 lets a sender answer RTN by going on to its next page.  The lossy
+    page stays in the fax as page 1, ``complete: false``; the next page is page 2."""
+    _, packets, drop = lossy_page()
+    following = random_page(random.Random(22), 1728, 120)
+
+    async def script(peer: ScriptedPeer) -> None:
+        await phase_b(peer)
+        await peer.send(packets, drop=drop)
+        await trio.sleep(0.5)
+        await peer.send(s.control(s.frame(Fcf.MPS)))
+        await peer.heard(Fcf.RTN)
+        await phase_b(peer, cfr_count=2)
+        await peer.send(s.image_carrier(Modulation.V17_14400, s.coded_page(following, 1728, 120, Compression.MH)))
+        await peer.send(s.control(s.frame(Fcf.EOP)))
+        await peer.heard(Fcf.MCF)
+        await peer.send(s.control(s.frame(Fcf.DCN)))
+
+    session = run_scripted(tmp_path, script)
+    meta = archive.read_meta(session.record.folder)
+    assert meta["status"] == "partial" and meta["incomplete_pages"] == 1, meta
+    assert [(p["number"], p["complete"]) for p in meta["pages"]] == [(1, False), (2, True)]
+    assert meta["pages"][1]["sha256"] == archive.page_sha256(following)
+    assert "page 1 incomplete" in meta["reason"], meta["reason"]
+    stored = read_fax_tiff(session.record.folder / "fax.tif")
+    assert [p[0] for p in stored][1] == following and stored[0][2] < PAGE_ROWS
 
 
 def test_max_call_seconds_ends_the_call_keeping_confirmed_pages(tmp_path):
