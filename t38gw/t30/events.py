@@ -87,6 +87,9 @@ class PageReceived:
 class PageRejected:
     """A page we did not confirm (RTN, or ERR to an ECM EOR): the sender may send it again,
     and if it does and we confirm it, that ``PageReceived`` carries the same ``number``.
+    (ECM pages are numbered by the sender, so when it goes on to its next page instead,
+    that page gets the next number; non-ECM pages carry no number, and a sender may move
+    on after RTN to MPS, so there the next confirmed page takes the rejected one's number.)
 
     ``bitmap`` (with ``width``, ``x_dpi``, ``y_dpi``, ``compression``, ``ecm``) is set only
     for a non-ECM page during which UDPTL lost image data beyond recovery

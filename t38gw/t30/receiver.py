@@ -278,6 +278,10 @@ class T30Receiver:
         self._ecm_block = 0
         self._ecm_blocks_in_page = 0
         self._err_block_pending = False  # last block taken after EOR (ERR): may be re-sent
+        self._err_page_pending = False  # last page ended after EOR (ERR): may be re-sent
+        self._pages_given_up = 0  # rejected pages the sender went past (numbering)
+        self._rows_before_loss = 0  # non-ECM: rows decoded before this page's first loss
+        self._rejected_copy: tuple[int, bytes, int] | None = None  # (width, bitmap, intact rows)
         self.counters = {"bad_frames": 0, "crp_sent": 0, "ppr_sent": 0, "responses_repeated": 0,
                          "lost_ifp_gaps": 0, "unexpected": 0}
 
@@ -329,6 +333,8 @@ class T30Receiver:
                           or (self.state is State.AWAIT_PAGE and self._fast_carrier_seen)):
             # Non-ECM has no retransmission: rows in the lost IFPs are gone without a trace
             # the decoder could count, so the page is answered RTN (see _page_complete).
+            if not self._page_loss_gaps:
+                self._rows_before_loss = self._decoder.rows if self._decoder is not None else 0
             self._page_loss_gaps += 1
             self._page_lost_ifps += max(count, 1)
         return self._take_events()
@@ -792,9 +798,18 @@ class T30Receiver:
             if self._err_block_pending and (page, block_no) == (self._ecm_page, (self._ecm_block + 1) & 0xFF):
                 # The sender moved on after EOR/ERR: the block with errors stays in the page.
                 self._err_block_pending = False
-            elif not self._err_block_pending:
-                self._log(f"PPS names page {page} block {block_no}, expected {self._ecm_page}/{self._ecm_block}")
-            self._ecm_page, self._ecm_block = page, block_no
+                self._ecm_block = block_no
+            elif self._err_page_pending and (page, block_no) == ((self._ecm_page + 1) & 0xFF, 0):
+                # The sender moved on to its next page after the page we answered ERR: that
+                # page stays rejected under its number, the next one gets the next number.
+                self._ecm_page = page
+                self._pages_given_up += 1
+            else:
+                # T.30 A.4.1: pages count from 0 per call, blocks from 0 per page.  A PPS that
+                # skips ahead would have us confirm a page with a block we never saw.
+                self._end(T30Result.RX_ECMPHD, f"PPS names page {page} block {block_no}, "
+                                               f"expected page {self._ecm_page} block {self._ecm_block}")
+                return
         elif self._err_block_pending:
             # The block we took with errors after EOR comes again whole: it replaces that copy.
             self._err_block_pending = False
@@ -803,6 +818,7 @@ class T30Receiver:
                 decoder.blocks.pop()
                 self._ecm_blocks_in_page -= 1
                 decoder.whole = True
+        self._err_page_pending = False
         block = self._block
         if block is None:
             block = self._block = EcmBlock(page, block_no, self.dcs.ecm_frame_size if self.dcs else 256)
@@ -819,6 +835,26 @@ class T30Receiver:
             self._arm_t2(end)
             return
         self._block_complete(fcf2)
+
+    def _page_number(self) -> int:
+        """The number of the page being received: a page we reject and the sender sends again
+        keeps it; a page the sender went past keeps its own, and the next page gets the
+        next number.  ECM pages say which they are (T.30 A.4.1 page numbers); for non-ECM
+        see ``_same_page_again``."""
+        return self.pages_confirmed + self._pages_given_up + 1
+
+    def _same_page_again(self, page) -> bool:
+        """Non-ECM pages carry no number, and after RTN to MPS a sender may resend the page
+        or go on to the next (T.30 5.3.6.2.8 leaves it open).  It is the same page when the
+        rows we had intact before the loss come again identically - and they show some
+        black (two pages both opening with a white margin prove nothing).  In doubt the
+        answer is no, so the rejected copy is never mistaken for a page that replaced it."""
+        width, bitmap, rows = self._rejected_copy
+        stride = width // 8
+        if page.width != width or rows < 1 or page.height < rows:
+            return False
+        head = bitmap[:rows * stride]
+        return page.bitmap[:rows * stride] == head and any(head)
 
     def _names_confirmed_block(self, page: int, block_no: int) -> bool:
         """Does a PPS name the block or page we confirmed last (not the one due now)?"""
@@ -959,15 +995,20 @@ class T30Receiver:
                                                "not confirmed")
             return
         confirmed = response in (Fcf.MCF, Fcf.RTP)
+        if self._rejected_copy is not None and not dcs.ecm:
+            if not self._same_page_again(page):
+                self._pages_given_up += 1  # the sender went on: the rejected page keeps its number
+            self._rejected_copy = None
         if not confirmed:
             if lost_gaps and forced is None:
+                self._rejected_copy = (page.width, page.bitmap, min(self._rows_before_loss, page.height))
                 self._events.append(PageRejected(
-                    self.pages_confirmed + 1, page.height, page.bad_rows, page.longest_bad_run,
+                    self._page_number(), page.height, page.bad_rows, page.longest_bad_run,
                     width=page.width, bitmap=page.bitmap, x_dpi=dcs.resolution.x_dpi, y_dpi=dcs.resolution.y_dpi,
                     compression=dcs.compression.value, ecm=dcs.ecm, ifp_loss_gaps=lost_gaps,
                     rows_lost_estimate=rows_lost))
             else:
-                self._events.append(PageRejected(self.pages_confirmed + 1, page.height, page.bad_rows,
+                self._events.append(PageRejected(self._page_number(), page.height, page.bad_rows,
                                                  page.longest_bad_run, ecm=dcs.ecm))
         else:
             self.pages_confirmed += 1
@@ -975,7 +1016,7 @@ class T30Receiver:
             if dcs.ecm:
                 self._ecm_page = (self._ecm_page + 1) & 0xFF
             self._events.append(PageReceived(
-                number=self.pages_confirmed, width=page.width, height=page.height, bitmap=page.bitmap,
+                number=self._page_number() - 1, width=page.width, height=page.height, bitmap=page.bitmap,
                 bad_rows=page.bad_rows, longest_bad_run=page.longest_bad_run, quality=quality,
                 ifp_loss_gaps=lost_gaps,
                 x_dpi=dcs.resolution.x_dpi, y_dpi=dcs.resolution.y_dpi,
@@ -988,6 +1029,7 @@ class T30Receiver:
         self._ecm_block = 0
         self._ecm_blocks_in_page = 0
         self._err_block_pending = False
+        self._err_page_pending = response == Fcf.ERR
         if command == Fcf.MPS:
             # T.30 5.3.6.2.8: after RTP/RTN the sender retrains with a new DCS; after ERR
             # (T.30 A.4: EOR answered) it goes on with the next page.

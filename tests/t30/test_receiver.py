@@ -650,3 +650,60 @@ def test_ifps_lost_after_the_pages_rtc_lose_no_row(page):
     assert names(d)[-1] == "MCF"
     (got,) = of(d.events, PageReceived)
     assert got.bitmap == bitmap and got.ifp_loss_gaps == 0
+
+
+def test_ecm_pps_that_skips_a_block_is_not_confirmed(page):
+    # T.30 A.4.1 numbering: confirming block 1 of a page whose block 0 we never took would
+    # tell the sender we hold a page we do not have.
+    bitmap, coded = page
+    frames = s.ecm_frames(coded[Compression.MMR], 64)
+    d = ecm_setup(64)
+    d.feed(s.ecm_burst(Modulation.V17_14400, dict(enumerate(frames))))
+    d.feed(s.pps(Fcf.EOP | 1, 0, 1, len(frames)))
+    d.flush()
+    assert names(d)[-1] == "DCN" and not of(d.events, PageReceived)
+    assert of(d.events, CallEnded)[0].result is T30Result.RX_ECMPHD
+
+
+def test_ecm_next_page_after_a_page_answered_err_is_taken(page):
+    bitmap, coded = page
+    frames = dict(enumerate(s.ecm_frames(coded[Compression.MMR], 64)))
+    d = ecm_setup(64)
+    d.feed(s.ecm_burst(Modulation.V17_14400, {n: f for n, f in frames.items() if n != 1}))
+    d.feed(s.pps(Fcf.MPS | 1, 0, 0, len(frames)))
+    d.wait(1.5)
+    d.feed(s.control(s.frame(Fcf.EOR, bytes([Fcf.MPS | 1]))))
+    d.wait(1.5)
+    d.feed(s.ecm_burst(Modulation.V17_14400, frames))  # the sender's page 1
+    d.feed(s.pps(Fcf.EOP | 1, 1, 0, len(frames)))
+    d.feed(s.control(s.frame(Fcf.DCN)))
+    # The ECM page numbers say the sender went on to its next page: that page is number 2,
+    # and the rejected one stays number 1 (a consumer must not take 2 for a resend of 1).
+    assert [e.number for e in of(d.events, PageRejected)] == [1]
+    (got,) = of(d.events, PageReceived)
+    assert got.number == 2 and got.bitmap == bitmap
+    assert of(d.events, CallEnded)[0].result is T30Result.OK
+
+
+def test_sender_going_on_after_rtn_leaves_the_rejected_page_its_number(page):
+    # T.30 5.3.6.2.8 lets a sender answer RTN to MPS with its next page instead of a resend;
+    # the next page must not take the rejected page's number (a consumer would drop the
+    # rejected copy as replaced).
+    bitmap, coded = page
+    other = random_bitmap(random.Random(8), WIDTH, HEIGHT)
+    d = engine()
+    trained(d)
+    packets = s.image_carrier(Modulation.V17_14400, coded[Compression.MH], chunk=100)
+    middle = len(packets) // 2
+    d.feed(packets[:middle])
+    d.events += d.engine.ifps_lost(1, d.now)
+    d.feed(packets[middle + 1:])
+    d.feed(s.control(s.frame(Fcf.MPS)))
+    d.wait(2.0)
+    d.feed(s.dcs_sequence(Modulation.V17_12000))
+    d.feed(s.tcf(Modulation.V17_12000))
+    d.feed(s.image_carrier(Modulation.V17_12000, s.coded_page(other, WIDTH, HEIGHT, Compression.MH)))
+    d.feed(s.control(s.frame(Fcf.EOP)))
+    assert [e.number for e in of(d.events, PageRejected)] == [1]
+    (got,) = of(d.events, PageReceived)
+    assert got.number == 2 and got.bitmap == other
