@@ -418,3 +418,17 @@ def test_small_t38faxmaxdatagram_frames_are_split_and_spandsp_reassembles_them(t
     assert_pages(outcome, pages)
     assert "PPR" in engine_frames(outcome)
     assert max(sizes) <= peer_max_datagram
+
+
+@pytest.mark.parametrize("ecm", [False, True])
+def test_page_limit_keeps_the_confirmed_pages_and_disconnects_spandsp(tiff, ecm):
+    # Issue 9 item 3: the page that reaches max_pages is confirmed (MCF), then DCN; SpanDSP
+    # reports the call ended by the far end, and every confirmed page is kept.
+    pages = pages_for(41, 5)
+    config = ReceiverConfig(local_ident="+1 555 0100", max_pages=3)
+    outcome = run_call(tiff(pages), ecm=ecm, compressions={"mh"}, config=config)
+    assert outcome.call_ended == CallEnded(T30Result.LIMIT_REACHED, 3, "page limit of 3 pages per call reached")
+    assert_pages(outcome, pages[:3])
+    sent = engine_frames(outcome)
+    assert sent[-2:] == ["MCF", "DCN"] and sent.count("MCF") == 3
+    assert outcome.sender_status != T30_ERR_OK and outcome.sender_stats["pages_tx"] == 3
