@@ -247,10 +247,12 @@ def enqueue_planned(spool: Spool, folder: Path, meta: dict[str, Any], config: Co
         if hook is None:
             continue
         body = webhooks.event_body(planned["event"], archive.rfc3339(now), _public(meta),
-                                   _document(folder, meta, hook.attach))
-        spool.enqueue(id=planned["id"], webhook=hook.name, url=hook.url, event_type=planned["event"],
-                      fax_id=meta["id"], body=body, now=now)
-        count += 1
+                                   _document(folder, meta, hook, config.http.base_url))
+        # False: the spool cannot be written now; meta.json still plans it, so the next
+        # start (or the spool's recovery) spools it again.
+        if spool.enqueue(id=planned["id"], webhook=hook.name, url=hook.url, event_type=planned["event"],
+                         fax_id=meta["id"], body=body, now=now) is not False:
+            count += 1
     return count
 
 
@@ -259,14 +261,19 @@ def _public(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k != "deliveries"}
 
 
-def _document(folder: Path, meta: dict[str, Any], attach: str) -> dict[str, str] | None:
+def _document(folder: Path, meta: dict[str, Any], hook: Webhook, api_base: str) -> dict[str, str] | None:
+    """The webhook's ``document``: inline up to the hook's ``max_attachment_bytes``, else the
+    API URL that serves it (a spool row never holds a document larger than that)."""
+    attach = hook.attach
     if attach == "none" or attach not in _ATTACH:
         return None
     name = meta.get("files", {}).get(attach)
     if not name or not (folder / name).is_file():
         return None
     content_type, _ = _ATTACH[attach]
-    return webhooks.inline_document(content_type, f"{meta['id']}{Path(name).suffix}", (folder / name).read_bytes())
+    suffix = Path(name).suffix
+    return webhooks.document_member(content_type, f"{meta['id']}{suffix}", folder / name, hook.max_attachment_bytes,
+                                    webhooks.document_url(api_base, meta["id"], suffix.lstrip(".")))
 
 
 def record_outcome(folder: Path, delivery_id: str, state: str, attempts: int, error: str, now: float) -> None:

@@ -272,3 +272,33 @@ def test_crash_between_meta_and_spool_requeues_the_same_id(tmp_path):
     assert delivery is not None and delivery.event_type == "fax.failed"
     assert "document" not in json.loads(delivery.body)  # no page, nothing to attach
     assert enqueue_planned(spool, record.folder, record.meta, CONFIG, 1_764_000_070.0) == 0
+
+
+def test_a_document_over_max_attachment_bytes_is_sent_as_its_api_url(tmp_path):
+    """The spool never holds a document larger than the webhook's cap: the body links to it."""
+    rng = random.Random(5)
+    small = Webhook("small", "http://127.0.0.1:9/fax", SECRET, max_attachment_bytes=100)
+    large = Webhook("default", "http://127.0.0.1:9/fax", SECRET)
+    config = Config(webhooks=(large, small))
+    record = new_record(tmp_path, rng)
+    record.add_page(Page(1728, 120, 204, 98, random_page(rng, 1728, 120)), bad_rows=0)
+    record.write(*record.snapshot())
+    record.finish("received", "", 1_764_000_050.0)
+    plan_deliveries(record.meta, [large, small], 1_764_000_050.0, rng)
+    record.write(*record.snapshot())
+    spool = Spool(tmp_path / "spool.db", rng=rng)
+    assert enqueue_planned(spool, record.folder, record.meta, config, 1_764_000_051.0) == 2
+    bodies = {d["webhook"]: json.loads(spool.get(d["id"]).body) for d in record.meta["deliveries"]}
+    pdf = (record.folder / "fax.pdf").read_bytes()
+    assert len(pdf) > 100
+    assert webhooks_document_bytes(bodies["default"]) == pdf
+    linked = bodies["small"]["document"]
+    assert "data_base64" not in linked
+    assert linked["url"] == f"http://127.0.0.1:8080/v1/faxes/{record.fax_id}/document.pdf"
+    assert linked["content_type"] == "application/pdf" and linked["filename"] == f"{record.fax_id}.pdf"
+
+
+def webhooks_document_bytes(body: dict) -> bytes:
+    import base64
+
+    return base64.b64decode(body["document"]["data_base64"])
