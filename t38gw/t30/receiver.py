@@ -279,6 +279,7 @@ class T30Receiver:
         self._ecm_blocks_in_page = 0
         self._err_block_pending = False  # last block taken after EOR (ERR): may be re-sent
         self._err_page_pending = False  # last page ended after EOR (ERR): may be re-sent
+        self._page_has_err_block = False  # a block taken after EOR stays in this page
         self._pages_given_up = 0  # rejected pages the sender went past (numbering)
         self._rows_before_loss = 0  # non-ECM: rows decoded before this page's first loss
         self._rejected_copy: tuple[int, bytes, int] | None = None  # (width, bitmap, intact rows)
@@ -725,6 +726,7 @@ class T30Receiver:
         self._fast_carrier_seen = False
         self._ecm_blocks_in_page = 0
         self._err_block_pending = False
+        self._page_has_err_block = False
 
     # ----- ECM (T.4 Annex A)
     def _ecm_frame(self, ev: t38_io.HdlcFrameArrived) -> None:
@@ -796,8 +798,10 @@ class T30Receiver:
             return
         if (page, block_no) != (self._ecm_page, self._ecm_block):
             if self._err_block_pending and (page, block_no) == (self._ecm_page, (self._ecm_block + 1) & 0xFF):
-                # The sender moved on after EOR/ERR: the block with errors stays in the page.
+                # The sender moved on after EOR/ERR: the block with errors stays in the page,
+                # which can then never be whole (see _page_complete).
                 self._err_block_pending = False
+                self._page_has_err_block = True
                 self._ecm_block = block_no
             elif self._err_page_pending and (page, block_no) == ((self._ecm_page + 1) & 0xFF, 0):
                 # The sender moved on to its next page after the page we answered ERR: that
@@ -817,7 +821,7 @@ class T30Receiver:
             if isinstance(decoder, EcmPageDecoder) and decoder.blocks:
                 decoder.blocks.pop()
                 self._ecm_blocks_in_page -= 1
-                decoder.whole = True
+                decoder.whole = not self._page_has_err_block
         self._err_page_pending = False
         block = self._block
         if block is None:
@@ -995,11 +999,17 @@ class T30Receiver:
                                                "not confirmed")
             return
         confirmed = response in (Fcf.MCF, Fcf.RTP)
+        # An ECM page that kept a block taken after EOR (the sender went on) has frames
+        # missing: the last block's MCF still goes out, but the page is not reported as
+        # received - PageReceived pages are whole.  The sender will not send it again.
+        incomplete = dcs.ecm and self._page_has_err_block
+        if incomplete:
+            self._log("ECM page with a block taken after EOR: frames missing, not kept as received")
         if self._rejected_copy is not None and not dcs.ecm:
             if not self._same_page_again(page):
                 self._pages_given_up += 1  # the sender went on: the rejected page keeps its number
             self._rejected_copy = None
-        if not confirmed:
+        if not confirmed or incomplete:
             if lost_gaps and forced is None:
                 self._rejected_copy = (page.width, page.bitmap, min(self._rows_before_loss, page.height))
                 self._events.append(PageRejected(
@@ -1010,6 +1020,9 @@ class T30Receiver:
             else:
                 self._events.append(PageRejected(self._page_number(), page.height, page.bad_rows,
                                                  page.longest_bad_run, ecm=dcs.ecm))
+            if incomplete and confirmed:
+                self._ecm_page = (self._ecm_page + 1) & 0xFF  # the sender is done with it
+                self._pages_given_up += 1
         else:
             self.pages_confirmed += 1
             self._document_pages += 1
@@ -1029,6 +1042,7 @@ class T30Receiver:
         self._ecm_block = 0
         self._ecm_blocks_in_page = 0
         self._err_block_pending = False
+        self._page_has_err_block = False
         self._err_page_pending = response == Fcf.ERR
         if command == Fcf.MPS:
             # T.30 5.3.6.2.8: after RTP/RTN the sender retrains with a new DCS; after ERR

@@ -707,3 +707,24 @@ def test_sender_going_on_after_rtn_leaves_the_rejected_page_its_number(page):
     assert [e.number for e in of(d.events, PageRejected)] == [1]
     (got,) = of(d.events, PageReceived)
     assert got.number == 2 and got.bitmap == other
+
+
+def test_ecm_page_keeping_a_block_taken_after_eor_is_not_reported_received(page):
+    # EOR-NULL / ERR, then the sender goes on with the page's next block: the page has
+    # frames missing, so it is no PageReceived, though the last block gets its MCF.
+    bitmap, coded = page
+    frames = s.ecm_frames(coded[Compression.MMR], 64)
+    half = len(frames) // 2
+    d = ecm_setup(64)
+    d.feed(s.ecm_burst(Modulation.V17_14400, {n: f for n, f in enumerate(frames[:half]) if n != 1}))
+    d.feed(s.pps(PPS_NULL, 0, 0, half))
+    d.wait(1.5)
+    d.feed(s.control(s.frame(Fcf.EOR, bytes([PPS_NULL]))))
+    d.wait(1.5)
+    d.feed(s.ecm_burst(Modulation.V17_14400, dict(enumerate(frames[half:]))))
+    d.feed(s.pps(Fcf.EOP | 1, 0, 1, len(frames) - half))
+    d.flush()
+    assert names(d)[-3:] == ["PPR", "ERR", "MCF"]
+    assert not of(d.events, PageReceived)
+    (rejected,) = of(d.events, PageRejected)
+    assert rejected.number == 1 and rejected.ecm
