@@ -10,9 +10,10 @@ RTN (T.30 5.3.6.2) and reported as ``PageRejected`` with the best copy; confirme
 are always whole.  What SpanDSP 0.0.6 does after RTN (its t30.c ``case T30_RTN`` in the
 sender's phase D, seen in these cells): to MPS it falls back one modem speed, sends a new
 DCS + TCF and sends the *same* page again (the PageReceived then carries the rejected
-page's number); to EOP it sends DCN at once (0.0.6 has no ``t30_set_retransmit_capable``,
-so ``retransmit_capable`` is 0 and that branch gives up); when no slower modem is left it
-ends with CANNOT_TRAIN.  So each source page ends confirmed and pixel-identical, or
+page's number); to EOP it sends DCN at once and still reports T30_ERR_OK (0.0.6 has no
+``t30_set_retransmit_capable``, so ``retransmit_capable`` is 0 and that branch gives up);
+when no slower modem is left it ends with CANNOT_TRAIN.  (Measured over the 144 lossy
+non-ECM cells: 8 of 672 pages rejected, 7 resent and then confirmed, 1 an RTN to EOP.)  So each source page ends confirmed and pixel-identical, or
 rejected (with its loss reported) and then either resent or the call ended.  A resend
 keeps the rejected page's number when the engine can tell it is the same page (see
 ``T30Receiver._same_page_again``), else it gets the next number and both are kept.
