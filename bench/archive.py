@@ -167,7 +167,7 @@ def main() -> None:
 
         ms = 1000
         print(f"{PAGES} pages of ITU charts {WIDTH}x{HEIGHT} at 204x196, archive formats pdf+tiff, files under {base}/")
-        first10, last10 = f"median 1..10", f"median {PAGES - 9}..{PAGES}"
+        first10, last10 = "median 1..10", f"median {PAGES - 9}..{PAGES}"
         print(f"{'write after page':18} {'1':>10} {PAGES:>10} {first10:>14} {last10:>16}")
         print(f"{'new: writer (ms)':18} {write_s[0] * ms:10.1f} {write_s[-1] * ms:10.1f} "
               f"{statistics.median(write_s[:10]) * ms:14.1f} {statistics.median(write_s[-10:]) * ms:16.1f}"

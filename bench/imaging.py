@@ -62,29 +62,29 @@ def main() -> None:
         # libtiff's fastest way to packed rows: see imaging/libtiff.py (photometric=1).
         tiffs = [build_tiff([CodedPage(WIDTH, HEIGHT, 204, 196, coding, ORDER, c)], photometric=1) for c in coded]
 
-        def ours_decode():
+        def ours_decode(coded=coded, coding=coding):
             for data in coded:
                 decoder = StreamingDecoder(coding, WIDTH, bit_order=ORDER)
                 for start in range(0, len(data), CHUNK):
                     decoder.feed(data[start : start + CHUNK])
                 decoder.finish()
 
-        def libtiff_decode():
+        def libtiff_decode(tiffs=tiffs):
             for tiff in tiffs:
                 with Image.open(io.BytesIO(tiff)) as image:
                     image.load()
                     image.tobytes("raw", "1")
 
-        def libtiff_decode_only():
+        def libtiff_decode_only(tiffs=tiffs):
             for tiff in tiffs:
                 with Image.open(io.BytesIO(tiff)) as image:
                     image.load()
 
-        def ours_encode():
+        def ours_encode(coding=coding):
             for bitmap in bitmaps:
                 encode_page(bitmap, WIDTH, coding, k=4, bit_order=ORDER)
 
-        def libtiff_encode():
+        def libtiff_encode(coding=coding):
             for bitmap in bitmaps:
                 encode_with_libtiff(bitmap, WIDTH, HEIGHT, coding, bit_order=ORDER)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from PIL import Image
 

@@ -24,7 +24,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from .errors import LocalProtocolError, SipParseError
 from .message import _read_quoted, _split_outside_quotes
@@ -215,7 +215,7 @@ def parse_credentials(value: str) -> Credentials:
     """Parse credentials of any scheme (RFC 4475 3.3.7 regaut01 has an unknown one)."""
     scheme, rest = _split_scheme(value)
     rest = rest.strip()
-    if scheme.lower() != "digest" and _TOKEN68.fullmatch(rest) and not ("=" in rest.rstrip("=")):
+    if scheme.lower() != "digest" and _TOKEN68.fullmatch(rest) and "=" not in rest.rstrip("="):
         return Credentials(scheme, {}, rest)
     return Credentials(scheme, _parse_auth_params(rest, value))
 

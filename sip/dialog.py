@@ -61,7 +61,7 @@ class Dialog:
     # -- creation -------------------------------------------------------------
 
     @classmethod
-    def as_uas(cls, request: Any, local_tag: str, *, secure: bool = False) -> "Dialog":
+    def as_uas(cls, request: Any, local_tag: str, *, secure: bool = False) -> Dialog:
         """The dialog a UAS creates when it answers ``request`` (RFC 3261 12.1.1)."""
         remote_target = contact_uri(request)
         if remote_target is None:
@@ -83,7 +83,7 @@ class Dialog:
         )
 
     @classmethod
-    def as_uac(cls, request: Any, response: Any, *, secure: bool = False) -> "Dialog":
+    def as_uac(cls, request: Any, response: Any, *, secure: bool = False) -> Dialog:
         """The dialog a UAC creates from a 2xx (or tagged 1xx) to ``request`` (12.1.2)."""
         remote_target = contact_uri(response) or str(request.uri)
         remote = response.to

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from .errors import LocalProtocolError, SipParseError
 from .uri import (
@@ -545,7 +545,7 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _trusted(cls, items: list[tuple[str, str, str]]) -> "Headers":
+    def _trusted(cls, items: list[tuple[str, str, str]]) -> Headers:
         headers = cls.__new__(cls)
         headers._items = items
         headers._version = 0
@@ -572,7 +572,7 @@ class Headers:
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
 
-    def copy(self) -> "Headers":
+    def copy(self) -> Headers:
         return Headers._trusted(list(self._items))
 
     def get(self, name: str, default: str | None = None) -> str | None:

@@ -12,7 +12,7 @@ A port of 0 in an answer means the stream was rejected (RFC 3264 6).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from collections.abc import Iterable
 
 from .errors import LocalProtocolError, RemoteProtocolError, SipParseError
 
@@ -339,7 +339,7 @@ class T38Params:
     udp_ec: str = UDP_EC_REDUNDANCY
 
     @classmethod
-    def from_attributes(cls, attributes: Iterable[Attribute]) -> "T38Params":
+    def from_attributes(cls, attributes: Iterable[Attribute]) -> T38Params:
         """Read the T38* attributes (names case-insensitive: ``T38MaxBitrate`` is common)."""
         # A peer offers the same attribute list call after call, and T38Params is frozen,
         # so the whole result can be shared; bounded so a hostile peer cannot grow it.

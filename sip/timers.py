@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Hashable, Iterator
+from collections.abc import Hashable, Iterator
 
 
 class TimerTable:

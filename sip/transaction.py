@@ -35,7 +35,8 @@ import enum
 import heapq
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
+from collections.abc import Callable, Hashable
 
 from sip.errors import LocalProtocolError
 
@@ -133,7 +134,7 @@ def _t(state: State, *actions: Act) -> Transition:
     return Transition(state, actions)
 
 
-S, I, A = State, Input, Act
+S, I, A = State, Input, Act  # noqa: E741 (the table reads as S/I/A; I is Input)
 
 # RFC 3261 17.1.1.2 (Figure 5) with RFC 6026 7.2 (a 2xx moves to Accepted, further 2xx
 # responses go to the TU so it can ACK each of them).
@@ -297,19 +298,19 @@ del S, I, A
 class SendMessage:
     """Hand ``message`` to the transport, towards ``transaction.destination``."""
 
-    transaction: "Transaction"
+    transaction: Transaction
     message: Any
 
 
 @dataclass(frozen=True)
 class ResponseReceived:
-    transaction: "Transaction"
+    transaction: Transaction
     response: Any
 
 
 @dataclass(frozen=True)
 class AckReceived:
-    transaction: "Transaction"
+    transaction: Transaction
     ack: Any
 
 
@@ -317,18 +318,18 @@ class AckReceived:
 class TransactionTimedOut:
     """Timer B, F or H fired: the TU treats it like a 408 (RFC 3261 8.1.3.1)."""
 
-    transaction: "Transaction"
+    transaction: Transaction
     timer: str
 
 
 @dataclass(frozen=True)
 class TransportFailed:
-    transaction: "Transaction"
+    transaction: Transaction
 
 
 @dataclass(frozen=True)
 class TransactionTerminated:
-    transaction: "Transaction"
+    transaction: Transaction
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -414,8 +415,8 @@ class Transaction:
         self._interval: dict[Input, float] = {}
         self._pending_response: Any = None
         # Told about every newly armed deadline (the layer keeps a heap of them).
-        self.on_armed: Callable[["Transaction", float], None] | None = None
-        self.on_terminated: Callable[["Transaction"], None] | None = None
+        self.on_armed: Callable[[Transaction, float], None] | None = None
+        self.on_terminated: Callable[[Transaction], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Transaction {self.kind.value} {self.request.method} {self.state.value}>"

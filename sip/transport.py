@@ -43,7 +43,8 @@ import math
 import socket as _socket
 import ssl
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import trio
 
@@ -75,7 +76,7 @@ class ListenSpec:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> "ListenSpec":
+    def parse(cls, text: str) -> ListenSpec:
         transport, _, rest = text.partition(":")
         transport = transport.lower()
         if transport not in ("udp", "tcp", "tls"):

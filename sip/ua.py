@@ -72,7 +72,8 @@ import ipaddress
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any
+from collections.abc import Hashable
 
 from sip.dialog import Dialog, contact_uri
 from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
@@ -169,7 +170,7 @@ class UAConfig:
 
 @dataclass(frozen=True)
 class IncomingCall:
-    call: "Call"
+    call: Call
     offer: bytes
     from_: str
     to: str
@@ -180,12 +181,12 @@ class IncomingCall:
 
 @dataclass(frozen=True)
 class CallEstablished:
-    call: "Call"
+    call: Call
 
 
 @dataclass(frozen=True)
 class CallProgressed:
-    call: "Call"
+    call: Call
     status: int
     reason: str
     sdp: bytes = b""  # early-media SDP of a 183 (informational; no early dialog is kept)
@@ -193,32 +194,32 @@ class CallProgressed:
 
 @dataclass(frozen=True)
 class CallAnswered:
-    call: "Call"
+    call: Call
     answer: bytes
 
 
 @dataclass(frozen=True)
 class MediaChanged:
-    call: "Call"
+    call: Call
     remote_sdp: bytes
     needs_answer: bool
 
 
 @dataclass(frozen=True)
 class SessionRefreshed:
-    call: "Call"
+    call: Call
 
 
 @dataclass(frozen=True)
 class ReinviteFailed:
-    call: "Call"
+    call: Call
     status: int
     reason: str
 
 
 @dataclass(frozen=True)
 class CallEnded:
-    call: "Call"
+    call: Call
     reason: str
     status: int | None = None
 
@@ -337,7 +338,9 @@ def session_unchanged(old: bytes | None, new: bytes | None) -> bool:
     new_origin = [line for line in new_lines if line.startswith(b"o=")]
     if old_origin and old_origin == new_origin:
         return True
-    strip = lambda lines: [line.rstrip() for line in lines if not line.startswith(b"o=") and line.strip()]
+    def strip(lines: list[bytes]) -> list[bytes]:
+        return [line.rstrip() for line in lines if not line.startswith(b"o=") and line.strip()]
+
     return strip(old_lines) == strip(new_lines)
 
 

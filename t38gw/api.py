@@ -20,7 +20,8 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 import structlog
 

@@ -29,7 +29,8 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 META_NAME = "meta.json"
 FILE_NAMES = {"pdf": "fax.pdf", "tiff": "fax.tif"}
@@ -40,13 +41,13 @@ FILE_MODE = 0o600
 
 def rfc3339(unix_seconds: float) -> str:
     """UTC RFC 3339 with milliseconds, e.g. ``2026-11-25T19:06:51.123Z``."""
-    moment = dt.datetime.fromtimestamp(unix_seconds, tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(unix_seconds, tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def fax_folder(root: str | os.PathLike[str], fax_id: str, started_at: float, subdir: str = "") -> Path:
     """Where a fax lives: the date is the call's start in UTC."""
-    day = dt.datetime.fromtimestamp(started_at, tz=dt.timezone.utc)
+    day = dt.datetime.fromtimestamp(started_at, tz=dt.UTC)
     base = Path(root) / subdir if subdir else Path(root)
     return base / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / fax_id
 

@@ -18,9 +18,10 @@ import socket
 import ssl
 import tomllib
 import urllib.parse
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from t38gw import webhooks as _webhooks
 

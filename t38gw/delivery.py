@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 import httpx
 import structlog
@@ -46,9 +46,9 @@ class DeliveryWorker:
     attempt_timeout: float = ATTEMPT_TIMEOUT_SECONDS
     stats: DeliveryStats = field(default_factory=DeliveryStats)
     # Told every attempt's outcome: (delivery as it was before the attempt, new state, error).
-    on_outcome: Optional[Callable[[Delivery, DeliveryState, str], None]] = None
+    on_outcome: Callable[[Delivery, DeliveryState, str], None] | None = None
     # Called (in the worker task) when an unhealthy spool can be written again.
-    on_spool_recovered: Optional[Callable[[], None]] = None
+    on_spool_recovered: Callable[[], None] | None = None
     spool_probe_interval: float = SPOOL_PROBE_SECONDS
     _wakeup: trio.Event = field(default_factory=trio.Event)
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any, Literal, MutableMapping
+from typing import Any, Literal
+from collections.abc import MutableMapping
 
 import structlog
 

@@ -30,7 +30,8 @@ import random
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 import structlog
 

@@ -15,7 +15,8 @@ import json
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 SECRET_PREFIX = "whsec_"
 # Standard Webhooks: receivers reject timestamps further than this from their clock.

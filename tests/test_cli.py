@@ -32,7 +32,6 @@ def test_logs_are_json_lines_on_stderr():
 # -- issue 9: secrets never echoed, bad secrets refused, a private umask ---------------------
 
 import base64  # noqa: E402
-import os  # noqa: E402
 import queue  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402

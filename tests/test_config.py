@@ -16,7 +16,7 @@ def write(tmp_path, text):
 
 def test_embedded_defaults_match_design():
     config = load_config(None, environ={})
-    assert [str(l) for l in config.sip.listen] == ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+    assert [str(lst) for lst in config.sip.listen] == ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
     assert config.t38.udptl_ports == (40000, 40999)
     assert config.archive.dir == "var/archive"
     assert config.spool == "var/spool.db"
@@ -65,7 +65,7 @@ def test_env_overrides_file(tmp_path):
     config = load_config(path, environ={"T38GW_T38_REDUNDANCY_DEPTH": "5", "T38GW_SIP_LISTEN": "udp:127.0.0.1:5999",
                                         "T38GW_TESTDATA": "/elsewhere"})
     assert config.t38.redundancy_depth == 5
-    assert [str(l) for l in config.sip.listen] == ["udp:127.0.0.1:5999"]
+    assert [str(lst) for lst in config.sip.listen] == ["udp:127.0.0.1:5999"]
 
 
 @pytest.mark.parametrize("text, key", [
@@ -280,7 +280,7 @@ def test_env_overrides_top_level_spool_and_sip_lists():
                                         "T38GW_SIP_LISTEN": '["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]'})
     assert config.spool == "/srv/spool.db"
     assert [str(n) for n in config.sip.allow_from] == ["10.0.0.0/8", "::1/128"]
-    assert [str(l) for l in config.sip.listen] == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]
+    assert [str(lst) for lst in config.sip.listen] == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]
 
 
 @pytest.mark.parametrize("variable, value, key", [

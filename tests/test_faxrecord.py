@@ -16,7 +16,7 @@ from PIL import Image
 
 from imaging import Page
 from imaging.libtiff import bitmap_from_image
-from imaging.tiff import HEADER, page_block
+from imaging.tiff import page_block
 from t38gw import archive, webhooks
 from t38gw.config import Config, Route, Webhook
 from t38gw.faxrecord import INTERRUPTED_REASON, InboundFax, enqueue_planned, plan_deliveries, recover_archive

@@ -178,8 +178,8 @@ def test_a_third_host_cannot_take_or_feed_the_call_media(attacker_first):
                     attacker.sendto(spoof, target)
                 sent_by_attacker += 1
                 await collect(endpoint, items,
-                              lambda got: len(delivered(got)) == index + 1
-                              and endpoint.stats.foreign_source == sent_by_attacker)
+                              lambda got: len(delivered(got)) == index + 1  # noqa: B023
+                              and endpoint.stats.foreign_source == sent_by_attacker)  # noqa: B023 (awaited at once)
             assert delivered(items) == page  # every IFP of the peer, in order, nothing else
             assert endpoint.latched == peer.getsockname()
             assert endpoint.destination == peer.getsockname()
@@ -216,7 +216,7 @@ def test_strict_never_moves_to_another_host_and_learn_follows_a_rebinding_until_
                 if freeze_after is not None and index == freeze_after:
                     endpoint.freeze_latch()
                 sock.sendto(sender.datagram_for(raw), target)
-                await collect(endpoint, items, lambda got: endpoint.stats.datagrams_received == index + 1)
+                await collect(endpoint, items, lambda got: endpoint.stats.datagrams_received == index + 1)  # noqa: B023
             return endpoint.latched, endpoint.stats, delivered(items), first.getsockname(), rebound.getsockname()
 
     latched, stats, got, first, rebound = trio.run(run, "strict", None)

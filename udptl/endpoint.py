@@ -90,7 +90,7 @@ class PortPool:
     def size(self) -> int:
         return self.high - self.low + 1
 
-    async def open(self) -> "UdptlEndpoint":
+    async def open(self) -> UdptlEndpoint:
         """Bind the next free port.  Raises ``PortsExhausted`` when none can be bound."""
         family = _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
         for _ in range(self.size):
@@ -270,7 +270,7 @@ class UdptlEndpoint:
         if self._pool is not None:
             self._pool._release(self.port)
 
-    def __enter__(self) -> "UdptlEndpoint":
+    def __enter__(self) -> UdptlEndpoint:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from tests.peers.spandsp import SpandspT38Terminal, make_fax_tiff
 from udptl.receiver import IfpReceived, UdptlReceiver

@@ -68,7 +68,7 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/fax"
 
-    def start(self) -> "WebhookReceiver":
+    def start(self) -> WebhookReceiver:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -160,10 +160,10 @@ listen = "127.0.0.1:{self.http_port}"
     def api(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self) -> "GatewayProcess":
+    def start(self) -> GatewayProcess:
         """Start and wait (bounded) for ``gateway_started``.  A port we picked may have been
         taken by another process meanwhile (the gateway then exits 1): pick others, retry."""
-        for attempt in range(3):
+        for _attempt in range(3):
             try:
                 return self._start_once()
             except PortTaken:
@@ -171,7 +171,7 @@ listen = "127.0.0.1:{self.http_port}"
                 self.write_config()
         return self._start_once()
 
-    def _start_once(self) -> "GatewayProcess":
+    def _start_once(self) -> GatewayProcess:
         n = len(list(self.workdir.glob("gateway-*.log")))
         self.log_path = self.workdir / f"gateway-{n}.log"
         env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -11,7 +11,7 @@ CHART_WIDTH = 1728
 CHART_HEIGHT = 2376
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def chart(number: int) -> bytes:
     """Packed rows (1 = black) of ITU chart ``number`` (1..8), parsed from its PBM P4 file."""
     path = testdata_dir() / "itu_t24_charts" / f"itu{number}.pbm.gz"

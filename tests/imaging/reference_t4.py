@@ -63,7 +63,7 @@ def decode_2d(bits: str, p: int, reference: list[int], width: int) -> tuple[list
     while a0 < width:
         b1 = next_change(a0 + 1, 1 - colour)
         b2 = next_change(b1 + 1)
-        for code, (mode, offset) in _MODES.items():
+        for code, (mode, offset) in _MODES.items():  # noqa: B007 (used after the break)
             if bits.startswith(code, p):
                 p += len(code)
                 break

@@ -59,4 +59,4 @@ def test_replaced_headers_object_is_seen():
     assert m.call_id == "call-3" and m.to.tag == "9"
     m.headers = Headers([("Call-ID", "x")])
     with pytest.raises(SipParseError):
-        m.from_
+        m.from_  # noqa: B018 (the property raises)

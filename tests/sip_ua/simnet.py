@@ -7,7 +7,7 @@ import heapq
 import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from sip.message import parse_message
 from sip.ua import Address, UAConfig, UserAgent

@@ -22,7 +22,7 @@ def test_fcf_values_follow_the_t30_bit_strings():
     source = inspect.getsource(Fcf)
     checked = 0
     for member in Fcf:
-        line = next(l for l in source.splitlines() if l.strip().startswith(f"{member.name} = "))
+        line = next(text for text in source.splitlines() if text.strip().startswith(f"{member.name} = "))
         bits = line.split("[")[1].split("]")[0].replace(" ", "").replace("X", "0")
         assert int(bits[::-1], 2) == member.value, member.name
         checked += 1

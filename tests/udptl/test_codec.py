@@ -17,7 +17,7 @@ from tests.udptl.oracle import (
     oracle_encode_udptl,
     specs,
 )
-from tests.udptl.strategies import VERSIONS, ifp_packets, udptl_packets, versioned_ifp_packets
+from tests.udptl.strategies import VERSIONS, udptl_packets, versioned_ifp_packets
 
 PROPERTY = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import imaging
 from t38gw.t30 import CallEnded, PageReceived, PageRejected, ProtocolEventLogged, ReceiverConfig, T30Receiver, T30Result
@@ -486,7 +485,7 @@ class Tester:
                 self._close()
                 awaited, tail = parse_octets(first.get("value", ""))
                 item = self._wait_rx(first, self.now + int(first.get("timeout") or DEFAULT_R_TIMEOUT_MS) / 1000,
-                                     lambda i: isinstance(i, RxFrame) and len(i.wire) >= 2 and i.wire[1] == awaited[1])
+                                     lambda i: isinstance(i, RxFrame) and len(i.wire) >= 2 and i.wire[1] == awaited[1])  # noqa: B023 (used at once)
                 if item is None:
                     break
                 self._cursor -= 1  # leave it for whichever step it belongs to
