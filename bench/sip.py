@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sip.message import parse_message  # noqa: E402
+from sip.parser import parse_message  # noqa: E402
 from sip.sdp import T38Params, find_t38_stream, parse_sdp  # noqa: E402
 
 SDP = (

@@ -27,7 +27,7 @@ from enum import Enum
 from collections.abc import Callable, Iterable, Mapping
 
 from .errors import LocalProtocolError, SipParseError
-from .message import _read_quoted, _split_outside_quotes
+from .grammar import read_quoted, split_outside_quotes
 from .uri import TOKEN_CHARS
 
 __all__ = [
@@ -100,7 +100,7 @@ def digest_response(
 def _parse_auth_params(text: str, context: str) -> dict[str, str]:
     """``name=value, name="quoted"`` -> dict with names lower-cased and quotes removed."""
     params: dict[str, str] = {}
-    for item in _split_outside_quotes(text, ",", angle=False):
+    for item in split_outside_quotes(text, ",", angle=False):
         item = item.strip()
         if not item:
             continue
@@ -110,7 +110,7 @@ def _parse_auth_params(text: str, context: str) -> dict[str, str]:
         if not eq or not name or not TOKEN_CHARS.issuperset(name) or not value:
             raise SipParseError(f"bad auth parameter {item!r} in {context!r}", 400)
         if value[0] == '"':
-            unquoted, end = _read_quoted(value, 0)
+            unquoted, end = read_quoted(value, 0)
             if end != len(value):
                 raise SipParseError(f"junk after quoted auth parameter {item!r}", 400)
             params[name] = unquoted

@@ -211,7 +211,7 @@ _MEDIA_OTHER = frozenset("ibk")
 _LINE_TYPES = frozenset("abcdefghijklmnopqrstuvwxyz")
 
 
-def _sdp_lines(text: str) -> list[str]:
+def sdp_lines(text: str) -> list[str]:
     """``text.replace("\\r\\n", "\\n").split("\\n")``, without the copy when every LF is in a CRLF.
 
     A stray CR stays inside its line either way.
@@ -229,7 +229,7 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
     from ``T38Params.from_attributes`` for T.38 values we cannot use.
     """
     text = body.decode("utf-8", "surrogateescape") if isinstance(body, (bytes, bytearray)) else body
-    lines = _sdp_lines(text)
+    lines = sdp_lines(text)
     # The origin is filled in by o= (a body without one is refused below).
     session = SessionDescription(None, "-", None, [], [], [], [])  # type: ignore[arg-type]
     attributes = session.attributes

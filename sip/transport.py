@@ -49,7 +49,7 @@ from collections.abc import Callable
 import trio
 
 from sip.errors import SipParseError
-from sip.message import StreamParser
+from sip.parser import StreamParser
 from sip.ua import Address, Outgoing, UserAgent
 
 MAX_DATAGRAM = 65535

@@ -77,7 +77,8 @@ from collections.abc import Hashable
 
 from sip.dialog import Dialog, contact_uri
 from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
-from sip.message import Headers, Request, Response, make_response, parse_message, parse_name_addr
+from sip.message import Headers, Request, Response, make_response, parse_name_addr
+from sip.parser import parse_message
 from sip.ratelimit import RateLimiter
 from sip.timers import TimerTable
 from sip.registration import Registration, Trunk

@@ -141,7 +141,7 @@ class AbsoluteUri:
 Uri = SipUri | AbsoluteUri
 
 
-def _parse_host_port(text: str, uri: str) -> tuple[str, int | None]:
+def parse_host_port(text: str, uri: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -216,10 +216,10 @@ def _parse_sip_uri(scheme: str, rest: str, uri: str) -> SipUri:
             headers[_unescape(name, "header")] = _unescape(value, "header")
     if ";" in rest:
         parts = rest.split(";")
-        host, port = _parse_host_port(parts[0], uri)
+        host, port = parse_host_port(parts[0], uri)
         params = _parse_uri_params(parts[1:], uri)
     else:
-        host, port = _parse_host_port(rest, uri)
+        host, port = parse_host_port(rest, uri)
         params = {}
     return SipUri(scheme, user, password, host, port, params, headers)
 
@@ -230,7 +230,7 @@ def _parse_sip_uri(scheme: str, rest: str, uri: str) -> SipUri:
 # to the same result, so it only skips checks that cannot fail; anything else (IPv6, %,
 # passwords, headers, upper case scheme, errors) takes the general path.
 # Repeated classes are possessive: what follows each can never be in it.
-# Five groups: scheme, user, host, port, parameters (see _common_sip_uri). Also used
+# Five groups: scheme, user, host, port, parameters (see common_sip_uri). Also used
 # inside message.py's name-addr pattern.
 COMMON_SIP_URI_RE = (
     r"(sips?):(?:([-A-Za-z0-9_.!~*'()&=+$,;?/]++)@)?([-A-Za-z0-9.]++)(?::([0-9]{1,5}))?"
@@ -239,7 +239,7 @@ COMMON_SIP_URI_RE = (
 _COMMON_SIP_URI = re.compile(COMMON_SIP_URI_RE)
 
 
-def _common_sip_uri(
+def common_sip_uri(
     scheme: str, user: str | None, host: str, port_text: str | None, param_text: str
 ) -> SipUri | None:
     """The SipUri for the groups of a COMMON_SIP_URI_RE match; None if the port is too big."""
@@ -258,13 +258,13 @@ def parse_uri(text: str) -> Uri:
     """Parse a URI (no surrounding whitespace or ``<>``). Raises ``SipParseError``."""
     common = _COMMON_SIP_URI.fullmatch(text)
     if common is not None:
-        uri = _common_sip_uri(*common.groups())
+        uri = common_sip_uri(*common.groups())
         if uri is not None:
             return uri
-    return _parse_uri_general(text)
+    return parse_uri_general(text)
 
 
-def _parse_uri_general(text: str) -> Uri:
+def parse_uri_general(text: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme or scheme[0] not in _SCHEME_FIRST or not _SCHEME_CHARS.issuperset(scheme):
         raise SipParseError(f"bad URI {text!r}")

@@ -18,7 +18,8 @@ from sip.auth import (
     parse_credentials,
 )
 from sip.errors import SipParseError
-from sip.message import Request, make_response, parse_message
+from sip.message import Request, make_response
+from sip.parser import parse_message
 
 # RFC 7616 3.9.1: the challenge (as the RFC prints it, folded here onto one line).
 RFC7616_CHALLENGES = {

@@ -9,19 +9,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
+from sip.headers import COMPACT_FORMS
 from sip.message import (
-    COMPACT_FORMS,
     Headers,
     NameAddr,
     Request,
     Response,
-    StreamParser,
-    is_keepalive,
     make_response,
-    parse_message,
     parse_name_addr,
     parse_via,
 )
+from sip.parser import StreamParser, is_keepalive, parse_message
 from sip.sdp import parse_sdp
 from tests.support.pcap import sip_datagrams
 from tests.sip.strategies import name_addrs, requests, responses, vias

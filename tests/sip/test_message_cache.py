@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sip.errors import SipParseError
-from sip.message import Headers, parse_message
+from sip.message import Headers
+from sip.parser import parse_message
 
 INVITE = (
     b"INVITE sip:bob@example.com SIP/2.0\r\n"

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sip.errors import RemoteProtocolError, SipParseError
-from sip.message import Request, Response, parse_message
+from sip.message import Request, Response
+from sip.parser import parse_message
 from sip.sdp import (
     UDP_EC_FEC,
     UDP_EC_NONE,

@@ -9,7 +9,8 @@ import pytest
 
 from sip.auth import parse_credentials
 from sip.errors import SipParseError
-from sip.message import AbsoluteUri, Request, Response, SipUri, StreamParser, make_response, parse_message
+from sip.message import AbsoluteUri, Request, Response, SipUri, make_response
+from sip.parser import StreamParser, parse_message
 from sip.sdp import parse_sdp
 
 # RFC 4475 section 3.1.1 (valid), 3.2, 3.3 (valid syntax, handled above the parser), 3.4.

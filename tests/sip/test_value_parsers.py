@@ -10,7 +10,8 @@ import pytest
 
 from sip.auth import parse_challenge, parse_credentials
 from sip.errors import SipParseError
-from sip.message import parse_message, parse_name_addr, parse_via
+from sip.message import parse_name_addr, parse_via
+from sip.parser import parse_message
 from sip.uri import parse_uri
 
 GARBAGE = ["\x00", ";", ";;", ",", "<", ">", '"', "\\", " junk", "%", "%4", "@@", "[", ":", "?&="]

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
-from sip.message import parse_message
+from sip.parser import parse_message
 from sip.ua import Address, UAConfig, UserAgent
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sip.dialog import Dialog
-from sip.message import parse_message
+from sip.parser import parse_message
 from sip.ratelimit import RateLimiter
 from tests.sip_ua.wire import invite_bytes
 

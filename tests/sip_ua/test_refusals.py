@@ -146,7 +146,7 @@ def test_rate_limited_datagrams_are_reported_with_their_method():
 
 
 def test_stream_messages_are_rate_limited_and_reported_too():
-    from sip.message import parse_message
+    from sip.parser import parse_message
 
     ua = UserAgent(UAConfig(rate=1.0, burst=1.0), rng=random.Random(5))
     source = Address("tcp", "192.0.2.7", 40000, connection=1)

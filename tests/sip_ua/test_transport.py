@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import trio
 
-from sip.message import parse_message
+from sip.parser import parse_message
 from sip.transport import SipEndpoint, server_ssl_context
 from sip.ua import CallAnswered, CallEnded, CallEstablished, IncomingCall, UAConfig, UserAgent
 from tests.sip_ua.test_ua import AUDIO, AUDIO_B

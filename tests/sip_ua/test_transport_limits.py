@@ -11,7 +11,7 @@ import ssl
 
 import trio
 
-from sip.message import parse_message
+from sip.parser import parse_message
 from sip.transport import SipEndpoint, server_ssl_context
 from sip.ua import RequestRefused, UAConfig, UserAgent
 from tests.sip_ua.test_transport import _self_signed, run_in_trio

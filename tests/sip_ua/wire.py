@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sip.message import parse_message
+from sip.parser import parse_message
 
 CRLF = "\r\n"
 
