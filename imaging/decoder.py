@@ -57,7 +57,7 @@ _find_tokens = t4codes.MH_PAIR_TOKEN.findall
 _BAD_RUN = 1 << 20
 
 
-class _TokenRuns(dict):
+class _TokenRuns(dict[str, tuple[int, ...]]):
     """MH pair token -> its run lengths as coded, computed on first sight: (white, black),
     (white,) (a line's last run) or () (fill); a non-code maps to (_BAD_RUN,)."""
 
@@ -74,7 +74,7 @@ class _TokenRuns(dict):
 _TOKEN_RUNS = _TokenRuns()
 
 
-class _TokenPixels(dict):
+class _TokenPixels(dict[str, str]):
     """MH pair token -> its pels ('1' black), computed on first sight; a non-code maps to 'X'."""
 
     def __missing__(self, token: str) -> str:
@@ -284,7 +284,7 @@ _MODES = {
 _MODES.update({key: (len(key) - len(key.lstrip("1")), 0) for key in _MODES if key[0] == "1"})
 
 
-class _SuffixMasks(dict):
+class _SuffixMasks(dict[int, list[int]]):
     """Line width -> for each pel c, the row as an int (pel 0 its top bit) with pels c.. black."""
 
     def __missing__(self, width: int) -> list[int]:

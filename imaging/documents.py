@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, cast
 
 from PIL import Image, ImageSequence
 
@@ -33,7 +34,7 @@ _KINDS = (
 )
 
 
-def load_document(path: str | os.PathLike, *, x_dpi: float, y_dpi: float, width: int) -> list[Page]:
+def load_document(path: str | os.PathLike[str], *, x_dpi: float, y_dpi: float, width: int) -> list[Page]:
     """Turn a PDF, TIFF (any), PNG or JPEG file into fax pages ``width`` pels wide.
 
     Raises DocumentError (message meant for the user) for a file that is missing, not one of
@@ -77,7 +78,7 @@ def load_document(path: str | os.PathLike, *, x_dpi: float, y_dpi: float, width:
 
 def _load_pdf(path: Path, name: str, geometry: tuple[float, float, int]) -> list[Page]:
     import pikepdf
-    import pypdfium2 as pdfium
+    import pypdfium2 as pdfium  # type: ignore[import-untyped]  # pypdfium2 ships no type information
 
     # qpdf (pikepdf) tells encryption and structure apart clearly; pdfium then draws.
     try:
@@ -137,27 +138,27 @@ def _load_image(path: Path, name: str, geometry: tuple[float, float, int]) -> li
                 raise DocumentError(f"{name}: the file has more than {MAX_PAGES} pages.")
             if frame.width * frame.height > MAX_SOURCE_PIXELS or frame.width == 0 or frame.height == 0:
                 raise DocumentError(f"{name}: page {index + 1} is {frame.width}x{frame.height} pixels, which cannot be faxed.")
-            source_x, source_y = _image_dpi(frame)
-            if source_x is None:
+            source_dpi = _image_dpi(frame)
+            if source_dpi is None:
                 # No resolution: let the image span the fax line.
                 width_in = width / x_dpi
                 height_in = width_in * frame.height / frame.width
             else:
-                width_in, height_in = frame.width / source_x, frame.height / source_y
+                width_in, height_in = frame.width / source_dpi[0], frame.height / source_dpi[1]
             fit = _fit(width_in, height_in, name, index, width / x_dpi)
             columns, rows = _target_size(width_in * fit, height_in * fit, geometry)
             pages.append(_fax_page(_grey(frame), columns, rows, geometry))
     return pages
 
 
-def _image_dpi(frame: Image.Image) -> tuple[float | None, float | None]:
-    dpi = frame.info.get("dpi")
+def _image_dpi(frame: Image.Image) -> tuple[float, float] | None:
+    dpi: Any = frame.info.get("dpi")  # whatever the file says
     try:
         x, y = float(dpi[0]), float(dpi[1])
     except (TypeError, ValueError, IndexError):
-        return None, None
+        return None
     if not (10 <= x <= 10_000 and 10 <= y <= 10_000):
-        return None, None
+        return None
     return x, y
 
 
@@ -170,7 +171,7 @@ def _grey(frame: Image.Image) -> Image.Image:
         return frame.copy()
     if frame.mode.startswith("I") or frame.mode == "F":  # 16/32-bit grey: scale to 8 bits
         image = frame.convert("F")
-        high = image.getextrema()[1]
+        high = cast(float, image.getextrema()[1])  # one band: (min, max)
         top = 65535.0 if high > 255 else 255.0
         return image.point(lambda v: v * (255.0 / top)).convert("L")
     return frame.convert("L")

@@ -20,7 +20,7 @@ from .libtiff import encode_with_libtiff, image_from_bitmap
 from .model import BitOrder, Coding, Page
 from .tiff import FIRST_IFD_POINTER, HEADER, CodedPage, build_tiff, page_block
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 
 @functools.lru_cache(maxsize=16)

@@ -8,6 +8,7 @@ line too (see ``imaging.bits``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # T.4 Table 2: terminating codes, run lengths 0..63 (white, black).
 WHITE_TERMINATING = (
@@ -108,8 +109,8 @@ BLACK_RUN_CODE = [_full_run_code(r, BLACK_TERMINATING, BLACK_MAKEUP) for r in ra
 LOOKAHEAD = 13
 
 
-def _prefix_table(codes: dict[str, object]) -> dict[str, tuple]:
-    table: dict[str, tuple] = {}
+def _prefix_table(codes: dict[str, int]) -> dict[str, tuple[int, int]]:
+    table: dict[str, tuple[int, int]] = {}
     for code, value in codes.items():
         free = LOOKAHEAD - len(code)
         for tail in range(1 << free):
@@ -124,22 +125,22 @@ BLACK_TABLE = _prefix_table(BLACK_CODES)
 # Mode codes keyed by the next 7 bits: (kind, code length, vertical offset).
 MODE_PASS, MODE_HORIZONTAL, MODE_VERTICAL = 0, 1, 2
 MODE_LOOKAHEAD = 7
-_MODE_CODES: dict[str, object] = {PASS: (MODE_PASS, 0), HORIZONTAL: (MODE_HORIZONTAL, 0)}
+_MODE_CODES: dict[str, tuple[int, int]] = {PASS: (MODE_PASS, 0), HORIZONTAL: (MODE_HORIZONTAL, 0)}
 _MODE_CODES.update({code: (MODE_VERTICAL, offset) for offset, code in VERTICAL.items()})
-MODE_TABLE = {}
+MODE_TABLE: dict[str, tuple[int, int, int]] = {}
 for _code, (_kind, _offset) in _MODE_CODES.items():
     _free = MODE_LOOKAHEAD - len(_code)
     for _tail in range(1 << _free):
         MODE_TABLE[_code + (format(_tail, f"0{_free}b") if _free else "")] = (_kind, len(_code), _offset)
 
 
-def _trie_regex(codes) -> str:
+def _trie_regex(codes: Iterable[str]) -> str:
     """A regular expression matching exactly one code of a prefix-free set, as a binary trie.
 
     sre walks a trie alternation with one comparison per bit, where a flat alternation of
     ~100 literals would try them one by one.
     """
-    codes = sorted(codes)
+    ordered = sorted(codes)
 
     def build(prefix_codes: list[str], depth: int) -> str:
         if len(prefix_codes) == 1 and len(prefix_codes[0]) == depth:
@@ -151,7 +152,7 @@ def _trie_regex(codes) -> str:
                 branches.append(bit + build(sub, depth + 1))
         return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
-    return build(codes, 0)
+    return build(ordered, 0)
 
 
 _WHITE_MAKEUP_RE = _trie_regex(c for c, r in WHITE_CODES.items() if r >= 64)

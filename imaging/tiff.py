@@ -7,8 +7,9 @@ MinIsWhite, true X/Y resolution, NewSubfileType "page" and PageNumber on every p
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from collections.abc import Sequence
+from typing import Any, BinaryIO
 
 from .model import BitOrder, Coding
 
@@ -104,7 +105,9 @@ def page_block(page: CodedPage, offset: int, number: int, count: int, *, softwar
     else:
         compression = COMPRESSION_CCITT_T4
         options = (TAG_T4_OPTIONS, _LONG, [T4_OPTION_2D if page.coding is Coding.MR else 0])
-    entries = [
+    # (tag, TIFF type, values): values are ints, (numerator, denominator) pairs for a
+    # RATIONAL, the octets for ASCII.
+    entries: list[tuple[int, int, Any]] = [
         (TAG_NEW_SUBFILE_TYPE, _LONG, [2]),
         (TAG_IMAGE_WIDTH, _LONG, [page.width]),
         (TAG_IMAGE_LENGTH, _LONG, [page.height]),
@@ -174,7 +177,7 @@ def build_tiff(pages: Sequence[CodedPage], *, software: str = "t38gw", photometr
     return bytes(out)
 
 
-def read_tags(tiff: bytes, ifd_index: int = 0) -> dict[int, tuple]:
+def read_tags(tiff: bytes, ifd_index: int = 0) -> dict[int, tuple[Any, ...]]:
     """The tags of one IFD of a TIFF (either byte order) as {tag: values}; ASCII as bytes."""
     order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
     if order is None or struct.unpack(order + "H", tiff[2:4])[0] != 42:
@@ -186,7 +189,7 @@ def read_tags(tiff: bytes, ifd_index: int = 0) -> dict[int, tuple]:
         if offset == 0:
             raise ValueError("no such IFD")
     (n,) = struct.unpack_from(order + "H", tiff, offset)
-    tags: dict[int, tuple] = {}
+    tags: dict[int, tuple[Any, ...]] = {}
     for index in range(n):
         tag, kind, count, value = struct.unpack_from(order + "HHI4s", tiff, offset + 2 + 12 * index)
         size = _TYPE_SIZES.get(kind, 1) * count
@@ -211,13 +214,13 @@ def read_strips(tiff: bytes, ifd_index: int = 0) -> bytes:
     return b"".join(tiff[o : o + c] for o, c in zip(offsets, counts))
 
 
-def _tags_in(read_at, order: str, offset: int) -> tuple[dict[int, tuple], int]:
+def _tags_in(read_at: Callable[[int, int], bytes], order: str, offset: int) -> tuple[dict[int, tuple[Any, ...]], int]:
     """The tags of the IFD at ``offset`` and its next-IFD offset; ``read_at(offset, size)``."""
     (n,) = struct.unpack(order + "H", read_at(offset, 2))
     raw_entries = read_at(offset + 2, 12 * n + 4)
     if len(raw_entries) < 12 * n + 4:
         raise ValueError("TIFF IFD runs past the end of the file")
-    tags: dict[int, tuple] = {}
+    tags: dict[int, tuple[Any, ...]] = {}
     for index in range(n):
         tag, kind, count, value = struct.unpack_from(order + "HHI4s", raw_entries, 12 * index)
         size = _TYPE_SIZES.get(kind, 1) * count
@@ -237,7 +240,7 @@ def _tags_in(read_at, order: str, offset: int) -> tuple[dict[int, tuple], int]:
     return tags, next_offset
 
 
-def iter_coded_pages(file, limit: int | None = None):
+def iter_coded_pages(file: BinaryIO, limit: int | None = None) -> Iterator[CodedPage]:
     """Yield the pages of a CCITT TIFF (an open binary file) as CodedPage, one at a time.
 
     Reads only the IFDs and one strip at a time, so a long fax costs the memory of a

@@ -86,7 +86,7 @@ class _Libtiff:
             return
         handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
 
-        def complained(module, fmt, args) -> None:
+        def complained(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
             self.complaints += 1
 
         self._handler = handler_type(complained)  # kept alive as long as libtiff holds it
@@ -107,7 +107,7 @@ class _Libtiff:
         lib.TIFFSetField.restype = ctypes.c_int  # variadic: each call passes typed values
 
     @staticmethod
-    def _load():
+    def _load() -> ctypes.CDLL | None:
         if not hasattr(os, "memfd_create"):
             return None
         candidates = []
@@ -131,6 +131,8 @@ class _Libtiff:
         None when libtiff failed or complained more than ``complaints`` times.
         """
         lib = self.library
+        if lib is None:  # no libtiff here: callers check ``library`` first
+            return None
         buffer = ctypes.create_string_buffer(size)
         fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
         try:
@@ -159,6 +161,8 @@ class _Libtiff:
         a tag bit) before each row, no fill, no RTC; MR with K = ``k``, 2 or 4 (libtiff
         takes 4 above 150 lpi, else 2).  T.6: rows then EOFB."""
         lib = self.library
+        if lib is None:  # no libtiff here: callers check ``library`` first
+            return None
         fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
         keep = os.dup(fd)
         try:
@@ -396,6 +400,7 @@ def try_libtiff_decode(
     """
     msb_first = bytes(data) if bit_order is BitOrder.MSB_FIRST else bytes(data).translate(_REVERSED)
     bits = _to_bits(msb_first)
+    bitmap: bytes | None
     if coding is Coding.MMR:
         found = _mmr_rows(msb_first, bits, width, max_rows)
         if found is None:

@@ -37,7 +37,10 @@ costs nothing).  Every malformed input raises ``MalformedPacket`` and nothing el
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from udptl.errors import LocalProtocolError, MalformedPacket
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator, Unknown
@@ -148,11 +151,18 @@ def _small_number_octets(value: int) -> bytes:
 # --------------------------------------------------------------------------- IFP decode
 
 
-def _extension(kind: type, index: int, version: int):
+@overload
+def _extension(kind: type[T30Indicator], index: int, version: int) -> T30Indicator | Unknown: ...
+@overload
+def _extension(kind: type[T30Data], index: int, version: int) -> T30Data | Unknown: ...
+@overload
+def _extension(kind: type[FieldType], index: int, version: int) -> FieldType | Unknown: ...
+def _extension(kind: type[enum.IntEnum], index: int, version: int) -> enum.IntEnum | Unknown:
     """The member for extension ``index`` of ``kind``, or ``Unknown``."""
     if version == 0:
         # The 1998 module has the extension marker but no additions.
         return Unknown(kind, index)
+    table: tuple[enum.IntEnum, ...]
     if kind is T30Indicator:
         table, root = _INDICATORS, _INDICATOR_ROOT
     elif kind is T30Data:
@@ -175,7 +185,8 @@ def _parse_ifp(data: bytes, version: int, octet_per_item: bool) -> tuple[IfpPack
     first = data[0]
     has_fields = first & 0x80
     is_data = first & 0x40
-    kind = T30Data if is_data else T30Indicator
+    kind: type[T30Data] | type[T30Indicator] = T30Data if is_data else T30Indicator
+    msg: T30Indicator | T30Data | Unknown
     if not first & 0x20:
         value = (first >> 1) & 0x0F
         pos = 1
@@ -202,6 +213,7 @@ def _parse_ifp(data: bytes, version: int, octet_per_item: bool) -> tuple[IfpPack
 
     fields: list[DataField] = []
     append = fields.append
+    field_type: FieldType | Unknown
     bit = pos * 8
     extensible = version != 0
     while True:
@@ -270,10 +282,12 @@ def decode_ifp(data: bytes, version: int) -> IfpPacket:
 
 
 _new = object.__new__
-_set_field_type = DataField.field_type.__set__
-_set_data = DataField.data.__set__
-_set_msg = IfpPacket.msg.__set__
-_set_fields = IfpPacket.fields.__set__
+# The slots' own descriptors (the class __dict__ holds them; mypy reads ``DataField.data``
+# as the field's value, so they are taken from there).
+_set_field_type: Callable[[DataField, FieldType | Unknown], None] = DataField.__dict__["field_type"].__set__
+_set_data: Callable[[DataField, bytes], None] = DataField.__dict__["data"].__set__
+_set_msg: Callable[[IfpPacket, T30Indicator | T30Data | Unknown], None] = IfpPacket.__dict__["msg"].__set__
+_set_fields: Callable[[IfpPacket, tuple[DataField, ...] | None], None] = IfpPacket.__dict__["fields"].__set__
 
 
 def _one_item_packet(msg: T30Data, field_type: FieldType, data: bytes) -> IfpPacket:
@@ -344,7 +358,7 @@ def ifp_length(data: bytes, version: int) -> int | None:
 # --------------------------------------------------------------------------- IFP encode
 
 
-def _enum_code(value, kind: type, root: int, version: int, name: str) -> tuple[bool, int]:
+def _enum_code(value: object, kind: type[enum.IntEnum], root: int, version: int, name: str) -> tuple[bool, int]:
     """(is_extension, index) of an enumerated value of ``kind``."""
     if isinstance(value, Unknown):
         if value.kind is not kind:
@@ -501,7 +515,7 @@ def _decode_udptl_parts(data: bytes) -> tuple[int, bytes, tuple[bytes, ...] | No
     choice = data[pos] & 0x80
     pos += 1
     if not choice:
-        secondaries = []
+        secondaries: list[bytes] = []
         append = secondaries.append
         while True:
             count, pos, more = _read_length(data, pos)
@@ -524,7 +538,7 @@ def _decode_udptl_parts(data: bytes) -> tuple[int, bytes, tuple[bytes, ...] | No
         if not raw:
             raise MalformedPacket("fec-npackets has zero octets", offset=pos)
         npackets = int.from_bytes(raw, "big", signed=True)
-        entries = []
+        entries: list[bytes] = []
         while True:
             count, pos, more = _read_length(data, pos)
             for _ in range(count):
@@ -552,8 +566,10 @@ def decode_udptl(data: bytes) -> UdptlPacket:
 _SHORT_LENGTHS = [bytes((length,)) for length in range(0x80)]
 
 
-def _encode_udptl_parts(seq: int, primary: bytes, secondaries, fec: FecInfo | None) -> bytes:
-    if fec is None and len(primary) < 0x80 and len(secondaries) < 0x80:
+def _encode_udptl_parts(seq: int, primary: bytes, secondaries: Sequence[bytes] | None, fec: FecInfo | None) -> bytes:
+    """The datagram; ``fec`` wins when given, else ``secondaries`` must be (``UdptlPacket``
+    and the sender always give exactly one)."""
+    if fec is None and secondaries is not None and len(primary) < 0x80 and len(secondaries) < 0x80:
         # Fast path: every length fits one octet.
         parts = [bytes((seq >> 8, seq & 0xFF, len(primary))), primary, bytes((0, len(secondaries)))]
         for item in secondaries:
@@ -566,6 +582,8 @@ def _encode_udptl_parts(seq: int, primary: bytes, secondaries, fec: FecInfo | No
     out = bytearray((seq >> 8, seq & 0xFF))
     _write_octets(out, primary)
     if fec is None:
+        if secondaries is None:
+            raise LocalProtocolError("a UDPTL packet needs secondaries or fec-info")
         out.append(0x00)
         total = len(secondaries)
         position = 0

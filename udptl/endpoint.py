@@ -117,7 +117,7 @@ class PortPool:
 class UdptlEndpoint:
     """One call's UDPTL socket.  See the module docstring."""
 
-    def __init__(self, sock, port: int, pool: PortPool | None = None) -> None:
+    def __init__(self, sock: trio.socket.SocketType, port: int, pool: PortPool | None = None) -> None:
         self.socket = sock
         self.port = port
         self._pool = pool
@@ -174,12 +174,14 @@ class UdptlEndpoint:
     def destination(self) -> tuple[str, int] | None:
         """Where ``send_ifp`` sends: the latched source, else the SDP port on the expected
         host.  Only a source the latch accepted can change it."""
-        latch = self._latch
-        if latch is None:
+        latch, remote = self._latch, self.remote
+        if latch is None or remote is None:  # both are set by ``start``
             return None
-        return latch.latched or (latch.expected_host, self.remote[1])
+        return latch.latched or (latch.expected_host, remote[1])
 
-    def _accept(self, data: bytes, source: tuple[str, int], now: float, events: list) -> None:
+    def _accept(
+        self, data: bytes, source: tuple[str, int], now: float, events: list[IfpReceived | IfpLost | ForeignDatagrams]
+    ) -> None:
         stats = self.stats
         stats.datagrams_received += 1
         receiver = self.receiver
@@ -273,5 +275,5 @@ class UdptlEndpoint:
     def __enter__(self) -> UdptlEndpoint:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from udptl.codec import _decode_ifp, _decode_udptl_parts, _parse_ifp
+from udptl.codec import FecInfo, _decode_ifp, _decode_udptl_parts, _parse_ifp
 from udptl.errors import LocalProtocolError, MalformedPacket
 from udptl.ifp import IfpPacket
 
@@ -165,10 +165,10 @@ class UdptlReceiver:
         self._interval: float | None = None
         self._gap_opened: tuple[int, float] | None = None
         self._fec: dict[int, tuple[int, tuple[bytes, ...]]] = {}
-        self._probation: tuple[int, bytes, tuple[bytes, ...] | None, object, float] | None = None
+        self._probation: tuple[int, bytes, tuple[bytes, ...] | None, FecInfo | None, float] | None = None
         self._cache: dict[bytes, IfpPacket | None] = {}
-        self._recent_seq = [None] * _RECENT
-        self._recent_ifp: list[bytes | None] = [None] * _RECENT
+        self._recent_seq: list[int | None] = [None] * _RECENT  # ring of delivered numbers
+        self._recent_ifp = [b""] * _RECENT  # their IFPs (valid where _recent_seq matches)
 
     # ------------------------------------------------------------------ public API
 
@@ -320,7 +320,9 @@ class UdptlReceiver:
         self._recent_ifp[slot] = raw
         return IfpReceived(ext & 0xFFFF, raw, packet)
 
-    def _accept_out_of_order(self, ext, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:
+    def _accept_out_of_order(
+        self, ext: int, primary: bytes, secondaries: tuple[bytes, ...] | None, fec: FecInfo | None, now: float
+    ) -> list[IfpReceived | IfpLost]:
         held = self._held
         horizon = len(secondaries) if secondaries else 0
         if fec is not None and fec.entries and 0 < fec.npackets:
@@ -338,6 +340,7 @@ class UdptlReceiver:
         elif entry[2] != _PRIMARY:
             held[ext] = (primary, entry[1], _PRIMARY)
         expected = self._next
+        assert expected is not None  # set by the first datagram, before any gap
         if secondaries:
             if self._redundancy_consistent(ext, secondaries):
                 for back, ifp in enumerate(secondaries, 1):
@@ -355,7 +358,7 @@ class UdptlReceiver:
             if self._fec:
                 self._recover_from_fec(now)
         events: list[IfpReceived | IfpLost] = []
-        if ext - self._next >= self.reorder_window:
+        if ext - expected >= self.reorder_window:
             self._release_until(ext - self.reorder_window + 1, events)
         self._drain(events)
         return events
@@ -407,9 +410,10 @@ class UdptlReceiver:
                 return False
         return True
 
-    def _drain(self, events: list) -> None:
+    def _drain(self, events: list[IfpReceived | IfpLost]) -> None:
         held = self._held
         ext = self._next
+        assert ext is not None  # set by the first datagram, before any gap
         while ext in held:
             raw, _, source = held.pop(ext)
             events.append(self._deliver(ext, raw, source))
@@ -418,11 +422,12 @@ class UdptlReceiver:
             for key in [key for key in self._fec if key <= ext]:
                 del self._fec[key]
 
-    def _release_until(self, limit: int, events: list) -> None:
+    def _release_until(self, limit: int, events: list[IfpReceived | IfpLost]) -> None:
         """Deliver or declare lost every number below ``limit``."""
         held = self._held
         lost: list[int] = []
         ext = self._next
+        assert ext is not None  # set by the first datagram, before any gap
         while ext < limit:
             entry = held.pop(ext, None)
             if entry is None:
@@ -441,6 +446,7 @@ class UdptlReceiver:
 
     def _recover_from_fec(self, now: float) -> None:
         held, expected = self._held, self._next
+        assert expected is not None  # set by the first datagram, before any gap
         recent_seq = self._recent_seq
         progress = True
         while progress:
@@ -491,7 +497,9 @@ class UdptlReceiver:
                 return rebuilt[:end]
         return rebuilt
 
-    def _far_packet(self, seq16, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:
+    def _far_packet(
+        self, seq16: int, primary: bytes, secondaries: tuple[bytes, ...] | None, fec: FecInfo | None, now: float
+    ) -> list[IfpReceived | IfpLost]:
         probation = self._probation
         if probation is None or seq16 != (probation[0] + 1) & 0xFFFF:
             if probation is not None:
@@ -516,11 +524,15 @@ class UdptlReceiver:
         events.extend(self._continue(seq16, primary, secondaries, fec, now))
         return events
 
-    def _continue(self, seq16, primary, secondaries, fec, now) -> list[IfpReceived | IfpLost]:
+    def _continue(
+        self, seq16: int, primary: bytes, secondaries: tuple[bytes, ...] | None, fec: FecInfo | None, now: float
+    ) -> list[IfpReceived | IfpLost]:
         """Process an already-decoded datagram that continues the current numbering."""
-        ext = self._next + (((seq16 - self._next + 0x8000) & 0xFFFF) - 0x8000)
+        expected = self._next
+        assert expected is not None  # the restart just set it
+        ext = expected + (((seq16 - expected + 0x8000) & 0xFFFF) - 0x8000)
         self._primaries[ext % _RING] = ext
         self._arrival[ext % _RING] = now
-        if ext == self._next and not self._held:
+        if ext == expected and not self._held:
             return [self._deliver(ext, primary, _PRIMARY)]
         return self._accept_out_of_order(ext, primary, secondaries, fec, now)
