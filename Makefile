@@ -1,6 +1,9 @@
 # Two commands on a fresh Debian machine:
 #   make run   - create .venv, install t38gw, start `t38gw serve` on its embedded defaults
-#   make test  - install the test peers (SpanDSP, SIPp, libtiff tools, poppler) and run the tests
+#   make test  - install the test peers (SpanDSP, SIPp, libtiff tools, poppler), run the
+#                guard rails (make lint) and then the tests
+#   make lint  - just the guard rails: `ruff check .` and `mypy` on the packages listed in
+#                pyproject.toml's [tool.mypy] files (strict); both come from the [test] extra
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +11,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := libspandsp2 libspandsp-dev sip-tester libtiff-tools poppler-utils netpbm tshark
 PYTEST_ARGS ?=
 
-.PHONY: run test venv test-deps system-deps bench clean
+.PHONY: run test lint venv test-deps system-deps bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,11 +35,23 @@ system-deps:
 
 test-deps: system-deps venv
 
-test: test-deps
+# ruff's rules and mypy's file list and strictness live in pyproject.toml ([tool.ruff],
+# [tool.mypy]); mypy run without arguments checks exactly the `files` listed there.  Both
+# run even when the first fails, so one run shows everything to fix.
+lint: venv
+	@status=0; \
+	echo "== ruff check . (rules: [tool.ruff] in pyproject.toml)"; \
+	$(VENV)/bin/ruff check . || status=1; \
+	echo "== mypy (strict; files: [tool.mypy] in pyproject.toml)"; \
+	$(VENV)/bin/mypy || status=1; \
+	if [ $$status -ne 0 ]; then echo "== lint FAILED: fix the ruff/mypy findings above (make lint reruns just these)"; fi; \
+	exit $$status
+
+test: test-deps lint
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: venv
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .hypothesis .mypy_cache .ruff_cache
