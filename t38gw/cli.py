@@ -10,7 +10,7 @@ import os
 import sys
 
 from t38gw import __version__
-from t38gw.config import ConfigError, describe, load_config
+from t38gw.config import ConfigError, describe, load_config, redacted, to_toml
 from t38gw.logs import configure_logging, get_logger
 
 EXIT_OK = 0
@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--to", required=True, help="SIP URI or number")
     check = commands.add_parser("check-config", help="validate a configuration file and print what it means")
     check.add_argument("file", metavar="FILE")
+    check.add_argument("--effective", action="store_true",
+                       help="also print every key as TOML, defaults filled in and secrets as ***")
     audit = commands.add_parser("audit", help="the audit log of API reads: verify its hash chain, or show a fax's")
     audit.add_argument("action", choices=["verify", "show"])
     audit.add_argument("--config", metavar="FILE", help="TOML configuration (default: embedded defaults)")
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     if args.command == "check-config":
-        return _check_config(args.file)
+        return _check_config(args.file, effective=args.effective)
     if args.command == "serve":
         return _serve(args.config, args.log_format, args.log_level)
     if args.command == "audit":
@@ -131,7 +133,7 @@ def _audit(action: str, path: str | None, fax_id: str | None) -> int:
         return EXIT_RUNTIME
 
 
-def _check_config(path: str, quiet: bool = False) -> int:
+def _check_config(path: str, quiet: bool = False, effective: bool = False) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -141,6 +143,9 @@ def _check_config(path: str, quiet: bool = False) -> int:
     if not quiet:
         print(f"{path}: OK")
         print(describe(config))
+    if effective:
+        print("\n# effective configuration (defaults filled in, secrets ***)")
+        print(to_toml(redacted(config)), end="")
     return EXIT_OK
 
 

@@ -331,3 +331,220 @@ def test_sip_auth_algorithms_order_and_values(tmp_path):
         with pytest.raises(ConfigError) as error:
             load_config(path, environ={})
         assert error.value.key == "sip.auth_algorithms"
+
+
+# -- issue 11 item 4: one schema; parsing, env, masking and the README derive from it -------
+
+import dataclasses  # noqa: E402
+import tomllib  # noqa: E402
+
+from tests.conftest import REPO  # noqa: E402
+from t38gw import config as schema  # noqa: E402
+
+
+def schema_keys(cls=schema.Config, prefix=""):
+    """(dotted key, field, Setting, TOML kind) of every key, tables and arrays of tables included."""
+    for f in dataclasses.fields(cls):
+        spec, kind = schema._setting(f), schema._kind(f)
+        yield prefix + f.name, f, spec, kind
+        if kind in ("table", "tables"):
+            yield from schema_keys(spec.table or spec.tables, f"{prefix}{f.name}{'[0]' if spec.tables else ''}.")
+
+
+def test_every_key_is_declared_once_with_a_type_and_a_description():
+    keys = list(schema_keys())
+    assert len(keys) == len({k for k, *_ in keys}) > 60
+    for key, f, spec, kind in keys:
+        assert kind in ("str", "bool", "int", "float", "list[str]", "list[int]", "table", "tables"), key
+        if kind not in ("table", "tables") and f.name not in ("private_key", "username", "password", "secret"):
+            assert spec.doc, f"{key} has no description for the README"
+        if f.default is dataclasses.MISSING:
+            assert spec.example is not schema._NO_EXAMPLE, f"{key} is required: the README needs an example"
+
+
+def readme_config_block():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("```toml\n", text.index("\n## Configuration\n")) + len("```toml\n")
+    return text[start:text.index("```\n", start)]
+
+
+def test_readme_config_reference_is_the_schema():
+    assert readme_config_block() == schema.reference(), "run `python -m t38gw.config --reference` into README.md"
+
+
+def test_reference_is_printed_by_the_module():
+    result = subprocess.run([sys.executable, "-m", "t38gw.config", "--reference"], capture_output=True, text=True,
+                            timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == schema.reference()
+
+
+def test_reference_defaults_load_back_to_the_defaults():
+    # Every key's rendered default parses to the default: what the README shows is what runs.
+    parsed = tomllib.loads(schema.reference())
+    for table in ("webhooks", "routes"):
+        parsed.pop(table)  # examples of repeatable tables, not defaults
+    for table in ("trunks", "users"):
+        parsed["sip"].pop(table)
+    assert schema._read(schema.Config, parsed, "") == schema.Config()
+    assert schema._read(schema.Config, tomllib.loads(schema.to_toml(schema.Config())), "") == schema.Config()
+
+
+FULL = f'''
+spool = "/srv/spool.db"
+[sip]
+listen = ["udp:127.0.0.1:5070", "tcp:[::1]:5071"]
+allow_from = ["10.0.0.0/8", "::1"]
+t38_reinvite_after = -1.5
+answer_after = 2
+media_latching = "learn"
+auth_algorithms = ["MD5"]
+[[sip.trunks]]
+name = "carrier"
+registrar = "sip:sip.example.net"
+password = "trunk-secret-1"
+expires = 120
+media_latching = "strict"
+[[sip.users]]
+username = "pbx"
+password = "user-secret-2"
+[t38]
+udptl_ports = "41000-41010"
+error_correction = "fec"
+versions = [0, 3]
+max_bitrate = 9600
+[fax]
+local_ident = "+1 555 0100"
+ecm = false
+compressions = ["mh"]
+[archive]
+formats = ["tiff"]
+[limits]
+max_calls = 7
+[logs]
+redact_numbers = true
+[[webhooks]]
+url = "https://user:url-secret-3@ehr.example.org/fax?k=query-secret-4"
+secret = "{GOOD_SECRET}"
+events = ["fax.received"]
+[[routes]]
+did = "^1"
+trunk = "carrier"
+webhook = "default"
+reject = true
+[http]
+listen = "[::1]:9090"
+tokens = ["{"s" * 40}"]
+'''
+FULL_SECRETS = ["trunk-secret-1", "user-secret-2", "url-secret-3", "query-secret-4",
+                GOOD_SECRET.removeprefix("whsec_"), "s" * 40]
+
+
+def test_a_full_config_round_trips_through_toml(tmp_path):
+    config = load_config(write(tmp_path, FULL), environ={})
+    assert config.sip.listen[1].host == "::1" and config.http.listen == ("::1", 9090)
+    assert config.webhooks[0].name == "default" and config.sip.trunks[0].expires == 120
+    again = load_config(write(tmp_path, schema.to_toml(config)), environ={})
+    assert again == config
+
+
+def test_every_secret_key_is_masked_by_describe_and_the_effective_dump(tmp_path):
+    config = load_config(write(tmp_path, FULL), environ={})
+    secret_keys = [key for key, _f, spec, _k in schema_keys() if spec.secret]
+    assert set(secret_keys) >= {"sip.trunks[0].password", "sip.users[0].password", "webhooks[0].secret",
+                                "http.tokens", "http.private_key", "sip.tls.private_key"}
+    for text in (schema.describe(config), schema.to_toml(schema.redacted(config))):
+        assert "***" in text
+        for secret in FULL_SECRETS:
+            assert secret not in text
+    assert "ehr.example.org/fax" in schema.to_toml(schema.redacted(config))
+
+
+def test_check_config_effective_prints_every_key_without_secrets(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "t38gw.cli", "check-config", "--effective",
+                             str(write(tmp_path, FULL))], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for secret in FULL_SECRETS:
+        assert secret not in result.stdout
+    effective = tomllib.loads(result.stdout.split("# effective configuration", 1)[1].split("\n", 1)[1])
+    assert effective["limits"] == {"max_calls": 7, "max_pages_per_call": 200, "max_page_rows": 32768,
+                                   "max_call_seconds": 7200}
+    assert effective["http"]["tokens"] == ["***"] and effective["sip"]["trunks"][0]["password"] == "***"
+
+
+def bad_values(spec, kind, default):
+    """Values the schema must refuse for a key, derived from its declared type, range and choices."""
+    wrong_type = {"str": 5, "bool": "yes", "int": "5", "float": "soon", "list[str]": [1], "list[int]": ["a"]}
+    yield wrong_type[kind]
+    if spec.min is not None:
+        yield type(default)(spec.min - 1)
+    if spec.max is not None:
+        yield type(default)(spec.max + 1)
+    if spec.choices:
+        bogus = "bogus" if kind.endswith("str]") or kind == "str" else 12345
+        yield [bogus] if kind.startswith("list") else bogus
+
+
+SECTION_KEYS = [(key, f, spec, kind) for key, f, spec, kind in schema_keys()
+                if kind not in ("table", "tables") and "[" not in key and "." in key and not key.startswith("sip.tls.")]
+
+
+@pytest.mark.parametrize("key, f, spec, kind", SECTION_KEYS, ids=[k for k, *_ in SECTION_KEYS])
+def test_type_range_and_choice_errors_name_the_key(tmp_path, key, f, spec, kind):
+    section, name = key.split(".")
+    for value in bad_values(spec, kind, f.default):
+        document = {section: {name: value}}
+        if key == "http.listen":
+            continue  # a string; its type check is below
+        text = "\n".join(f"[{s}]\n" + "\n".join(f"{k} = {schema._toml_value(v)}" for k, v in t.items())
+                         for s, t in document.items())
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text), environ={})
+        assert info.value.key == key, (value, str(info.value))
+        if spec.secret:
+            assert repr(value) not in str(info.value)
+
+
+@pytest.mark.parametrize("key, f, spec, kind", SECTION_KEYS, ids=[k for k, *_ in SECTION_KEYS])
+def test_every_key_can_be_set_from_the_environment_by_its_declared_type(key, f, spec, kind):
+    # The env text of each key's default (as its TOML renders it) loads back to the default.
+    section, name = key.split(".")
+    rendered = spec.render(f.default) if spec.render else f.default
+    if kind == "bool":
+        text = "yes" if rendered else "off"
+    elif kind.startswith("list"):
+        text = ",".join(map(str, rendered)) or "[]"
+    else:
+        text = str(rendered)
+    if key == "http.tokens":
+        rendered, text = (TOKEN,), TOKEN
+    config = load_config(None, environ={f"T38GW_{section.upper()}_{name.upper()}": text})
+    expected = spec.parse(tuple(rendered) if kind.startswith("list") else rendered, key) if spec.parse else rendered
+    assert getattr(getattr(config, section), name) == (tuple(expected) if kind.startswith("list") else expected)
+
+
+@pytest.mark.parametrize("text, key, suggestion", [
+    ('[[sip.trunks]]\nname = "c"\nregistrar = "sip:x"\npasword = "p"\n', "sip.trunks[0].pasword", "password"),
+    (f'[[webhooks]]\nurl = "https://x/"\nsecret = "{GOOD_SECRET}"\nevent = []\n', "webhooks[0].event", "events"),
+    ('[sip.tls]\ncertficate = "a"\n', "sip.tls.certficate", "certificate"),
+    ('[limits]\nmax_call = 5\n', "limits.max_call", "max_calls"),
+    ('[limit]\nmax_calls = 5\n', "limit", "limits"),
+])
+def test_unknown_keys_in_any_table_get_a_suggestion(tmp_path, text, key, suggestion):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert info.value.key == key and f"did you mean {suggestion!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[[sip.trunks]]\nregistrar = "sip:x"\n', "sip.trunks[0].name"),
+    ('[[sip.users]]\nusername = "u"\n', "sip.users[0].password"),
+    ('[[webhooks]]\nurl = "https://x/"\n', "webhooks[0].secret"),
+    ('[[webhooks]]\nurl = "https://x/"\nsecret = "whsec_x"\n[[webhooks]]\nurl = "https://y/"\n', "webhooks[1].name"),
+    ("[sip]\nanswer_after = nan\n", "sip.answer_after"),
+    ("[sip]\nt38_reinvite_after = inf\n", "sip.t38_reinvite_after"),
+])
+def test_required_keys_and_non_finite_numbers_are_named(tmp_path, text, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert info.value.key == key
