@@ -499,7 +499,7 @@ def _typed(value: Any, kind: str, key: str, spec: Setting) -> Any:
 def _check(value: Any, key: str, spec: Setting) -> None:
     """The key's own rules: non-empty, choices, unique, range, then its ``check``."""
     shown = _shown(value, spec)
-    if isinstance(value, tuple) and not isinstance(value, Listener):
+    if isinstance(value, tuple):
         if ((spec.nonempty and not value) or (spec.choices and any(v not in spec.choices for v in value))
                 or (spec.unique and len(set(value)) != len(value))):
             rule = "a non-empty list" if spec.nonempty else "a list"
