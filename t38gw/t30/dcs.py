@@ -64,7 +64,8 @@ class Modulation(enum.Enum):
     V17_12000 = ("V.17", 12000, (0, 1, 0, 1), T30Indicator.V17_12000_LONG_TRAINING, T30Data.V17_12000)
     V17_14400 = ("V.17", 14400, (0, 0, 0, 1), T30Indicator.V17_14400_LONG_TRAINING, T30Data.V17_14400)
 
-    def __init__(self, family, bit_rate, dcs_code, indicator, data_type):
+    def __init__(self, family: str, bit_rate: int, dcs_code: tuple[int, int, int, int],
+                 indicator: T30Indicator, data_type: T30Data) -> None:
         self.family = family
         self.bit_rate = bit_rate
         self.dcs_code = dcs_code  # T.30 Table 2 bits 11, 12, 13, 14 of a DCS
@@ -72,13 +73,13 @@ class Modulation(enum.Enum):
         self.data_type = data_type
 
     @classmethod
-    def for_data_type(cls, data_type) -> Modulation | None:
+    def for_data_type(cls, data_type: object) -> Modulation | None:
         """The modem a T.38 t30-data value names (None for V.21/V.8/V.34/V.33...)."""
         return _BY_DATA_TYPE.get(data_type)
 
 
-_BY_DCS_CODE = {m.dcs_code: m for m in Modulation}
-_BY_DATA_TYPE = {m.data_type: m for m in Modulation}
+_BY_DCS_CODE: dict[tuple[int, ...], Modulation] = {m.dcs_code: m for m in Modulation}
+_BY_DATA_TYPE: dict[object, Modulation] = {m.data_type: m for m in Modulation}
 
 
 class Compression(enum.Enum):
@@ -102,7 +103,7 @@ class Resolution(enum.Enum):
     INCH_300_300 = ("300x300", 300, 300, (2592, 3072, 3648))
     INCH_400_400 = ("400x400", 400, 400, (3456, 4096, 4864))
 
-    def __init__(self, label, x_dpi, y_dpi, widths):
+    def __init__(self, label: str, x_dpi: int, y_dpi: int, widths: tuple[int, int, int]) -> None:
         self.label = label
         self.x_dpi = x_dpi
         self.y_dpi = y_dpi
@@ -216,7 +217,7 @@ class DcsParameters:
         return self.resolution.widths[self.paper_width]
 
 
-_SCAN_TIMES = {(0, 0, 0): 20, (0, 0, 1): 40, (0, 1, 0): 10, (1, 0, 0): 5, (1, 1, 1): 0}
+_SCAN_TIMES: dict[tuple[int, ...], int] = {(0, 0, 0): 20, (0, 0, 1): 40, (0, 1, 0): 10, (1, 0, 0): 5, (1, 1, 1): 0}
 
 
 def parse_dcs(fif: bytes) -> DcsParameters:

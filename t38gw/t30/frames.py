@@ -103,6 +103,14 @@ class Fcf(enum.IntEnum):
 #: partial pages of one page.
 PPS_NULL = 0x00
 
+#: The post-message commands (T.30 5.3.6.1.6) by FCF, as the command they stand for: PRI-Q
+#: asks for operator intervention, which an unattended terminal answers as the plain Q
+#: (PIP/PIN are optional).  Also the valid second FCFs of PPS/EOR besides PPS_NULL.
+POST_PAGE_COMMANDS: dict[int, Fcf] = {
+    Fcf.MPS: Fcf.MPS, Fcf.EOP: Fcf.EOP, Fcf.EOM: Fcf.EOM,
+    Fcf.PRI_MPS: Fcf.MPS, Fcf.PRI_EOP: Fcf.EOP, Fcf.PRI_EOM: Fcf.EOM,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class T30Frame:

@@ -37,9 +37,29 @@ Every confirmed page is handed out at once as ``PageReceived`` (always whole), s
 that dies mid-page keeps what was confirmed; ``CallEnded`` carries the result and the
 reason.  The engine is checked against the TSB-85 procedures (tests/interop/tsb85).
 
-The handling of V.21 commands is written as a table (``COMMANDS``): state -> {FCF ->
-handler}.  A command missing from a state's row is logged as a ``ProtocolEventLogged``
-and otherwise ignored, as T.30 5.4.1 asks of a receiver that cannot act on a signal.
+The machine is a table
+======================
+``TRANSITIONS[state][input] -> (handler, next)`` is the whole machine, as in h2 and
+``sip/transaction.py``.  An input is a V.21 command (an ``Fcf``; ``Signal.UNKNOWN_COMMAND``
+for an FCF T.30 does not define), a ``Timer`` that ran out, or a ``Signal`` from the
+T.38 front end (a training carrier began, image data came, the image carrier ended, an
+ECM frame came, a garbled command, a command that cut a fast carrier short).  A handler
+reads the input, updates the engine's data (counters, the page being decoded, the DCS)
+and returns an ``Outcome``: the frames to answer with, the events to report, and the
+timer to run once the answer is out.  It never sets the state: ``next`` in the table
+is the state the transition leads to, and where the table names several (a post-page
+command can lead to the next page, a new phase B or the end), the handler's outcome
+names one of them, which the engine checks.  Only ``_apply`` assigns ``self.state``.
+
+A command missing from a state's row is logged as a ``ProtocolEventLogged`` and otherwise
+ignored, as T.30 5.4.1 asks of a receiver that cannot act on a signal; a timer or
+front-end signal missing from the row does nothing (the timer belongs to a state we
+left).  A V.21 command that arrives while a fast carrier (TCF, page, ECM block) has not
+ended first takes that state's ``Signal.CARRIER_CUT`` transition (the carrier's end was
+lost), then is looked up in the row of the state it led to.  Which result a DCN or a T2
+expiry gives in each state, which response a page's quality earns and where each
+post-page exchange leads are tables too (``DCN_RESULTS``, ``T2_RESULTS``,
+``QUALITY_RESPONSE``, ``AFTER_PAGE``).
 """
 
 from __future__ import annotations
@@ -48,10 +68,14 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from udptl.ifp import IfpPacket, T30Data, T30Indicator
+import imaging
+from imaging.wholepage import try_libtiff_decode
+from udptl.ifp import IfpPacket, T30Data, T30Indicator, Unknown
 
 from t38gw.t30 import t38_io
+from t38gw.t30.capabilities import dcs_refusal
 from t38gw.t30.dcs import Compression, DcsParameters, ReceiveCapabilities, parse_dcs
 from t38gw.t30.ecm import EcmBlock
 from t38gw.t30.errors import LocalProtocolError, RemoteProtocolError
@@ -66,8 +90,26 @@ from t38gw.t30.events import (
     ProtocolEventLogged,
     T30Result,
 )
-from t38gw.t30.frames import PPS_NULL, Fcf, T30Frame, decode_ident, encode_ident
+from t38gw.t30.frames import POST_PAGE_COMMANDS, PPS_NULL, Fcf, T30Frame, decode_ident, encode_ident
 from t38gw.t30.t38_io import OutgoingIfp
+from t38gw.t30.timers import (
+    CARRIER_TIMEOUT,
+    GARBLED_DIS_WAIT,
+    LOCAL_TCF_WAIT,
+    T1,
+    T2,
+    T4,
+    T5,
+    TCF_END_SILENCE,
+    TCF_MISSING_WAIT,
+    Deadlines,
+    Timer,
+)
+
+__all__ = [
+    "CARRIER_TIMEOUT", "MAX_PAGE_ROWS", "T1", "T2", "T4", "T5", "TRANSITIONS", "EcmPageDecoder", "Outcome",
+    "ReceiverConfig", "Signal", "State", "T30Receiver", "imaging_decoder", "judge_quality",
+]
 
 # Copy quality of a non-ECM page (T.30 leaves the criteria to the receiver, 5.3.6.1.7
 # note).  A page whose rows needed repair answers:
@@ -79,34 +121,16 @@ QUALITY_GOOD_LONGEST_RUN = 3
 QUALITY_POOR_BAD_ROW_RATIO = 0.05
 QUALITY_POOR_LONGEST_RUN = 15
 
-# T.30 5.4.1 / clause 5 timers, seconds.
-T1 = 35.0  # 35 +/- 5 s: phase B identification
-T2 = 6.0  # 6 +/- 1 s: waiting for a command
-T4 = 3.0  # 3 s +/- 15 %: waiting for a response (our DIS repeats)
-T5 = 60.0  # 60 +/- 5 s: ECM receiver-not-ready
-#: No image data for this long ends a page in progress (SpanDSP MID_RX_TIMEOUT).
-CARRIER_TIMEOUT = 15.0
 #: A page longer than this is cut there (unlimited length is allowed, endless is not):
 #: 32768 rows is 2.1 m at 15.4 lines/mm.
 MAX_PAGE_ROWS = 32768
-#: localTCF: how long to wait for a training burst after DCS before answering CFR.
-LOCAL_TCF_WAIT = 1.0
-#: TCF data that stops this long without its sig-end has ended (its end packets were lost).
-TCF_END_SILENCE = 0.5
 #: A peer that keeps FTT-ing gets at most this many TCF attempts before we hang up.
 MAX_TCF_ATTEMPTS = 8
 #: DIS sent this many times without an answer: DCN (T.30 Figure 5-2's retry count of 3;
 #: TSB-85 MRGX01 wants three DIS, then DCN).
 MAX_DIS_TRIES = 3
-#: Transferred TCF: no training carrier (nor TCF data) this long after a DCS means the TCF
-#: is missing: answer FTT so the sender retrains (TSB-85 MRGN13/MRGN15).  TCF starts 75 ms
-#: after the DCS (T.30 5.3.2.4); if its training indicator is lost, its data comes only
-#: after the training (V.17 long train 1.4 s): 3 s covers both plus network jitter.
-TCF_MISSING_WAIT = 3.0
-#: After a garbled command while we answer, DIS is repeated this long after the V.21
-#: carrier ended, or at once after the fast carrier (a TCF) that followed it.
-GARBLED_DIS_WAIT = 0.5
 _ZERO_RUN = re.compile(b"\x00+")
+_TRAINING = frozenset(i for i in T30Indicator if i.name.endswith("TRAINING"))
 
 
 class State(enum.Enum):
@@ -122,6 +146,21 @@ class State(enum.Enum):
     RECEIVER_NOT_READY = "receiver_not_ready"  # RNR sent (T5)
     AWAIT_DCN = "await_dcn"  # EOP confirmed (T2)
     ENDED = "ended"
+
+
+class Signal(enum.Enum):
+    """Inputs from the call and the T.38 front end that are not V.21 commands or timers."""
+
+    ANSWER = "answer"  # start(): the call was answered
+    TRAINING = "training"  # a fast modem's training indicator
+    NO_SIGNAL = "no_signal"  # the no-signal indicator
+    IMAGE_DATA = "image_data"  # t4-non-ecm-data (a page, or TCF)
+    IMAGE_END = "image_end"  # t4-non-ecm-sig-end
+    ECM_FRAME = "ecm_frame"  # an HDLC frame on the image modem (FCD/RCP)
+    ECM_END = "ecm_end"  # hdlc-sig-end on the image modem
+    GARBLED = "garbled"  # a V.21 burst ended with a frame we could not read
+    CARRIER_CUT = "carrier_cut"  # a V.21 command came before the fast carrier ended
+    UNKNOWN_COMMAND = "unknown_command"  # a final V.21 frame whose FCF T.30 does not define
 
 
 @dataclass(frozen=True)
@@ -147,18 +186,42 @@ class ReceiverConfig:
     max_ecm_blocks_per_page: int = 256
 
 
-PageDecoderFactory = Callable[[Compression, int], object]
+class DecodedPage(Protocol):
+    """What a page decoder's ``finish`` gives (``imaging.DecodedPage`` and test doubles)."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def bitmap(self) -> bytes: ...
+    @property
+    def bad_rows(self) -> int: ...
+    @property
+    def longest_bad_run(self) -> int: ...
 
 
-def imaging_decoder(compression: Compression, width: int):
+class PageDecoder(Protocol):
+    """A streaming page decoder: ``imaging.StreamingDecoder`` or a test's stand-in."""
+
+    @property
+    def page_ended(self) -> bool: ...
+    @property
+    def rows(self) -> int: ...
+    def feed(self, data: bytes) -> None: ...
+    def finish(self) -> DecodedPage: ...
+
+
+PageDecoderFactory = Callable[[Compression, int], PageDecoder]
+
+
+def imaging_decoder(compression: Compression, width: int) -> imaging.StreamingDecoder:
     """The imaging package's streaming decoder for T.38 data.
 
     T.38 carries both non-ECM image data and the HDLC octets of FCD frames with the
     first transmitted bit as the MSB of each octet (see ``frames``), which is T.4's
     transmission order read MSB-first.
     """
-    import imaging
-
     coding = {Compression.MH: imaging.Coding.MH, Compression.MR: imaging.Coding.MR,
               Compression.MMR: imaging.Coding.MMR}[compression]
     return imaging.StreamingDecoder(coding, width, bit_order=imaging.BitOrder.MSB_FIRST)
@@ -189,9 +252,7 @@ class EcmPageDecoder:
     def feed(self, data: bytes) -> None:
         self.blocks.append(bytes(data))
 
-    def finish(self):
-        from imaging.wholepage import try_libtiff_decode
-
+    def finish(self) -> imaging.DecodedPage:
         decoder = imaging_decoder(self.compression, self.width)
         if self.whole:
             page = try_libtiff_decode(b"".join(self.blocks), decoder.coding, decoder.width,
@@ -216,12 +277,112 @@ def judge_quality(height: int, bad_rows: int, longest_bad_run: int) -> PageQuali
     return PageQuality.BAD
 
 
-_POST_PAGE = {
-    Fcf.MPS: Fcf.MPS, Fcf.EOP: Fcf.EOP, Fcf.EOM: Fcf.EOM,
-    # T.30 5.3.6.1.6: PRI-Q asks for operator intervention; an unattended gateway
-    # answers it as the plain Q (PIP/PIN are optional).
-    Fcf.PRI_MPS: Fcf.MPS, Fcf.PRI_EOP: Fcf.EOP, Fcf.PRI_EOM: Fcf.EOM,
+# ---------------------------------------------------------------------- result tables
+#: T.30 5.3.6.2.8: the response a non-ECM page earns from its quality.
+QUALITY_RESPONSE: dict[PageQuality, Fcf] = {
+    PageQuality.GOOD: Fcf.MCF, PageQuality.POOR: Fcf.RTP, PageQuality.BAD: Fcf.RTN,
 }
+
+#: Where a post-page exchange leads: (command, our response) -> state.  T.30 5.3.6.2.8:
+#: after RTP/RTN the sender retrains with a new DCS; after ERR (T.30 A.4: EOR answered)
+#: it goes on with the next page, and an EOP answered ERR leaves the page incomplete
+#: (a DCN then is RX_DCNDATA).  T.30 Figure 5-2: after any response to EOM both
+#: stations return to phase B.
+AFTER_PAGE: dict[tuple[Fcf, Fcf], State] = {
+    (Fcf.MPS, Fcf.MCF): State.AWAIT_PAGE, (Fcf.MPS, Fcf.ERR): State.AWAIT_PAGE,
+    (Fcf.MPS, Fcf.RTP): State.AWAIT_DCS, (Fcf.MPS, Fcf.RTN): State.AWAIT_DCS,
+    (Fcf.EOP, Fcf.MCF): State.AWAIT_DCN, (Fcf.EOP, Fcf.RTP): State.AWAIT_DCN,
+    (Fcf.EOP, Fcf.ERR): State.AWAIT_PAGE, (Fcf.EOP, Fcf.RTN): State.AWAIT_DCS,
+    (Fcf.EOM, Fcf.MCF): State.AWAIT_DCS, (Fcf.EOM, Fcf.RTP): State.AWAIT_DCS,
+    (Fcf.EOM, Fcf.ERR): State.AWAIT_DCS, (Fcf.EOM, Fcf.RTN): State.AWAIT_DCS,
+}
+
+#: The result of a DCN by state (``_dcn`` first tells apart the AWAIT_DCS cases after our
+#: RTN or a failed TCF).  Reasons are formatted with ``state``, ``pages`` and ``tcf``.
+DCN_RESULTS: dict[State, tuple[T30Result, str]] = {
+    State.AWAIT_DCN: (T30Result.OK, "DCN after EOP"),
+    State.ANSWERING: (T30Result.RX_DCNWHY, "DCN in phase B ({state})"),
+    State.AWAIT_DCS: (T30Result.RX_DCNWHY, "DCN in phase B ({state})"),
+    State.AWAIT_TCF: (T30Result.RX_DCNWHY, "DCN in phase B ({state})"),
+    # As SpanDSP reports it (t30.c, DCN in its F_DOC states; TSB-85 OREN01).
+    State.AWAIT_PAGE: (T30Result.RX_DCNDATA, "DCN waiting for image data after {pages} page(s)"),
+    State.RECEIVER_NOT_READY: (T30Result.RX_DCNRRD, "DCN after RNR"),
+    State.AWAIT_POST_PAGE: (T30Result.RX_DCNFAX, "DCN in {state}"),
+}
+DCN_AFTER_RTN = (T30Result.RX_DCNNORTN, "sender hung up after our RTN")
+DCN_AFTER_FTT = (T30Result.CANNOT_TRAIN, "sender hung up after {tcf} failed TCF")
+
+#: The result of T2 running out by state (AWAIT_DCS after EOM and AWAIT_DCN have their
+#: own transitions); AWAIT_PAGE says whether a page came before.
+T2_RESULTS: dict[State, T30Result] = {
+    State.AWAIT_DCS: T30Result.RX_T2EXP,
+    State.AWAIT_TCF: T30Result.RX_T2EXP,
+    State.TCF: T30Result.RX_T2EXP,
+    State.AWAIT_PAGE: T30Result.RX_T2EXPFAX,
+    State.AWAIT_POST_PAGE: T30Result.RX_T2EXPD,
+    State.NON_ECM_PAGE: T30Result.RX_NOCARRIER,
+    State.ECM_BLOCK: T30Result.RX_NOCARRIER,
+}
+T2_RESULTS_AFTER_A_PAGE: dict[State, T30Result] = {**T2_RESULTS, State.AWAIT_PAGE: T30Result.RX_T2EXPMPS}
+
+
+# ---------------------------------------------------------------------- transitions
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """The input a handler reads: a V.21 command (with the optional frames before it),
+    or the octets of image data / an ECM frame (``ok``: its FCS was good)."""
+
+    frame: T30Frame = T30Frame(0)
+    optional: tuple[T30Frame, ...] = ()
+    data: bytes = b""
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    result: T30Result
+    reason: str
+    send_dcn: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a handler decided.
+
+    ``next_state``: where the table offers several next states, the one taken (None:
+    the table's only one, or stay where the table allows it).  ``frames`` go out once
+    the line is free (or at ``at``); ``remember`` makes them "our last response", sent
+    again when the sender repeats its command or asks with CRP/RR.  ``then`` is armed
+    when they are out (or from now).  ``events`` are reported; ``end`` ends the call
+    (``next_state`` ENDED) after the frames, with DCN unless told otherwise.
+    """
+
+    next_state: State | None = None
+    frames: tuple[T30Frame, ...] = ()
+    remember: bool = True
+    then: Timer | None = None
+    events: tuple[Event, ...] = ()
+    end: Ending | None = None
+    at: float | None = None
+
+
+Input = Fcf | Timer | Signal
+Handler = Callable[["T30Receiver", Arrived], "Outcome | None"]
+Next = State | frozenset[State]
+
+_NOTHING = Arrived()
+_STAY = Outcome()
+_FCF_OF: dict[int, Fcf] = {int(f): f for f in Fcf}
+
+
+def _respond(fcf: Fcf, fif: bytes = b"", next_state: State | None = None) -> Outcome:
+    """A response we remember, with T2 (waiting for the next command) after it."""
+    return Outcome(next_state, (T30Frame(fcf, fif),), then=Timer.T2)
+
+
+def _ended(result: T30Result, reason: str, *, send_dcn: bool = True, frames: tuple[T30Frame, ...] = (),
+           events: tuple[Event, ...] = ()) -> Outcome:
+    return Outcome(State.ENDED, frames, events=events, end=Ending(result, reason, send_dcn))
 
 
 class T30Receiver:
@@ -234,14 +395,15 @@ class T30Receiver:
 
     def __init__(self, config: ReceiverConfig | None = None, *, decoder_factory: PageDecoderFactory | None = None) -> None:
         self.config = config or ReceiverConfig()
-        self._decoder_factory = decoder_factory or imaging_decoder
-        self._ecm_decoder_factory = decoder_factory or EcmPageDecoder
+        self._decoder_factory: PageDecoderFactory = decoder_factory or imaging_decoder
+        self._ecm_decoder_factory: PageDecoderFactory = decoder_factory or EcmPageDecoder
         self._csi = encode_ident(self.config.local_ident) if self.config.local_ident else None
         self.state = State.IDLE
         self._demux = t38_io.IfpDemultiplexer()
         self._outgoing: list[OutgoingIfp] = []
         self._tx_free_at = 0.0
-        self._timers: dict[str, float] = {}
+        self._deadlines = Deadlines()
+        self._durations = {Timer.T2: self.config.t2, Timer.T4: self.config.t4}
         self._events: list[Event] = []
         self._now = 0.0
         # Phase B
@@ -256,15 +418,15 @@ class T30Receiver:
         self._tcf_longest = 0
         self._last_tcf_failed = False
         # Phase C/D
-        self._decoder = None
+        self._decoder: PageDecoder | None = None
         self._page_rows_seen = False
         self._page_loss_gaps = 0
         self._fast_carrier_seen = False
         self._stray_data_logged = False
         self._block: EcmBlock | None = None
-        self._last_command: tuple | None = None
-        self._last_response: list[T30Frame] = []
-        self._after_ready: Callable[[], None] | None = None
+        self._last_command: tuple[object, ...] | None = None
+        self._last_response: tuple[T30Frame, ...] = ()
+        self._after_ready: Callable[[], Outcome] | None = None
         self._receiver_ready = True
         self.pages_confirmed = 0
         self._document_pages = 0
@@ -292,16 +454,7 @@ class T30Receiver:
         if self.state is not State.IDLE:
             raise LocalProtocolError("start() called twice")
         self._now = now
-        at = now
-        if self.config.send_ced:
-            self._queue([t38_io.indicator(now, T30Indicator.CED)])
-            at = now + t38_io.CED_S
-            self._queue([t38_io.indicator(at, T30Indicator.NO_SIGNAL)])
-            at += t38_io.SILENCE_S
-        self._tx_free_at = at
-        self.state = State.ANSWERING
-        self._timers["T1"] = now + self.config.t1
-        self._send_dis(now, start=at)
+        self._input(Signal.ANSWER)
         return self._take_events()
 
     def ifp_received(self, packet: IfpPacket, now: float) -> list[Event]:
@@ -312,8 +465,7 @@ class T30Receiver:
         if self.state is State.IDLE:
             raise LocalProtocolError("ifp_received() before start()")
         for fe_event in self._demux.packet_received(packet):
-            self._front_end(fe_event)
-            if self.state is State.ENDED:
+            if self._front_end(fe_event) is State.ENDED:
                 break
         return self._take_events()
 
@@ -343,12 +495,11 @@ class T30Receiver:
     def handle_timer(self, now: float) -> list[Event]:
         """Fire the timers due at ``now``; one that was re-armed or cleared is a no-op."""
         self._now = now
-        for name, deadline in sorted(self._timers.items(), key=lambda item: item[1]):
+        for timer, deadline in self._deadlines.due(now):
             if self.state is State.ENDED:
                 break
-            if self._timers.get(name) == deadline and deadline <= now:
-                del self._timers[name]
-                self._timer_expired(name)
+            if self._deadlines.fire(timer, deadline, now):
+                self._input(timer)
         return self._take_events()
 
     def hang_up(self, now: float) -> list[Event]:
@@ -359,10 +510,11 @@ class T30Receiver:
         if self.state is State.AWAIT_DCN:
             # EOP was answered MCF: every page is confirmed and the sender is done, many
             # hang up without DCN (T.30 5.3.6.1.7 has DCN follow, but the document is whole).
-            self._end(T30Result.OK, "sender hung up after our MCF to EOP (no DCN); document complete",
-                      send_dcn=False)
+            outcome = _ended(T30Result.OK, "sender hung up after our MCF to EOP (no DCN); document complete",
+                             send_dcn=False)
         else:
-            self._end(T30Result.CALL_DROPPED, f"call dropped in state {self.state.value}", send_dcn=False)
+            outcome = _ended(T30Result.CALL_DROPPED, f"call dropped in state {self.state.value}", send_dcn=False)
+        self._apply(outcome, State.ENDED)
         self._outgoing.clear()  # there is no line left to send on
         return self._take_events()
 
@@ -382,15 +534,56 @@ class T30Receiver:
 
     def next_deadline(self) -> float | None:
         """When to call ``handle_timer`` or ``ifps_to_send`` next (None: nothing pending)."""
-        candidates = list(self._timers.values())
-        if self._outgoing:
-            candidates.append(self._outgoing[0].at)
-        return min(candidates) if candidates else None
+        deadline = self._deadlines.next()
+        if self._outgoing and (deadline is None or self._outgoing[0].at < deadline):
+            return self._outgoing[0].at
+        return deadline
 
     @property
     def finished(self) -> bool:
         """The call ended and everything to send has been taken."""
         return self.state is State.ENDED and not self._outgoing
+
+    # ------------------------------------------------------------------ the machine
+    def _input(self, what: Input, arrived: Arrived = _NOTHING) -> bool:
+        """Run ``what``'s transition from the current state; False if its row lacks it."""
+        entry = TRANSITIONS[self.state].get(what)
+        if entry is None:
+            return False
+        handler, declared = entry
+        self._apply(handler(self, arrived), declared)
+        return True
+
+    def _apply(self, outcome: Outcome | None, declared: Next) -> None:
+        """Carry out a handler's outcome; the only place the state changes."""
+        if outcome is None:
+            if isinstance(declared, State):
+                self.state = declared
+            elif self.state not in declared:
+                raise LocalProtocolError(f"{self.state.value}: a handler must choose among {declared}")
+            return
+        chosen = outcome.next_state
+        if chosen is None:
+            chosen = declared if isinstance(declared, State) else self.state
+        if chosen is not declared and (isinstance(declared, State) or chosen not in declared):
+            raise LocalProtocolError(f"{self.state.value} -> {chosen.value} is not in the transition table")
+        if (outcome.end is None) is (chosen is State.ENDED):
+            raise LocalProtocolError(f"{self.state.value} -> {chosen.value}: ENDED needs an Ending and only it")
+        if outcome.frames:
+            self._send_frames(outcome.frames, remember=outcome.remember, start=outcome.at)
+        self._events.extend(outcome.events)
+        if outcome.end is not None:
+            end = outcome.end
+            if end.send_dcn:
+                self._send_frames((T30Frame(Fcf.DCN),))
+            self._discard_page()
+            self._deadlines.clear()
+            self.state = State.ENDED
+            self._events.append(CallEnded(end.result, self.pages_confirmed, end.reason))
+            return
+        self.state = chosen
+        if outcome.then is not None:
+            self._deadlines.arm(outcome.then, max(self._now, self._tx_free_at) + self._durations[outcome.then])
 
     # ------------------------------------------------------------------ output helpers
     def _take_events(self) -> list[Event]:
@@ -404,83 +597,74 @@ class T30Receiver:
     def _log(self, what: str) -> None:
         self._events.append(ProtocolEventLogged(self.state.value, what))
 
-    def _send_frames(self, frames: list[T30Frame], *, remember: bool = True, start: float | None = None) -> float:
+    def _send_frames(self, frames: tuple[T30Frame, ...], *, remember: bool = True, start: float | None = None) -> float:
         """Queue a V.21 burst after the line is free; returns when it ends."""
         at = max(self._now + t38_io.SILENCE_S, self._tx_free_at) if start is None else start
-        packets, end = t38_io.hdlc_burst(frames, at)
+        packets, end = t38_io.hdlc_burst(list(frames), at)
         self._queue(packets)
         self._tx_free_at = end
         if remember:
             self._last_response = frames
         return end
 
-    def _respond(self, fcf: Fcf, fif: bytes = b"") -> float:
-        return self._send_frames([T30Frame(fcf, fif)])
-
-    def _send_dis(self, now: float, start: float | None = None) -> None:
+    def _dis(self, next_state: State | None = None, at: float | None = None) -> Outcome:
+        """CSI+DIS, with T4 after it (T.30 5.3.6.1: DIS repeats until answered)."""
         frames = []
         if self._csi is not None:
             frames.append(T30Frame(Fcf.CSI, self._csi, final=False))
         frames.append(T30Frame(Fcf.DIS, self.config.capabilities.dis_fif()))
-        # Not remembered as "the last response": after EOM a repeated EOM must get its
-        # MCF again, not the DIS that followed it.
-        end = self._send_frames(frames, remember=False, start=start)
         self._dis_sent += 1
         self._garbled_while_answering = False
-        self._timers["T4"] = end + self.config.t4
+        # Not remembered as "the last response": after EOM a repeated EOM must get its
+        # MCF again, not the DIS that followed it.
+        return Outcome(next_state, tuple(frames), remember=False, then=Timer.T4, at=at)
 
-    def _arm_t2(self, after: float | None = None) -> None:
-        self._timers["T2"] = max(after or self._now, self._tx_free_at) + self.config.t2
-
-    def _end(self, result: T30Result, reason: str, *, send_dcn: bool = True) -> None:
-        if send_dcn:
-            self._respond(Fcf.DCN)
-        self._discard_page()
-        self._timers.clear()
-        self.state = State.ENDED
-        self._events.append(CallEnded(result, self.pages_confirmed, reason))
+    def _discard_page(self) -> None:
+        self._decoder = None
+        self._page_rows_seen = False
+        self._page_loss_gaps = 0
+        self._page_data_ifps = self._page_lost_ifps = 0
+        self._fast_carrier_seen = False
+        self._ecm_blocks_in_page = 0
+        self._err_block_pending = False
+        self._page_has_err_block = False
 
     # ------------------------------------------------------------------ front end
-    def _front_end(self, ev) -> None:
+    def _front_end(self, ev: t38_io.FrontEndEvent) -> State:
+        """Feed one front-end happening to the machine; returns the state it left us in."""
         if isinstance(ev, t38_io.HdlcFrameArrived):
             if ev.data_type is T30Data.V21:
                 self._control_frame(ev)
             else:
-                self._ecm_frame(ev)
+                self._input(Signal.ECM_FRAME, Arrived(data=ev.wire, ok=ev.fcs_ok))
         elif isinstance(ev, t38_io.HdlcSignalEnded):
             if ev.data_type is T30Data.V21:
                 self._control_burst_ended()
-            elif self.state is State.ECM_BLOCK:
-                self.state = State.AWAIT_POST_PAGE
-                self._arm_t2()
+            else:
+                self._input(Signal.ECM_END)
         elif isinstance(ev, t38_io.ImageDataArrived):
-            self._image_data(ev.data)
+            self._input(Signal.IMAGE_DATA, Arrived(data=ev.data))
         elif isinstance(ev, t38_io.ImageSignalEnded):
-            self._image_ended()
-        elif isinstance(ev, t38_io.SignalStarted):
+            self._stray_data_logged = False
+            self._input(Signal.IMAGE_END)
+        else:
             self._signal_started(ev.indicator)
+        return self.state
 
-    def _signal_started(self, indicator) -> None:
-        # T.30 5.4.1: T2/T4 are reset on detecting flags; the frame or data that follows
-        # re-arms them.  A peer that starts a carrier and never finishes is caught by
-        # the carrier timeout.
-        fast = isinstance(indicator, T30Indicator) and indicator.name.endswith("TRAINING")
-        if fast and self.state is State.AWAIT_PAGE:
-            self._fast_carrier_seen = True
-        if fast and self.state is State.AWAIT_TCF:
-            self.state = State.TCF
-            self._timers.pop("LOCAL_TCF", None)
-            self._timers.pop("TCF_MISSING", None)
-        elif indicator is T30Indicator.NO_SIGNAL and self.state is State.TCF:
-            # The training carrier is over even if its sig-end packets were lost.
-            self._tcf_ended()
+    def _signal_started(self, indicator: T30Indicator | Unknown) -> None:
+        fast = indicator in _TRAINING
+        if fast:
+            self._input(Signal.TRAINING)
+        elif indicator is T30Indicator.NO_SIGNAL:
+            self._input(Signal.NO_SIGNAL)
             return
         if indicator is T30Indicator.V21_PREAMBLE or fast:
-            for name in ("T2", "T4"):
-                if name in self._timers:
-                    self._timers[name] = max(self._timers[name], self._now + self.config.carrier_timeout)
+            # T.30 5.4.1: T2/T4 are reset on detecting flags; the frame or data that follows
+            # re-arms them.  A peer that starts a carrier and never finishes is caught by
+            # the carrier timeout.
+            for timer in (Timer.T2, Timer.T4):
+                self._deadlines.extend(timer, self._now + self.config.carrier_timeout)
 
-    # ----- control frames (V.21)
     def _control_frame(self, ev: t38_io.HdlcFrameArrived) -> None:
         if not ev.fcs_ok:
             self.counters["bad_frames"] += 1
@@ -499,7 +683,12 @@ class T30Receiver:
             return
         optional, self._pending = self._pending, []
         self._burst_had_bad_frame = False
-        self._command(frame, optional)
+        # The end of a fast carrier (TCF, page, ECM block) was lost: the command ends it.
+        self._input(Signal.CARRIER_CUT)
+        arrived = Arrived(frame, tuple(optional))
+        if not self._input(_FCF_OF.get(frame.fcf, Signal.UNKNOWN_COMMAND), arrived):
+            self.counters["unexpected"] += 1
+            self._log(f"unexpected {frame.name} in {self.state.value}")
 
     def _control_burst_ended(self) -> None:
         if self._pending:
@@ -508,73 +697,73 @@ class T30Receiver:
             self._burst_had_bad_frame = True
         if self._burst_had_bad_frame:
             self._burst_had_bad_frame = False
-            if self.state is State.ANSWERING:
-                # T.30 Figure 5-2: the called terminal answers a command it could not read
-                # by sending DIS again (TSB-85 MRGN11) - once a TCF that may follow the
-                # garbled DCS is over (see _image_ended), or shortly.
-                self._garbled_while_answering = True
-                self._timers["T4"] = self._now + GARBLED_DIS_WAIT
-            # Elsewhere a garbled command gets no answer: CRP is optional (T.30 5.3.6.1.8)
-            # and TSB-85 MRGN17 requires silence; the sender repeats the command after T4.
+            # Only ANSWERING answers it; elsewhere a garbled command gets no answer: CRP is
+            # optional (T.30 5.3.6.1.8) and TSB-85 MRGN17 requires silence; the sender
+            # repeats the command after T4.
+            self._input(Signal.GARBLED)
 
-    def _command(self, frame: T30Frame, optional: list[T30Frame]) -> None:
-        row = COMMANDS.get(self.state, {})
-        fcf = frame.fcf
-        if self.state is State.TCF:
-            # The end of the TCF was lost and the sender, hearing nothing, already repeats
-            # its command: answering the old TCF now would collide with it.
-            self._timers.pop("TCF_END", None)
-            self._log("TCF end lost; the sender moved on")
-            self.state = State.AWAIT_DCS
-            self._arm_t2()
-            row = COMMANDS.get(self.state, {})
-        elif self.state in (State.NON_ECM_PAGE, State.ECM_BLOCK):
-            # The end of the fast carrier was lost: the V.21 command ends it implicitly.
-            self._timers.pop("CARRIER", None)
-            self.state = State.AWAIT_POST_PAGE
-            self._arm_t2()
-            row = COMMANDS.get(self.state, {})
-        handler = row.get(fcf)
-        if handler is None:
-            if fcf == Fcf.DCN:
-                handler = T30Receiver._dcn
-            elif fcf == Fcf.CRP:
-                handler = T30Receiver._crp
-            elif self.state is State.AWAIT_POST_PAGE and frame.fcf not in _KNOWN_FCF:
-                # After page data only a post-message command can follow; a frame that is
-                # no T.30 command at all ends the call, as SpanDSP does (TSB-85 MRGX12).
-                self.counters["unexpected"] += 1
-                self._log(f"unexpected {frame.name} in {self.state.value}: not a T.30 command")
-                self._end(T30Result.RX_INVALCMD, f"invalid command {frame.name} after page data")
-                return
-            else:
-                self.counters["unexpected"] += 1
-                self._log(f"unexpected {frame.name} in {self.state.value}")
-                return
-        handler(self, frame, optional)
+    # ------------------------------------------------------------------ handlers
+    # Each takes the input and returns an Outcome (None: the table's next state, nothing
+    # sent).  See TRANSITIONS for where each runs.
+
+    # ----- answering and carriers
+    def _answer(self, arrived: Arrived) -> Outcome:
+        now = self._now
+        at = now
+        if self.config.send_ced:
+            self._queue([t38_io.indicator(now, T30Indicator.CED)])
+            at = now + t38_io.CED_S
+            self._queue([t38_io.indicator(at, T30Indicator.NO_SIGNAL)])
+            at += t38_io.SILENCE_S
+        self._tx_free_at = at
+        self._deadlines.arm(Timer.T1, now + self.config.t1)
+        return self._dis(at=at)
+
+    def _garbled(self, arrived: Arrived) -> None:
+        # T.30 Figure 5-2: the called terminal answers a command it could not read by
+        # sending DIS again (TSB-85 MRGN11) - once a TCF that may follow the garbled DCS
+        # is over (see _dis_after_garbled), or shortly.
+        self._garbled_while_answering = True
+        self._deadlines.arm(Timer.T4, self._now + GARBLED_DIS_WAIT)
+
+    def _dis_after_garbled(self, arrived: Arrived) -> Outcome | None:
+        return self._dis() if self._garbled_while_answering else None
+
+    def _carrier_cut_in_tcf(self, arrived: Arrived) -> Outcome:
+        # The end of the TCF was lost and the sender, hearing nothing, already repeats
+        # its command: answering the old TCF now would collide with it.
+        self._deadlines.cancel(Timer.TCF_END)
+        self._log("TCF end lost; the sender moved on")
+        return Outcome(then=Timer.T2)
+
+    def _carrier_ended(self, arrived: Arrived) -> Outcome:
+        self._deadlines.cancel(Timer.CARRIER)
+        return Outcome(then=Timer.T2)
+
+    def _ecm_carrier_ended(self, arrived: Arrived) -> Outcome:
+        return Outcome(then=Timer.T2)
+
+    def _carrier_stalled(self, arrived: Arrived) -> Outcome:
+        self._log("image carrier stalled; page data ended")
+        return Outcome(then=Timer.T2)
+
+    def _training_started(self, arrived: Arrived) -> None:
+        self._deadlines.cancel(Timer.LOCAL_TCF, Timer.TCF_MISSING)
+
+    def _page_carrier_started(self, arrived: Arrived) -> None:
+        self._fast_carrier_seen = True
 
     # ----- phase B
-    def _dcs(self, frame: T30Frame, optional: list[T30Frame]) -> None:
+    def _dcs(self, arrived: Arrived) -> Outcome:
         try:
-            dcs = parse_dcs(frame.fif)
+            dcs = parse_dcs(arrived.frame.fif)
         except RemoteProtocolError as exc:
             self._log(f"bad DCS: {exc}")
-            self._end(T30Result.INCOMPATIBLE, f"bad DCS: {exc}")
-            return
-        caps = self.config.capabilities
-        refusal = None
-        if dcs.unsupported_bits:
-            refusal = f"DCS asks for unsupported modes (T.30 Table 2 bits {list(dcs.unsupported_bits)})"
-        elif dcs.modulation.family not in caps.modems:
-            refusal = f"DCS asks for {dcs.modulation.family}, not offered"
-        elif dcs.compression not in caps.compressions or (dcs.ecm and not caps.ecm):
-            refusal = f"DCS asks for {dcs.compression.value} ecm={dcs.ecm}, not offered"
-        elif dcs.resolution not in caps.resolutions or dcs.paper_width not in caps.widths:
-            refusal = f"DCS asks for {dcs.resolution.label} width {dcs.width_px}, not offered"
+            return _ended(T30Result.INCOMPATIBLE, f"bad DCS: {exc}")
+        refusal = dcs_refusal(dcs, self.config.capabilities)
         if refusal:
-            self._end(T30Result.INCOMPATIBLE, refusal)
-            return
-        for extra in optional:
+            return _ended(T30Result.INCOMPATIBLE, refusal)
+        for extra in arrived.optional:
             if extra.fcf == Fcf.TSI:
                 self.remote_ident = decode_ident(extra.fif)
             elif extra.fcf == Fcf.SUB:
@@ -585,28 +774,32 @@ class T30Receiver:
                 self.counters["unexpected"] += 1
                 self._log(f"unexpected {extra.name} frame before DCS (ignored)")
         self.dcs = dcs
-        self._timers.pop("T1", None)
-        self._timers.pop("T4", None)
+        self._deadlines.cancel(Timer.T1, Timer.T4)
         self._dis_sent = 0
         self._dis_after_t2 = False
         self._garbled_while_answering = False
         self._last_command = None
-        self.state = State.AWAIT_TCF
         self._tcf_zero_run = self._tcf_longest = 0
-        self._arm_t2()
         if self.config.transferred_tcf:
-            self._timers["TCF_MISSING"] = self._now + TCF_MISSING_WAIT
-        if not self.config.transferred_tcf:
+            self._deadlines.arm(Timer.TCF_MISSING, self._now + TCF_MISSING_WAIT)
+        else:
             # T.38 localTCF: TCF is checked between the fax and its gateway, so nothing
             # is judged here; but a peer may still send a training burst, and CFR must not
             # cross it (SpanDSP's terminal calls that "unexpected CFR").  Answer when the
             # burst is over, or when none has started after LOCAL_TCF_WAIT.
-            self._timers["LOCAL_TCF"] = self._now + LOCAL_TCF_WAIT
+            self._deadlines.arm(Timer.LOCAL_TCF, self._now + LOCAL_TCF_WAIT)
+        return Outcome(State.AWAIT_TCF, then=Timer.T2)
 
-    def _tcf_data(self, data: bytes) -> None:
+    def _tcf_data(self, arrived: Arrived) -> None:
+        self._deadlines.cancel(Timer.TCF_MISSING)
+        self._deadlines.arm(Timer.T2, self._now + self.config.carrier_timeout)
+        # TCF lasts 1.5 s and the sender waits only T4 for our answer: if its end was
+        # lost, judge it once the data has stopped for TCF_END_SILENCE.
+        self._deadlines.arm(Timer.TCF_END, self._now + TCF_END_SILENCE)
         # TCF is 1.5 s of zeros (T.30 5.3.6.2.3 / 5.4.2.1).  Judge it as SpanDSP does: the
         # longest run of zero octets must last at least one second at the DCS rate, which
         # tolerates the burst of ones some modems send first.
+        data = arrived.data
         if not data.strip(b"\x00"):
             self._tcf_zero_run += len(data)
         else:
@@ -616,368 +809,142 @@ class T30Receiver:
             self._tcf_zero_run = len(data) - len(data.rstrip(b"\x00"))
         self._tcf_longest = max(self._tcf_longest, self._tcf_zero_run)
 
-    def _tcf_ended(self) -> None:
+    def _tcf_signal_ended(self, arrived: Arrived) -> Outcome:
+        return self._tcf_ended()
+
+    def _tcf_end_lost(self, arrived: Arrived) -> Outcome:
+        self._log("TCF end lost; judged after the data stopped")
+        return self._tcf_ended()
+
+    def _tcf_without_data(self, arrived: Arrived) -> None:
+        self._log("TCF signal ended without data")
+
+    def _tcf_missing(self, arrived: Arrived) -> Outcome:
+        self._tcf_attempts += 1
+        return self._training_failed("DCS without TCF")
+
+    def _local_tcf(self, arrived: Arrived) -> Outcome:
+        return self._accept_training()
+
+    def _tcf_ended(self) -> Outcome:
         dcs = self.dcs
         assert dcs is not None
-        self._timers.pop("TCF_END", None)
-        self._timers.pop("LOCAL_TCF", None)
+        self._deadlines.cancel(Timer.TCF_END, Timer.LOCAL_TCF)
         if not self.config.transferred_tcf:
-            self._accept_training()
-            return
+            return self._accept_training()
         self._tcf_attempts += 1
         needed = dcs.modulation.bit_rate // 8
         if self._tcf_longest >= needed:
             self._last_tcf_failed = False
-            self._accept_training()
-        else:
-            self._training_failed(f"TCF failed: longest zero run {self._tcf_longest * 8} bits, need {needed * 8}")
+            return self._accept_training()
+        return self._training_failed(f"TCF failed: longest zero run {self._tcf_longest * 8} bits, need {needed * 8}")
 
-    def _training_failed(self, why: str) -> None:
+    def _training_failed(self, why: str) -> Outcome:
         # T.30 5.3.6.2.3: FTT asks the sender to retrain (a new DCS, perhaps slower).
         self._last_tcf_failed = True
         self._log(why)
         if self._tcf_attempts >= MAX_TCF_ATTEMPTS:
-            self._end(T30Result.CANNOT_TRAIN, f"TCF failed {self._tcf_attempts} times")
-            return
-        self.state = State.AWAIT_DCS
-        end = self._respond(Fcf.FTT)
-        self._arm_t2(end)
+            return _ended(T30Result.CANNOT_TRAIN, f"TCF failed {self._tcf_attempts} times")
+        return _respond(Fcf.FTT, next_state=State.AWAIT_DCS)
 
-    def _accept_training(self) -> None:
+    def _accept_training(self) -> Outcome:
         dcs = self.dcs
         assert dcs is not None
-        self.state = State.AWAIT_PAGE
-        end = self._respond(Fcf.CFR)
-        self._arm_t2(end)
-        self._events.append(PhaseBCompleted(
+        phase_b = PhaseBCompleted(
             remote_ident=self.remote_ident, subaddress=self.subaddress, password=self.password,
             modem=dcs.modulation.family, bit_rate=dcs.modulation.bit_rate, ecm=dcs.ecm,
             compression=dcs.compression.value, x_dpi=dcs.resolution.x_dpi, y_dpi=dcs.resolution.y_dpi,
             width_px=dcs.width_px,
-        ))
+        )
+        return Outcome(State.AWAIT_PAGE, (T30Frame(Fcf.CFR),), then=Timer.T2, events=(phase_b,))
 
-    def _dtc(self, frame: T30Frame, optional: list[T30Frame]) -> None:
+    def _dtc(self, arrived: Arrived) -> Outcome:
         # T.30 5.3.6.1.3: DTC asks us to transmit (polling); a receive gateway has no
         # document to send.
-        self._end(T30Result.NO_POLL, "peer sent DTC (polling); nothing to send")
+        return _ended(T30Result.NO_POLL, "peer sent DTC (polling); nothing to send")
 
-    def _dis_collision(self, frame: T30Frame, optional: list[T30Frame]) -> None:
+    def _dis_collision(self, arrived: Arrived) -> None:
         # Both ends answering: T.30 5.3.6.1.1 - keep repeating our DIS; the calling side
         # will give way.
         self._log("DIS received while answering (both ends called?)")
 
-    # ----- phase C
-    def _image_data(self, data: bytes) -> None:
-        state = self.state
-        if state is State.AWAIT_TCF or state is State.TCF:
-            self.state = State.TCF
-            self._timers.pop("TCF_MISSING", None)
-            self._timers["T2"] = self._now + self.config.carrier_timeout
-            # TCF lasts 1.5 s and the sender waits only T4 for our answer: if its end was
-            # lost, judge it once the data has stopped for TCF_END_SILENCE.
-            self._timers["TCF_END"] = self._now + TCF_END_SILENCE
-            self._tcf_data(data)
-            return
-        if state is State.AWAIT_POST_PAGE and self.dcs and not self.dcs.ecm and not self._page_rows_seen:
+    def _dis_again(self, arrived: Arrived) -> Outcome:
+        if self._dis_sent >= MAX_DIS_TRIES:
+            return _ended(T30Result.RETRYDCN, f"no answer to {self._dis_sent} DIS")
+        return self._dis()
+
+    # ----- phase C (non-ECM image data)
+    def _stray_data(self, arrived: Arrived) -> None:
+        if not self._stray_data_logged:
+            self._stray_data_logged = True
+            self._log(f"image data in {self.state.value}")
+
+    def _page_data_starts(self, arrived: Arrived) -> Outcome | None:
+        dcs = self.dcs
+        if dcs is None or dcs.ecm:
+            self._stray_data(arrived)
+            return None
+        self._decoder = self._decoder_factory(dcs.compression, dcs.width_px)
+        self._page_rows_seen = False
+        return self._page_data(arrived) or Outcome(State.NON_ECM_PAGE)
+
+    def _data_after_page(self, arrived: Arrived) -> Outcome | None:
+        if self.dcs and not self.dcs.ecm and not self._page_rows_seen:
             # The "page" before had no rows (e.g. a TCF that a localTCF peer sent anyway):
             # it was not a page; this is.
             self._discard_page()
-            state = self.state = State.AWAIT_PAGE
-        if state is State.AWAIT_PAGE and self.dcs is not None and not self.dcs.ecm:
-            self.state = state = State.NON_ECM_PAGE
-            self._decoder = self._decoder_factory(self.dcs.compression, self.dcs.width_px)
-            self._page_rows_seen = False
-        if state is State.NON_ECM_PAGE:
-            self._timers.pop("T2", None)
-            self._timers["CARRIER"] = self._now + self.config.carrier_timeout
-            self._page_data_ifps += 1
-            decoder = self._decoder
-            if not decoder.page_ended:
-                decoder.feed(data)
-                if not self._page_rows_seen and decoder.rows:
-                    self._page_rows_seen = True
-                if decoder.rows >= self.config.max_page_rows:
-                    self._end(T30Result.LIMIT_REACHED,
+            return self._page_data_starts(arrived)
+        self._stray_data(arrived)
+        return None
+
+    def _page_data(self, arrived: Arrived) -> Outcome | None:
+        self._deadlines.cancel(Timer.T2)
+        self._deadlines.arm(Timer.CARRIER, self._now + self.config.carrier_timeout)
+        self._page_data_ifps += 1
+        decoder = self._decoder
+        assert decoder is not None
+        if not decoder.page_ended:
+            decoder.feed(arrived.data)
+            if not self._page_rows_seen and decoder.rows:
+                self._page_rows_seen = True
+            if decoder.rows >= self.config.max_page_rows:
+                return _ended(T30Result.LIMIT_REACHED,
                               f"page taller than the limit of {self.config.max_page_rows} rows; not confirmed")
-            return
-        if not self._stray_data_logged:
-            self._stray_data_logged = True
-            self._log(f"image data in {state.value}")
-
-    def _image_ended(self) -> None:
-        self._stray_data_logged = False
-        if self.state is State.TCF:
-            self._timers.pop("TCF_END", None)
-            self._tcf_ended()
-        elif self.state is State.AWAIT_TCF:
-            self._log("TCF signal ended without data")
-        elif self.state is State.ANSWERING and self._garbled_while_answering:
-            self._send_dis(self._now)
-        elif self.state is State.NON_ECM_PAGE:
-            self._timers.pop("CARRIER", None)
-            self.state = State.AWAIT_POST_PAGE
-            self._arm_t2()
-
-    def _discard_page(self) -> None:
-        self._decoder = None
-        self._page_rows_seen = False
-        self._page_loss_gaps = 0
-        self._page_data_ifps = self._page_lost_ifps = 0
-        self._fast_carrier_seen = False
-        self._ecm_blocks_in_page = 0
-        self._err_block_pending = False
-        self._page_has_err_block = False
-
-    # ----- ECM (T.4 Annex A)
-    def _ecm_frame(self, ev: t38_io.HdlcFrameArrived) -> None:
-        if self.dcs is None or not self.dcs.ecm:
-            self._log("HDLC on the image modem without ECM")
-            return
-        if self.state not in (State.AWAIT_PAGE, State.ECM_BLOCK, State.AWAIT_POST_PAGE):
-            self._log(f"ECM frame in {self.state.value}")
-            return
-        if not ev.fcs_ok:
-            self.counters["bad_frames"] += 1  # it will be in the PPR map
-            # Frames are arriving, good or not: T2 stops, the carrier watch starts (an
-            # ECM block whose first frame is corrupted must not end the call mid-block).
-            self.state = State.ECM_BLOCK
-            self._timers.pop("T2", None)
-            self._timers["CARRIER"] = self._now + self.config.carrier_timeout
-            return
-        try:
-            frame = T30Frame.from_wire(ev.wire)
-        except RemoteProtocolError as exc:
-            self.counters["bad_frames"] += 1
-            self._log(str(exc))
-            return
-        if self.state is not State.ECM_BLOCK:
-            self.state = State.ECM_BLOCK
-            self._timers.pop("T2", None)
-        self._timers["CARRIER"] = self._now + self.config.carrier_timeout
-        if frame.fcf == Fcf.FCD:
-            if not frame.fif:
-                self._log("FCD frame without a frame number")
-                return
-            if self._block is None:
-                self._block = EcmBlock(page=-1, block=-1, frame_size=self.dcs.ecm_frame_size)
-            # The image octets stay in T.38 order for the decoder (first bit = MSB).
-            self._block.frame_received(frame.fif[0], ev.wire[4:])
-        elif frame.fcf == Fcf.RCP:
-            pass  # T.4 A.3.6.2: end of the partial page; PPS follows on V.21
-        else:
-            self._log(f"{frame.name} on the image modem")
-
-    def _pps(self, frame: T30Frame, optional: list[T30Frame]) -> None:
-        self._timers.pop("CARRIER", None)
-        if len(frame.fif) < 4:
-            self._log(f"PPS with {len(frame.fif)}-octet FIF")
-            return  # no answer: the sender repeats it (T.30 5.3.6.1.8, CRP is optional)
-        fcf2 = frame.fif[0] & 0xFE
-        page, block_no, count = frame.fif[1], frame.fif[2], frame.fif[3] + 1
-        key = ("PPS", fcf2, page, block_no)
-        # No frames since our last answer: the sender did not hear it.
-        if self.state in _ANSWERED_STATES and self._repeat_of_last(key):
-            return
-        if self.state in (State.ANSWERING, State.AWAIT_DCN) or self.dcs is None or not self.dcs.ecm:
-            self.counters["unexpected"] += 1
-            self._log(f"unexpected PPS in {self.state.value}")
-            return
-        if fcf2 != PPS_NULL and fcf2 not in _POST_PAGE:
-            self._end(T30Result.RX_ECMPHD, f"PPS with unknown post-page command 0x{fcf2:02X}")
-            return
-        if self._names_confirmed_block(page, block_no):
-            # T.30 A.4.1 numbers pages and blocks: a PPS naming the block (or page) we
-            # already confirmed is the sender repeating itself because our MCF was lost.
-            # Confirm it again and store nothing (else the archive holds a page twice).
-            self._log(f"PPS for page {page} block {block_no}, already confirmed: MCF again, nothing stored")
-            self._block = None
-            self._last_command = key
-            self.state = State.AWAIT_PAGE
-            end = self._respond(Fcf.MCF)
-            self._arm_t2(end)
-            return
-        if (page, block_no) != (self._ecm_page, self._ecm_block):
-            if self._err_block_pending and (page, block_no) == (self._ecm_page, (self._ecm_block + 1) & 0xFF):
-                # The sender moved on after EOR/ERR: the block with errors stays in the page,
-                # which can then never be whole (see _page_complete).
-                self._err_block_pending = False
-                self._page_has_err_block = True
-                self._ecm_block = block_no
-            elif self._err_page_pending and (page, block_no) == ((self._ecm_page + 1) & 0xFF, 0):
-                # The sender moved on to its next page after the page we answered ERR: that
-                # page stays rejected under its number, the next one gets the next number.
-                self._ecm_page = page
-                self._pages_given_up += 1
-            else:
-                # T.30 A.4.1: pages count from 0 per call, blocks from 0 per page.  A PPS that
-                # skips ahead would have us confirm a page with a block we never saw.
-                self._end(T30Result.RX_ECMPHD, f"PPS names page {page} block {block_no}, "
-                                               f"expected page {self._ecm_page} block {self._ecm_block}")
-                return
-        elif self._err_block_pending:
-            # The block we took with errors after EOR comes again whole: it replaces that copy.
-            self._err_block_pending = False
-            decoder = self._decoder
-            if isinstance(decoder, EcmPageDecoder) and decoder.blocks:
-                decoder.blocks.pop()
-                self._ecm_blocks_in_page -= 1
-                decoder.whole = not self._page_has_err_block
-        self._err_page_pending = False
-        block = self._block
-        if block is None:
-            block = self._block = EcmBlock(page, block_no, self.dcs.ecm_frame_size if self.dcs else 256)
-        if block.page < 0:
-            block.page, block.block = page, block_no
-        block.set_frame_count(count)
-        missing = block.missing()
-        self._last_command = key
-        if missing:
-            block.ppr_count += 1
-            self.counters["ppr_sent"] += 1
-            self.state = State.AWAIT_PAGE
-            end = self._respond(Fcf.PPR, block.ppr_map())
-            self._arm_t2(end)
-            return
-        self._block_complete(fcf2)
-
-    def _page_number(self) -> int:
-        """The number of the page being received: a page we reject and the sender sends again
-        keeps it; a page the sender went past keeps its own, and the next page gets the
-        next number.  ECM pages say which they are (T.30 A.4.1 page numbers); for non-ECM
-        see ``_same_page_again``."""
-        return self.pages_confirmed + self._pages_given_up + 1
-
-    def _same_page_again(self, page) -> bool:
-        """Non-ECM pages carry no number, and after RTN to MPS a sender may resend the page
-        or go on to the next (T.30 5.3.6.2.8 leaves it open).  It is the same page when the
-        rows we had intact before the loss come again identically - and they show some
-        black (two pages both opening with a white margin prove nothing).  In doubt the
-        answer is no, so the rejected copy is never mistaken for a page that replaced it."""
-        width, bitmap, rows = self._rejected_copy
-        stride = width // 8
-        if page.width != width or rows < 1 or page.height < rows:
-            return False
-        head = bitmap[:rows * stride]
-        return page.bitmap[:rows * stride] == head and any(head)
-
-    def _names_confirmed_block(self, page: int, block_no: int) -> bool:
-        """Does a PPS name the block or page we confirmed last (not the one due now)?"""
-        if self._err_block_pending:
-            return False
-        if self._ecm_block > 0:
-            return page == self._ecm_page and block_no == self._ecm_block - 1
-        return self.pages_confirmed > 0 and page == (self._ecm_page - 1) & 0xFF
-
-    def _block_complete(self, fcf2: int, *, with_errors: bool = False) -> None:
-        """The block is whole (or the sender gave up on it with EOR): take its data."""
-        block = self._block
-        self._block = None
-        if self._decoder is None:
-            self._decoder = self._ecm_decoder_factory(self.dcs.compression, self.dcs.width_px)
-            if hasattr(self._decoder, "max_rows"):
-                self._decoder.max_rows = self.config.max_page_rows
-        if block is not None:
-            data = block.data()
-            if data and not self._decoder.page_ended and self._decoder.rows < self.config.max_page_rows:
-                self._decoder.feed(data)
-        self._ecm_blocks_in_page += 1
-        if self._ecm_blocks_in_page > self.config.max_ecm_blocks_per_page:
-            self._end(T30Result.LIMIT_REACHED, f"page of more than {self.config.max_ecm_blocks_per_page} "
-                                               "ECM blocks; not confirmed")
-            return
-        if with_errors and isinstance(self._decoder, EcmPageDecoder):
-            self._decoder.whole = False  # frames are missing: not a clean page any more
-        if with_errors:
-            self._err_block_pending = fcf2 == PPS_NULL
-        else:
-            self._ecm_block = (self._ecm_block + 1) & 0xFF
-        response = Fcf.ERR if with_errors else Fcf.MCF
-        if not self._receiver_ready and not with_errors:
-            self._defer(lambda: self._finish_block(fcf2, response))
-            return
-        self._finish_block(fcf2, response)
-
-    def _finish_block(self, fcf2: int, response: Fcf) -> None:
-        if fcf2 == PPS_NULL:
-            self.state = State.AWAIT_PAGE
-            end = self._respond(response)
-            self._arm_t2(end)
-            return
-        self._page_complete(_POST_PAGE[fcf2], forced=response)
-
-    def _defer(self, action: Callable[[], None]) -> None:
-        # T.30 A.4.4: RNR while we cannot take more; the sender polls with RR.
-        self._after_ready = action
-        self.state = State.RECEIVER_NOT_READY
-        self._timers["T5"] = self._now + self.config.t5
-        self._send_frames([T30Frame(Fcf.RNR)], remember=False)
-
-    def _rr(self, frame: T30Frame, optional: list[T30Frame]) -> None:
-        if self.state is State.RECEIVER_NOT_READY:
-            if self._receiver_ready and self._after_ready is not None:
-                action, self._after_ready = self._after_ready, None
-                self._timers.pop("T5", None)
-                action()
-            else:
-                self._send_frames([T30Frame(Fcf.RNR)], remember=False)
-            return
-        self._repeat_response("RR")
-
-    def _ctc(self, frame: T30Frame, optional: list[T30Frame]) -> None:
-        # T.30 A.4.3: continue to correct, possibly at a new rate (CTC FIF bits 11-14).
-        if self.dcs is None or not self.dcs.ecm:
-            self.counters["unexpected"] += 1
-            self._log(f"unexpected CTC in {self.state.value}")
-            return
-        self.state = State.AWAIT_PAGE
-        self._last_command = ("CTC",)
-        end = self._respond(Fcf.CTR)
-        self._arm_t2(end)
-
-    def _eor(self, frame: T30Frame, optional: list[T30Frame]) -> None:
-        fcf2 = (frame.fif[0] & 0xFE) if frame.fif else PPS_NULL
-        key = ("EOR", fcf2)
-        if self.state in _ANSWERED_STATES and self._repeat_of_last(key):
-            return
-        if self.state in (State.ANSWERING, State.AWAIT_DCN) or self.dcs is None or not self.dcs.ecm:
-            self.counters["unexpected"] += 1
-            self._log(f"unexpected EOR in {self.state.value}")
-            return
-        self._last_command = key
-        if fcf2 != PPS_NULL and fcf2 not in _POST_PAGE:
-            self._end(T30Result.RX_ECMPHD, f"EOR with unknown post-page command 0x{fcf2:02X}")
-            return
-        missing = self._block.missing() if self._block else []
-        self._log(f"EOR: block kept with {len(missing)} frame(s) missing")
-        self._block_complete(fcf2, with_errors=True)
+        return None
 
     # ----- phase D (non-ECM post-message commands, and the ECM page end)
-    def _post_page(self, frame: T30Frame, optional: list[T30Frame]) -> None:
-        command = _POST_PAGE[frame.fcf]
+    def _post_page(self, arrived: Arrived) -> Outcome:
+        frame = arrived.frame
+        command = POST_PAGE_COMMANDS[frame.fcf]
         key = ("PMC", command)
         if self.state is not State.AWAIT_POST_PAGE:
-            if self._repeat_of_last(key):
-                return
+            repeated = self._repeat_of_last(key)
+            if repeated is not None:
+                return repeated
             if self.state in (State.ANSWERING, State.AWAIT_DCN):
                 self.counters["unexpected"] += 1
                 self._log(f"unexpected {frame.name} in {self.state.value}")
-                return
+                return _STAY
         if self.dcs is not None and self.dcs.ecm:
-            self._end(T30Result.RX_ECMPHD, f"{frame.name} without PPS in ECM mode")
-            return
+            return _ended(T30Result.RX_ECMPHD, f"{frame.name} without PPS in ECM mode")
         self._last_command = key
         if self._decoder is None:
             # MPS/EOP/EOM with no page before it: T.30 5.3.6.1.7 - ask for the page again.
-            self.state = State.AWAIT_DCS
-            end = self._respond(Fcf.RTN)
-            self._arm_t2(end)
-            return
-        self._page_complete(command)
+            return _respond(Fcf.RTN, next_state=State.AWAIT_DCS)
+        return self._page_complete(command)
 
-    def _page_complete(self, command: Fcf, forced: Fcf | None = None) -> None:
+    def _invalid_command(self, arrived: Arrived) -> Outcome:
+        # After page data only a post-message command can follow; a frame that is no T.30
+        # command at all ends the call, as SpanDSP does (TSB-85 MRGX12).
+        self.counters["unexpected"] += 1
+        self._log(f"unexpected {arrived.frame.name} in {self.state.value}: not a T.30 command")
+        return _ended(T30Result.RX_INVALCMD, f"invalid command {arrived.frame.name} after page data")
+
+    def _page_complete(self, command: Fcf, forced: Fcf | None = None) -> Outcome:
         decoder, self._decoder = self._decoder, None
-        page = decoder.finish()
         dcs = self.dcs
+        assert decoder is not None and dcs is not None
+        page = decoder.finish()
         quality = judge_quality(page.height, page.bad_rows, page.longest_bad_run)
         lost_gaps = self._page_loss_gaps
         rows_lost = 0
@@ -993,12 +960,12 @@ class T30Receiver:
             # (a sender paces image data evenly at the modem rate).
             rows_lost = -(-page.height * self._page_lost_ifps // received)
         else:
-            response = {PageQuality.GOOD: Fcf.MCF, PageQuality.POOR: Fcf.RTP, PageQuality.BAD: Fcf.RTN}[quality]
+            response = QUALITY_RESPONSE[quality]
         if page.height >= self.config.max_page_rows:
-            self._end(T30Result.LIMIT_REACHED, f"page taller than the limit of {self.config.max_page_rows} rows; "
-                                               "not confirmed")
-            return
+            return _ended(T30Result.LIMIT_REACHED,
+                          f"page taller than the limit of {self.config.max_page_rows} rows; not confirmed")
         confirmed = response in (Fcf.MCF, Fcf.RTP)
+        events: list[Event] = []
         # An ECM page that kept a block taken after EOR (the sender went on) has frames
         # missing: the last block's MCF still goes out, but the page is not reported as
         # received - PageReceived pages are whole.  The sender will not send it again.
@@ -1012,14 +979,14 @@ class T30Receiver:
         if not confirmed or incomplete:
             if lost_gaps and forced is None:
                 self._rejected_copy = (page.width, page.bitmap, min(self._rows_before_loss, page.height))
-                self._events.append(PageRejected(
+                events.append(PageRejected(
                     self._page_number(), page.height, page.bad_rows, page.longest_bad_run,
                     width=page.width, bitmap=page.bitmap, x_dpi=dcs.resolution.x_dpi, y_dpi=dcs.resolution.y_dpi,
                     compression=dcs.compression.value, ecm=dcs.ecm, ifp_loss_gaps=lost_gaps,
                     rows_lost_estimate=rows_lost))
             else:
-                self._events.append(PageRejected(self._page_number(), page.height, page.bad_rows,
-                                                 page.longest_bad_run, ecm=dcs.ecm))
+                events.append(PageRejected(self._page_number(), page.height, page.bad_rows,
+                                           page.longest_bad_run, ecm=dcs.ecm))
             if incomplete and confirmed:
                 self._ecm_page = (self._ecm_page + 1) & 0xFF  # the sender is done with it
                 self._pages_given_up += 1
@@ -1028,7 +995,7 @@ class T30Receiver:
             self._document_pages += 1
             if dcs.ecm:
                 self._ecm_page = (self._ecm_page + 1) & 0xFF
-            self._events.append(PageReceived(
+            events.append(PageReceived(
                 number=self._page_number() - 1, width=page.width, height=page.height, bitmap=page.bitmap,
                 bad_rows=page.bad_rows, longest_bad_run=page.longest_bad_run, quality=quality,
                 ifp_loss_gaps=lost_gaps,
@@ -1044,165 +1011,426 @@ class T30Receiver:
         self._err_block_pending = False
         self._page_has_err_block = False
         self._err_page_pending = response == Fcf.ERR
-        if command == Fcf.MPS:
-            # T.30 5.3.6.2.8: after RTP/RTN the sender retrains with a new DCS; after ERR
-            # (T.30 A.4: EOR answered) it goes on with the next page.
-            self.state = State.AWAIT_PAGE if response in (Fcf.MCF, Fcf.ERR) else State.AWAIT_DCS
-        elif command == Fcf.EOP:
-            if confirmed:
-                self.state = State.AWAIT_DCN
-            elif response == Fcf.ERR:
-                self.state = State.AWAIT_PAGE  # the page is incomplete; DCN now is RX_DCNDATA
-            else:
-                self.state = State.AWAIT_DCS
-        else:  # EOM: back to phase B
-            self.state = State.AWAIT_DCS
-        end = self._respond(response)
         if command == Fcf.EOP and confirmed:
-            self._events.append(DocumentEnded(self._document_pages, more_documents=False))
+            events.append(DocumentEnded(self._document_pages, more_documents=False))
         if command == Fcf.EOM:
             if confirmed:
-                self._events.append(DocumentEnded(self._document_pages, more_documents=True))
+                events.append(DocumentEnded(self._document_pages, more_documents=True))
                 self._document_pages = 0
             # T.30 Figure 5-2: after the response to EOM (MCF, RTP or RTN alike) both
             # stations return to phase B; the called station sends DIS when T2 runs out
             # without a command (TSB-85 MRGN09: MCF to DIS 5-7 s), and a repeated EOM meanwhile
             # gets its response again (MRGN16).
             self._dis_after_t2 = True
+        frames = (T30Frame(response),)
         if confirmed and command in (Fcf.MPS, Fcf.EOM) and self.pages_confirmed >= self.config.max_pages:
-            self._end(T30Result.LIMIT_REACHED, f"page limit of {self.config.max_pages} pages per call reached")
-            return
-        self._arm_t2(end)
+            return _ended(T30Result.LIMIT_REACHED, f"page limit of {self.config.max_pages} pages per call reached",
+                          frames=frames, events=tuple(events))
+        return Outcome(AFTER_PAGE[(command, response)], frames, then=Timer.T2, events=tuple(events))
 
-    def _repeat_of_last(self, key: tuple) -> bool:
-        """T.30 5.4.2: a sender that missed our response repeats its command; answer again."""
+    def _repeat_of_last(self, key: tuple[object, ...]) -> Outcome | None:
+        """T.30 5.4.2: a sender that missed our response repeats its command; answer again.
+        None: ``key`` is not a repeat of the command we answered last."""
         if key == self._last_command and self._last_response:
             if self._tx_free_at > self._now:
                 # Our answer is still going out: it answers the repeat too.  A second copy
                 # would reach the sender after it has moved on (into its next page).
                 self._log(f"repeated command {key[0]} while our response is still being sent")
-                return True
+                return _STAY
             self.counters["responses_repeated"] += 1
             self._log(f"repeated command {key[0]}: response sent again")
-            end = self._send_frames(self._last_response)
-            self._arm_t2(end)
-            return True
-        return False
+            return Outcome(frames=self._last_response, then=Timer.T2)
+        return None
 
-    def _repeat_response(self, why: str) -> None:
+    def _repeat_response(self, why: str) -> Outcome:
         if self._last_response:
             self.counters["responses_repeated"] += 1
-            end = self._send_frames(self._last_response)
-            self._arm_t2(end)
-        else:
-            self._log(f"{why} with nothing to repeat")
+            return Outcome(frames=self._last_response, then=Timer.T2)
+        self._log(f"{why} with nothing to repeat")
+        return _STAY
 
-    def _crp(self, frame: T30Frame, optional: list[T30Frame]) -> None:
+    def _crp(self, arrived: Arrived) -> Outcome:
         # T.30 5.3.6.1.8: CRP asks us to repeat our last signal.
         if self.state is State.ANSWERING:
             self._dis_sent = 0  # CRP is an answer: the DIS repeat count starts again
-            self._send_dis(self._now)
-        else:
-            self._repeat_response("CRP")
+            return self._dis()
+        return self._repeat_response("CRP")
 
-    def _repeat_dcs_response(self, frame: T30Frame, optional: list[T30Frame]) -> None:
-        self._dcs(frame, optional)
-
-    def _dcn(self, frame: T30Frame, optional: list[T30Frame]) -> None:
+    def _dcn(self, arrived: Arrived) -> Outcome:
         state = self.state
-        if state is State.AWAIT_DCN:
-            result, reason = T30Result.OK, "DCN after EOP"
-        elif state is State.AWAIT_DCS and self._last_response and self._last_response[-1].fcf == Fcf.RTN:
-            result, reason = T30Result.RX_DCNNORTN, "sender hung up after our RTN"
+        if state is State.AWAIT_DCS and self._last_response and self._last_response[-1].fcf == Fcf.RTN:
+            result, reason = DCN_AFTER_RTN
         elif state is State.AWAIT_DCS and self._last_tcf_failed:
-            result, reason = T30Result.CANNOT_TRAIN, f"sender hung up after {self._tcf_attempts} failed TCF"
-        elif state in (State.ANSWERING, State.AWAIT_DCS, State.AWAIT_TCF, State.TCF):
-            result, reason = T30Result.RX_DCNWHY, f"DCN in phase B ({state.value})"
-        elif state is State.AWAIT_PAGE:
-            # As SpanDSP reports it (t30.c, DCN in its F_DOC states; TSB-85 OREN01).
-            result = T30Result.RX_DCNDATA
-            reason = f"DCN waiting for image data after {self.pages_confirmed} page(s)"
-        elif state is State.RECEIVER_NOT_READY:
-            result, reason = T30Result.RX_DCNRRD, "DCN after RNR"
+            result, reason = DCN_AFTER_FTT
         else:
-            result, reason = T30Result.RX_DCNFAX, f"DCN in {state.value}"
-        self._end(result, reason, send_dcn=False)
+            result, reason = DCN_RESULTS.get(state, (T30Result.RX_DCNFAX, "DCN in {state}"))
+        reason = reason.format(state=state.value, pages=self.pages_confirmed, tcf=self._tcf_attempts)
+        return _ended(result, reason, send_dcn=False)
 
-    # ------------------------------------------------------------------ timers
-    def _timer_expired(self, name: str) -> None:
-        state = self.state
-        if name == "T4" and state is State.ANSWERING:
-            if self._dis_sent >= MAX_DIS_TRIES:
-                self._end(T30Result.RETRYDCN, f"no answer to {self._dis_sent} DIS")
+    # ----- timers that end the call or start phase B again
+    def _t1_expired(self, arrived: Arrived) -> Outcome:
+        return _ended(T30Result.T1_EXPIRED, "no DCS within T1")
+
+    def _t5_expired(self, arrived: Arrived) -> Outcome:
+        return _ended(T30Result.RX_T5EXP, "receiver not ready for longer than T5")
+
+    def _t2_expired(self, arrived: Arrived) -> Outcome:
+        results = T2_RESULTS_AFTER_A_PAGE if self.pages_confirmed else T2_RESULTS
+        return _ended(results[self.state], f"T2 expired in {self.state.value}")
+
+    def _t2_after_eom(self, arrived: Arrived) -> Outcome:
+        if not self._dis_after_t2:
+            return self._t2_expired(arrived)
+        # EOM answered and no command within T2: phase B, we send DIS (T.30 Figure 5-2).
+        self._dis_after_t2 = False
+        self._dis_sent = 0
+        self._deadlines.arm(Timer.T1, self._now + self.config.t1)
+        return self._dis(State.ANSWERING)
+
+    def _t2_after_eop(self, arrived: Arrived) -> Outcome:
+        # Every page was confirmed and EOP answered: only the DCN was lost.  SpanDSP
+        # would say RX_T2EXPDCN; for the document that is a success.
+        return _ended(T30Result.OK, "T2 expired waiting for DCN after EOP; document complete", send_dcn=False)
+
+    # ----- ECM (T.4 Annex A)
+    def _ecm_frame_elsewhere(self, arrived: Arrived) -> None:
+        if self.dcs is None or not self.dcs.ecm:
+            self._log("HDLC on the image modem without ECM")
+        else:
+            self._log(f"ECM frame in {self.state.value}")
+
+    def _ecm_frame(self, arrived: Arrived) -> Outcome | None:
+        dcs = self.dcs
+        if dcs is None or not dcs.ecm:
+            self._log("HDLC on the image modem without ECM")
+            return None
+        if not arrived.ok:
+            self.counters["bad_frames"] += 1  # it will be in the PPR map
+            # Frames are arriving, good or not: T2 stops, the carrier watch starts (an
+            # ECM block whose first frame is corrupted must not end the call mid-block).
+            self._deadlines.cancel(Timer.T2)
+            self._deadlines.arm(Timer.CARRIER, self._now + self.config.carrier_timeout)
+            return _IN_BLOCK
+        try:
+            frame = T30Frame.from_wire(arrived.data)
+        except RemoteProtocolError as exc:
+            self.counters["bad_frames"] += 1
+            self._log(str(exc))
+            return None
+        self._deadlines.cancel(Timer.T2)
+        self._deadlines.arm(Timer.CARRIER, self._now + self.config.carrier_timeout)
+        if frame.fcf == Fcf.FCD:
+            if not frame.fif:
+                self._log("FCD frame without a frame number")
+                return _IN_BLOCK
+            if self._block is None:
+                self._block = EcmBlock(page=-1, block=-1, frame_size=dcs.ecm_frame_size)
+            # The image octets stay in T.38 order for the decoder (first bit = MSB).
+            self._block.frame_received(frame.fif[0], arrived.data[4:])
+        elif frame.fcf != Fcf.RCP:  # RCP: T.4 A.3.6.2, end of the partial page; PPS follows on V.21
+            self._log(f"{frame.name} on the image modem")
+        return _IN_BLOCK
+
+    def _pps(self, arrived: Arrived) -> Outcome:
+        frame = arrived.frame
+        self._deadlines.cancel(Timer.CARRIER)
+        if len(frame.fif) < 4:
+            self._log(f"PPS with {len(frame.fif)}-octet FIF")
+            return _STAY  # no answer: the sender repeats it (T.30 5.3.6.1.8, CRP is optional)
+        fcf2 = frame.fif[0] & 0xFE
+        page, block_no, count = frame.fif[1], frame.fif[2], frame.fif[3] + 1
+        key = ("PPS", fcf2, page, block_no)
+        # No frames since our last answer: the sender did not hear it.
+        if self.state in _ANSWERED_STATES:
+            repeated = self._repeat_of_last(key)
+            if repeated is not None:
+                return repeated
+        dcs = self.dcs
+        if self.state in (State.ANSWERING, State.AWAIT_DCN) or dcs is None or not dcs.ecm:
+            self.counters["unexpected"] += 1
+            self._log(f"unexpected PPS in {self.state.value}")
+            return _STAY
+        if fcf2 != PPS_NULL and fcf2 not in POST_PAGE_COMMANDS:
+            return _ended(T30Result.RX_ECMPHD, f"PPS with unknown post-page command 0x{fcf2:02X}")
+        if self._names_confirmed_block(page, block_no):
+            # T.30 A.4.1 numbers pages and blocks: a PPS naming the block (or page) we
+            # already confirmed is the sender repeating itself because our MCF was lost.
+            # Confirm it again and store nothing (else the archive holds a page twice).
+            self._log(f"PPS for page {page} block {block_no}, already confirmed: MCF again, nothing stored")
+            self._block = None
+            self._last_command = key
+            return _respond(Fcf.MCF, next_state=State.AWAIT_PAGE)
+        if (page, block_no) != (self._ecm_page, self._ecm_block):
+            if self._err_block_pending and (page, block_no) == (self._ecm_page, (self._ecm_block + 1) & 0xFF):
+                # The sender moved on after EOR/ERR: the block with errors stays in the page,
+                # which can then never be whole (see _page_complete).
+                self._err_block_pending = False
+                self._page_has_err_block = True
+                self._ecm_block = block_no
+            elif self._err_page_pending and (page, block_no) == ((self._ecm_page + 1) & 0xFF, 0):
+                # The sender moved on to its next page after the page we answered ERR: that
+                # page stays rejected under its number, the next one gets the next number.
+                self._ecm_page = page
+                self._pages_given_up += 1
             else:
-                self._send_dis(self._now)
-        elif name == "TCF_MISSING":
-            if state is State.AWAIT_TCF:
-                self._tcf_attempts += 1
-                self._training_failed("DCS without TCF")
-        elif name == "T1":
-            if state is State.ANSWERING:
-                self._end(T30Result.T1_EXPIRED, "no DCS within T1")
-        elif name == "LOCAL_TCF":
-            if state is State.AWAIT_TCF:
-                self._accept_training()
-        elif name == "TCF_END":
-            if state is State.TCF:
-                self._log("TCF end lost; judged after the data stopped")
-                self._tcf_ended()
-        elif name == "T5":
-            self._end(T30Result.RX_T5EXP, "receiver not ready for longer than T5")
-        elif name == "CARRIER":
-            if state is State.NON_ECM_PAGE:
-                self._log("image carrier stalled; page data ended")
-                self.state = State.AWAIT_POST_PAGE
-                self._arm_t2()
-            elif state is State.ECM_BLOCK:
-                self.state = State.AWAIT_POST_PAGE
-                self._arm_t2()
-        elif name == "T2" and state is State.AWAIT_DCS and self._dis_after_t2:
-            # EOM answered and no command within T2: phase B, we send DIS (T.30 Figure 5-2).
-            self._dis_after_t2 = False
-            self._dis_sent = 0
-            self.state = State.ANSWERING
-            self._timers["T1"] = self._now + self.config.t1
-            self._send_dis(self._now)
-        elif name == "T2" and state is State.AWAIT_DCN:
-            # Every page was confirmed and EOP answered: only the DCN was lost.  SpanDSP
-            # would say RX_T2EXPDCN; for the document that is a success.
-            self._end(T30Result.OK, "T2 expired waiting for DCN after EOP; document complete", send_dcn=False)
-        elif name == "T2":
-            result = {
-                State.AWAIT_DCS: T30Result.RX_T2EXP,
-                State.AWAIT_TCF: T30Result.RX_T2EXP,
-                State.TCF: T30Result.RX_T2EXP,
-                State.AWAIT_PAGE: T30Result.RX_T2EXPMPS if self.pages_confirmed else T30Result.RX_T2EXPFAX,
-                State.AWAIT_POST_PAGE: T30Result.RX_T2EXPD,
-                State.NON_ECM_PAGE: T30Result.RX_NOCARRIER,
-                State.ECM_BLOCK: T30Result.RX_NOCARRIER,
-            }.get(state)
-            if result is not None:
-                self._end(result, f"T2 expired in {state.value}")
+                # T.30 A.4.1: pages count from 0 per call, blocks from 0 per page.  A PPS that
+                # skips ahead would have us confirm a page with a block we never saw.
+                return _ended(T30Result.RX_ECMPHD, f"PPS names page {page} block {block_no}, "
+                                                   f"expected page {self._ecm_page} block {self._ecm_block}")
+        elif self._err_block_pending:
+            # The block we took with errors after EOR comes again whole: it replaces that copy.
+            self._err_block_pending = False
+            decoder = self._decoder
+            if isinstance(decoder, EcmPageDecoder) and decoder.blocks:
+                decoder.blocks.pop()
+                self._ecm_blocks_in_page -= 1
+                decoder.whole = not self._page_has_err_block
+        self._err_page_pending = False
+        block = self._block
+        if block is None:
+            block = self._block = EcmBlock(page, block_no, dcs.ecm_frame_size)
+        if block.page < 0:
+            block.page, block.block = page, block_no
+        block.set_frame_count(count)
+        missing = block.missing()
+        self._last_command = key
+        if missing:
+            block.ppr_count += 1
+            self.counters["ppr_sent"] += 1
+            return _respond(Fcf.PPR, block.ppr_map(), next_state=State.AWAIT_PAGE)
+        return self._block_complete(fcf2)
+
+    def _eor(self, arrived: Arrived) -> Outcome:
+        frame = arrived.frame
+        fcf2 = (frame.fif[0] & 0xFE) if frame.fif else PPS_NULL
+        key = ("EOR", fcf2)
+        if self.state in _ANSWERED_STATES:
+            repeated = self._repeat_of_last(key)
+            if repeated is not None:
+                return repeated
+        if self.state in (State.ANSWERING, State.AWAIT_DCN) or self.dcs is None or not self.dcs.ecm:
+            self.counters["unexpected"] += 1
+            self._log(f"unexpected EOR in {self.state.value}")
+            return _STAY
+        self._last_command = key
+        if fcf2 != PPS_NULL and fcf2 not in POST_PAGE_COMMANDS:
+            return _ended(T30Result.RX_ECMPHD, f"EOR with unknown post-page command 0x{fcf2:02X}")
+        missing = self._block.missing() if self._block else []
+        self._log(f"EOR: block kept with {len(missing)} frame(s) missing")
+        return self._block_complete(fcf2, with_errors=True)
+
+    def _page_number(self) -> int:
+        """The number of the page being received: a page we reject and the sender sends again
+        keeps it; a page the sender went past keeps its own, and the next page gets the
+        next number.  ECM pages say which they are (T.30 A.4.1 page numbers); for non-ECM
+        see ``_same_page_again``."""
+        return self.pages_confirmed + self._pages_given_up + 1
+
+    def _same_page_again(self, page: DecodedPage) -> bool:
+        """Non-ECM pages carry no number, and after RTN to MPS a sender may resend the page
+        or go on to the next (T.30 5.3.6.2.8 leaves it open).  It is the same page when the
+        rows we had intact before the loss come again identically - and they show some
+        black (two pages both opening with a white margin prove nothing).  In doubt the
+        answer is no, so the rejected copy is never mistaken for a page that replaced it."""
+        assert self._rejected_copy is not None
+        width, bitmap, rows = self._rejected_copy
+        stride = width // 8
+        if page.width != width or rows < 1 or page.height < rows:
+            return False
+        head = bitmap[:rows * stride]
+        return page.bitmap[:rows * stride] == head and any(head)
+
+    def _names_confirmed_block(self, page: int, block_no: int) -> bool:
+        """Does a PPS name the block or page we confirmed last (not the one due now)?"""
+        if self._err_block_pending:
+            return False
+        if self._ecm_block > 0:
+            return page == self._ecm_page and block_no == self._ecm_block - 1
+        return self.pages_confirmed > 0 and page == (self._ecm_page - 1) & 0xFF
+
+    def _block_complete(self, fcf2: int, *, with_errors: bool = False) -> Outcome:
+        """The block is whole (or the sender gave up on it with EOR): take its data."""
+        dcs = self.dcs
+        assert dcs is not None
+        block = self._block
+        self._block = None
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = self._ecm_decoder_factory(dcs.compression, dcs.width_px)
+            if isinstance(decoder, EcmPageDecoder):
+                decoder.max_rows = self.config.max_page_rows
+        if block is not None:
+            data = block.data()
+            if data and not decoder.page_ended and decoder.rows < self.config.max_page_rows:
+                decoder.feed(data)
+        self._ecm_blocks_in_page += 1
+        if self._ecm_blocks_in_page > self.config.max_ecm_blocks_per_page:
+            return _ended(T30Result.LIMIT_REACHED, f"page of more than {self.config.max_ecm_blocks_per_page} "
+                                                   "ECM blocks; not confirmed")
+        if with_errors and isinstance(decoder, EcmPageDecoder):
+            decoder.whole = False  # frames are missing: not a clean page any more
+        if with_errors:
+            self._err_block_pending = fcf2 == PPS_NULL
+        else:
+            self._ecm_block = (self._ecm_block + 1) & 0xFF
+        response = Fcf.ERR if with_errors else Fcf.MCF
+        if not self._receiver_ready and not with_errors:
+            # T.30 A.4.4: RNR while we cannot take more; the sender polls with RR.
+            self._after_ready = lambda: self._finish_block(fcf2, response)
+            self._deadlines.arm(Timer.T5, self._now + self.config.t5)
+            return Outcome(State.RECEIVER_NOT_READY, (T30Frame(Fcf.RNR),), remember=False)
+        return self._finish_block(fcf2, response)
+
+    def _finish_block(self, fcf2: int, response: Fcf) -> Outcome:
+        if fcf2 == PPS_NULL:
+            return _respond(response, next_state=State.AWAIT_PAGE)
+        return self._page_complete(POST_PAGE_COMMANDS[fcf2], forced=response)
+
+    def _rr(self, arrived: Arrived) -> Outcome:
+        if self.state is State.RECEIVER_NOT_READY:
+            if self._receiver_ready and self._after_ready is not None:
+                action, self._after_ready = self._after_ready, None
+                self._deadlines.cancel(Timer.T5)
+                return action()
+            return Outcome(frames=(T30Frame(Fcf.RNR),), remember=False)
+        return self._repeat_response("RR")
+
+    def _ctc(self, arrived: Arrived) -> Outcome:
+        # T.30 A.4.3: continue to correct, possibly at a new rate (CTC FIF bits 11-14).
+        if self.dcs is None or not self.dcs.ecm:
+            self.counters["unexpected"] += 1
+            self._log(f"unexpected CTC in {self.state.value}")
+            return _STAY
+        self._last_command = ("CTC",)
+        return _respond(Fcf.CTR, next_state=State.AWAIT_PAGE)
 
 
-_H = T30Receiver
-_KNOWN_FCF = frozenset(int(f) for f in Fcf)
+_IN_BLOCK = Outcome(State.ECM_BLOCK)
 #: States in which our last response went out and nothing new has arrived since.
 _ANSWERED_STATES = frozenset({State.AWAIT_PAGE, State.ANSWERING, State.AWAIT_DCN, State.AWAIT_DCS})
-_PHASE_D_ROW = {fcf: _H._post_page for fcf in _POST_PAGE}
 
-#: The command table: state -> {FCF -> handler}.  DCN and CRP are understood in every
-#: state; anything else missing here is logged and ignored.
-COMMANDS: dict[State, dict[int, Callable]] = {
-    State.ANSWERING: {Fcf.DCS: _H._dcs, Fcf.DTC: _H._dtc, Fcf.DIS: _H._dis_collision, **_PHASE_D_ROW,
-                      Fcf.PPS: _H._pps, Fcf.EOR: _H._eor},
-    State.AWAIT_DCS: {Fcf.DCS: _H._dcs, Fcf.DTC: _H._dtc, **_PHASE_D_ROW, Fcf.PPS: _H._pps},
-    State.AWAIT_TCF: {Fcf.DCS: _H._dcs},
-    State.TCF: {Fcf.DCS: _H._dcs},
-    State.AWAIT_PAGE: {Fcf.DCS: _H._repeat_dcs_response, **_PHASE_D_ROW, Fcf.PPS: _H._pps,
-                       Fcf.EOR: _H._eor, Fcf.CTC: _H._ctc, Fcf.RR: _H._rr},
-    State.AWAIT_POST_PAGE: {**_PHASE_D_ROW, Fcf.PPS: _H._pps, Fcf.EOR: _H._eor, Fcf.CTC: _H._ctc,
-                            Fcf.RR: _H._rr, Fcf.DCS: _H._dcs},
-    State.RECEIVER_NOT_READY: {Fcf.RR: _H._rr, Fcf.PPS: _H._pps, Fcf.EOR: _H._eor},
-    State.AWAIT_DCN: {**_PHASE_D_ROW, Fcf.DCS: _H._dcs, Fcf.PPS: _H._pps, Fcf.EOR: _H._eor},
+# ---------------------------------------------------------------------- the table
+S = State
+_H = T30Receiver
+#: Where a post-page exchange (MPS/EOP/EOM, PPS, EOR, RR after RNR) can lead.
+_PAGE_ENDS = frozenset({S.AWAIT_PAGE, S.AWAIT_DCS, S.AWAIT_DCN, S.ENDED})
+_BLOCK_ENDS = _PAGE_ENDS | {S.RECEIVER_NOT_READY}
+
+
+def _row(state: State, entries: dict[Input, tuple[Handler, Next]]) -> dict[Input, tuple[Handler, Next]]:
+    """A state's row: ``entries`` over what every live state understands.
+
+    Every state: T5 ends the call (T.30 A.4.4; it runs only after our RNR), image data and
+    ECM frames out of place are logged.  Every state that reads commands: DCN ends the
+    call, CRP has our last signal repeated (T.30 5.3.6.1.8).
+    """
+    common: dict[Input, tuple[Handler, Next]] = {
+        Timer.T5: (_H._t5_expired, S.ENDED),
+        Signal.IMAGE_DATA: (_H._stray_data, state),
+        Signal.ECM_FRAME: (_H._ecm_frame_elsewhere, state),
+    }
+    if Signal.CARRIER_CUT not in entries:
+        common[Fcf.DCN] = (_H._dcn, S.ENDED)
+        common[Fcf.CRP] = (_H._crp, state)
+    return {**common, **entries}
+
+
+def _post_page_row(state: State) -> dict[Input, tuple[Handler, Next]]:
+    """MPS/EOP/EOM and their PRI-Q forms (T.30 5.3.6.1.6: answered as the plain Q)."""
+    return {Fcf(fcf): (_H._post_page, _PAGE_ENDS | {state}) for fcf in POST_PAGE_COMMANDS}
+
+
+#: The engine: state -> {input -> (handler, next state or the states the handler picks from)}.
+TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
+    S.IDLE: {
+        Signal.ANSWER: (_H._answer, S.ANSWERING),
+    },
+    S.ANSWERING: _row(S.ANSWERING, {
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Fcf.DTC: (_H._dtc, S.ENDED),
+        Fcf.DIS: (_H._dis_collision, S.ANSWERING),
+        **_post_page_row(S.ANSWERING),
+        Fcf.PPS: (_H._pps, _BLOCK_ENDS | {S.ANSWERING}),
+        Fcf.EOR: (_H._eor, _BLOCK_ENDS | {S.ANSWERING}),
+        Timer.T1: (_H._t1_expired, S.ENDED),
+        Timer.T4: (_H._dis_again, frozenset({S.ANSWERING, S.ENDED})),
+        Signal.GARBLED: (_H._garbled, S.ANSWERING),
+        Signal.IMAGE_END: (_H._dis_after_garbled, S.ANSWERING),
+    }),
+    S.AWAIT_DCS: _row(S.AWAIT_DCS, {
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Fcf.DTC: (_H._dtc, S.ENDED),
+        **_post_page_row(S.AWAIT_DCS),
+        Fcf.PPS: (_H._pps, _BLOCK_ENDS),
+        Timer.T2: (_H._t2_after_eom, frozenset({S.ANSWERING, S.ENDED})),
+    }),
+    S.AWAIT_TCF: _row(S.AWAIT_TCF, {
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Signal.TRAINING: (_H._training_started, S.TCF),
+        Signal.IMAGE_DATA: (_H._tcf_data, S.TCF),
+        Signal.IMAGE_END: (_H._tcf_without_data, S.AWAIT_TCF),
+        Timer.TCF_MISSING: (_H._tcf_missing, frozenset({S.AWAIT_DCS, S.ENDED})),
+        Timer.LOCAL_TCF: (_H._local_tcf, S.AWAIT_PAGE),
+        Timer.T2: (_H._t2_expired, S.ENDED),
+    }),
+    S.TCF: _row(S.TCF, {
+        Signal.IMAGE_DATA: (_H._tcf_data, S.TCF),
+        Signal.IMAGE_END: (_H._tcf_signal_ended, frozenset({S.AWAIT_PAGE, S.AWAIT_DCS, S.ENDED})),
+        Signal.NO_SIGNAL: (_H._tcf_signal_ended, frozenset({S.AWAIT_PAGE, S.AWAIT_DCS, S.ENDED})),
+        Timer.TCF_END: (_H._tcf_end_lost, frozenset({S.AWAIT_PAGE, S.AWAIT_DCS, S.ENDED})),
+        Signal.CARRIER_CUT: (_H._carrier_cut_in_tcf, S.AWAIT_DCS),
+        Timer.T2: (_H._t2_expired, S.ENDED),
+    }),
+    S.AWAIT_PAGE: _row(S.AWAIT_PAGE, {
+        # A DCS here means the sender did not hear our CFR/MCF and starts phase B again.
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        **_post_page_row(S.AWAIT_PAGE),
+        Fcf.PPS: (_H._pps, _BLOCK_ENDS),
+        Fcf.EOR: (_H._eor, _BLOCK_ENDS),
+        Fcf.CTC: (_H._ctc, S.AWAIT_PAGE),
+        Fcf.RR: (_H._rr, S.AWAIT_PAGE),
+        Signal.TRAINING: (_H._page_carrier_started, S.AWAIT_PAGE),
+        Signal.IMAGE_DATA: (_H._page_data_starts, frozenset({S.NON_ECM_PAGE, S.AWAIT_PAGE, S.ENDED})),
+        Signal.ECM_FRAME: (_H._ecm_frame, frozenset({S.ECM_BLOCK, S.AWAIT_PAGE})),
+        Timer.T2: (_H._t2_expired, S.ENDED),
+    }),
+    S.NON_ECM_PAGE: _row(S.NON_ECM_PAGE, {
+        Signal.IMAGE_DATA: (_H._page_data, frozenset({S.NON_ECM_PAGE, S.ENDED})),
+        Signal.IMAGE_END: (_H._carrier_ended, S.AWAIT_POST_PAGE),
+        Signal.CARRIER_CUT: (_H._carrier_ended, S.AWAIT_POST_PAGE),
+        Timer.CARRIER: (_H._carrier_stalled, S.AWAIT_POST_PAGE),
+        Timer.T2: (_H._t2_expired, S.ENDED),
+    }),
+    S.ECM_BLOCK: _row(S.ECM_BLOCK, {
+        Signal.ECM_FRAME: (_H._ecm_frame, S.ECM_BLOCK),
+        Signal.ECM_END: (_H._ecm_carrier_ended, S.AWAIT_POST_PAGE),
+        Signal.CARRIER_CUT: (_H._carrier_ended, S.AWAIT_POST_PAGE),
+        Timer.CARRIER: (_H._ecm_carrier_ended, S.AWAIT_POST_PAGE),
+        Timer.T2: (_H._t2_expired, S.ENDED),
+    }),
+    S.AWAIT_POST_PAGE: _row(S.AWAIT_POST_PAGE, {
+        **_post_page_row(S.AWAIT_POST_PAGE),
+        Fcf.PPS: (_H._pps, _BLOCK_ENDS | {S.AWAIT_POST_PAGE}),
+        Fcf.EOR: (_H._eor, _BLOCK_ENDS | {S.AWAIT_POST_PAGE}),
+        Fcf.CTC: (_H._ctc, frozenset({S.AWAIT_PAGE, S.AWAIT_POST_PAGE})),
+        Fcf.RR: (_H._rr, S.AWAIT_POST_PAGE),
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Signal.UNKNOWN_COMMAND: (_H._invalid_command, S.ENDED),
+        Signal.IMAGE_DATA: (_H._data_after_page, frozenset({S.NON_ECM_PAGE, S.AWAIT_POST_PAGE, S.ENDED})),
+        Signal.ECM_FRAME: (_H._ecm_frame, frozenset({S.ECM_BLOCK, S.AWAIT_POST_PAGE})),
+        Timer.T2: (_H._t2_expired, S.ENDED),
+    }),
+    S.RECEIVER_NOT_READY: _row(S.RECEIVER_NOT_READY, {
+        Fcf.RR: (_H._rr, _BLOCK_ENDS),
+        Fcf.PPS: (_H._pps, _BLOCK_ENDS),
+        Fcf.EOR: (_H._eor, _BLOCK_ENDS),
+    }),
+    S.AWAIT_DCN: _row(S.AWAIT_DCN, {
+        **_post_page_row(S.AWAIT_DCN),
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Fcf.PPS: (_H._pps, _BLOCK_ENDS),
+        Fcf.EOR: (_H._eor, _BLOCK_ENDS),
+        Timer.T2: (_H._t2_after_eop, S.ENDED),
+    }),
+    S.ENDED: {},
 }

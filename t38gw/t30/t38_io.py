@@ -18,6 +18,7 @@ indicator and end packet is sent ``END_REPEATS`` times.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from udptl.codec import encode_ifp
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator, Unknown
@@ -88,7 +89,7 @@ class IfpDemultiplexer:
         self._hdlc = bytearray()
         self._hdlc_damaged = False
         self._indicator: T30Indicator | Unknown | None = None
-        self._last_field: tuple | None = None
+        self._last_field: tuple[T30Data | Unknown, FieldType | Unknown] | None = None
         self.packets_ignored = 0
 
     def note_loss(self) -> None:
@@ -97,16 +98,19 @@ class IfpDemultiplexer:
 
     def packet_received(self, packet: IfpPacket) -> list[FrontEndEvent]:
         """Feed one IFP packet; returns what it means at the modem level."""
+        msg = packet.msg
         if packet.is_indicator:
-            if packet.msg == self._indicator:
+            # is_indicator: a T30Indicator, or an Unknown of that kind (never T30Data).
+            indicator = cast(T30Indicator | Unknown, msg)
+            if indicator == self._indicator:
                 return []  # T.38 clause 7.6: a repeated indicator is harmless
-            self._indicator = packet.msg
+            self._indicator = indicator
             self._hdlc.clear()
             self._hdlc_damaged = False
             self._last_field = None
-            return [SignalStarted(packet.msg)]
+            return [SignalStarted(indicator)]
         events: list[FrontEndEvent] = []
-        data_type = packet.msg
+        data_type = cast(T30Data | Unknown, msg)
         for field in packet.fields or ():
             key = (data_type, field.field_type)
             repeat = key == self._last_field and field.field_type in _END_FIELDS
@@ -117,7 +121,7 @@ class IfpDemultiplexer:
             self._field(field, data_type, events)
         return events
 
-    def _field(self, field: DataField, data_type, events: list) -> None:
+    def _field(self, field: DataField, data_type: T30Data | Unknown, events: list[FrontEndEvent]) -> None:
         kind = field.field_type
         if kind is FieldType.HDLC_DATA:
             self._append(field.data)
