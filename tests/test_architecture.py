@@ -1,13 +1,14 @@
 """The layering rules of DESIGN.md and STYLE.md 1, checked on the source text.
 
 Every module is parsed with ``ast`` (nothing is imported or run), so a rule also holds for
-an import inside a function.  The rules:
+an import inside a function and for ``importlib.import_module("...")`` / ``__import__``
+with a literal name.  The rules:
 
 1. ``sip``, ``udptl`` and ``imaging`` never import ``t38gw`` or each other (DESIGN.md
    "Packages and their boundaries"); ``t38gw`` wires them.
 2. The protocol cores - ``sip``, ``udptl``, ``imaging``, ``t38gw/t30`` and the call-control
    core ``t38gw/call.py`` with ``t38gw/negotiation.py`` - never import ``trio`` or
-   ``socket``, except the I/O edges named in ``IO_EDGES``.
+   ``socket`` (nor ``asyncio``/``selectors``), except the I/O edges named in ``IO_EDGES``.
 3. No core imports an I/O edge module either (an edge is a leaf: importing one would pull
    trio in through the back door).
 4. In the service, ``t38gw/``, only the runtime edge (``SERVICE_RUNTIME_EDGE``) imports
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 LIBRARIES = ("sip", "udptl", "imaging")
 CORE_PACKAGES = ("sip", "udptl", "imaging", "t38gw/t30")
 CORE_MODULES = ("t38gw/call.py", "t38gw/negotiation.py")  # the call-control core (when present)
-FORBIDDEN_IN_CORES = ("trio", "socket")
+FORBIDDEN_IN_CORES = ("trio", "socket", "asyncio", "selectors")  # the last two: any other way to a loop
 
 # The only modules of the cores that touch trio and sockets and read the clock.
 IO_EDGES = {
@@ -106,6 +107,17 @@ def imports_of(source: str, relpath: str) -> list[Import]:
             found.append(Import(module, node.lineno))
             # ``from pkg import name``: name may be a submodule (``from sip import transport``).
             found += [Import(f"{module}.{alias.name}", node.lineno) for alias in node.names if alias.name != "*"]
+        elif (
+            isinstance(node, ast.Call)
+            and (
+                (isinstance(node.func, ast.Name) and node.func.id == "__import__")
+                or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+            )
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append(Import(node.args[0].value, node.lineno))
     return found
 
 
@@ -312,6 +324,9 @@ def test_rule_library_boundary_allows_own_package():
         ("t38gw/call.py", "from udptl.endpoint import UdptlEndpoint\n", "I/O edge udptl.endpoint"),
         ("t38gw/negotiation.py", "from sip import transport\n", "I/O edge sip.transport"),
         ("sip/ua.py", "from .transport import SipEndpoint\n", "I/O edge sip.transport"),
+        ("sip/dialog.py", "import importlib\nt = importlib.import_module('trio')\n", "sip/dialog.py:2 imports trio"),
+        ("udptl/latch.py", "s = __import__('socket')\n", "imports socket"),
+        ("imaging/bits.py", "import asyncio\n", "imports asyncio"),
     ],
 )
 def test_rule_core_io_can_fail(relpath, source, expected):
