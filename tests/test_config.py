@@ -493,11 +493,7 @@ SECTION_KEYS = [(key, f, spec, kind) for key, f, spec, kind in schema_keys()
 def test_type_range_and_choice_errors_name_the_key(tmp_path, key, f, spec, kind):
     section, name = key.split(".")
     for value in bad_values(spec, kind, f.default):
-        document = {section: {name: value}}
-        if key == "http.listen":
-            continue  # a string; its type check is below
-        text = "\n".join(f"[{s}]\n" + "\n".join(f"{k} = {schema._toml_value(v)}" for k, v in t.items())
-                         for s, t in document.items())
+        text = f"[{section}]\n{name} = {schema._toml_value(value)}\n"
         with pytest.raises(ConfigError) as info:
             load_config(write(tmp_path, text), environ={})
         assert info.value.key == key, (value, str(info.value))
