@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .errors import LocalProtocolError, SipParseError
 from .grammar import read_quoted, split_outside_quotes
+from .message import Response
 from .uri import TOKEN_CHARS
 
 __all__ = [
@@ -153,7 +154,7 @@ class Challenge:
         return self.scheme.lower() == "digest"
 
 
-def challenge_in(response) -> tuple[Challenge, str] | None:
+def challenge_in(response: Response) -> tuple[Challenge, str] | None:
     """The Digest challenge of a 401/407 response and the header that answers it
     (``Authorization`` for 401, ``Proxy-Authorization`` for 407); None when the response
     carries no usable challenge (RFC 3261 22.2/22.3)."""
@@ -384,7 +385,8 @@ class DigestServer:
         stamp, mac = raw[:16], raw[16:]
         if not hmac.compare_digest(mac, hmac.new(self._secret, stamp, hashlib.sha256).digest()[:16]):
             return None
-        return struct.unpack(">dQ", stamp)[0]
+        issued: float = struct.unpack(">dQ", stamp)[0]
+        return issued
 
     def challenges(self, now: float, *, stale: bool = False) -> list[str]:
         """``WWW-Authenticate`` values, one per algorithm in preference order (RFC 8760 2.4)."""

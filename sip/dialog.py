@@ -9,11 +9,12 @@ re-INVITE, glare, BYE, session timers) lives in ``sip.ua``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sip.errors import LocalProtocolError, RemoteProtocolError
-from sip.message import Headers, Request, parse_name_addr
+from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
+from sip.message import Headers, Request, Response, parse_name_addr
+from sip.uri import parse_uri
 
 
 def with_tag(party: str, tag: str) -> str:
@@ -26,7 +27,15 @@ def with_tag(party: str, tag: str) -> str:
     return f"{party};tag={tag}"
 
 
-def contact_uri(message: Any) -> str | None:
+def header(message: Request | Response, name: str) -> str:
+    """The first ``name`` header of a message; ``SipParseError`` when it has none."""
+    value = message.headers.get(name)
+    if value is None:
+        raise SipParseError(f"missing {name} header")
+    return value
+
+
+def contact_uri(message: Request | Response) -> str | None:
     """The URI of the first Contact of a message, or None."""
     contacts = message.headers.get_all("Contact")
     if not contacts:
@@ -61,7 +70,7 @@ class Dialog:
     # -- creation -------------------------------------------------------------
 
     @classmethod
-    def as_uas(cls, request: Any, local_tag: str, *, secure: bool = False) -> Dialog:
+    def as_uas(cls, request: Request, local_tag: str, *, secure: bool = False) -> Dialog:
         """The dialog a UAS creates when it answers ``request`` (RFC 3261 12.1.1)."""
         remote_target = contact_uri(request)
         if remote_target is None:
@@ -71,8 +80,8 @@ class Dialog:
             call_id=request.call_id,
             local_tag=local_tag,
             remote_tag=remote.tag or "",
-            local_party=with_tag(request.headers.get("To"), local_tag),
-            remote_party=request.headers.get("From"),
+            local_party=with_tag(header(request, "To"), local_tag),
+            remote_party=header(request, "From"),
             remote_target=remote_target,
             # 12.1.1: the route set is the Record-Route list in order.
             route_set=list(request.headers.get_all("Record-Route")),
@@ -83,7 +92,7 @@ class Dialog:
         )
 
     @classmethod
-    def as_uac(cls, request: Any, response: Any, *, secure: bool = False) -> Dialog:
+    def as_uac(cls, request: Request, response: Response, *, secure: bool = False) -> Dialog:
         """The dialog a UAC creates from a 2xx (or tagged 1xx) to ``request`` (12.1.2)."""
         remote_target = contact_uri(response) or str(request.uri)
         remote = response.to
@@ -91,8 +100,8 @@ class Dialog:
             call_id=request.call_id,
             local_tag=request.from_.tag or "",
             remote_tag=remote.tag or "",
-            local_party=request.headers.get("From"),
-            remote_party=response.headers.get("To"),
+            local_party=header(request, "From"),
+            remote_party=header(response, "To"),
             remote_target=remote_target,
             # 12.1.2: the route set is the Record-Route list in reverse order.
             route_set=list(reversed(response.headers.get_all("Record-Route"))),
@@ -127,11 +136,9 @@ class Dialog:
         cseq: int | None = None,
         body: bytes = b"",
         content_type: str | None = None,
-        extra_headers: list[tuple[str, str]] = (),
-    ) -> Any:
+        extra_headers: Sequence[tuple[str, str]] = (),
+    ) -> Request:
         """A request inside this dialog.  ``cseq`` defaults to the next local number."""
-        from sip.uri import parse_uri
-
         uri, routes = self.request_target()
         headers = Headers()
         headers.add("Via", via)
@@ -152,7 +159,7 @@ class Dialog:
 
     # -- requests we receive --------------------------------------------------
 
-    def check_remote_cseq(self, request: Any) -> bool:
+    def check_remote_cseq(self, request: Request) -> bool:
         """RFC 3261 12.2.2: a CSeq lower than the last one is out of order (answer 500).
 
         Returns True and records the number when the request is acceptable.  ACK and
@@ -166,7 +173,7 @@ class Dialog:
         self.remote_seq = number
         return True
 
-    def refresh_target(self, message: Any) -> None:
+    def refresh_target(self, message: Request | Response) -> None:
         """Take the Contact of a target-refresh request or its 2xx (12.2.2, 12.2.1.2)."""
         target = contact_uri(message)
         if target is not None:

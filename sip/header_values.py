@@ -85,7 +85,7 @@ class Via:
 def parse_vias(raw: tuple[str, ...]) -> list[Via]:
     if not raw:
         raise SipParseError("missing Via header")
-    vias = []
+    vias: list[Via] = []
     for value in raw:
         if "," in value:
             vias.extend(parse_via(item) for item in split_list(value))

@@ -50,6 +50,8 @@ __all__ = [
     "Via",
     "canonical_name",
     "make_response",
+    "method_tokens",
+    "option_tags",
     "parse_name_addr",
     "parse_params",
     "parse_via",
@@ -326,3 +328,13 @@ def _to_has_no_tag(request: Request) -> bool:
         return request.to.tag is None
     except SipParseError:
         return False
+
+
+def option_tags(message: Request | Response, name: str) -> set[str]:
+    """The option tags of a Require/Supported/Unsupported header, lower-cased (RFC 3261 20.32)."""
+    return {tag.strip().lower() for tag in message.headers.get_all(name) if tag.strip()}
+
+
+def method_tokens(message: Request | Response, name: str) -> set[str]:
+    """The methods an Allow header lists, upper-cased (RFC 3261 20.5)."""
+    return {tok.strip().upper() for tok in message.headers.get_all(name) if tok.strip()}

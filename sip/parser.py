@@ -208,13 +208,13 @@ def _validate(message: Request | Response, singles: dict[str, str], vias: list[s
     except SipParseError as exc:
         exc.partial = message
         raise
-    raw = singles.get("content-length")
-    if raw is None:
+    length_text = singles.get("content-length")
+    if length_text is None:
         return None
-    if not raw.isdigit() or not raw.isascii() or len(raw) > 10:
+    if not length_text.isdigit() or not length_text.isascii() or len(length_text) > 10:
         # RFC 4475 3.1.2.3 (ncl): a negative or non-numeric Content-Length.
-        raise SipParseError(f"bad Content-Length {raw!r}", partial=message)
-    return int(raw)
+        raise SipParseError(f"bad Content-Length {length_text!r}", partial=message)
+    return int(length_text)
 
 
 def is_keepalive(data: bytes) -> bool:
@@ -273,7 +273,7 @@ class StreamParser:
         #: How many of those were CRLFCRLF pings; the transport answers each with CRLF.
         self.pings = 0
 
-    def feed(self, data: bytes) -> list[Request | Response]:
+    def feed(self, data: bytes | bytearray) -> list[Request | Response]:
         if self._error is not None:
             raise self._error
         self._buffer += data

@@ -55,7 +55,7 @@ class RateLimiter:
             raise ValueError("rate must be > 0, burst >= 1 and max_sources >= 1")
         if (global_rate is None) != (global_burst is None):
             raise ValueError("global_rate and global_burst go together")
-        if global_rate is not None and (global_rate <= 0 or global_burst < 1):
+        if global_rate is not None and global_burst is not None and (global_rate <= 0 or global_burst < 1):
             raise ValueError("global_rate must be > 0 and global_burst >= 1")
         self.rate = rate
         self.burst = burst
@@ -66,7 +66,10 @@ class RateLimiter:
         self.dropped_source = 0
         self.dropped_global = 0
         self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
-        self._global: _Bucket | None = None if global_burst is None else _Bucket(float(global_burst), float("-inf"))
+        # (bucket, rate, burst) of the shared bucket, when there is one.
+        self._global: tuple[_Bucket, float, float] | None = None
+        if global_rate is not None and global_burst is not None:
+            self._global = (_Bucket(float(global_burst), float("-inf")), global_rate, global_burst)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -87,9 +90,9 @@ class RateLimiter:
             self.dropped += 1
             self.dropped_source += 1
             return False
-        shared = self._global
-        if shared is not None:
-            shared.refill(now, self.global_rate, self.global_burst)
+        if self._global is not None:
+            shared, global_rate, global_burst = self._global
+            shared.refill(now, global_rate, global_burst)
             if shared.tokens < 1.0:
                 self.dropped += 1
                 self.dropped_global += 1

@@ -33,6 +33,7 @@ __all__ = [
     "make_t38_answer",
     "make_t38_offer",
     "parse_sdp",
+    "session_unchanged",
     "with_version",
 ]
 
@@ -634,3 +635,24 @@ def make_audio_answer(
 def with_version(sdp: SessionDescription, session_version: int) -> SessionDescription:
     """A copy of ``sdp`` with a new o= session version (RFC 3264 8: bump it on every change)."""
     return replace(sdp, origin=replace(sdp.origin, session_version=str(session_version)))
+
+
+def session_unchanged(old: bytes | None, new: bytes | None) -> bool:
+    """RFC 3264 8: an offer whose ``o=`` line (hence version) is unchanged changes nothing.
+
+    Also treats a byte-identical body (ignoring the ``o=`` line, since some peers bump
+    the version on every refresh) as unchanged.
+    """
+    if old is None or new is None:
+        return old == new
+    old_lines = old.replace(b"\r\n", b"\n").split(b"\n")
+    new_lines = new.replace(b"\r\n", b"\n").split(b"\n")
+    old_origin = [line for line in old_lines if line.startswith(b"o=")]
+    new_origin = [line for line in new_lines if line.startswith(b"o=")]
+    if old_origin and old_origin == new_origin:
+        return True
+
+    def strip(lines: list[bytes]) -> list[bytes]:
+        return [line.rstrip() for line in lines if not line.startswith(b"o=") and line.strip()]
+
+    return strip(old_lines) == strip(new_lines)

@@ -34,11 +34,13 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-from collections.abc import Callable, Hashable
 
+from sip.address import Address
 from sip.errors import LocalProtocolError
+from sip.header_values import Via
+from sip.message import Headers, Request, Response
 
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 8.1.1.7: branch ids of RFC 3261 elements start with it
 
@@ -299,19 +301,19 @@ class SendMessage:
     """Hand ``message`` to the transport, towards ``transaction.destination``."""
 
     transaction: Transaction
-    message: Any
+    message: Request | Response
 
 
 @dataclass(frozen=True)
 class ResponseReceived:
     transaction: Transaction
-    response: Any
+    response: Response
 
 
 @dataclass(frozen=True)
 class AckReceived:
     transaction: Transaction
-    ack: Any
+    ack: Request
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,10 @@ class TransportFailed:
 @dataclass(frozen=True)
 class TransactionTerminated:
     transaction: Transaction
+
+
+# What a transaction (and the layer) hands the TU.
+TxOutput = SendMessage | ResponseReceived | AckReceived | TransactionTimedOut | TransportFailed | TransactionTerminated
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -354,29 +360,27 @@ def _tu_input(status: int) -> Input:
     raise LocalProtocolError(f"status {status} is not a SIP status code")
 
 
-def top_via(message: Any) -> Any:
+def top_via(message: Request | Response) -> Via:
     vias = message.vias
     if not vias:
         raise LocalProtocolError("message has no Via")
     return vias[0]
 
 
-def build_ack_for_error(request: Any, response: Any) -> Any:
+def build_ack_for_error(request: Request, response: Response) -> Request:
     """The ACK a client INVITE transaction sends for a 3xx-6xx (RFC 3261 17.1.1.3).
 
     Request-URI, Call-ID, From, CSeq number and the top Via come from the INVITE, the
     To (with the tag the UAS chose) from the response, Route headers from the INVITE.
     """
-    from sip.message import Headers, Request
-
     headers = Headers()
     headers.add("Via", request.headers.get_all("Via")[0])
     for route in request.headers.get_all("Route"):
         headers.add("Route", route)
     headers.add("Max-Forwards", "70")
-    headers.add("From", request.headers.get("From"))
-    headers.add("To", response.headers.get("To"))
-    headers.add("Call-ID", request.headers.get("Call-ID"))
+    headers.add("From", request.headers.get("From") or "")
+    headers.add("To", response.headers.get("To") or "")
+    headers.add("Call-ID", request.call_id)
     headers.add("CSeq", f"{request.cseq[0]} ACK")
     return Request("ACK", request.uri, headers, b"")
 
@@ -387,9 +391,8 @@ def build_ack_for_error(request: Any, response: Any) -> Any:
 class Transaction:
     """One SIP transaction.  Create through :class:`TransactionLayer` or directly.
 
-    ``request`` is the request that opened it (parsed or built, with ``.method``,
-    ``.cseq``, ``.vias``); ``destination`` is opaque to this class (the UA's transport
-    address); ``reliable`` says whether the transport is TCP/TLS, which turns off the
+    ``request`` is the request that opened it (parsed or built); ``destination`` is
+    where its messages go (this class only hands it back); ``reliable`` says whether the transport is TCP/TLS, which turns off the
     retransmission timers and zeroes the wait timers (RFC 3261 17.1.1.2, 17.1.2.2,
     17.2.1, 17.2.2).
     """
@@ -397,8 +400,8 @@ class Transaction:
     def __init__(
         self,
         kind: Kind,
-        request: Any,
-        destination: Any,
+        request: Request,
+        destination: Address,
         *,
         reliable: bool,
         timers: TimerSettings = TimerSettings(),
@@ -409,11 +412,10 @@ class Transaction:
         self.reliable = reliable
         self.settings = timers
         self.state = INITIAL_STATE[kind]
-        self.last_response: Any = None
-        self.final_response: Any = None
+        self.last_response: Response | None = None
+        self.final_response: Response | None = None
         self._armed: dict[Input, float] = {}
         self._interval: dict[Input, float] = {}
-        self._pending_response: Any = None
         # Told about every newly armed deadline (the layer keeps a heap of them).
         self.on_armed: Callable[[Transaction, float], None] | None = None
         self.on_terminated: Callable[[Transaction], None] | None = None
@@ -427,7 +429,7 @@ class Transaction:
 
     @property
     def branch(self) -> str:
-        return top_via(self.request).branch
+        return top_via(self.request).branch or ""
 
     @property
     def terminated(self) -> bool:
@@ -443,9 +445,9 @@ class Transaction:
         """Timer name -> deadline, for tests and diagnostics."""
         return {timer.value: deadline for timer, deadline in self._armed.items()}
 
-    def handle_timer(self, now: float) -> list:
+    def handle_timer(self, now: float) -> list[TxOutput]:
         """Fire every timer that is due at ``now``; stale calls do nothing."""
-        outputs: list = []
+        outputs: list[TxOutput] = []
         while self.state is not State.TERMINATED:
             due = [t for t, deadline in self._armed.items() if deadline <= now]
             if not due:
@@ -457,11 +459,11 @@ class Transaction:
 
     # -- client side ----------------------------------------------------------
 
-    def start(self, now: float) -> list:
+    def start(self, now: float) -> list[TxOutput]:
         """Send the request for the first time (client transactions only)."""
         if self.kind not in (Kind.CLIENT_INVITE, Kind.CLIENT_NON_INVITE):
             raise LocalProtocolError("only client transactions are started")
-        outputs = [SendMessage(self, self.request)]
+        outputs: list[TxOutput] = [SendMessage(self, self.request)]
         if self.kind is Kind.CLIENT_INVITE:
             if not self.reliable:
                 self._run(Act.ARM_A, now)
@@ -472,18 +474,18 @@ class Transaction:
             self._run(Act.ARM_F, now)
         return outputs
 
-    def receive_response(self, response: Any, now: float) -> list:
+    def receive_response(self, response: Response, now: float) -> list[TxOutput]:
         """Feed a response that matched this client transaction."""
         return self._apply(response_input(response.status), now, response)
 
     # -- server side ----------------------------------------------------------
 
-    def receive_request(self, request: Any, now: float) -> list:
+    def receive_request(self, request: Request, now: float) -> list[TxOutput]:
         """Feed a retransmitted request or the ACK that matched this server transaction."""
         kind = Input.ACK if request.method == "ACK" else Input.REQUEST_AGAIN
         return self._apply(kind, now, request)
 
-    def send_response(self, response: Any, now: float) -> list:
+    def send_response(self, response: Response, now: float) -> list[TxOutput]:
         """The TU's response to the request (server transactions only).
 
         Raises :class:`LocalProtocolError` when the state does not allow it (e.g. a
@@ -491,18 +493,17 @@ class Transaction:
         """
         if self.kind not in (Kind.SERVER_INVITE, Kind.SERVER_NON_INVITE):
             raise LocalProtocolError("only server transactions send responses")
-        self._pending_response = response
         return self._apply(_tu_input(response.status), now, response)
 
     # -- transport ------------------------------------------------------------
 
-    def transport_failed(self, now: float) -> list:
+    def transport_failed(self, now: float) -> list[TxOutput]:
         """The transport could not deliver a message of this transaction (RFC 3261 17.1.4)."""
         return self._apply(Input.TRANSPORT_ERROR, now, None)
 
     # -- engine ---------------------------------------------------------------
 
-    def _apply(self, event: Input, now: float, message: Any) -> list:
+    def _apply(self, event: Input, now: float, message: Request | Response | None) -> list[TxOutput]:
         if self.state is State.TERMINATED:
             return []
         transition = TABLES[self.kind][self.state].get(event)
@@ -519,7 +520,7 @@ class Transaction:
         if self.state is not old_state:
             keep = TIMERS_BY_STATE[self.kind].get(self.state, frozenset())
             self._armed = {t: d for t, d in self._armed.items() if t in keep}
-        outputs: list = []
+        outputs: list[TxOutput] = []
         for act in transition.actions:
             outputs += self._run(act, now, message)
         if self.state is State.TERMINATED:
@@ -539,12 +540,13 @@ class Transaction:
         """Whether some armed timer is due exactly at ``deadline`` (heap entry check)."""
         return deadline in self._armed.values()
 
-    def _run(self, act: Act, now: float, message: Any = None) -> list:
+    def _run(self, act: Act, now: float, message: Request | Response | None = None) -> list[TxOutput]:
         t1, t2, t4 = self.settings.t1, self.settings.t2, self.settings.t4
         reliable = self.reliable
         if act is Act.SEND_REQUEST:
             return [SendMessage(self, self.request)]
         if act is Act.SEND_RESPONSE:
+            assert isinstance(message, Response)
             self.last_response = message
             if message.status >= 200 and self.final_response is None:
                 self.final_response = message
@@ -552,13 +554,16 @@ class Transaction:
         if act is Act.RESEND_RESPONSE:
             return [SendMessage(self, self.last_response)] if self.last_response is not None else []
         if act is Act.SEND_ACK:
+            assert isinstance(message, Response)
             return [SendMessage(self, build_ack_for_error(self.request, message))]
         if act is Act.PASS_UP:
+            assert isinstance(message, Response)
             self.last_response = message
             if message.status >= 200 and self.final_response is None:
                 self.final_response = message
             return [ResponseReceived(self, message)]
         if act is Act.PASS_ACK_UP:
+            assert isinstance(message, Request)
             return [AckReceived(self, message)]
         if act is Act.REPORT_TIMEOUT:
             return [TransactionTimedOut(self, self._last_fired_name())]
@@ -617,12 +622,16 @@ class Transaction:
 # ----------------------------------------------------------------------------- layer
 
 
-def client_key(branch: str, method: str) -> tuple:
+# A transaction's key in the layer: client_key or server_key.
+TxKey = tuple[object, ...]
+
+
+def client_key(branch: str, method: str) -> TxKey:
     """RFC 3261 17.1.3: a response matches on the top Via branch and the CSeq method."""
     return ("client", branch, method)
 
 
-def server_key(request: Any) -> Hashable:
+def server_key(request: Request) -> TxKey:
     """RFC 3261 17.2.3: a request matches on branch, sent-by and method (ACK -> INVITE).
 
     Requests whose branch lacks the magic cookie come from RFC 2543 elements; for
@@ -633,7 +642,7 @@ def server_key(request: Any) -> Hashable:
     branch = via.branch or ""
     if branch.startswith(MAGIC_COOKIE):
         return ("server", branch, via.host.lower(), via.port, method)
-    from_tag = request.from_.tag if request.from_ is not None else None
+    from_tag = request.from_.tag
     return ("server-2543", request.call_id, request.cseq[0], from_tag, str(via), method)
 
 
@@ -642,16 +651,16 @@ class TransactionLayer:
 
     def __init__(self, timers: TimerSettings = TimerSettings()) -> None:
         self.timers = timers
-        self._transactions: dict[Hashable, Transaction] = {}
+        self._transactions: dict[TxKey, Transaction] = {}
         # (deadline, seq, tx), cleaned lazily: an entry whose tx no longer has that
         # deadline armed (fired, superseded, terminated, forgotten) is skipped.
         self._heap: list[tuple[float, int, Transaction]] = []
         self._live: set[int] = set()
-        self._keys: dict[int, Hashable] = {}
+        self._keys: dict[int, TxKey] = {}
         self._finished: list[Transaction] = []
         self._seq = itertools.count()
 
-    def _track(self, tx: Transaction, key: Hashable) -> None:
+    def _track(self, tx: Transaction, key: TxKey) -> None:
         self._live.add(id(tx))
         self._keys[id(tx)] = key
         tx.on_armed = self._armed
@@ -672,10 +681,10 @@ class TransactionLayer:
     def __len__(self) -> int:
         return len(self._transactions)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Transaction]:
         return iter(list(self._transactions.values()))
 
-    def start_client(self, request: Any, destination: Any, *, reliable: bool, now: float) -> tuple[Transaction, list]:
+    def start_client(self, request: Request, destination: Address, *, reliable: bool, now: float) -> tuple[Transaction, list[TxOutput]]:
         """Create a client transaction for ``request`` and send it."""
         kind = Kind.CLIENT_INVITE if request.method == "INVITE" else Kind.CLIENT_NON_INVITE
         if request.method == "ACK":
@@ -688,7 +697,7 @@ class TransactionLayer:
         self._track(tx, key)
         return tx, tx.start(now)
 
-    def create_server(self, request: Any, reply_to: Any, *, reliable: bool) -> Transaction:
+    def create_server(self, request: Request, reply_to: Address, *, reliable: bool) -> Transaction:
         """Create the server transaction for a new request (not ACK)."""
         kind = Kind.SERVER_INVITE if request.method == "INVITE" else Kind.SERVER_NON_INVITE
         tx = Transaction(kind, request, reply_to, reliable=reliable, timers=self.timers)
@@ -697,18 +706,18 @@ class TransactionLayer:
         self._track(tx, key)
         return tx
 
-    def match_response(self, response: Any) -> Transaction | None:
+    def match_response(self, response: Response) -> Transaction | None:
         """The client transaction ``response`` belongs to, or None (a stray)."""
         vias = response.vias
         if not vias:
             return None
         return self._transactions.get(client_key(vias[0].branch or "", response.cseq[1]))
 
-    def match_request(self, request: Any) -> Transaction | None:
+    def match_request(self, request: Request) -> Transaction | None:
         """The server transaction a retransmitted request (or an ACK for a non-2xx) belongs to."""
         return self._transactions.get(server_key(request))
 
-    def find_server_invite(self, cancel: Any) -> Transaction | None:
+    def find_server_invite(self, cancel: Request) -> Transaction | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
         key = server_key(cancel)
         return self._transactions.get(key[:-1] + ("INVITE",))
@@ -723,9 +732,9 @@ class TransactionLayer:
             heapq.heapify(self._heap)
         return self._heap[0][0] if self._heap else None
 
-    def handle_timer(self, now: float) -> list:
+    def handle_timer(self, now: float) -> list[TxOutput]:
         """Fire the due timers of every transaction; returns their outputs in order."""
-        outputs: list = []
+        outputs: list[TxOutput] = []
         while (deadline := self.next_deadline()) is not None and deadline <= now:
             _, _, tx = heapq.heappop(self._heap)
             outputs += tx.handle_timer(now)

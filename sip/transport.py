@@ -42,15 +42,21 @@ import itertools
 import math
 import socket as _socket
 import ssl
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
-from collections.abc import Callable
+from typing import Any, TypeVar
 
 import trio
 
+from sip.address import Address, Outgoing
 from sip.errors import SipParseError
+from sip.events import Event
 from sip.parser import StreamParser
-from sip.ua import Address, Outgoing, UserAgent
+from sip.ua import UserAgent
+
+_R = TypeVar("_R")
+# A stream destination: (transport, host, port, connection).
+StreamKey = tuple[str, str, int, Hashable | None]
 
 MAX_DATAGRAM = 65535
 CONNECT_TIMEOUT = 5.0
@@ -150,19 +156,19 @@ class SipEndpoint:
         }
         self.untrusted_connections = 0
         self._untrusted_by_host: dict[str, int] = {}
-        self._event_send, self.events = trio.open_memory_channel(math.inf)
-        self._out_send, self._out_receive = trio.open_memory_channel(math.inf)
-        self._udp: dict[str, Any] = {}
+        self._event_send, self.events = trio.open_memory_channel[Event](math.inf)
+        self._out_send, self._out_receive = trio.open_memory_channel[Outgoing](math.inf)
+        self._udp: dict[str, trio.socket.SocketType] = {}
         self._streams: dict[int, _Stream] = {}
         self._streams_by_peer: dict[tuple[str, str, int], int] = {}
-        self._stream_senders: dict[tuple, Any] = {}
+        self._stream_senders: dict[StreamKey, trio.MemorySendChannel[Outgoing]] = {}
         self._ids = itertools.count(1)
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
 
     # -- public ---------------------------------------------------------------
 
-    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, task_status: trio.TaskStatus[SipEndpoint] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind every listener, report ``started``, then run until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -175,7 +181,7 @@ class SipEndpoint:
             nursery.start_soon(self._timer)
             task_status.started(self)
 
-    def command(self, method: Callable, *args: Any, **kwargs: Any) -> Any:
+    def command(self, method: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
         """Run a UA command (``ua.answer`` ...) now, then send what it produced.
 
         ``now`` is appended as the last positional argument.
@@ -199,13 +205,14 @@ class SipEndpoint:
         port = spec.port
         if port == 0 and "udp" in self.bound and spec.transport == "tcp":
             port = self.bound["udp"][1]  # same number as UDP, as a SIP server usually has
-        listeners = await trio.open_tcp_listeners(port, host=spec.host)
-        bound_port = listeners[0].socket.getsockname()[1]
+        tcp_listeners = await trio.open_tcp_listeners(port, host=spec.host)
+        bound_port = tcp_listeners[0].socket.getsockname()[1]
         self._record_bound(spec.transport, spec.host, bound_port)
+        listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
         if spec.transport == "tls":
             if self.ssl_context is None:
                 raise ValueError("a tls listener needs ssl_context (certificate and key)")
-            listeners = [trio.SSLListener(lst, self.ssl_context, https_compatible=False) for lst in listeners]
+            listeners = [trio.SSLListener(lst, self.ssl_context, https_compatible=False) for lst in tcp_listeners]
         transport = spec.transport
 
         async def handler(stream: trio.abc.Stream) -> None:
@@ -223,7 +230,7 @@ class SipEndpoint:
                 return
             try:
                 accepted_at = trio.current_time()
-                if transport == "tls":
+                if isinstance(stream, trio.SSLStream):  # a tls listener's
                     with trio.move_on_after(self.tls_handshake_timeout) as handshake:
                         try:
                             await stream.do_handshake()
@@ -255,7 +262,7 @@ class SipEndpoint:
 
     # -- receiving ------------------------------------------------------------
 
-    async def _udp_receiver(self, sock: Any) -> None:
+    async def _udp_receiver(self, sock: trio.socket.SocketType) -> None:
         while True:
             try:
                 data, addr = await sock.recvfrom(MAX_DATAGRAM)
@@ -322,12 +329,12 @@ class SipEndpoint:
         key = (d.transport, d.host, d.port, d.connection)
         channel = self._stream_senders.get(key)
         if channel is None:
-            channel, receive = trio.open_memory_channel(math.inf)
+            channel, receive = trio.open_memory_channel[Outgoing](math.inf)
             self._stream_senders[key] = channel
-            self._nursery.start_soon(self._stream_sender, key, receive)
+            self._serving().start_soon(self._stream_sender, key, receive)
         channel.send_nowait(outgoing)
 
-    async def _stream_sender(self, key: tuple, receive: Any) -> None:
+    async def _stream_sender(self, key: StreamKey, receive: trio.MemoryReceiveChannel[Outgoing]) -> None:
         retired_idle = False
         try:
             while True:
@@ -363,7 +370,7 @@ class SipEndpoint:
     async def _send_stream(self, outgoing: Outgoing) -> None:
         destination = outgoing.destination
         entry = None
-        if destination.connection is not None:
+        if isinstance(destination.connection, int):  # a connection id of ours
             entry = self._streams.get(destination.connection)
         if entry is None:
             connection_id = self._streams_by_peer.get((destination.transport, destination.host, destination.port))
@@ -376,6 +383,7 @@ class SipEndpoint:
 
     async def _connect(self, destination: Address) -> _Stream:
         with trio.move_on_after(CONNECT_TIMEOUT):
+            stream: trio.abc.Stream
             try:
                 if destination.transport == "tls":
                     context = self.client_ssl_context or ssl.create_default_context()
@@ -385,7 +393,7 @@ class SipEndpoint:
             except OSError as exc:
                 self.stats["connect_failures"] += 1
                 raise _ConnectFailed(str(exc)) from exc
-            if destination.transport == "tls":
+            if isinstance(stream, trio.SSLStream):
                 # Handshake now (bounded), not lazily on the first send: a peer that
                 # accepts TCP but never answers TLS must not hold the sender forever.
                 with trio.move_on_after(self.tls_handshake_timeout) as handshake:
@@ -410,7 +418,7 @@ class SipEndpoint:
                 ready.set()
                 await self._run_registered(entry, OUTBOUND_IDLE_TIMEOUT)
 
-            self._nursery.start_soon(run)
+            self._serving().start_soon(run)
             await ready.wait()
             return holder["entry"]
         self.stats["connect_failures"] += 1
@@ -494,6 +502,11 @@ class SipEndpoint:
                 with trio.move_on_after(1):
                     await entry.stream.aclose()
 
+    def _serving(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("the endpoint is not serving")
+        return self._nursery
+
     # -- timers ---------------------------------------------------------------
 
     async def _timer(self) -> None:
@@ -513,7 +526,7 @@ class _ConnectFailed(Exception):
 
 
 def _peer_of(stream: trio.abc.Stream) -> tuple[str, int]:
-    inner = stream
+    inner: object = stream
     while not isinstance(inner, trio.SocketStream):
         inner = getattr(inner, "transport_stream", None)
         if inner is None:
@@ -531,7 +544,8 @@ def primary_address(wildcard: str) -> str:
     try:
         with _socket.socket(family, _socket.SOCK_DGRAM) as sock:
             sock.connect((probe, 9))
-            return sock.getsockname()[0]
+            address: str = sock.getsockname()[0]
+            return address
     except OSError:
         return fallback
 

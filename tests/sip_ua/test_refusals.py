@@ -12,7 +12,7 @@ import pytest
 from sip.auth import DigestClient, challenge_in
 from sip.errors import LocalProtocolError
 from sip.ratelimit import RateLimiter
-from sip.ua import REFUSAL_REASONS, Address, IncomingCall, RequestRefused, UAConfig, UserAgent
+from sip.ua import REFUSAL_REASONS, Address, InviteReceived, RequestRefused, UAConfig, UserAgent
 from tests.sip_ua.simnet import SimNet
 from tests.sip_ua.test_ua import AUDIO, AUDIO_B, answer_with, events_of
 from tests.sip_ua.wire import invite_bytes, request_bytes
@@ -188,7 +188,7 @@ def test_challenge_then_call_reports_auth_required_only():
     b.on_event = answer_with(AUDIO_B)
     a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0, credentials=("alice", "pw"))
     net.run(5.0)
-    assert len(events_of(b, IncomingCall)) == 1
+    assert len(events_of(b, InviteReceived)) == 1
     assert [(e.reason, e.status, e.method) for e in _refusals(b)] == [("auth_required", 401, "INVITE")]
 
 
@@ -198,7 +198,7 @@ def test_wrong_password_reports_auth_failed():
     b = net.add("bob", "127.0.0.2", auth_users={"alice": "pw"})
     a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0, credentials=("alice", "wrong"))
     net.run(40.0)
-    assert not events_of(b, IncomingCall)
+    assert not events_of(b, InviteReceived)
     assert [(e.reason, e.status) for e in _refusals(b)] == [("auth_required", 401), ("auth_failed", 403)]
     assert b.ua.stats["auth_failures"] == 1
 
@@ -224,9 +224,9 @@ def test_stale_nonce_is_challenged_again_and_the_fresh_one_accepted():
     again = net.sent_by("bob", "SIP/2.0 401")[-1].message
     fresh, _ = challenge_in(again)
     assert fresh.stale and fresh.nonce != old.nonce  # RFC 7616 3.3: stale=true, a new nonce
-    assert not events_of(b, IncomingCall)
+    assert not events_of(b, InviteReceived)
     net.inject(invite(3, client.authorize(fresh, "INVITE", uri, AUDIO)), src, "bob")
-    assert len(events_of(b, IncomingCall)) == 1
+    assert len(events_of(b, InviteReceived)) == 1
     assert [(e.reason, e.status) for e in _refusals(b)] == [("auth_required", 401), ("auth_required", 401)]
 
 
@@ -242,6 +242,6 @@ def test_replayed_authorization_is_refused():
     for i in (2, 3):  # the same Authorization (same nc) in a new INVITE: a replay
         net.inject(invite_bytes(branch=f"z9hG4bKrp{i}", call_id=f"rp{i}@x", sent_by="192.0.2.7", body=AUDIO,
                                 extra=f"Authorization: {authorization}\r\n"), src, "bob")
-    assert len(events_of(b, IncomingCall)) == 1
+    assert len(events_of(b, InviteReceived)) == 1
     assert net.sent_by("bob")[-1].first_line == "SIP/2.0 403 Forbidden"
     assert [e.reason for e in _refusals(b)] == ["auth_required", "auth_failed"]

@@ -14,7 +14,7 @@ import trio
 
 from sip.parser import parse_message
 from sip.transport import SipEndpoint, server_ssl_context
-from sip.ua import CallAnswered, CallEnded, CallEstablished, IncomingCall, UAConfig, UserAgent
+from sip.ua import CallAnswered, CallTerminated, CallEstablished, InviteReceived, UAConfig, UserAgent
 from tests.sip_ua.test_ua import AUDIO, AUDIO_B
 from tests.sip_ua.wire import request_bytes
 
@@ -54,12 +54,12 @@ async def call_and_hang_up(transport: str, uri_suffix: str, *, server_kw=None, c
             port = bob.bound[transport][1]
             scheme = "sips" if transport == "tls" else "sip"
             call = alice.command(alice.ua.invite, f"{scheme}:bob@127.0.0.1:{port}{uri_suffix}", AUDIO)
-            incoming = await next_event(bob, IncomingCall)
+            incoming = await next_event(bob, InviteReceived)
             bob.command(bob.ua.answer, incoming.call, AUDIO_B)
             answered = await next_event(alice, CallAnswered)
             await next_event(bob, CallEstablished)
             alice.command(alice.ua.hangup, call)
-            ended = await next_event(bob, CallEnded)
+            ended = await next_event(bob, CallTerminated)
             nursery.cancel_scope.cancel()
     return incoming, answered, ended, alice, bob
 
@@ -166,13 +166,13 @@ def test_stream_sender_retires_when_idle_and_a_new_one_takes_over(monkeypatch):
                 await nursery.start(bob.serve)
                 await nursery.start(alice.serve)
                 call = alice.command(alice.ua.invite, f"sip:bob@127.0.0.1:{bob.bound['tcp'][1]};transport=tcp", AUDIO)
-                incoming = await next_event(bob, IncomingCall)
+                incoming = await next_event(bob, InviteReceived)
                 bob.command(bob.ua.answer, incoming.call, AUDIO_B)
                 await next_event(bob, CallEstablished)
                 await trio.sleep(0.6)  # every sender task retires
                 assert alice._stream_senders == {} and bob._stream_senders == {}
                 alice.command(alice.ua.hangup, call)
-                ended = await next_event(bob, CallEnded)
+                ended = await next_event(bob, CallTerminated)
                 assert ended.reason == "remote hangup"
                 nursery.cancel_scope.cancel()
 
@@ -190,13 +190,13 @@ async def test_call_over_udp_ipv6_loopback():
             await nursery.start(bob.serve)
             await nursery.start(alice.serve)
             call = alice.command(alice.ua.invite, f"sip:bob@[::1]:{bob.bound['udp'][1]}", AUDIO)
-            incoming = await next_event(bob, IncomingCall)
+            incoming = await next_event(bob, InviteReceived)
             assert incoming.source.host == "::1"
             assert "[::1]" in incoming.call.invite.headers.get("Via")  # an IPv6 reference in sent-by
             bob.command(bob.ua.answer, incoming.call, AUDIO_B)
             await next_event(alice, CallAnswered)
             alice.command(alice.ua.hangup, call)
-            assert (await next_event(bob, CallEnded)).reason == "remote hangup"
+            assert (await next_event(bob, CallTerminated)).reason == "remote hangup"
             nursery.cancel_scope.cancel()
 
 
@@ -211,7 +211,7 @@ async def test_wildcard_listener_advertises_a_real_address():
             host, port = endpoint.ua.config.listen["udp"]
             assert host == primary_address("0.0.0.0") and host != "0.0.0.0"
             assert port == endpoint.bound["udp"][1] != 0
-            assert f"{host}:{port}" in endpoint.ua._via("udp")
+            assert f"{host}:{port}" in endpoint.ua.requests.via("udp")
             nursery.cancel_scope.cancel()
 
 

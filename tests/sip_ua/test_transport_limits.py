@@ -233,7 +233,7 @@ def test_outbound_tls_connect_to_a_silent_peer_gives_up_after_the_handshake_time
 
 @run_in_trio
 async def test_a_connection_we_opened_outlives_the_inbound_idle_timeout():
-    from sip.ua import CallEstablished, IncomingCall
+    from sip.ua import CallEstablished, InviteReceived
     from tests.sip_ua.test_transport import make_endpoint, next_event
     from tests.sip_ua.test_ua import AUDIO, AUDIO_B
 
@@ -244,7 +244,7 @@ async def test_a_connection_we_opened_outlives_the_inbound_idle_timeout():
             await nursery.start(bob.serve)
             await nursery.start(alice.serve)
             alice.command(alice.ua.invite, f"sip:bob@127.0.0.1:{bob.bound['tcp'][1]};transport=tcp", AUDIO)
-            incoming = await next_event(bob, IncomingCall)
+            incoming = await next_event(bob, InviteReceived)
             bob.command(bob.ua.answer, incoming.call, AUDIO_B)
             await next_event(bob, CallEstablished)
             await trio.sleep(1.0)  # > 3 of alice's inbound idle periods: her own flow stays
@@ -288,7 +288,7 @@ async def test_a_message_trickled_after_the_first_must_still_complete_in_time():
 
 @run_in_trio
 async def test_an_idle_connection_carrying_a_call_stays_until_the_call_ends():
-    from sip.ua import CallEnded, CallEstablished, IncomingCall
+    from sip.ua import CallTerminated, CallEstablished, InviteReceived
     from tests.sip_ua.test_transport import make_endpoint, next_event
     from tests.sip_ua.test_ua import AUDIO, AUDIO_B
 
@@ -299,13 +299,13 @@ async def test_an_idle_connection_carrying_a_call_stays_until_the_call_ends():
             await nursery.start(bob.serve)
             await nursery.start(alice.serve)
             call = alice.command(alice.ua.invite, f"sip:bob@127.0.0.1:{bob.bound['tcp'][1]};transport=tcp", AUDIO)
-            incoming = await next_event(bob, IncomingCall)
+            incoming = await next_event(bob, InviteReceived)
             bob.command(bob.ua.answer, incoming.call, AUDIO_B)
             await next_event(bob, CallEstablished)
             await trio.sleep(1.0)  # > 3 idle periods of silence during the call
             assert len(bob._streams) == 1 and bob.stats["idle_timeouts"] == 0
             alice.command(alice.ua.hangup, call)
-            assert (await next_event(bob, CallEnded)).reason == "remote hangup"
+            assert (await next_event(bob, CallTerminated)).reason == "remote hangup"
             with trio.fail_after(3):
                 while bob.stats["idle_timeouts"] == 0:
                     await trio.sleep(0.02)

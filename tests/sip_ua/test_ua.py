@@ -9,11 +9,11 @@ import pytest
 
 from sip.ua import (
     CallAnswered,
-    CallEnded,
+    CallTerminated,
     CallEstablished,
     CallProgressed,
     CallState,
-    IncomingCall,
+    InviteReceived,
     MediaChanged,
     ReinviteFailed,
     SessionRefreshed,
@@ -41,7 +41,7 @@ def answer_with(sdp: bytes, *, ring_for: float | None = None):
     pending = []
 
     def on_event(node, event, now):
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             if ring_for is None:
                 node.ua.answer(event.call, sdp, now)
             else:
@@ -72,13 +72,13 @@ def test_basic_call_and_bye():
     net, a, b, call = setup_call()
     (answered,) = events_of(a, CallAnswered)
     assert answered.answer == AUDIO_B
-    (incoming,) = events_of(b, IncomingCall)
+    (incoming,) = events_of(b, InviteReceived)
     assert incoming.offer == AUDIO and incoming.source.host == "127.0.0.1"
     assert incoming.request_uri == "sip:bob@127.0.0.2:5060"
     a.ua.hangup(call, net.now)
     net.run(net.now + 5)
-    assert [e.reason for e in events_of(b, CallEnded)] == ["remote hangup"]
-    assert [e.reason for e in events_of(a, CallEnded)] == ["local hangup"]
+    assert [e.reason for e in events_of(b, CallTerminated)] == ["remote hangup"]
+    assert [e.reason for e in events_of(a, CallTerminated)] == ["local hangup"]
     assert [s.first_line for s in net.sent_by("bob", "SIP/2.0 200")][-1] == "SIP/2.0 200 OK"
     assert net.sent_by("bob", "SIP/2.0 200")[-1].message.cseq[1] == "BYE"
 
@@ -126,7 +126,7 @@ def test_no_ack_ends_the_call_with_bye_after_64_t1():
     b.on_event = answer_with(AUDIO_B)
     a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0)
     net.run(60)
-    (ended,) = events_of(b, CallEnded)
+    (ended,) = events_of(b, CallTerminated)
     assert ended.reason == "no ACK"
     assert net.sent_by("bob", "BYE")[0].time == pytest.approx(0.01 + 32.0, abs=0.05)
 
@@ -134,7 +134,7 @@ def test_no_ack_ends_the_call_with_bye_after_64_t1():
 def test_reinvite_to_t38_from_the_callee():
     net, a, b, call = setup_call()
     a.on_event = answer_with(AUDIO)
-    b_call = events_of(b, IncomingCall)[0].call
+    b_call = events_of(b, InviteReceived)[0].call
     b.ua.reinvite(b_call, T38_B, net.now)
     net.run(net.now + 5)
     (offered,) = [e for e in events_of(a, MediaChanged)]
@@ -166,7 +166,7 @@ def test_session_unchanged_rules():
 def test_glare_both_get_491_and_the_first_retry_wins():
     net, a, b, call = setup_call()
     a.on_event = answer_with(AUDIO)
-    b_call = events_of(b, IncomingCall)[0].call
+    b_call = events_of(b, InviteReceived)[0].call
     a.ua.reinvite(call, T38_A, net.now)
     b.ua.reinvite(b_call, T38_B, net.now)
     start = net.now
@@ -188,7 +188,7 @@ def test_glare_both_get_491_and_the_first_retry_wins():
 @pytest.mark.parametrize("caller_retries", [True, False])
 def test_491_retry_delay_depends_on_call_id_ownership(caller_retries):
     net, a, b, call = setup_call()
-    b_call = events_of(b, IncomingCall)[0].call
+    b_call = events_of(b, InviteReceived)[0].call
     node, handle = (a, call) if caller_retries else (b, b_call)
     peer_address = ("127.0.0.2", 5060) if caller_retries else ("127.0.0.1", 5060)
     net.drop = lambda sent: sent.src == node.name and sent.first_line.startswith("INVITE")
@@ -223,8 +223,8 @@ def test_cancel_before_answer():
     cancel = net.sent_by("alice", "CANCEL")[0].message
     invite = net.sent_by("alice", "INVITE")[0].message
     assert cancel.vias[0].branch == invite.vias[0].branch and cancel.cseq == (invite.cseq[0], "CANCEL")
-    assert [e.reason for e in events_of(b, CallEnded)] == ["cancelled"]
-    assert [(e.reason, e.status) for e in events_of(a, CallEnded)] == [("cancelled", 487)]
+    assert [e.reason for e in events_of(b, CallTerminated)] == ["cancelled"]
+    assert [(e.reason, e.status) for e in events_of(a, CallTerminated)] == [("cancelled", 487)]
     assert net.sent_by("alice", "ACK")  # the 487 is ACKed by the client transaction
     ok_cancel = [s.message for s in net.sent_by("bob", "SIP/2.0 200")]
     assert [m.cseq[1] for m in ok_cancel] == ["CANCEL"]
@@ -237,7 +237,7 @@ def test_cancel_crossing_the_200_ends_with_bye():
     b_calls = []
 
     def tu(node, event, now):
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             node.ua.ring(event.call, now)
             b_calls.append(event.call)
 
@@ -251,8 +251,8 @@ def test_cancel_crossing_the_200_ends_with_bye():
     assert net.sent_by("bob", "SIP/2.0 200")[0].message.cseq[1] == "INVITE"
     assert [m.message.cseq[1] for m in net.sent_by("bob", "SIP/2.0 200")][1] == "CANCEL"
     assert net.sent_by("alice", "ACK") and net.sent_by("alice", "BYE")
-    assert [e.reason for e in events_of(b, CallEnded)] == ["remote hangup"]
-    assert [e.reason for e in events_of(a, CallEnded)] == ["cancelled"]
+    assert [e.reason for e in events_of(b, CallTerminated)] == ["remote hangup"]
+    assert [e.reason for e in events_of(a, CallTerminated)] == ["cancelled"]
 
 
 def test_t38_reinvite_rejected_with_488_keeps_the_call():
@@ -305,7 +305,7 @@ def test_invite_from_outside_allow_from_is_refused():
     net.inject(invite_bytes(sent_by="192.0.2.7", body=AUDIO), ("192.0.2.7", 5060), "bob")
     (reply,) = net.sent_by("bob")
     assert reply.first_line == "SIP/2.0 403 Forbidden"
-    assert not events_of(b, IncomingCall)
+    assert not events_of(b, InviteReceived)
 
 
 def test_hostile_input_400_or_drop_and_no_crash():
@@ -348,7 +348,7 @@ def test_in_dialog_errors_481_and_500():
     assert net.sent_by("bob")[-1].first_line.startswith("SIP/2.0 481")
     # An in-dialog request with a CSeq lower than the last one (RFC 3261 12.2.2).
     invite = net.sent_by("alice", "INVITE")[0].message
-    b_call = events_of(b, IncomingCall)[0].call
+    b_call = events_of(b, InviteReceived)[0].call
     raw = (
         f"BYE sip:bob@127.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKlow\r\n"
         f"Max-Forwards: 70\r\nFrom: {invite.headers.get('From')}\r\nTo: <sip:bob@127.0.0.2:5060>;tag={b_call.local_tag}\r\n"
@@ -372,7 +372,7 @@ def test_session_timer_refresh_by_update_and_bye_on_expiry():
     # Alice stops refreshing (her UPDATEs are lost): bob sends BYE at 120 - min(32, 40) after the last refresh.
     net.drop = lambda s: s.src == "alice" and s.first_line.startswith("UPDATE")
     net.run(net.now + 200)
-    (ended,) = events_of(b, CallEnded)
+    (ended,) = events_of(b, CallTerminated)
     assert ended.reason == "session expired"
     bye = net.sent_by("bob", "BYE")[0]
     assert bye.time == pytest.approx(updates[0].time + 0.01 + 120 - 32, abs=0.1)
@@ -468,7 +468,7 @@ def test_invite_from_outside_allow_from_is_challenged_and_verified():
     assert net.sent_by("bob", "SIP/2.0 401")
     invites = [s.message for s in net.sent_by("alice", "INVITE")]
     assert invites[0].headers.get("Authorization") is None and invites[1].headers.get("Authorization")
-    assert len(events_of(b, IncomingCall)) == 1 and events_of(a, CallAnswered)
+    assert len(events_of(b, InviteReceived)) == 1 and events_of(a, CallAnswered)
 
 
 def test_invite_with_wrong_password_gets_403_and_no_call():
@@ -478,8 +478,8 @@ def test_invite_with_wrong_password_gets_403_and_no_call():
     b.on_event = answer_with(AUDIO_B)
     a.ua.invite("sip:bob@127.0.0.2", AUDIO, 0.0, credentials=("alice", "wrong"))
     net.run(40.0)
-    assert not events_of(b, IncomingCall)
-    assert [(e.reason, e.status) for e in events_of(a, CallEnded)] == [("rejected 403", 403)]
+    assert not events_of(b, InviteReceived)
+    assert [(e.reason, e.status) for e in events_of(a, CallTerminated)] == [("rejected 403", 403)]
 
 
 def test_callee_hangup_before_ack_waits_for_the_ack():
@@ -488,7 +488,7 @@ def test_callee_hangup_before_ack_waits_for_the_ack():
     b = net.add("bob", "127.0.0.2")
 
     def answer_then_hang_up(node, event, now):
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             node.ua.answer(event.call, AUDIO_B, now)
             node.ua.hangup(event.call, now)  # RFC 3261 15: no BYE before the ACK
 
@@ -498,7 +498,7 @@ def test_callee_hangup_before_ack_waits_for_the_ack():
     ack_arrival = net.sent_by("alice", "ACK")[0].time + 0.05
     (bye,) = net.sent_by("bob", "BYE")
     assert bye.time == pytest.approx(ack_arrival)
-    assert [e.reason for e in events_of(a, CallEnded)] == ["remote hangup"]
+    assert [e.reason for e in events_of(a, CallTerminated)] == ["remote hangup"]
     assert b.ua.calls == {}
 
 
@@ -508,7 +508,7 @@ def test_callee_hangup_without_any_ack_sends_bye_at_64_t1():
     b = net.add("bob", "127.0.0.2")
 
     def answer_then_hang_up(node, event, now):
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             node.ua.answer(event.call, AUDIO_B, now)
             node.ua.hangup(event.call, now)
 
@@ -517,7 +517,7 @@ def test_callee_hangup_without_any_ack_sends_bye_at_64_t1():
     net.run(60.0)
     (bye,) = net.sent_by("bob", "BYE")
     assert bye.time == pytest.approx(0.01 + 32.0, abs=0.02)
-    assert [e.reason for e in events_of(b, CallEnded)] == ["local hangup"]
+    assert [e.reason for e in events_of(b, CallTerminated)] == ["local hangup"]
     assert b.ua.calls == {}
 
 
@@ -554,10 +554,10 @@ def test_any_loss_pattern_leaves_both_sides_consistent_and_clean(lost, latency):
     # And the two sides agree: a call bob saw established also ended for him, and
     # alice only heard "answered" for a call bob really took.
     if events_of(b, CallEstablished):
-        assert events_of(b, CallEnded)
+        assert events_of(b, CallTerminated)
     if events_of(a, CallAnswered):
-        assert events_of(b, IncomingCall)
-    assert len(events_of(a, CallEnded)) == 1
+        assert events_of(b, InviteReceived)
+    assert len(events_of(a, CallTerminated)) == 1
 
 
 def test_refresh_by_reinvite_when_the_peer_lacks_update():
@@ -580,7 +580,7 @@ def test_unanswered_offer_gets_480_after_invite_expires():
     net.run(21.0)
     assert net.sent_by("bob")[1].first_line == "SIP/2.0 480 Temporarily Unavailable"
     assert net.sent_by("bob")[1].time == pytest.approx(20.0)
-    assert [(e.reason, e.status) for e in events_of(b, CallEnded)] == [("not answered", 480)]
+    assert [(e.reason, e.status) for e in events_of(b, CallTerminated)] == [("not answered", 480)]
 
 
 def test_tcp_responses_use_the_connection_and_fall_back_to_the_via_port():
@@ -602,7 +602,7 @@ def test_delayed_offer_invite_gets_its_answer_from_the_ack():
     b = net.add("bob", "127.0.0.2")
 
     def offer_in_200(node, event, now):
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             assert event.offer == b""
             node.ua.answer(event.call, T38_B, now)  # our offer, in the 2xx
 
@@ -632,7 +632,7 @@ def test_concurrent_reinvites_always_converge(t_alice, t_bob, latency, lost):
     """Whatever the timing (glare or not) and a few losses, both re-INVITEs end up done and
     each side's idea of the other's SDP matches what the other last sent."""
     net, a, b, call = setup_call(SimNet(latency=latency))
-    b_call = events_of(b, IncomingCall)[0].call
+    b_call = events_of(b, InviteReceived)[0].call
     a.on_event = answer_with(AUDIO)
     b.on_event = answer_with(AUDIO_B)
     counter = {"n": 0}
@@ -668,7 +668,7 @@ def test_session_timers_keep_a_long_call_up_through_losses(lost, latency, update
     (RFC 4028 10) -- so losing the refresh 5 times in a row rightly ends the call
     (test_refresh_lost_five_times_ends_the_call_at_the_rfc_4028_moment pins that)."""
     net, a, b, call = setup_call(SimNet(latency=latency), session_expires=90, min_se=90)
-    b_call = events_of(b, IncomingCall)[0].call
+    b_call = events_of(b, InviteReceived)[0].call
     call.peer_allows_update = update
     b.on_event = None
     counter = {"n": 0}
@@ -680,7 +680,7 @@ def test_session_timers_keep_a_long_call_up_through_losses(lost, latency, update
     net.drop = drop
     net.run(net.now + 1200.0)
     assert call.state is CallState.CONFIRMED and b_call.state is CallState.CONFIRMED
-    assert not events_of(a, CallEnded) and not events_of(b, CallEnded)
+    assert not events_of(a, CallTerminated) and not events_of(b, CallTerminated)
     assert not events_of(a, MediaChanged) and not events_of(b, MediaChanged)
     refreshes = net.sent_by("alice", "UPDATE" if update else "INVITE")
     assert len({s.message.cseq[0] for s in refreshes}) >= 1200 // 45 - 1
@@ -691,7 +691,7 @@ def test_refresh_lost_five_times_ends_the_call_at_the_rfc_4028_moment():
     non-refresher must send BYE at 90 - min(32, 90/3) = 60 s (RFC 4028 10), before the 6th
     retransmission (60.5 s) could arrive; the late refresh then gets 481."""
     net, a, b, call = setup_call(SimNet(latency=0.001), session_expires=90, min_se=90)
-    b_call = events_of(b, IncomingCall)[0].call
+    b_call = events_of(b, InviteReceived)[0].call
     call.peer_allows_update = False
     b.on_event = None
     start = net.now
@@ -718,7 +718,7 @@ def test_refresh_lost_five_times_ends_the_call_at_the_rfc_4028_moment():
 )
 def test_hangup_at_any_moment_ends_both_sides_cleanly(who, hang_at, ring_for, latency, lost):
     """Hang up (CANCEL, 480, BYE, deferred BYE - whatever the state needs) at any moment of
-    call set-up, with losses: both sides end up with exactly one CallEnded, no call,
+    call set-up, with losses: both sides end up with exactly one CallTerminated, no call,
     transaction or timer left."""
     counter = {"n": 0}
 
@@ -761,8 +761,8 @@ def test_hangup_at_any_moment_ends_both_sides_cleanly(who, hang_at, ring_for, la
         assert node.ua.calls == {} and node.ua._by_dialog == {}, node.name
         assert len(node.ua.transactions) == 0, node.name
         assert node.ua.next_deadline() is None, node.name
-    assert len(events_of(a, CallEnded)) == 1
-    assert len(events_of(b, CallEnded)) == len(events_of(b, IncomingCall))
+    assert len(events_of(a, CallTerminated)) == 1
+    assert len(events_of(b, CallTerminated)) == len(events_of(b, InviteReceived))
 
 
 def test_forked_second_2xx_is_acked_and_hung_up():
@@ -778,7 +778,7 @@ def test_forked_second_2xx_is_acked_and_hung_up():
     byes = [s for s in net.sent_by("alice", "BYE") if s.message.to.tag == "forkedtag"]
     assert len(acks) == 1 and len(byes) == 1 and byes[0].dst == ("127.0.0.3", 5060)
     assert call.dialog.remote_tag != "forkedtag" and call.state is CallState.CONFIRMED
-    assert not events_of(a, CallEnded)
+    assert not events_of(a, CallTerminated)
 
 
 def test_register_423_raises_expires_and_unregister_sends_expires_0():

@@ -8,7 +8,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sip.ua import IncomingCall
+from sip.ua import InviteReceived
 from tests.sip_ua.simnet import SimNet
 from tests.sip_ua.test_ua import AUDIO, AUDIO_B
 from tests.sip_ua.wire import invite_bytes, request_bytes, response_bytes
@@ -57,7 +57,7 @@ def test_mutated_messages_never_raise_and_leave_nothing_behind(messages):
     bob = net.add("bob", "127.0.0.2")
 
     def tu(node, event, now):
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             node.ua.answer(event.call, AUDIO_B, now)
 
     bob.on_event = tu
@@ -75,9 +75,9 @@ def test_bare_cr_inside_call_id_is_refused_not_copied():
     # broke the BYE the UA built from it.
     net = SimNet()
     bob = net.add("bob", "127.0.0.2")
-    bob.on_event = lambda node, event, now: isinstance(event, IncomingCall) and node.ua.answer(event.call, AUDIO_B, now)
+    bob.on_event = lambda node, event, now: isinstance(event, InviteReceived) and node.ua.answer(event.call, AUDIO_B, now)
     data = SEEDS[0].replace(b"Call-ID: a84b", b"Call-ID: a\r4b")
     net.inject(data, ("127.0.0.9", 5090), "bob")
     net.run(100.0)
-    assert not [e for _, e in bob.events if isinstance(e, IncomingCall)]
+    assert not [e for _, e in bob.events if isinstance(e, InviteReceived)]
     assert bob.ua.stats["parse_errors"] == 1 and bob.ua.calls == {}

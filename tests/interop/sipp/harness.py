@@ -1,4 +1,4 @@
-"""Run one SIPp scenario from ``sipp-scenarios/`` against our test UA (``python -m sip.testua``)
+"""Run one SIPp scenario from ``sipp-scenarios/`` against our test UA (``tools/testua.py``)
 on 127.0.0.1, every wait bounded.  Used by the tests and runnable by hand:
 
     .venv/bin/python -m tests.interop.sipp.harness t38_first_invite
@@ -117,7 +117,7 @@ def _start_ua(args: list[str], workdir: Path, transport: str = "udp") -> tuple[s
     out = open(workdir / "ua.out", "w")
     err = open(workdir / "ua.err", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sip.testua", "--listen", f"{transport}:127.0.0.1:0", "--max-time", "40", *args],
+        [sys.executable, str(REPO / "tools" / "testua.py"), "--listen", f"{transport}:127.0.0.1:0", "--max-time", "40", *args],
         stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
     )
     deadline = time.monotonic() + 15

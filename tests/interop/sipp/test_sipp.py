@@ -40,8 +40,8 @@ def test_digest_caller_outside_allow_from_is_challenged_then_answered(results):
     refused = r.events("RequestRefused")
     assert [(e["reason"], e["status"], e["method"], e["source"]) for e in refused] == [
         ("auth_required", 401, "INVITE", "127.0.0.2")], r.describe()
-    assert _one(r, "IncomingCall")["source"] == "127.0.0.2", r.describe()
-    assert _one(r, "CallEnded")["reason"] == "remote hangup", r.describe()
+    assert _one(r, "InviteReceived")["source"] == "127.0.0.2", r.describe()
+    assert _one(r, "CallTerminated")["reason"] == "remote hangup", r.describe()
     assert _one(r, "Stats")["auth_challenges"] == 1, r.describe()
 
 
@@ -50,7 +50,7 @@ def test_digest_caller_with_a_wrong_password_gets_403_and_no_call(results):
     assert "403 Forbidden" in r.errors_log, r.describe()
     refused = r.events("RequestRefused")
     assert [(e["reason"], e["status"]) for e in refused] == [("auth_required", 401), ("auth_failed", 403)], r.describe()
-    assert not r.events("IncomingCall"), r.describe()
+    assert not r.events("InviteReceived"), r.describe()
 
 
 def _one(result: Result, name: str) -> dict:
@@ -62,14 +62,14 @@ def _one(result: Result, name: str) -> dict:
 @pytest.mark.parametrize("name", ["t38_first_invite", "t38_first_invite_tcp"])
 def test_t38_first_invite_ends_by_peer_bye(results, name):
     r = results[name]
-    assert _one(r, "CallEnded")["reason"] == "remote hangup", r.describe()
+    assert _one(r, "CallTerminated")["reason"] == "remote hangup", r.describe()
     assert not r.events("MediaChanged")
 
 
 @pytest.mark.parametrize("name", ["bye_mid_call", "bye_mid_call_tcp"])
 def test_bye_mid_call_is_ours(results, name):
     r = results[name]
-    assert _one(r, "CallEnded")["reason"] == "local hangup", r.describe()
+    assert _one(r, "CallTerminated")["reason"] == "local hangup", r.describe()
 
 
 def test_our_reinvite_switched_to_t38(results):
@@ -94,7 +94,7 @@ def test_glare_was_seen_and_retried(results):
 
 def test_cancel_ends_the_call(results):
     r = results["cancel_before_answer"]
-    assert _one(r, "CallEnded")["reason"] == "cancelled", r.describe()
+    assert _one(r, "CallTerminated")["reason"] == "cancelled", r.describe()
     assert not r.events("CallEstablished")
 
 
@@ -102,7 +102,7 @@ def test_session_refresh_does_not_disturb_t38(results):
     r = results["session_refresh_t38"]
     assert len(r.events("SessionRefreshed")) == 2, r.describe()
     assert not r.events("MediaChanged"), r.describe()
-    assert _one(r, "CallEnded")["reason"] == "remote hangup"
+    assert _one(r, "CallTerminated")["reason"] == "remote hangup"
 
 
 def test_registration_succeeded(results):
@@ -114,11 +114,11 @@ def test_registration_succeeded(results):
 def test_t38_reinvite_rejected_with_488(results):
     r = results["t38_reinvite_488_uas"]
     assert _one(r, "ReinviteFailed")["status"] == 488, r.describe()
-    assert _one(r, "CallEnded")["reason"] == "local hangup", r.describe()
+    assert _one(r, "CallTerminated")["reason"] == "local hangup", r.describe()
 
 
 def test_delayed_offer_answer_taken_from_the_ack(results):
     r = results["delayed_offer_t38"]
     change = _one(r, "MediaChanged")
     assert change["t38"] and not change["needs_answer"], r.describe()
-    assert _one(r, "CallEnded")["reason"] == "remote hangup"
+    assert _one(r, "CallTerminated")["reason"] == "remote hangup"

@@ -264,7 +264,7 @@ def _call_from_outside(gateway: GatewayProcess, credentials: tuple[str, str]) ->
     import trio
 
     from sip.transport import SipEndpoint
-    from sip.ua import CallAnswered, CallEnded, UAConfig, UserAgent
+    from sip.ua import CallAnswered, CallTerminated, UAConfig, UserAgent
     from tests.sip_ua.test_ua import T38_A
 
     events: list = []
@@ -284,7 +284,7 @@ def _call_from_outside(gateway: GatewayProcess, credentials: tuple[str, str]) ->
                     if isinstance(event, CallAnswered):
                         await trio.sleep(1.0)
                         caller.command(ua.hangup, event.call)
-                    elif isinstance(event, CallEnded):
+                    elif isinstance(event, CallTerminated):
                         await trio.sleep(0.5)  # let the BYE's 200 / the ACK go out
                         break
                 nursery.cancel_scope.cancel()
@@ -297,7 +297,7 @@ def test_caller_outside_allow_from_is_challenged_and_answered_with_the_right_pas
     """``[[sip.users]]`` with ``allow_from = ["127.0.0.1/32"]``: a caller on 127.0.0.2 gets a 401,
     answers it with the configured credentials and its call is answered with T.38 (SIPp cannot
     play this caller against serve's defaults: README, "Against `t38gw serve`")."""
-    from sip.ua import CallAnswered, CallEnded
+    from sip.ua import CallAnswered, CallTerminated
 
     (tmp_path / "gw").mkdir()
     gateway = GatewayProcess(tmp_path / "gw", sip_extra=_USERS).start()
@@ -308,7 +308,7 @@ def test_caller_outside_allow_from_is_challenged_and_answered_with_the_right_pas
         assert call.auth_tries == 1 and "algorithm=SHA-256" in call.invite.headers.get("Authorization")
         answered = [e for e in events if isinstance(e, CallAnswered)]
         assert len(answered) == 1 and b"m=image" in answered[0].answer, (events, gateway.log_text()[-3000:])
-        assert [e.reason for e in events if isinstance(e, CallEnded)] == ["local hangup"], events
+        assert [e.reason for e in events if isinstance(e, CallTerminated)] == ["local hangup"], events
         assert _events(gateway, "call_incoming", call_id), gateway.log_text()[-3000:]
         [meta] = gateway.wait_for_faxes(1, FAX_WAIT)
         assert meta["sip"]["call_id"] == call_id and meta["status"] == "failed"  # no fax was sent
@@ -317,7 +317,7 @@ def test_caller_outside_allow_from_is_challenged_and_answered_with_the_right_pas
 
 
 def test_caller_outside_allow_from_with_a_wrong_password_gets_403_and_leaves_nothing(tmp_path):
-    from sip.ua import CallAnswered, CallEnded
+    from sip.ua import CallAnswered, CallTerminated
 
     (tmp_path / "gw").mkdir()
     gateway = GatewayProcess(tmp_path / "gw", sip_extra=_USERS).start()
@@ -326,7 +326,7 @@ def test_caller_outside_allow_from_with_a_wrong_password_gets_403_and_leaves_not
         call_id = call.call_id
         assert call.auth_tries == 1  # challenged, answered, refused: no second try (RFC 3261 22.2)
         assert not [e for e in events if isinstance(e, CallAnswered)], events
-        assert [(e.reason, e.status) for e in events if isinstance(e, CallEnded)] == [("rejected 403", 403)], events
+        assert [(e.reason, e.status) for e in events if isinstance(e, CallTerminated)] == [("rejected 403", 403)], events
         time.sleep(0.5)
         assert not _events(gateway, "call_incoming", call_id), gateway.log_text()[-3000:]
         assert gateway.faxes() == []

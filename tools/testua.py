@@ -10,10 +10,10 @@ Every UA event is printed as one JSON line on stdout; the first line is
 
 Examples::
 
-    python -m sip.testua --listen udp:127.0.0.1:5070 --answer auto
-    python -m sip.testua --listen udp:127.0.0.1:0 --answer audio --reinvite-t38-after 1
-    python -m sip.testua --listen udp:127.0.0.1:0 --call sip:fax@127.0.0.1:5080 --exit-when-done
-    python -m sip.testua --listen udp:127.0.0.1:0 --register sip:127.0.0.1:5080 \\
+    .venv/bin/python tools/testua.py --listen udp:127.0.0.1:5070 --answer auto
+    .venv/bin/python tools/testua.py --listen udp:127.0.0.1:0 --answer audio --reinvite-t38-after 1
+    .venv/bin/python tools/testua.py --listen udp:127.0.0.1:0 --call sip:fax@127.0.0.1:5080 --exit-when-done
+    .venv/bin/python tools/testua.py --listen udp:127.0.0.1:0 --register sip:127.0.0.1:5080 \\
         --username fax --password secret --exit-when-done
 
 Exit status: 0 when ``--exit-when-done`` was satisfied (a call ended or a registration
@@ -27,19 +27,22 @@ import argparse
 import json
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import trio
 
-from sip import sdp as sdpmod
-from sip.errors import RemoteProtocolError, SipParseError
-from sip.registration import Trunk
-from sip.transport import SipEndpoint, server_ssl_context
-from sip.ua import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sip import sdp as sdpmod  # noqa: E402
+from sip.errors import RemoteProtocolError, SipParseError  # noqa: E402
+from sip.registration import Trunk  # noqa: E402
+from sip.transport import SipEndpoint, server_ssl_context  # noqa: E402
+from sip.ua import (  # noqa: E402
     CallAnswered,
-    CallEnded,
     CallEstablished,
-    IncomingCall,
+    CallTerminated,
+    InviteReceived,
     MediaChanged,
     RegistrationSucceeded,
     ReinviteFailed,
@@ -51,7 +54,7 @@ LOCAL_T38 = sdpmod.T38Params(version=0, max_bitrate=14400, max_datagram=400, max
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sip.testua", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="tools/testua.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", action="append", default=[], help="transport:host:port (repeatable); default udp:127.0.0.1:5060")
     p.add_argument("--answer", choices=["auto", "t38", "audio", "reject"], default="auto",
                    help="auto: T.38 if offered, else audio; reject: 488")
@@ -148,7 +151,7 @@ class TestTU:
         if isinstance(event, MediaChanged):
             record["t38"] = b"m=image" in event.remote_sdp
         emit(record)
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             self._incoming(event)
         elif isinstance(event, (CallEstablished, CallAnswered)):
             self._call_up(event.call)
@@ -161,7 +164,7 @@ class TestTU:
         elif isinstance(event, ReinviteFailed):
             if self.args.on_t38_rejected == "bye":
                 self.endpoint.command(self.ua.hangup, event.call)
-        elif isinstance(event, CallEnded):
+        elif isinstance(event, CallTerminated):
             if self.args.exit_when_done:
                 self.nursery.start_soon(self._finish)
         elif isinstance(event, RegistrationSucceeded):
@@ -172,7 +175,7 @@ class TestTU:
         await trio.sleep(1.0)  # let the last transaction (BYE/ACK/200) complete
         self.done.set()
 
-    def _incoming(self, event: IncomingCall) -> None:
+    def _incoming(self, event: InviteReceived) -> None:
         call = event.call
         if self.args.answer == "reject":
             self.endpoint.command(self.ua.reject, call, 488)
