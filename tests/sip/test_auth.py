@@ -3,6 +3,7 @@ a client/server exchange, stale nonces, replays and malformed input."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -210,7 +211,6 @@ def test_any_account_authenticates(username, password, algorithm, seed):
 
 def test_userhash():
     # RFC 7616 3.4.4: with userhash=true the username is H(username:realm).
-    import hashlib
 
     challenge = parse_challenge('Digest realm="r", nonce="n", qop="auth", algorithm=SHA-256, userhash=true')
     assert challenge.userhash

@@ -18,11 +18,12 @@ from sip.message import (
     make_response,
     parse_name_addr,
     parse_via,
+    quote_string,
 )
 from sip.parser import StreamParser, is_keepalive, parse_message
 from sip.sdp import parse_sdp
-from tests.support.pcap import sip_datagrams
 from tests.sip.strategies import name_addrs, requests, responses, vias
+from tests.support.pcap import sip_datagrams
 
 INVITE = (
     b"INVITE sip:+15550100@[2001:db8::10]:5060;transport=tcp SIP/2.0\r\n"
@@ -337,8 +338,6 @@ def test_stream_parser_any_chunking(messages, data):
 
 
 def test_local_misuse_raises_local_protocol_error():
-    from sip.message import quote_string
-
     with pytest.raises(LocalProtocolError):
         Request("BAD METHOD", "sip:a@b")
     with pytest.raises(LocalProtocolError):

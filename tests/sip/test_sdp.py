@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sip.errors import RemoteProtocolError, SipParseError
+from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from sip.message import Request, Response
 from sip.parser import parse_message
 from sip.sdp import (
@@ -30,6 +30,7 @@ from sip.sdp import (
     make_t38_answer,
     make_t38_offer,
     parse_sdp,
+    with_version,
 )
 from tests.support.pcap import sip_datagrams
 
@@ -343,9 +344,6 @@ def test_huge_numbers_are_parse_errors():
 
 
 def test_small_helpers():
-    from sip.errors import LocalProtocolError
-    from sip.sdp import with_version
-
     offer = make_audio_offer("192.0.2.1", 4000, session_id=1)
     assert with_version(offer, 9).origin.session_version == "9" and offer.origin.session_version == "0"
     assert find_audio_stream(offer).has_attribute("SENDRECV")

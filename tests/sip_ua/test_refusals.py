@@ -11,6 +11,7 @@ import pytest
 
 from sip.auth import DigestClient, challenge_in
 from sip.errors import LocalProtocolError
+from sip.parser import parse_message
 from sip.ratelimit import RateLimiter
 from sip.ua import REFUSAL_REASONS, Address, InviteReceived, RequestRefused, UAConfig, UserAgent
 from tests.sip_ua.simnet import SimNet
@@ -146,8 +147,6 @@ def test_rate_limited_datagrams_are_reported_with_their_method():
 
 
 def test_stream_messages_are_rate_limited_and_reported_too():
-    from sip.parser import parse_message
-
     ua = UserAgent(UAConfig(rate=1.0, burst=1.0), rng=random.Random(5))
     source = Address("tcp", "192.0.2.7", 40000, connection=1)
     ua.receive_message(parse_message(request_bytes("OPTIONS", branch="z9hG4bKa")), source, 0.0)

@@ -3,6 +3,7 @@ input that must not take the listener down.  Every wait is bounded by trio.fail_
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 import socket
@@ -12,16 +13,16 @@ import subprocess
 import pytest
 import trio
 
+import sip.transport
 from sip.parser import parse_message
-from sip.transport import SipEndpoint, server_ssl_context
-from sip.ua import CallAnswered, CallTerminated, CallEstablished, InviteReceived, UAConfig, UserAgent
+from sip.transport import SipEndpoint, primary_address, server_ssl_context
+from sip.ua import CallAnswered, CallEstablished, CallTerminated, InviteReceived, UAConfig, UserAgent
 from tests.sip_ua.test_ua import AUDIO, AUDIO_B
 from tests.sip_ua.wire import request_bytes
 
 
 def run_in_trio(fn):
     """Run an async test body under trio.run (no pytest plugin needed)."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -79,7 +80,7 @@ async def test_call_over_tcp_reuses_the_connection():
     assert bob.stats["stream_errors"] == 0 and alice.stats["connect_failures"] == 0
 
 
-def _self_signed(tmp_path):
+def self_signed(tmp_path):
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("openssl not found: it makes the TLS test certificate")
@@ -94,7 +95,7 @@ def _self_signed(tmp_path):
 
 @run_in_trio
 async def test_call_over_tls(tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     client_context = ssl.create_default_context(cafile=str(cert))
     incoming, answered, ended, _, _ = await call_and_hang_up(
         "tls", "", server_kw={"ssl_context": server_ssl_context(str(cert), str(key))},
@@ -153,8 +154,6 @@ async def test_tcp_garbage_closes_only_that_connection():
 
 
 def test_stream_sender_retires_when_idle_and_a_new_one_takes_over(monkeypatch):
-    import sip.transport
-
     monkeypatch.setattr(sip.transport, "STREAM_SENDER_IDLE", 0.2)
 
     @run_in_trio
@@ -202,8 +201,6 @@ async def test_call_over_udp_ipv6_loopback():
 
 @run_in_trio
 async def test_wildcard_listener_advertises_a_real_address():
-    from sip.transport import primary_address
-
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             endpoint = SipEndpoint(UserAgent(UAConfig(listen={"udp": ("0.0.0.0", 0)}), rng=random.Random(1)), ["udp:0.0.0.0:0"])
@@ -235,7 +232,7 @@ async def test_tcp_oversize_body_is_answered_413_then_closed():
 
 
 def test_tls_listener_survives_plaintext_and_aborted_handshakes(tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
 
     @run_in_trio
     async def body():

@@ -13,8 +13,9 @@ import trio
 
 from sip.parser import parse_message
 from sip.transport import SipEndpoint, server_ssl_context
-from sip.ua import RequestRefused, UAConfig, UserAgent
-from tests.sip_ua.test_transport import _self_signed, run_in_trio
+from sip.ua import CallEstablished, CallTerminated, InviteReceived, RequestRefused, UAConfig, UserAgent
+from tests.sip_ua.test_transport import self_signed, make_endpoint, next_event, run_in_trio
+from tests.sip_ua.test_ua import AUDIO, AUDIO_B
 from tests.sip_ua.wire import request_bytes
 
 
@@ -178,7 +179,7 @@ async def test_idle_connection_is_closed_and_keepalive_pings_are_answered():
 
 
 def test_tls_handshake_must_finish_in_time(tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
 
     @run_in_trio
     async def body():
@@ -233,10 +234,6 @@ def test_outbound_tls_connect_to_a_silent_peer_gives_up_after_the_handshake_time
 
 @run_in_trio
 async def test_a_connection_we_opened_outlives_the_inbound_idle_timeout():
-    from sip.ua import CallEstablished, InviteReceived
-    from tests.sip_ua.test_transport import make_endpoint, next_event
-    from tests.sip_ua.test_ua import AUDIO, AUDIO_B
-
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             bob = make_endpoint("bob", ["tcp:127.0.0.1:0"], 2)
@@ -288,10 +285,6 @@ async def test_a_message_trickled_after_the_first_must_still_complete_in_time():
 
 @run_in_trio
 async def test_an_idle_connection_carrying_a_call_stays_until_the_call_ends():
-    from sip.ua import CallTerminated, CallEstablished, InviteReceived
-    from tests.sip_ua.test_transport import make_endpoint, next_event
-    from tests.sip_ua.test_ua import AUDIO, AUDIO_B
-
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             bob = make_endpoint("bob", ["tcp:127.0.0.1:0"], 2, idle_timeout=0.3)

@@ -4,19 +4,30 @@ simulated network.  Assertions are on the datagrams that crossed it and on TU ev
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sip.auth import AuthOutcome, DigestServer
+from sip.message import make_response
+from sip.registration import Trunk
 from sip.ua import (
+    Address,
     CallAnswered,
-    CallTerminated,
     CallEstablished,
     CallProgressed,
     CallState,
+    CallTerminated,
     InviteReceived,
     MediaChanged,
+    RegistrationFailed,
+    RegistrationSucceeded,
     ReinviteFailed,
     SessionRefreshed,
+    UAConfig,
+    UserAgent,
     session_unchanged,
 )
 from tests.sip_ua.simnet import SimNet
@@ -195,7 +206,6 @@ def test_491_retry_delay_depends_on_call_id_ownership(caller_retries):
     node.ua.reinvite(handle, T38_A, net.now)
     net.flush()
     invite = net.sent_by(node.name, "INVITE")[-1].message
-    from sip.message import make_response
 
     start = net.now
     net.inject(make_response(invite, 491, to_tag=invite.to.tag).to_bytes(), peer_address, node.name)
@@ -404,8 +414,6 @@ def test_deadlines_are_monotonic_outputs_only():
 
 
 def _scripted_reply(request, status, extra=()):
-    from sip.message import make_response
-
     response = make_response(request, status, to_tag="reg1")
     for name, value in extra:
         response.headers.add(name, value)
@@ -413,12 +421,6 @@ def _scripted_reply(request, status, extra=()):
 
 
 def test_register_with_digest_refresh_and_stale_nonce():
-    import random
-
-    from sip.auth import AuthOutcome, DigestServer
-    from sip.registration import Trunk
-    from sip.ua import RegistrationFailed, RegistrationSucceeded
-
     net = SimNet()
     a = net.add("alice", "127.0.0.1")
     registrar = DigestServer("example.net", {"fax": "s3cret"}, rng=random.Random(7), algorithms=("MD5",))
@@ -523,8 +525,6 @@ def test_callee_hangup_without_any_ack_sends_bye_at_64_t1():
 
 # ----------------------------------------------------------------- loss, as a property
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(deadline=None, max_examples=60)
@@ -584,10 +584,6 @@ def test_unanswered_offer_gets_480_after_invite_expires():
 
 
 def test_tcp_responses_use_the_connection_and_fall_back_to_the_via_port():
-    import random
-
-    from sip.ua import Address, UAConfig, UserAgent
-
     ua = UserAgent(UAConfig(listen={"tcp": ("127.0.0.2", 5060)}), rng=random.Random(3))
     data = request_bytes("OPTIONS", sent_by="10.0.0.1:5070").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
     ua.receive(data, Address("tcp", "127.0.0.9", 40001, connection=7), 0.0)
@@ -768,7 +764,6 @@ def test_hangup_at_any_moment_ends_both_sides_cleanly(who, hang_at, ring_for, la
 def test_forked_second_2xx_is_acked_and_hung_up():
     net, a, b, call = setup_call()
     invite = net.sent_by("alice", "INVITE")[0].message
-    from sip.message import make_response
 
     # A second UAS behind a forking proxy answers the same INVITE with another To tag.
     forked = make_response(invite, 200, to_tag="forkedtag")
@@ -782,9 +777,6 @@ def test_forked_second_2xx_is_acked_and_hung_up():
 
 
 def test_register_423_raises_expires_and_unregister_sends_expires_0():
-    from sip.registration import Trunk
-    from sip.ua import RegistrationSucceeded
-
     net = SimNet()
     a = net.add("alice", "127.0.0.1")
     registrar = ("127.0.0.50", 5060)

@@ -103,7 +103,7 @@ def free_udp_port() -> int:
 
 
 
-def _port_taken(port: int) -> bool:
+def port_taken(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -133,7 +133,7 @@ def _start_ua(args: list[str], workdir: Path, transport: str = "udp") -> tuple[s
     raise RuntimeError(f"test UA did not start: {(workdir / 'ua.err').read_text()[-2000:]}")
 
 
-def _sipp_cmd(case: Case, port: int, target: str | None) -> list[str]:
+def sipp_cmd(case: Case, port: int, target: str | None) -> list[str]:
     cmd = [
         sipp_binary(), "-sf", str(SCENARIOS / f"{case.scenario}.xml"), "-m", "1", "-l", "1",
         "-i", case.sipp_host, "-p", str(port), "-t", "t1" if case.transport == "tcp" else "u1",
@@ -155,13 +155,13 @@ def run_case(case: Case) -> Result:
         extra = ["--exit-when-done"] if case.exit_when_done else []
         if case.role == "uac":
             ua, ua_port = _start_ua([*case.ua_args, *extra], workdir, case.transport)
-            sipp = subprocess.Popen(_sipp_cmd(case, sipp_port, f"127.0.0.1:{ua_port}"), cwd=workdir,
+            sipp = subprocess.Popen(sipp_cmd(case, sipp_port, f"127.0.0.1:{ua_port}"), cwd=workdir,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         else:
-            sipp = subprocess.Popen(_sipp_cmd(case, sipp_port, None), cwd=workdir,
+            sipp = subprocess.Popen(sipp_cmd(case, sipp_port, None), cwd=workdir,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             deadline = time.monotonic() + 10
-            while not _port_taken(sipp_port) and time.monotonic() < deadline and sipp.poll() is None:
+            while not port_taken(sipp_port) and time.monotonic() < deadline and sipp.poll() is None:
                 time.sleep(0.05)
             action = ["--register", f"sip:127.0.0.1:{sipp_port}"] if "register" in case.scenario else ["--call", f"sip:fax@127.0.0.1:{sipp_port}"]
             ua, _ = _start_ua([*case.ua_args, *action, *extra], workdir)

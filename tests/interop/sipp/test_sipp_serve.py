@@ -11,6 +11,7 @@ sipp-scenarios/README.md, section "Against `t38gw serve`".
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import subprocess
 import time
@@ -18,10 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
 
+from sip.transport import SipEndpoint
+from sip.ua import CallAnswered, CallTerminated, UAConfig, UserAgent
 from tests.e2e.support import GatewayProcess
-from tests.interop.sipp.harness import SCENARIOS, Case, _port_taken, _sipp_cmd, free_udp_port
+from tests.interop.sipp.harness import SCENARIOS, Case, port_taken, sipp_cmd, free_udp_port
+from tests.sip_ua.test_ua import T38_A
 
 SIPP_WAIT = 45.0  # SIPp's own -timeout is 30 s; this only catches a hung SIPp
 FAX_WAIT = 20.0
@@ -65,7 +71,7 @@ def _sipp(scenario: str, role: str, workdir: Path, target: str | None) -> tuple[
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_udp_port()
     call_id_prefix = f"sipp-{scenario}-"
-    cmd = [*_sipp_cmd(Case(scenario, role), port, None), "-cid_str", call_id_prefix + "%u-%p@%s"]
+    cmd = [*sipp_cmd(Case(scenario, role), port, None), "-cid_str", call_id_prefix + "%u-%p@%s"]
     if target:
         cmd.append(target)
     sipp = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -219,7 +225,7 @@ def test_trunk_registers_with_digest(tmp_path):
     gateway = None
     try:
         deadline = time.monotonic() + 10
-        while not _port_taken(port) and time.monotonic() < deadline and sipp.poll() is None:
+        while not port_taken(port) and time.monotonic() < deadline and sipp.poll() is None:
             time.sleep(0.05)
         trunk = f"""
 [[sip.trunks]]
@@ -259,13 +265,8 @@ def _call_from_outside(gateway: GatewayProcess, credentials: tuple[str, str]) ->
     """Our own UA (sip.ua on sip.transport, SHA-256 digest) calls ``gateway`` from 127.0.0.2,
     outside its allow_from, offering T.38; it hangs up 1 s after an answer.  Returns the
     caller's events and its Call (``call.invite``: the last INVITE it sent)."""
-    import random
 
-    import trio
 
-    from sip.transport import SipEndpoint
-    from sip.ua import CallAnswered, CallTerminated, UAConfig, UserAgent
-    from tests.sip_ua.test_ua import T38_A
 
     events: list = []
     calls: list = []
@@ -297,7 +298,6 @@ def test_caller_outside_allow_from_is_challenged_and_answered_with_the_right_pas
     """``[[sip.users]]`` with ``allow_from = ["127.0.0.1/32"]``: a caller on 127.0.0.2 gets a 401,
     answers it with the configured credentials and its call is answered with T.38 (SIPp cannot
     play this caller against serve's defaults: README, "Against `t38gw serve`")."""
-    from sip.ua import CallAnswered, CallTerminated
 
     (tmp_path / "gw").mkdir()
     gateway = GatewayProcess(tmp_path / "gw", sip_extra=_USERS).start()
@@ -317,8 +317,6 @@ def test_caller_outside_allow_from_is_challenged_and_answered_with_the_right_pas
 
 
 def test_caller_outside_allow_from_with_a_wrong_password_gets_403_and_leaves_nothing(tmp_path):
-    from sip.ua import CallAnswered, CallTerminated
-
     (tmp_path / "gw").mkdir()
     gateway = GatewayProcess(tmp_path / "gw", sip_extra=_USERS).start()
     try:
@@ -334,7 +332,6 @@ def test_caller_outside_allow_from_with_a_wrong_password_gets_403_and_leaves_not
         refused = _events(gateway, "sip_request_refused")
         assert {e["reason"] for e in refused} >= {"auth_required", "auth_failed"}, refused
         assert all(e["source"] == "127.0.0.2" for e in refused)
-        import httpx
 
         metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
         assert 't38gw_sip_refused_total{reason="auth_failed"} 1.0' in metrics, metrics
@@ -353,7 +350,7 @@ def test_sipp_outside_allow_from_authenticates_with_md5_against_serve(tmp_path):
         case = Case("invite_digest_uac", "uac", sipp_host="127.0.0.2", sipp_args=("-auth_uri", "service@{target}"))
         where = tmp_path / "sipp"
         where.mkdir()
-        cmd = [*_sipp_cmd(case, free_udp_port(), target),
+        cmd = [*sipp_cmd(case, free_udp_port(), target),
                "-cid_str", "sipp-digest-%u-%p@%s"]
         sipp = subprocess.Popen(cmd, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
