@@ -22,6 +22,13 @@ class CallState(enum.Enum):
     ENDED = "ended"
 
 
+class Direction(enum.StrEnum):
+    """Who sent the dialog-creating INVITE (a ``str``: compares equal to its value)."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
 class Role(enum.Enum):
     """What a transaction the UA started or answered is for (the UA's owner table)."""
 
@@ -59,7 +66,7 @@ class Call:
     """
 
     id: str
-    direction: str  # "inbound" | "outbound"
+    direction: Direction
     state: CallState
     call_id: str
     invite: Request

@@ -85,7 +85,7 @@ from typing import cast
 
 from sip.address import Address, Outgoing
 from sip.auth import AuthOutcome, DigestServer
-from sip.call import Call, CallState, Role, TimerKey, UATimer
+from sip.call import Call, CallState, Direction, Role, TimerKey, UATimer
 from sip.config import UAConfig
 from sip.dialog import Dialog, contact_uri
 from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
@@ -145,6 +145,7 @@ __all__ = [
     "Address",
     "Call",
     "CallState",
+    "Direction",
     "Outgoing",
     # events
     "CallAnswered",
@@ -465,7 +466,7 @@ class UserAgent:
         local_tag = self.requests.new_tag()
         call = Call(
             id=f"{request.call_id}/{local_tag}",
-            direction="inbound",
+            direction=Direction.INBOUND,
             state=CallState.OFFERED,
             call_id=request.call_id,
             invite=request,
@@ -1066,7 +1067,7 @@ class UserAgent:
         call_id = request.call_id
         call = Call(
             id=f"{call_id}/{local_tag}",
-            direction="outbound",
+            direction=Direction.OUTBOUND,
             state=CallState.CALLING,
             call_id=call_id,
             invite=request,
@@ -1272,6 +1273,6 @@ class UserAgent:
         target = parse_name_addr(routes[0]).uri if routes else parse_uri(uri)
         transport = (target.transport if isinstance(target, SipUri) else None) or call.peer.transport
         destination = uri_destination(target, transport)
-        if call.peer.reliable and call.direction == "inbound" and transport == call.peer.transport:
+        if call.peer.reliable and call.direction is Direction.INBOUND and transport == call.peer.transport:
             destination = Address(destination.transport, destination.host, destination.port, call.peer.connection)
         return destination

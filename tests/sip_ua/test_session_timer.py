@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sip.address import Address
-from sip.call import Call, CallState, UATimer
+from sip.call import Call, CallState, Direction, UATimer
 from sip.errors import SipParseError
 from sip.message import Request
 from sip.parser import parse_message
@@ -30,7 +30,7 @@ def invite(extra: str = "") -> Request:
 
 def call(interval: int | None, we_refresh: bool) -> Call:
     request = invite()
-    return Call(id="c", direction="inbound", state=CallState.CONFIRMED, call_id=request.call_id, invite=request,
+    return Call(id="c", direction=Direction.INBOUND, state=CallState.CONFIRMED, call_id=request.call_id, invite=request,
                 invite_tx=None, peer=Address("udp", "192.0.2.1", 5060), local_tag="t",
                 session_interval=interval, we_refresh=we_refresh)
 
