@@ -4,12 +4,14 @@
 reports itself started; a bind failure raises before any call is accepted, so a bad
 address never leaves a half-working gateway.  Then it runs, all in one nursery:
 
-* the SIP endpoint (``sip.transport``) and a pump that turns UA events into call
-  decisions (``_on_sip_event``): allow-list/auth is the UA's; routing, reject (603),
-  shutting down (503), answering T.38 directly or audio first, our re-INVITE after
-  ``t38_reinvite_after``, the peer's re-INVITE, hang-ups;
-* one task per call: the ``FaxSession`` (UDPTL endpoint <-> T.30 <-> archive) plus a
-  watcher that sends BYE when the fax is over;
+* the SIP endpoint (``sip.transport``) and a pump that hands each call's UA events to
+  its call core (``t38gw.call.CallControl``: every decision - admission, routing at
+  the INVITE and after phase B, answering T.38 or audio, re-INVITEs, glare, the T.38
+  wait, hang-up - is made there, sans-IO) and carries out the commands it returns
+  (``_run_command``: the UA, the UDPTL port pool, the ``FaxSession``); one task wakes
+  the cores at their deadlines (``_drive_call_timers``);
+* one task per answered call: the ``FaxSession`` (UDPTL endpoint <-> T.30 <-> archive)
+  plus a watcher that tells the core when the fax is over (it then hangs up);
 * the webhook delivery worker draining the durable spool;
 * the HTTP API (hypercorn, trio worker).
 
@@ -23,6 +25,7 @@ SQLite spool before anyone tries to send them (``t38gw.faxrecord``).
 from __future__ import annotations
 
 import ipaddress
+import math
 import random
 import signal
 import socket as _socket
@@ -38,19 +41,14 @@ from sip import sdp as sdpmod
 from sip.errors import LocalProtocolError as SipLocalProtocolError
 from sip.errors import RemoteProtocolError as SipRemoteProtocolError
 from sip.errors import SipParseError
-from sip.message import parse_name_addr
 from sip.registration import Trunk as SipTrunk
+from sip.timers import TimerTable
 from sip.transport import ListenSpec, SipEndpoint, server_ssl_context
 from sip.ua import (
-    CallEnded,
-    CallEstablished,
     IncomingCall,
-    MediaChanged,
     RegistrationFailed,
     RegistrationSucceeded,
-    ReinviteFailed,
     RequestRefused,
-    SessionRefreshed,
     UAConfig,
     UserAgent,
 )
@@ -58,15 +56,37 @@ from sip.uri import parse_uri
 from udptl.endpoint import PortPool, PortsExhausted
 
 from t38gw.api import AuditLog, FaxIndex, create_app, hypercorn_tls
+from t38gw.call import (
+    Accept,
+    Answer,
+    CallControl,
+    CallFacts,
+    CallSettings,
+    CloseMedia,
+    Command,
+    Hangup,
+    Load,
+    Note,
+    Refuse,
+    Reinvite,
+    RejectOffer,
+    Reroute,
+    Ring,
+    RouteChoice,
+    StartMedia,
+    State,
+    StopMedia,
+)
 from t38gw.archive import iter_faxes, read_meta
 from t38gw.config import Config
 from t38gw.delivery import DeliveryWorker
 from t38gw.faxrecord import InboundFax, enqueue_planned, plan_deliveries, record_outcome, recover_archive, webhooks_for
 from t38gw.ids import new_fax_id
 from t38gw.metrics import GatewayMetrics
-from t38gw.routing import CallFacts, facts_of_call, route_after_phase_b, route_at_invite
+from t38gw.negotiation import local_t38_params
+from t38gw.routing import route_after_phase_b, route_at_invite
 from t38gw.sanitize import call_identity
-from t38gw.session import FaxSession, T38Session
+from t38gw.session import FaxSession
 from t38gw.spool import DeliveryState, Spool, SpoolError
 from t38gw.t30 import Compression, ReceiveCapabilities, ReceiverConfig
 
@@ -74,8 +94,6 @@ log = structlog.get_logger("t38gw.gateway")
 
 SHUTDOWN_GRACE_SECONDS = 120.0
 FINAL_FLUSH_SECONDS = 10.0
-_EC_TO_SDP = {"redundancy": sdpmod.UDP_EC_REDUNDANCY, "fec": sdpmod.UDP_EC_FEC, "none": sdpmod.UDP_EC_NONE}
-_SDP_TO_EC = {v: k for k, v in _EC_TO_SDP.items()}
 _WILDCARD = ("0.0.0.0", "::", "")
 
 
@@ -85,17 +103,15 @@ class StartupError(Exception):
 
 @dataclass
 class _Call:
-    sip_call: Any
-    session: FaxSession
-    local_host: str
-    sdp_session_id: int
-    sdp_version: int = 0
-    t38: bool = False
-    reinvite_sent: bool = False
+    """A call as the runtime edge holds it: the UA's handle, its control core, and (once
+    the core accepted it) its fax session."""
 
-    def next_sdp_version(self) -> int:
-        self.sdp_version += 1
-        return self.sdp_version
+    sip_call: Any
+    control: CallControl
+    incoming: IncomingCall
+    bound: Any  # the logger bound to call_id (and fax_id once known)
+    session: FaxSession | None = None
+    running: bool = False  # the session's task was started (the INVITE was answered)
 
 
 @dataclass
@@ -134,8 +150,10 @@ class Gateway:
         udp_hosts = [lst.host for lst in config.sip.listen if lst.host not in _WILDCARD]
         pool_host = udp_hosts[0] if udp_hosts and len(set(udp_hosts)) == 1 else "0.0.0.0"
         self.ports = PortPool(*config.t38.udptl_ports, host=pool_host, rng=self.rng)
-        self.calls: dict[str, _Call] = {}
-        self.ringing: set[str] = set()  # SIP call ids ringing before we answer (answer_after)
+        self.calls: dict[str, _Call] = {}  # by UA call id, until its core is done
+        self.call_settings = self._call_settings()
+        self._call_timers = TimerTable()  # UA call id -> the core's next deadline
+        self._call_timers_changed = trio.Event()
         self.sessions: set[FaxSession] = set()
         self._nursery: trio.Nursery | None = None
         self.api_bound: list[str] = []
@@ -167,9 +185,32 @@ class Gateway:
 
     def local_t38(self) -> sdpmod.T38Params:
         t38 = self.config.t38
-        return sdpmod.T38Params(version=max(t38.versions), max_bitrate=min(t38.max_bitrate, 14400),
-                                rate_management="transferredTCF", max_datagram=t38.max_datagram,
-                                udp_ec=_EC_TO_SDP[t38.error_correction])
+        return local_t38_params(versions=t38.versions, max_bitrate=t38.max_bitrate, max_datagram=t38.max_datagram,
+                                error_correction=t38.error_correction)
+
+    def _call_settings(self) -> CallSettings:
+        """The policy every call core follows, from the config."""
+        sip, routes = self.config.sip, self.config.routes
+
+        def at_invite(facts: CallFacts) -> RouteChoice:
+            index, route = route_at_invite(routes, facts)
+            return RouteChoice(index, route, route.reject)
+
+        def after_phase_b(facts: CallFacts) -> RouteChoice:
+            index, route = route_after_phase_b(routes, facts)
+            return RouteChoice(index, route, route.reject)
+
+        trunk_hosts = []
+        for trunk in sip.trunks:
+            try:
+                trunk_hosts.append((parse_uri(trunk.registrar).host_address, trunk.name))
+            except (SipParseError, AttributeError):
+                continue
+        return CallSettings(route_at_invite=at_invite, route_after_phase_b=after_phase_b, local_t38=self.local_t38(),
+                            answer_after=sip.answer_after, t38_reinvite_after=sip.t38_reinvite_after,
+                            media_latching=sip.media_latching,
+                            trunk_latching={t.name: t.media_latching for t in sip.trunks if t.media_latching},
+                            trunk_hosts=tuple(trunk_hosts))
 
     # -- running ----------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -204,6 +245,7 @@ class Gateway:
                     raise StartupError(f"t38.udptl_ports: cannot bind any port of {self.ports.low}-{self.ports.high}"
                                        f" on {self.ports.host}: {exc}") from None
                 nursery.start_soon(self._pump_sip)
+                nursery.start_soon(self._drive_call_timers)
                 nursery.start_soon(self.worker.run)
                 for trunk in self.config.sip.trunks:
                     self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
@@ -236,6 +278,8 @@ class Gateway:
         """Graceful stop: 503 new calls, let faxes finish (bounded), flush, then cancel."""
         self.accepting = False
         log.info("shutdown_started", active_calls=len(self.sessions), grace_seconds=self.shutdown_grace)
+        for call in list(self.calls.values()):
+            self._execute(call, call.control.shutdown_started(trio.current_time()))
         with trio.move_on_after(self.shutdown_grace):
             while self.sessions:
                 await next(iter(self.sessions)).done.wait()
@@ -251,7 +295,7 @@ class Gateway:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    # -- SIP events ---------------------------------------------------------------
+    # -- SIP events -> call cores ------------------------------------------------
     async def _pump_sip(self) -> None:
         async for event in self.sip.events:
             call = getattr(event, "call", None)
@@ -264,23 +308,23 @@ class Gateway:
                 # One call's surprise must not take every other call down with it: log it
                 # with its traceback, refuse or end that call, keep serving.
                 log.exception("sip_event_failed", event=type(event).__name__, call_id=getattr(call, "call_id", None))
-                self._contain(event)
+                self._contain(call)
 
-    def _contain(self, event: Any) -> None:
-        call = getattr(event, "call", None)
-        if call is None:
+    def _contain(self, sip_call: Any) -> None:
+        if sip_call is None:
             return
         try:
-            if isinstance(event, IncomingCall) and call.state.value == "offered":
-                self._refuse(call, 500)
-            elif call.id in self.calls:
-                self.calls[call.id].session.fail("internal error handling a SIP event (see the log)")
+            call = self.calls.pop(sip_call.id, None)
+            if sip_call.state.value == "offered":
+                self._refuse(sip_call, 500)
+            elif call is not None and call.session is not None:
+                call.session.fail("internal error handling a SIP event (see the log)")
         except Exception:
-            log.exception("sip_event_containment_failed", call_id=getattr(call, "call_id", None))
+            log.exception("sip_event_containment_failed", call_id=getattr(sip_call, "call_id", None))
 
     async def _on_sip_event(self, event: Any) -> None:
         if isinstance(event, IncomingCall):
-            await self._incoming(event)
+            self._incoming(event)
             return
         if isinstance(event, (RegistrationSucceeded, RegistrationFailed)):
             level = log.info if isinstance(event, RegistrationSucceeded) else log.warning
@@ -297,274 +341,164 @@ class Gateway:
                   transport=event.source.transport, method=event.method, status=event.status,
                   reason=event.reason, suppressed=event.suppressed)
             return
-        call_id = getattr(getattr(event, "call", None), "id", None)
-        if isinstance(event, CallEnded) and call_id in self.ringing:
-            self.ringing.discard(call_id)
-            log.info("call_cancelled_while_ringing", call_id=event.call.call_id, reason=event.reason)
-            return
-        call = self.calls.get(call_id)
-        if call is None:
-            return
-        bound = log.bind(call_id=call.sip_call.call_id, fax_id=call.session.record.fax_id)
-        if isinstance(event, CallEstablished):
-            bound.info("sip_call_established", t38=call.t38)
-            after = self.config.sip.t38_reinvite_after
-            if not call.t38 and after >= 0:
-                self._nursery.start_soon(self._reinvite_later, call, after)
-        elif isinstance(event, MediaChanged):
-            self._media_changed(call, event, bound)
-        elif isinstance(event, ReinviteFailed):
-            bound.warning("t38_reinvite_refused", status=event.status, reason=event.reason)
-            call.session.fail(f"the peer refused our T.38 re-INVITE ({event.status} {event.reason})")
-        elif isinstance(event, SessionRefreshed):
-            bound.debug("sip_session_refreshed")
-        elif isinstance(event, CallEnded):
-            bound.info("sip_call_ended", reason=event.reason, status=event.status)
-            self.calls.pop(event.call.id, None)
-            call.session.sip_ended(event.reason)
+        call = self.calls.get(getattr(getattr(event, "call", None), "id", None))
+        if call is not None:
+            self._execute(call, call.control.sip_event(event, trio.current_time()))
 
-    async def _incoming(self, event: IncomingCall) -> None:
-        sip_call = event.call
-        did = _user_of(event.request_uri)
-        pai = sip_call.invite.headers.get("P-Asserted-Identity") if sip_call.invite is not None else None
-        caller = _user_of_name_addr(pai) or _user_of_name_addr(event.from_)
-        trunk = self._trunk_of(event)
-        bound = log.bind(call_id=sip_call.call_id)
-        refusal = self._admission_refusal()
-        if refusal is not None:
-            bound.warning("call_refused", reason=refusal, status=503, did=did, caller=caller)
-            self._refuse(sip_call, 503)
+    def _incoming(self, event: IncomingCall) -> None:
+        load = self._load()
+        control = CallControl(self.call_settings, sdp_session_id=self.rng.randint(1, 2**31))
+        call = self.calls[event.call.id] = _Call(event.call, control, event, log.bind(call_id=event.call.call_id))
+        self._execute(call, control.offered(event, load, trio.current_time()))
+
+    def _load(self) -> Load:
+        """What admission needs to know: calls in progress (running media, or ringing and
+        being set up) and whether the spool can take the fax's webhook."""
+        pending = sum(1 for call in self.calls.values() if call.session is None or not call.running)
+        return Load(accepting=self.accepting, calls=len(self.sessions) + pending,
+                    max_calls=self.config.limits.max_calls, spool_healthy=getattr(self.spool, "healthy", True),
+                    spool_error=str(getattr(self.spool, "last_error", "")))
+
+    def _execute(self, call: _Call, commands: list[Command]) -> None:
+        """Carry out a call core's commands in order.  A command the UA refuses
+        (``LocalProtocolError``: the caller left meanwhile...) is reported back to the
+        core, whose answer replaces the rest of the batch."""
+        queue = list(commands)
+        while queue:
+            command = queue.pop(0)
+            try:
+                self._run_command(call, command)
+            except SipLocalProtocolError as exc:
+                call.bound.info("sip_command_not_sent", command=type(command).__name__, error=str(exc))
+                queue = call.control.command_failed(command, str(exc), trio.current_time())
+        self._track(call)
+
+    def _track(self, call: _Call) -> None:
+        key = call.sip_call.id
+        if call.control.done:
+            self.calls.pop(key, None)
+            self._call_timers.pop(key)
             return
-        route_index, route = route_at_invite(self.config.routes, CallFacts(did=did, caller=caller, trunk=trunk))
-        if route.reject:
-            bound.info("call_refused", reason=f"routes[{route_index}] rejects", status=603, did=did, caller=caller)
-            self._refuse(sip_call, 603)
-            return
-        try:
-            offer = sdpmod.parse_sdp(event.offer) if event.offer else None
-        except SipParseError as exc:
-            bound.info("call_refused", reason=f"bad SDP: {exc}", status=488)
-            self._refuse(sip_call, 488)
-            return
-        if offer is not None and sdpmod.find_t38_stream(offer) is None and sdpmod.find_audio_stream(offer) is None:
-            bound.info("call_refused", reason="no T.38 or G.711 offered", status=488)
-            self._refuse(sip_call, 488)
-            return
-        accept = (event, bound, did, caller, trunk, route_index, route, offer)
-        if self.config.sip.answer_after > 0:
-            # Ring first (some PBXs and carriers expect it, and it gives a CANCEL room), in a
-            # task of its own so other calls' SIP events keep flowing meanwhile.
+        deadline = call.control.next_deadline()
+        if deadline is None:
+            self._call_timers.pop(key)
+        elif self._call_timers.get(key) != deadline:
+            self._call_timers[key] = deadline
+            self._call_timers_changed.set()
+
+    async def _drive_call_timers(self) -> None:
+        """Wake each call core at its next deadline (one task for every call)."""
+        while True:
+            deadline = self._call_timers.next_deadline()
+            self._call_timers_changed = trio.Event()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._call_timers_changed.wait()
+            now = trio.current_time()
+            while (key := self._call_timers.pop_due(now)) is not None:
+                call = self.calls.get(key)
+                if call is None:
+                    continue
+                try:
+                    self._execute(call, call.control.handle_timer(now))
+                except Exception:
+                    log.exception("call_timer_failed", call_id=call.sip_call.call_id)
+                    self._contain(call.sip_call)
+
+    def _run_command(self, call: _Call, command: Command) -> None:
+        sip_call = call.sip_call
+        if isinstance(command, Note):
+            getattr(call.bound, command.level)(command.event, **command.fields)
+        elif isinstance(command, Ring):
             self.sip.command(self.ua.ring, sip_call)
-            self.ringing.add(sip_call.id)
-            bound.info("call_ringing", did=did, caller=caller, answer_after=self.config.sip.answer_after)
-            self._nursery.start_soon(self._accept_after_ringing, accept)
-            return
-        await self._accept(*accept)
+        elif isinstance(command, Accept):
+            self._nursery.start_soon(self._accept, call, command)
+        elif isinstance(command, Answer):
+            self.sip.command(self.ua.answer, sip_call, command.sdp)
+            if command.first and call.session is not None and not call.running:
+                call.running = True
+                self.sessions.add(call.session)
+                self.metrics.active_calls.inc()
+                self._nursery.start_soon(self._run_call, call, call.session)
+        elif isinstance(command, Refuse):
+            self._refuse(sip_call, command.status)
+        elif isinstance(command, RejectOffer):
+            self.sip.command(self.ua.reject, sip_call, command.status)
+        elif isinstance(command, Reinvite):
+            self.sip.command(self.ua.reinvite, sip_call, command.sdp)
+        elif isinstance(command, Hangup):
+            try:
+                self.sip.command(self.ua.hangup, sip_call)
+            except SipLocalProtocolError:
+                pass
+        elif call.session is None:
+            raise AssertionError(f"{command} before the call has a session")
+        elif isinstance(command, StartMedia):
+            call.session.t38_ready(command.t38)
+        elif isinstance(command, StopMedia):
+            if command.failed:
+                call.session.fail(command.reason)
+            else:
+                call.session.sip_ended(command.reason)
+        elif isinstance(command, CloseMedia):
+            call.session.endpoint.close()
+        elif isinstance(command, Reroute):
+            record = call.session.record
+            record.reroute(command.route.index, command.route.route)
+            call.bound.info("call_rerouted_by_tsi", tsi=command.tsi, route=record.route_name)
+        else:
+            raise AssertionError(f"unknown command {command!r}")
 
-    async def _accept_after_ringing(self, accept: tuple) -> None:
-        event, bound = accept[0], accept[1]
-        await trio.sleep(self.config.sip.answer_after)
-        if event.call.id not in self.ringing:
-            return  # cancelled while ringing (CallEnded took it out)
-        self.ringing.discard(event.call.id)
-        if not self.accepting:
-            bound.info("call_refused", reason="shutting down", status=503)
-            self._refuse(event.call, 503)
-            return
+    async def _accept(self, call: _Call, accept: Accept) -> None:
+        """``Accept``: open the call's UDPTL port, create its record and session, and tell
+        the core (which answers)."""
         try:
-            await self._accept(*accept)
-        except (SipLocalProtocolError, SipRemoteProtocolError) as exc:
-            bound.warning("sip_event_not_handled", event="IncomingCall", error=str(exc))
+            await self._open_media(call, accept)
         except Exception:
-            bound.exception("sip_event_failed", event="IncomingCall")
-            self._contain(event)
+            log.exception("sip_event_failed", event="IncomingCall", call_id=call.sip_call.call_id)
+            if call.session is not None and not call.running:
+                call.session.endpoint.close()
+            self._contain(call.sip_call)
 
-    async def _accept(self, event: IncomingCall, bound, did: str, caller: str, trunk: str,
-                      route_index: int | None, route, offer) -> None:
-        sip_call = event.call
+    async def _open_media(self, call: _Call, accept: Accept) -> None:
+        event, facts = call.incoming, accept.facts
         try:
             endpoint = await self.ports.open()
         except PortsExhausted as exc:
-            bound.error("call_refused", reason=str(exc), status=503)
-            self._refuse(sip_call, 503)
+            self._execute(call, call.control.media_unavailable(str(exc), trio.current_time()))
             return
         started = time.time()
         fax_id = new_fax_id(started, self.rng)
         record = InboundFax(
             fax_id=fax_id, started_at=started, root=self.archive_root, formats=self.config.archive.formats,
-            sip=call_identity(call_id=sip_call.call_id, from_=event.from_, to=event.to, did=did, caller=caller,
-                              remote_addr=f"{event.source.host}:{event.source.port}", trunk=trunk),
-            route_index=route_index, route=route, local_ident=self.config.fax.local_ident,
+            sip=call_identity(call_id=call.sip_call.call_id, from_=event.from_, to=event.to, did=facts.did,
+                              caller=facts.caller, remote_addr=f"{event.source.host}:{event.source.port}",
+                              trunk=facts.trunk),
+            route_index=accept.route.index, route=accept.route.route, local_ident=self.config.fax.local_ident,
         )
-        session = FaxSession(record=record, endpoint=endpoint, receiver_config=self.receiver_config(),
-                             t38_settings=self.config.t38, rng=self.rng, write_record=self._write_record,
-                             finish_record=self._finish_record, metrics=self.metrics, reroute=self._reroute,
-                             max_call_seconds=self.config.limits.max_call_seconds)
+        call.session = FaxSession(record=record, endpoint=endpoint, receiver_config=self.receiver_config(),
+                                  t38_settings=self.config.t38, rng=self.rng, write_record=self._write_record,
+                                  finish_record=self._finish_record, metrics=self.metrics,
+                                  reroute=lambda session, tsi: self._phase_b(call, tsi),
+                                  max_call_seconds=self.config.limits.max_call_seconds)
+        call.bound = call.bound.bind(fax_id=fax_id)
+        if call.control.state is State.ACCEPTING:
+            call.bound.info("call_incoming", did=facts.did, caller=facts.caller, trunk=facts.trunk,
+                            route=record.route_name, source=f"{event.source.host}:{event.source.port}",
+                            transport=event.transport, offer=accept.offer)
         local_host = self.config.sip.public_address or _local_address_toward(event.source.host)
-        call = _Call(sip_call, session, local_host, self.rng.randint(1, 2**31))
-        bound = bound.bind(fax_id=fax_id)
-        bound.info("call_incoming", did=did, caller=caller, trunk=trunk, route=record.route_name,
-                   source=f"{event.source.host}:{event.source.port}", transport=event.transport,
-                   offer="none (delayed offer)" if offer is None
-                   else "t38" if sdpmod.find_t38_stream(offer) is not None else "audio")
-        try:
-            if offer is None:
-                # RFC 3261 13.2.1: an INVITE without SDP gets our offer in the 2xx and the
-                # caller's answer in the ACK (arrives as MediaChanged(needs_answer=False)).
-                # A fax gateway offers T.38 straight away.
-                answer = self._offer_t38(call)
-            elif sdpmod.find_t38_stream(offer) is not None:
-                answer = self._answer_t38(call, offer)
-            else:
-                answer = self._answer_audio(call, offer)
-        except SipRemoteProtocolError as exc:
-            endpoint.close()
-            bound.info("call_refused", reason=str(exc), status=488)
-            self._refuse(sip_call, 488)
-            return
-        try:
-            self.sip.command(self.ua.answer, sip_call, answer)
-        except SipLocalProtocolError as exc:
-            # The caller gave up (CANCEL) while we were taking a port.
-            endpoint.close()
-            bound.info("call_gone_before_answer", error=str(exc))
-            return
-        self.calls[sip_call.id] = call
-        self.sessions.add(session)
-        self.metrics.active_calls.inc()
-        self._nursery.start_soon(self._run_call, call)
+        self._execute(call, call.control.media_ready(local_host, endpoint.port, trio.current_time()))
 
-    def _admission_refusal(self) -> str | None:
-        """Why a new call cannot be taken now (503), or None.
+    def _phase_b(self, call: _Call, tsi: str) -> None:
+        self._execute(call, call.control.phase_b(tsi, trio.current_time()))
 
-        A call we cannot finish properly is worse than one refused: the sender's machine
-        retries a 503 later, but a fax we answer and then cannot store is lost to it.
-        """
-        if not self.accepting:
-            return "shutting down"
-        limit = self.config.limits.max_calls
-        if len(self.sessions) + len(self.ringing) >= limit:
-            return f"limits.max_calls ({limit}) calls in progress"
-        if not getattr(self.spool, "healthy", True):
-            return f"the webhook spool cannot be written ({getattr(self.spool, 'last_error', '')})"
-        return None
-
-    def _refuse(self, sip_call, status: int) -> None:
+    def _refuse(self, sip_call: Any, status: int) -> None:
         self.metrics.calls.labels(result=f"refused_{status}").inc()
         self.sip.command(self.ua.reject, sip_call, status)
 
-    def _trunk_of(self, event: IncomingCall) -> str:
-        for trunk in self.config.sip.trunks:
-            try:
-                if parse_uri(trunk.registrar).host_address == event.source.host:
-                    return trunk.name
-            except (SipParseError, AttributeError):
-                continue
-        return event.transport
-
-    def _answer_t38(self, call: _Call, offer: sdpmod.SessionDescription) -> bytes:
-        answer, negotiated = sdpmod.make_t38_answer(
-            offer, call.local_host, call.session.endpoint.port, self.local_t38(),
-            session_id=call.sdp_session_id, session_version=call.next_sdp_version(), username="t38gw")
-        media = sdpmod.find_t38_stream(offer)
-        offered = sdpmod.T38Params.from_attributes(media.attributes)
-        self._start_t38(call, offer, media, negotiated, offered.max_datagram)
-        return answer.to_bytes()
-
-    def _offer_t38(self, call: _Call) -> bytes:
-        offer = sdpmod.make_t38_offer(call.local_host, call.session.endpoint.port, self.local_t38(),
-                                      session_id=call.sdp_session_id, session_version=call.next_sdp_version(),
-                                      username="t38gw")
-        return offer.to_bytes()
-
-    def _answer_audio(self, call: _Call, offer: sdpmod.SessionDescription) -> bytes:
-        # The audio leg shares the UDPTL port: nothing is played, and the port is ready
-        # when the call turns into T.38 (RTP arriving meanwhile is dropped as undecodable).
-        answer, _ = sdpmod.make_audio_answer(offer, call.local_host, call.session.endpoint.port,
-                                             session_id=call.sdp_session_id,
-                                             session_version=call.next_sdp_version(), username="t38gw")
-        return answer.to_bytes()
-
-    def _start_t38(self, call: _Call, sdp: sdpmod.SessionDescription, media, negotiated: sdpmod.T38Params,
-                   peer_max_datagram: int | None) -> None:
-        remote_host = sdp.address_of(media) or call.sip_call.peer.host
-        call.t38 = True
-        call.session.t38_ready(T38Session(
-            remote=(remote_host, media.port), version=negotiated.version, max_bitrate=negotiated.max_bitrate,
-            error_correction=_SDP_TO_EC.get(negotiated.udp_ec, "none"),
-            rate_management=negotiated.rate_management,
-            # T.38 D.2.3: T38FaxMaxDatagram is what the peer can receive; absent (or 0), use
-            # the 400 every deployed stack takes, as Asterisk does.  A small value is honoured:
-            # the sender trims error correction (Asterisk's calculate_far_max_ifp) and the
-            # session splits HDLC frames to fit.  Below 32 octets not even a split frame
-            # fits with its headers, so such a value is taken as 32.
-            peer_max_datagram=max(peer_max_datagram or 400, 32),
-            media_latching=self._media_latching(call),
-            expected_host=media_source_host(remote_host, call.sip_call.peer.host),
-        ))
-
-    def _media_latching(self, call: _Call) -> str:
-        """``strict`` or ``learn`` for this call: its trunk's setting, else ``[sip]``'s."""
-        trunk = call.session.record.sip.get("trunk", "")
-        for configured in self.config.sip.trunks:
-            if configured.name == trunk and configured.media_latching:
-                return configured.media_latching
-        return self.config.sip.media_latching
-
-    def _media_changed(self, call: _Call, event: MediaChanged, bound) -> None:
-        try:
-            remote = sdpmod.parse_sdp(event.remote_sdp)
-        except SipParseError as exc:
-            if event.needs_answer:
-                self.sip.command(self.ua.reject, call.sip_call, 488)
-            bound.warning("bad_remote_sdp", error=str(exc))
-            return
-        media = sdpmod.find_t38_stream(remote)
-        if event.needs_answer:
-            if media is None:
-                # Back to audio (typically after the fax): accept; the fax side ends by T.30.
-                bound.info("peer_reinvite", to="audio")
-                try:
-                    self.sip.command(self.ua.answer, call.sip_call, self._answer_audio(call, remote))
-                except SipRemoteProtocolError:
-                    self.sip.command(self.ua.reject, call.sip_call, 488)
-                return
-            bound.info("peer_reinvite", to="t38")
-            self.sip.command(self.ua.answer, call.sip_call, self._answer_t38(call, remote))
-            return
-        if media is None:
-            call.session.fail("the peer answered our T.38 re-INVITE without T.38")
-            return
-        answered = sdpmod.T38Params.from_attributes(media.attributes)
-        bound.info("t38_reinvite_accepted" if call.reinvite_sent else "t38_answer_in_ack")
-        self._start_t38(call, remote, media, answered, answered.max_datagram)
-
-    async def _reinvite_later(self, call: _Call, delay: float) -> None:
-        await trio.sleep(delay)
-        if call.t38 or call.reinvite_sent or call.sip_call.id not in self.calls:
-            return
-        call.reinvite_sent = True
-        offer = sdpmod.make_t38_offer(call.local_host, call.session.endpoint.port, self.local_t38(),
-                                      session_id=call.sdp_session_id, session_version=call.next_sdp_version(),
-                                      username="t38gw")
-        log.info("t38_reinvite_sent", call_id=call.sip_call.call_id, fax_id=call.session.record.fax_id)
-        try:
-            self.sip.command(self.ua.reinvite, call.sip_call, offer.to_bytes())
-        except SipLocalProtocolError as exc:
-            call.session.fail(f"could not re-INVITE to T.38: {exc}")
-
-    async def _run_call(self, call: _Call) -> None:
-        session = call.session
-
+    async def _run_call(self, call: _Call, session: FaxSession) -> None:
         async def hang_up_when_done() -> None:
             await session.hangup_requested.wait()
-            if call.sip_call.id in self.calls:
-                self.calls.pop(call.sip_call.id, None)
-                log.info("sip_hangup_sent", call_id=call.sip_call.call_id, fax_id=session.record.fax_id)
-                try:
-                    self.sip.command(self.ua.hangup, call.sip_call)
-                except SipLocalProtocolError:
-                    pass
+            self._execute(call, call.control.fax_ended(trio.current_time()))
 
         try:
             async with trio.open_nursery() as nursery:
@@ -578,15 +512,6 @@ class Gateway:
         finally:
             self.sessions.discard(session)
             self.metrics.active_calls.dec()
-
-    def _reroute(self, session: FaxSession, tsi: str) -> None:
-        record = session.record
-        sip = record.sip
-        index, route = route_after_phase_b(self.config.routes, facts_of_call(sip, tsi=tsi))
-        if index != record.route_index and not route.reject:
-            record.reroute(index, route)
-            log.info("call_rerouted_by_tsi", call_id=sip.get("call_id"), fax_id=record.fax_id, tsi=tsi,
-                     route=record.route_name)
 
     # -- archive and webhooks ------------------------------------------------------
     async def _write_record(self, record: InboundFax, pages, meta) -> None:
@@ -652,45 +577,6 @@ class Gateway:
 
 def _listeners(config: Config) -> str:
     return ", ".join(map(str, config.sip.listen))
-
-
-def _user_of(uri_text: str | None) -> str:
-    if not uri_text:
-        return ""
-    try:
-        return parse_uri(uri_text).user or ""
-    except (SipParseError, ValueError):
-        return ""
-
-
-def _user_of_name_addr(value: str | None) -> str:
-    if not value:
-        return ""
-    try:
-        return parse_name_addr(value).uri.user or ""
-    except (SipParseError, ValueError, AttributeError):
-        return ""
-
-
-def media_source_host(sdp_host: str, sip_source_host: str) -> str:
-    """The host UDPTL must come from: the SDP's, unless it names an address that cannot be
-    reached from here (private, link-local, unspecified) while the SIP request came from a
-    public one - a caller behind NAT, whose media will come from its NAT's public address,
-    the one its SIP came from.  (``strict`` media then accepts that host only; hardening
-    review item 1.)"""
-    try:
-        sip = ipaddress.ip_address(sip_source_host)
-    except ValueError:
-        return sdp_host or sip_source_host
-    try:
-        sdp = ipaddress.ip_address(sdp_host)
-    except ValueError:
-        # A host name in c= (RFC 8866 5.7 allows it; rare): the latch compares addresses
-        # and we do not block a call on DNS, so the address the signalling came from it is.
-        return sip_source_host
-    if (sdp.is_private or sdp.is_link_local or sdp.is_unspecified) and sip.is_global:
-        return sip_source_host
-    return sdp_host
 
 
 def _local_address_toward(host: str) -> str:

@@ -4,26 +4,19 @@
 ``reject = true`` is answered 603 before any media.  ``tsi`` is known only after T.30
 phase B, so it can steer delivery (webhook, archive sub-folder) but not acceptance:
 ``route_at_invite`` skips rules that need the TSI, and ``route_after_phase_b`` runs
-the whole list again once the TSI is known.
+the whole list again once the TSI is known.  The call core (``t38gw.call``) asks
+both, through ``CallSettings``, with the facts it keeps for the call.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from t38gw.call import CallFacts
 from t38gw.config import Route
 from t38gw.sanitize import original
 
 DEFAULT_ROUTE = Route()
-
-
-@dataclass(frozen=True)
-class CallFacts:
-    did: str            # Request-URI user part
-    caller: str         # From / P-Asserted-Identity user part
-    trunk: str          # trunk or listener the call came in on
-    tsi: str | None = None  # remote fax ident, after phase B
 
 
 def facts_of_call(sip_meta: dict, tsi: str | None = None) -> CallFacts:

@@ -1,9 +1,11 @@
 """One inbound fax call's media side: UDPTL endpoint <-> T.30 receive engine <-> archive.
 
-The SIP side (``t38gw.gateway``) owns the dialog and tells the session what happened
-(``t38_ready``, ``sip_ended``, ``fail``); the session runs in its own task:
+The SIP side (``t38gw.gateway``, executing the commands of the call core
+``t38gw.call``) owns the dialog and tells the session what happened (``t38_ready``,
+``sip_ended``, ``fail``); the session runs in its own task:
 
-1. wait (bounded) until T.38 is negotiated;
+1. wait until T.38 is negotiated (the call core bounds that wait, ``T38_WAIT_SECONDS``,
+   and calls ``fail`` when it is over);
 2. drive the engine: send what is due, then sleep until a datagram arrives or the
    earliest deadline (engine timers, UDPTL reorder timer, our own bounds) - never on a
    fixed tick;
@@ -46,13 +48,12 @@ from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
 from t38gw.faxrecord import InboundFax, compress_page
+from t38gw.negotiation import T38Session
 from t38gw.t30.t38_io import split_to_fit
 from t38gw.t30 import CallEnded, DocumentEnded, PageReceived, PageRejected, PhaseBCompleted, ProtocolEventLogged
 from t38gw.t30 import ReceiverConfig, T30Receiver, T30Result
 
-# Bounds: an audio call that never turns into T.38, and (by default: [limits]
-# max_call_seconds) a fax that never ends.
-T38_WAIT_SECONDS = 60.0
+# Bound (by default: [limits] max_call_seconds) on a fax that never ends.
 DEFAULT_MAX_CALL_SECONDS = 7200.0
 # After CallEnded: time to let the final DCN (and its repeats) leave.
 DRAIN_SECONDS = 3.0
@@ -62,20 +63,6 @@ PAGE_WRITE_WAIT_SECONDS = 2.5
 
 log = structlog.get_logger("t38gw.call")
 
-
-
-@dataclass(frozen=True)
-class T38Session:
-    """What SDP negotiation settled: where to send and how."""
-
-    remote: tuple[str, int]
-    version: int
-    max_bitrate: int
-    error_correction: str  # "redundancy" | "fec" | "none"
-    rate_management: str
-    peer_max_datagram: int
-    media_latching: str = "strict"  # "strict" | "learn" ([sip] media_latching)
-    expected_host: str | None = None  # host media must come from; None: remote[0]
 
 
 @dataclass(frozen=True)
@@ -195,13 +182,10 @@ class FaxSession:
             self.done.set()
 
     async def _run_fax(self, bound) -> None:
-        with trio.move_on_after(T38_WAIT_SECONDS) as waiting:
-            while self.t38 is None and self.sip_end_reason is None and self.failure is None:
-                self.t38_changed = trio.Event()
-                await self.t38_changed.wait()
+        while self.t38 is None and self.sip_end_reason is None and self.failure is None:
+            self.t38_changed = trio.Event()
+            await self.t38_changed.wait()
         if self.t38 is None:
-            if waiting.cancelled_caught:
-                self.failure = f"no T.38 negotiated within {T38_WAIT_SECONDS:.0f} s of answering"
             bound.warning("call_without_t38", reason=self.failure or self.sip_end_reason)
             self.hangup_requested.set()
             return

@@ -1,6 +1,6 @@
 """Where a call's media may come from (hardening review item 1)."""
 
-from t38gw.gateway import media_source_host
+from t38gw.negotiation import media_source_host
 
 
 def test_the_sdp_address_when_it_is_reachable():
