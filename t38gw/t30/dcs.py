@@ -228,12 +228,12 @@ def parse_dcs(fif: bytes) -> DcsParameters:
     JBIG, BFT ...) come back in ``unsupported_bits`` for the engine to refuse politely.
     """
     if len(fif) < 3:
-        raise RemoteProtocolError(f"DCS FIF of {len(fif)} octets (need at least 3)", hint="CRP")
+        raise RemoteProtocolError(f"DCS FIF of {len(fif)} octets (need at least 3)")
     fif = fif[: announced_length(fif)]
     code = tuple(int(get_bit(fif, b)) for b in BITS_MODEM)
     modulation = _BY_DCS_CODE.get(code)
     if modulation is None:
-        raise RemoteProtocolError(f"DCS modem code {code} is reserved or not a supported modem", hint="FTT")
+        raise RemoteProtocolError(f"DCS modem code {code} is reserved or not a supported modem")
     inch = get_bit(fif, BIT_INCH)
     if get_bit(fif, BIT_300_300):
         resolution = Resolution.INCH_300_300
@@ -247,7 +247,7 @@ def parse_dcs(fif: bytes) -> DcsParameters:
         resolution = Resolution.INCH_200_100 if inch else Resolution.R8_STANDARD
     width_bits = (get_bit(fif, BIT_WIDTH_B4), get_bit(fif, BIT_WIDTH_A3))
     if width_bits == (True, True):
-        raise RemoteProtocolError("DCS width bits 17-18 = 11 are invalid (T.30 Table 2)", hint="CRP")
+        raise RemoteProtocolError("DCS width bits 17-18 = 11 are invalid (T.30 Table 2)")
     paper_width = PaperWidth.A3 if width_bits[1] else PaperWidth.B4 if width_bits[0] else PaperWidth.A4
     ecm = get_bit(fif, BIT_ECM)
     # T.30 Table 2 notes 7 and 9: bits 28 and 31 of a DCS only count with ECM.

@@ -13,12 +13,8 @@ class LocalProtocolError(Exception):
 
 
 class RemoteProtocolError(Exception):
-    """The peer sent something we cannot interpret.
+    """The peer sent something we cannot interpret (a frame or FIF T.30 cannot read).
 
-    ``hint`` names the T.30 response that answers it (e.g. ``"CRP"``) where one exists.
-    Inside the engine these are caught and turned into events; parsers raise them.
+    Inside the engine these are caught and answered as T.30 answers a command it could
+    not read (see the receiver: DIS again in phase B, else silence); parsers raise them.
     """
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint

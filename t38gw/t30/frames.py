@@ -141,11 +141,11 @@ class T30Frame:
         address or control field is not the one T.30 5.3.4/5.3.5 allows.
         """
         if len(octets) < 3:
-            raise RemoteProtocolError(f"HDLC frame of {len(octets)} octets is too short", hint="CRP")
+            raise RemoteProtocolError(f"HDLC frame of {len(octets)} octets is too short")
         if octets[0] != ADDRESS:
-            raise RemoteProtocolError(f"HDLC address 0x{octets[0]:02X} is not 0xFF", hint="CRP")
+            raise RemoteProtocolError(f"HDLC address 0x{octets[0]:02X} is not 0xFF")
         if octets[1] not in (CONTROL_FINAL, CONTROL_NON_FINAL):
-            raise RemoteProtocolError(f"HDLC control 0x{octets[1]:02X} is not a T.30 control field", hint="CRP")
+            raise RemoteProtocolError(f"HDLC control 0x{octets[1]:02X} is not a T.30 control field")
         raw = octets[2]
         if raw & _GROUP_1_MASK == 0:
             # T.30 5.3.6.1: the identification signals [d000 xxxx] (DIS/DTC, CSI/CIG,

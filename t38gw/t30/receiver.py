@@ -16,7 +16,9 @@ Phases (T.30 clause 2 and Figure 5-2):
   (TSI, SUB, PWD, SID before it) is parsed in full; then the training check TCF comes
   as ``t4-non-ecm-data`` zeros and is judged by its longest zero run (>= 1 s of its
   1.5 s, as SpanDSP judges it) -> CFR, else FTT and the sender falls back to a lower
-  rate with a new DCS; a DCS with no TCF after it gets FTT too (TSB-85 MRGN13).  Under ``localTCF`` (T.38 clause 6.2.1) no TCF crosses the IP
+  rate with a new DCS; a DCS with no TCF after it gets FTT too (TSB-85 MRGN13).  A DCS
+  that Table 2 cannot read is answered as a garbled command; one asking for a mode our
+  DIS did not offer ends the call (INCOMPATIBLE, with DCN).  Under ``localTCF`` (T.38 clause 6.2.1) no TCF crosses the IP
   leg, so DCS is answered with CFR at once.
 * **C** - non-ECM: the image data is fed to the streaming T.4 decoder as it arrives;
   the page ends at RTC or ``t4-non-ecm-sig-end``.  ECM (T.4 Annex A): FCD frames of
@@ -68,7 +70,7 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import imaging
 from imaging.wholepage import try_libtiff_decode
@@ -101,6 +103,7 @@ from t38gw.t30.timers import (
     T4,
     T5,
     TCF_END_SILENCE,
+    TCF_MIN_ZERO_RUN,
     TCF_MISSING_WAIT,
     Deadlines,
     Timer,
@@ -134,6 +137,9 @@ _TRAINING = frozenset(i for i in T30Indicator if i.name.endswith("TRAINING"))
 
 
 class State(enum.Enum):
+    """The engine's states (see TRANSITIONS).  Hashed by identity: the table is read per IFP."""
+
+    __hash__ = object.__hash__  # Enum's own hashes the name in Python
     IDLE = "idle"
     ANSWERING = "answering"  # DIS sent, waiting for DCS (T1, T4)
     AWAIT_DCS = "await_dcs"  # FTT/RTP/RTN sent or EOM confirmed: a new DCS is due (T2)
@@ -150,6 +156,8 @@ class State(enum.Enum):
 
 class Signal(enum.Enum):
     """Inputs from the call and the T.38 front end that are not V.21 commands or timers."""
+
+    __hash__ = object.__hash__
 
     ANSWER = "answer"  # start(): the call was answered
     TRAINING = "training"  # a fast modem's training indicator
@@ -327,15 +335,11 @@ T2_RESULTS_AFTER_A_PAGE: dict[State, T30Result] = {**T2_RESULTS, State.AWAIT_PAG
 
 
 # ---------------------------------------------------------------------- transitions
-@dataclass(frozen=True, slots=True)
-class Arrived:
-    """The input a handler reads: a V.21 command (with the optional frames before it),
-    or the octets of image data / an ECM frame (``ok``: its FCS was good)."""
+class Command(NamedTuple):
+    """A V.21 command: its final frame and the optional frames sent before it."""
 
-    frame: T30Frame = T30Frame(0)
+    frame: T30Frame
     optional: tuple[T30Frame, ...] = ()
-    data: bytes = b""
-    ok: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,10 +371,12 @@ class Outcome:
 
 
 Input = Fcf | Timer | Signal
-Handler = Callable[["T30Receiver", Arrived], "Outcome | None"]
+#: A handler reads what came: a ``Command`` for an Fcf, the front-end event for a Signal
+#: (``ImageDataArrived``, ``HdlcFrameArrived``...; nothing is copied per IFP), None for a
+#: Timer.  The property test in tests/t30/test_transitions.py feeds every pair.
+Handler = Callable[["T30Receiver", Any], "Outcome | None"]
 Next = State | frozenset[State]
 
-_NOTHING = Arrived()
 _STAY = Outcome()
 _FCF_OF: dict[int, Fcf] = {int(f): f for f in Fcf}
 
@@ -399,11 +405,16 @@ class T30Receiver:
         self._ecm_decoder_factory: PageDecoderFactory = decoder_factory or EcmPageDecoder
         self._csi = encode_ident(self.config.local_ident) if self.config.local_ident else None
         self.state = State.IDLE
+        self._row = TRANSITIONS[State.IDLE]  # TRANSITIONS[self.state], kept by _apply
         self._demux = t38_io.IfpDemultiplexer()
         self._outgoing: list[OutgoingIfp] = []
         self._tx_free_at = 0.0
         self._deadlines = Deadlines()
-        self._durations = {Timer.T2: self.config.t2, Timer.T4: self.config.t4}
+        self._durations = {
+            Timer.T1: self.config.t1, Timer.T2: self.config.t2, Timer.T4: self.config.t4, Timer.T5: self.config.t5,
+            Timer.CARRIER: self.config.carrier_timeout, Timer.LOCAL_TCF: LOCAL_TCF_WAIT,
+            Timer.TCF_END: TCF_END_SILENCE, Timer.TCF_MISSING: TCF_MISSING_WAIT,
+        }
         self._events: list[Event] = []
         self._now = 0.0
         # Phase B
@@ -495,7 +506,7 @@ class T30Receiver:
     def handle_timer(self, now: float) -> list[Event]:
         """Fire the timers due at ``now``; one that was re-armed or cleared is a no-op."""
         self._now = now
-        for timer, deadline in self._deadlines.due(now):
+        for timer, deadline in self._deadlines.in_order():
             if self.state is State.ENDED:
                 break
             if self._deadlines.fire(timer, deadline, now):
@@ -545,13 +556,15 @@ class T30Receiver:
         return self.state is State.ENDED and not self._outgoing
 
     # ------------------------------------------------------------------ the machine
-    def _input(self, what: Input, arrived: Arrived = _NOTHING) -> bool:
+    def _input(self, what: Input, arrived: object = None) -> bool:
         """Run ``what``'s transition from the current state; False if its row lacks it."""
-        entry = TRANSITIONS[self.state].get(what)
+        entry = self._row.get(what)
         if entry is None:
             return False
         handler, declared = entry
-        self._apply(handler(self, arrived), declared)
+        outcome = handler(self, arrived)
+        if outcome is not None or declared is not self.state:  # else: stay, nothing to do
+            self._apply(outcome, declared)
         return True
 
     def _apply(self, outcome: Outcome | None, declared: Next) -> None:
@@ -559,6 +572,7 @@ class T30Receiver:
         if outcome is None:
             if isinstance(declared, State):
                 self.state = declared
+                self._row = TRANSITIONS[declared]
             elif self.state not in declared:
                 raise LocalProtocolError(f"{self.state.value}: a handler must choose among {declared}")
             return
@@ -579,9 +593,11 @@ class T30Receiver:
             self._discard_page()
             self._deadlines.clear()
             self.state = State.ENDED
+            self._row = TRANSITIONS[State.ENDED]
             self._events.append(CallEnded(end.result, self.pages_confirmed, end.reason))
             return
         self.state = chosen
+        self._row = TRANSITIONS[chosen]
         if outcome.then is not None:
             self._deadlines.arm(outcome.then, max(self._now, self._tx_free_at) + self._durations[outcome.then])
 
@@ -632,18 +648,18 @@ class T30Receiver:
     # ------------------------------------------------------------------ front end
     def _front_end(self, ev: t38_io.FrontEndEvent) -> State:
         """Feed one front-end happening to the machine; returns the state it left us in."""
-        if isinstance(ev, t38_io.HdlcFrameArrived):
+        if isinstance(ev, t38_io.ImageDataArrived):  # the most frequent: a non-ECM page
+            self._input(Signal.IMAGE_DATA, ev)
+        elif isinstance(ev, t38_io.HdlcFrameArrived):
             if ev.data_type is T30Data.V21:
                 self._control_frame(ev)
             else:
-                self._input(Signal.ECM_FRAME, Arrived(data=ev.wire, ok=ev.fcs_ok))
+                self._input(Signal.ECM_FRAME, ev)
         elif isinstance(ev, t38_io.HdlcSignalEnded):
             if ev.data_type is T30Data.V21:
                 self._control_burst_ended()
             else:
                 self._input(Signal.ECM_END)
-        elif isinstance(ev, t38_io.ImageDataArrived):
-            self._input(Signal.IMAGE_DATA, Arrived(data=ev.data))
         elif isinstance(ev, t38_io.ImageSignalEnded):
             self._stray_data_logged = False
             self._input(Signal.IMAGE_END)
@@ -685,7 +701,7 @@ class T30Receiver:
         self._burst_had_bad_frame = False
         # The end of a fast carrier (TCF, page, ECM block) was lost: the command ends it.
         self._input(Signal.CARRIER_CUT)
-        arrived = Arrived(frame, tuple(optional))
+        arrived = Command(frame, tuple(optional))
         if not self._input(_FCF_OF.get(frame.fcf, Signal.UNKNOWN_COMMAND), arrived):
             self.counters["unexpected"] += 1
             self._log(f"unexpected {frame.name} in {self.state.value}")
@@ -707,7 +723,7 @@ class T30Receiver:
     # sent).  See TRANSITIONS for where each runs.
 
     # ----- answering and carriers
-    def _answer(self, arrived: Arrived) -> Outcome:
+    def _answer(self, arrived: object) -> Outcome:
         now = self._now
         at = now
         if self.config.send_ced:
@@ -719,47 +735,56 @@ class T30Receiver:
         self._deadlines.arm(Timer.T1, now + self.config.t1)
         return self._dis(at=at)
 
-    def _garbled(self, arrived: Arrived) -> None:
+    def _garbled(self, arrived: object) -> None:
         # T.30 Figure 5-2: the called terminal answers a command it could not read by
         # sending DIS again (TSB-85 MRGN11) - once a TCF that may follow the garbled DCS
         # is over (see _dis_after_garbled), or shortly.
         self._garbled_while_answering = True
         self._deadlines.arm(Timer.T4, self._now + GARBLED_DIS_WAIT)
 
-    def _dis_after_garbled(self, arrived: Arrived) -> Outcome | None:
+    def _dis_after_garbled(self, arrived: object) -> Outcome | None:
         return self._dis() if self._garbled_while_answering else None
 
-    def _carrier_cut_in_tcf(self, arrived: Arrived) -> Outcome:
+    def _carrier_cut_in_tcf(self, arrived: object) -> Outcome:
         # The end of the TCF was lost and the sender, hearing nothing, already repeats
         # its command: answering the old TCF now would collide with it.
         self._deadlines.cancel(Timer.TCF_END)
         self._log("TCF end lost; the sender moved on")
         return Outcome(then=Timer.T2)
 
-    def _carrier_ended(self, arrived: Arrived) -> Outcome:
+    def _carrier_ended(self, arrived: object) -> Outcome:
         self._deadlines.cancel(Timer.CARRIER)
         return Outcome(then=Timer.T2)
 
-    def _ecm_carrier_ended(self, arrived: Arrived) -> Outcome:
+    def _ecm_carrier_ended(self, arrived: object) -> Outcome:
         return Outcome(then=Timer.T2)
 
-    def _carrier_stalled(self, arrived: Arrived) -> Outcome:
+    def _carrier_stalled(self, arrived: object) -> Outcome:
         self._log("image carrier stalled; page data ended")
         return Outcome(then=Timer.T2)
 
-    def _training_started(self, arrived: Arrived) -> None:
+    def _training_started(self, arrived: object) -> None:
         self._deadlines.cancel(Timer.LOCAL_TCF, Timer.TCF_MISSING)
 
-    def _page_carrier_started(self, arrived: Arrived) -> None:
+    def _page_carrier_started(self, arrived: object) -> None:
         self._fast_carrier_seen = True
 
     # ----- phase B
-    def _dcs(self, arrived: Arrived) -> Outcome:
+    def _dcs(self, arrived: Command) -> Outcome | None:
         try:
             dcs = parse_dcs(arrived.frame.fif)
         except RemoteProtocolError as exc:
+            # A DCS that T.30 Table 2 cannot read (too short, a reserved modem code or
+            # width) is a command we could not read, answered as a garbled one: while we
+            # answer, DIS again once its TCF is over (T.30 Figure 5-2, TSB-85 MRGN11; after
+            # MAX_DIS_TRIES, DCN), elsewhere silence, and the sender repeats it or gives up
+            # (TSB-85 MRGN17).  A DCS that reads well but asks for a mode our DIS did not
+            # offer is refused below (INCOMPATIBLE, as SpanDSP does).
+            self.counters["bad_frames"] += 1
             self._log(f"bad DCS: {exc}")
-            return _ended(T30Result.INCOMPATIBLE, f"bad DCS: {exc}")
+            if self.state is State.ANSWERING:
+                self._garbled(None)
+            return None
         refusal = dcs_refusal(dcs, self.config.capabilities)
         if refusal:
             return _ended(T30Result.INCOMPATIBLE, refusal)
@@ -790,7 +815,7 @@ class T30Receiver:
             self._deadlines.arm(Timer.LOCAL_TCF, self._now + LOCAL_TCF_WAIT)
         return Outcome(State.AWAIT_TCF, then=Timer.T2)
 
-    def _tcf_data(self, arrived: Arrived) -> None:
+    def _tcf_data(self, arrived: t38_io.ImageDataArrived) -> None:
         self._deadlines.cancel(Timer.TCF_MISSING)
         self._deadlines.arm(Timer.T2, self._now + self.config.carrier_timeout)
         # TCF lasts 1.5 s and the sender waits only T4 for our answer: if its end was
@@ -809,21 +834,21 @@ class T30Receiver:
             self._tcf_zero_run = len(data) - len(data.rstrip(b"\x00"))
         self._tcf_longest = max(self._tcf_longest, self._tcf_zero_run)
 
-    def _tcf_signal_ended(self, arrived: Arrived) -> Outcome:
+    def _tcf_signal_ended(self, arrived: object) -> Outcome:
         return self._tcf_ended()
 
-    def _tcf_end_lost(self, arrived: Arrived) -> Outcome:
+    def _tcf_end_lost(self, arrived: object) -> Outcome:
         self._log("TCF end lost; judged after the data stopped")
         return self._tcf_ended()
 
-    def _tcf_without_data(self, arrived: Arrived) -> None:
+    def _tcf_without_data(self, arrived: object) -> None:
         self._log("TCF signal ended without data")
 
-    def _tcf_missing(self, arrived: Arrived) -> Outcome:
+    def _tcf_missing(self, arrived: object) -> Outcome:
         self._tcf_attempts += 1
         return self._training_failed("DCS without TCF")
 
-    def _local_tcf(self, arrived: Arrived) -> Outcome:
+    def _local_tcf(self, arrived: object) -> Outcome:
         return self._accept_training()
 
     def _tcf_ended(self) -> Outcome:
@@ -833,7 +858,7 @@ class T30Receiver:
         if not self.config.transferred_tcf:
             return self._accept_training()
         self._tcf_attempts += 1
-        needed = dcs.modulation.bit_rate // 8
+        needed = int(dcs.modulation.bit_rate * TCF_MIN_ZERO_RUN) // 8
         if self._tcf_longest >= needed:
             self._last_tcf_failed = False
             return self._accept_training()
@@ -858,28 +883,28 @@ class T30Receiver:
         )
         return Outcome(State.AWAIT_PAGE, (T30Frame(Fcf.CFR),), then=Timer.T2, events=(phase_b,))
 
-    def _dtc(self, arrived: Arrived) -> Outcome:
+    def _dtc(self, arrived: Command) -> Outcome:
         # T.30 5.3.6.1.3: DTC asks us to transmit (polling); a receive gateway has no
         # document to send.
         return _ended(T30Result.NO_POLL, "peer sent DTC (polling); nothing to send")
 
-    def _dis_collision(self, arrived: Arrived) -> None:
+    def _dis_collision(self, arrived: Command) -> None:
         # Both ends answering: T.30 5.3.6.1.1 - keep repeating our DIS; the calling side
         # will give way.
         self._log("DIS received while answering (both ends called?)")
 
-    def _dis_again(self, arrived: Arrived) -> Outcome:
+    def _dis_again(self, arrived: object) -> Outcome:
         if self._dis_sent >= MAX_DIS_TRIES:
             return _ended(T30Result.RETRYDCN, f"no answer to {self._dis_sent} DIS")
         return self._dis()
 
     # ----- phase C (non-ECM image data)
-    def _stray_data(self, arrived: Arrived) -> None:
+    def _stray_data(self, arrived: object) -> None:
         if not self._stray_data_logged:
             self._stray_data_logged = True
             self._log(f"image data in {self.state.value}")
 
-    def _page_data_starts(self, arrived: Arrived) -> Outcome | None:
+    def _page_data_starts(self, arrived: t38_io.ImageDataArrived) -> Outcome | None:
         dcs = self.dcs
         if dcs is None or dcs.ecm:
             self._stray_data(arrived)
@@ -888,7 +913,7 @@ class T30Receiver:
         self._page_rows_seen = False
         return self._page_data(arrived) or Outcome(State.NON_ECM_PAGE)
 
-    def _data_after_page(self, arrived: Arrived) -> Outcome | None:
+    def _data_after_page(self, arrived: t38_io.ImageDataArrived) -> Outcome | None:
         if self.dcs and not self.dcs.ecm and not self._page_rows_seen:
             # The "page" before had no rows (e.g. a TCF that a localTCF peer sent anyway):
             # it was not a page; this is.
@@ -897,9 +922,10 @@ class T30Receiver:
         self._stray_data(arrived)
         return None
 
-    def _page_data(self, arrived: Arrived) -> Outcome | None:
-        self._deadlines.cancel(Timer.T2)
-        self._deadlines.arm(Timer.CARRIER, self._now + self.config.carrier_timeout)
+    def _page_data(self, arrived: t38_io.ImageDataArrived) -> Outcome | None:
+        deadlines = self._deadlines
+        deadlines.pop(Timer.T2, None)
+        deadlines[Timer.CARRIER] = self._now + self.config.carrier_timeout
         self._page_data_ifps += 1
         decoder = self._decoder
         assert decoder is not None
@@ -913,7 +939,7 @@ class T30Receiver:
         return None
 
     # ----- phase D (non-ECM post-message commands, and the ECM page end)
-    def _post_page(self, arrived: Arrived) -> Outcome:
+    def _post_page(self, arrived: Command) -> Outcome:
         frame = arrived.frame
         command = POST_PAGE_COMMANDS[frame.fcf]
         key = ("PMC", command)
@@ -933,7 +959,7 @@ class T30Receiver:
             return _respond(Fcf.RTN, next_state=State.AWAIT_DCS)
         return self._page_complete(command)
 
-    def _invalid_command(self, arrived: Arrived) -> Outcome:
+    def _invalid_command(self, arrived: Command) -> Outcome:
         # After page data only a post-message command can follow; a frame that is no T.30
         # command at all ends the call, as SpanDSP does (TSB-85 MRGX12).
         self.counters["unexpected"] += 1
@@ -1049,14 +1075,14 @@ class T30Receiver:
         self._log(f"{why} with nothing to repeat")
         return _STAY
 
-    def _crp(self, arrived: Arrived) -> Outcome:
+    def _crp(self, arrived: Command) -> Outcome:
         # T.30 5.3.6.1.8: CRP asks us to repeat our last signal.
         if self.state is State.ANSWERING:
             self._dis_sent = 0  # CRP is an answer: the DIS repeat count starts again
             return self._dis()
         return self._repeat_response("CRP")
 
-    def _dcn(self, arrived: Arrived) -> Outcome:
+    def _dcn(self, arrived: Command) -> Outcome:
         state = self.state
         if state is State.AWAIT_DCS and self._last_response and self._last_response[-1].fcf == Fcf.RTN:
             result, reason = DCN_AFTER_RTN
@@ -1068,17 +1094,17 @@ class T30Receiver:
         return _ended(result, reason, send_dcn=False)
 
     # ----- timers that end the call or start phase B again
-    def _t1_expired(self, arrived: Arrived) -> Outcome:
+    def _t1_expired(self, arrived: object) -> Outcome:
         return _ended(T30Result.T1_EXPIRED, "no DCS within T1")
 
-    def _t5_expired(self, arrived: Arrived) -> Outcome:
+    def _t5_expired(self, arrived: object) -> Outcome:
         return _ended(T30Result.RX_T5EXP, "receiver not ready for longer than T5")
 
-    def _t2_expired(self, arrived: Arrived) -> Outcome:
+    def _t2_expired(self, arrived: object) -> Outcome:
         results = T2_RESULTS_AFTER_A_PAGE if self.pages_confirmed else T2_RESULTS
         return _ended(results[self.state], f"T2 expired in {self.state.value}")
 
-    def _t2_after_eom(self, arrived: Arrived) -> Outcome:
+    def _t2_after_eom(self, arrived: object) -> Outcome:
         if not self._dis_after_t2:
             return self._t2_expired(arrived)
         # EOM answered and no command within T2: phase B, we send DIS (T.30 Figure 5-2).
@@ -1087,24 +1113,24 @@ class T30Receiver:
         self._deadlines.arm(Timer.T1, self._now + self.config.t1)
         return self._dis(State.ANSWERING)
 
-    def _t2_after_eop(self, arrived: Arrived) -> Outcome:
+    def _t2_after_eop(self, arrived: object) -> Outcome:
         # Every page was confirmed and EOP answered: only the DCN was lost.  SpanDSP
         # would say RX_T2EXPDCN; for the document that is a success.
         return _ended(T30Result.OK, "T2 expired waiting for DCN after EOP; document complete", send_dcn=False)
 
     # ----- ECM (T.4 Annex A)
-    def _ecm_frame_elsewhere(self, arrived: Arrived) -> None:
+    def _ecm_frame_elsewhere(self, arrived: object) -> None:
         if self.dcs is None or not self.dcs.ecm:
             self._log("HDLC on the image modem without ECM")
         else:
             self._log(f"ECM frame in {self.state.value}")
 
-    def _ecm_frame(self, arrived: Arrived) -> Outcome | None:
+    def _ecm_frame(self, arrived: t38_io.HdlcFrameArrived) -> Outcome | None:
         dcs = self.dcs
         if dcs is None or not dcs.ecm:
             self._log("HDLC on the image modem without ECM")
             return None
-        if not arrived.ok:
+        if not arrived.fcs_ok:
             self.counters["bad_frames"] += 1  # it will be in the PPR map
             # Frames are arriving, good or not: T2 stops, the carrier watch starts (an
             # ECM block whose first frame is corrupted must not end the call mid-block).
@@ -1112,7 +1138,7 @@ class T30Receiver:
             self._deadlines.arm(Timer.CARRIER, self._now + self.config.carrier_timeout)
             return _IN_BLOCK
         try:
-            frame = T30Frame.from_wire(arrived.data)
+            frame = T30Frame.from_wire(arrived.wire)
         except RemoteProtocolError as exc:
             self.counters["bad_frames"] += 1
             self._log(str(exc))
@@ -1126,12 +1152,12 @@ class T30Receiver:
             if self._block is None:
                 self._block = EcmBlock(page=-1, block=-1, frame_size=dcs.ecm_frame_size)
             # The image octets stay in T.38 order for the decoder (first bit = MSB).
-            self._block.frame_received(frame.fif[0], arrived.data[4:])
+            self._block.frame_received(frame.fif[0], arrived.wire[4:])
         elif frame.fcf != Fcf.RCP:  # RCP: T.4 A.3.6.2, end of the partial page; PPS follows on V.21
             self._log(f"{frame.name} on the image modem")
-        return _IN_BLOCK
+        return None if self.state is State.ECM_BLOCK else _IN_BLOCK
 
-    def _pps(self, arrived: Arrived) -> Outcome:
+    def _pps(self, arrived: Command) -> Outcome:
         frame = arrived.frame
         self._deadlines.cancel(Timer.CARRIER)
         if len(frame.fif) < 4:
@@ -1200,7 +1226,7 @@ class T30Receiver:
             return _respond(Fcf.PPR, block.ppr_map(), next_state=State.AWAIT_PAGE)
         return self._block_complete(fcf2)
 
-    def _eor(self, arrived: Arrived) -> Outcome:
+    def _eor(self, arrived: Command) -> Outcome:
         frame = arrived.frame
         fcf2 = (frame.fif[0] & 0xFE) if frame.fif else PPS_NULL
         key = ("EOR", fcf2)
@@ -1286,7 +1312,7 @@ class T30Receiver:
             return _respond(response, next_state=State.AWAIT_PAGE)
         return self._page_complete(POST_PAGE_COMMANDS[fcf2], forced=response)
 
-    def _rr(self, arrived: Arrived) -> Outcome:
+    def _rr(self, arrived: Command) -> Outcome:
         if self.state is State.RECEIVER_NOT_READY:
             if self._receiver_ready and self._after_ready is not None:
                 action, self._after_ready = self._after_ready, None
@@ -1295,7 +1321,7 @@ class T30Receiver:
             return Outcome(frames=(T30Frame(Fcf.RNR),), remember=False)
         return self._repeat_response("RR")
 
-    def _ctc(self, arrived: Arrived) -> Outcome:
+    def _ctc(self, arrived: Command) -> Outcome:
         # T.30 A.4.3: continue to correct, possibly at a new rate (CTC FIF bits 11-14).
         if self.dcs is None or not self.dcs.ecm:
             self.counters["unexpected"] += 1
@@ -1346,7 +1372,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
         Signal.ANSWER: (_H._answer, S.ANSWERING),
     },
     S.ANSWERING: _row(S.ANSWERING, {
-        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED, S.ANSWERING})),
         Fcf.DTC: (_H._dtc, S.ENDED),
         Fcf.DIS: (_H._dis_collision, S.ANSWERING),
         **_post_page_row(S.ANSWERING),
@@ -1358,7 +1384,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
         Signal.IMAGE_END: (_H._dis_after_garbled, S.ANSWERING),
     }),
     S.AWAIT_DCS: _row(S.AWAIT_DCS, {
-        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED, S.AWAIT_DCS})),
         Fcf.DTC: (_H._dtc, S.ENDED),
         **_post_page_row(S.AWAIT_DCS),
         Fcf.PPS: (_H._pps, _BLOCK_ENDS),
@@ -1383,7 +1409,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
     }),
     S.AWAIT_PAGE: _row(S.AWAIT_PAGE, {
         # A DCS here means the sender did not hear our CFR/MCF and starts phase B again.
-        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED, S.AWAIT_PAGE})),
         **_post_page_row(S.AWAIT_PAGE),
         Fcf.PPS: (_H._pps, _BLOCK_ENDS),
         Fcf.EOR: (_H._eor, _BLOCK_ENDS),
@@ -1414,7 +1440,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
         Fcf.EOR: (_H._eor, _BLOCK_ENDS | {S.AWAIT_POST_PAGE}),
         Fcf.CTC: (_H._ctc, frozenset({S.AWAIT_PAGE, S.AWAIT_POST_PAGE})),
         Fcf.RR: (_H._rr, S.AWAIT_POST_PAGE),
-        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED, S.AWAIT_POST_PAGE})),
         Signal.UNKNOWN_COMMAND: (_H._invalid_command, S.ENDED),
         Signal.IMAGE_DATA: (_H._data_after_page, frozenset({S.NON_ECM_PAGE, S.AWAIT_POST_PAGE, S.ENDED})),
         Signal.ECM_FRAME: (_H._ecm_frame, frozenset({S.ECM_BLOCK, S.AWAIT_POST_PAGE})),
@@ -1427,7 +1453,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
     }),
     S.AWAIT_DCN: _row(S.AWAIT_DCN, {
         **_post_page_row(S.AWAIT_DCN),
-        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED})),
+        Fcf.DCS: (_H._dcs, frozenset({S.AWAIT_TCF, S.ENDED, S.AWAIT_DCN})),
         Fcf.PPS: (_H._pps, _BLOCK_ENDS),
         Fcf.EOR: (_H._eor, _BLOCK_ENDS),
         Timer.T2: (_H._t2_after_eop, S.ENDED),

@@ -18,7 +18,6 @@ indicator and end packet is sent ``END_REPEATS`` times.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 from udptl.codec import encode_ifp
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator, Unknown
@@ -99,18 +98,17 @@ class IfpDemultiplexer:
     def packet_received(self, packet: IfpPacket) -> list[FrontEndEvent]:
         """Feed one IFP packet; returns what it means at the modem level."""
         msg = packet.msg
-        if packet.is_indicator:
-            # is_indicator: a T30Indicator, or an Unknown of that kind (never T30Data).
-            indicator = cast(T30Indicator | Unknown, msg)
-            if indicator == self._indicator:
+        # IfpPacket.is_indicator spelled out, so that the types narrow.
+        if isinstance(msg, T30Indicator) or (isinstance(msg, Unknown) and msg.kind is T30Indicator):
+            if msg == self._indicator:
                 return []  # T.38 clause 7.6: a repeated indicator is harmless
-            self._indicator = indicator
+            self._indicator = msg
             self._hdlc.clear()
             self._hdlc_damaged = False
             self._last_field = None
-            return [SignalStarted(indicator)]
+            return [SignalStarted(msg)]
         events: list[FrontEndEvent] = []
-        data_type = cast(T30Data | Unknown, msg)
+        data_type = msg
         for field in packet.fields or ():
             key = (data_type, field.field_type)
             repeat = key == self._last_field and field.field_type in _END_FIELDS

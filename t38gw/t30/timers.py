@@ -14,7 +14,6 @@ import enum
 # T.30 5.4.1 / clause 5 timers, seconds.
 T1 = 35.0  # 35 +/- 5 s: phase B identification
 T2 = 6.0  # 6 +/- 1 s: waiting for a command
-T3 = 10.0  # 10 +/- 5 s: alerting the operator (procedure interrupts)
 T4 = 3.0  # 3 s +/- 15 %: waiting for a response (our DIS repeats)
 T5 = 60.0  # 60 +/- 5 s: ECM receiver-not-ready
 #: No image data for this long ends a page in progress (SpanDSP MID_RX_TIMEOUT).
@@ -31,13 +30,16 @@ TCF_MISSING_WAIT = 3.0
 #: After a garbled command while we answer, DIS is repeated this long after the V.21
 #: carrier ended, or at once after the fast carrier (a TCF) that followed it.
 GARBLED_DIS_WAIT = 0.5
-#: TCF (T.30 5.3.6.2.3 / 5.4.2.1) is 1.5 s of zeros; a receiver wants at least 1 s of it.
+#: TCF (T.30 5.3.6.2.3 / 5.4.2.1) is 1.5 s of zeros at the DCS rate (what a sender
+#: sends); a receiver wants an unbroken run of at least 1 s of it, as SpanDSP judges it.
 TCF_DURATION = 1.5
 TCF_MIN_ZERO_RUN = 1.0
 
 
 class Timer(enum.Enum):
     """The timers of a T.30 engine (T.30 5.4.1 and the T.38 edge's own watches)."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
 
     T1 = "T1"  # phase B: no valid answer to our DIS (called) / DCS (calling)
     T2 = "T2"  # waiting for a command
@@ -49,43 +51,37 @@ class Timer(enum.Enum):
     TCF_MISSING = "tcf_missing"  # DCS with no TCF after it
 
 
-class Deadlines:
-    """Armed timers, ``{Timer: deadline}``; at most one deadline per timer."""
+class Deadlines(dict[Timer, float]):
+    """Armed timers, ``{Timer: deadline}``: at most one deadline per timer.  A dict, so the
+    per-packet re-arming of the carrier watch costs a dict store."""
 
-    __slots__ = ("_at",)
-
-    def __init__(self) -> None:
-        self._at: dict[Timer, float] = {}
+    __slots__ = ()
 
     def arm(self, timer: Timer, at: float) -> None:
-        self._at[timer] = at
+        self[timer] = at
 
-    def cancel(self, *timers: Timer) -> None:
-        for timer in timers:
-            self._at.pop(timer, None)
-
-    def clear(self) -> None:
-        self._at.clear()
-
-    def get(self, timer: Timer) -> float | None:
-        return self._at.get(timer)
+    def cancel(self, timer: Timer, other: Timer | None = None) -> None:
+        self.pop(timer, None)
+        if other is not None:
+            self.pop(other, None)
 
     def extend(self, timer: Timer, at: float) -> None:
         """Move an armed timer to ``at`` if that is later (T.30 5.4.1: flags reset T2/T4)."""
-        current = self._at.get(timer)
+        current = self.get(timer)
         if current is not None and at > current:
-            self._at[timer] = at
+            self[timer] = at
 
     def next(self) -> float | None:
-        return min(self._at.values()) if self._at else None
+        """The earliest deadline, None when nothing is armed."""
+        return min(self.values()) if self else None
 
-    def due(self, now: float) -> list[tuple[Timer, float]]:
-        """The armed timers in deadline order (the caller fires those still armed and due)."""
-        return sorted(self._at.items(), key=lambda item: item[1])
+    def in_order(self) -> list[tuple[Timer, float]]:
+        """The armed timers in deadline order (fire those still armed and due, see ``fire``)."""
+        return sorted(self.items(), key=lambda item: item[1])
 
     def fire(self, timer: Timer, deadline: float, now: float) -> bool:
         """Disarm ``timer`` and say True if it is still armed at ``deadline`` and due by ``now``."""
-        if deadline <= now and self._at.get(timer) == deadline:
-            del self._at[timer]
+        if deadline <= now and self.get(timer) == deadline:
+            del self[timer]
             return True
         return False

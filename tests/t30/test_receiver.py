@@ -24,6 +24,7 @@ from t38gw.t30 import (
     T30Result,
     judge_quality,
 )
+from t38gw.t30.dcs import build_dcs
 from t38gw.t30.ecm import frames_in_ppr_map
 from t38gw.t30.frames import PPS_NULL, decode_ident
 from tests.t30 import scripted as s
@@ -728,3 +729,61 @@ def test_ecm_page_keeping_a_block_taken_after_eor_is_not_reported_received(page)
     assert not of(d.events, PageReceived)
     (rejected,) = of(d.events, PageRejected)
     assert rejected.number == 1 and rejected.ecm
+
+
+def _unreadable_dcs(kind: str) -> bytes:
+    fif = bytearray(build_dcs(Modulation.V27TER_2400))
+    if kind == "short":
+        return bytes(fif[:2])
+    if kind == "modem":
+        fif[1] |= 1 << ((13 - 1) & 7)  # T.30 Table 2 bits 11-14 = 0010: reserved
+    else:
+        fif[2] |= (1 << ((17 - 1) & 7)) | (1 << ((18 - 1) & 7))  # bits 17-18 = 11: invalid
+    return bytes(fif)
+
+
+@pytest.mark.parametrize("kind", ["short", "modem", "width"])
+def test_unreadable_dcs_while_answering_gets_dis_again_then_a_good_one_trains(kind):
+    # T.30 Figure 5-2: a command the called terminal cannot read is answered by DIS again
+    # (as a garbled DCS, TSB-85 MRGN11), after the TCF that follows it.
+    d = engine()
+    d.wait(6.0)
+    dis_before = names(d).count("DIS")
+    d.feed(s.control(s.frame(Fcf.DCS, _unreadable_dcs(kind))))
+    d.feed(s.tcf(Modulation.V27TER_2400))
+    d.wait(1.0)
+    assert not of(d.events, CallEnded)
+    assert d.engine.state is State.ANSWERING
+    assert names(d).count("DIS") == dis_before + 1 and "FTT" not in names(d) and "CFR" not in names(d)
+    assert any("bad DCS" in e.what for e in of(d.events, ProtocolEventLogged))
+    d.feed(s.dcs_sequence(Modulation.V17_14400))
+    d.feed(s.tcf(Modulation.V17_14400))
+    assert names(d)[-1] == "CFR" and of(d.events, PhaseBCompleted)
+
+
+def test_a_sender_that_only_sends_unreadable_dcs_is_disconnected_after_three_dis():
+    d = engine()
+    d.wait(6.0)
+    for _ in range(4):
+        d.feed(s.control(s.frame(Fcf.DCS, _unreadable_dcs("modem"))))
+        d.wait(3.5)
+    d.wait(10.0)
+    (ended,) = of(d.events, CallEnded)
+    assert ended.result is T30Result.RETRYDCN and names(d)[-1] == "DCN"
+
+
+def test_unreadable_dcs_after_ftt_gets_no_answer():
+    # Outside phase B's DIS, an unreadable command gets silence (TSB-85 MRGN17); the
+    # sender repeats it, here with a good DCS.
+    d = engine()
+    d.wait(6.0)
+    d.feed(s.dcs_sequence(Modulation.V17_14400))
+    d.feed(s.tcf(Modulation.V17_14400, good=False))
+    assert names(d)[-1] == "FTT" and d.engine.state is State.AWAIT_DCS
+    sent = len(names(d))
+    d.feed(s.control(s.frame(Fcf.DCS, _unreadable_dcs("short"))))
+    d.wait(2.0)
+    assert len(names(d)) == sent and d.engine.state is State.AWAIT_DCS and not of(d.events, CallEnded)
+    d.feed(s.dcs_sequence(Modulation.V17_9600))
+    d.feed(s.tcf(Modulation.V17_9600))
+    assert names(d)[-1] == "CFR"
