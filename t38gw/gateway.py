@@ -300,7 +300,7 @@ class Gateway:
         async for event in self.sip.events:
             call = getattr(event, "call", None)
             try:
-                await self._on_sip_event(event)
+                self._on_sip_event(event)
             except (SipLocalProtocolError, SipRemoteProtocolError) as exc:
                 log.warning("sip_event_not_handled", event=type(event).__name__, error=str(exc),
                             call_id=getattr(call, "call_id", None))
@@ -322,7 +322,7 @@ class Gateway:
         except Exception:
             log.exception("sip_event_containment_failed", call_id=getattr(sip_call, "call_id", None))
 
-    async def _on_sip_event(self, event: Any) -> None:
+    def _on_sip_event(self, event: Any) -> None:
         if isinstance(event, IncomingCall):
             self._incoming(event)
             return
