@@ -35,7 +35,7 @@ def script(name: str) -> list[list]:
         "answering": [],
         "await_tcf": [s.dcs_sequence(m)],
         "await_page": non_ecm,
-        "non_ecm_page": non_ecm + [s.image_carrier(m, PAGE)[:-1]],
+        "non_ecm_page": non_ecm + [s.image_carrier(m, PAGE, chunk=20)[:-1]],  # data, no sig-end yet
         "await_post_page": non_ecm + [s.image_carrier(m, PAGE)],
         "await_dcn": non_ecm + [s.image_carrier(m, PAGE), s.control(s.frame(Fcf.EOP))],
         "ecm_block": ecm + [block[:-4]],
@@ -95,6 +95,18 @@ def test_any_input_in_any_state(start, steps):
     assert engine.state is State.ENDED and engine.finished and engine.next_deadline() is None
     assert len([e for e in driver.events if isinstance(e, CallEnded)]) == 1
     assert engine.ifp_received(IfpPacket(T30Indicator.CED), driver.now + 1) == []
+
+
+def test_each_script_reaches_its_state():
+    for name in ("answering", "await_tcf", "await_page", "non_ecm_page", "await_post_page", "await_dcn",
+                 "ecm_block", "ecm_post", "ecm_ppr"):
+        engine = T30Receiver(ReceiverConfig(local_ident="1"))
+        driver = s.Driver(engine)
+        driver.wait(6.0)
+        for packets in script(name):
+            driver.feed(packets)
+        expected = {"ecm_post": State.AWAIT_POST_PAGE, "ecm_ppr": State.AWAIT_PAGE}.get(name) or State(name)
+        assert engine.state is expected, name
 
 
 def test_unexpected_input_is_a_logged_event_per_state():
