@@ -554,7 +554,7 @@ class CallControl:
         return StartMedia(self.media)
 
     def _fail(self, reason: str, *notes: Note) -> list[Command]:
-        return [*notes, StopMedia(reason, failed=True), Hangup()]
+        return [*notes, StopMedia(reason, failed=True), Note("sip_hangup_sent"), Hangup()]
 
     # -- handlers (return commands, or (commands, state)) ---------------------
 
