@@ -121,9 +121,6 @@ class RequestRefused:
     reason: str
     suppressed: int = 0
 
-# The names these events had before (kept until every caller has moved).
-IncomingCall = InviteReceived
-CallEnded = CallTerminated
 
 Event = (
     InviteReceived | CallEstablished | CallProgressed | CallAnswered | MediaChanged | SessionRefreshed

@@ -92,12 +92,10 @@ from sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from sip.events import (
     REFUSAL_REASONS,
     CallAnswered,
-    CallEnded,
     CallEstablished,
     CallProgressed,
     CallTerminated,
     Event,
-    IncomingCall,
     InviteReceived,
     MediaChanged,
     RegistrationFailed,
@@ -160,9 +158,6 @@ __all__ = [
     "ReinviteFailed",
     "RequestRefused",
     "SessionRefreshed",
-    # the events' former names, until every caller has moved
-    "CallEnded",
-    "IncomingCall",
     # helpers that lived here before the split
     "ALLOWED_METHODS",
     "SUPPORTED_OPTIONS",

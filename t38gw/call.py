@@ -3,8 +3,8 @@
 How it works
 ------------
 One :class:`CallControl` per SIP call.  Its inputs are the ``sip.ua`` events of that
-call (``IncomingCall``, ``CallEstablished``, ``MediaChanged``, ``ReinviteFailed``,
-``SessionRefreshed``, ``CallEnded``), facts from the gateway's runtime edge (a UDPTL port
+call (``InviteReceived``, ``CallEstablished``, ``MediaChanged``, ``ReinviteFailed``,
+``SessionRefreshed``, ``CallTerminated``), facts from the gateway's runtime edge (a UDPTL port
 was opened or could not be, T.30 phase B named the sender, the fax is over, the gateway
 is shutting down, a command could not be carried out) and ``now``.  Its outputs are
 commands (:class:`Ring`, :class:`Accept`, :class:`Answer`, :class:`Refuse`,
@@ -19,7 +19,7 @@ the shape of ``sip.transaction``: the handler returns the commands and never ass
 state (a handler whose outcome picks the state - admission, SDP checks - returns it
 with the commands; the table's state is the default).  A missing key means the input
 does not matter in that state and is absorbed (a late event of a call we already hung
-up, a second ``CallEnded``...).  Timers are armed by name; entering a state drops the
+up, a second ``CallTerminated``...).  Timers are armed by name; entering a state drops the
 timers that do not belong to it (``TIMERS_BY_STATE``), so a superseded timer cannot
 fire: ``handle_timer`` at a stale deadline is a no-op.
 
@@ -69,9 +69,9 @@ from sip import sdp as sdpmod
 from sip.errors import RemoteProtocolError, SipParseError
 from sip.message import parse_name_addr
 from sip.ua import (
-    CallEnded,
+    CallTerminated,
     CallEstablished,
-    IncomingCall,
+    InviteReceived,
     MediaChanged,
     ReinviteFailed,
     SessionRefreshed,
@@ -172,7 +172,7 @@ def user_of_name_addr(value: str | None) -> str:
         return ""
 
 
-def facts_of_invite(event: IncomingCall, trunk_hosts: tuple[tuple[str, str], ...]) -> CallFacts:
+def facts_of_invite(event: InviteReceived, trunk_hosts: tuple[tuple[str, str], ...]) -> CallFacts:
     """did, caller and trunk of an incoming call.  The trunk is the configured trunk whose
     registrar the INVITE came from, else the listener's transport."""
     invite = event.call.invite
@@ -298,7 +298,7 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
-    OFFERED = "IncomingCall"
+    OFFERED = "InviteReceived"
     ANSWER_NOW = "answer_after elapsed"  # timer
     SHUTDOWN = "shutdown began"
     MEDIA_READY = "port opened"
@@ -312,7 +312,7 @@ class Input(enum.Enum):
     T38_WAIT_OVER = "no T.38 in time"  # timer
     PHASE_B = "T.30 phase B"
     FAX_ENDED = "the fax side ended"
-    ENDED = "CallEnded"
+    ENDED = "CallTerminated"
     ANSWER_FAILED = "Answer could not be sent"
     REINVITE_NOT_SENT = "Reinvite could not be sent"
 
@@ -452,8 +452,8 @@ class CallControl:
 
     # -- inputs ---------------------------------------------------------------
 
-    def offered(self, event: IncomingCall, load: Load, now: float) -> list[Command]:
-        """A new INVITE (``IncomingCall``), with the gateway's load at that moment."""
+    def offered(self, event: InviteReceived, load: Load, now: float) -> list[Command]:
+        """A new INVITE (``InviteReceived``), with the gateway's load at that moment."""
         return self._apply(Input.OFFERED, now, (event, load))
 
     def sip_event(self, event: object, now: float) -> list[Command]:
@@ -466,7 +466,7 @@ class CallControl:
             return self._apply(Input.REINVITE_FAILED, now, event)
         if isinstance(event, SessionRefreshed):
             return self._apply(Input.REFRESHED, now, event)
-        if isinstance(event, CallEnded):
+        if isinstance(event, CallTerminated):
             return self._apply(Input.ENDED, now, event)
         return []
 
@@ -561,7 +561,7 @@ class CallControl:
     def _nothing(self, now: float, payload: Any) -> list[Command]:
         return []
 
-    def _offered(self, now: float, payload: tuple[IncomingCall, Load]) -> Handled:
+    def _offered(self, now: float, payload: tuple[InviteReceived, Load]) -> Handled:
         event, load = payload
         facts = self.facts = facts_of_invite(event, self.settings.trunk_hosts)
         self.sip_source_host = event.source.host
@@ -599,7 +599,7 @@ class CallControl:
         kind = ("none (delayed offer)" if offer is None else "t38" if negotiation.offers_t38(offer) else "audio")
         return [Accept(self.facts, self.route, kind)]
 
-    def _cancelled_while_ringing(self, now: float, event: CallEnded) -> list[Command]:
+    def _cancelled_while_ringing(self, now: float, event: CallTerminated) -> list[Command]:
         return [Note("call_cancelled_while_ringing", fields={"reason": event.reason})]
 
     def _no_port(self, now: float, reason: str) -> Handled:
@@ -703,6 +703,6 @@ class CallControl:
     def _hang_up(self, now: float, payload: Any) -> list[Command]:
         return [Note("sip_hangup_sent"), Hangup()]
 
-    def _dialog_ended(self, now: float, event: CallEnded) -> list[Command]:
+    def _dialog_ended(self, now: float, event: CallTerminated) -> list[Command]:
         return [Note("sip_call_ended", fields={"reason": event.reason, "status": event.status}),
                 StopMedia(event.reason, failed=False)]

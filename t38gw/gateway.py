@@ -45,7 +45,7 @@ from sip.registration import Trunk as SipTrunk
 from sip.timers import TimerTable
 from sip.transport import ListenSpec, SipEndpoint, server_ssl_context
 from sip.ua import (
-    IncomingCall,
+    InviteReceived,
     RegistrationFailed,
     RegistrationSucceeded,
     RequestRefused,
@@ -108,7 +108,7 @@ class _Call:
 
     sip_call: Any
     control: CallControl
-    incoming: IncomingCall
+    incoming: InviteReceived
     bound: Any  # the logger bound to call_id (and fax_id once known)
     session: FaxSession | None = None
     running: bool = False  # the session's task was started (the INVITE was answered)
@@ -181,7 +181,9 @@ class Gateway:
             modems.add("V.17")
         capabilities = ReceiveCapabilities(modems=frozenset(modems), ecm=fax.ecm,
                                            compressions=frozenset(Compression(c) for c in fax.compressions))
-        return ReceiverConfig(local_ident=fax.local_ident, capabilities=capabilities)
+        limits = self.config.limits
+        return ReceiverConfig(local_ident=fax.local_ident, capabilities=capabilities,
+                              max_pages=limits.max_pages_per_call, max_page_rows=limits.max_page_rows)
 
     def local_t38(self) -> sdpmod.T38Params:
         t38 = self.config.t38
@@ -323,7 +325,7 @@ class Gateway:
             log.exception("sip_event_containment_failed", call_id=getattr(sip_call, "call_id", None))
 
     def _on_sip_event(self, event: Any) -> None:
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             self._incoming(event)
             return
         if isinstance(event, (RegistrationSucceeded, RegistrationFailed)):
@@ -345,7 +347,7 @@ class Gateway:
         if call is not None:
             self._execute(call, call.control.sip_event(event, trio.current_time()))
 
-    def _incoming(self, event: IncomingCall) -> None:
+    def _incoming(self, event: InviteReceived) -> None:
         load = self._load()
         control = CallControl(self.call_settings, sdp_session_id=self.rng.randint(1, 2**31))
         call = self.calls[event.call.id] = _Call(event.call, control, event, log.bind(call_id=event.call.call_id))
@@ -454,7 +456,7 @@ class Gateway:
         try:
             await self._open_media(call, accept)
         except Exception:
-            log.exception("sip_event_failed", event="IncomingCall", call_id=call.sip_call.call_id)
+            log.exception("sip_event_failed", event="InviteReceived", call_id=call.sip_call.call_id)
             if call.session is not None and not call.running:
                 call.session.endpoint.close()
             self._contain(call.sip_call)

@@ -42,9 +42,6 @@ FORBIDDEN_IN_CORES = ("trio", "socket", "asyncio", "selectors")  # the last two:
 IO_EDGES = {
     "sip/transport.py": "the SIP transports (UDP, TCP, TLS sockets) feeding the sans-IO UA with trio.current_time()",
     "udptl/endpoint.py": "one call's UDPTL socket and the port pool, feeding the receiver with trio.current_time()",
-    # Not an edge of the library but a program shipped inside it; issue 11 item 5 moves it
-    # to tools/, and then this entry goes.
-    "sip/testua.py": "a trio program (the scripted SIP UA the interop tests run), shipped in the package for now",
 }
 
 # The service's runtime edge: the t38gw modules that import trio today, each for a reason.

@@ -19,8 +19,8 @@ from sip.errors import LocalProtocolError
 from sip.sdp import T38Params
 from sip.ua import (
     CallAnswered,
-    CallEnded,
-    IncomingCall,
+    CallTerminated,
+    InviteReceived,
     MediaChanged,
     ReinviteFailed,
 )
@@ -109,7 +109,7 @@ class Harness:
 
     # -- the gateway's role -----------------------------------------------------
     def _gateway_event(self, node, event, now: float) -> None:
-        if isinstance(event, IncomingCall):
+        if isinstance(event, InviteReceived):
             load = Load(calls=sum(not core.done for core in self.cores.values()), max_calls=self.max_calls)
             core = self.cores[event.call.id] = CallControl(self.settings, sdp_session_id=len(self.cores) + 1)
             self.calls[event.call.id] = event.call
@@ -221,7 +221,7 @@ def assert_fax_call_ended_by_us(h: Harness, key: str) -> None:
     core = h.cores[key]
     assert core.state is State.DONE, core
     assert h.of(Hangup, key), h.commands
-    assert [e.reason for e in h.peer_events(CallEnded)] == ["remote hangup"], h.peer.events
+    assert [e.reason for e in h.peer_events(CallTerminated)] == ["remote hangup"], h.peer.events
 
 
 LOSSY = [pytest.param(0.0, 1, id="no-loss"), pytest.param(0.15, 7, id="loss15-seed7"),
@@ -335,7 +335,7 @@ def test_cancel_while_ringing_opens_nothing_and_answers_nothing():
     assert h.only_core().state is State.DONE and h.only_core().next_deadline() is None
     assert [s.first_line for s in h.net.sent_by("gw", "SIP/2.0 18")] == ["SIP/2.0 180 Ringing"]
     assert all(b"CANCEL" in s.data for s in h.net.sent_by("gw", "SIP/2.0 200"))  # only the CANCEL's 200
-    [ended] = h.peer_events(CallEnded)
+    [ended] = h.peer_events(CallTerminated)
     assert ended.status == 487
 
 
@@ -419,7 +419,7 @@ def test_max_calls_answers_503():
     h.run(10)
     refusals = h.of(Refuse)
     assert [(r.status, r.reason) for r in refusals] == [(503, "limits.max_calls (1) calls in progress")]
-    ended = [e for e in h.peer_events(CallEnded) if e.call is second]
+    ended = [e for e in h.peer_events(CallTerminated) if e.call is second]
     assert [e.status for e in ended] == [503]
     assert len(h.of(StartMedia)) == 1
     h.run(60)
@@ -435,7 +435,7 @@ def test_route_reject_answers_603_and_no_media():
     h.run(10)
     assert [r.status for r in h.of(Refuse)] == [603]
     assert not h.of(Accept)
-    assert [e.status for e in h.peer_events(CallEnded)] == [603]
+    assert [e.status for e in h.peer_events(CallTerminated)] == [603]
 
 
 def test_delayed_offer_gets_our_t38_offer_and_the_answer_in_the_ack_starts_media():
@@ -495,7 +495,7 @@ def test_every_state_absorbs_every_sip_event_without_raising():
     h.run(1)
     key = next(iter(h.cores))
     our_call = h.calls[key]
-    events = [CallEnded(our_call, "x"), ReinviteFailed(our_call, 500, "x"),
+    events = [CallTerminated(our_call, "x"), ReinviteFailed(our_call, 500, "x"),
               MediaChanged(our_call, b"garbage", False), MediaChanged(our_call, b"garbage", True)]
     for state in State:
         for event in events:
