@@ -16,7 +16,7 @@ from t38gw import webhooks
 from tests.e2e.farend import CallPlan, FarEnd, parse_sip
 from tests.e2e.support import SECRET, GatewayProcess, WebhookReceiver, pdf_page_sizes, pdf_pages, tiff_pages
 from tests.peers.spandsp import T30_ERR_OK
-from tests.t30.pages import chart_page, random_page
+from tests.t38gw.t30.pages import chart_page, random_page
 
 pytestmark = pytest.mark.realtime
 

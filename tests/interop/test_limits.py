@@ -14,8 +14,8 @@ from t38gw.config import LimitsConfig, Route
 from t38gw.faxrecord import InboundFax
 from t38gw.t30 import CallEnded, PageReceived, ReceiverConfig, T30Result
 from tests.peers.spandsp import T30_ERR_OK, make_fax_tiff, read_fax_tiff
-from tests.t30.harness import run_call
-from tests.t30.pages import random_page
+from tests.t38gw.t30.harness import run_call
+from tests.t38gw.t30.pages import random_page
 
 SENT = 250
 WIDTH, ROWS = 1728, 24  # short pages: the limit counts pages, not rows

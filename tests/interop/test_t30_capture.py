@@ -69,7 +69,7 @@ def test_hostile_capture_through_udptl_into_the_engine(testdata):
 
 
 def test_capture_page_matches_spandsps_own_decoder(testdata):
-    from tests.t30.spandsp_decoder import SpandspPageDecoder
+    from tests.t38gw.t30.spandsp_decoder import SpandspPageDecoder
 
     datagrams = list(udp_payloads((testdata / CAPTURE).read_bytes(), dst_port=2))
     ours = [e for e in receive_capture(datagrams)[2] if isinstance(e, PageReceived)]

@@ -20,7 +20,7 @@ from t38gw.t30 import (
 
 from tests.peers.spandsp import T30_ERR_OK, T30_ERRORS, make_fax_tiff
 from tests.support.impairment import Impairment
-from tests.t30.harness import perfect_channel, run_call
+from tests.t38gw.t30.harness import perfect_channel, run_call
 from udptl.codec import decode_ifp
 from udptl.ifp import FieldType, T30Data
 
@@ -28,7 +28,7 @@ WIDTH = 1728
 
 
 def pages_for(seed: int, count: int, width: int = WIDTH, rows=(40, 120)):
-    from tests.t30.pages import random_page
+    from tests.t38gw.t30.pages import random_page
 
     rng = random.Random(seed)
     pages = []
@@ -258,7 +258,7 @@ def test_every_frame_we_send_is_one_spandsp_understands(tiff):
 def test_pages_larger_than_one_ecm_block(tiff):
     # ITU chart 7 (dense text) at 204x391 codes to more than one 256-frame block (64 KiB) in
     # MH: SpanDSP sends PPS-NULL between the partial pages of one page.
-    from tests.t30.pages import chart_page
+    from tests.t38gw.t30.pages import chart_page
 
     bitmap = chart_page(7, WIDTH) * 2
     pages = [(bitmap, WIDTH, len(bitmap) // (WIDTH // 8))]

@@ -1,6 +1,6 @@
 """SpanDSP's T.38 terminal faxes to our T.30 engine, across the whole matrix.
 
-Every cell is one call in simulated time (tests/t30/harness.py): SpanDSP 0.0.6 sends a
+Every cell is one call in simulated time (tests/t38gw/t30/harness.py): SpanDSP 0.0.6 sends a
 TIFF, the IFPs go through our UDPTL sender, a seeded impairment and our UDPTL receiver,
 and our engine receives.  A cell passes when SpanDSP reports T30_ERR_OK in phase E, our
 engine ends with OK and every page it confirmed is pixel-identical to its source page.
@@ -29,8 +29,8 @@ import pytest
 from t38gw.t30 import PageReceived, PageRejected, T30Result
 from tests.peers.spandsp import T30_ERR_OK, T30_ERRORS, SpandspT38Terminal, make_fax_tiff
 from tests.support.impairment import Impairment
-from tests.t30.harness import run_call
-from tests.t30.pages import chart_page, random_page
+from tests.t38gw.t30.harness import run_call
+from tests.t38gw.t30.pages import chart_page, random_page
 
 MODES = [("non-ecm", "mh"), ("non-ecm", "mr"), ("ecm", "mh"), ("ecm", "mr"), ("ecm", "mmr")]
 RESOLUTIONS = [(204, 98), (204, 196), (204, 391), (300, 300)]

@@ -104,7 +104,7 @@ def test_returns_at_the_deadline_with_nothing():
 # port while the peer (127.0.0.1) streams a real SpanDSP page.  It must get nothing and
 # change nothing.
 
-VECTORS = Path(__file__).resolve().parent / "vectors" / "spandsp_ifp"
+VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "spandsp_ifp"
 PEER_HOST, ATTACKER_HOST, NAT_HOST = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 
 

@@ -23,7 +23,7 @@ from t38gw.faxrecord import INTERRUPTED_REASON, InboundFax, enqueue_planned, pla
 from t38gw.spool import Spool
 from tests.imaging.charts import CHART_HEIGHT, CHART_WIDTH, chart
 from tests.peers.spandsp import read_fax_tiff
-from tests.t30.pages import random_page
+from tests.t38gw.t30.pages import random_page
 
 SECRET = "whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM="
 CONFIG = Config(webhooks=(Webhook("default", "http://127.0.0.1:9/fax", SECRET),))

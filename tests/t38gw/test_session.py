@@ -14,8 +14,8 @@ from t38gw.faxrecord import InboundFax
 from t38gw.session import FaxSession, T38Session
 from t38gw.t30 import Fcf, ReceiverConfig, T30Frame
 from t38gw.t30.dcs import Compression, Modulation
-from tests.t30 import scripted as s
-from tests.t30.pages import random_page
+from tests.t38gw.t30 import scripted as s
+from tests.t38gw.t30.pages import random_page
 from tests.peers.spandsp import read_fax_tiff
 from udptl.codec import encode_ifp
 from udptl.endpoint import PortPool

@@ -18,7 +18,7 @@ from t38gw.t30 import (
     T30Receiver,
 )
 from t38gw.t30.events import DocumentEnded, PageRejected, PhaseBCompleted
-from tests.t30 import scripted as s
+from tests.t38gw.t30 import scripted as s
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator, Unknown
 
 PAGE = s.coded_page(bytes(216 * 8), 1728, 8, Compression.MH)

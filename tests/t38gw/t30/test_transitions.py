@@ -1,6 +1,6 @@
 """The receiver's transition table, driven over every (state, input) pair.
 
-Each reachable state is reached by a real scripted sender (tests/t30/scripted.py); from
+Each reachable state is reached by a real scripted sender (tests/t38gw/t30/scripted.py); from
 a copy of it every input is fed: every FCF 0-255 as a final V.21 command (the ones T.30
 does not define included), a garbled command, every ``Timer`` running out (armed at
 ``now`` whether or not the state arms it: a stray timer must be harmless), every
@@ -26,7 +26,7 @@ from t38gw.t30.events import DocumentEnded, PageReceived, PageRejected, PhaseBCo
 from t38gw.t30.frames import PPS_NULL
 from t38gw.t30.receiver import TRANSITIONS, Outcome, Signal
 from t38gw.t30.timers import Timer
-from tests.t30 import scripted as s
+from tests.t38gw.t30 import scripted as s
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator, Unknown
 
 M = Modulation.V17_14400

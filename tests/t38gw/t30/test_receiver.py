@@ -27,7 +27,7 @@ from t38gw.t30 import (
 from t38gw.t30.dcs import build_dcs
 from t38gw.t30.ecm import frames_in_ppr_map
 from t38gw.t30.frames import PPS_NULL, decode_ident
-from tests.t30 import scripted as s
+from tests.t38gw.t30 import scripted as s
 from udptl.ifp import FieldType, T30Indicator
 
 WIDTH = 1728
