@@ -127,12 +127,13 @@ def test_trunk_routed_call_stays_on_its_route_after_phase_b(tmp_path, webhook_re
         gateway.stop()
 
 
-def test_max_calls_answers_503_and_files_are_private(tmp_path):
-    """limits.max_calls = 1: a second caller during a fax gets 503; the first fax completes;
+def test_limits_max_calls_and_pages_and_files_are_private(tmp_path):
+    """limits.max_calls = 1: a second caller during a fax gets 503; limits.max_pages_per_call
+    = 2: the first caller's third page is never taken, its two pages are kept as partial;
     every file and folder the gateway wrote is private to its user."""
-    gateway = GatewayProcess(tmp_path, extra_config="[limits]\nmax_calls = 1\n").start()
+    gateway = GatewayProcess(tmp_path, extra_config="[limits]\nmax_calls = 1\nmax_pages_per_call = 2\n").start()
     try:
-        first = CallPlan(pages=source_pages(42, 2), caller="5550403", seed=42)
+        first = CallPlan(pages=source_pages(42, 3), caller="5550403", seed=42)
         second = CallPlan(pages=source_pages(43, 1), caller="5550404", seed=43, max_seconds=15)
         results: list = [None, None]
 
@@ -147,9 +148,10 @@ def test_max_calls_answers_503_and_files_are_private(tmp_path):
         for thread in threads:
             thread.join(120)
         assert results[1].invite_status == 503, results[1]
-        assert results[0].phase_e_status == T30_ERR_OK, results[0]
+        assert results[0].invite_status == 200 and results[0].phase_e_status != T30_ERR_OK, results[0]
         [meta] = gateway.wait_for_faxes(1, timeout=15)
-        assert meta["status"] == "received"
+        assert meta["status"] == "partial" and "page limit of 2 pages" in meta["reason"], meta
+        assert_pages_identical(gateway, meta, first.pages[:2], 204, 196, tmp_path)
         refused = [e for e in gateway.log_events() if e.get("event") == "call_refused"]
         assert refused and "max_calls" in refused[0]["reason"]
         folder = gateway.folder(meta)
