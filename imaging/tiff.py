@@ -188,21 +188,7 @@ def read_tags(tiff: bytes, ifd_index: int = 0) -> dict[int, tuple[Any, ...]]:
         (offset,) = struct.unpack_from(order + "I", tiff, offset + 2 + 12 * n)
         if offset == 0:
             raise ValueError("no such IFD")
-    (n,) = struct.unpack_from(order + "H", tiff, offset)
-    tags: dict[int, tuple[Any, ...]] = {}
-    for index in range(n):
-        tag, kind, count, value = struct.unpack_from(order + "HHI4s", tiff, offset + 2 + 12 * index)
-        size = _TYPE_SIZES.get(kind, 1) * count
-        raw = value if size <= 4 else tiff[struct.unpack(order + "I", value)[0] :][:size]
-        if kind == _SHORT:
-            tags[tag] = struct.unpack(order + "H" * count, raw[: 2 * count])
-        elif kind == _LONG:
-            tags[tag] = struct.unpack(order + "I" * count, raw[: 4 * count])
-        elif kind == _RATIONAL:
-            numbers = struct.unpack(order + "I" * (2 * count), raw[: 8 * count])
-            tags[tag] = tuple(zip(numbers[::2], numbers[1::2]))
-        else:
-            tags[tag] = (raw[:size],)
+    tags, _ = _tags_in(lambda at, size: tiff[at : at + size], order, offset)
     return tags
 
 
