@@ -168,6 +168,19 @@ def _sip_uri(text: str) -> str | None:
     return None if text.startswith(("sip:", "sips:")) else f"must be a sip: or sips: URI, got {text!r}"
 
 
+def _proxy_uri(text: str) -> str | None:
+    """"" or a sip:/sips: URI with an optional ;transport=udp|tcp|tls."""
+    if not text:
+        return None
+    problem = _sip_uri(text)
+    if problem is not None:
+        return problem
+    match = re.search(r";transport=([^;?]*)", text, re.IGNORECASE)
+    if match and match.group(1).lower() not in ("udp", "tcp", "tls"):
+        return f"transport must be udp, tcp or tls, got {match.group(1)!r}"
+    return None
+
+
 def _regex(pattern: str) -> str | None:
     try:
         re.compile(pattern)
@@ -216,6 +229,11 @@ class Trunk:
     expires: int = setting(600, "s, asked of the registrar", min=60, max=86400, unit=" seconds")
     media_latching: str = setting(
         "", '"" = [sip] media_latching; "strict" | "learn" for calls from this trunk', choices=("", *_LATCHING))
+    outbound: bool = setting(False, "true: numbers in POST /v1/faxes `to` are dialled through this trunk")
+    proxy: str = setting("", 'where INVITEs go, e.g. "sip:sbc.example.net:5060;transport=tcp"; "" = the registrar',
+                         check=_proxy_uri)
+    from_user: str = setting("", "user part of our From on outbound calls; \"\" = username")
+    from_domain: str = setting("", "host part of our From on outbound calls; \"\" = the registrar's host")
 
 
 @dataclass(frozen=True)
@@ -369,6 +387,20 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class SendConfig:
+    allow_direct_uri: bool = setting(False, "true: `to` may be a sip:/sips: URI dialled as is (not through a trunk)")
+    initial_offer: str = setting("audio", '"audio" | "t38": what our first INVITE offers', choices=("audio", "t38"))
+    header_line: bool = setting(True, 'our ident, date/time, "page n/m" on each page')
+    retries: int = setting(3, "attempts after the first on busy, no answer or 5xx", min=0, max=20)
+    retry_after: int = setting(60, "s before the first retry, doubling", min=1, max=86400, unit=" seconds")
+    max_pages_per_job: int = setting(200, "a longer document is refused (4xx)", min=1, max=10000)
+    max_calls_per_trunk: int = setting(0, "outbound calls at once on one trunk; 0 = no limit but limits.max_calls",
+                                       min=0, max=100000)
+    ring_timeout: int = setting(60, "s of ringing before we give up (CANCEL): no answer", min=5, max=600,
+                                unit=" seconds")
+
+
+@dataclass(frozen=True)
 class Config:
     sip: SipConfig = setting(SipConfig(), table=SipConfig)
     t38: T38Config = setting(T38Config(), table=T38Config)
@@ -380,6 +412,7 @@ class Config:
     spool: str = setting("var/spool.db", "top-level key: the webhook spool (SQLite)")
     limits: LimitsConfig = setting(LimitsConfig(), table=LimitsConfig)
     logs: LogsConfig = setting(LogsConfig(), table=LogsConfig)
+    send: SendConfig = setting(SendConfig(), table=SendConfig)
 
 
 # -- reading: the schema pass ----------------------------------------------------------------
