@@ -10,6 +10,8 @@ made, so there is never a half-made document.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,8 +43,27 @@ def load_document(path: str | os.PathLike[str], *, x_dpi: float, y_dpi: float, w
     those types, encrypted, empty, damaged or absurdly large; ValueError for a bad
     resolution or width (our own misuse).
     """
+    check_geometry(x_dpi, y_dpi, width)
+    path, name, kind = sniff(path)
+    geometry = (x_dpi, y_dpi, width)
+    with reading(name, kind):
+        pages = _load_pdf(path, name, geometry) if kind == "pdf" else _load_image(path, name, geometry)
+    if not pages:
+        raise DocumentError(f"{name}: the document has no pages.")
+    return pages
+
+
+def check_geometry(x_dpi: float, y_dpi: float, width: int) -> None:
+    """Raise ValueError for a resolution or line width no fax page can have (our own misuse)."""
     if width <= 0 or width % 8 or x_dpi <= 0 or y_dpi <= 0:
         raise ValueError(f"bad fax geometry: width {width}, {x_dpi}x{y_dpi} dpi")
+
+
+def sniff(path: str | os.PathLike[str]) -> tuple[Path, str, str]:
+    """``(path, name, kind)`` of a file to fax, kind "pdf" or an image type, by its magic bytes.
+
+    Raises DocumentError for a missing, unreadable, empty, oversized or unknown file.
+    """
     path = Path(path)
     name = path.name
     try:
@@ -60,9 +81,14 @@ def load_document(path: str | os.PathLike[str], *, x_dpi: float, y_dpi: float, w
         kind = "pdf"  # some PDFs have junk before the header; PDF readers accept it
     if kind is None:
         raise DocumentError(f"{name}: this is not a document we can fax; send a PDF, TIFF, PNG or JPEG file.")
-    geometry = (x_dpi, y_dpi, width)
+    return path, name, kind
+
+
+@contextmanager
+def reading(name: str, kind: str) -> Iterator[None]:
+    """Turn whatever a decoder library raises while reading the file into a DocumentError."""
     try:
-        pages = _load_pdf(path, name, geometry) if kind == "pdf" else _load_image(path, name, geometry)
+        yield
     except DocumentError:
         raise
     except Image.DecompressionBombError:
@@ -71,23 +97,39 @@ def load_document(path: str | os.PathLike[str], *, x_dpi: float, y_dpi: float, w
         raise DocumentError(f"{name}: the file is damaged or not readable as {kind.upper()} ({error}).") from None
     except Exception as error:  # a decoder library tripping over odd input: still the file's fault
         raise DocumentError(f"{name}: the file could not be read as {kind.upper()}.") from error
-    if not pages:
-        raise DocumentError(f"{name}: the document has no pages.")
-    return pages
 
 
-def _load_pdf(path: Path, name: str, geometry: tuple[float, float, int]) -> list[Page]:
+def pdf_page_count(path: Path, name: str) -> int:
+    """How many pages a PDF has, checked by qpdf; DocumentError if encrypted or damaged."""
     import pikepdf
-    import pypdfium2 as pdfium  # type: ignore[import-untyped]  # pypdfium2 ships no type information
 
     # qpdf (pikepdf) tells encryption and structure apart clearly; pdfium then draws.
     try:
         with pikepdf.open(path) as structure:
-            count = len(structure.pages)
+            return len(structure.pages)
     except pikepdf.PasswordError:
         raise DocumentError(f"{name}: the PDF is password-protected; send an unprotected copy.") from None
     except pikepdf.PdfError as error:
         raise DocumentError(f"{name}: the PDF is damaged and cannot be opened ({error}).") from None
+
+
+def render_pdf_page(page: Any, columns: int, rows: int, x_dpi: float, y_dpi: float) -> Image.Image:
+    """A pypdfium2 page drawn in grey, about ``columns`` x ``rows`` pels (the caller resamples)."""
+    width_pt, height_pt = page.get_size()
+    # pdfium scales both axes alike and rounds the bitmap size up: aim the finer
+    # axis a hair under its pel count so it comes out exact, resample the other.
+    if x_dpi >= y_dpi:
+        scale = (columns - 0.01) / width_pt
+    else:
+        scale = (rows - 0.01) / height_pt
+    rendered = page.render(scale=scale, grayscale=True, fill_color=(255, 255, 255, 255), no_smoothimage=True).to_pil()
+    return cast(Image.Image, rendered).convert("L")
+
+
+def _load_pdf(path: Path, name: str, geometry: tuple[float, float, int]) -> list[Page]:
+    import pypdfium2 as pdfium  # type: ignore[import-untyped]  # pypdfium2 ships no type information
+
+    count = pdf_page_count(path, name)
     if count == 0:
         raise DocumentError(f"{name}: the document has no pages.")
     try:
@@ -109,19 +151,11 @@ def _load_pdf(path: Path, name: str, geometry: tuple[float, float, int]) -> list
                     raise DocumentError(f"{name}: page {index + 1} has no size.")
                 fit = _fit(width_pt / 72, height_pt / 72, name, index, width / x_dpi)
                 columns, rows = _target_size(width_pt / 72 * fit, height_pt / 72 * fit, geometry)
-                # pdfium scales both axes alike and rounds the bitmap size up: aim the finer
-                # axis a hair under its pel count so it comes out exact, resample the other.
-                if x_dpi >= y_dpi:
-                    scale = (columns - 0.01) / width_pt
-                else:
-                    scale = (rows - 0.01) / height_pt
                 try:
-                    rendered = page.render(
-                        scale=scale, grayscale=True, fill_color=(255, 255, 255, 255), no_smoothimage=True
-                    ).to_pil()
+                    rendered = render_pdf_page(page, columns, rows, x_dpi, y_dpi)
                 except pdfium.PdfiumError as error:
                     raise DocumentError(f"{name}: page {index + 1} cannot be drawn ({error}).") from None
-                pages.append(_fax_page(rendered.convert("L"), columns, rows, geometry))
+                pages.append(_fax_page(rendered, columns, rows, geometry))
             finally:
                 page.close()
         return pages
