@@ -82,16 +82,18 @@ class RequestFactory:
         return "".join(self.rng.choice("0123456789abcdef") for _ in range(length))
 
     def invite(
-        self, target: SipUri, destination: Address, sdp: bytes, *, local_tag: str, from_user: str | None
+        self, target: SipUri, destination: Address, sdp: bytes, *, local_tag: str, from_user: str | None,
+        from_domain: str | None = None,
     ) -> Request:
-        """A dialog-creating INVITE to ``target`` offering ``sdp`` (RFC 3261 8.1.1)."""
+        """A dialog-creating INVITE to ``target`` offering ``sdp`` (RFC 3261 8.1.1); the From
+        names ``from_user@from_domain`` (defaults: our user, our host)."""
         config = self.config
         host, _ = self.local(destination.transport)
         call_id = f"{self.random_hex(16)}@{host}"
         headers = Headers()
         headers.add("Via", self.via(destination.transport))
         headers.add("Max-Forwards", "70")
-        headers.add("From", f"<sip:{from_user or config.user}@{host_ref(host)}>;tag={local_tag}")
+        headers.add("From", f"<sip:{from_user or config.user}@{host_ref(from_domain or host)}>;tag={local_tag}")
         headers.add("To", f"<{target}>")
         headers.add("Call-ID", call_id)
         headers.add("CSeq", f"{self.rng.randint(1, 9999)} INVITE")

@@ -1051,14 +1051,22 @@ class UserAgent:
         from_user: str | None = None,
         credentials: tuple[str, str] | None = None,
         transport: str | None = None,
+        from_domain: str | None = None,
+        proxy: str | None = None,
     ) -> Call:
-        """Place an outbound call to ``uri`` offering ``sdp``; returns its handle."""
+        """Place an outbound call to ``uri`` offering ``sdp``; returns its handle.
+
+        ``proxy`` (a sip:/sips: URI, ``;transport=`` honoured): the INVITE is sent there
+        instead of to ``uri``'s host (an outbound proxy, RFC 3261 8.1.2), the Request-URI
+        stays ``uri``.  ``credentials`` answer a 401/407 (RFC 3261 22.2)."""
         target = parse_uri(uri)
         if not isinstance(target, SipUri):
             raise LocalProtocolError(f"can only call sip:/sips: URIs, not {uri!r}")
-        destination = uri_destination(target, transport)
+        hop = parse_uri(proxy) if proxy else target
+        destination = uri_destination(hop, transport)
         local_tag = self.requests.new_tag()
-        request = self.requests.invite(target, destination, sdp, local_tag=local_tag, from_user=from_user)
+        request = self.requests.invite(target, destination, sdp, local_tag=local_tag, from_user=from_user,
+                                       from_domain=from_domain)
         call_id = request.call_id
         call = Call(
             id=f"{call_id}/{local_tag}",

@@ -45,13 +45,29 @@ Policy (from README "What a call does" and DESIGN.md "Interop conventions")
   folder and webhook: hardening review) and a different, non-rejecting rule wins.
 - When the fax is over we hang up; when the dialog ends first the media is stopped.
 
+Outbound calls (the UAC side of sending)
+----------------------------------------
+The same controller places a call: :meth:`CallControl.dial` (a
+:class:`t38gw.outbound.DialTarget` from the dial plan, and the UDPTL port the edge opened
+for it) emits :class:`Dial` - the edge runs ``ua.invite(...)`` with its fields - offering
+T.38 or G.711 per ``CallSettings.initial_offer`` (``[send] initial_offer``).  In
+``DIALING``, ``CallProgressed`` (100 is not reported, 180/183 are) is a ``Note``;
+``CallAnswered`` with T.38 starts the media (``T38``), with G.711 goes to ``AUDIO`` with
+the same timers as an answered inbound audio call (our re-INVITE after
+``t38_reinvite_after``, the peer's accepted at any time, ``t38_wait``); everything from
+``AUDIO`` on is shared.  ``ring_timeout`` after the INVITE without an answer we CANCEL
+(``CANCELLING``) and the call is "no answer".  A digest challenge (401/407) is answered by
+the UA with ``Dial.credentials`` and never reaches this core.
+
+An outbound call that ends before T.38 media ran produces exactly one
+:class:`CallFailed` (``cause``, ``reason``, ``status``, ``retryable``; see
+:func:`dial_failure` and :data:`RETRYABLE_CAUSES`) and no ``StopMedia``: there is no
+media session to stop.  Once ``StartMedia`` was issued the call ends as an inbound one
+does (``fax_ended`` -> BYE, or ``StopMedia`` when the dialog ends first).
+
 Growing it
 ----------
-An outbound call (the UAC side of sending) is a new initial input, ``dial(uri, facts)``,
-emitting a new command ``Dial(uri, sdp)`` (the gateway runs ``ua.invite``) into a
-``DIALING`` state whose rows take ``CallProgressed`` (``Note``) and ``CallAnswered``
-(``StartMedia`` with :func:`t38gw.negotiation.t38_answered`, or ``AUDIO`` and the same
-re-INVITE timer); everything from ``AUDIO`` on is shared.  An audio media leg (audio
+An audio media leg (audio
 fax) is a command ``StartAudio(AudioSession)`` from :mod:`t38gw.negotiation`: the rows
 that today fail the call on ``T38_WAIT`` or a refused re-INVITE go to an ``AUDIO_FAX``
 state instead when ``CallSettings.audio_fallback`` is set, and ``fax_ended`` ends it
@@ -69,6 +85,8 @@ from sip import sdp as sdpmod
 from sip.errors import RemoteProtocolError, SipParseError
 from sip.message import parse_name_addr
 from sip.ua import (
+    CallAnswered,
+    CallProgressed,
     CallTerminated,
     CallEstablished,
     InviteReceived,
@@ -80,9 +98,12 @@ from sip.uri import parse_uri
 
 from t38gw import negotiation
 from t38gw.negotiation import LocalMedia, T38Answer, T38Session
+from t38gw.outbound import DialTarget
 
 # An audio call that never turns into T.38 is ended this long after we answered it.
 T38_WAIT_SECONDS = 60.0
+# An outbound call not answered this long after our INVITE is cancelled: "no answer".
+RING_TIMEOUT_SECONDS = 60.0
 
 
 # ----------------------------------------------------------------------------- facts
@@ -135,6 +156,8 @@ class CallSettings:
     media_latching: str = "strict"
     trunk_latching: Mapping[str, str] = field(default_factory=dict)  # trunk name -> its own setting
     trunk_hosts: tuple[tuple[str, str], ...] = ()  # (registrar host address, trunk name)
+    initial_offer: str = "audio"  # outbound: "audio" | "t38" in our first INVITE ([send] initial_offer)
+    ring_timeout: float = RING_TIMEOUT_SECONDS  # outbound: CANCEL an INVITE unanswered this long
 
 
 def admission_refusal(load: Load) -> str | None:
@@ -267,6 +290,34 @@ class Reroute:
 
 
 @dataclass(frozen=True)
+class Dial:
+    """Place the outbound call: ``ua.invite(uri, sdp, now, from_user=..., from_domain=...,
+    credentials=..., proxy=...)``; the returned ``Call``'s events are this core's."""
+
+    uri: str
+    sdp: bytes
+    proxy: str | None = None
+    from_user: str | None = None
+    from_domain: str | None = None
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
+    offer: str = "audio"  # "audio" | "t38": for the log
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    """The outbound call ended before T.38 media ran (the job's attempt failed).
+
+    ``cause``: one of :data:`FAILURE_CAUSES`; ``reason``: a sentence for ``meta.json`` and
+    the log; ``status``: the SIP final response when there was one; ``retryable``: the
+    job may dial again later (``[send] retries``/``retry_after``)."""
+
+    cause: str
+    reason: str
+    status: int | None
+    retryable: bool
+
+
+@dataclass(frozen=True)
 class Note:
     """A line for the log: ``event`` at ``level`` with ``fields``."""
 
@@ -276,7 +327,66 @@ class Note:
 
 
 Command = (Ring | Accept | Answer | Refuse | RejectOffer | Reinvite | Hangup | StartMedia | StopMedia | CloseMedia
-           | Reroute | Note)
+           | Reroute | Dial | CallFailed | Note)
+
+
+# ----------------------------------------------------------------------------- outbound outcomes
+
+# cause -> what it means (README "Sending": the reasons a user sees)
+FAILURE_CAUSES: Mapping[str, str] = {
+    "busy": "the far end is busy",  # 486, 600
+    "no_answer": "no answer",  # 408, 480, no response at all, or ring_timeout (we CANCEL)
+    "not_found": "the number does not exist or is incomplete",  # 404, 484
+    "forbidden": "the trunk refused the call",  # 403
+    "auth_failed": "the trunk did not accept our credentials",  # 401/407 after our credentials
+    "not_acceptable": "the far end refused our media offer",  # 488 (and 415)
+    "server_error": "the trunk or far end had a server error",  # 5xx
+    "declined": "the far end declined the call",  # 603, 604, 606 and other 6xx
+    "rejected": "the call was rejected",  # any other 3xx/4xx
+    "unreachable": "the trunk could not be reached",  # transport error
+    "no_t38": "T.38 was not negotiated",  # answered, but no T.38 (refused, not offered in time)
+    "remote_hangup": "the far end hung up before T.38",
+    "shutdown": "the gateway shut down",
+    "bad_target": "the call could not be placed",  # the UA refused the Dial (bad URI)
+}
+# Issue 12: busy, no answer and 5xx are retried; so are a trunk we could not reach and
+# an attempt our own shutdown interrupted (the job is retried from the start).
+RETRYABLE_CAUSES = frozenset({"busy", "no_answer", "server_error", "unreachable", "shutdown"})
+
+
+def dial_failure(status: int | None, reason: str = "") -> CallFailed:
+    """The :class:`CallFailed` for an INVITE that ended with ``status`` (the UA's
+    ``CallTerminated``; ``reason`` "transport error" when no status could be had)."""
+    if reason == "transport error":
+        cause = "unreachable"
+    elif status in (486, 600):
+        cause = "busy"
+    elif status in (408, 480) or status is None:
+        cause = "no_answer"
+    elif status in (404, 484):
+        cause = "not_found"
+    elif status == 403:
+        cause = "forbidden"
+    elif status in (401, 407):
+        cause = "auth_failed"
+    elif status in (415, 488):
+        cause = "not_acceptable"
+    elif 500 <= status < 600:
+        cause = "server_error"
+    elif status >= 600:
+        cause = "declined"
+    else:
+        cause = "rejected"
+    return failure(cause, status)
+
+
+def failure(cause: str, status: int | None = None, detail: str = "") -> CallFailed:
+    text = FAILURE_CAUSES[cause]
+    if status is not None:
+        text += f" (SIP {status})"
+    if detail:
+        text += f": {detail}"
+    return CallFailed(cause, text, status, cause in RETRYABLE_CAUSES)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -293,6 +403,8 @@ class State(enum.Enum):
     REINVITING = "reinviting"  # our T.38 re-INVITE in flight
     T38_OFFERED = "t38 offered"  # delayed offer: our T.38 offer in the 2xx, the answer comes in the ACK
     T38 = "t38"  # T.38 media running: the fax
+    DIALING = "dialing"  # outbound: our INVITE sent, no final response yet
+    CANCELLING = "cancelling"  # outbound: we gave up (ring_timeout, shutdown); waiting for the INVITE to end
     MEDIA_ENDING = "media ending"  # the dialog is over; waiting for the fax side to finish
     DONE = "done"
 
@@ -315,12 +427,18 @@ class Input(enum.Enum):
     ENDED = "CallTerminated"
     ANSWER_FAILED = "Answer could not be sent"
     REINVITE_NOT_SENT = "Reinvite could not be sent"
+    DIAL = "dial()"
+    PROGRESSED = "CallProgressed"
+    ANSWERED = "CallAnswered"
+    NO_ANSWER = "ring_timeout elapsed"  # timer
+    DIAL_NOT_SENT = "Dial could not be sent"
 
 
 class Timer(enum.Enum):
     ANSWER = Input.ANSWER_NOW
     REINVITE = Input.REINVITE_NOW
     T38_WAIT = Input.T38_WAIT_OVER
+    RING = Input.NO_ANSWER
 
 
 @dataclass(frozen=True)
@@ -350,6 +468,19 @@ _WAITING_FOR_T38: dict[Input, Transition] = {
 TABLE: dict[State, dict[Input, Transition]] = {
     S.NEW: {
         I.OFFERED: _t("_offered", S.ACCEPTING),  # or RINGING, or DONE (refused)
+        I.DIAL: _t("_dial", S.DIALING),
+    },
+    S.DIALING: {
+        I.PROGRESSED: _t("_progressed"),
+        I.ANSWERED: _t("_answered"),  # to T38, AUDIO, or DONE (no usable media in the answer)
+        I.ENDED: _t("_dial_ended", S.DONE),
+        I.NO_ANSWER: _t("_ring_timeout", S.CANCELLING),
+        I.SHUTDOWN: _t("_shutdown_dialing", S.CANCELLING),
+        I.DIAL_NOT_SENT: _t("_dial_not_sent", S.DONE),
+    },
+    S.CANCELLING: {
+        # RFC 3261 9.1: a 2xx crossing our CANCEL is ACKed and BYEd by the UA itself.
+        I.ENDED: _t("_cancelled", S.DONE),
     },
     S.RINGING: {
         I.ANSWER_NOW: _t("_accept", S.ACCEPTING),
@@ -409,6 +540,7 @@ TABLE: dict[State, dict[Input, Transition]] = {
 # Which timers may keep running in a state; entering a state drops the others.
 TIMERS_BY_STATE: dict[State, frozenset[Timer]] = {
     S.RINGING: frozenset({Timer.ANSWER}),
+    S.DIALING: frozenset({Timer.RING}),
     S.RINGING_REFUSE: frozenset({Timer.ANSWER}),
     S.AUDIO_ANSWERED: frozenset({Timer.T38_WAIT}),
     S.AUDIO: frozenset({Timer.T38_WAIT, Timer.REINVITE}),
@@ -441,6 +573,10 @@ class CallControl:
         self.sdp_version = 0
         self.reinvite_sent = False
         self.media: T38Session | None = None
+        self.outbound = False
+        self.target: DialTarget | None = None
+        self.progress: list[int] = []  # provisional statuses seen (outbound)
+        self._giving_up: CallFailed | None = None
         self._armed: dict[Timer, float] = {}
 
     def __repr__(self) -> str:
@@ -456,8 +592,17 @@ class CallControl:
         """A new INVITE (``InviteReceived``), with the gateway's load at that moment."""
         return self._apply(Input.OFFERED, now, (event, load))
 
+    def dial(self, target: DialTarget, host: str, port: int, now: float) -> list[Command]:
+        """Place an outbound call to ``target``; ``host``/``port``: the UDPTL port the edge
+        opened for it, as advertised in our SDP.  Returns ``[Note, Dial]``."""
+        return self._apply(Input.DIAL, now, (target, host, port))
+
     def sip_event(self, event: object, now: float) -> list[Command]:
         """Any later ``sip.ua`` event of this call."""
+        if isinstance(event, CallProgressed):
+            return self._apply(Input.PROGRESSED, now, event)
+        if isinstance(event, CallAnswered):
+            return self._apply(Input.ANSWERED, now, event)
         if isinstance(event, CallEstablished):
             return self._apply(Input.ESTABLISHED, now, event)
         if isinstance(event, MediaChanged):
@@ -495,6 +640,8 @@ class CallControl:
             return self._apply(Input.ANSWER_FAILED, now, error)
         if isinstance(command, Reinvite):
             return self._apply(Input.REINVITE_NOT_SENT, now, error)
+        if isinstance(command, Dial):
+            return self._apply(Input.DIAL_NOT_SENT, now, error)
         return []
 
     # -- timers ---------------------------------------------------------------
@@ -553,8 +700,13 @@ class CallControl:
                                              media_latching=self._latching())
         return StartMedia(self.media)
 
-    def _fail(self, reason: str, *notes: Note) -> list[Command]:
-        return [*notes, StopMedia(reason, failed=True), Note("sip_hangup_sent"), Hangup()]
+    def _fail(self, reason: str, *notes: Note, cause: str = "no_t38",
+              status: int | None = None) -> tuple[list[Command], State]:
+        """Give up on the call: hang up, and stop the media (or, for an outbound call whose
+        media never ran, report :class:`CallFailed` and be done)."""
+        if self.outbound and self.media is None:
+            return [*notes, failure(cause, status, reason), Note("sip_hangup_sent"), Hangup()], State.DONE
+        return [*notes, StopMedia(reason, failed=True), Note("sip_hangup_sent"), Hangup()], State.MEDIA_ENDING
 
     # -- handlers (return commands, or (commands, state)) ---------------------
 
@@ -648,12 +800,13 @@ class CallControl:
         self.reinvite_sent = True
         return [Note("t38_reinvite_sent"), Reinvite(negotiation.offer_t38(self._local(), self._next_version()))]
 
-    def _reinvite_not_sent(self, now: float, error: str) -> list[Command]:
+    def _reinvite_not_sent(self, now: float, error: str) -> Handled:
         return self._fail(f"could not re-INVITE to T.38: {error}")
 
-    def _reinvite_refused(self, now: float, event: ReinviteFailed) -> list[Command]:
+    def _reinvite_refused(self, now: float, event: ReinviteFailed) -> Handled:
         return self._fail(f"the peer refused our T.38 re-INVITE ({event.status} {event.reason})",
-                          Note("t38_reinvite_refused", "warning", {"status": event.status, "reason": event.reason}))
+                          Note("t38_reinvite_refused", "warning", {"status": event.status, "reason": event.reason}),
+                          status=event.status)
 
     def _reinvite_superseded(self, now: float, event: ReinviteFailed) -> list[Command]:
         return [Note("t38_reinvite_superseded", fields={"status": event.status, "reason": event.reason})]
@@ -679,17 +832,19 @@ class CallControl:
         except SipParseError as exc:
             return [Note("bad_remote_sdp", "warning", {"error": str(exc)})], self.state
         if answer is None:
-            return self._fail("the peer answered our T.38 re-INVITE without T.38"), State.MEDIA_ENDING
+            return self._fail("the peer answered our T.38 re-INVITE without T.38")
         note = Note("t38_reinvite_accepted" if self.reinvite_sent else "t38_answer_in_ack")
         return [note, self._start(answer)]
 
     def _refreshed(self, now: float, payload: Any) -> list[Command]:
         return [Note("sip_session_refreshed", "debug")]
 
-    def _no_t38_in_time(self, now: float, payload: Any) -> list[Command]:
+    def _no_t38_in_time(self, now: float, payload: Any) -> Handled:
         return self._fail(f"no T.38 negotiated within {self.settings.t38_wait:.0f} s of answering")
 
     def _phase_b(self, now: float, tsi: str) -> list[Command]:
+        if self.outbound:
+            return []  # an outbound fax is not routed: its job says where it is archived
         assert self.facts is not None and self.route is not None
         # The trunk is the one the INVITE came in on: without it every ``trunk =`` rule
         # would fall through to a later one (another folder, webhook and secret).
@@ -703,6 +858,77 @@ class CallControl:
     def _hang_up(self, now: float, payload: Any) -> list[Command]:
         return [Note("sip_hangup_sent"), Hangup()]
 
-    def _dialog_ended(self, now: float, event: CallTerminated) -> list[Command]:
-        return [Note("sip_call_ended", fields={"reason": event.reason, "status": event.status}),
-                StopMedia(event.reason, failed=False)]
+    def _dialog_ended(self, now: float, event: CallTerminated) -> Handled:
+        note = Note("sip_call_ended", fields={"reason": event.reason, "status": event.status})
+        if self.outbound and self.media is None:
+            # The far end hung up (or the dialog failed) while still on audio.
+            cause = "remote_hangup" if event.reason == "remote hangup" else "no_t38"
+            return [note, failure(cause, None, event.reason)], State.DONE
+        return [note, StopMedia(event.reason, failed=False)]
+
+    # -- outbound handlers ----------------------------------------------------
+
+    def _dial(self, now: float, payload: tuple[DialTarget, str, int]) -> list[Command]:
+        target, host, port = payload
+        self.outbound = True
+        self.target = target
+        self.facts = CallFacts(did=target.number or user_of(target.uri), caller=target.from_user or "",
+                               trunk=target.trunk)
+        self.local = LocalMedia(host, port, self.sdp_session_id, self.settings.local_t38)
+        if self.settings.initial_offer == "t38":
+            offer, sdp = "t38", negotiation.offer_t38(self.local, self._next_version())
+        else:
+            offer, sdp = "audio", negotiation.offer_audio(self.local, self._next_version())
+        self._arm(Timer.RING, now + self.settings.ring_timeout)
+        return [Note("call_dialing", fields={"uri": target.uri, "trunk": target.trunk, "offer": offer}),
+                Dial(target.uri, sdp, proxy=target.proxy or None, from_user=target.from_user,
+                     from_domain=target.from_domain, credentials=target.credentials, offer=offer)]
+
+    def _dial_not_sent(self, now: float, error: str) -> list[Command]:
+        return [Note("call_not_placed", "warning", {"error": error}), failure("bad_target", None, error)]
+
+    def _progressed(self, now: float, event: CallProgressed) -> list[Command]:
+        self.progress.append(event.status)
+        return [Note("call_progress", fields={"status": event.status, "reason": event.reason,
+                                              "early_media": bool(event.sdp)})]
+
+    def _answered(self, now: float, event: CallAnswered) -> Handled:
+        self.sip_source_host = event.call.peer.host
+        try:
+            answer = sdpmod.parse_sdp(event.answer)
+        except SipParseError as exc:
+            return self._fail(f"bad SDP in the 200: {exc}", cause="not_acceptable")
+        t38 = negotiation.t38_answered(answer)
+        if t38 is not None:
+            return [Note("call_answered", fields={"media": "t38"}), self._start(t38)], State.T38
+        if negotiation.offers_audio(answer) and self.settings.initial_offer != "t38":
+            # RFC 3264: the answer mirrors our G.711 offer.  T.38 comes by re-INVITE:
+            # ours after t38_reinvite_after, or the peer's at any time.
+            self._arm(Timer.T38_WAIT, now + self.settings.t38_wait)
+            after = self.settings.t38_reinvite_after
+            if after >= 0:
+                self._arm(Timer.REINVITE, now + after)
+            return [Note("call_answered", fields={"media": "audio"})], State.AUDIO
+        return self._fail("the answer has no T.38 (nor the G.711 we offered)")
+
+    def _dial_ended(self, now: float, event: CallTerminated) -> list[Command]:
+        outcome = dial_failure(event.status, event.reason)
+        return [Note("call_failed", "info", {"cause": outcome.cause, "status": event.status,
+                                             "reason": event.reason, "retryable": outcome.retryable}), outcome]
+
+    def _ring_timeout(self, now: float, payload: Any) -> list[Command]:
+        return self._give_up(failure("no_answer", None, f"not answered within {self.settings.ring_timeout:.0f} s"))
+
+    def _shutdown_dialing(self, now: float, payload: Any) -> list[Command]:
+        return self._give_up(failure("shutdown"))
+
+    def _give_up(self, outcome: CallFailed) -> list[Command]:
+        # RFC 3261 9.1: the UA sends CANCEL once a provisional response came (at once if
+        # one did); the INVITE then ends with 487, or with Timer B if nothing ever answered.
+        self._giving_up = outcome
+        return [Note("call_cancelled", fields={"cause": outcome.cause}), Hangup()]
+
+    def _cancelled(self, now: float, event: CallTerminated) -> list[Command]:
+        outcome = self._giving_up or failure("no_answer")
+        return [Note("call_failed", "info", {"cause": outcome.cause, "status": event.status,
+                                             "reason": event.reason, "retryable": outcome.retryable}), outcome]

@@ -8,6 +8,10 @@ The call core (``t38gw.call``) decides *when* to offer or answer; these function
   rate, the best error correction we both support, our own T38FaxMaxDatagram).
 - :func:`offer_t38` is our offer: in the 2xx to an INVITE without SDP (RFC 3261 13.2.1)
   and in our re-INVITE from audio to T.38.
+- :func:`offer_audio` is the first INVITE of an outbound call with ``[send]
+  initial_offer = "audio"`` (most trunks expect G.711 first; T.38 comes by re-INVITE):
+  PCMU and PCMA on the call's UDPTL port, like :func:`answer_audio`.  With
+  ``initial_offer = "t38"`` the first INVITE carries :func:`offer_t38`.
 - :func:`answer_audio` answers a G.711 offer (the call starts as audio and turns into
   T.38 later).  The audio leg names the call's UDPTL port: nothing is played on it, and
   the port is ready when the call turns into T.38.  An audio media leg (audio fax) would
@@ -103,6 +107,13 @@ def offer_t38(local: LocalMedia, session_version: int) -> bytes:
     """Our T.38 offer (2xx to a delayed-offer INVITE, or our re-INVITE)."""
     return sdpmod.make_t38_offer(local.host, local.port, local.t38, session_id=local.session_id,
                                  session_version=session_version, username=SDP_USERNAME).to_bytes()
+
+
+def offer_audio(local: LocalMedia, session_version: int) -> bytes:
+    """Our G.711 offer (the first INVITE of an audio-first outbound call)."""
+    return sdpmod.make_audio_offer(local.host, local.port, session_id=local.session_id,
+                                   session_version=session_version, telephone_event=None,
+                                   username=SDP_USERNAME).to_bytes()
 
 
 def answer_audio(offer: sdpmod.SessionDescription, local: LocalMedia, session_version: int) -> bytes:
