@@ -285,9 +285,12 @@ def build_dcs(
     compression: Compression = Compression.MH,
     ecm: bool = False,
     ecm_frame_size: int = 256,
+    min_scan_time_ms: int = 0,
 ) -> bytes:
-    """Build a DCS FIF (used by tests and by a future send engine)."""
-    bits = {BIT_RECEIVE, *BITS_SCAN_TIME}
+    """Build a DCS FIF (used by tests and by the send engine).  ``min_scan_time_ms`` is
+    one of 0, 5, 10, 20, 40 (T.30 Table 2 bits 21-23 of a DCS)."""
+    scan_code = {ms: code for code, ms in _SCAN_TIMES.items()}[min_scan_time_ms]
+    bits = {BIT_RECEIVE} | {b for b, on in zip(BITS_SCAN_TIME, scan_code) if on}
     bits |= {b for b, on in zip(BITS_MODEM, modulation.dcs_code) if on}
     bits |= {
         Resolution.R8_FINE: {BIT_FINE},
@@ -312,3 +315,78 @@ def build_dcs(
         if compression is Compression.MMR:
             bits.add(BIT_T6)
     return _build(bits)
+
+
+#: T.30 Table 2 bits 21-23 of a DIS: the receiver's minimum scan-line time in ms, as
+#: (at standard resolution, at fine and finer) - codes 011/110/101 halve it at fine.
+_DIS_SCAN_TIMES: dict[tuple[int, ...], tuple[int, int]] = {
+    (0, 0, 0): (20, 20), (0, 0, 1): (40, 40), (0, 1, 0): (10, 10), (1, 0, 0): (5, 5),
+    (1, 1, 0): (10, 5), (0, 1, 1): (20, 10), (1, 0, 1): (40, 20), (1, 1, 1): (0, 0),
+}
+
+
+@dataclass(frozen=True)
+class RemoteCapabilities:
+    """A parsed DIS (T.30 5.3.6.2.1): what the called terminal can receive."""
+
+    capabilities: ReceiveCapabilities
+    #: Minimum scan-line time in ms at standard resolution and at fine or finer.
+    scan_time_ms: tuple[int, int]
+    fif: bytes = b""
+
+
+def parse_dis(fif: bytes) -> RemoteCapabilities:
+    """Parse a DIS FIF (T.30 Table 2, DIS column) into the ``ReceiveCapabilities`` it offers.
+
+    Raises RemoteProtocolError when the FIF is shorter than three octets.
+    """
+    if len(fif) < 3:
+        raise RemoteProtocolError(f"DIS FIF of {len(fif)} octets (need at least 3)")
+    fif = fif[: announced_length(fif)]
+    # Table 2 bits 11-14 of a DIS: 0000 V.27ter fall-back only, 0100 V.27ter, 1100 V.27ter and
+    # V.29, 1101 V.27ter, V.29 and V.17 (other codes: V.33 or reserved, read as V.27ter+V.29).
+    b11, b12, b14 = get_bit(fif, 11), get_bit(fif, 12), get_bit(fif, 14)
+    modems = {"V.27ter"}
+    if b11:
+        modems.add("V.29")
+        if b12 and b14:
+            modems.add("V.17")
+    compressions = {Compression.MH}
+    if get_bit(fif, BIT_2D):
+        compressions.add(Compression.MR)
+    ecm = get_bit(fif, BIT_ECM)
+    if ecm and get_bit(fif, BIT_T6):
+        compressions.add(Compression.MMR)
+    widths = {PaperWidth.A4}
+    if get_bit(fif, BIT_WIDTH_A3):
+        widths |= {PaperWidth.B4, PaperWidth.A3}
+    elif get_bit(fif, BIT_WIDTH_B4):
+        widths.add(PaperWidth.B4)
+    inch, metric = get_bit(fif, BIT_INCH), get_bit(fif, BIT_METRIC_PREFERRED)
+    metric = metric or not inch  # Table 2 note: without bit 44 the receiver is metric
+    resolutions = set()
+    if metric:
+        resolutions.add(Resolution.R8_STANDARD)
+        if get_bit(fif, BIT_FINE):
+            resolutions.add(Resolution.R8_FINE)
+        if get_bit(fif, BIT_SUPERFINE):
+            resolutions.add(Resolution.R8_SUPERFINE)
+        if get_bit(fif, BIT_400_400):
+            resolutions.add(Resolution.R16_SUPERFINE)
+    if inch:
+        resolutions.add(Resolution.INCH_200_100)
+        if get_bit(fif, BIT_FINE):
+            resolutions.add(Resolution.INCH_200_200)
+        if get_bit(fif, BIT_SUPERFINE):
+            resolutions.add(Resolution.INCH_200_400)
+        if get_bit(fif, BIT_400_400):
+            resolutions.add(Resolution.INCH_400_400)
+    if get_bit(fif, BIT_300_300):
+        resolutions.add(Resolution.INCH_300_300)
+    scan = _DIS_SCAN_TIMES[tuple(int(get_bit(fif, b)) for b in BITS_SCAN_TIME)]
+    capabilities = ReceiveCapabilities(
+        modems=frozenset(modems), ecm=ecm, compressions=frozenset(compressions),
+        resolutions=frozenset(resolutions), widths=frozenset(widths),
+        ready_to_receive=get_bit(fif, BIT_RECEIVE),
+    )
+    return RemoteCapabilities(capabilities, scan, bytes(fif))

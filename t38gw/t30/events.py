@@ -33,6 +33,14 @@ class T30Result(enum.Enum):
     RETRYDCN = "RETRYDCN"  # our DIS went unanswered three times, then DCN (TSB-85 MRGX01)
     LIMIT_REACHED = "LIMIT_REACHED"  # a ReceiverConfig limit (pages, rows, ECM blocks) ended the call
     CALL_DROPPED = "CALL_DROPPED"  # the session ended the call (BYE) before phase E
+    # The calling (sending) side, named after SpanDSP's T30_ERR_TX_* codes.
+    TX_T1EXPIRED = "TX_T1EXPIRED"  # no DIS within T1 of the call starting
+    TX_PHBDEAD = "TX_PHBDEAD"  # no answer to DCS/TCF after three tries
+    TX_PHDDEAD = "TX_PHDDEAD"  # no answer to a post-page command after three tries
+    TX_GOTDCN = "TX_GOTDCN"  # the receiver sent DCN before the document was done
+    TX_INVALRSP = "TX_INVALRSP"  # a response T.30 does not allow there
+    TX_ECMPHD = "TX_ECMPHD"  # ECM phase D: the receiver kept not being ready (T5)
+    TX_PAGES_INVALID = "TX_PAGES_INVALID"  # a page cannot be sent in any mode the receiver offers
 
 
 class PageQuality(enum.Enum):
@@ -112,6 +120,18 @@ class PageRejected:
 
 
 @dataclass(frozen=True)
+class PageSent:
+    """The calling side's page ``number`` (1-based) went out and the receiver answered
+    ``response`` (MCF, RTP, RTN, or ERR after our EOR).  ``confirmed``: the receiver kept it
+    (MCF/RTP; ERR keeps a page with frames missing).  ``attempt`` counts sends of it."""
+
+    number: int
+    response: str
+    confirmed: bool
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
 class DocumentEnded:
     """EOP or EOM was confirmed: ``pages`` pages form one document."""
 
@@ -137,4 +157,5 @@ class ProtocolEventLogged:
     what: str
 
 
-Event = PhaseBCompleted | PageReceived | PageRejected | DocumentEnded | CallEnded | ProtocolEventLogged
+Event = (PhaseBCompleted | PageReceived | PageRejected | PageSent | DocumentEnded | CallEnded
+         | ProtocolEventLogged)

@@ -202,3 +202,51 @@ def split_to_fit(packet: IfpPacket, version: int, max_ifp: int) -> list[bytes]:
     out = [encode_ifp(IfpPacket(packet.msg, (DataField(first.field_type, piece),)), version) for piece in pieces[:-1]]
     out.append(encode_ifp(IfpPacket(packet.msg, (DataField(first.field_type, pieces[-1]),) + rest), version))
     return out
+
+
+# ---------------------------------------------------------------------- sending fast data
+#: How much image data one IFP carries: this many seconds of line time (SpanDSP's terminal
+#: sends a chunk every 30 ms by default), so data leaves at the modem's own pace.
+IMAGE_CHUNK_S = 0.03
+#: Training time of each modem before its data (V.27ter/V.29 training sequences, V.17 long
+#: training; the figures SpanDSP's t38_terminal.c uses), seconds.
+TRAINING_S: dict[T30Indicator, float] = {
+    T30Indicator.V27_2400_TRAINING: 0.943, T30Indicator.V27_4800_TRAINING: 0.708,
+    T30Indicator.V29_7200_TRAINING: 0.234, T30Indicator.V29_9600_TRAINING: 0.234,
+    T30Indicator.V17_7200_LONG_TRAINING: 1.393, T30Indicator.V17_9600_LONG_TRAINING: 1.393,
+    T30Indicator.V17_12000_LONG_TRAINING: 1.393, T30Indicator.V17_14400_LONG_TRAINING: 1.393,
+}
+
+
+def image_burst(data: bytes, training: T30Indicator, data_type: T30Data, bit_rate: int,
+                start: float) -> tuple[list[OutgoingIfp], float]:
+    """Non-ECM image data (a page, or TCF's zeros) on a fast modem from ``start``: the training
+    indicator, ``t4-non-ecm-data`` chunks each sent when the modem would have carried the one
+    before, ``t4-non-ecm-sig-end``, no-signal.  ``data`` is in T.38 order (MSB first)."""
+    out = [indicator(start, training)]
+    at = start + TRAINING_S.get(training, 1.0)
+    step = max(1, int(bit_rate * IMAGE_CHUNK_S) // 8)
+    for i in range(0, len(data), step):
+        chunk = data[i:i + step]
+        out.append(OutgoingIfp(at, IfpPacket(data_type, (DataField(FieldType.T4_NON_ECM_DATA, chunk),))))
+        at += len(chunk) * 8 / bit_rate
+    out.append(OutgoingIfp(at, IfpPacket(data_type, (DataField(FieldType.T4_NON_ECM_SIG_END),)), END_REPEATS))
+    out.append(indicator(at, T30Indicator.NO_SIGNAL))
+    return out, at + SILENCE_S
+
+
+def ecm_burst(frames: list[bytes], training: T30Indicator, data_type: T30Data, bit_rate: int,
+              start: float) -> tuple[list[OutgoingIfp], float]:
+    """HDLC frames (FCD.., RCP; T.4 Annex A) on a fast modem from ``start``, each as it would
+    leave the modem (its octets, FCS and a flag), the last closed by fcs-OK-sig-end.
+    ``frames`` are whole frames in T.38 order."""
+    out = [indicator(start, training)]
+    at = start + TRAINING_S.get(training, 1.0)
+    for i, wire in enumerate(frames):
+        out.append(OutgoingIfp(at, IfpPacket(data_type, (DataField(FieldType.HDLC_DATA, wire),))))
+        at += (len(wire) + 3) * 8 / bit_rate
+        last = i == len(frames) - 1
+        end = FieldType.HDLC_FCS_OK_SIG_END if last else FieldType.HDLC_FCS_OK
+        out.append(OutgoingIfp(at, IfpPacket(data_type, (DataField(end),)), END_REPEATS if last else 1))
+    out.append(indicator(at, T30Indicator.NO_SIGNAL))
+    return out, at + SILENCE_S

@@ -34,6 +34,9 @@ GARBLED_DIS_WAIT = 0.5
 #: sends); a receiver wants an unbroken run of at least 1 s of it, as SpanDSP judges it.
 TCF_DURATION = 1.5
 TCF_MIN_ZERO_RUN = 1.0
+#: T.30 5.3.2: CNG is 0.5 s of 1100 Hz, off 3 s, repeated while the calling terminal waits.
+CNG_ON = 0.5
+CNG_PERIOD = 3.5
 
 
 class Timer(enum.Enum):
@@ -49,6 +52,8 @@ class Timer(enum.Enum):
     LOCAL_TCF = "local_tcf"  # localTCF: no training burst came after DCS
     TCF_END = "tcf_end"  # TCF data stopped without its end
     TCF_MISSING = "tcf_missing"  # DCS with no TCF after it
+    CNG = "cng"  # calling side: the next CNG tone (T.30 5.3.2)
+    RR = "rr"  # calling side: poll a receiver not ready with RR again (T.30 A.4.4)
 
 
 class Deadlines(dict[Timer, float]):
