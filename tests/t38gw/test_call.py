@@ -15,10 +15,11 @@ from collections.abc import Callable
 
 import pytest
 
-from sip.errors import LocalProtocolError
+from sip.errors import LocalProtocolError, SipParseError
 from sip.sdp import T38Params
 from sip.ua import (
     CallAnswered,
+    CallEstablished,
     CallTerminated,
     InviteReceived,
     MediaChanged,
@@ -26,9 +27,13 @@ from sip.ua import (
 )
 from t38gw.call import (
     T38_WAIT_SECONDS,
+    FAILURE_CAUSES,
+    RETRYABLE_CAUSES,
     Accept,
     Answer,
     CallControl,
+    CallFailed,
+    Dial,
     CallFacts,
     CallSettings,
     Hangup,
@@ -43,9 +48,11 @@ from t38gw.call import (
     StartMedia,
     State,
     StopMedia,
+    dial_failure,
 )
-from t38gw.config import Route
+from t38gw.config import Route, Trunk
 from t38gw.negotiation import local_t38_params
+from t38gw.outbound import DialTarget, plan_dial
 from t38gw.routing import route_after_phase_b, route_at_invite
 from tests.sip_ua.simnet import SimNet
 
@@ -511,3 +518,373 @@ def test_local_t38_params_follow_the_config():
     params = local_t38_params(versions=[0, 2], max_bitrate=33600, max_datagram=300, error_correction="fec")
     assert params == T38Params(version=2, max_bitrate=14400, rate_management="transferredTCF", max_datagram=300,
                                udp_ec="t38UDPFEC")
+
+
+# ============================================================================ outbound calls
+
+
+def TrunkStub(**keys: object) -> Trunk:  # noqa: N802 (a config Trunk with an outbound default)
+    return Trunk(**{"name": "carrier", "outbound": True, **keys})  # type: ignore[arg-type]
+
+#
+# Our UA places the call (the core's ``Dial`` carried out with ``ua.invite``); the peer
+# UA is the far end (a trunk, a T.38 gateway or a fax server) and answers per a script.
+
+
+def trunk_node(net: SimNet, name: str, host: str, *, seed: int, **config: object):
+    """A peer UA with its own policy (``SimNet.add`` fixes ``allow_from``)."""
+    from sip.ua import UAConfig, UserAgent
+    from tests.sip_ua.simnet import Node
+
+    cfg = UAConfig(listen={"udp": (host, 5060)}, user=name, **config)  # type: ignore[arg-type]
+    node = Node(name, UserAgent(cfg, rng=random.Random(seed)), (host, 5060))
+    net.nodes[name] = node
+    net.by_address[(host, 5060)] = node
+    return node
+
+
+PEER_URI = "sip:fax@127.0.0.2:5060"
+
+
+class OutboundHarness(Harness):
+    """The gateway's role for an outbound call: dial, then carry out the core's commands."""
+
+    def __init__(self, *, peer_config: dict | None = None, **kwargs: object) -> None:
+        self._peer_config = peer_config
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if peer_config is not None:
+            del self.net.nodes["peer"], self.net.by_address[self.peer.address]
+            self.peer = trunk_node(self.net, "peer", "127.0.0.2", seed=kwargs.get("seed", 1) + 100,  # type: ignore[operator]
+                                   **peer_config)
+        self.by_call: dict[str, str] = {}
+
+    def place(self, target: DialTarget | str = PEER_URI, at: float | None = None) -> str:
+        if isinstance(target, str):
+            target = DialTarget(to=target, uri=target, number="", trunk="")
+        key = f"out{len(self.cores) + 1}"
+        core = self.cores[key] = CallControl(self.settings, sdp_session_id=len(self.cores) + 1)
+        self.execute(key, core.dial(target, "127.0.0.1", next(self._ports), self.net.now), self.net.now)
+        self.net.flush()
+        return key
+
+    def _gateway_event(self, node, event, now: float) -> None:
+        call = getattr(event, "call", None)
+        key = self.by_call.get(call.id) if call is not None else None
+        if key is not None:
+            self.execute(key, self.cores[key].sip_event(event, now), now)
+
+    def execute(self, key: str, commands: list, now: float) -> None:
+        core, ua = self.cores[key], self.gw.ua
+        queue = list(commands)
+        while queue:
+            command = queue.pop(0)
+            self.commands.append((now, key, command))
+            try:
+                if isinstance(command, Dial):
+                    call = ua.invite(command.uri, command.sdp, now, from_user=command.from_user,
+                                     from_domain=command.from_domain, credentials=command.credentials,
+                                     proxy=command.proxy)
+                    self.calls[key] = call
+                    self.by_call[call.id] = key
+                elif isinstance(command, Answer):
+                    ua.answer(self.calls[key], command.sdp, now)
+                elif isinstance(command, RejectOffer):
+                    ua.reject(self.calls[key], command.status, now)
+                elif isinstance(command, Reinvite):
+                    ua.reinvite(self.calls[key], command.sdp, now)
+                elif isinstance(command, Hangup):
+                    ua.hangup(self.calls[key], now)
+                elif isinstance(command, StartMedia) and key not in self.media_started:
+                    self.media_started.add(key)  # the transmit engine runs the fax
+                    self.at(now + self.fax_seconds, lambda t: self.fax_ended(key, t))
+                elif isinstance(command, StopMedia):
+                    self.at(now + 0.5, lambda t: self.fax_ended(key, t))
+            except (LocalProtocolError, SipParseError) as exc:  # ua.invite parses the URI
+                queue = core.command_failed(command, str(exc), now)
+
+    def invites(self) -> list:
+        """Our dialog-creating INVITEs as sent (retransmissions and re-INVITEs left out)."""
+        seen: dict[str, object] = {}
+        for s in self.net.sent_by("gw", "INVITE"):
+            message = s.message
+            if message.to.tag is None:
+                seen.setdefault(message.headers.get("CSeq"), s)
+        return list(seen.values())
+
+
+def far_end(h: OutboundHarness, *, answer: bytes | None = PEER_T38, status: int | None = None,
+            ring_for: float = 1.0, reinvite_to_t38_after: float | None = None,
+            accept_reinvites: bool = True) -> None:
+    """The peer's script: ring (180) for ``ring_for`` s, then answer with ``answer`` or
+    refuse with ``status`` (``answer=None`` and no status: ring for ever)."""
+
+    def on_event(node, event, now):
+        if isinstance(event, InviteReceived):
+            call = event.call
+            if status is not None and ring_for == 0:
+                node.ua.reject(call, status, now)
+                return
+            node.ua.ring(call, now)
+            if status is not None:
+                h.at(now + ring_for, lambda t: node.ua.reject(call, status, t))
+            elif answer is not None:
+                h.at(now + ring_for, lambda t: node.ua.answer(call, answer, t))
+        elif isinstance(event, CallEstablished) and reinvite_to_t38_after is not None:
+            h.at(now + reinvite_to_t38_after, lambda t: node.ua.reinvite(event.call, PEER_T38, t))
+        elif isinstance(event, MediaChanged) and event.needs_answer:
+            if accept_reinvites:
+                node.ua.answer(event.call, PEER_T38 if b"m=image" in event.remote_sdp else PEER_AUDIO, now)
+            else:
+                node.ua.reject(event.call, 488, now)
+
+    h.peer.on_event = on_event
+
+
+def assert_fax_sent_and_hung_up(h: OutboundHarness, key: str) -> None:
+    core = h.cores[key]
+    assert core.state is State.DONE, (core, h.commands)
+    assert not h.of(CallFailed, key) and not [c for c in h.of(StopMedia, key) if c.failed], h.commands
+    assert h.of(Hangup, key) and h.net.sent_by("gw", "BYE")
+    assert [e.reason for e in h.peer_events(CallTerminated)] == ["remote hangup"], h.peer.events
+
+
+@pytest.mark.parametrize("loss,seed", LOSSY)
+def test_dial_t38_first_is_answered_with_t38_and_we_hang_up_after_the_fax(loss, seed):
+    h = OutboundHarness(loss=loss, seed=seed, initial_offer="t38")
+    far_end(h, answer=PEER_T38, ring_for=1.0)
+    key = h.place()
+    h.run(60)
+    [invite] = h.invites()
+    assert b"m=image" in invite.data and b"m=audio" not in invite.data
+    assert str(invite.message.uri) == PEER_URI
+    [received] = h.peer_events(InviteReceived)
+    assert b"T38FaxVersion:3" in received.offer  # we offer our highest version
+    assert 180 in h.cores[key].progress and h.notes("call_progress")[0].fields["status"] == 180
+    [start] = h.of(StartMedia)
+    assert start.t38.remote == ("127.0.0.2", 40002) and start.t38.version == 0
+    assert start.t38.max_bitrate == 9600 and start.t38.peer_max_datagram == 200
+    assert not h.of(Reinvite)
+    [answered] = h.notes("call_answered")
+    assert answered.fields["media"] == "t38"
+    assert_fax_sent_and_hung_up(h, key)
+    [bye] = h.net.sent_by("gw", "BYE")[:1]
+    assert bye.time >= 1.0 + h.fax_seconds
+
+
+def test_dial_audio_first_then_the_peers_reinvite_to_t38():
+    h = OutboundHarness(t38_reinvite_after=-1)  # initial_offer defaults to "audio"
+    far_end(h, answer=PEER_AUDIO, reinvite_to_t38_after=2.0)
+    key = h.place()
+    h.run(60)
+    [invite] = h.invites()
+    assert b"m=audio" in invite.data and b"m=image" not in invite.data
+    assert b"PCMU/8000" in invite.data and b"PCMA/8000" in invite.data
+    assert h.notes("call_answered")[0].fields["media"] == "audio"
+    assert not h.of(Reinvite)  # < 0: we wait for the peer's
+    assert [n.fields["to"] for n in h.notes("peer_reinvite")] == ["t38"]
+    [start] = h.of(StartMedia)
+    assert start.t38.remote == ("127.0.0.2", 40002)
+    # Our 200 to the peer's re-INVITE carries our T.38 answer.
+    assert any(s.first_line.startswith("SIP/2.0 200") and b"m=image" in s.data for s in h.net.sent_by("gw"))
+    assert_fax_sent_and_hung_up(h, key)
+
+
+@pytest.mark.parametrize("loss,seed", LOSSY)
+def test_dial_audio_first_then_our_reinvite_to_t38(loss, seed):
+    h = OutboundHarness(loss=loss, seed=seed, t38_reinvite_after=1.5)
+    far_end(h, answer=PEER_AUDIO)  # never re-INVITEs by itself
+    key = h.place()
+    h.run(80)
+    [reinvite] = h.of(Reinvite)
+    assert b"m=image" in reinvite.sdp
+    ok = [s for s in h.net.sent_by("peer", "SIP/2.0 200") if b"m=audio" in s.data and not s.dropped][0]
+    first_reinvite = [s for s in h.net.sent_by("gw", "INVITE") if b"m=image" in s.data][0]
+    assert first_reinvite.time >= ok.time + 1.5
+    assert h.notes("t38_reinvite_accepted")
+    [start] = h.of(StartMedia)
+    assert start.t38.remote == ("127.0.0.2", 40002)
+    assert_fax_sent_and_hung_up(h, key)
+
+
+@pytest.mark.parametrize("status,cause,retryable", [
+    (486, "busy", True), (600, "busy", True), (404, "not_found", False), (484, "not_found", False),
+    (403, "forbidden", False), (480, "no_answer", True), (408, "no_answer", True),
+    (503, "server_error", True), (500, "server_error", True), (603, "declined", False),
+    (488, "not_acceptable", False),
+])
+def test_a_refused_dial_is_a_call_failed_with_its_cause(status, cause, retryable):
+    h = OutboundHarness()
+    far_end(h, status=status, ring_for=0.5)
+    key = h.place()
+    h.run(40)
+    [failed] = h.of(CallFailed)
+    assert (failed.cause, failed.status, failed.retryable) == (cause, status, retryable)
+    assert f"(SIP {status})" in failed.reason
+    assert not h.of(StartMedia) and not h.of(StopMedia) and not h.of(Hangup)
+    core = h.cores[key]
+    assert core.state is State.DONE and core.next_deadline() is None
+    # RFC 3261 17.1.1.3: our transaction ACKed the final response.
+    assert [s for s in h.net.sent_by("gw", "ACK")]
+
+
+@pytest.mark.parametrize("loss,seed", LOSSY[1:])
+def test_busy_486_with_loss(loss, seed):
+    h = OutboundHarness(loss=loss, seed=seed)
+    far_end(h, status=486, ring_for=0)
+    h.place()
+    h.run(60)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "busy" and failed.status == 486 and failed.retryable
+    assert [e.status for e in h.peer_events(CallTerminated)] == [486]
+
+
+def test_404_is_not_retried():
+    h = OutboundHarness()
+    far_end(h, status=404, ring_for=0)
+    h.place()
+    h.run(30)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "not_found" and not failed.retryable
+    assert failed.reason == "the number does not exist or is incomplete (SIP 404)"
+
+
+def test_no_answer_while_ringing_cancels_after_the_ring_timeout():
+    h = OutboundHarness(ring_timeout=12.0)
+    far_end(h, answer=None)  # rings for ever
+    key = h.place()
+    h.run(60)
+    [cancel] = h.net.sent_by("gw", "CANCEL")[:1]
+    [invite] = h.invites()
+    assert invite.time + 12.0 <= cancel.time < invite.time + 12.5
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "no_answer" and failed.retryable and failed.status is None
+    assert "not answered within 12 s" in failed.reason
+    assert h.notes("call_failed")[0].fields["status"] == 487
+    assert [e.status for e in h.peer_events(CallTerminated)] == [487]
+    assert h.cores[key].state is State.DONE and not h.of(StartMedia)
+
+
+def test_no_answer_from_nobody_at_all_is_the_invite_timeout():
+    h = OutboundHarness()
+    key = h.place("sip:fax@127.0.0.9:5060")  # nothing there: RFC 3261 Timer B (64*T1)
+    h.run(60)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "no_answer" and failed.status == 408 and failed.retryable
+    [ended_at] = [t for t, k, c in h.commands if isinstance(c, CallFailed)]
+    assert 31.0 <= ended_at <= 33.0
+    assert h.cores[key].state is State.DONE
+
+
+def test_shutdown_while_dialing_cancels_and_is_retryable():
+    h = OutboundHarness()
+    far_end(h, answer=None)
+    key = h.place()
+    h.run(3)
+    h.execute(key, h.cores[key].shutdown_started(h.net.now), h.net.now)
+    h.run(30)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "shutdown" and failed.retryable
+    assert h.net.sent_by("gw", "CANCEL")
+
+
+@pytest.mark.parametrize("loss,seed", LOSSY)
+def test_digest_challenge_from_the_trunk_is_answered_with_the_trunks_credentials(loss, seed):
+    trunk = TrunkStub(registrar="sip:127.0.0.2:5060", username="fax", password="s3cret")
+    h = OutboundHarness(loss=loss, seed=seed, initial_offer="t38",
+                        peer_config={"allow_from": ("127.0.0.2/32",), "auth_users": {"fax": "s3cret"}})
+    far_end(h, answer=PEER_T38)
+    key = h.place(plan_dial("+1 555 0100", [trunk], allow_direct_uri=False))
+    h.run(60)
+    challenged = [s for s in h.net.sent_by("peer", "SIP/2.0 401")]
+    assert challenged
+    authorised = [s for s in h.net.sent_by("gw", "INVITE") if b"Authorization:" in s.data]
+    assert authorised and b'username="fax"' in authorised[0].data
+    [received] = h.peer_events(InviteReceived)
+    assert received.request_uri == "sip:+15550100@127.0.0.2:5060"
+    assert h.of(StartMedia)
+    assert_fax_sent_and_hung_up(h, key)
+
+
+def test_wrong_trunk_password_is_a_clear_failure():
+    trunk = TrunkStub(registrar="sip:127.0.0.2:5060", username="fax", password="wrong")
+    h = OutboundHarness(peer_config={"allow_from": ("127.0.0.2/32",), "auth_users": {"fax": "s3cret"}})
+    far_end(h, answer=PEER_T38)
+    h.place(plan_dial("5550100", [trunk], allow_direct_uri=False))
+    h.run(60)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "forbidden" and failed.status == 403 and not failed.retryable
+    assert not h.of(StartMedia) and not h.peer_events(InviteReceived)
+
+
+def test_number_via_the_trunk_goes_to_the_proxy_with_our_from():
+    """The Request-URI names the carrier's domain; the INVITE goes to the proxy."""
+    trunk = TrunkStub(registrar="sip:carrier.example", proxy="sip:127.0.0.2:5060;transport=udp",
+                      from_user="5550199", from_domain="fax.example.org")
+    h = OutboundHarness(initial_offer="t38")
+    far_end(h, answer=PEER_T38)
+    key = h.place(plan_dial("+1 (555) 010-0", [trunk], allow_direct_uri=False))
+    h.run(60)
+    [received] = h.peer_events(InviteReceived)
+    assert received.request_uri == "sip:+15550100@carrier.example"
+    assert "<sip:5550199@fax.example.org>" in received.from_
+    assert h.cores[key].facts.did == "+15550100" and h.cores[key].facts.trunk == "carrier"
+    assert_fax_sent_and_hung_up(h, key)
+
+
+def test_our_t38_reinvite_refused_fails_the_outbound_call_without_media():
+    h = OutboundHarness(t38_reinvite_after=0.5)
+    far_end(h, answer=PEER_AUDIO, accept_reinvites=False)
+    key = h.place()
+    h.run(60)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "no_t38" and not failed.retryable and failed.status == 488
+    assert not h.of(StopMedia) and not h.of(StartMedia)  # no media session ever ran
+    assert h.of(Hangup) and h.net.sent_by("gw", "BYE")
+    assert h.cores[key].state is State.DONE
+
+
+def test_far_end_hanging_up_on_audio_is_remote_hangup():
+    h = OutboundHarness(t38_reinvite_after=-1)
+    far_end(h, answer=PEER_AUDIO)
+
+    def hang_up_soon(node, event, now):
+        if isinstance(event, InviteReceived):
+            node.ua.answer(event.call, PEER_AUDIO, now)
+        elif isinstance(event, CallEstablished):
+            h.at(now + 2.0, lambda t: node.ua.hangup(event.call, t))
+
+    h.peer.on_event = hang_up_soon
+    key = h.place()
+    h.run(30)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "remote_hangup" and not failed.retryable
+    assert h.cores[key].state is State.DONE and h.cores[key].next_deadline() is None
+
+
+def test_an_audio_answer_to_a_t38_offer_fails_the_call():
+    h = OutboundHarness(initial_offer="t38")
+    far_end(h, answer=PEER_AUDIO)
+    h.place()
+    h.run(30)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "no_t38" and h.of(Hangup)
+
+
+@pytest.mark.parametrize("uri", ["tel:+15550100", "sip:fax@[not-an-address"])
+def test_a_uri_the_ua_cannot_call_is_bad_target(uri):
+    h = OutboundHarness()
+    key = h.place(uri)
+    [failed] = h.of(CallFailed)
+    assert failed.cause == "bad_target" and not failed.retryable
+    assert h.cores[key].state is State.DONE and not h.net.sent_by("gw")
+
+
+@pytest.mark.parametrize("status,reason,cause", [
+    (None, "transport error", "unreachable"), (None, "timeout", "no_answer"), (401, "", "auth_failed"),
+    (407, "", "auth_failed"), (415, "", "not_acceptable"), (599, "", "server_error"), (604, "", "declined"),
+    (606, "", "declined"), (302, "", "rejected"), (420, "", "rejected"),
+])
+def test_dial_failure_classifies_every_final_status(status, reason, cause):
+    failed = dial_failure(status, reason)
+    assert failed.cause == cause and failed.retryable == (cause in RETRYABLE_CAUSES)
+    assert failed.reason.startswith(FAILURE_CAUSES[cause])
