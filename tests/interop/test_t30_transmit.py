@@ -23,7 +23,13 @@ from t38gw.t30.transmitter import T30Transmitter, TransmitterConfig
 from tests.peers.spandsp import T30_ERR_OK, SpandspT38Terminal, read_fax_tiff
 from tests.t38gw.t30.harness import _Link, perfect_channel
 from tests.t38gw.t30.pages import random_page
+from t38gw.t30.frames import REVERSE_BITS, Fcf
+from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator
 from udptl.receiver import IfpReceived
+
+_TRAINING = frozenset(i for i in T30Indicator if i.name.endswith("TRAINING"))
+#: The FCD control field as T.38 carries it (each octet MSB first).
+FCD_WIRE = int(Fcf.FCD).to_bytes(1, "big").translate(REVERSE_BITS)[0]
 
 TICK = 0.02
 SAMPLES_PER_TICK = 160
@@ -65,7 +71,8 @@ class TransmitOutcome:
 
 def send_to_spandsp(tmp_path, pages, *, config: TransmitterConfig | None = None, loss: float = 0.0,
                     redundancy: int = 0, seed: int = 1, loss_back: float | None = None, version: int = 0, max_sim_seconds: float = 600.0,
-                    receiver_options: dict | None = None) -> TransmitOutcome:
+                    receiver_options: dict | None = None, tamper=None) -> TransmitOutcome:
+    """``tamper(packet, now)`` may replace (or drop: None) each IFP our engine sends."""
     rng = random.Random(seed)
     to_rx = LossyChannel(loss, rng.randrange(1 << 30)) if loss else perfect_channel
     back = loss if loss_back is None else loss_back
@@ -95,7 +102,10 @@ def send_to_spandsp(tmp_path, pages, *, config: TransmitterConfig | None = None,
             if deadline is not None and deadline <= now:
                 events.extend(engine.handle_timer(now))
             for out in engine.ifps_to_send(now):
-                for raw in split_to_fit(out.packet, version, to_spandsp.sender.max_ifp):
+                packet = tamper(out.packet, now) if tamper is not None else out.packet
+                if packet is None:
+                    continue
+                for raw in split_to_fit(packet, version, to_spandsp.sender.max_ifp):
                     for _ in range(out.repeat):
                         to_spandsp.send(raw, now)
             for item in to_spandsp.deliver(now):
@@ -172,3 +182,79 @@ def test_spandsp_ecm_under_heavy_loss_ppr(tmp_path) -> None:
     assert_received_equal(outcome, pages)
     sent = [e for e in outcome.events if isinstance(e, PageSent)]
     assert [s.response for s in sent] == ["MCF"]
+
+
+# ---------------------------------------------------------------------- SpanDSP pushes back
+def _data_field(packet):
+    return packet.fields[0] if packet.fields else None
+
+
+def test_ftt_at_14400_falls_back_one_step(tmp_path) -> None:
+    """The TCF at V.17 14.4k arrives as ones (a line too noisy for it): SpanDSP answers FTT
+    and our engine trains again one step down (T.30 Annex A.2), at 12k."""
+    pages = make_pages(1, y_dpi=98)
+
+    def damage_tcf_14400(packet, now):
+        field = _data_field(packet)
+        if packet.msg is T30Data.V17_14400 and field is not None and field.field_type is FieldType.T4_NON_ECM_DATA:
+            return IfpPacket(packet.msg, (DataField(FieldType.T4_NON_ECM_DATA, b"\xff" * len(field.data)),))
+        return packet
+
+    outcome = send_to_spandsp(tmp_path, pages, tamper=damage_tcf_14400)
+    assert outcome.status == T30_ERR_OK
+    assert outcome.engine.counters["ftt_received"] == 1
+    assert [f for d, f in outcome.spandsp_frames if d == "tx" and f[2] & 0xFE == Fcf.FTT]
+    assert (outcome.phase_b.modem, outcome.phase_b.bit_rate) == ("V.17", 12000)
+    assert_received_equal(outcome, pages)
+
+
+def test_rtn_once_resends_the_page(tmp_path) -> None:
+    """The first copy of page 1 (non-ECM) arrives as garbage: SpanDSP answers RTN; our engine
+    retrains and sends the page again, which SpanDSP confirms."""
+    pages = make_pages(2, y_dpi=196)
+    state = {"pages_started": 0, "damaging": False}
+
+    def damage_first_page(packet, now):
+        if isinstance(packet.msg, T30Indicator) and packet.msg in _TRAINING:
+            state["pages_started"] += 1
+        field = _data_field(packet)
+        # Training indicators: 1 = TCF, 2 = the first page (each repeated 3 times, counted once).
+        if field is not None and field.field_type is FieldType.T4_NON_ECM_DATA and state["pages_started"] == 2:
+            return IfpPacket(packet.msg, (DataField(FieldType.T4_NON_ECM_DATA, bytes(len(field.data))),))
+        return packet
+
+    config = TransmitterConfig(ecm=False, compressions=frozenset({Compression.MR}))
+    outcome = send_to_spandsp(tmp_path, pages, config=config, tamper=damage_first_page)
+    assert outcome.status == T30_ERR_OK, SpandspT38Terminal.completion_code_name(outcome.status or -1)
+    sent = [(e.number, e.response) for e in outcome.events if isinstance(e, PageSent)]
+    assert sent == [(1, "RTN"), (1, "MCF"), (2, "MCF")]
+    assert_received_equal(outcome, pages)
+
+
+def test_ppr_resends_exactly_the_frames_listed(tmp_path) -> None:
+    """FCD frames 2 and 5 of the first block are lost: SpanDSP's PPR lists them and our
+    second burst carries exactly frames 2 and 5 (T.30 A.4.2)."""
+    pages = make_pages(1, y_dpi=196, height=300)
+    bursts: list[list[int]] = []
+
+    def drop_frames(packet, now):
+        field = _data_field(packet)
+        if isinstance(packet.msg, T30Indicator) and packet.msg in _TRAINING:
+            bursts.append([])
+        if packet.msg is not T30Data.V21 and field is not None and field.field_type is FieldType.HDLC_DATA:
+            frame = field.data
+            if frame[2] == FCD_WIRE:
+                number = frame[3:4].translate(REVERSE_BITS)[0]
+                bursts[-1].append(number)
+                if len([b for b in bursts if b]) == 1 and number in (2, 5):
+                    return None
+        return packet
+
+    config = TransmitterConfig(compressions=frozenset({Compression.MR}), ecm_frame_size=64)
+    outcome = send_to_spandsp(tmp_path, pages, config=config, tamper=drop_frames)
+    assert outcome.status == T30_ERR_OK, SpandspT38Terminal.completion_code_name(outcome.status or -1)
+    bursts = [b for b in bursts if b]  # the TCF's training carried no frames
+    assert len(bursts) == 2 and len(bursts[0]) > 6
+    assert bursts[1] == [2, 5]
+    assert outcome.engine.counters["ppr_received"] == 1
+    assert_received_equal(outcome, pages)
