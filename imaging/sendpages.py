@@ -100,19 +100,22 @@ def pages_for_fax(
     length_in = PAGE_LENGTHS[page_length]
     sheet = _Sheet(x_dpi, y_dpi, width_px, None if length_in is None else round(length_in * y_dpi), halftone)
     sources = [sniff(document) for document in documents]
-    total = 0
+    counts = []
     for path, name, kind in sources:
         with reading(name, kind):
             count = pdf_page_count(path, name) if kind == "pdf" else _frame_count(path)
         if count == 0:
             raise DocumentError(f"{name}: the document has no pages.")
-        total += count
-        if total > max_pages:
+        counts.append(count)
+        if sum(counts) > max_pages:
             raise DocumentError(f"the documents have more than {max_pages} pages, the most one fax may carry.")
     pages: list[Page] = []
-    for path, name, kind in sources:
+    for (path, name, kind), count in zip(sources, counts, strict=True):
         with reading(name, kind):
-            pages += _pdf_pages(path, name, sheet) if kind == "pdf" else _image_pages(path, name, sheet)
+            made = _pdf_pages(path, name, sheet) if kind == "pdf" else _image_pages(path, name, sheet)
+        if len(made) != count:
+            raise DocumentError(f"{name}: the document is damaged (its page count is unclear).")
+        pages += made
     return pages
 
 
