@@ -49,6 +49,11 @@ CASES = {
     "bye_mid_call_tcp": Case("bye_mid_call", "uac", ("--answer", "auto", "--hangup-after", "1"), transport="tcp"),
     "register_digest_uas": Case("register_digest_uas", "uas", ("--username", "fax", "--password", "s3cret", "--expires", "120")),
     "t38_reinvite_488_uas": Case("t38_reinvite_488_uas", "uas", ("--reinvite-t38-after", "0.5")),
+    # The outbound side (SIPp is the called line); against the call core: test_sipp_outbound.py.
+    "outbound_t38_uas": Case("outbound_t38_uas", "uas", ("--call-t38", "--hangup-after", "1")),
+    "outbound_busy_uas": Case("outbound_busy_uas", "uas"),
+    "outbound_audio_then_peer_reinvite_uas": Case("outbound_audio_then_peer_reinvite_uas", "uas",
+                                                  ("--hangup-after", "2")),
     # SIPp calls from 127.0.0.2, outside the UA's allow_from: challenged, then answered.
     # MD5 only: SIPp 3.6 reads just the first WWW-Authenticate and knows no SHA-256.
     "invite_digest_uac": Case("invite_digest_uac", "uac", _DIGEST_UA + ("--auth-user", "fax:s3cret"),

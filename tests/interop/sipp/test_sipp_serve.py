@@ -33,7 +33,8 @@ SIPP_WAIT = 45.0  # SIPp's own -timeout is 30 s; this only catches a hung SIPp
 FAX_WAIT = 20.0
 
 # Scenarios that need something serve cannot do today (README section "Against `t38gw serve`").
-NOT_APPLICABLE = {"t38_reinvite_488_uas", "bye_mid_call"}
+NOT_APPLICABLE = {"t38_reinvite_488_uas", "bye_mid_call", "outbound_t38_uas", "outbound_busy_uas",
+                  "outbound_audio_then_peer_reinvite_uas"}
 
 
 @dataclass
