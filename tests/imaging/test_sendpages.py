@@ -13,7 +13,7 @@ from imaging.libtiff import image_from_bitmap
 from imaging.output import write_tiff
 from imaging.sendpages import PAGE_LENGTHS, pages_for_fax
 from tests.imaging.charts import CHART_HEIGHT, CHART_WIDTH, chart
-from tests.peers.spandsp import make_fax_tiff
+from tests.peers.spandsp import T30_ERR_OK, make_fax_tiff, run_spandsp_fax
 
 RESOLUTIONS = ((204, 98), (204, 196), (204, 391), (408, 391))
 A4_PT = (595.28, 841.89)
@@ -112,6 +112,19 @@ def test_spandsp_fax_tiff_passes_through_pel_for_pel(tmp_path):
     sent = pages_for_fax([path], x_dpi=204, y_dpi=196, width_px=1728, page_length="a4")
     # The charts are longer than A4 at 196 lpi (2376 > 2292 rows): kept whole, untouched.
     assert [(p.width, p.height, p.bitmap) for p in sent] == [(CHART_WIDTH, CHART_HEIGHT, chart(n)) for n in (1, 2, 5)]
+
+
+@pytest.mark.parametrize("y_dpi", [98, 196])
+def test_tiff_written_by_spandsp_receiving_a_fax_passes_through(tmp_path, y_dpi):
+    # Re-sending a received fax: SpanDSP's t4_rx writes the TIFF (its own resolution tags,
+    # R8 x 3.85 or 7.7 l/mm in pixels per metre), and the pages go out as they came in.
+    tx_tiff, rx_tiff = tmp_path / "tx.tif", tmp_path / "rx.tif"
+    pages = [(chart(n)[: 216 * 800], CHART_WIDTH, 800) for n in (2, 7)]
+    make_fax_tiff(tx_tiff, pages, x_dpi=204, y_dpi=y_dpi)
+    run = run_spandsp_fax(tx_tiff, rx_tiff, ecm=True, compressions={"mmr"}, max_sim_seconds=300)
+    assert (run.sender_status, run.receiver_status) == (T30_ERR_OK, T30_ERR_OK)
+    sent = pages_for_fax([rx_tiff], x_dpi=204, y_dpi=y_dpi, width_px=1728, page_length="a4")
+    assert [(p.bitmap, p.width, p.height) for p in sent] == pages
 
 
 @pytest.mark.parametrize("dpi", [(204, 98), (203.2, 97.79)])  # our names and R8's true pitch
