@@ -37,6 +37,9 @@ TCF_MIN_ZERO_RUN = 1.0
 #: T.30 5.3.2: CNG is 0.5 s of 1100 Hz, off 3 s, repeated while the calling terminal waits.
 CNG_ON = 0.5
 CNG_PERIOD = 3.5
+#: Calling side: a response is acted on when its V.21 carrier ends (we do not talk over the
+#: far end); if that end is lost, this long after its final frame.
+RESPONSE_END_WAIT = 0.5
 
 
 class Timer(enum.Enum):
@@ -54,6 +57,7 @@ class Timer(enum.Enum):
     TCF_MISSING = "tcf_missing"  # DCS with no TCF after it
     CNG = "cng"  # calling side: the next CNG tone (T.30 5.3.2)
     RR = "rr"  # calling side: poll a receiver not ready with RR again (T.30 A.4.4)
+    RESPONSE_END = "response_end"  # calling side: a response whose carrier end was lost
 
 
 class Deadlines(dict[Timer, float]):

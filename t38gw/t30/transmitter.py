@@ -58,7 +58,7 @@ from t38gw.t30.errors import LocalProtocolError, RemoteProtocolError
 from t38gw.t30.events import CallEnded, Event, PageSent, PhaseBCompleted, ProtocolEventLogged, T30Result
 from t38gw.t30.frames import PPS_NULL, Fcf, T30Frame, decode_ident, encode_ident
 from t38gw.t30.t38_io import OutgoingIfp
-from t38gw.t30.timers import CNG_ON, CNG_PERIOD, T1, T4, T5, TCF_DURATION, Deadlines, Timer
+from t38gw.t30.timers import CNG_ON, CNG_PERIOD, RESPONSE_END_WAIT, T1, T4, T5, TCF_DURATION, Deadlines, Timer
 
 __all__ = ["TRANSITIONS", "ChosenMode", "State", "T30Transmitter", "TransmitterConfig", "choose_mode"]
 
@@ -262,6 +262,7 @@ class T30Transmitter:
         self._events: list[Event] = []
         self._now = 0.0
         self._pending: list[T30Frame] = []
+        self._held: Command | None = None  # a response waiting for its carrier to end
         self.remote_ident = ""
         self.remote: RemoteCapabilities | None = None
         self.mode: ChosenMode | None = None
@@ -305,9 +306,11 @@ class T30Transmitter:
         for ev in self._demux.packet_received(packet):
             if isinstance(ev, t38_io.HdlcFrameArrived) and ev.data_type is T30Data.V21:
                 self._control_frame(ev)
-            elif isinstance(ev, t38_io.HdlcSignalEnded) and self._pending:
-                self._log(f"{len(self._pending)} frame(s) without a final frame")
-                self._pending = []
+            elif isinstance(ev, (t38_io.HdlcSignalEnded, t38_io.SignalStarted)):
+                if self._pending and isinstance(ev, t38_io.HdlcSignalEnded):
+                    self._log(f"{len(self._pending)} frame(s) without a final frame")
+                    self._pending = []
+                self._dispatch_held()
             if self.finished_state:
                 break
         return self._take_events()
@@ -327,7 +330,10 @@ class T30Transmitter:
             if self.state is State.ENDED:
                 break
             if self._deadlines.fire(timer, deadline, now):
-                self._input(timer)
+                if timer is Timer.RESPONSE_END:
+                    self._dispatch_held()
+                else:
+                    self._input(timer)
         return self._take_events()
 
     def hang_up(self, now: float) -> list[Event]:
@@ -454,10 +460,21 @@ class T30Transmitter:
             self._pending.append(frame)
             return
         optional, self._pending = self._pending, []
-        fcf = _FCF_OF.get(frame.fcf)
-        if fcf is None or not self._input(fcf, Command(frame, tuple(optional))):
+        # T.30 5.3.2 / 5.4.1: we answer once the far end's carrier has ended (half duplex),
+        # at its hdlc-sig-end or next indicator.
+        self._dispatch_held()
+        self._held = Command(frame, tuple(optional))
+        self._deadlines.arm(Timer.RESPONSE_END, self._now + RESPONSE_END_WAIT)
+
+    def _dispatch_held(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        self._deadlines.cancel(Timer.RESPONSE_END)
+        fcf = _FCF_OF.get(held.frame.fcf)
+        if fcf is None or not self._input(fcf, held):
             self.counters["unexpected"] += 1
-            self._log(f"unexpected {frame.name} in {self.state.value}")
+            self._log(f"unexpected {held.frame.name} in {self.state.value}")
 
     # ------------------------------------------------------------------ handlers: phase B
     def _call(self, arrived: object) -> Outcome:
@@ -489,7 +506,7 @@ class T30Transmitter:
             if extra.fcf == Fcf.CSI:
                 self.remote_ident = decode_ident(extra.fif)
         if not remote.capabilities.ready_to_receive:
-            return _ended(T30Result.INCOMPATIBLE, "DIS says the receiver cannot receive (bit 10)")
+            return _ended(T30Result.RX_INCAPABLE, "DIS says the receiver cannot receive (bit 10)")
         mode = choose_mode(remote, self.config, self.pages[self.page_index])
         if isinstance(mode, str):
             return _ended(T30Result.INCOMPATIBLE, mode)
@@ -551,6 +568,9 @@ class T30Transmitter:
         return Outcome(then=Timer.T4)
 
     def _dcn(self, arrived: Command) -> Outcome:
+        if self.state is State.AWAIT_CFR:
+            # As SpanDSP reports it: DCN in answer to DCS/TCF.
+            return _ended(T30Result.TX_BADDCS, "receiver sent DCN in answer to our DCS", send_dcn=False)
         return _ended(T30Result.TX_GOTDCN, f"receiver sent DCN in {self.state.value}", send_dcn=False)
 
     def _crp(self, arrived: Command) -> Outcome:

@@ -55,12 +55,14 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import imaging
 from t38gw.t30 import CallEnded, PageReceived, PageRejected, ProtocolEventLogged, ReceiverConfig, T30Receiver, T30Result
 from t38gw.t30.dcs import Compression, DcsParameters, parse_dcs
 from t38gw.t30.frames import Fcf, T30Frame
 from t38gw.t30.t38_io import HdlcFrameArrived, IfpDemultiplexer
+from t38gw.t30.transmitter import T30Transmitter, TransmitterConfig
 from tests.interop.tsb85.script import Repeat, Script, Step, parse_octets, tsb85_dir
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator
 
@@ -194,6 +196,9 @@ def corrupt_rows(data: bytes, rows: set[int]) -> bytes:
     return bytes(out)
 
 
+_TRANSMIT_ANNEXES = frozenset("FGHI")
+_TRAININGS = frozenset(i for i in T30Indicator if i.name.endswith("TRAINING"))
+
 _CODINGS = {"T.4 1D": imaging.Coding.MH, "T.4 2D": imaging.Coding.MR, "T.6": imaging.Coding.MMR}
 _BY_COMPRESSION = {Compression.MH: imaging.Coding.MH, Compression.MR: imaging.Coding.MR,
                    Compression.MMR: imaging.Coding.MMR}
@@ -201,13 +206,14 @@ _BY_COMPRESSION = {Compression.MH: imaging.Coding.MH, Compression.MR: imaging.Co
 
 # --------------------------------------------------------------------------- DUTs
 class EngineDut:
-    """Our T30Receiver as the device under test."""
+    """Our T30Receiver (the tester calls) or T30Transmitter (the DUT calls, annexes F-I) as
+    the device under test."""
 
     name = "t38gw"
 
     def __init__(self) -> None:
         self.ident = ""
-        self.engine: T30Receiver | None = None
+        self.engine: Any = None
         self.events: list = []
         self.ended_at: float | None = None
         self.now = 0.0
@@ -221,8 +227,15 @@ class EngineDut:
         self.now = now
         self._note(self.engine.start(now), now)
 
-    def originate(self, now: float) -> None:
-        raise DutCannot("the DUT must place the call (T.30 calling terminal); the engine only answers")
+    def originate(self, now: float, image: str | None = None) -> None:
+        """The DUT calls to send ``image`` (its first page, at the image's resolution)."""
+        if not image:
+            raise DutCannot("the DUT must place a call without a document (polling); the engine only sends")
+        bitmap, width, height, y_dpi = load_image(image)
+        page = imaging.Page(width, height, 204 if width == 1728 else width / 8.46, y_dpi, bitmap)
+        self.engine = T30Transmitter(TransmitterConfig(local_ident=self.ident), [page])
+        self.now = now
+        self._note(self.engine.start(now), now)
 
     def deliver(self, packet: IfpPacket, now: float) -> None:
         self._note(self.engine.ifp_received(packet, now), now)
@@ -259,7 +272,7 @@ class EngineDut:
             self.ended_at = now
 
     def take_pages(self) -> list:
-        pages = [e for e in self.events if isinstance(e, (PageReceived, PageRejected))]
+        pages = [e for e in self.events if isinstance(e, (PageReceived, PageRejected))]  # receiving only
         return pages
 
     @property
@@ -317,6 +330,7 @@ class Tester:
         self._carrier: tuple[str, Modem | None] | None = None  # ("v21"|"fast", modem)
         self._carrier_has_frame = False
         self._call_pending = False
+        self._originate_pending: str | None = None  # ANSWER: the DUT calls once the SETs ran
         self._started = False
         self.dcs: DcsParameters | None = None
         self._last_msg: tuple[str, bytes | None] | None = None  # image, clean bitmap
@@ -347,7 +361,7 @@ class Tester:
         else:
             self._last_indicator = None
             for f in packet.fields or ():
-                if f.field_type is FieldType.HDLC_DATA and self._first_data is None:
+                if f.field_type is FieldType.HDLC_DATA and self._first_data is None and packet.msg is T30Data.V21:
                     self._first_data = at
         for ev in self._demux.packet_received(packet):
             if isinstance(ev, HdlcFrameArrived) and ev.data_type is T30Data.V21:
@@ -497,11 +511,16 @@ class Tester:
 
     def step(self, step: Step) -> None:
         kind = step.type
+        if self._originate_pending is not None and not (kind == "SET" and step.dir == "T"):
+            image, self._originate_pending = self._originate_pending, None
+            self.dut.originate(self.now, image)
+            self._started = True
+            self._pump(self.now)
         if kind == "CALL":
             self._call_pending = True
             return
         if kind == "ANSWER":
-            self.dut.originate(self.now)
+            self._originate_pending = step.get("value") or ""
             return
         if kind == "STATUS":
             self._status(step)
@@ -653,16 +672,37 @@ class Tester:
                 self.fail(step, f"the DUT did not end the call within {timeout_ms} ms")
             if timein > 0:
                 why = not_applicable(self.script.name, "CLEAR.timein")
+                if self.script.annex in _TRANSMIT_ANNEXES:
+                    why = why or not_applicable("MRGX01", "CLEAR.timein")
                 if why:
                     self.report.not_applicable.append(f"CLEAR timein {timein * 1000:.0f} ms: {why}")
                 elif self.now - start < timein:
                     self.fail(step, f"the DUT cleared after {(self.now - start) * 1000:.0f} ms, before {timein * 1000:.0f} ms")
-        elif kind in ("CNG", "TCF", "MSG", "PP"):
-            raise DutCannot(f"the DUT must send {kind}: the engine has no sending side")
+        elif kind == "CNG":
+            if self._wait_rx(step, deadline, lambda i: isinstance(i, RxIndicator) and i.indicator is T30Indicator.CNG) is None:
+                self.fail(step, "no CNG")
+            self.report.checked.append("CNG")
+        elif kind in ("TCF", "MSG", "PP"):
+            self._receive_fast(step, deadline)
         elif kind == "SET":
             pass  # expectations about what the DUT transmits (polling annexes only)
         else:
             self.fail(step, f"unknown receive step {kind}")
+
+    def _receive_fast(self, step: Step, deadline: float) -> None:
+        """TCF, a non-ECM page or an ECM partial page from the DUT: its training indicator on
+        the step's modem (long or short train), then its carrier's end (no-signal)."""
+        modem = self._modem(step)
+        trainings = {modem.long_indicator, modem.short_indicator}
+        item = self._wait_rx(step, deadline, lambda i: isinstance(i, RxIndicator) and i.indicator in _TRAININGS)
+        if item is None:
+            self.fail(step, f"no {step.type} carrier")
+        if item.indicator not in trainings:
+            self.fail(step, f"{step.type} on {item.indicator.name}, the script expects {step.get('modem')}")
+        end = self._wait_rx(step, deadline, lambda i: isinstance(i, RxIndicator) and i.indicator is T30Indicator.NO_SIGNAL)
+        if end is None:
+            self.fail(step, f"the {step.type} carrier did not end")
+        self.report.checked.append(f"{step.type} on {step.get('modem')} ({end.t - item.t:.2f} s)")
 
     def _wait_until_cleared(self, deadline: float) -> None:
         while not self.dut.cleared and self.now < deadline:
@@ -755,7 +795,7 @@ class SpandspDut:
         self.terminal = SpandspT38Terminal(calling_party=False, on_ifp=self._on_ifp, ident=self.ident,
                                            rx_tiff=self.rx_tiff, ecm=True, max_bitrate=14400)
 
-    def originate(self, now: float) -> None:
+    def originate(self, now: float, image: str | None = None) -> None:
         raise DutCannot("cross-check covers the receive annexes only")
 
     def _on_ifp(self, raw: bytes, count: int) -> None:
