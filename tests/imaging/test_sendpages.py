@@ -176,11 +176,27 @@ def test_jpeg_photograph_is_dithered_and_threshold_cuts_it(tmp_path):
     assert max(mixed_octets(cut, row) for row in rows) <= 1
 
 
-def test_text_page_is_not_dithered(tmp_path):
-    path = pdf_with_box(tmp_path, A4_PT, (72, 144, 216, 108))
-    auto = pages_for_fax([path], x_dpi=204, y_dpi=196, width_px=1728)
-    threshold = pages_for_fax([path], x_dpi=204, y_dpi=196, width_px=1728, halftone="threshold")
-    assert auto[0].bitmap == threshold[0].bitmap
+def text_pdf(tmp_path, size=10):
+    """An A4 page dense with small Helvetica text (60 lines), a grey box and two rules."""
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=A4_PT)
+    font = pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica)
+    page.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
+    lines = [b"BT /F1 %d Tf %d TL 56 780 Td" % (size, size + 2)]
+    lines += [b"(Line %d: Patient J. Doe, potassium 4.%d mmol/L, reference 3.5-5.1, reviewed.) '" % (n, n % 10) for n in range(60)]
+    lines.append(b"ET 0.5 w 56 40 m 540 40 l S 0.6 g 400 600 120 80 re f")
+    page.Contents = pdf.make_stream(b"\n".join(lines))
+    path = tmp_path / "text.pdf"
+    pdf.save(path)
+    return path
+
+
+@pytest.mark.parametrize("x_dpi,y_dpi", [(204, 98), (204, 196)])
+def test_text_page_is_not_dithered(tmp_path, x_dpi, y_dpi):
+    for path in (pdf_with_box(tmp_path, A4_PT, (72, 144, 216, 108)), text_pdf(tmp_path, 10), text_pdf(tmp_path, 7)):
+        auto = pages_for_fax([path], x_dpi=x_dpi, y_dpi=y_dpi, width_px=1728)
+        threshold = pages_for_fax([path], x_dpi=x_dpi, y_dpi=y_dpi, width_px=1728, halftone="threshold")
+        assert auto[0].bitmap == threshold[0].bitmap
 
 
 def test_grey_paper_scan_is_thresholded_to_white_paper(tmp_path):
