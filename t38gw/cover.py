@@ -19,6 +19,11 @@ carrying the text (documents keep a wider top margin than that), and the page ke
 length. Date and time on the left, name and ident in the middle, "page n/m" on the right; if
 they would not fit the line the font is made smaller, never the text cut, down to
 ``HEADER_MIN_MM``.
+
+**Letters.** The built-in font draws ASCII only, so field text is made drawable before it is
+drawn, as fax machines' ASCII headers do: accents are dropped (Müller -> Muller, José ->
+Jose), a few letters are spelt out (ß -> ss, Æ -> AE, Ø -> O, Ł -> L), and anything else
+(other scripts) becomes "?" rather than an empty box.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import re
 import string
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -50,6 +56,14 @@ _THRESHOLD = [0] * 128 + [255] * 128
 _THRESHOLD_MERGED = [0] * 192 + [255] * 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MAX_FIELD = 2000
+
+
+_SPELT_OUT = str.maketrans({
+    "ß": "ss", "Æ": "AE", "æ": "ae", "Ø": "O", "ø": "o", "Œ": "OE", "œ": "oe", "Ł": "L", "ł": "l",
+    "Đ": "D", "đ": "d", "Þ": "Th", "þ": "th", "Ð": "D", "ð": "d", "ı": "i",
+    "‘": "'", "’": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "–": "-", "—": "-", "‐": "-", "−": "-",
+    "€": "EUR", "£": "GBP", "…": "...", "\u00a0": " ", "•": "*", "·": "-", "×": "x", "°": "o", "⁄": "/",
+})
 
 
 class CoverTemplateError(ValueError):
@@ -153,7 +167,7 @@ def cover_page(
         draw.rectangle((px(rule.x_mm), px(rule.y_mm), px(rule.x_mm + rule.width_mm), px(rule.y_mm + rule.thickness_mm)), fill=0)
     for item in template.texts:
         font = ImageFont.load_default(size=item.size_pt / 72 * grid)
-        text = string.Formatter().vformat(item.text, (), values)
+        text = _clean(string.Formatter().vformat(item.text, (), values))
         lines = _wrap(text, font, None if item.width_mm is None else px(item.width_mm))
         step = item.size_pt / 72 * grid * 1.25
         anchor = {"left": "la", "centre": "ma", "right": "ra"}[item.align]
@@ -167,7 +181,8 @@ def add_header_line(
 ) -> Page:
     """``page`` with the fax header line in its top ``HEADER_BAND_MM``: date/time, name and
     ident, "page n/m". The rest of the page is unchanged; so are its size and resolution."""
-    parts = [f"{when:%Y-%m-%d %H:%M}", "  ".join(_clean(p) for p in (name, ident) if p.strip()), f"page {page_no}/{pages}"]
+    parts = [f"{when:%Y-%m-%d %H:%M}", "  ".join(p for p in (name, ident) if p.strip()), f"page {page_no}/{pages}"]
+    parts = [_clean(part).replace("\n", " ") for part in parts]
     grid = max(page.x_dpi, page.y_dpi)
     width = round(page.width / page.x_dpi * grid)
     band = Image.new("L", (width, round(HEADER_BAND_MM / 25.4 * grid)), 255)
@@ -232,8 +247,14 @@ def _values(fields: CoverFields) -> dict[str, Any]:
 
 
 def _clean(text: str) -> str:
-    """Field text as drawn: no control characters (newlines kept), bounded length."""
-    return _CONTROL.sub(" ", text.replace("\r\n", "\n"))[:_MAX_FIELD]
+    """Field text as drawn: ASCII the font has (see the module docstring), no control
+    characters (newlines kept), bounded length."""
+    text = _CONTROL.sub(" ", text.replace("\r\n", "\n")[:_MAX_FIELD]).translate(_SPELT_OUT)
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    base = "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_SPELT_OUT)
+    return "".join(c if c.isascii() else "?" for c in base)
 
 
 def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float | None) -> list[str]:

@@ -182,3 +182,19 @@ def test_header_on_a_page_shorter_than_the_band():
     page = Page(1728, 5, 204, 98, bytes(216 * 5))
     stamped = add_header_line(page, ident="1", when=WHEN, page_no=1, pages=1)
     assert stamped.height == 5 and len(stamped.bitmap) == len(page.bitmap)
+
+
+def test_names_with_accents_are_drawn_in_letters_the_font_has():
+    # The built-in font is ASCII: "Müller" must come out as "Muller", never as an empty box.
+    accented = CoverFields(**{**FIELDS.__dict__, "recipient": "Dr Zoë Müller-Łęcka", "note": "½ dose – see “notes”"})
+    plain = CoverFields(**{**FIELDS.__dict__, "recipient": "Dr Zoe Muller-Lecka", "note": '1/2 dose - see "notes"'})
+    assert cover_page(accented, x_dpi=204, y_dpi=98).bitmap == cover_page(plain, x_dpi=204, y_dpi=98).bitmap
+    page = chart_page(196)
+    assert (
+        add_header_line(page, ident="+33 1", when=WHEN, page_no=1, pages=1, name="Hôpital Saint-Émilion").bitmap
+        == add_header_line(page, ident="+33 1", when=WHEN, page_no=1, pages=1, name="Hopital Saint-Emilion").bitmap
+    )
+    # Other scripts become "?", which the font draws (the same ink as a typed "?").
+    russian = CoverFields(**{**FIELDS.__dict__, "recipient": "Иван"})
+    asked = CoverFields(**{**FIELDS.__dict__, "recipient": "????"})
+    assert cover_page(russian, x_dpi=204, y_dpi=98).bitmap == cover_page(asked, x_dpi=204, y_dpi=98).bitmap
