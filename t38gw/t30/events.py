@@ -36,6 +36,7 @@ class T30Result(enum.Enum):
     # The calling (sending) side, named after SpanDSP's T30_ERR_TX_* codes.
     TX_T1EXPIRED = "TX_T1EXPIRED"  # no DIS within T1 of the call starting
     TX_BADDCS = "TX_BADDCS"  # DCN (or another bad response) to our DCS/TCF
+    TX_BADPG = "TX_BADPG"  # DCN in answer to our EOP (the last page was not confirmed)
     RX_INCAPABLE = "RX_INCAPABLE"  # the far end's DIS says it cannot receive (bit 10)
     TX_PHBDEAD = "TX_PHBDEAD"  # no answer to DCS/TCF after three tries
     TX_PHDDEAD = "TX_PHDDEAD"  # no answer to a post-page command after three tries

@@ -58,6 +58,7 @@ class Timer(enum.Enum):
     CNG = "cng"  # calling side: the next CNG tone (T.30 5.3.2)
     RR = "rr"  # calling side: poll a receiver not ready with RR again (T.30 A.4.4)
     RESPONSE_END = "response_end"  # calling side: a response whose carrier end was lost
+    PAGE_SENT = "page_sent"  # calling side: the image data is out, the post-page command follows
 
 
 class Deadlines(dict[Timer, float]):

@@ -245,11 +245,15 @@ class T30Transmitter:
     ``next_deadline()``.  Every method returns the events it produced.
     """
 
-    def __init__(self, config: TransmitterConfig | None, pages: Sequence[imaging.Page]) -> None:
+    def __init__(self, config: TransmitterConfig | None, pages: Sequence[imaging.Page], *,
+                 document_ends: Sequence[int] = ()) -> None:
+        """``document_ends``: indexes of pages that end a document before the last page; EOM
+        follows them (T.30 5.3.6.1.6) and phase B starts again."""
         if not pages:
             raise LocalProtocolError("a fax needs at least one page")
         self.config = config or TransmitterConfig()
         self.pages = list(pages)
+        self.document_ends = frozenset(i for i in document_ends if 0 <= i < len(self.pages) - 1)
         self._tsi = encode_ident(self.config.local_ident) if self.config.local_ident else None
         self.state = State.IDLE
         self._row = TRANSITIONS[State.IDLE]
@@ -263,6 +267,7 @@ class T30Transmitter:
         self._now = 0.0
         self._pending: list[T30Frame] = []
         self._held: Command | None = None  # a response waiting for its carrier to end
+        self._eop_sent = False
         self.remote_ident = ""
         self.remote: RemoteCapabilities | None = None
         self.mode: ChosenMode | None = None
@@ -287,6 +292,20 @@ class T30Transmitter:
                          "commands_repeated": 0, "bad_frames": 0, "unexpected": 0}
 
     # ------------------------------------------------------------------ driving
+    def append_document(self, pages: Sequence[imaging.Page]) -> None:
+        """Another document to send in this call, after the current one (EOM between them,
+        T.30 5.3.6.1.6).  Only before the last page's post-page command was chosen."""
+        if not pages:
+            return
+        if self.state is State.ENDED or self._last_command_chosen:
+            raise LocalProtocolError("append_document() after the last page's EOP was sent")
+        self.document_ends = self.document_ends | {len(self.pages) - 1}
+        self.pages.extend(pages)
+
+    @property
+    def _last_command_chosen(self) -> bool:
+        return self._eop_sent
+
     def start(self, now: float) -> list[Event]:
         """The call is up: CNG while waiting for DIS.  Starts T1."""
         if self.state is not State.IDLE:
@@ -511,10 +530,16 @@ class T30Transmitter:
         if isinstance(mode, str):
             return _ended(T30Result.INCOMPATIBLE, mode)
         self.remote = remote
-        if self.mode is None or self.state is State.AWAIT_DIS:
-            self.mode, self._modem_index = mode, 0
-        else:
-            self.counters["commands_repeated"] += 1  # DIS again: our DCS was not heard
+        if self.mode is not None and self.state is State.AWAIT_CFR:
+            # DIS again: our DCS was not heard.  It counts as a try of the DCS (T.30 Figure
+            # 5-2: three tries, then DCN; TSB-85 MTGX12), in the mode already chosen.
+            if self._tries >= MAX_COMMAND_TRIES:
+                return _ended(T30Result.RETRYDCN, f"DIS in answer to our DCS {self._tries} times")
+            self._tries += 1
+            self.counters["commands_repeated"] += 1
+            self._send_dcs_tcf()
+            return Outcome(State.AWAIT_CFR, then=Timer.T4)
+        self.mode, self._modem_index = mode, 0
         self._command(self._send_dcs_tcf)
         return Outcome(State.AWAIT_CFR, then=Timer.T4)
 
@@ -567,7 +592,20 @@ class T30Transmitter:
         self._command(self._send_dcs_tcf)
         return Outcome(then=Timer.T4)
 
+    def _step_down(self) -> None:
+        """After RTP/RTN the retrain is one modem step lower (T.30 leaves the rate to the
+        sender; SpanDSP steps down, and TSB-85 MTGN24 expects it), unless at the lowest."""
+        assert self.mode is not None
+        if self._modem_index + 1 < len(self.mode.modems):
+            self._modem_index += 1
+
     def _dcn(self, arrived: Command) -> Outcome:
+        if self.state is State.AWAIT_PAGE_RESPONSE:
+            # As SpanDSP reports it (TSB-85 MTGX05/MTGX06): DCN in answer to MPS/EOM is
+            # RX_DCNPHD, in answer to EOP TX_BADPG.
+            if self.page_index + 1 >= len(self.pages):
+                return _ended(T30Result.TX_BADPG, "receiver sent DCN in answer to EOP", send_dcn=False)
+            return _ended(T30Result.RX_DCNPHD, "receiver sent DCN in answer to MPS/EOM", send_dcn=False)
         if self.state is State.AWAIT_CFR:
             # As SpanDSP reports it: DCN in answer to DCS/TCF.
             return _ended(T30Result.TX_BADDCS, "receiver sent DCN in answer to our DCS", send_dcn=False)
@@ -595,8 +633,12 @@ class T30Transmitter:
         return coded
 
     def _post_page_fcf(self) -> Fcf:
-        # T.30 5.3.6.1.6: MPS with more pages of this document, EOP after the last.
-        return Fcf.EOP if self.page_index + 1 >= len(self.pages) else Fcf.MPS
+        # T.30 5.3.6.1.6: MPS with more pages of this document, EOM when another document
+        # follows, EOP after the last.
+        if self.page_index + 1 >= len(self.pages):
+            self._eop_sent = True
+            return Fcf.EOP
+        return Fcf.EOM if self.page_index in self.document_ends else Fcf.MPS
 
     def _start_page(self, events: tuple[Event, ...] = ()) -> Outcome:
         mode = self.mode
@@ -622,7 +664,23 @@ class T30Transmitter:
         packets, self._tx_free_at = t38_io.image_burst(self._coded_page(), modem.indicator, modem.data_type,
                                                        modem.bit_rate, self._line_free())
         self._queue(packets)
-        self._send_frames((T30Frame(self._post_page_fcf(), x_bit=True),))
+        # The post-page command is chosen when the page is out (a document may be appended
+        # meanwhile): PAGE_SENT.
+        self._deadlines.arm(Timer.PAGE_SENT, self._tx_free_at - t38_io.SILENCE_S)
+
+    def _page_sent(self, arrived: object) -> Outcome:
+        """The image data is out: MPS/EOM/EOP (non-ECM) or PPS-x (ECM) follows."""
+        if self.mode is not None and self.mode.ecm:
+            last_block = self._block_index + 1 >= len(self._blocks)
+            fcf2 = int(self._post_page_fcf()) | 1 if last_block else PPS_NULL
+            # T.30 A.4.1: [post-page FCF, page, block, frames-1]; frames in this burst, as
+            # SpanDSP's t30.c counts them.
+            self._pps_fif = bytes((fcf2, self.page_index & 0xFF, self._block_index & 0xFF,
+                                   max(0, len(self._last_burst) - 1)))
+            self._send_frames((T30Frame(Fcf.PPS, self._pps_fif, x_bit=True),))
+        else:
+            self._send_frames((T30Frame(self._post_page_fcf(), x_bit=True),))
+        return Outcome(then=Timer.T4)
 
     def _page_response(self, arrived: Command) -> Outcome:
         fcf = _FCF_OF[arrived.frame.fcf]
@@ -635,6 +693,7 @@ class T30Transmitter:
                 return _ended(T30Result.RETRYDCN, f"page {number} answered RTN {self._page_attempts} times",
                               events=(sent,))
             self._retrain_before_page = True
+            self._step_down()
             self._command(self._send_dcs_tcf)
             return Outcome(State.AWAIT_CFR, events=(sent,), then=Timer.T4)
         if fcf is Fcf.RTP:
@@ -646,13 +705,21 @@ class T30Transmitter:
         """The page is confirmed (or given up with EOR): the next page, or DCN after the last."""
         if sent.confirmed:
             self.pages_confirmed += 1
+        new_document = self.page_index in self.document_ends
         self.page_index += 1
         self._page_attempts = 0
         if self.page_index >= len(self.pages):
             return _ended(T30Result.OK, f"{self.pages_confirmed} page(s) sent", events=(sent,))
+        if new_document:
+            # T.30 Figure 5-2: after EOM both stations return to phase B; the receiver sends
+            # DIS again and we choose the mode for the next document.
+            self._resend = None
+            self.mode = None
+            return Outcome(State.AWAIT_DIS, events=(sent,), then=Timer.T1)
         if retrain:
             # T.30 5.3.6.2.8: after RTP the sender retrains (DCS+TCF) before the next page.
             self._retrain_before_page = True
+            self._step_down()
             self._command(self._send_dcs_tcf)
             return Outcome(State.AWAIT_CFR, events=(sent,), then=Timer.T4)
         return self._start_page((sent,))
@@ -680,12 +747,8 @@ class T30Transmitter:
             packets, self._tx_free_at = t38_io.ecm_burst([*wires, rcp, rcp, rcp], modem.indicator,
                                                          modem.data_type, modem.bit_rate, self._line_free())
             self._queue(packets)
-            last_block = self._block_index + 1 >= len(self._blocks)
-            fcf2 = int(self._post_page_fcf()) | 1 if last_block else PPS_NULL
-            # T.30 A.4.1: [post-page FCF, page, block, frames-1]; frames in this burst, as
-            # SpanDSP's t30.c counts them.
-            self._pps_fif = bytes((fcf2, self.page_index & 0xFF, self._block_index & 0xFF,
-                                   max(0, len(self._last_burst) - 1)))
+            self._deadlines.arm(Timer.PAGE_SENT, self._tx_free_at - t38_io.SILENCE_S)
+            return
         self._send_frames((T30Frame(Fcf.PPS, self._pps_fif, x_bit=True),))
 
     def _pps_mcf(self, arrived: Command | None) -> Outcome:
@@ -784,7 +847,7 @@ def _row(state: State, entries: dict[Input, tuple[Handler, Next]]) -> dict[Input
     return {**common, **entries}
 
 
-_PAGE_NEXT = frozenset({S.AWAIT_PPS_RESPONSE, S.AWAIT_PAGE_RESPONSE, S.AWAIT_CFR, S.ENDED})
+_PAGE_NEXT = frozenset({S.AWAIT_PPS_RESPONSE, S.AWAIT_PAGE_RESPONSE, S.AWAIT_CFR, S.AWAIT_DIS, S.ENDED})
 
 #: The engine: state -> {input -> (handler, next state or the states the handler picks from)}.
 TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
@@ -808,6 +871,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
         Fcf.RTN: (_H._page_response, _PAGE_NEXT),
         Fcf.PPR: (_H._invalid_response, S.ENDED),
         Fcf.DIS: (_H._dis_later, S.AWAIT_PAGE_RESPONSE),
+        Timer.PAGE_SENT: (_H._page_sent, S.AWAIT_PAGE_RESPONSE),
         Timer.T4: (_H._t4_expired, frozenset({S.AWAIT_PAGE_RESPONSE, S.ENDED})),
     }),
     S.AWAIT_PPS_RESPONSE: _row(S.AWAIT_PPS_RESPONSE, {
@@ -815,6 +879,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
         Fcf.PPR: (_H._ppr, frozenset({S.AWAIT_PPS_RESPONSE, S.AWAIT_CTR, S.AWAIT_ERR, *_PAGE_NEXT})),
         Fcf.RNR: (_H._rnr, S.AWAIT_RR_RESPONSE),
         Fcf.DIS: (_H._dis_later, S.AWAIT_PPS_RESPONSE),
+        Timer.PAGE_SENT: (_H._page_sent, S.AWAIT_PPS_RESPONSE),
         Timer.T4: (_H._t4_expired, frozenset({S.AWAIT_PPS_RESPONSE, S.ENDED})),
     }),
     S.AWAIT_RR_RESPONSE: _row(S.AWAIT_RR_RESPONSE, {

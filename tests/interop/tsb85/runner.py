@@ -167,6 +167,26 @@ def load_image(name: str) -> tuple[bytes, int, int, int]:
     return bitmap, width, height, y_dpi
 
 
+@functools.lru_cache(maxsize=16)
+def _document_pages(name: str) -> tuple[imaging.Page, ...]:
+    from PIL import Image, ImageSequence
+
+    pages = []
+    with Image.open(tsb85_dir() / "images" / name) as im:
+        for frame in ImageSequence.Iterator(im):
+            mono = frame.convert("1")
+            width, height = mono.size
+            bitmap = bytes(b ^ 0xFF for b in mono.tobytes())  # Pillow "1": 1 = white
+            x_dpi, y_dpi = (float(v) for v in (frame.info.get("dpi") or (204, 98)))
+            pages.append(imaging.Page(width, height, x_dpi, y_dpi, bitmap))
+    return tuple(pages)
+
+
+def load_document(name: str) -> list[imaging.Page]:
+    """Every page of an ETSI image file, as the DUT sends it (SpanDSP's t30_set_tx_file)."""
+    return list(_document_pages(name))
+
+
 @functools.lru_cache(maxsize=32)
 def coded_image(name: str, coding: imaging.Coding, min_bits: int) -> bytes:
     """The image coded for T.38 (first line bit = MSB)."""
@@ -214,6 +234,7 @@ class EngineDut:
     def __init__(self) -> None:
         self.ident = ""
         self.engine: Any = None
+        self.next_documents: list[str] = []
         self.events: list = []
         self.ended_at: float | None = None
         self.now = 0.0
@@ -221,6 +242,12 @@ class EngineDut:
     def set(self, tag: str, value: str | None) -> None:
         if tag == "IDENT":
             self.ident = value or ""
+        elif tag == "TXFILE" and value:
+            # fax_tester.c: the next document, handed over when the current one ends (EOM).
+            if isinstance(self.engine, T30Transmitter):
+                self.engine.append_document(load_document(value))
+            else:
+                self.next_documents.append(value)
 
     def answer(self, now: float) -> None:
         self.engine = T30Receiver(ReceiverConfig(local_ident=self.ident))
@@ -231,9 +258,11 @@ class EngineDut:
         """The DUT calls to send ``image`` (its first page, at the image's resolution)."""
         if not image:
             raise DutCannot("the DUT must place a call without a document (polling); the engine only sends")
-        bitmap, width, height, y_dpi = load_image(image)
-        page = imaging.Page(width, height, 204 if width == 1728 else width / 8.46, y_dpi, bitmap)
-        self.engine = T30Transmitter(TransmitterConfig(local_ident=self.ident), [page])
+        # fax_tester.c restricts the DUT to T.4 1-D output (a libtiff 3.8.2 workaround).
+        config = TransmitterConfig(local_ident=self.ident, compressions=frozenset({Compression.MH}))
+        self.engine = T30Transmitter(config, load_document(image))
+        for name in self.next_documents:
+            self.engine.append_document(load_document(name))
         self.now = now
         self._note(self.engine.start(now), now)
 

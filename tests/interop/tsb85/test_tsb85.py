@@ -2,9 +2,7 @@
 
 One case per TSB-85 test, named by it.  The receive annexes A-D must pass.  In the transmit
 annexes F-I our ``T30Transmitter`` is the DUT: the tests in ``TRANSMIT_PASSING`` must pass;
-the rest run as strict expected failures (so one that starts passing is noticed): most
-want a DUT document of several pages or documents (MPS/EOM), which the runner does not
-give the engine yet.  Polling: annex E needs the DUT to place a call to
+the rest run as strict expected failures (so one that starts passing is noticed).  Polling: annex E needs the DUT to place a call to
 poll (the engine only answers): strict xfail.  Annex J polls the DUT, which has nothing
 to send: the scripts (which expect a document) are strict xfails, and
 ``test_polled_without_polling`` checks what T.30 requires instead: the DUT answers the
@@ -28,13 +26,18 @@ else:
 RECEIVE_ANNEXES = {"A", "B", "C", "D"}
 #: Transmit-annex tests our calling engine passes (the others stay strict xfails).
 TRANSMIT_PASSING = frozenset({
-    "MTGN02", "MTGN03", "MTGN04", "MTGN05", "MTGN06", "MTGN07", "MTGN09", "MTGN10",
-    "MTGN11", "MTGN12", "MTGN13", "MTGN20", "MTGN21", "MTGN25", "OTGC11", "OTEN06",
-    "MTGX03", "MTGX07", "MTGX10", "MTGX11", "MTGX18", "MTGX19", "MTGX23"
+    "MTGN01", "MTGN02", "MTGN03", "MTGN04", "MTGN05", "MTGN06", "MTGN07", "MTGN08",
+    "MTGN09", "MTGN10", "MTGN11", "MTGN12", "MTGN13", "MTGN14", "MTGN15", "MTGN17",
+    "MTGN18", "MTGN20", "MTGN21", "MTGN23", "MTGN24", "MTGN25", "MTGN27", "OTGC01",
+    "OTGC02", "OTGC03", "OTGC04", "OTGC05", "OTGC06", "OTGC07", "OTGC08", "OTGC09-01",
+    "OTGC09-02", "OTGC09-03", "OTGC09-04", "OTGC09-05", "OTGC09-06", "OTGC09-07", "OTGC09-08", "OTGC09-09",
+    "OTGC09-10", "OTGC09-11", "OTGC09-12", "OTGC10", "OTGC11", "OTEN01", "OTEN02", "MTGX03",
+    "MTGX04", "MTGX05", "MTGX06", "MTGX07", "MTGX08", "MTGX09", "MTGX10", "MTGX11",
+    "MTGX12", "MTGX18", "MTGX19", "MTGX21", "MTGX22", "MTGX23",
 })
 XFAIL = {
     "E": "annex E: the DUT must call out to poll; the engine only answers (no polling, T.30 5.3.6.1.3)",
-    "F": "annex F: transmit - not passed yet by the calling engine (multi-page/EOM documents, see the runner)",
+    "F": "annex F: transmit - not passed yet by the calling engine",
     "G": "annex G: capability transmit - not passed yet by the calling engine",
     "H": "annex H: ECM transmit - not passed yet by the calling engine",
     "I": "annex I: exception transmit - not passed yet by the calling engine",
