@@ -17,6 +17,10 @@ Wiring it to UDPTL (what the call session does)::
         for _ in range(out.repeat):
             socket.send(udptl_sender.datagram_for(encode_ifp(out.packet, version)))
 
+Sending is ``T30Transmitter(TransmitterConfig(local_ident=...), pages)`` (pages are
+``imaging.Page`` bitmaps), driven the same way; it reports ``PhaseBCompleted`` (the mode
+chosen), ``PageSent`` per page answered and one ``CallEnded``.
+
 ``PageReceived`` events carry each confirmed page (keep them as they come: a call that
 dies later keeps them); ``CallEnded`` comes once, with a ``T30Result``.  BYE: ``hang_up``.
 """
@@ -30,6 +34,7 @@ from t38gw.t30.events import (
     PageQuality,
     PageReceived,
     PageRejected,
+    PageSent,
     PhaseBCompleted,
     ProtocolEventLogged,
     T30Result,
@@ -37,10 +42,12 @@ from t38gw.t30.events import (
 from t38gw.t30.frames import Fcf, T30Frame
 from t38gw.t30.receiver import ReceiverConfig, State, T30Receiver, judge_quality
 from t38gw.t30.t38_io import OutgoingIfp
+from t38gw.t30.transmitter import T30Transmitter, TransmitterConfig
 
 __all__ = [
     "CallEnded", "Compression", "DcsParameters", "DocumentEnded", "Event", "Fcf", "LocalProtocolError",
-    "Modulation", "OutgoingIfp", "PageQuality", "PageReceived", "PageRejected", "PaperWidth",
+    "Modulation", "OutgoingIfp", "PageQuality", "PageReceived", "PageRejected", "PageSent", "PaperWidth",
     "PhaseBCompleted", "ProtocolEventLogged", "ReceiveCapabilities", "ReceiverConfig",
-    "RemoteProtocolError", "Resolution", "State", "T30Frame", "T30Receiver", "T30Result", "judge_quality",
+    "RemoteProtocolError", "Resolution", "State", "T30Frame", "T30Receiver", "T30Result", "T30Transmitter",
+    "TransmitterConfig", "judge_quality",
 ]
