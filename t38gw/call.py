@@ -4,12 +4,14 @@ How it works
 ------------
 One :class:`CallControl` per SIP call.  Its inputs are the ``sip.ua`` events of that
 call (``InviteReceived``, ``CallEstablished``, ``MediaChanged``, ``ReinviteFailed``,
-``SessionRefreshed``, ``CallTerminated``), facts from the gateway's runtime edge (a UDPTL port
+``SessionRefreshed``, ``CallTerminated``; for an outbound call ``CallProgressed`` and
+``CallAnswered``), facts from the gateway's runtime edge (a UDPTL port
 was opened or could not be, T.30 phase B named the sender, the fax is over, the gateway
 is shutting down, a command could not be carried out) and ``now``.  Its outputs are
 commands (:class:`Ring`, :class:`Accept`, :class:`Answer`, :class:`Refuse`,
 :class:`RejectOffer`, :class:`Reinvite`, :class:`Hangup`, :class:`StartMedia`,
-:class:`StopMedia`, :class:`CloseMedia`, :class:`Reroute`) and :class:`Note` (a line for
+:class:`StopMedia`, :class:`CloseMedia`, :class:`Reroute`; outbound :class:`Dial` and
+:class:`CallFailed`) and :class:`Note` (a line for
 the log), plus its next deadline.  The edge (``t38gw.gateway``) executes the commands
 against the UA, the port pool and the ``FaxSession``; nothing here touches a socket,
 a clock or a file.
@@ -557,8 +559,8 @@ Handled = list[Command] | tuple[list[Command], State]
 
 
 class CallControl:
-    """One inbound call's control.  Feed it with the methods below; each returns the
-    commands to carry out, in order.  ``next_deadline()`` / ``handle_timer(now)`` as in
+    """One call's control: inbound (:meth:`offered`) or outbound (:meth:`dial`).  Feed it
+    with the methods below; each returns the commands to carry out, in order.  ``next_deadline()`` / ``handle_timer(now)`` as in
     ``sip.transaction``."""
 
     def __init__(self, settings: CallSettings, *, sdp_session_id: int) -> None:

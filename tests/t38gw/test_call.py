@@ -20,6 +20,7 @@ from sip.sdp import T38Params
 from sip.ua import (
     CallAnswered,
     CallEstablished,
+    CallProgressed,
     CallTerminated,
     InviteReceived,
     MediaChanged,
@@ -503,7 +504,9 @@ def test_every_state_absorbs_every_sip_event_without_raising():
     key = next(iter(h.cores))
     our_call = h.calls[key]
     events = [CallTerminated(our_call, "x"), ReinviteFailed(our_call, 500, "x"),
-              MediaChanged(our_call, b"garbage", False), MediaChanged(our_call, b"garbage", True)]
+              MediaChanged(our_call, b"garbage", False), MediaChanged(our_call, b"garbage", True),
+              CallProgressed(our_call, 183, "x", b"garbage"), CallAnswered(our_call, b"garbage"),
+              CallAnswered(our_call, PEER_AUDIO), CallAnswered(our_call, PEER_T38)]
     for state in State:
         for event in events:
             core = CallControl(h.settings, sdp_session_id=1)
@@ -511,6 +514,7 @@ def test_every_state_absorbs_every_sip_event_without_raising():
             assert isinstance(core.sip_event(event, 0.0), list)
             assert isinstance(core.fax_ended(0.0), list)
             assert isinstance(core.shutdown_started(0.0), list)
+            assert isinstance(core.handle_timer(1e9), list)
     assert call is not None
 
 
