@@ -899,3 +899,19 @@ def test_dial_failure_classifies_every_final_status(status, reason, cause):
     failed = dial_failure(status, reason)
     assert failed.cause == cause and failed.retryable == (cause in RETRYABLE_CAUSES)
     assert failed.reason.startswith(FAILURE_CAUSES[cause])
+
+
+def test_183_session_progress_is_progress_and_the_call_keeps_dialing():
+    """100 is absorbed by the UA; 180 and 183 (with early-media SDP, which a fax gateway
+    does not use) are reported as progress and the ring timer keeps running."""
+    h = OutboundHarness(ring_timeout=30.0)
+    far_end(h, answer=None)
+    key = h.place()
+    h.run(2)
+    core = h.cores[key]
+    h.execute(key, core.sip_event(CallProgressed(h.calls[key], 183, "Session Progress", PEER_AUDIO), h.net.now),
+              h.net.now)
+    assert core.progress == [180, 183] and core.state is State.DIALING
+    assert [n.fields["early_media"] for n in h.notes("call_progress")] == [False, True]
+    assert core.next_deadline() == pytest.approx(30.0, abs=0.1)
+    assert not h.net.sent_by("gw", "SIP/2.0 1")  # we never answer our own INVITE's provisionals
