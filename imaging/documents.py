@@ -113,16 +113,21 @@ def pdf_page_count(path: Path, name: str) -> int:
         raise DocumentError(f"{name}: the PDF is damaged and cannot be opened ({error}).") from None
 
 
-def render_pdf_page(page: Any, columns: int, rows: int, x_dpi: float, y_dpi: float) -> Image.Image:
-    """A pypdfium2 page drawn in grey, about ``columns`` x ``rows`` pels (the caller resamples)."""
+def render_pdf_page(page: Any, columns: int, rows: int, x_dpi: float, y_dpi: float, *, turned: bool = False) -> Image.Image:
+    """A pypdfium2 page drawn in grey, about ``columns`` x ``rows`` pels (the caller resamples);
+    ``turned``: a quarter turn counter-clockwise (``columns`` then spans the page's height)."""
     width_pt, height_pt = page.get_size()
+    if turned:
+        width_pt, height_pt = height_pt, width_pt
     # pdfium scales both axes alike and rounds the bitmap size up: aim the finer
     # axis a hair under its pel count so it comes out exact, resample the other.
     if x_dpi >= y_dpi:
         scale = (columns - 0.01) / width_pt
     else:
         scale = (rows - 0.01) / height_pt
-    rendered = page.render(scale=scale, grayscale=True, fill_color=(255, 255, 255, 255), no_smoothimage=True).to_pil()
+    rendered = page.render(
+        scale=scale, rotation=270 if turned else 0, grayscale=True, fill_color=(255, 255, 255, 255), no_smoothimage=True
+    ).to_pil()  # pdfium turns clockwise: 270 is a quarter counter-clockwise
     return cast(Image.Image, rendered).convert("L")
 
 

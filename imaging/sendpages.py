@@ -12,6 +12,9 @@ sheet the far end prints on. How each page is made:
   enlarged (an image without a resolution spans the line), and centred. Both axes get the
   same scale in inches, then each axis its own pel pitch, so a circle stays a circle at
   204 x 98 as at 408 x 391 (T.4 2.2: the pel pitch of each resolution).
+* **Landscape.** A page wider than it is tall that would have to shrink to fit the line is
+  turned a quarter (counter-clockwise: its top to the left edge, as printers turn landscape
+  pages) so it is sent at full size; ``turn_landscape=False`` keeps it as it is, shrunk.
 * **Length.** ``page_length`` names the sheet (A4 297 mm, Letter 11 in, ...). A shorter page
   is padded with white to the full sheet, as a scanner feeding that sheet would send it. A
   longer page whose extra rows are blank is cropped; one with ink below the sheet's end is
@@ -34,7 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from PIL import Image, ImageSequence
 
@@ -81,6 +84,7 @@ def pages_for_fax(
     page_length: str = "a4",
     max_pages: int = DEFAULT_MAX_PAGES,
     halftone: Halftone = "auto",
+    turn_landscape: bool = True,
 ) -> list[Page]:
     """The fax pages of ``documents`` (files, in order) at ``x_dpi`` x ``y_dpi``, ``width_px`` wide.
 
@@ -100,7 +104,7 @@ def pages_for_fax(
     if not documents:
         raise DocumentError("there is no document to send.")
     length_in = PAGE_LENGTHS[page_length]
-    sheet = _Sheet(x_dpi, y_dpi, width_px, None if length_in is None else round(length_in * y_dpi), halftone)
+    sheet = _Sheet(x_dpi, y_dpi, width_px, None if length_in is None else round(length_in * y_dpi), halftone, turn_landscape)
     sources = [sniff(document) for document in documents]
     counts = []
     for path, name, kind in sources:
@@ -124,12 +128,21 @@ def pages_for_fax(
 class _Sheet:
     """The target: resolution, line width, sheet length in rows (None: unlimited), halftone."""
 
-    def __init__(self, x_dpi: float, y_dpi: float, width: int, rows: int | None, halftone: Halftone) -> None:
-        self.x_dpi, self.y_dpi, self.width, self.rows, self.halftone = x_dpi, y_dpi, width, rows, halftone
+    def __init__(self, x_dpi: float, y_dpi: float, width: int, rows: int | None, halftone: Halftone, turn: bool) -> None:
+        self.x_dpi, self.y_dpi, self.width, self.rows, self.halftone, self.turn = x_dpi, y_dpi, width, rows, halftone, turn
 
-    def lay(self, name: str, index: int, width_in: float, height_in: float, draw: Any) -> Page:
-        """The page of a source ``width_in`` x ``height_in`` inches; ``draw(columns, rows)`` draws it in grey."""
-        fit = min(1.0, self.width / self.x_dpi / width_in)
+    def lay(self, name: str, index: int, width_in: float, height_in: float, draw_as: Any) -> Page:
+        """The page of a source ``width_in`` x ``height_in`` inches; ``draw_as(columns, rows,
+        turned)`` draws it in grey, turned a quarter counter-clockwise if ``turned``."""
+        line_in = self.width / self.x_dpi
+        turned = self.turn and width_in > height_in and width_in > line_in
+        if turned:
+            width_in, height_in = height_in, width_in
+
+        def draw(columns: int, rows: int) -> Image.Image:
+            return cast(Image.Image, draw_as(columns, rows, turned))
+
+        fit = min(1.0, line_in / width_in)
         if height_in * fit > MAX_PAGE_INCHES:
             raise DocumentError(f"{name}: page {index + 1} is {height_in * fit:.0f} inches long, too long to fax.")
         page = self._page(draw, width_in * fit, height_in * fit)
@@ -207,9 +220,9 @@ def _pdf_pages(path: Path, name: str, sheet: _Sheet) -> list[Page]:
                 if width_pt <= 0 or height_pt <= 0:
                     raise DocumentError(f"{name}: page {index + 1} has no size.")
 
-                def draw(columns: int, rows: int, page: Any = page, index: int = index) -> Image.Image:
+                def draw(columns: int, rows: int, turned: bool, page: Any = page, index: int = index) -> Image.Image:
                     try:
-                        return render_pdf_page(page, columns, rows, sheet.x_dpi, sheet.y_dpi)
+                        return render_pdf_page(page, columns, rows, sheet.x_dpi, sheet.y_dpi, turned=turned)
                     except pdfium.PdfiumError as error:
                         raise DocumentError(f"{name}: page {index + 1} cannot be drawn ({error}).") from None
 
@@ -238,8 +251,8 @@ def _image_pages(path: Path, name: str, sheet: _Sheet) -> list[Page]:
                 width_in, height_in = frame.width / source_dpi[0], frame.height / source_dpi[1]
             grey = _grey(frame)
 
-            def draw(columns: int, rows: int, grey: Image.Image = grey) -> Image.Image:
-                return grey
+            def draw(columns: int, rows: int, turned: bool, grey: Image.Image = grey) -> Image.Image:
+                return grey.transpose(Image.Transpose.ROTATE_90) if turned else grey
 
             pages.append(sheet.lay(name, index, width_in, height_in, draw))
     return pages

@@ -273,3 +273,37 @@ def test_fuzzed_files_raise_only_document_error(tmp_path_factory, header, body):
     except DocumentError:
         return
     assert all(p.width == 1728 and len(p.bitmap) == p.height * 216 for p in pages)
+
+
+@pytest.mark.parametrize("x_dpi,y_dpi", [(204, 98), (204, 196), (408, 391)])
+def test_landscape_page_is_turned_to_be_sent_at_full_size(tmp_path, x_dpi, y_dpi):
+    # A4 landscape (11.69 x 8.27 in); a 2 x 1 in box 1 in from the left and 1 in from the top.
+    landscape = (A4_PT[1], A4_PT[0])
+    pdf = pdf_with_box(tmp_path, landscape, (72, A4_PT[0] - 144, 144, 72))
+    png = tmp_path / "landscape.png"
+    image = Image.new("L", (1169, 827), 255)  # the same page at 100 dpi
+    image.paste(0, (100, 100, 300, 200))
+    image.save(png, dpi=(100, 100))
+    width = width_for(x_dpi)
+    long_in = A4_PT[1] / 72
+    offset = (width - round(A4_PT[0] / 72 * x_dpi)) // 2
+    # A quarter turn counter-clockwise: the top edge goes to the left, the right edge to the top.
+    expected = (offset + 1 * x_dpi, (long_in - 3) * y_dpi, offset + 2 * x_dpi, (long_in - 1) * y_dpi)
+    for path in (pdf, png):
+        (page,) = pages_for_fax([path], x_dpi=x_dpi, y_dpi=y_dpi, width_px=width, page_length="a4")
+        assert page.height == round(297 / 25.4 * y_dpi)
+        assert black_box(page) == pytest.approx(expected, abs=3), path.name
+    # Kept as it is, it must shrink to the line: 8.47 / 11.69 of its size.
+    (kept,) = pages_for_fax([pdf], x_dpi=x_dpi, y_dpi=y_dpi, width_px=width, turn_landscape=False)
+    left, top, right, bottom = black_box(kept)
+    assert (right - left) / x_dpi == pytest.approx(2 * width / x_dpi / long_in, abs=2 / x_dpi)
+
+
+def test_small_landscape_image_is_not_turned(tmp_path):
+    path = tmp_path / "small.png"
+    image = Image.new("L", (400, 300), 255)  # 4 x 3 in: fits the line as it is
+    image.paste(0, (0, 0, 100, 50))
+    image.save(path, dpi=(100, 100))
+    (page,) = pages_for_fax([path], x_dpi=204, y_dpi=98, width_px=1728)
+    offset = (1728 - 4 * 204) // 2
+    assert black_box(page) == pytest.approx((offset, 0, offset + 204, 0.5 * 98), abs=2)
