@@ -88,6 +88,7 @@ class State(enum.Enum):
 class Signal(enum.Enum):
     __hash__ = object.__hash__
     CALL = "call"  # start()
+    UNKNOWN_RESPONSE = "unknown_response"  # a final V.21 frame whose FCF T.30 does not define
 
 
 @dataclass(frozen=True)
@@ -491,7 +492,7 @@ class T30Transmitter:
             return
         self._deadlines.cancel(Timer.RESPONSE_END)
         fcf = _FCF_OF.get(held.frame.fcf)
-        if fcf is None or not self._input(fcf, held):
+        if not self._input(Signal.UNKNOWN_RESPONSE if fcf is None else fcf, held):
             self.counters["unexpected"] += 1
             self._log(f"unexpected {held.frame.name} in {self.state.value}")
 
@@ -612,11 +613,11 @@ class T30Transmitter:
         return _ended(T30Result.TX_GOTDCN, f"receiver sent DCN in {self.state.value}", send_dcn=False)
 
     def _crp(self, arrived: Command) -> Outcome:
-        # T.30 5.3.6.1.8: CRP asks for our last command again.
-        if self._resend is not None:
-            self.counters["commands_repeated"] += 1
-            self._resend()
-        return Outcome(then=Timer.T4)
+        # T.30 5.3.6.1.8: CRP asks for our last command again; it counts as a try, as a T4
+        # expiry does (three, then DCN: TSB-85 MTGX13/MTGX15).
+        if self._resend is None:
+            return Outcome()  # nothing of ours to repeat (waiting for DIS)
+        return self._t4_expired(arrived)
 
     # ------------------------------------------------------------------ phase C: pages
     def _coded_page(self) -> bytes:
@@ -656,10 +657,8 @@ class T30Transmitter:
         return Outcome(State.AWAIT_PAGE_RESPONSE, events=events, then=Timer.T4)
 
     def _send_non_ecm_page(self) -> None:
-        if self._tries > 1:
-            # Only the post-page command is repeated (T.30 5.3.2, Figure 5-2): not the page.
-            self._send_frames((T30Frame(self._post_page_fcf(), x_bit=True),))
-            return
+        # T4 and CRP repeat only the post-page command (T.30 5.3.2, Figure 5-2), not the page.
+        self._resend = lambda: self._send_frames((T30Frame(self._post_page_fcf(), x_bit=True),))
         modem = self.modem
         packets, self._tx_free_at = t38_io.image_burst(self._coded_page(), modem.indicator, modem.data_type,
                                                        modem.bit_rate, self._line_free())
@@ -737,19 +736,18 @@ class T30Transmitter:
         self._command(self._send_burst)
 
     def _send_burst(self) -> None:
-        """The frames of ``_last_burst`` on the image modem, three RCP, then PPS-x (T.30 A.4.1);
-        a repeat after T4 is the PPS alone."""
-        if self._tries == 1:
-            modem = self.modem
-            frames = self._blocks[self._block_index]
-            wires = [self._fcd(n, frames[n]) for n in self._last_burst]
-            rcp = T30Frame(Fcf.RCP, final=False).to_wire()
-            packets, self._tx_free_at = t38_io.ecm_burst([*wires, rcp, rcp, rcp], modem.indicator,
-                                                         modem.data_type, modem.bit_rate, self._line_free())
-            self._queue(packets)
-            self._deadlines.arm(Timer.PAGE_SENT, self._tx_free_at - t38_io.SILENCE_S)
-            return
-        self._send_frames((T30Frame(Fcf.PPS, self._pps_fif, x_bit=True),))
+        """The frames of ``_last_burst`` on the image modem and three RCP; PPS-x follows when
+        they are out (``_page_sent``)."""
+        # T4 and CRP repeat only the PPS (T.30 A.4.1), not the frames.
+        self._resend = lambda: self._send_frames((T30Frame(Fcf.PPS, self._pps_fif, x_bit=True),))
+        modem = self.modem
+        frames = self._blocks[self._block_index]
+        wires = [self._fcd(n, frames[n]) for n in self._last_burst]
+        rcp = T30Frame(Fcf.RCP, final=False).to_wire()
+        packets, self._tx_free_at = t38_io.ecm_burst([*wires, rcp, rcp, rcp], modem.indicator,
+                                                     modem.data_type, modem.bit_rate, self._line_free())
+        self._queue(packets)
+        self._deadlines.arm(Timer.PAGE_SENT, self._tx_free_at - t38_io.SILENCE_S)
 
     def _pps_mcf(self, arrived: Command | None) -> Outcome:
         self._deadlines.cancel(Timer.T5, Timer.RR)
@@ -842,7 +840,7 @@ def _row(state: State, entries: dict[Input, tuple[Handler, Next]]) -> dict[Input
     """Every live state: DCN ends the call, CRP has our last command repeated."""
     common: dict[Input, tuple[Handler, Next]] = {
         Fcf.DCN: (_H._dcn, S.ENDED),
-        Fcf.CRP: (_H._crp, state),
+        Fcf.CRP: (_H._crp, frozenset({state, S.ENDED})),
     }
     return {**common, **entries}
 
@@ -870,6 +868,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
         Fcf.RTP: (_H._page_response, _PAGE_NEXT),
         Fcf.RTN: (_H._page_response, _PAGE_NEXT),
         Fcf.PPR: (_H._invalid_response, S.ENDED),
+        Signal.UNKNOWN_RESPONSE: (_H._invalid_response, S.ENDED),
         Fcf.DIS: (_H._dis_later, S.AWAIT_PAGE_RESPONSE),
         Timer.PAGE_SENT: (_H._page_sent, S.AWAIT_PAGE_RESPONSE),
         Timer.T4: (_H._t4_expired, frozenset({S.AWAIT_PAGE_RESPONSE, S.ENDED})),
@@ -878,6 +877,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
         Fcf.MCF: (_H._pps_mcf, _PAGE_NEXT),
         Fcf.PPR: (_H._ppr, frozenset({S.AWAIT_PPS_RESPONSE, S.AWAIT_CTR, S.AWAIT_ERR, *_PAGE_NEXT})),
         Fcf.RNR: (_H._rnr, S.AWAIT_RR_RESPONSE),
+        Signal.UNKNOWN_RESPONSE: (_H._invalid_response, S.ENDED),
         Fcf.DIS: (_H._dis_later, S.AWAIT_PPS_RESPONSE),
         Timer.PAGE_SENT: (_H._page_sent, S.AWAIT_PPS_RESPONSE),
         Timer.T4: (_H._t4_expired, frozenset({S.AWAIT_PPS_RESPONSE, S.ENDED})),
