@@ -30,7 +30,7 @@ from tests.peers.spandsp import (  # noqa: E402
     make_fax_tiff,
     run_spandsp_fax,
 )
-from tests.t30.pages import chart_page  # noqa: E402
+from tests.t38gw.t30.pages import chart_page  # noqa: E402
 from udptl.codec import decode_ifp  # noqa: E402
 
 TICK = 0.02

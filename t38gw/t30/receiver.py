@@ -373,7 +373,7 @@ class Outcome:
 Input = Fcf | Timer | Signal
 #: A handler reads what came: a ``Command`` for an Fcf, the front-end event for a Signal
 #: (``ImageDataArrived``, ``HdlcFrameArrived``...; nothing is copied per IFP), None for a
-#: Timer.  The property test in tests/t30/test_transitions.py feeds every pair.
+#: Timer.  The property test in tests/t38gw/t30/test_transitions.py feeds every pair.
 Handler = Callable[["T30Receiver", Any], "Outcome | None"]
 Next = State | frozenset[State]
 
