@@ -21,7 +21,9 @@ sheet the far end prints on. How each page is made:
   scaled down as a whole (both axes, never squashed) until it fits, so nothing is lost.
   ``"unlimited"`` keeps each page's own length.
 * **Grey and colour.** ``halftone="threshold"`` cuts at mid-grey: text and line art stay
-  crisp, and clinical documents are mostly text. ``"dither"`` uses Floyd-Steinberg error
+  crisp, and clinical documents are mostly text. Where a page is drawn finer than the rows
+  it is sent in (204 x 98), the cut is at light grey instead, so strokes thinner than a row
+  are not lost. ``"dither"`` uses Floyd-Steinberg error
   diffusion, which keeps photographs recognisable. ``"auto"`` (the default) thresholds
   unless the page is photograph-like: more than ``PHOTO_FRACTION`` of its pels are mid-tones
   outside the page's most common grey level band (a scan on grey paper is one tall peak in
@@ -73,6 +75,10 @@ _MIDTONES = range(32, 224)
 # Pillow's "1" mode calls 255 white; marking ink 255 instead lets the packed rows come out
 # with 1 = black as they are (tobytes "1"), a fifth faster than inverting them ("1;I").
 _INK_BELOW_MID_GREY = [255] * 128 + [0] * 128
+# Where rows are merged (98 lpi from a page drawn at 204), a thin horizontal stroke (the foot
+# of an "L", a table rule) becomes a half-grey row that a mid-grey cut drops ("mmol/L" read
+# as "mmol/I"): cut lighter there, so any row a stroke crosses keeps it.
+_INK_BELOW_LIGHT_GREY = [255] * 192 + [0] * 64
 
 
 def pages_for_fax(
@@ -164,6 +170,7 @@ class _Sheet:
         columns = min(self.width, max(1, round(width_in * self.x_dpi)))
         rows = max(1, round(height_in * self.y_dpi))
         grey: Image.Image = draw(columns, rows)
+        merged = grey.height > rows * 1.3
         if grey.size != (columns, rows):
             if abs(grey.width - columns) <= 1 and abs(grey.height - rows) <= 1:
                 grey = grey.crop((0, 0, columns, rows))  # rounding, not scaling: keep pels sharp
@@ -175,7 +182,7 @@ class _Sheet:
         if self.halftone == "dither" or (self.halftone == "auto" and photo_like(grey)):
             bitmap = bitmap_from_image(canvas.convert("1", dither=Image.Dither.FLOYDSTEINBERG))
         else:
-            bitmap = canvas.point(_INK_BELOW_MID_GREY, "1").tobytes("raw", "1")
+            bitmap = canvas.point(_INK_BELOW_LIGHT_GREY if merged else _INK_BELOW_MID_GREY, "1").tobytes("raw", "1")
         return Page(self.width, rows, self.x_dpi, self.y_dpi, bitmap)
 
     def passes_through(self, frame: Image.Image) -> bool:

@@ -307,3 +307,18 @@ def test_small_landscape_image_is_not_turned(tmp_path):
     (page,) = pages_for_fax([path], x_dpi=204, y_dpi=98, width_px=1728)
     offset = (1728 - 4 * 204) // 2
     assert black_box(page) == pytest.approx((offset, 0, offset + 204, 0.5 * 98), abs=2)
+
+
+@pytest.mark.parametrize("x_dpi,y_dpi", [(204, 98), (204, 196)])
+def test_thin_horizontal_strokes_survive_standard_resolution(tmp_path, x_dpi, y_dpi):
+    # Twelve 0.5 pt rules (a table's lines, the foot of an "L" at 10 pt), 1/4 in apart.
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=A4_PT)
+    page.Contents = pdf.make_stream(b"0.5 w " + b" ".join(b"72 %g m 500 %g l S" % (700 - 18 * n, 700 - 18 * n) for n in range(12)))
+    path = tmp_path / "rules.pdf"
+    pdf.save(path)
+    (sent,) = pages_for_fax([path], x_dpi=x_dpi, y_dpi=y_dpi, width_px=1728)
+    stride = 1728 // 8
+    inked = [row for row in range(sent.height) if any(sent.bitmap[row * stride : (row + 1) * stride])]
+    groups = sum(1 for n, row in enumerate(inked) if n == 0 or row != inked[n - 1] + 1)
+    assert groups == 12
