@@ -42,7 +42,7 @@ class T30Result(enum.Enum):
     TX_PHDDEAD = "TX_PHDDEAD"  # no answer to a post-page command after three tries
     TX_GOTDCN = "TX_GOTDCN"  # the receiver sent DCN before the document was done
     TX_INVALRSP = "TX_INVALRSP"  # a response T.30 does not allow there
-    TX_ECMPHD = "TX_ECMPHD"  # ECM phase D: the receiver kept not being ready (T5)
+    TX_T5EXP = "TX_T5EXP"  # ECM: the receiver stayed not ready (RNR) longer than T5
     TX_PAGES_INVALID = "TX_PAGES_INVALID"  # a page cannot be sent in any mode the receiver offers
 
 

@@ -708,6 +708,10 @@ class T30Transmitter:
         self.page_index += 1
         self._page_attempts = 0
         if self.page_index >= len(self.pages):
+            if self.pages_confirmed < len(self.pages):
+                # A page went with frames missing (EOR answered ERR): not a clean send.
+                return _ended(T30Result.RETRYDCN, f"{self.pages_confirmed} of {len(self.pages)} page(s) "
+                                                  "confirmed whole", events=(sent,))
             return _ended(T30Result.OK, f"{self.pages_confirmed} page(s) sent", events=(sent,))
         if new_document:
             # T.30 Figure 5-2: after EOM both stations return to phase B; the receiver sends
@@ -761,10 +765,10 @@ class T30Transmitter:
         self._deadlines.cancel(Timer.T5, Timer.RR)
         self.counters["ppr_received"] += 1
         frames = self._blocks[self._block_index]
+        # T.30 A.4.2: resend the frames the map lists that this block has.  A map that lists
+        # none of them still gets a burst (its RCPs) and the PPS again, as SpanDSP sends it
+        # (TSB-85 OTEN04): the receiver asked for a retransmission, not for a new block.
         wanted = [n for n in frames_in_ppr_map(arrived.frame.fif) if n < len(frames)]
-        if not wanted:
-            # A PPR that lists none of our frames: the block is whole (T.30 A.4.2).
-            return self._pps_mcf(arrived)
         self._ppr_count += 1
         self._last_burst = wanted
         if self._ppr_count >= PPR_LIMIT:
@@ -785,9 +789,13 @@ class T30Transmitter:
         return Outcome(State.AWAIT_PPS_RESPONSE, then=Timer.T4)
 
     def _send_ctc(self) -> None:
-        # T.30 A.4.3: CTC's FIF carries DCS bits 1-16 with the new modem in bits 11-14.
-        fif = build_dcs(self.modem)[:2]
-        self._send_frames((T30Frame(Fcf.CTC, fif, x_bit=True),))
+        # T.30 A.4.3 / Table 2: CTC's FIF is two octets whose bits 11-14 name the new modem
+        # (the other bits 0, as SpanDSP sends it and TSB-85 OTEN04 checks).
+        fif = bytearray(2)
+        for bit, on in zip((11, 12, 13, 14), self.modem.dcs_code):
+            if on:
+                fif[(bit - 1) >> 3] |= 1 << ((bit - 1) & 7)
+        self._send_frames((T30Frame(Fcf.CTC, bytes(fif), x_bit=True),))
 
     def _ctr(self, arrived: Command) -> Outcome:
         self.counters["frames_resent"] += len(self._last_burst)
@@ -822,7 +830,7 @@ class T30Transmitter:
         return Outcome(then=Timer.T4)
 
     def _t5_expired(self, arrived: object) -> Outcome:
-        return _ended(T30Result.TX_ECMPHD, "receiver not ready for longer than T5")
+        return _ended(T30Result.TX_T5EXP, "receiver not ready for longer than T5")
 
     def _invalid_response(self, arrived: Command) -> Outcome:
         return _ended(T30Result.TX_INVALRSP, f"{arrived.frame.name} in {self.state.value}")

@@ -254,12 +254,14 @@ class EngineDut:
         self.now = now
         self._note(self.engine.start(now), now)
 
-    def originate(self, now: float, image: str | None = None) -> None:
+    def originate(self, now: float, image: str | None = None, *, ecm_frame_size: int = 256) -> None:
         """The DUT calls to send ``image`` (its first page, at the image's resolution)."""
         if not image:
             raise DutCannot("the DUT must place a call without a document (polling); the engine only sends")
-        # fax_tester.c restricts the DUT to T.4 1-D output (a libtiff 3.8.2 workaround).
-        config = TransmitterConfig(local_ident=self.ident, compressions=frozenset({Compression.MH}))
+        # fax_tester.c restricts the DUT's T.4 output to 1-D (a libtiff 3.8.2 workaround);
+        # T.6 stays available under ECM (OTEN06 expects the page in one ECM block).
+        config = TransmitterConfig(local_ident=self.ident, compressions=frozenset({Compression.MH, Compression.MMR}),
+                                   ecm_frame_size=ecm_frame_size)
         self.engine = T30Transmitter(config, load_document(image))
         for name in self.next_documents:
             self.engine.append_document(load_document(name))
@@ -824,7 +826,7 @@ class SpandspDut:
         self.terminal = SpandspT38Terminal(calling_party=False, on_ifp=self._on_ifp, ident=self.ident,
                                            rx_tiff=self.rx_tiff, ecm=True, max_bitrate=14400)
 
-    def originate(self, now: float, image: str | None = None) -> None:
+    def originate(self, now: float, image: str | None = None, *, ecm_frame_size: int = 256) -> None:
         raise DutCannot("cross-check covers the receive annexes only")
 
     def _on_ifp(self, raw: bytes, count: int) -> None:
