@@ -58,7 +58,7 @@ from t38gw.t30.errors import LocalProtocolError, RemoteProtocolError
 from t38gw.t30.events import CallEnded, Event, PageSent, PhaseBCompleted, ProtocolEventLogged, T30Result
 from t38gw.t30.frames import PPS_NULL, Fcf, T30Frame, decode_ident, encode_ident
 from t38gw.t30.t38_io import OutgoingIfp
-from t38gw.t30.timers import CNG_ON, CNG_PERIOD, RESPONSE_END_WAIT, T1, T4, T5, TCF_DURATION, Deadlines, Timer
+from t38gw.t30.timers import CNG_ON, CNG_PERIOD, RESPONSE_END_WAIT, T1, T4, TCF_DURATION, Deadlines, Timer
 
 __all__ = ["TRANSITIONS", "ChosenMode", "State", "T30Transmitter", "TransmitterConfig", "choose_mode"]
 
@@ -66,8 +66,11 @@ __all__ = ["TRANSITIONS", "ChosenMode", "State", "T30Transmitter", "TransmitterC
 MAX_COMMAND_TRIES = 3
 #: T.30 A.4.2 / A.2: the fourth PPR for one block asks for CTC (continue, slower) or EOR.
 PPR_LIMIT = 4
-#: T.30 A.4.4: how long after RNR to poll with RR again.
-RR_INTERVAL = 1.0
+#: T.30 A.4.4: how long after RNR to poll with RR again: at once (after the usual 75 ms
+#: of silence), as SpanDSP does; TSB-85 OTEN03 expects at least 23 RNR/RR rounds in T5.
+RR_INTERVAL = 0.0
+#: T.30 5.4.1: T5 is 60 +/- 5 s; we wait the upper bound, as SpanDSP does (TSB-85 OTEN03).
+TX_T5 = 65.0
 
 
 class State(enum.Enum):
@@ -105,7 +108,7 @@ class TransmitterConfig:
     send_cng: bool = True
     t1: float = T1
     t4: float = T4
-    t5: float = T5
+    t5: float = TX_T5
 
 
 class ChosenMode(NamedTuple):
