@@ -314,6 +314,10 @@ class EngineDut:
     def check_status(self, tag: str) -> tuple[bool, str]:
         what, ok = status_expectation(tag)
         ended = self.call_ended
+        if ended is None and tag == "OK" and isinstance(self.engine, T30Transmitter) and not self.engine.finished:
+            # fax_tester.c reads SpanDSP's current status, which is OK while a call goes on
+            # without error (MTGX01 checks it mid-call, right after the DUT's TCF).
+            return True, "call in progress, no error"
         return ok(ended, self.events), f"expected {tag} ({what}); engine ended with {ended}"
 
 
