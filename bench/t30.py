@@ -11,6 +11,11 @@ then replayed, at its recorded times, into
 
 Only the receivers' own calls are timed (process CPU), each replay repeated and the best
 kept.  Run: ``.venv/bin/python bench/t30.py`` (``--repeat N``, ``--pages N``).
+
+The transmit rows: the same chart pages sent by our ``T30Transmitter`` (its calls timed,
+page coding included) and by SpanDSP's sending terminal (its ``rx_ifp`` and
+``t38_terminal_send_timeout`` calls timed, TIFF reading and coding included), each to a
+SpanDSP receiving terminal in simulated time, IFPs handed over directly every 20 ms.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import imaging  # noqa: E402
 from t38gw.t30 import PageReceived, ReceiverConfig, T30Receiver  # noqa: E402
+from t38gw.t30.dcs import Compression  # noqa: E402
+from t38gw.t30.transmitter import T30Transmitter, TransmitterConfig  # noqa: E402
+from udptl.codec import encode_ifp  # noqa: E402
 from tests.peers.spandsp import (  # noqa: E402
     SENDER_TO_RECEIVER,
     SpandspT38Terminal,
@@ -115,6 +124,85 @@ def replay_spandsp(stream, folder: Path, ecm: bool, coding: str) -> float:
     return cpu
 
 
+def _chart_bitmaps(pages: int) -> list[tuple[bytes, int, int]]:
+    bitmaps = [(chart_page(1 + i % 8, 1728), 1728) for i in range(pages)]
+    return [(b, w, len(b) // (w // 8)) for b, w in bitmaps]
+
+
+def transmit_engine(pages: int, ecm: bool, coding: str, y_dpi: int, folder: Path) -> float:
+    """CPU of our T30Transmitter sending the chart pages to a SpanDSP receiver."""
+    bitmaps = _chart_bitmaps(pages)
+    doc = [imaging.Page(w, h, 204, y_dpi, b) for b, w, h in bitmaps]
+    config = TransmitterConfig(local_ident="1", ecm=ecm, compressions=frozenset({Compression(coding)}))
+    clock = time.process_time
+    to_engine: list[bytes] = []
+    receiver = SpandspT38Terminal(calling_party=False, on_ifp=lambda ifp, count: to_engine.append(ifp),
+                                  rx_tiff=folder / "engine-rx.tif")
+    cpu = 0.0
+    seq = 0
+    with receiver:
+        start = clock()
+        engine = T30Transmitter(config, doc)
+        engine.start(0.0)
+        cpu += clock() - start
+        from udptl.codec import decode_ifp as decode
+        for tick in range(200_000):
+            now = tick * TICK
+            pending, to_engine[:] = list(to_engine), []
+            start = clock()
+            for raw in pending:
+                engine.ifp_received(decode(raw, 0), now)
+            deadline = engine.next_deadline()
+            if deadline is not None and deadline <= now:
+                engine.handle_timer(now)
+            out = engine.ifps_to_send(now)
+            raws = [encode_ifp(o.packet, 0) for o in out for _ in range(o.repeat)]
+            cpu += clock() - start
+            for raw in raws:
+                receiver.rx_ifp(raw, seq)
+                seq += 1
+            if engine.finished and receiver.phase_e_status is not None:
+                break
+            receiver.advance(160)
+        if receiver.stats()["pages_rx"] != pages or receiver.phase_e_status != 0:
+            raise SystemExit(f"transmit run failed: {receiver.stats()} {receiver.phase_e_status}")
+    return cpu
+
+
+def transmit_spandsp(pages: int, ecm: bool, coding: str, y_dpi: int, folder: Path) -> float:
+    """CPU of SpanDSP's sending terminal on the same pages to a SpanDSP receiver."""
+    tx = folder / "tx.tif"
+    make_fax_tiff(tx, _chart_bitmaps(pages), x_dpi=204, y_dpi=y_dpi)
+    to_rx: list[bytes] = []
+    to_tx: list[bytes] = []
+    clock = time.process_time
+    sender = SpandspT38Terminal(calling_party=True, on_ifp=lambda ifp, count: to_rx.append(ifp), ecm=ecm,
+                                compressions={coding}, tx_tiff=tx)
+    receiver = SpandspT38Terminal(calling_party=False, on_ifp=lambda ifp, count: to_tx.append(ifp), ecm=ecm,
+                                  compressions={coding}, rx_tiff=folder / "spandsp-rx.tif")
+    cpu = 0.0
+    seqs = [0, 0]
+    with sender, receiver:
+        for _tick in range(200_000):
+            pending, to_tx[:] = list(to_tx), []
+            start = clock()
+            for raw in pending:
+                sender.rx_ifp(raw, seqs[0])
+                seqs[0] += 1
+            sender.advance(160)
+            cpu += clock() - start
+            pending, to_rx[:] = list(to_rx), []
+            for raw in pending:
+                receiver.rx_ifp(raw, seqs[1])
+                seqs[1] += 1
+            receiver.advance(160)
+            if sender.phase_e_status is not None and receiver.phase_e_status is not None:
+                break
+        if receiver.stats()["pages_rx"] != pages:
+            raise SystemExit(f"SpanDSP transmit run failed: {receiver.stats()}")
+    return cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=8)
@@ -135,6 +223,15 @@ def main() -> None:
         per_theirs = theirs / args.pages * 1000
         per_protocol = protocol / args.pages * 1000
         print(f"{label:24} {per_ours:15.2f} {per_protocol:15.2f} {per_theirs:16.2f} {per_ours / per_theirs:6.2f}")
+    print(f"T.30 transmit CPU per page, same pages, best of {args.repeat}")
+    print(f"{'case':24} {'engine ms/page':>15} {'SpanDSP ms/page':>16} {'ratio':>6}")
+    for label, ecm, coding, y_dpi in cases:
+        with tempfile.TemporaryDirectory(prefix="t38gw-bench-") as name:
+            folder = Path(name)
+            ours = min(transmit_engine(args.pages, ecm, coding, y_dpi, folder) for _ in range(args.repeat))
+            theirs = min(transmit_spandsp(args.pages, ecm, coding, y_dpi, folder) for _ in range(args.repeat))
+        per_ours, per_theirs = ours / args.pages * 1000, theirs / args.pages * 1000
+        print(f"{label:24} {per_ours:15.2f} {per_theirs:16.2f} {per_ours / per_theirs:6.2f}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import imaging
+from imaging.libtiff import encode_with_libtiff
 from udptl.ifp import IfpPacket, T30Data, T30Indicator
 
 from t38gw.t30 import t38_io
@@ -196,10 +197,25 @@ def _fit_page(page: imaging.Page, resolution: Resolution, width: int) -> bytes:
 _CODING = {Compression.MH: imaging.Coding.MH, Compression.MR: imaging.Coding.MR, Compression.MMR: imaging.Coding.MMR}
 
 
+#: T.4 4.1.4: RTC, six EOLs, from a byte boundary (the zeros before it are fill).
+_RTC_ALIGNED = int("000000000001" * 6, 2).to_bytes(9, "big")
+
+
 def code_page(bitmap: bytes, width: int, mode: ChosenMode, modem: Modulation) -> bytes:
     """A page coded as the DCS says, in T.38 order (MSB first): MR's K from the resolution
-    (T.4 4.2.1.3.4), fill bits for the minimum scan-line time (T.4 4.1.3)."""
+    (T.4 4.2.1.3.4), fill bits for the minimum scan-line time (T.4 4.1.3).
+
+    MMR, and MH without fill, go through libtiff (``imaging.libtiff``), ~5x faster: its
+    T.6 strip is byte-identical to ``imaging.encode_page``'s, and its T.4 1-D strip is the
+    same EOL-led lines without RTC, which we add from the next byte boundary (the pad
+    zeros before it are fill, T.4 4.1.3).  tests/t38gw/t30/test_transmitter.py checks both.
+    """
     fill = imaging.min_row_bits(modem.bit_rate, mode.scan_time_ms) if mode.scan_time_ms else 0
+    height = len(bitmap) // (width // 8)
+    if height and (mode.compression is Compression.MMR or (mode.compression is Compression.MH and not fill)):
+        coded = encode_with_libtiff(bitmap, width, height, _CODING[mode.compression],
+                                    bit_order=imaging.BitOrder.MSB_FIRST)
+        return coded if mode.compression is Compression.MMR else coded + _RTC_ALIGNED
     return imaging.encode_page(bitmap, width, _CODING[mode.compression], k=imaging.mr_k(mode.resolution.y_dpi),
                                min_row_bits=fill, bit_order=imaging.BitOrder.MSB_FIRST)
 

@@ -346,3 +346,26 @@ def test_build_dcs_scan_time_round_trips(ms: int) -> None:
 
 def test_fcf_values_used_by_the_transmitter() -> None:
     assert Fcf.PPS != Fcf.EOR and Fcf.CTC != Fcf.CTR
+
+
+# ---------------------------------------------------------------------- page coding
+@pytest.mark.parametrize("compression", [Compression.MH, Compression.MMR])
+def test_fast_page_coding_decodes_to_the_page(compression: Compression) -> None:
+    """The libtiff path of code_page: MMR byte-identical to imaging.encode_page, MH the same
+    lines with RTC from a byte boundary; both decode back to the bitmap."""
+    from t38gw.t30.dcs import Modulation, PaperWidth
+    from t38gw.t30.transmitter import ChosenMode, code_page
+
+    page = make_pages(1, height=150, seed=99)[0]
+    mode = ChosenMode((Modulation.V17_14400,), Resolution.R8_STANDARD, PaperWidth.A4, compression, True, 0)
+    coded = code_page(page.bitmap, 1728, mode, Modulation.V17_14400)
+    coding = imaging.Coding.MMR if compression is Compression.MMR else imaging.Coding.MH
+    reference = imaging.encode_page(page.bitmap, 1728, coding, bit_order=imaging.BitOrder.MSB_FIRST)
+    if compression is Compression.MMR:
+        assert coded == reference
+    else:
+        assert coded[:len(reference) - 10] == reference[:len(reference) - 10]
+    decoder = imaging.StreamingDecoder(coding, 1728, bit_order=imaging.BitOrder.MSB_FIRST)
+    decoder.feed(coded)
+    decoded = decoder.finish()
+    assert decoded.bitmap == page.bitmap and decoded.bad_rows == 0 and decoded.ended
