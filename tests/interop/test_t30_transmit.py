@@ -289,3 +289,36 @@ def test_ppr_resends_exactly_the_frames_listed(tmp_path) -> None:
     assert bursts[1] == [2, 5]
     assert outcome.engine.counters["ppr_received"] == 1
     assert_received_equal(outcome, pages)
+
+
+def test_ppr_four_times_ctc_then_eor(tmp_path) -> None:
+    """FCD frame 2 never gets through: SpanDSP sends PPR naming it; each retransmission
+    carries frame 2 alone; after the 4th PPR we send CTC at 2400 (SpanDSP answers CTR),
+    after 4 more at the lowest rate EOR-EOP (SpanDSP answers ERR), and we end RETRYDCN."""
+    pages = make_pages(1, y_dpi=98, height=200)
+    bursts: list[list[int]] = []
+
+    def drop_frame_2(packet, now):
+        field = _data_field(packet)
+        if isinstance(packet.msg, T30Indicator) and packet.msg in _TRAINING:
+            bursts.append([])
+        if packet.msg is not T30Data.V21 and field is not None and field.field_type is FieldType.HDLC_DATA:
+            frame = field.data
+            if len(frame) > 3 and frame[2] == FCD_WIRE:
+                number = frame[3:4].translate(REVERSE_BITS)[0]
+                bursts[-1].append(number)
+                if number == 2:
+                    return None
+        return packet
+
+    config = TransmitterConfig(max_bit_rate=4800, ecm_frame_size=64)
+    outcome = send_to_spandsp(tmp_path, pages, config=config, tamper=drop_frame_2)
+    counters = outcome.engine.counters
+    assert (counters["ppr_received"], counters["ctc_sent"], counters["eor_sent"]) == (8, 1, 1)
+    bursts = [b for b in bursts if b]
+    assert len(bursts) == 8 and len(bursts[0]) > 10
+    assert all(b == [2] for b in bursts[1:])  # T.30 A.4.2: exactly the frame the PPR lists
+    sent_by_spandsp = [f[2] & 0xFE for d, f in outcome.spandsp_frames if d == "tx"]  # T.30 order
+    assert Fcf.CTR in sent_by_spandsp and Fcf.ERR in sent_by_spandsp
+    assert outcome.ended.result is T30Result.RETRYDCN
+    assert [(e.response, e.confirmed) for e in outcome.events if isinstance(e, PageSent)] == [("ERR", False)]

@@ -63,7 +63,7 @@ class LossyChannel:
 
 def run_pair(pages, *, tx_config: TransmitterConfig | None = None, rx_config: ReceiverConfig | None = None,
              to_rx=perfect_channel, to_tx=perfect_channel, redundancy: int = 0, version: int = 0,
-             rx_hook=None, max_sim_seconds: float = 600.0) -> PairOutcome:
+             rx_hook=None, max_sim_seconds: float = 600.0, tamper=None) -> PairOutcome:
     """Our transmitter calls our receiver; ``rx_hook(receiver, events, now)`` may act on the
     receiver (e.g. flow control) after each step."""
     rng = random.Random(3)
@@ -95,7 +95,10 @@ def run_pair(pages, *, tx_config: TransmitterConfig | None = None, rx_config: Re
             rx_hook(rx, rx_events, now)
         for out in tx.ifps_to_send(now):
             assert out.at <= now + 1e-9
-            for raw in split_to_fit(out.packet, version, to_rx_link.sender.max_ifp):
+            packet = tamper(out.packet) if tamper is not None else out.packet
+            if packet is None:
+                continue
+            for raw in split_to_fit(packet, version, to_rx_link.sender.max_ifp):
                 for _ in range(out.repeat):
                     to_rx_link.send(raw, now)
                     tx_ifps += 1
@@ -369,3 +372,36 @@ def test_fast_page_coding_decodes_to_the_page(compression: Compression) -> None:
     decoder.feed(coded)
     decoded = decoder.finish()
     assert decoded.bitmap == page.bitmap and decoded.bad_rows == 0 and decoded.ended
+
+
+def _drop_fcd(number: int):
+    """A tamper that loses FCD frame ``number`` every time it is sent (a line that always
+    garbles it): its hdlc-data goes, its fcs-OK arrives with nothing before it."""
+    from t38gw.t30.frames import REVERSE_BITS
+    from udptl.ifp import FieldType, T30Data
+
+    fcd = bytes([int(Fcf.FCD)]).translate(REVERSE_BITS)[0]
+
+    def tamper(packet):
+        fields = packet.fields or ()
+        if packet.msg is not T30Data.V21 and fields and fields[0].field_type is FieldType.HDLC_DATA:
+            data = fields[0].data
+            if len(data) > 3 and data[2] == fcd and data[3:4].translate(REVERSE_BITS)[0] == number:
+                return None
+        return packet
+    return tamper
+
+
+def test_ppr_four_times_ctc_then_eor() -> None:
+    """Frame 2 never gets through: after the 4th PPR for the block the sender sends CTC at
+    the next lower rate (T.30 A.4.3; CTR), 4 PPRs later at the lowest rate EOR (ERR), and
+    the call ends RETRYDCN with the page not confirmed whole."""
+    pages = make_pages(1, height=200)
+    config = TransmitterConfig(max_bit_rate=4800, ecm_frame_size=64)
+    outcome = run_pair(pages, tx_config=config, tamper=_drop_fcd(2))
+    counters = outcome.transmitter.counters
+    assert counters["ppr_received"] == 8 and counters["ctc_sent"] == 1 and counters["eor_sent"] == 1
+    sent = [e for e in outcome.tx_events if isinstance(e, PageSent)]
+    assert [(s.response, s.confirmed) for s in sent] == [("ERR", False)]
+    assert outcome.ended(outcome.tx_events).result is T30Result.RETRYDCN
+    assert outcome.receiver.dcs is not None and outcome.receiver.dcs.modulation.bit_rate == 4800
