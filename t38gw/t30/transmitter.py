@@ -365,8 +365,11 @@ class T30Transmitter:
     def handle_timer(self, now: float) -> list[Event]:
         """Fire the timers due at ``now``."""
         self._now = now
+        if self.state is State.ENDED:
+            self._deadlines.clear()  # nothing runs after the end
+            return []
         for timer, deadline in self._deadlines.in_order():
-            if self.state is State.ENDED:
+            if self.finished_state:
                 break
             if self._deadlines.fire(timer, deadline, now):
                 if timer is Timer.RESPONSE_END:
