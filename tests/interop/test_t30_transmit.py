@@ -322,3 +322,24 @@ def test_ppr_four_times_ctc_then_eor(tmp_path) -> None:
     assert Fcf.CTR in sent_by_spandsp and Fcf.ERR in sent_by_spandsp
     assert outcome.ended.result is T30Result.RETRYDCN
     assert [(e.response, e.confirmed) for e in outcome.events if isinstance(e, PageSent)] == [("ERR", False)]
+
+
+@pytest.mark.parametrize("compression", [Compression.MH, Compression.MR])
+def test_minimum_scan_line_time_honoured(tmp_path, compression) -> None:
+    """SpanDSP's DIS asks for 20 ms per scan line: our DCS says 20 ms and every coded line
+    carries fill up to 20 ms at the modem rate (T.4 4.1.3); SpanDSP takes the pages."""
+    from t38gw.t30.dcs import parse_dcs
+
+    pages = make_pages(2, y_dpi=98, height=60)
+    config = TransmitterConfig(ecm=False, compressions=frozenset({compression}))
+    outcome = send_to_spandsp(tmp_path, pages, config=config, receiver_options={"min_scan_line_time_ms": 20})
+    assert outcome.status == T30_ERR_OK, SpandspT38Terminal.completion_code_name(outcome.status or -1)
+    dcs = [f for d, f in outcome.spandsp_frames if d == "rx" and f[2] & 0xFE == Fcf.DCS]
+    assert dcs and parse_dcs(dcs[-1][3:]).min_scan_time_ms == 20
+    assert outcome.engine.mode is not None and outcome.engine.mode.scan_time_ms == 20
+    # The page as coded for that rate lasts at least 20 ms per line.
+    from t38gw.t30.transmitter import code_page
+
+    data = code_page(pages[0].bitmap, 1728, outcome.engine.mode, outcome.engine.modem)
+    assert len(data) * 8 >= 60 * outcome.phase_b.bit_rate * 20 // 1000
+    assert_received_equal(outcome, pages)
