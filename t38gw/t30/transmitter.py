@@ -18,9 +18,12 @@ its next deadline.  It never reads a clock or touches a socket.
   scan-line time asks, T.4 4.1.3), paced at the modem's rate.  ECM (T.4 Annex A): the
   coded page cut into FCD frames of 64/256 octets, blocks of up to 256 frames, each block
   closed by three RCP.
-* **D** - non-ECM MPS/EOP (T.30 5.3.6.1.6): MCF goes on; RTP keeps the page and retrains
-  (DCS+TCF) before the next; RTN resends the page after a retrain, at most
-  ``max_page_retries`` times, then DCN (RETRYDCN).  ECM PPS-x (T.30 A.4.1): MCF goes on,
+* **D** - non-ECM MPS/EOM/EOP (T.30 5.3.6.1.6): MCF goes on; RTP keeps the page and
+  retrains (DCS+TCF, one modem step lower as SpanDSP does) before the next; RTN resends
+  the page after such a retrain, at most ``max_page_retries`` times, then DCN (RETRYDCN).
+  EOM (``document_ends``/``append_document``) returns to phase B for the next document.
+  A response is acted on when its V.21 carrier ends; T4 and CRP repeat only our command
+  (three tries, then DCN: TX_PHBDEAD / TX_PHDDEAD).  ECM PPS-x (T.30 A.4.1): MCF goes on,
   PPR resends exactly the frames its map lists; after the fourth PPR for one block, CTC
   with the next lower modem (CTR, then the frames again) or, at the lowest, EOR-x (ERR);
   RNR is polled with RR until MCF (T5).
