@@ -34,20 +34,18 @@ def attacker_datagrams() -> list[bytes]:
     return [encode_udptl(UdptlPacket(seq, preamble if seq % 2 == 0 else dcn)) for seq in range(4096)]
 
 
-def spray(ports: tuple[int, int], stop: threading.Event, sent: list[int]) -> None:
-    """From another loopback address, send valid UDPTL to every UDPTL port of the gateway
-    every 2 ms until ``stop`` (bounded: at most 60 s)."""
+def spray(sock: socket.socket, ports: tuple[int, int], stop: threading.Event, sent: list[int]) -> None:
+    """From ``sock`` (on another loopback address), send valid UDPTL to every UDPTL port of
+    the gateway every 2 ms until ``stop`` (bounded: at most 60 s)."""
     datagrams = attacker_datagrams()
     deadline = time.monotonic() + 60
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((ATTACKER, 0))
-        index = 0
-        while not stop.is_set() and time.monotonic() < deadline:
-            for port in range(ports[0], ports[1] + 1):
-                sock.sendto(datagrams[index % len(datagrams)], ("127.0.0.1", port))
-                sent[0] += 1
-            index += 1
-            time.sleep(0.002)
+    index = 0
+    while not stop.is_set() and time.monotonic() < deadline:
+        for port in range(ports[0], ports[1] + 1):
+            sock.sendto(datagrams[index % len(datagrams)], ("127.0.0.1", port))
+            sent[0] += 1
+        index += 1
+        time.sleep(0.002)
 
 
 @pytest.fixture
@@ -63,30 +61,36 @@ def test_hijacker_on_another_address_gets_nothing_and_changes_nothing(tmp_path):
     to the attacker, and its source is logged once."""
     gateway = GatewayProcess(tmp_path, udptl_span=2).start()
     stop, sent = threading.Event(), [0]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
-        # The attacker also listens on its own address: it must never hear the gateway.
-        listener.bind((ATTACKER, 0))
-        sprayer = threading.Thread(target=spray, args=(gateway.udptl_ports, stop, sent))
-        sprayer.start()
-        try:
-            time.sleep(0.3)
-            pages = source_pages(40, 2)
-            [result] = run_calls(gateway, [CallPlan(pages=pages, ecm=True, caller="5550401", seed=40)], tmp_path)
-        finally:
-            stop.set()
-            sprayer.join(70)
-        assert result.invite_status == 200, result
-        assert result.phase_e_status == T30_ERR_OK, (result, gateway.log_text()[-3000:])
-        [meta] = gateway.wait_for_faxes(1, timeout=15)
-        assert meta["status"] == "received", meta
-        assert_pages_identical(gateway, meta, pages, 204, 196, tmp_path)
-        assert sent[0] > 100
-        metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
-        [foreign] = [line for line in metrics.splitlines() if line.startswith("t38gw_udptl_foreign_datagrams_total ")]
-        assert float(foreign.split()[1]) > 0, metrics
-        logged = [e for e in gateway.log_events() if e.get("event") == "udptl_foreign_source"]
-        assert len(logged) == 1 and logged[0]["source"].startswith(ATTACKER), logged
-    gateway.stop()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+            # The attacker listens on the socket it sprays from: it must never hear the gateway.
+            attacker.bind((ATTACKER, 0))
+            sprayer = threading.Thread(target=spray, args=(attacker, gateway.udptl_ports, stop, sent))
+            sprayer.start()
+            try:
+                time.sleep(0.3)
+                pages = source_pages(40, 2)
+                [result] = run_calls(gateway, [CallPlan(pages=pages, ecm=True, caller="5550401", seed=40)], tmp_path)
+            finally:
+                stop.set()
+                sprayer.join(70)
+            assert result.invite_status == 200, result
+            assert result.phase_e_status == T30_ERR_OK, (result, gateway.log_text()[-3000:])
+            [meta] = gateway.wait_for_faxes(1, timeout=15)
+            assert meta["status"] == "received", meta
+            assert_pages_identical(gateway, meta, pages, 204, 196, tmp_path)
+            assert sent[0] > 100
+            attacker.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                attacker.recvfrom(65535)  # nothing of the fax ever went to the attacker
+            metrics = httpx.get(f"{gateway.api}/metrics", timeout=5).text
+            [foreign] = [line for line in metrics.splitlines() if line.startswith("t38gw_udptl_foreign_datagrams_total ")]
+            assert float(foreign.split()[1]) > 0, metrics
+            logged = [e for e in gateway.log_events() if e.get("event") == "udptl_foreign_source"]
+            assert len(logged) == 1 and logged[0]["source"].startswith(ATTACKER), logged
+    finally:
+        stop.set()
+        gateway.stop()
 
 
 ROUTES_BY_LINE = r"""
