@@ -80,6 +80,7 @@ from t38gw.t30 import t38_io
 from t38gw.t30.capabilities import dcs_refusal
 from t38gw.t30.dcs import Compression, DcsParameters, ReceiveCapabilities, parse_dcs
 from t38gw.t30.ecm import EcmBlock
+from t38gw.t30.machine import TableMachine
 from t38gw.t30.errors import LocalProtocolError, RemoteProtocolError
 from t38gw.t30.events import (
     CallEnded,
@@ -89,7 +90,6 @@ from t38gw.t30.events import (
     PageReceived,
     PageRejected,
     PhaseBCompleted,
-    ProtocolEventLogged,
     T30Result,
 )
 from t38gw.t30.frames import POST_PAGE_COMMANDS, PPS_NULL, Fcf, T30Frame, decode_ident, encode_ident
@@ -391,13 +391,16 @@ def _ended(result: T30Result, reason: str, *, send_dcn: bool = True, frames: tup
     return Outcome(State.ENDED, frames, events=events, end=Ending(result, reason, send_dcn))
 
 
-class T30Receiver:
+class T30Receiver(TableMachine):
     """The called-station T.30 engine.  See the module docstring.
 
     Drive it with ``start(now)``, then ``ifp_received``/``ifps_lost``/``handle_timer``;
     after each call send ``ifps_to_send(now)`` and sleep until ``next_deadline()``.
     Every method returns the events it produced.
     """
+
+    _ENDED = State.ENDED
+    state: State
 
     def __init__(self, config: ReceiverConfig | None = None, *, decoder_factory: PageDecoderFactory | None = None) -> None:
         self.config = config or ReceiverConfig()
@@ -556,33 +559,12 @@ class T30Receiver:
         return self.state is State.ENDED and not self._outgoing
 
     # ------------------------------------------------------------------ the machine
-    def _input(self, what: Input, arrived: object = None) -> bool:
-        """Run ``what``'s transition from the current state; False if its row lacks it."""
-        entry = self._row.get(what)
-        if entry is None:
-            return False
-        handler, declared = entry
-        outcome = handler(self, arrived)
-        if outcome is not None or declared is not self.state:  # else: stay, nothing to do
-            self._apply(outcome, declared)
-        return True
-
     def _apply(self, outcome: Outcome | None, declared: Next) -> None:
         """Carry out a handler's outcome; the only place the state changes."""
         if outcome is None:
-            if isinstance(declared, State):
-                self.state = declared
-                self._row = TRANSITIONS[declared]
-            elif self.state not in declared:
-                raise LocalProtocolError(f"{self.state.value}: a handler must choose among {declared}")
+            self._move_without_outcome(declared)
             return
-        chosen = outcome.next_state
-        if chosen is None:
-            chosen = declared if isinstance(declared, State) else self.state
-        if chosen is not declared and (isinstance(declared, State) or chosen not in declared):
-            raise LocalProtocolError(f"{self.state.value} -> {chosen.value} is not in the transition table")
-        if (outcome.end is None) is (chosen is State.ENDED):
-            raise LocalProtocolError(f"{self.state.value} -> {chosen.value}: ENDED needs an Ending and only it")
+        chosen = self._chosen_state(outcome, declared)
         if outcome.frames:
             self._send_frames(outcome.frames, remember=outcome.remember, start=outcome.at)
         self._events.extend(outcome.events)
@@ -602,16 +584,9 @@ class T30Receiver:
             self._deadlines.arm(outcome.then, max(self._now, self._tx_free_at) + self._durations[outcome.then])
 
     # ------------------------------------------------------------------ output helpers
-    def _take_events(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
-
     def _queue(self, packets: list[OutgoingIfp]) -> None:
         self._outgoing.extend(packets)
         self._outgoing.sort(key=lambda p: p.at)
-
-    def _log(self, what: str) -> None:
-        self._events.append(ProtocolEventLogged(self.state.value, what))
 
     def _send_frames(self, frames: tuple[T30Frame, ...], *, remember: bool = True, start: float | None = None) -> float:
         """Queue a V.21 burst after the line is free; returns when it ends."""
@@ -1460,3 +1435,5 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
     }),
     S.ENDED: {},
 }
+
+T30Receiver._TRANSITIONS = TRANSITIONS

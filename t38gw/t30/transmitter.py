@@ -59,7 +59,8 @@ from t38gw.t30.dcs import (
 )
 from t38gw.t30.ecm import frames_in_ppr_map
 from t38gw.t30.errors import LocalProtocolError, RemoteProtocolError
-from t38gw.t30.events import CallEnded, Event, PageSent, PhaseBCompleted, ProtocolEventLogged, T30Result
+from t38gw.t30.events import CallEnded, Event, PageSent, PhaseBCompleted, T30Result
+from t38gw.t30.machine import TableMachine
 from t38gw.t30.frames import PPS_NULL, Fcf, T30Frame, decode_ident, encode_ident
 from t38gw.t30.t38_io import OutgoingIfp
 from t38gw.t30.timers import CNG_ON, CNG_PERIOD, RESPONSE_END_WAIT, T1, T4, TCF_DURATION, Deadlines, Timer
@@ -260,13 +261,16 @@ class Command(NamedTuple):
     optional: tuple[T30Frame, ...] = ()
 
 
-class T30Transmitter:
+class T30Transmitter(TableMachine):
     """The calling-station T.30 engine.  See the module docstring.
 
     Drive it as ``T30Receiver``: ``start(now)``, then ``ifp_received``/``ifps_lost``/
     ``handle_timer``; after each call send ``ifps_to_send(now)`` and wake at
     ``next_deadline()``.  Every method returns the events it produced.
     """
+
+    _ENDED = State.ENDED
+    state: State
 
     def __init__(self, config: TransmitterConfig | None, pages: Sequence[imaging.Page], *,
                  document_ends: Sequence[int] = ()) -> None:
@@ -415,32 +419,12 @@ class T30Transmitter:
         return self.state is State.ENDED and not self._outgoing
 
     # ------------------------------------------------------------------ the machine
-    def _input(self, what: Input, arrived: object = None) -> bool:
-        entry = self._row.get(what)
-        if entry is None:
-            return False
-        handler, declared = entry
-        outcome = handler(self, arrived)
-        if outcome is not None or declared is not self.state:
-            self._apply(outcome, declared)
-        return True
-
     def _apply(self, outcome: Outcome | None, declared: Next) -> None:
         """Carry out a handler's outcome; the only place the state changes."""
         if outcome is None:
-            if isinstance(declared, State):
-                self.state = declared
-                self._row = TRANSITIONS[declared]
-            elif self.state not in declared:
-                raise LocalProtocolError(f"{self.state.value}: a handler must choose among {declared}")
+            self._move_without_outcome(declared)
             return
-        chosen = outcome.next_state
-        if chosen is None:
-            chosen = declared if isinstance(declared, State) else self.state
-        if chosen is not declared and (isinstance(declared, State) or chosen not in declared):
-            raise LocalProtocolError(f"{self.state.value} -> {chosen.value} is not in the transition table")
-        if (outcome.end is None) is (chosen is State.ENDED):
-            raise LocalProtocolError(f"{self.state.value} -> {chosen.value}: ENDED needs an Ending and only it")
+        chosen = self._chosen_state(outcome, declared)
         self._events.extend(outcome.events)
         if outcome.end is not None:
             if outcome.end.send_dcn:
@@ -456,13 +440,6 @@ class T30Transmitter:
             self._deadlines.arm(outcome.then, max(self._now, self._tx_free_at) + self._durations[outcome.then])
 
     # ------------------------------------------------------------------ output helpers
-    def _take_events(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
-
-    def _log(self, what: str) -> None:
-        self._events.append(ProtocolEventLogged(self.state.value, what))
-
     def _queue(self, packets: list[OutgoingIfp]) -> None:
         if self._outgoing and packets and packets[0].at < self._outgoing[-1].at:
             merged = sorted([*self._outgoing, *packets], key=lambda p: p.at)
@@ -935,3 +912,5 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
     }),
     S.ENDED: {},
 }
+
+T30Transmitter._TRANSITIONS = TRANSITIONS
