@@ -28,8 +28,21 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", metavar="FILE", help="TOML configuration (default: embedded defaults)")
     send = commands.add_parser("send", help="send a fax through the running gateway's API")
-    send.add_argument("files", nargs="+", metavar="FILE")
+    send.add_argument("files", nargs="+", metavar="FILE", help="PDF, TIFF, PNG or JPEG documents, in page order")
     send.add_argument("--to", required=True, help="SIP URI or number")
+    cover = send.add_mutually_exclusive_group()
+    cover.add_argument("--cover", dest="cover", action="store_true", default=None,
+                       help="add a cover page (default: the gateway's setting)")
+    cover.add_argument("--no-cover", dest="cover", action="store_false", help="no cover page")
+    send.add_argument("--note", metavar="TEXT", help="text for the cover page (implies --cover)")
+    send.add_argument("--no-header", dest="header", action="store_false",
+                      help="no header line (sender, date, page n/m) on the pages")
+    send.add_argument("--webhook", metavar="NAME", help="the configured webhook to tell of the outcome")
+    send.add_argument("--api", metavar="URL", help="the gateway's API (default: $T38GW_API, else http://127.0.0.1:8080)")
+    send.add_argument("--token", metavar="T", help="API bearer token (default: $T38GW_TOKEN)")
+    send.add_argument("--no-wait", action="store_true", help="print the fax id once accepted and exit 0")
+    send.add_argument("--timeout", metavar="SECONDS", type=float, default=3600.0,
+                      help="stop following after this long; the job continues in the gateway (default 3600)")
     check = commands.add_parser("check-config", help="validate a configuration file and print what it means")
     check.add_argument("file", metavar="FILE")
     check.add_argument("--effective", action="store_true",
@@ -58,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args.config, args.log_format, args.log_level)
     if args.command == "audit":
         return _audit(args.action, args.config, args.fax)
-    # Sending arrives with the outbound T.30 engine; say so rather than pretend.
-    log.error("not_built_yet", command=args.command,
-              detail=f"'t38gw {args.command}' is not built yet; this version receives faxes only")
-    print(f"t38gw {args.command}: not built yet — this version receives faxes only.", file=sys.stderr)
+    if args.command == "send":
+        from t38gw.sendcli import run_send
+
+        return run_send(args)
+    log.error("unknown_command", command=args.command)
+    print(f"t38gw: unknown command {args.command!r}", file=sys.stderr)
     return EXIT_USAGE
 
 
