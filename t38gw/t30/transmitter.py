@@ -209,19 +209,24 @@ def code_page(bitmap: bytes, width: int, mode: ChosenMode, modem: Modulation) ->
     """A page coded as the DCS says, in T.38 order (MSB first): MR's K from the resolution
     (T.4 4.2.1.3.4), fill bits for the minimum scan-line time (T.4 4.1.3).
 
-    MMR, and MH without fill, go through libtiff (``imaging.libtiff``), ~5x faster: its
-    T.6 strip is byte-identical to ``imaging.encode_page``'s, and its T.4 1-D strip is the
-    same EOL-led lines without RTC, which we add from the next byte boundary (the pad
-    zeros before it are fill, T.4 4.1.3).  tests/t38gw/t30/test_transmitter.py checks both.
+    MMR, and MH and MR without fill, go through libtiff (``imaging.libtiff``), 4-5x faster:
+    its T.6 strip is byte-identical to ``imaging.encode_page``'s, and its T.4 strip is the
+    same EOL-led lines (MR: with tag bits, K 2 or 4 as libtiff can, up to 7.7 l/mm)
+    without RTC, which we add from the next byte boundary (the pad zeros before it are
+    fill, T.4 4.1.3).  Fill, and MR above 200 lines/inch (K 6 and up), need our encoder.
+    tests/t38gw/t30/test_transmitter.py checks each path.
     """
     fill = imaging.min_row_bits(modem.bit_rate, mode.scan_time_ms) if mode.scan_time_ms else 0
     height = len(bitmap) // (width // 8)
-    if height and (mode.compression is Compression.MMR or (mode.compression is Compression.MH and not fill)):
-        coded = encode_with_libtiff(bitmap, width, height, _CODING[mode.compression],
-                                    bit_order=imaging.BitOrder.MSB_FIRST)
-        return coded if mode.compression is Compression.MMR else coded + _RTC_ALIGNED
-    return imaging.encode_page(bitmap, width, _CODING[mode.compression], k=imaging.mr_k(mode.resolution.y_dpi),
-                               min_row_bits=fill, bit_order=imaging.BitOrder.MSB_FIRST)
+    coding = _CODING[mode.compression]
+    k = imaging.mr_k(mode.resolution.y_dpi)
+    order = imaging.BitOrder.MSB_FIRST
+    if height and coding is imaging.Coding.MMR:
+        return encode_with_libtiff(bitmap, width, height, coding, bit_order=order)
+    if height and not fill and (coding is imaging.Coding.MH or k in imaging.libtiff.LIBTIFF_MR_K):
+        strip = encode_with_libtiff(bitmap, width, height, coding, bit_order=order, k=k)
+        return strip + imaging.libtiff.rtc_after_strip(coding, bit_order=order)
+    return imaging.encode_page(bitmap, width, coding, k=k, min_row_bits=fill, bit_order=order)
 
 
 # ---------------------------------------------------------------------- outcomes

@@ -374,6 +374,52 @@ def test_fast_page_coding_decodes_to_the_page(compression: Compression) -> None:
     assert decoded.bitmap == page.bitmap and decoded.bad_rows == 0 and decoded.ended
 
 
+@pytest.mark.parametrize("resolution", [Resolution.R8_STANDARD, Resolution.R8_FINE], ids=lambda r: r.label)
+@pytest.mark.parametrize("number", range(1, 9))
+def test_mr_page_coding_through_libtiff_is_t4_for_the_line(number: int, resolution: Resolution) -> None:
+    """The libtiff MR path of code_page (no fill): an ITU T.24 chart coded with K 2 at 98
+    and 4 at 196 lines/inch (T.4 4.2.1.3.4), the tag bits saying so, the same lines as
+    imaging.encode_page then RTC from the octet boundary; our decoder and libtiff both
+    give the chart back pel for pel."""
+    from imaging.libtiff import decode_with_libtiff
+    from t38gw.t30.dcs import Modulation, PaperWidth
+    from t38gw.t30.transmitter import ChosenMode, code_page
+    from tests.imaging.test_libtiff_oracle import bits_of, mr_lines_then_rtc_from_octet, mr_tag_bits
+    from tests.t38gw.t30.pages import chart_page
+
+    order = imaging.BitOrder.MSB_FIRST
+    bitmap = chart_page(number, 1728)
+    height = len(bitmap) // 216
+    mode = ChosenMode((Modulation.V17_14400,), resolution, PaperWidth.A4, Compression.MR, True, 0)
+    coded = code_page(bitmap, 1728, mode, Modulation.V17_14400)
+    k = {98: 2, 196: 4}[resolution.y_dpi]
+    assert mr_tag_bits(coded, order) == "".join("0" if row % k else "1" for row in range(height)) + "1" * 6
+    reference = imaging.encode_page(bitmap, 1728, imaging.Coding.MR, k=k, bit_order=order)
+    assert bits_of(coded, order) == mr_lines_then_rtc_from_octet(reference, order)
+    decoder = imaging.StreamingDecoder(imaging.Coding.MR, 1728, bit_order=order)
+    decoder.feed(coded)
+    decoded = decoder.finish()
+    assert (decoded.height, decoded.bad_rows, decoded.ended) == (height, 0, True)
+    assert decoded.bitmap == bitmap
+    assert decode_with_libtiff(coded, 1728, height, imaging.Coding.MR, bit_order=order) == bitmap
+
+
+@pytest.mark.parametrize(("resolution", "scan_time_ms"), [(Resolution.R8_FINE, 20), (Resolution.R8_SUPERFINE, 0)],
+                         ids=["fill", "k8"])
+def test_mr_page_coding_stays_ours_where_libtiff_cannot(resolution: Resolution, scan_time_ms: int) -> None:
+    """Fill bits (T.4 4.1.3) and K 8 at 391 lines/inch are beyond libtiff: code_page gives
+    exactly imaging.encode_page's page."""
+    from t38gw.t30.dcs import Modulation, PaperWidth
+    from t38gw.t30.transmitter import ChosenMode, code_page
+
+    page = make_pages(1, height=150, seed=5)[0]
+    mode = ChosenMode((Modulation.V29_9600,), resolution, PaperWidth.A4, Compression.MR, False, scan_time_ms)
+    coded = code_page(page.bitmap, 1728, mode, Modulation.V29_9600)
+    fill = imaging.min_row_bits(9600, scan_time_ms)
+    assert coded == imaging.encode_page(page.bitmap, 1728, imaging.Coding.MR, k=imaging.mr_k(resolution.y_dpi),
+                                        min_row_bits=fill, bit_order=imaging.BitOrder.MSB_FIRST)
+
+
 def _drop_fcd(number: int):
     """A tamper that loses FCD frame ``number`` every time it is sent (a line that always
     garbles it): its hdlc-data goes, its fcs-OK arrives with nothing before it."""
