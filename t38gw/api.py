@@ -33,6 +33,7 @@ from starlette.routing import Route
 from t38gw import archive
 from t38gw.config import HttpConfig
 from t38gw.metrics import CONTENT_TYPE, GatewayMetrics
+from t38gw.sendjob import SendOptions, SendRequestError
 
 log = structlog.get_logger("t38gw.api")
 
@@ -61,7 +62,12 @@ class FaxIndex:
         return sorted(self._folders, reverse=True)  # UUIDv7 sorts by time
 
 
-SendHandler = Callable[[Request], Awaitable[Response]]
+# POST /v1/faxes: (options, [(filename, bytes)]) -> the new job's fax id, or
+# t38gw.sendjob.SendRequestError (4xx, nothing queued).
+SendHandler = Callable[[SendOptions, list[tuple[str, bytes]]], Awaitable[str]]
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # one job's files together
+MAX_UPLOAD_FILES = 50
+_SEND_FIELDS = {"file", "to", "cover", "cover_note", "header", "webhook"}
 
 _GENESIS = "0" * 64
 
@@ -257,9 +263,15 @@ def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...]
         if (denied := authorised(request)) is not None:
             return denied
         if send_handler is None:
-            return JSONResponse({"error": "not_implemented", "detail": "sending faxes is not built yet"},
+            return JSONResponse({"error": "not_implemented", "detail": "this gateway does not send faxes"},
                                 status_code=501)
-        return await send_handler(request)
+        try:
+            options, files = await read_send_form(request)
+            fax_id = await send_handler(options, files)
+        except SendRequestError as exc:
+            log.info("send_refused", code=exc.code, detail=exc.detail, status=exc.status)
+            return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"id": fax_id}, status_code=202, headers={"location": f"/v1/faxes/{fax_id}"})
 
     return Starlette(routes=[
         Route("/healthz", healthz),
@@ -269,3 +281,67 @@ def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...]
         Route("/v1/faxes/{fax_id}", get_fax),
         Route("/v1/faxes/{fax_id}/document.{fmt:str}", get_document),
     ])
+
+
+def _flag(value: str | None, name: str, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise SendRequestError(400, "bad_request", f"`{name}` must be true or false, not {value[:40]!r}")
+
+
+async def read_send_form(request: Request) -> tuple[SendOptions, list[tuple[str, bytes]]]:
+    """The fields of a ``POST /v1/faxes`` (multipart/form-data); ``SendRequestError``
+    (400/413/415) naming what is missing or wrong."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise SendRequestError(415, "unsupported_media_type",
+                               "send the fax as multipart/form-data: `file` parts and a `to` field")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
+        raise SendRequestError(413, "too_large", f"the request is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+    try:
+        form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=50)
+    except Exception as exc:  # python-multipart's errors have no common public base
+        raise SendRequestError(400, "bad_request", f"the multipart body cannot be read: {exc}") from None
+    try:
+        unknown = sorted(set(form.keys()) - _SEND_FIELDS)
+        if unknown:
+            raise SendRequestError(400, "bad_request", f"unknown field(s) {', '.join(unknown)}; expected"
+                                   f" {', '.join(sorted(_SEND_FIELDS))}")
+        files: list[tuple[str, bytes]] = []
+        total = 0
+        for item in form.getlist("file"):
+            if isinstance(item, str):
+                raise SendRequestError(400, "bad_request", "`file` must be a file part (with a filename)")
+            data = await item.read()
+            total += len(data)
+            if total > MAX_UPLOAD_BYTES:
+                raise SendRequestError(413, "too_large", f"the files are larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+            name = os.path.basename(item.filename or "") or f"file {len(files) + 1}"
+            if not data:
+                raise SendRequestError(422, "not_a_document", f"{name}: the file is empty")
+            files.append((name, data))
+        if not files:
+            raise SendRequestError(400, "no_file", "no `file` part: attach the document(s) to send")
+
+        def text(name: str) -> str | None:
+            value = form.get(name)
+            if value is not None and not isinstance(value, str):
+                raise SendRequestError(400, "bad_request", f"`{name}` must be a text field, not a file")
+            return value
+
+        to = (text("to") or "").strip()
+        if not to:
+            raise SendRequestError(400, "no_destination", "`to` is missing: a number or a sip: URI")
+        note = text("cover_note") or ""
+        cover = _flag(text("cover"), "cover", default=bool(note))
+        header = _flag(text("header"), "header", default=True)
+        return SendOptions(to=to, cover=cover, cover_note=note, header=header,
+                           webhook=(text("webhook") or "").strip()), files
+    finally:
+        await form.close()

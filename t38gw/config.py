@@ -337,7 +337,7 @@ class Webhook:
     secret: str = setting(doc='whsec_ + base64 of at least 24 random bytes: "whsec_" + $(openssl rand -base64 32)',
                           secret=True, example="whsec_…")
     attach: str = setting("pdf", '"pdf" | "tiff" | "none"', choices=("pdf", "tiff", "none"))
-    events: tuple[str, ...] = setting(("fax.received", "fax.failed"), "which events are sent here",
+    events: tuple[str, ...] = setting(_WEBHOOK_EVENTS, "which events are sent here",
                                       choices=_WEBHOOK_EVENTS)
     allow_plain_http: bool = setting(False, "http:// is refused except to loopback hosts unless true")
     max_attachment_bytes: int = setting(
@@ -398,6 +398,8 @@ class SendConfig:
                                        min=0, max=100000)
     ring_timeout: int = setting(60, "s of ringing before we give up (CANCEL): no answer", min=5, max=600,
                                 unit=" seconds")
+    sender_name: str = setting("", "our name on the cover page and in the header line")
+    cover_template: str = setting("", 'a cover page template (TOML, see t38gw/templates/cover.toml); "" = the shipped one')
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,10 @@ def webhooks_for(config: Config, route: Route) -> list[Webhook]:
 
 
 def event_type_for(meta: dict[str, Any]) -> str:
+    if meta.get("direction") == "outbound":
+        # Anything short of every page confirmed needs a person: fax.send_failed, with
+        # data.status "partial" or "failed" saying which.
+        return "fax.sent" if meta.get("status") == "sent" else "fax.send_failed"
     return "fax.received" if meta.get("pages") else "fax.failed"
 
 
@@ -291,9 +295,12 @@ def record_outcome(folder: Path, delivery_id: str, state: str, attempts: int, er
 
 
 def recover_archive(root: Path, spool: Spool, config: Config, now: float | None = None,
-                    rng: random.Random | None = None) -> dict[str, int]:
+                    rng: random.Random | None = None, jobs: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
     """After a restart: close faxes a dead gateway left in progress, re-spool lost webhooks.
 
+    ``jobs``: the outbound jobs still queued (``t38gw.jobs``): their folders stay open
+    (the job runner sends them); an outbound folder in progress without a job was being
+    accepted when the gateway stopped (the client never heard 202) and is closed failed.
     Blocking; run before serving.  Returns counts for the log.
     """
     now = time.time() if now is None else now
@@ -302,6 +309,24 @@ def recover_archive(root: Path, spool: Spool, config: Config, now: float | None 
         try:
             meta = archive.read_meta(folder)
         except (OSError, ValueError):
+            continue
+        if meta.get("direction") == "outbound":
+            if meta.get("in_progress") and meta.get("id") in jobs:
+                if meta.get("status") in ("dialing", "sending"):
+                    # Killed mid-attempt: the job runner sends it again from the start.
+                    if meta.get("attempts"):
+                        meta["attempts"][-1].update(ended_at=archive.rfc3339(now), outcome="failed",
+                                                    cause="interrupted", reason=INTERRUPTED_REASON)
+                    meta.update(status="queued", reason=INTERRUPTED_REASON, next_attempt_at=archive.rfc3339(now))
+                    archive.write_meta(folder, meta)
+                continue
+            if meta.get("in_progress"):
+                meta.update(status="failed", in_progress=False, ended_at=archive.rfc3339(now),
+                            reason="the gateway stopped while queueing the job (it was never queued)",
+                            next_attempt_at=None)
+                archive.write_meta(folder, meta)
+                closed += 1
+            requeued += enqueue_planned(spool, folder, meta, config, now)
             continue
         if meta.get("in_progress"):
             pages = meta.get("pages", [])

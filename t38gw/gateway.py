@@ -61,6 +61,8 @@ from t38gw.call import (
     Answer,
     CallControl,
     CallFacts,
+    CallFailed,
+    Dial,
     CallSettings,
     CloseMedia,
     Command,
@@ -77,11 +79,17 @@ from t38gw.call import (
     State,
     StopMedia,
 )
+from t38gw import archive
 from t38gw.archive import iter_faxes, read_meta
 from t38gw.config import Config
 from t38gw.delivery import DeliveryWorker
 from t38gw.faxrecord import InboundFax, enqueue_planned, plan_deliveries, record_outcome, recover_archive, webhooks_for
 from t38gw.ids import new_fax_id
+from t38gw.jobs import Job, JobStore, JobStoreError
+from t38gw.outbound import DialPlanError, plan_dial
+from t38gw.outsession import OutboundRecord, OutboundSession
+from t38gw import sendjob
+from t38gw.sendjob import JobPages, SendOptions, SendRequestError
 from t38gw.metrics import GatewayMetrics
 from t38gw.negotiation import local_t38_params
 from t38gw.routing import route_after_phase_b, route_at_invite
@@ -89,6 +97,7 @@ from t38gw.sanitize import call_identity
 from t38gw.session import FaxSession
 from t38gw.spool import DeliveryState, Spool, SpoolError
 from t38gw.t30 import Compression, ReceiveCapabilities, ReceiverConfig
+from t38gw.t30.transmitter import TransmitterConfig
 
 log = structlog.get_logger("t38gw.gateway")
 
@@ -106,12 +115,14 @@ class _Call:
     """A call as the runtime edge holds it: the UA's handle, its control core, and (once
     the core accepted it) its fax session."""
 
-    sip_call: Any
+    sip_call: Any  # None for an outbound call until its INVITE is sent
     control: CallControl
-    incoming: InviteReceived
+    incoming: InviteReceived | None  # None: an outbound call
     bound: Any  # the logger bound to call_id (and fax_id once known)
     session: FaxSession | None = None
     running: bool = False  # the session's task was started (the INVITE was answered)
+    failed: CallFailed | None = None  # outbound: the call ended before T.38 media ran
+    over: trio.Event = field(default_factory=trio.Event)  # outbound: the call core is done
 
 
 @dataclass
@@ -134,6 +145,13 @@ class Gateway:
             self.spool.close()
             raise StartupError(f"archive.audit_log: cannot open {config.archive.audit_log}: {exc}") from None
         self.metrics = GatewayMetrics(spool_depth=self.spool.depth)
+        try:
+            self.jobs = JobStore(self.spool, retries=config.send.retries, retry_after=config.send.retry_after)
+        except JobStoreError as exc:
+            self.spool.close()
+            raise StartupError(f"spool: {exc}") from None
+        self._jobs_changed = trio.Event()
+        self._running_jobs: dict[str, str] = {}  # job id -> trunk, while an attempt runs
         self.index = FaxIndex(self.archive_root)
         self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
                                      on_outcome=self._delivery_outcome,
@@ -212,14 +230,21 @@ class Gateway:
                             answer_after=sip.answer_after, t38_reinvite_after=sip.t38_reinvite_after,
                             media_latching=sip.media_latching,
                             trunk_latching={t.name: t.media_latching for t in sip.trunks if t.media_latching},
-                            trunk_hosts=tuple(trunk_hosts))
+                            trunk_hosts=tuple(trunk_hosts), initial_offer=self.config.send.initial_offer,
+                            ring_timeout=float(self.config.send.ring_timeout))
 
     # -- running ----------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Recover the archive, bind everything, report started, serve until cancelled."""
-        counts = await trio.to_thread.run_sync(recover_archive, self.archive_root, self.spool, self.config)
-        if counts["closed"] or counts["requeued"]:
-            log.warning("archive_recovered", faxes_closed=counts["closed"], webhooks_requeued=counts["requeued"])
+        interrupted = self.jobs.interrupted()
+        for job in interrupted:
+            # Killed mid-attempt: sent again from the start (issue 12).
+            self.jobs.requeue(job.id, time.time())
+        counts = await trio.to_thread.run_sync(
+            lambda: recover_archive(self.archive_root, self.spool, self.config, jobs=self.jobs.unfinished_ids()))
+        if counts["closed"] or counts["requeued"] or interrupted:
+            log.warning("archive_recovered", faxes_closed=counts["closed"], webhooks_requeued=counts["requeued"],
+                        send_jobs_resumed=len(interrupted))
         self.index.refresh()
         try:
             async with trio.open_nursery() as nursery:
@@ -249,13 +274,14 @@ class Gateway:
                 nursery.start_soon(self._pump_sip)
                 nursery.start_soon(self._drive_call_timers)
                 nursery.start_soon(self.worker.run)
+                nursery.start_soon(self._run_jobs)
                 for trunk in self.config.sip.trunks:
                     self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
                                                                 trunk.password, trunk.expires))
                 log.info("gateway_started", sip={t: f"{h}:{p}" for t, (h, p) in self.sip.bound.items()},
                          api=self.api_bound, udptl_ports=f"{self.ports.low}-{self.ports.high}",
                          archive=str(self.archive_root), spool=str(self.config.spool),
-                         webhooks=[w.name for w in self.config.webhooks])
+                         webhooks=[w.name for w in self.config.webhooks], send_jobs_queued=self.jobs.queued())
                 task_status.started(self)
         finally:
             self.spool.close()
@@ -273,7 +299,8 @@ class Gateway:
         hyper.graceful_timeout = 2.0
         for name, value in hypercorn_tls(self.config.http).items():
             setattr(hyper, name, value)  # certfile, keyfile: HTTPS
-        app = create_app(self.index, self.metrics, self.config.http.tokens, audit_log=self.audit_log)
+        app = create_app(self.index, self.metrics, self.config.http.tokens, self.submit_job,
+                         audit_log=self.audit_log)
         await serve(app, hyper, task_status=task_status)
 
     async def shutdown(self) -> None:
@@ -317,6 +344,8 @@ class Gateway:
             return
         try:
             call = self.calls.pop(sip_call.id, None)
+            if call is not None and call.incoming is None:
+                call.over.set()
             if sip_call.state.value == "offered":
                 self._refuse(sip_call, 500)
             elif call is not None and call.session is not None:
@@ -376,10 +405,15 @@ class Gateway:
         self._track(call)
 
     def _track(self, call: _Call) -> None:
+        if call.sip_call is None:  # an outbound call whose INVITE could not be sent
+            if call.control.done:
+                call.over.set()
+            return
         key = call.sip_call.id
         if call.control.done:
             self.calls.pop(key, None)
             self._call_timers.pop(key)
+            call.over.set()
             return
         deadline = call.control.next_deadline()
         if deadline is None:
@@ -432,6 +466,21 @@ class Gateway:
                 self.sip.command(self.ua.hangup, sip_call)
             except SipLocalProtocolError:
                 pass
+        elif isinstance(command, Dial):
+            try:
+                call.sip_call = self.sip.command(self.ua.invite, command.uri, command.sdp,
+                                                 from_user=command.from_user, from_domain=command.from_domain,
+                                                 credentials=command.credentials, proxy=command.proxy)
+            except (SipParseError, ValueError) as exc:
+                raise SipLocalProtocolError(f"cannot place the call: {exc}") from None
+            self.calls[call.sip_call.id] = call
+            call.bound = call.bound.bind(call_id=call.sip_call.call_id)
+            if call.session is not None:
+                call.session.record.sip["call_id"] = call.sip_call.call_id
+        elif isinstance(command, CallFailed):
+            call.failed = command
+            if call.session is not None:
+                call.session.fail(command.reason)
         elif call.session is None:
             raise AssertionError(f"{command} before the call has a session")
         elif isinstance(command, StartMedia):
@@ -515,6 +564,235 @@ class Gateway:
             self.sessions.discard(session)
             self.metrics.active_calls.dec()
 
+    # -- sending --------------------------------------------------------------------
+    def transmitter_config(self) -> TransmitterConfig:
+        fax, t38 = self.config.fax, self.config.t38
+        modems = {"V.27ter"} | ({"V.29"} if t38.max_bitrate >= 9600 else set()) | (
+            {"V.17"} if t38.max_bitrate >= 14400 else set())
+        return TransmitterConfig(local_ident=fax.local_ident, ecm=fax.ecm,
+                                 compressions=frozenset(Compression(c) for c in fax.compressions),
+                                 modems=frozenset(modems), max_bit_rate=t38.max_bitrate)
+
+    async def submit_job(self, options: SendOptions, files: list[tuple[str, bytes]]) -> str:
+        """``POST /v1/faxes``: check, rasterise, write the job's folder, queue it; the fax id.
+
+        Raises ``SendRequestError`` (4xx/5xx, nothing queued).  Order (``t38gw.sendjob``):
+        folder and meta.json, then the job row, then 202 - a job the client heard of
+        survives a kill; a folder without its row (killed in between) is closed as failed
+        at the next start."""
+        if not self.accepting:
+            raise SendRequestError(503, "shutting_down", "the gateway is shutting down; send again later")
+        config = self.config
+        target = sendjob.check_request(options, config)
+        created = time.time()
+        fax_id = new_fax_id(created, self.rng)
+        when = _local_time(created)
+
+        def prepare() -> Path:
+            import tempfile
+            with tempfile.TemporaryDirectory(prefix="t38gw-send-") as tmp:
+                paths = []
+                for number, (name, data) in enumerate(files):
+                    # One folder per file: messages name the file as the client did.
+                    path = Path(tmp) / f"{number:03d}" / _safe_name(name)
+                    path.parent.mkdir()
+                    path.write_bytes(data)
+                    paths.append(path)
+                pages = sendjob.render_pages(paths, options, config, target, when)
+            meta = sendjob.initial_meta(fax_id, created, options, target, config, pages)
+            return sendjob.create_job_folder(self.archive_root, fax_id, created, pages, meta, config.archive.formats)
+
+        try:
+            folder = await trio.to_thread.run_sync(prepare)
+        except OSError as exc:
+            log.error("send_job_not_written", fax_id=fax_id, error=str(exc))
+            raise SendRequestError(507, "archive_unavailable", f"the job cannot be written to the archive: {exc}") \
+                from None
+        try:
+            self.jobs.add(id=fax_id, to=options.to, trunk=target.trunk, folder=str(folder), now=created)
+        except JobStoreError as exc:
+            log.error("send_job_not_queued", fax_id=fax_id, error=str(exc))
+            await trio.to_thread.run_sync(self._close_unqueued, folder, str(exc))
+            raise SendRequestError(503, "queue_unavailable", str(exc)) from None
+        self.index.add(fax_id, folder)
+        log.info("send_job_queued", fax_id=fax_id, to=options.to, trunk=target.trunk,
+                 pages=len(archive.read_meta(folder)["pages"]), cover=options.cover, header=options.header)
+        self._jobs_changed.set()
+        return fax_id
+
+    def _close_unqueued(self, folder: Path, error: str) -> None:
+        meta = archive.read_meta(folder)
+        meta.update(status="failed", reason=f"the job could not be queued: {error}", in_progress=False,
+                    ended_at=archive.rfc3339(time.time()), next_attempt_at=None)
+        archive.write_meta(folder, meta)
+
+    def _trunk_busy(self, trunk: str) -> bool:
+        limit = self.config.send.max_calls_per_trunk
+        return bool(limit) and sum(1 for t in self._running_jobs.values() if t == trunk) >= limit
+
+    async def _run_jobs(self) -> None:
+        """Start each due job's attempt when its trunk and the gateway have room."""
+        while True:
+            self._jobs_changed = trio.Event()
+            now = time.time()
+            blocked = False
+            try:
+                due = self.jobs.due(now) if self.accepting else []
+            except JobStoreError as exc:
+                log.error("send_queue_unreadable", error=str(exc))
+                due, blocked = [], True
+            for job in due:
+                if job.id in self._running_jobs:
+                    continue
+                if self._trunk_busy(job.trunk) or self._load().calls >= self.config.limits.max_calls:
+                    blocked = True  # woken when an attempt ends
+                    continue
+                self._running_jobs[job.id] = job.trunk
+                self._nursery.start_soon(self._attempt, job)
+            try:
+                next_due = self.jobs.next_due_at()
+            except JobStoreError:
+                next_due = None
+            wait = 30.0 if next_due is None else max(0.05, next_due - time.time())
+            if blocked:
+                wait = min(wait, 5.0)
+            with trio.move_on_after(min(wait, 30.0)):
+                await self._jobs_changed.wait()
+
+    async def _attempt(self, job: Job) -> None:
+        """One call of a job: dial, send, then finish the job or queue its retry."""
+        bound = log.bind(fax_id=job.id)
+        folder = Path(job.folder)
+        try:
+            await self._attempt_call(job, folder, bound)
+        except Exception:
+            bound.exception("send_attempt_failed_internally")
+            try:
+                meta = await trio.to_thread.run_sync(archive.read_meta, folder)
+                await self._end_attempt(job, folder, meta, "failed", "internal error (see the log)", None,
+                                        retryable=True, bound=bound)
+            except Exception:
+                bound.exception("send_attempt_not_recorded")
+        finally:
+            self._running_jobs.pop(job.id, None)
+            self._jobs_changed.set()
+
+    async def _attempt_call(self, job: Job, folder: Path, bound: Any) -> None:
+        config = self.config
+        meta = await trio.to_thread.run_sync(archive.read_meta, folder)
+        number = self.jobs.start_attempt(job.id, time.time())
+        started = time.time()
+        meta["attempts"].append({"number": number, "started_at": archive.rfc3339(started), "ended_at": None,
+                                 "outcome": None, "cause": None, "reason": "", "sip_status": None,
+                                 "pages_sent": 0})
+        for page in meta["pages"]:
+            page["sent"] = False
+        meta.update(status="dialing", reason="", pages_sent=0, next_attempt_at=None)
+        await trio.to_thread.run_sync(archive.write_meta, folder, meta)
+        try:
+            target = plan_dial(job.to, config.sip.trunks, allow_direct_uri=config.send.allow_direct_uri)
+        except DialPlanError as exc:
+            # The configuration changed since the job was queued: no attempt can succeed.
+            await self._end_attempt(job, folder, meta, "failed", str(exc), None, retryable=False, bound=bound)
+            return
+        try:
+            endpoint = await self.ports.open()
+        except (OSError, PortsExhausted) as exc:
+            await self._end_attempt(job, folder, meta, "failed", f"no UDPTL port free: {exc}", None,
+                                    retryable=True, bound=bound, cause="local_busy")
+            return
+        meta["sip"].update(to=target.uri, did=target.number, caller=target.from_user or "", trunk=target.trunk)
+        record = OutboundRecord(fax_id=job.id, folder=folder, meta=meta, sip=meta["sip"])
+        pages = await trio.to_thread.run_sync(JobPages, folder / archive.FILE_NAMES["tiff"])
+        session = OutboundSession(record=record, endpoint=endpoint, pages=pages,
+                                  transmitter_config=self.transmitter_config(), t38_settings=config.t38,
+                                  rng=self.rng, write_record=self._write_outbound_meta, metrics=self.metrics,
+                                  max_call_seconds=config.limits.max_call_seconds)
+        control = CallControl(self.call_settings, sdp_session_id=self.rng.randint(1, 2**31))
+        call = _Call(None, control, None, bound, session=session, running=True)
+        hop = parse_uri(target.proxy or target.uri)
+        local_host = config.sip.public_address or _local_address_toward(hop.host_address)
+        self.sessions.add(session)
+        self.metrics.active_calls.inc()
+        bound.info("send_attempt_started", attempt=number, to=job.to, uri=target.uri, trunk=target.trunk,
+                   pages=len(pages))
+        try:
+            async with trio.open_nursery() as nursery:
+                async def hang_up_when_done() -> None:
+                    await session.hangup_requested.wait()
+                    if call.sip_call is not None:
+                        self._execute(call, control.fax_ended(trio.current_time()))
+
+                nursery.start_soon(hang_up_when_done)
+                self._execute(call, control.dial(target, local_host, endpoint.port, trio.current_time()))
+                await session.run()
+                session.hangup_requested.set()
+                # The BYE (or CANCEL) is out: let the dialog end (bounded: Timer F is 32 s).
+                with trio.move_on_after(40.0):
+                    await call.over.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.sessions.discard(session)
+            self.metrics.active_calls.dec()
+            if call.sip_call is not None:
+                self.calls.pop(call.sip_call.id, None)
+                self._call_timers.pop(call.sip_call.id)
+        failed = call.failed
+        meta["attempts"][-1]["sip_status"] = failed.status if failed else 200
+        if failed is not None and not session.phase_b_done:
+            await self._end_attempt(job, folder, meta, "failed", failed.reason, failed.status,
+                                    retryable=failed.retryable, bound=bound, cause=failed.cause)
+            return
+        status, reason = session.outcome()
+        ended = session.ended_result
+        cause = "sent" if status == "sent" else ("t30_" + ended.result.value.lower() if ended else "t30")
+        # A T.30 failure is retried from the start: the receiver may get the first pages twice,
+        # which beats a document it got only part of.
+        await self._end_attempt(job, folder, meta, status, reason, meta["attempts"][-1]["sip_status"],
+                                retryable=status != "sent", bound=bound, cause=cause)
+
+    async def _end_attempt(self, job: Job, folder: Path, meta: dict[str, Any], status: str, reason: str,
+                           sip_status: int | None, *, retryable: bool, bound: Any, cause: str | None = None) -> None:
+        """Record the attempt; finish the job (sent, or no retry left) or queue the retry."""
+        now = time.time()
+        attempt = meta["attempts"][-1] if meta["attempts"] else {}
+        attempt.update(ended_at=archive.rfc3339(now), outcome=status, cause=cause or status, reason=reason,
+                       sip_status=sip_status, pages_sent=meta.get("pages_sent", 0))
+        retry_at = None
+        if status != "sent" and retryable and self.accepting_jobs():
+            retry_at = self.jobs.retry_at(len(meta["attempts"]), now)
+        if status != "sent" and retryable and not self.accepting_jobs():
+            retry_at = now  # our own shutdown: the next start sends it
+        if retry_at is not None:
+            meta.update(status="queued", reason=reason, next_attempt_at=archive.rfc3339(retry_at))
+            await trio.to_thread.run_sync(archive.write_meta, folder, meta)
+            self.jobs.requeue(job.id, retry_at)
+            bound.info("send_attempt_retry", attempt=len(meta["attempts"]), cause=cause, reason=reason,
+                       retry_in=round(retry_at - now, 1))
+            return
+        best = max((a.get("pages_sent", 0) for a in meta["attempts"]), default=0)
+        final = status if status == "sent" else ("partial" if best else "failed")
+        if final != "sent" and len(meta["attempts"]) > 1:
+            reason = f"{reason} (gave up after {len(meta['attempts'])} attempts)"
+        meta.update(status=final, reason=reason, in_progress=False, ended_at=archive.rfc3339(now),
+                    next_attempt_at=None)
+        plan_deliveries(meta, sendjob.send_webhooks(self.config, meta.get("send", {}).get("webhook", "")), now,
+                        self.rng)
+        await trio.to_thread.run_sync(archive.write_meta, folder, meta)
+        self.jobs.finish(job.id, now)
+        enqueue_planned(self.spool, folder, meta, self.config, now)
+        self.worker.nudge()
+        self.metrics.calls.labels(result=final).inc()
+        bound.info("send_job_finished", status=final, reason=reason, attempts=len(meta["attempts"]),
+                   pages_sent=meta.get("pages_sent", 0), pages_total=meta.get("pages_total", 0),
+                   to=meta.get("to"))
+
+    def accepting_jobs(self) -> bool:
+        return self.accepting
+
+    async def _write_outbound_meta(self, record: OutboundRecord, pages: Any, meta: dict[str, Any]) -> None:
+        await trio.to_thread.run_sync(archive.write_meta, record.folder, meta)
+
     # -- archive and webhooks ------------------------------------------------------
     async def _write_record(self, record: InboundFax, pages, meta) -> None:
         await trio.to_thread.run_sync(record.write, pages, meta)
@@ -575,6 +853,18 @@ class Gateway:
         folder = self.index.folder(delivery.fax_id)
         if folder is not None:
             record_outcome(folder, delivery.id, state.value, delivery.attempts + 1, error, time.time())
+
+
+def _local_time(unix_seconds: float) -> Any:
+    import datetime
+    return datetime.datetime.fromtimestamp(unix_seconds).astimezone()
+
+
+def _safe_name(name: str) -> str:
+    """An uploaded file's name, safe as a file name in our temporary folder (kept for
+    the messages that name it)."""
+    cleaned = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:80].strip(". ")
+    return cleaned or "document"
 
 
 def _listeners(config: Config) -> str:

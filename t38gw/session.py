@@ -192,7 +192,7 @@ class FaxSession:
         bound.info("t38_started", remote=f"{self.t38.remote[0]}:{self.t38.remote[1]}",
                    local_port=self.endpoint.port, version=self.t38.version,
                    error_correction=self.t38.error_correction, peer_max_datagram=self.t38.peer_max_datagram)
-        engine = self.engine = T30Receiver(self.receiver_config)
+        engine = self.engine = self._new_engine()
         self.t30_started_at = trio.current_time()
         self._handle_events(engine.start(trio.current_time()), bound)
         while True:
@@ -239,6 +239,9 @@ class FaxSession:
                     if deadline is None:
                         break
         self.hangup_requested.set()
+
+    def _new_engine(self):  # the outbound session sends instead (t38gw.outsession)
+        return T30Receiver(self.receiver_config)
 
     async def _send_due(self, now: float) -> None:
         engine = self.engine

@@ -88,10 +88,65 @@ def test_an_empty_token_never_lets_a_bare_bearer_in(archive_root):
         assert c.get("/v1/faxes", headers={"authorization": header}).status_code == 403
 
 
-def test_sending_says_not_built(archive_root):
+def test_a_gateway_that_does_not_send_says_so(archive_root):
     response = client(archive_root).post("/v1/faxes")
     assert response.status_code == 501
-    assert "not built" in response.json()["detail"]
+    assert "does not send" in response.json()["detail"]
+
+
+def _send_client(root, handler):
+    app = create_app(FaxIndex(root), GatewayMetrics(), (), handler)
+    return TestClient(app, client=("127.0.0.1", 50000))
+
+
+def test_post_fax_reads_the_multipart_form(archive_root):
+    seen = []
+
+    async def handler(options, files):
+        seen.append((options, files))
+        return "01a249a3-ba61-7f54-8357-001a503aa445"
+
+    c = _send_client(archive_root, handler)
+    response = c.post("/v1/faxes", data={"to": " 5550100 ", "cover_note": "Referral", "header": "false",
+                                         "webhook": "ehr"},
+                      files=[("file", ("letter.pdf", b"%PDF-1", "application/pdf")),
+                             ("file", ("scan.tif", b"II*\x00", "image/tiff"))])
+    assert response.status_code == 202, response.text
+    assert response.json() == {"id": "01a249a3-ba61-7f54-8357-001a503aa445"}
+    assert response.headers["location"] == "/v1/faxes/01a249a3-ba61-7f54-8357-001a503aa445"
+    (options, files), = seen
+    assert (options.to, options.cover, options.cover_note, options.header, options.webhook) == \
+        ("5550100", True, "Referral", False, "ehr")  # a note asks for the cover
+    assert files == [("letter.pdf", b"%PDF-1"), ("scan.tif", b"II*\x00")]
+
+
+@pytest.mark.parametrize("form, files, status, words", [
+    ({}, [("to", (None, "5550100"))], 400, "no `file`"),  # multipart, a text field only
+    ({}, [("file", ("a.pdf", b"%PDF", "application/pdf"))], 400, "`to` is missing"),
+    ({"to": "1", "cover": "perhaps"}, [("file", ("a.pdf", b"%PDF", "application/pdf"))], 400, "true or false"),
+    ({"to": "1", "priority": "high"}, [("file", ("a.pdf", b"%PDF", "application/pdf"))], 400, "unknown field"),
+    ({"to": "1"}, [("file", ("a.pdf", b"", "application/pdf"))], 422, "empty"),
+])
+def test_a_bad_send_request_is_refused_before_the_handler(archive_root, form, files, status, words):
+    calls = []
+
+    async def handler(options, files):
+        calls.append(options)
+        return "x"
+
+    response = _send_client(archive_root, handler).post("/v1/faxes", data=form, files=files)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    assert calls == []
+
+
+def test_post_fax_needs_multipart(archive_root):
+    async def handler(options, files):
+        raise AssertionError("not reached")
+
+    response = _send_client(archive_root, handler).post("/v1/faxes", json={"to": "1"})
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.json()["detail"]
 
 
 def test_every_read_of_patient_data_is_audited(archive_root, tmp_path):
