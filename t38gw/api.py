@@ -340,7 +340,8 @@ async def read_send_form(request: Request) -> tuple[SendOptions, list[tuple[str,
             raise SendRequestError(400, "no_destination", "`to` is missing: a number or a sip: URI")
         note = text("cover_note") or ""
         cover = _flag(text("cover"), "cover", default=bool(note))
-        header = _flag(text("header"), "header", default=True)
+        header_text = text("header")
+        header = None if header_text in (None, "") else _flag(header_text, "header", default=True)
         return SendOptions(to=to, cover=cover, cover_note=note, header=header,
                            webhook=(text("webhook") or "").strip()), files
     finally:

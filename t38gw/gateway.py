@@ -583,6 +583,7 @@ class Gateway:
         if not self.accepting:
             raise SendRequestError(503, "shutting_down", "the gateway is shutting down; send again later")
         config = self.config
+        options = options.with_defaults(config)
         target = sendjob.check_request(options, config)
         created = time.time()
         fax_id = new_fax_id(created, self.rng)

@@ -61,8 +61,13 @@ class SendOptions:
     to: str
     cover: bool
     cover_note: str = ""
-    header: bool = True
+    header: bool | None = None  # None: [send] header_line
     webhook: str = ""  # a [[webhooks]] name; "" = the default webhook
+
+    def with_defaults(self, config: Config) -> SendOptions:
+        """The options with what the request left out taken from the config."""
+        header = config.send.header_line if self.header is None else self.header
+        return SendOptions(self.to, self.cover, self.cover_note, header, self.webhook)
 
 
 def check_request(options: SendOptions, config: Config) -> DialTarget:

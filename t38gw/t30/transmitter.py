@@ -201,8 +201,6 @@ def _fit_page(page: imaging.Page, resolution: Resolution, width: int) -> bytes:
 _CODING = {Compression.MH: imaging.Coding.MH, Compression.MR: imaging.Coding.MR, Compression.MMR: imaging.Coding.MMR}
 
 
-#: T.4 4.1.4: RTC, six EOLs, from a byte boundary (the zeros before it are fill).
-_RTC_ALIGNED = int("000000000001" * 6, 2).to_bytes(9, "big")
 
 
 def code_page(bitmap: bytes, width: int, mode: ChosenMode, modem: Modulation) -> bytes:

@@ -107,7 +107,7 @@ def test_post_fax_reads_the_multipart_form(archive_root):
         return "01a249a3-ba61-7f54-8357-001a503aa445"
 
     c = _send_client(archive_root, handler)
-    response = c.post("/v1/faxes", data={"to": " 5550100 ", "cover_note": "Referral", "header": "false",
+    response = c.post("/v1/faxes", data={"to": " 5550100 ", "cover_note": "Referral", "header": "no",
                                          "webhook": "ehr"},
                       files=[("file", ("letter.pdf", b"%PDF-1", "application/pdf")),
                              ("file", ("scan.tif", b"II*\x00", "image/tiff"))])
