@@ -103,17 +103,20 @@ def send_webhooks(config: Config, name: str) -> list[Webhook]:
 
 def render_pages(files: Sequence[str | os.PathLike[str]], options: SendOptions, config: Config,
                  target: DialTarget, when: datetime.datetime) -> list[Page]:
-    """The job's pages, cover first, header lines on; ``SendRequestError`` (422) for a
-    file that is not a document, or more pages than ``[send] max_pages_per_job``."""
+    """The job's pages, cover first, header lines on; ``SendRequestError`` 422 for a
+    file that is not a document, 413 for more pages than ``[send] max_pages_per_job``."""
     limit = config.send.max_pages_per_job - (1 if options.cover else 0)
     if limit < 1:
-        raise SendRequestError(422, "too_many_pages", "[send] max_pages_per_job leaves no room beside the cover")
+        raise SendRequestError(413, "too_many_pages", f"[send] max_pages_per_job = {config.send.max_pages_per_job}"
+                               " leaves no room beside the cover")
     try:
         pages = pages_for_fax(files, x_dpi=SEND_X_DPI, y_dpi=SEND_Y_DPI, width_px=SEND_WIDTH_PX,
                               max_pages=limit)
     except DocumentError as exc:
         text = str(exc)
-        code = "too_many_pages" if "more than" in text else "not_a_document"
+        # pages_for_fax's one error not about a file (those start with the file's name,
+        # which may itself say "more than").
+        code = "too_many_pages" if text.startswith("the documents have more than ") else "not_a_document"
         if code == "too_many_pages":
             text = (f"the documents have more than {limit} pages ([send] max_pages_per_job ="
                     f" {config.send.max_pages_per_job}{', the cover included' if options.cover else ''})")
