@@ -234,6 +234,7 @@ class FarEndReceiver:
     def __init__(self, plan: AnswerPlan, workdir: Path, *, seed: int = 1) -> None:
         self.plan = plan
         self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)  # SpanDSP writes the received TIFF here
         self.rng = random.Random(seed)
         self.result = UasResult()
         self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
