@@ -22,9 +22,17 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-from t38gw.spool import Spool
+_T = TypeVar("_T")
+
+
+class _SpoolDatabase(Protocol):
+    """``t38gw.spool.Spool``: the one SQLite connection jobs and deliveries share."""
+
+    _db: sqlite3.Connection
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS send_jobs (
@@ -68,13 +76,13 @@ class Job:
 class JobStore:
     """The ``send_jobs`` table in the spool's database (one file, one connection)."""
 
-    def __init__(self, spool: Spool, *, retries: int, retry_after: float) -> None:
+    def __init__(self, spool: _SpoolDatabase, *, retries: int, retry_after: float) -> None:
         self._db = spool._db
         self.retries = retries
         self.retry_after = float(retry_after)
         self._run(lambda: self._db.executescript(_SCHEMA))
 
-    def _run(self, action):  # type: ignore[no-untyped-def]
+    def _run(self, action: Callable[[], _T]) -> _T:
         try:
             return action()
         except sqlite3.Error as exc:
@@ -107,9 +115,10 @@ class JobStore:
     def next_due_at(self) -> float | None:
         row = self._run(lambda: self._db.execute(
             "SELECT min(next_attempt_at) FROM send_jobs WHERE state = 'queued'").fetchone())
-        return row[0] if row and row[0] is not None else None
+        return float(row[0]) if row and row[0] is not None else None
 
     def queued(self) -> int:
+        """Jobs not finished yet (waiting or running)."""
         row = self._run(lambda: self._db.execute(
             "SELECT count(*) FROM send_jobs WHERE state != 'done'").fetchone())
         return int(row[0])
@@ -117,10 +126,9 @@ class JobStore:
     def start_attempt(self, id: str, now: float) -> int:
         """Mark the job running; returns the attempt's number (1-based)."""
         def update() -> int:
-            with self._db:
-                self._db.execute("UPDATE send_jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?",
-                                 (id,))
-                row = self._db.execute("SELECT attempts FROM send_jobs WHERE id = ?", (id,)).fetchone()
+            # One statement (RETURNING: SQLite 3.35) so the count read is the count written.
+            row = self._db.execute("UPDATE send_jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?"
+                                   " RETURNING attempts", (id,)).fetchone()
             return int(row[0]) if row else 0
         return int(self._run(update))
 
@@ -129,7 +137,7 @@ class JobStore:
         again, or None when its retries are used up."""
         if attempts > self.retries:
             return None
-        return now + self.retry_after * 2 ** (attempts - 1)
+        return now + self.retry_after * (1 << max(0, attempts - 1))
 
     def requeue(self, id: str, at: float) -> None:
         def update() -> None:
@@ -154,6 +162,6 @@ class JobStore:
         return {row[0] for row in rows}
 
 
-def _job(row: tuple) -> Job:
+def _job(row: tuple[Any, ...]) -> Job:
     return Job(id=row[0], to=row[1], trunk=row[2], folder=row[3], created_at=row[4], state=JobState(row[5]),
                attempts=row[6], next_attempt_at=row[7])
