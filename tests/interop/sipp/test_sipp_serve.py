@@ -1,5 +1,6 @@
 """SIPp 3.6 runs the scenarios in sipp-scenarios/ against a real ``t38gw serve`` subprocess on
-127.0.0.1 (issue #6), not against the test UA (that is test_sipp.py).
+127.0.0.1 (issues #6, #12), not against the test UA (that is test_sipp.py): SIPp calls the
+gateway, or (the ``*_uas`` scenarios) plays the called line of a fax sent with ``POST /v1/faxes``.
 
 One gateway per configuration; the scenarios that can share a configuration run against it in
 parallel.  SIPp's exit status is the verdict (0 = every message arrived as the scenario demands,
@@ -17,11 +18,13 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
+from PIL import Image, ImageDraw
 
 from sip.transport import SipEndpoint
 from sip.ua import CallAnswered, CallTerminated, UAConfig, UserAgent
@@ -33,8 +36,7 @@ SIPP_WAIT = 45.0  # SIPp's own -timeout is 30 s; this only catches a hung SIPp
 FAX_WAIT = 20.0
 
 # Scenarios that need something serve cannot do today (README section "Against `t38gw serve`").
-NOT_APPLICABLE = {"t38_reinvite_488_uas", "bye_mid_call", "outbound_t38_uas", "outbound_busy_uas",
-                  "outbound_audio_then_peer_reinvite_uas"}
+NOT_APPLICABLE: set[str] = set()
 
 
 @dataclass
@@ -56,9 +58,10 @@ def _sipp_present() -> None:
         pytest.fail("sipp not found: install Debian's sip-tester (make test-deps)")
 
 
-def _finish(sipp: subprocess.Popen, scenario: str, call_id: str, workdir: Path) -> SippRun:
+def _finish(sipp: subprocess.Popen, scenario: str, call_id: str, workdir: Path,
+            wait: float = SIPP_WAIT) -> SippRun:
     try:
-        out, _ = sipp.communicate(timeout=SIPP_WAIT)
+        out, _ = sipp.communicate(timeout=wait)
     except subprocess.TimeoutExpired:
         sipp.kill()
         out, _ = sipp.communicate(timeout=10)
@@ -66,13 +69,14 @@ def _finish(sipp: subprocess.Popen, scenario: str, call_id: str, workdir: Path) 
     return SippRun(scenario, call_id, sipp.returncode, out.decode(errors="replace"), errors)
 
 
-def _sipp(scenario: str, role: str, workdir: Path, target: str | None) -> tuple[subprocess.Popen, int, str]:
+def _sipp(scenario: str, role: str, workdir: Path, target: str | None,
+          sipp_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int, str]:
     """Start SIPp on a free port; the Call-ID names the scenario so the gateway's records can be
     matched to it (``-cid_str``: %u call number, %p pid, %s our address)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_udp_port()
     call_id_prefix = f"sipp-{scenario}-"
-    cmd = [*sipp_cmd(Case(scenario, role), port, None), "-cid_str", call_id_prefix + "%u-%p@%s"]
+    cmd = [*sipp_cmd(Case(scenario, role, sipp_args=sipp_args), port, None), "-cid_str", call_id_prefix + "%u-%p@%s"]
     if target:
         cmd.append(target)
     sipp = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -80,15 +84,16 @@ def _sipp(scenario: str, role: str, workdir: Path, target: str | None) -> tuple[
     return sipp, port, call_id_prefix
 
 
-def _run_callers(gateway: GatewayProcess, scenarios: list[str], workdir: Path) -> dict[str, SippRun]:
+def _run_callers(gateway: GatewayProcess, scenarios: list[str], workdir: Path, sipp_args: tuple[str, ...] = (),
+                 wait: float = SIPP_WAIT) -> dict[str, SippRun]:
     """Run each caller scenario (SIPp as UAC, service ``fax``) against ``gateway``, all at once."""
     target = "{}:{}".format(*gateway.sip_address)
 
     def one(scenario: str) -> SippRun:
         where = workdir / scenario
-        sipp, _, call_id = _sipp(scenario, "uac", where, target)
+        sipp, _, call_id = _sipp(scenario, "uac", where, target, sipp_args)
         try:
-            return _finish(sipp, scenario, call_id, where)
+            return _finish(sipp, scenario, call_id, where, wait)
         finally:
             if sipp.poll() is None:
                 sipp.kill()
@@ -117,7 +122,10 @@ def test_every_scenario_is_run_against_serve_or_explained():
     ran = {"t38_first_invite", "session_refresh_t38", "options", "delayed_offer_t38", "cancel_before_answer",
            "audio_then_our_reinvite",
            "reinvite_glare",
-           "audio_then_peer_reinvite", "register_digest_uas", "invite_digest_uac"}
+           "audio_then_peer_reinvite", "register_digest_uas", "invite_digest_uac",
+           "bye_mid_call",
+           # SIPp as the called line of a job sent with POST /v1/faxes
+           "outbound_busy_uas", "t38_reinvite_488_uas", "outbound_t38_uas", "outbound_audio_then_peer_reinvite_uas"}
     assert ran | NOT_APPLICABLE == {p.stem for p in SCENARIOS.glob("*.xml")}
     readme = (SCENARIOS / "README.md").read_text()
     section = readme.split("## Against `t38gw serve`", 1)[1]
@@ -361,4 +369,190 @@ def test_sipp_outside_allow_from_authenticates_with_md5_against_serve(tmp_path):
         challenged = _events(gateway, "sip_request_refused")
         assert [e["reason"] for e in challenged] == ["auth_required"], challenged
     finally:
+        gateway.stop()
+
+
+# ----------------------------------------------------------------- outbound: SIPp is the called line
+
+# SIPp sends no DIS, so the gateway hangs up when T.30's T1 (35 s, T.30 Annex A) runs out; the
+# T.38 scenarios wait 45 s for that BYE, longer than the harness's global ``-timeout 30s``.
+JOB_WAIT = 50.0
+CALLED_LINE_TIMEOUT = ("-timeout", "55s")  # later on the command line than the harness's: it wins
+
+
+def _page_png() -> bytes:
+    """One A4-wide 1-bit page with a few black bars: something real to rasterise and send."""
+    image = Image.new("1", (1728, 500), 1)
+    draw = ImageDraw.Draw(image)
+    for top in range(40, 460, 80):
+        draw.rectangle((100, top, 1628, top + 30), fill=0)
+    out = BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@dataclass
+class CalledLine:
+    """SIPp playing the called line on its own port (a UAS scenario, ``-m 1``)."""
+    scenario: str
+    sipp: subprocess.Popen
+    port: int
+    workdir: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sip:5550100@127.0.0.1:{self.port}"
+
+    def finish(self) -> SippRun:
+        return _finish(self.sipp, self.scenario, "", self.workdir, wait=JOB_WAIT)
+
+
+def _called_line(scenario: str, workdir: Path) -> CalledLine:
+    sipp, port, _ = _sipp(scenario, "uas", workdir / scenario, None, CALLED_LINE_TIMEOUT)
+    deadline = time.monotonic() + 10
+    while not port_taken(port) and time.monotonic() < deadline and sipp.poll() is None:
+        time.sleep(0.05)
+    assert port_taken(port), f"SIPp did not start {scenario}"
+    return CalledLine(scenario, sipp, port, workdir / scenario)
+
+
+def _outbound_gateway(workdir: Path, *, initial_offer: str, reinvite_after: float) -> GatewayProcess:
+    """Direct SIP URIs (no trunk: a trunk would REGISTER to SIPp, which these scenarios do not
+    expect), no retries: one attempt per job, so SIPp's single call is the whole job."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    send = f'\n[send]\nallow_direct_uri = true\ninitial_offer = "{initial_offer}"\nretries = 0\n'
+    return GatewayProcess(workdir, reinvite_after=reinvite_after, extra_config=send).start()
+
+
+def _send(gateway: GatewayProcess, to: str) -> str:
+    reply = httpx.post(f"{gateway.api}/v1/faxes", files=[("file", ("page.png", _page_png(), "image/png"))],
+                       data={"to": to}, timeout=30)
+    assert reply.status_code == 202, (reply.status_code, reply.text)
+    return reply.json()["id"]
+
+
+def _wait_job(gateway: GatewayProcess, fax_id: str, timeout: float = JOB_WAIT) -> dict:
+    deadline = time.monotonic() + timeout
+    meta = gateway.meta(fax_id)
+    while meta.get("in_progress") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        meta = gateway.meta(fax_id)
+    assert not meta.get("in_progress"), (meta, gateway.log_text()[-4000:])
+    return meta
+
+
+def _job_events(gateway: GatewayProcess, fax_id: str, name: str) -> list[dict]:
+    return [e for e in gateway.log_events() if e.get("event") == name and e.get("fax_id") == fax_id]
+
+
+def _run_called_lines(gateway: GatewayProcess, lines: list[CalledLine]) -> tuple[dict[str, SippRun], dict[str, dict]]:
+    """Queue one job per called line (all at once), then wait for each job and each SIPp."""
+    ids = {line.scenario: _send(gateway, line.uri) for line in lines}
+    with ThreadPoolExecutor(max_workers=len(lines)) as pool:
+        metas = dict(zip(ids, pool.map(lambda i: _wait_job(gateway, i), ids.values())))
+        runs = dict(zip(ids, pool.map(CalledLine.finish, lines)))
+    return runs, metas
+
+
+def _kill(lines: list[CalledLine]) -> None:
+    for line in lines:
+        if line.sipp.poll() is None:
+            line.sipp.kill()
+            line.sipp.wait(10)
+
+
+def test_outbound_busy_and_our_t38_reinvite_refused_with_488(tmp_path):
+    """``initial_offer = "audio"``, ``t38_reinvite_after = 0.5``: one job to a line that answers
+    486 (busy, retryable, but ``retries = 0``: the job fails after one attempt), one to a line
+    that answers audio and refuses our re-INVITE to T.38 with 488 (we ACK, hang up: no_t38)."""
+    lines = [_called_line(s, tmp_path / "sipp") for s in ("outbound_busy_uas", "t38_reinvite_488_uas")]
+    gateway = _outbound_gateway(tmp_path / "gw", initial_offer="audio", reinvite_after=0.5)
+    try:
+        runs, metas = _run_called_lines(gateway, lines)
+        assert all(r.rc == 0 for r in runs.values()), _describe(gateway, runs)
+        describe = _describe(gateway, runs) + f"\n--- metas\n{json.dumps(metas, indent=1)}"
+
+        busy = metas["outbound_busy_uas"]
+        [attempt] = busy["attempts"]
+        assert busy["status"] == "failed" and busy["pages_sent"] == 0, describe
+        assert (attempt["outcome"], attempt["cause"], attempt["sip_status"]) == ("failed", "busy", 486), describe
+        assert not _job_events(gateway, busy["id"], "call_answered"), describe
+
+        refused = metas["t38_reinvite_488_uas"]
+        [attempt] = refused["attempts"]
+        assert refused["status"] == "failed" and refused["pages_sent"] == 0, describe
+        assert (attempt["outcome"], attempt["cause"], attempt["sip_status"]) == ("failed", "no_t38", 488), describe
+        [answered] = _job_events(gateway, refused["id"], "call_answered")
+        assert answered["media"] == "audio", describe
+        assert len(_job_events(gateway, refused["id"], "t38_reinvite_sent")) == 1, describe
+        [refusal] = _job_events(gateway, refused["id"], "t38_reinvite_refused")
+        assert refusal["status"] == 488, describe
+        assert not _job_events(gateway, refused["id"], "t38_started"), describe
+    finally:
+        _kill(lines)
+        gateway.stop()
+
+
+def _assert_t38_call_without_a_fax(gateway: GatewayProcess, meta: dict, run: SippRun, answered_with: str) -> None:
+    """T.38 came up, SIPp sent no DIS: T.30 gave up (T1) and the gateway hung up with BYE,
+    which SIPp waited for (its exit status)."""
+    describe = _describe(gateway, {run.scenario: run}) + f"\n--- meta\n{json.dumps(meta, indent=1)}"
+    assert run.rc == 0, describe
+    [attempt] = meta["attempts"]
+    assert meta["status"] == "failed" and meta["pages_sent"] == 0, describe
+    assert attempt["outcome"] == "failed" and attempt["sip_status"] == 200, describe
+    assert attempt["cause"] == "t30_tx_t1expired", describe
+    assert meta["t38"]["version"] == 0, describe  # SIPp's answer (or re-INVITE) says version 0
+    assert meta["media"] == "t38" and meta["t38"]["packets_received"] == 0, describe
+    [answered] = _job_events(gateway, meta["id"], "call_answered")
+    assert answered["media"] == answered_with, describe
+    [started] = _job_events(gateway, meta["id"], "t38_started")
+    assert started["call_id"] == meta["sip"]["call_id"], describe
+    [t30] = _job_events(gateway, meta["id"], "t30_ended")
+    assert t30["result"] == "TX_T1EXPIRED", describe
+    assert _job_events(gateway, meta["id"], "sip_hangup_sent"), describe
+
+
+def test_outbound_t38_in_the_first_invite_and_our_bye_mid_call(tmp_path):
+    """``initial_offer = "t38"``: SIPp checks our INVITE offers T.38, rings, answers T.38.
+    Meanwhile ``bye_mid_call.xml`` calls the gateway with T.38 and waits for its BYE: the
+    receiving T.30 gets no answer to its DIS either and gives up (three DIS, ~20 s), then hangs up."""
+    lines = [_called_line("outbound_t38_uas", tmp_path / "sipp")]
+    gateway = _outbound_gateway(tmp_path / "gw", initial_offer="t38", reinvite_after=0.0)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            caller = pool.submit(_run_callers, gateway, ["bye_mid_call"], tmp_path / "sipp", CALLED_LINE_TIMEOUT,
+                                 JOB_WAIT)
+            runs, metas = _run_called_lines(gateway, lines)
+            runs.update(caller.result())
+        meta = metas["outbound_t38_uas"]
+        _assert_t38_call_without_a_fax(gateway, meta, runs["outbound_t38_uas"], "t38")
+        assert not _job_events(gateway, meta["id"], "t38_reinvite_sent")
+
+        bye = runs["bye_mid_call"]
+        assert bye.rc == 0, _describe(gateway, runs)
+        inbound = [m for m in gateway.wait_for_faxes(2, FAX_WAIT) if m["direction"] == "inbound"]
+        received = _fax_for(gateway, inbound, bye)
+        assert received["status"] == "failed" and received["reason"], received
+        assert _events(gateway, "t38_started", bye.call_id), _describe(gateway, runs)
+        assert _events(gateway, "sip_hangup_sent", bye.call_id), _describe(gateway, runs)
+    finally:
+        _kill(lines)
+        gateway.stop()
+
+
+def test_outbound_audio_then_the_called_lines_reinvite(tmp_path):
+    """``initial_offer = "audio"``, ``t38_reinvite_after = -1``: SIPp answers audio and
+    re-INVITEs to T.38 itself; the gateway takes it (no re-INVITE of ours)."""
+    lines = [_called_line("outbound_audio_then_peer_reinvite_uas", tmp_path / "sipp")]
+    gateway = _outbound_gateway(tmp_path / "gw", initial_offer="audio", reinvite_after=-1)
+    try:
+        runs, metas = _run_called_lines(gateway, lines)
+        meta = metas["outbound_audio_then_peer_reinvite_uas"]
+        _assert_t38_call_without_a_fax(gateway, meta, runs["outbound_audio_then_peer_reinvite_uas"], "audio")
+        [reinvite] = _job_events(gateway, meta["id"], "peer_reinvite")
+        assert reinvite["to"] == "t38"
+        assert not _job_events(gateway, meta["id"], "t38_reinvite_sent")
+    finally:
+        _kill(lines)
         gateway.stop()
