@@ -119,7 +119,7 @@ def _current_attempt(record: Mapping[str, Any]) -> tuple[int, str]:
     """(attempt number counting from 1, number dialled) of the attempt under way or next."""
     attempts = record.get("attempts") or []
     if attempts and not attempts[-1].get("ended_at"):
-        return len(attempts), str(attempts[-1].get("number") or record.get("to", ""))
+        return len(attempts), str(record.get("to", ""))  # attempts[].number counts attempts
     return len(attempts) + 1, str(record.get("to", ""))
 
 
@@ -142,7 +142,7 @@ def progress_line(record: Mapping[str, Any]) -> str:
         if attempts and record.get("next_attempt_at"):
             last = attempts[-1]
             why = last.get("reason") or last.get("outcome") or "did not go through"
-            return f"attempt {len(attempts)} to {last.get('number') or to}: {why}; next attempt at {record['next_attempt_at']}"
+            return f"attempt {len(attempts)} to {to}: {why}; next attempt at {record['next_attempt_at']}"
         return "queued"
     if status == "sent":
         return f"sent: {sent} {'page' if sent == 1 else 'pages'} to {to}"

@@ -149,7 +149,8 @@ def documents(tmp_path: Path) -> tuple[Path, Path]:
     return pdf, png
 
 
-def attempt(number: str = "5550100", ended: bool = False, **extra: Any) -> dict[str, Any]:
+def attempt(number: int = 1, ended: bool = False, **extra: Any) -> dict[str, Any]:
+    # As the gateway writes it: ``number`` counts attempts; the record's ``to`` is dialled.
     return {"number": number, "started_at": "2026-12-06T04:40:00Z",
             "ended_at": "2026-12-06T04:40:30Z" if ended else None, "outcome": None, "cause": None,
             "reason": "", "sip_status": None, "pages_sent": 0, **extra}
@@ -220,7 +221,7 @@ def test_failed_job_prints_the_reason_on_stderr_and_exits_1(gateway, documents, 
     fake.script = [
         {"status": "dialing", "pages_total": 2, "attempts": [attempt()]},
         {"status": "queued", "pages_total": 2, "attempts": [busy], "next_attempt_at": "2026-12-06T04:45:00Z"},
-        {"status": "dialing", "pages_total": 2, "attempts": [busy, attempt()]},
+        {"status": "dialing", "pages_total": 2, "attempts": [busy, attempt(2)]},
         {"status": "failed", "pages_total": 2, "reason": "the line was busy on all 2 attempts",
          "attempts": [busy, busy]},
     ]
