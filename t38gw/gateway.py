@@ -476,7 +476,11 @@ class Gateway:
             self.calls[call.sip_call.id] = call
             call.bound = call.bound.bind(call_id=call.sip_call.call_id)
             if call.session is not None:
-                call.session.record.sip["call_id"] = call.sip_call.call_id
+                peer = call.sip_call.peer
+                invite = call.sip_call.invite
+                call.session.record.sip.update(
+                    call_id=call.sip_call.call_id, remote_addr=f"{peer.host}:{peer.port}",
+                    **{"from": invite.headers.get("From") or "" if invite is not None else ""})
         elif isinstance(command, CallFailed):
             call.failed = command
             if call.session is not None:

@@ -68,6 +68,11 @@ class OutboundSession(FaxSession):
         self.confirmed: set[int] = set()
         self.phase_b_done = False
 
+    def _log_without_t38(self, bound) -> None:
+        # Busy, no answer...: the call core already logged why (call_failed); the job
+        # runner decides about a retry.
+        bound.info("attempt_without_t38", reason=self.failure or self.sip_end_reason)
+
     def _new_engine(self) -> T30Transmitter:
         return T30Transmitter(self.transmitter_config, self.pages)
 

@@ -186,7 +186,7 @@ class FaxSession:
             self.t38_changed = trio.Event()
             await self.t38_changed.wait()
         if self.t38 is None:
-            bound.warning("call_without_t38", reason=self.failure or self.sip_end_reason)
+            self._log_without_t38(bound)
             self.hangup_requested.set()
             return
         bound.info("t38_started", remote=f"{self.t38.remote[0]}:{self.t38.remote[1]}",
@@ -239,6 +239,9 @@ class FaxSession:
                     if deadline is None:
                         break
         self.hangup_requested.set()
+
+    def _log_without_t38(self, bound) -> None:
+        bound.warning("call_without_t38", reason=self.failure or self.sip_end_reason)
 
     def _new_engine(self):  # the outbound session sends instead (t38gw.outsession)
         return T30Receiver(self.receiver_config)
