@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 
 # T.30 5.4.1 / clause 5 timers, seconds.
+T0 = 60.0  # calling side: the first wait for the called terminal (SpanDSP's T0; T.30 leaves it to the terminal)
 T1 = 35.0  # 35 +/- 5 s: phase B identification
 T2 = 6.0  # 6 +/- 1 s: waiting for a command
 T4 = 3.0  # 3 s +/- 15 %: waiting for a response (our DIS repeats)

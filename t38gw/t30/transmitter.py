@@ -8,7 +8,8 @@ lost), timers and ``now``; its outputs are IFP packets to send at given times, e
 its next deadline.  It never reads a clock or touches a socket.
 
 * **B** - CNG (T.30 5.3.2: 0.5 s on, 3 s off) while waiting for the called terminal's DIS
-  (T1); CED and NSF/CSI are taken as they come.  From the DIS we choose the best common
+  (T0, 60 s, as SpanDSP: over SIP the called machine may still be ringing behind a
+  gateway); CED and NSF/CSI are taken as they come.  From the DIS we choose the best common
   mode (``choose_mode``: modem from V.17 14.4k down to V.27ter 2.4k in
   ``capabilities.FALLBACK_ORDER``, resolution, width, MMR > MR > MH, ECM) and send TSI+DCS
   then TCF: 1.5 s of zeros at the DCS rate (T.30 5.3.6.2.3).  CFR goes on to the page;
@@ -63,7 +64,7 @@ from t38gw.t30.events import CallEnded, Event, PageSent, PhaseBCompleted, T30Res
 from t38gw.t30.machine import TableMachine
 from t38gw.t30.frames import PPS_NULL, Fcf, T30Frame, decode_ident, encode_ident
 from t38gw.t30.t38_io import OutgoingIfp
-from t38gw.t30.timers import CNG_ON, CNG_PERIOD, RESPONSE_END_WAIT, T1, T4, TCF_DURATION, Deadlines, Timer
+from t38gw.t30.timers import CNG_ON, CNG_PERIOD, RESPONSE_END_WAIT, T0, T1, T4, TCF_DURATION, Deadlines, Timer
 
 __all__ = ["TRANSITIONS", "ChosenMode", "State", "T30Transmitter", "TransmitterConfig", "choose_mode"]
 
@@ -111,6 +112,7 @@ class TransmitterConfig:
     max_bit_rate: int = 14400
     max_page_retries: int = 3
     send_cng: bool = True
+    t0: float = T0
     t1: float = T1
     t4: float = T4
     t5: float = TX_T5
@@ -505,7 +507,12 @@ class T30Transmitter(TableMachine):
     def _call(self, arrived: object) -> Outcome:
         if self.config.send_cng:
             self._cng()
-        return Outcome(then=Timer.T1)
+        # The first wait for DIS is T0, not T1: over SIP the call is "up" at the 200 OK, but
+        # the called machine may still be ringing behind a gateway to a fax line (SpanDSP's
+        # T0, 60 s; TSB-85 MTGX02 sends DIS 40 s after the call starts).  T1 (35 s) bounds
+        # the other waits for a valid frame in phase B.
+        self._deadlines.arm(Timer.T1, max(self._now, self._tx_free_at) + self.config.t0)
+        return Outcome()
 
     def _cng(self) -> None:
         # T.30 5.3.2: CNG, 0.5 s of tone then 3 s of silence, until DIS is heard.
@@ -518,7 +525,7 @@ class T30Transmitter(TableMachine):
         self._cng()
 
     def _t1_expired(self, arrived: object) -> Outcome:
-        return _ended(T30Result.TX_T1EXPIRED, "no DIS within T1", send_dcn=False)
+        return _ended(T30Result.TX_T1EXPIRED, "no DIS within T0/T1 (no fax machine answered)", send_dcn=False)
 
     def _dis(self, arrived: Command) -> Outcome:
         try:
@@ -606,6 +613,16 @@ class T30Transmitter(TableMachine):
             self._modem_index += 1
 
     def _dcn(self, arrived: Command) -> Outcome:
+        # T.30 5.3.5: DCN ends the call; what we had queued (e.g. the rest of a TCF) would
+        # go to nobody, so the call ends now (TSB-85 MTGX02: within 100 ms of the clear).
+        still_sending = self._tx_free_at > self._now
+        self._outgoing.clear()
+        self._tx_free_at = self._now
+        if still_sending:
+            # A half-duplex terminal does not hear a frame sent over its own carrier: to it
+            # the far end simply went away (SpanDSP: CALLDROPPED, TSB-85 MTGX02).
+            return _ended(T30Result.CALL_DROPPED, "the receiver hung up (DCN) while we were still sending",
+                          send_dcn=False)
         if self.state is State.AWAIT_PAGE_RESPONSE:
             # As SpanDSP reports it (TSB-85 MTGX05/MTGX06): DCN in answer to MPS/EOM is
             # RX_DCNPHD, in answer to EOP TX_BADPG.

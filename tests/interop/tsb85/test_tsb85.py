@@ -32,7 +32,7 @@ TRANSMIT_PASSING = frozenset({
     "MTGN25", "MTGN27", "OTGC01", "OTGC02", "OTGC03", "OTGC04", "OTGC05", "OTGC06",
     "OTGC07", "OTGC08", "OTGC09-01", "OTGC09-02", "OTGC09-03", "OTGC09-04", "OTGC09-05", "OTGC09-06",
     "OTGC09-07", "OTGC09-08", "OTGC09-09", "OTGC09-10", "OTGC09-11", "OTGC09-12", "OTGC10", "OTGC11",
-    "OTEN01", "OTEN02", "OTEN04", "OTEN05", "OTEN06", "MTGX01", "MTGX03", "MTGX04",
+    "OTEN01", "OTEN02", "OTEN04", "OTEN05", "OTEN06", "MTGX01", "MTGX02", "MTGX03", "MTGX04",
     "MTGX05", "MTGX06", "MTGX07", "MTGX08", "MTGX09", "MTGX10", "MTGX11", "MTGX12",
     "MTGX13", "MTGX14", "MTGX15", "MTGX16", "MTGX18", "MTGX19", "MTGX20", "MTGX21",
     "MTGX22", "MTGX23",
@@ -56,8 +56,6 @@ TRANSMIT_XFAIL = {
               "retrains and resends the page (up to max_page_retries)",
     "OTEN03": "wants at least 23 RNR/RR rounds within T5; over T.38 (1 s V.21 preamble each way) "
               "22 fit in our 65 s T5",
-    "MTGX02": "a DIS 40 s after the call starts: SpanDSP waits T0 (60 s) for the answer, our engine "
-              "T1 (35 s)",
     "MTGX17": "garbage and DIS without TCF end: the DUT must end the call within 100 ms of the "
               "tester clearing, with TX_NODIS",
 }

@@ -199,8 +199,9 @@ def test_ifps_come_out_only_when_due() -> None:
     assert tx.state is State.AWAIT_DIS
 
 
-def test_no_dis_ends_with_t1() -> None:
-    tx = T30Transmitter(TransmitterConfig(t1=10.0), make_pages(1))
+def test_no_dis_ends_after_t0() -> None:
+    # The first wait for DIS is T0 (SpanDSP's 60 s; TSB-85 MTGX02), not T1.
+    tx = T30Transmitter(TransmitterConfig(t0=10.0, t1=5.0), make_pages(1))
     events = tx.start(0.0)
     cng = 0
     now = 0.0
@@ -212,6 +213,7 @@ def test_no_dis_ends_with_t1() -> None:
         cng += sum(1 for p in tx.ifps_to_send(now) if p.packet.msg.name == "CNG")
     ended = [e for e in events if isinstance(e, CallEnded)]
     assert ended and ended[0].result is T30Result.TX_T1EXPIRED
+    assert 10.0 <= now <= 11.1, now  # T0 (from the end of the first CNG), not T1
     assert 2 <= cng <= 4  # T.30 5.3.2: CNG every 3.5 s while waiting
 
 
