@@ -374,10 +374,11 @@ def test_sipp_outside_allow_from_authenticates_with_md5_against_serve(tmp_path):
 
 # ----------------------------------------------------------------- outbound: SIPp is the called line
 
-# SIPp sends no DIS, so the gateway hangs up when T.30's T1 (35 s, T.30 Annex A) runs out; the
-# T.38 scenarios wait 45 s for that BYE, longer than the harness's global ``-timeout 30s``.
-JOB_WAIT = 50.0
-CALLED_LINE_TIMEOUT = ("-timeout", "55s")  # later on the command line than the harness's: it wins
+# SIPp sends no DIS, so the gateway hangs up when its wait for the called terminal, T0 (60 s,
+# as SpanDSP), runs out; the T.38 scenarios wait 75 s for that BYE, longer than the
+# harness's global ``-timeout 30s``.
+JOB_WAIT = 80.0
+CALLED_LINE_TIMEOUT = ("-timeout", "85s")  # later on the command line than the harness's: it wins
 
 
 def _page_png() -> bytes:
