@@ -285,3 +285,64 @@ def test_bad_requests_get_4xx_and_queue_nothing(tmp_path):
     with sqlite3.connect(tmp_path / "gw" / "spool.db") as db:
         assert db.execute("SELECT count(*) FROM send_jobs").fetchone()[0] == 0
     assert "Traceback" not in gateway.log_text()
+
+
+RING_THEN_BUSY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="180, 2 s of ringing, then 486">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag02[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+  ]]></send>
+  <pause milliseconds="2000"/>
+  <send><![CDATA[
+      SIP/2.0 486 Busy Here
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag02[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+  ]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def test_one_call_at_a_time_on_a_trunk_limited_to_one(tmp_path):
+    """``[send] max_calls_per_trunk = 1``: of two jobs queued together, the second is
+    dialled only once the first call is over (SIPp rings 2 s, then answers 486; without
+    the limit the two calls overlap)."""
+    port = free_port()
+    scenario = tmp_path / "ring_then_busy.xml"
+    scenario.write_text(RING_THEN_BUSY)
+    sipp = subprocess.Popen(
+        [sipp_binary(), "-sf", str(scenario), "-m", "2", "-i", "127.0.0.1", "-p", str(port),
+         "-t", "u1", "-timeout", "30s", "-timeout_error", "-nostdin", "-trace_err"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    (tmp_path / "gw").mkdir()
+    gateway = GatewayProcess(tmp_path / "gw", extra_config="\n[send]\nallow_direct_uri = true\nretries = 0\n"
+                                                           "max_calls_per_trunk = 1\n").start()
+    try:
+        png = chart_png(tmp_path, 6)
+        ids = [post_job(gateway, [png], to=f"sip:555030{n}@127.0.0.1:{port}").json()["id"] for n in (1, 2)]
+        metas = [wait_done(gateway, fax_id, timeout=30) for fax_id in ids]
+        output, _ = sipp.communicate(timeout=30)
+    finally:
+        gateway.stop()
+        if sipp.poll() is None:
+            sipp.kill()
+    assert sipp.returncode == 0, output.decode(errors="replace")
+    assert [m["attempts"][0]["cause"] for m in metas] == ["busy", "busy"]
+    first, second = sorted((m["attempts"][0] for m in metas), key=lambda a: a["started_at"])
+    assert second["started_at"] >= first["ended_at"], (first, second)  # RFC 3339 UTC strings sort as times
+    events = gateway.log_events()
+    starts = [e for e in events if e["event"] == "send_attempt_started"]
+    ends = [e for e in events if e["event"] == "send_job_finished"]
+    assert len(starts) == len(ends) == 2
+    assert starts[1]["timestamp"] >= ends[0]["timestamp"]
