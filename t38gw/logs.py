@@ -88,6 +88,21 @@ def redact_urls_processor(logger: Any, method: str, event_dict: MutableMapping[s
     return event_dict
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured
+    (a replaced or closed stream - a test's capture, a daemon's redirect - never breaks
+    logging for the rest of the process)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_CURRENT_STDERR = _CurrentStderr()
+
+
 def configure_logging(log_format: LogFormat = "json", level: str = "info", *, redact_numbers: bool = False) -> None:
     """Configure structlog (and the stdlib root logger) once per process.
 
@@ -120,12 +135,12 @@ def configure_logging(log_format: LogFormat = "json", level: str = "info", *, re
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CURRENT_STDERR),
         cache_logger_on_first_use=False,
     )
     # Libraries that log through the stdlib (hypercorn, httpx, pikepdf) go through the same
     # renderer, so stderr stays one JSON object per line.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CURRENT_STDERR)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[
