@@ -99,7 +99,7 @@ from sip.ua import (
 from sip.uri import parse_uri
 
 from t38gw import negotiation
-from t38gw.negotiation import LocalMedia, T38Answer, T38Session
+from t38gw.negotiation import AudioSession, LocalMedia, T38Answer, T38Session
 from t38gw.outbound import DialTarget
 
 # An audio call that never turns into T.38 is ended this long after we answered it.
@@ -159,6 +159,9 @@ class CallSettings:
     trunk_latching: Mapping[str, str] = field(default_factory=dict)  # trunk name -> its own setting
     trunk_hosts: tuple[tuple[str, str], ...] = ()  # (registrar host address, trunk name)
     initial_offer: str = "audio"  # outbound: "audio" | "t38" in our first INVITE ([send] initial_offer)
+    # [t38] audio_fallback (and SpanDSP present): an audio call carries the fax as G.711
+    # until (unless) T.38 is negotiated, instead of failing without T.38.
+    audio_fallback: bool = False
     ring_timeout: float = RING_TIMEOUT_SECONDS  # outbound: CANCEL an INVITE unanswered this long
 
 
@@ -270,6 +273,15 @@ class StartMedia:
 
 
 @dataclass(frozen=True)
+class StartAudio:
+    """The call is on G.711 and the fax is carried as audio (``[t38] audio_fallback``):
+    start (or re-point) the RTP leg and the T.30 engine behind SpanDSP's modems.  A later
+    :class:`StartMedia` moves the same T.30 engine to UDPTL."""
+
+    audio: AudioSession
+
+
+@dataclass(frozen=True)
 class StopMedia:
     """End the fax side: ``failed`` - we give up on the call with ``reason``; otherwise
     the dialog ended (``reason`` from the UA)."""
@@ -328,8 +340,8 @@ class Note:
     fields: Mapping[str, object] = field(default_factory=dict)
 
 
-Command = (Ring | Accept | Answer | Refuse | RejectOffer | Reinvite | Hangup | StartMedia | StopMedia | CloseMedia
-           | Reroute | Dial | CallFailed | Note)
+Command = (Ring | Accept | Answer | Refuse | RejectOffer | Reinvite | Hangup | StartMedia | StartAudio | StopMedia
+           | CloseMedia | Reroute | Dial | CallFailed | Note)
 
 
 # ----------------------------------------------------------------------------- outbound outcomes
@@ -575,6 +587,7 @@ class CallControl:
         self.sdp_version = 0
         self.reinvite_sent = False
         self.media: T38Session | None = None
+        self.audio: AudioSession | None = None  # the audio fax leg, once started
         self.outbound = False
         self.target: DialTarget | None = None
         self.progress: list[int] = []  # provisional statuses seen (outbound)
@@ -697,6 +710,32 @@ class CallControl:
         trunk = self.facts.trunk if self.facts is not None else ""
         return self.settings.trunk_latching.get(trunk) or self.settings.media_latching
 
+    def _start_audio(self, remote: sdpmod.SessionDescription, chosen: bytes | sdpmod.SessionDescription
+                     ) -> list[Command]:
+        """With ``audio_fallback``: the fax runs as G.711 from now on (and moves to T.38 if
+        that is negotiated later).  Without it, the audio leg carries nothing."""
+        if not self.settings.audio_fallback:
+            return []
+        try:
+            answer = sdpmod.parse_sdp(chosen) if isinstance(chosen, bytes) else chosen
+        except SipParseError:
+            return []
+        audio = negotiation.audio_session(remote, answer, sip_source_host=self.sip_source_host,
+                                          media_latching=self._latching())
+        if audio is None:
+            return [Note("audio_fax_not_possible", "warning", {"reason": "no G.711 in the answer"})]
+        first = self.audio is None
+        self.audio = audio
+        return [Note("audio_fax_started" if first else "audio_fax_repointed",
+                     fields={"media": audio.media, "remote": f"{audio.remote[0]}:{audio.remote[1]}"}),
+                StartAudio(audio)]
+
+    def _on_audio(self, note: Note) -> tuple[list[Command], State] | None:
+        """The T.38 attempt failed but the fax is running as audio: stay on it."""
+        if self.audio is None or self.media is not None:
+            return None
+        return [note], State.AUDIO
+
     def _start(self, answer: T38Answer) -> StartMedia:
         self.media = negotiation.t38_session(answer, sip_source_host=self.sip_source_host,
                                              media_latching=self._latching())
@@ -706,7 +745,7 @@ class CallControl:
               status: int | None = None) -> tuple[list[Command], State]:
         """Give up on the call: hang up, and stop the media (or, for an outbound call whose
         media never ran, report :class:`CallFailed` and be done)."""
-        if self.outbound and self.media is None:
+        if self.outbound and self.media is None and self.audio is None:
             return [*notes, failure(cause, status, reason), Note("sip_hangup_sent"), Hangup()], State.DONE
         return [*notes, StopMedia(reason, failed=True), Note("sip_hangup_sent"), Hangup()], State.MEDIA_ENDING
 
@@ -779,7 +818,7 @@ class CallControl:
                 return [Answer(answer.sdp, first=True), self._start(answer)], State.T38
             self._arm(Timer.T38_WAIT, now + self.settings.t38_wait)
             sdp = negotiation.answer_audio(offer, self.local, self._next_version())
-            return [Answer(sdp, first=True)], State.AUDIO_ANSWERED
+            return [Answer(sdp, first=True), *self._start_audio(offer, sdp)], State.AUDIO_ANSWERED
         except RemoteProtocolError as exc:
             self._armed.clear()
             commands, state = self._refuse(488, str(exc))
@@ -803,9 +842,14 @@ class CallControl:
         return [Note("t38_reinvite_sent"), Reinvite(negotiation.offer_t38(self._local(), self._next_version()))]
 
     def _reinvite_not_sent(self, now: float, error: str) -> Handled:
-        return self._fail(f"could not re-INVITE to T.38: {error}")
+        staying = self._on_audio(Note("t38_reinvite_not_sent", "warning", {"error": error, "media": "audio"}))
+        return staying or self._fail(f"could not re-INVITE to T.38: {error}")
 
     def _reinvite_refused(self, now: float, event: ReinviteFailed) -> Handled:
+        staying = self._on_audio(Note("t38_reinvite_refused", "warning", {
+            "status": event.status, "reason": event.reason, "media": "audio (the fax goes on as G.711)"}))
+        if staying is not None:
+            return staying
         return self._fail(f"the peer refused our T.38 re-INVITE ({event.status} {event.reason})",
                           Note("t38_reinvite_refused", "warning", {"status": event.status, "reason": event.reason}),
                           status=event.status)
@@ -823,8 +867,10 @@ class CallControl:
                 answer = negotiation.answer_t38(remote, self._local(), self._next_version())
                 return [Note("peer_reinvite", fields={"to": "t38"}), Answer(answer.sdp), self._start(answer)], State.T38
             # Back to audio (typically after the fax): accept; the fax side ends by T.30.
+            # On an audio fax leg (no T.38 yet) the new address and codec are followed.
             sdp = negotiation.answer_audio(remote, self._local(), self._next_version())
-            return [Note("peer_reinvite", fields={"to": "audio"}), Answer(sdp)]
+            repoint = self._start_audio(remote, sdp) if self.audio is not None and self.media is None else []
+            return [Note("peer_reinvite", fields={"to": "audio"}), Answer(sdp), *repoint]
         except RemoteProtocolError as exc:
             return [Note("peer_reinvite_refused", "warning", {"error": str(exc)}), RejectOffer(488, str(exc))]
 
@@ -834,7 +880,8 @@ class CallControl:
         except SipParseError as exc:
             return [Note("bad_remote_sdp", "warning", {"error": str(exc)})], self.state
         if answer is None:
-            return self._fail("the peer answered our T.38 re-INVITE without T.38")
+            staying = self._on_audio(Note("t38_reinvite_answered_without_t38", "warning", {"media": "audio"}))
+            return staying or self._fail("the peer answered our T.38 re-INVITE without T.38")
         note = Note("t38_reinvite_accepted" if self.reinvite_sent else "t38_answer_in_ack")
         return [note, self._start(answer)]
 
@@ -842,6 +889,10 @@ class CallControl:
         return [Note("sip_session_refreshed", "debug")]
 
     def _no_t38_in_time(self, now: float, payload: Any) -> Handled:
+        if self.audio is not None and self.media is None:
+            # The fax runs as audio; its own T.30 timers (and max_call_seconds) bound it.
+            return [Note("t38_not_negotiated", fields={"seconds": self.settings.t38_wait,
+                                                       "media": self.audio.media})], self.state
         return self._fail(f"no T.38 negotiated within {self.settings.t38_wait:.0f} s of answering")
 
     def _phase_b(self, now: float, tsi: str) -> list[Command]:
@@ -862,7 +913,7 @@ class CallControl:
 
     def _dialog_ended(self, now: float, event: CallTerminated) -> Handled:
         note = Note("sip_call_ended", fields={"reason": event.reason, "status": event.status})
-        if self.outbound and self.media is None:
+        if self.outbound and self.media is None and self.audio is None:
             # The far end hung up (or the dialog failed) while still on audio.
             cause = "remote_hangup" if event.reason == "remote hangup" else "no_t38"
             return [note, failure(cause, None, event.reason)], State.DONE
@@ -910,7 +961,7 @@ class CallControl:
             after = self.settings.t38_reinvite_after
             if after >= 0:
                 self._arm(Timer.REINVITE, now + after)
-            return [Note("call_answered", fields={"media": "audio"})], State.AUDIO
+            return [Note("call_answered", fields={"media": "audio"}), *self._start_audio(answer, answer)], State.AUDIO
         return self._fail("the answer has no T.38 (nor the G.711 we offered)")
 
     def _dial_ended(self, now: float, event: CallTerminated) -> list[Command]:

@@ -74,6 +74,69 @@ class T38Answer:
     peer_max_datagram: int | None  # T38FaxMaxDatagram of the offer (what the peer can receive)
 
 
+@dataclass(frozen=True)
+class AudioSession:
+    """A settled G.711 audio leg: where RTP goes and how it is coded (the audio fax path,
+    used when T.38 is refused or never comes: ``[t38] audio_fallback``)."""
+
+    remote: tuple[str, int]
+    payload_type: int  # 0 PCMU (mu-law) or 8 PCMA (A-law), RFC 3551
+    telephone_event: int | None = None  # RFC 4733 payload type, if negotiated
+    media_latching: str = "strict"
+    expected_host: str | None = None  # host RTP must come from; None: remote[0]
+
+    @property
+    def law(self) -> str:
+        return "ulaw" if self.payload_type == 0 else "alaw"
+
+    @property
+    def media(self) -> str:
+        """meta.json ``media``: "g711u" | "g711a"."""
+        return "g711u" if self.payload_type == 0 else "g711a"
+
+
+_G711 = {"PCMU": 0, "PCMA": 8}
+
+
+def _payload_types(media: sdpmod.MediaDescription) -> tuple[list[int], int | None]:
+    """The G.711 payload types of an m=audio line in its order, and telephone-event's."""
+    names: dict[int, str] = {}
+    for name, value in media.attributes:
+        if name.lower() == "rtpmap" and value:
+            number, _, encoding = value.partition(" ")
+            if number.strip().isdigit():
+                names[int(number)] = encoding.split("/", 1)[0].strip().upper()
+    g711: list[int] = []
+    event: int | None = None
+    for fmt in media.formats:
+        if not fmt.isdigit():
+            continue
+        pt = int(fmt)
+        name = names.get(pt) or {0: "PCMU", 8: "PCMA"}.get(pt, "")
+        if name in _G711 and pt == _G711[name]:
+            g711.append(pt)
+        elif name == "TELEPHONE-EVENT" and event is None:
+            event = pt
+    return g711, event
+
+
+def audio_session(remote_sdp: sdpmod.SessionDescription, chosen_sdp: sdpmod.SessionDescription, *,
+                  sip_source_host: str, media_latching: str) -> AudioSession | None:
+    """The audio leg that an offer/answer settled: RTP goes to ``remote_sdp``'s audio
+    stream; the codec is the first G.711 of the answer (``chosen_sdp``: ours when we
+    answered, the peer's when it answered our offer; RFC 3264 6.1).  None without one."""
+    remote = sdpmod.find_audio_stream(remote_sdp)
+    chosen = sdpmod.find_audio_stream(chosen_sdp)
+    if remote is None or chosen is None:
+        return None
+    g711, event = _payload_types(chosen)
+    if not g711:
+        return None
+    host = remote_sdp.address_of(remote) or sip_source_host
+    return AudioSession(remote=(host, remote.port), payload_type=g711[0], telephone_event=event,
+                        media_latching=media_latching, expected_host=media_source_host(host, sip_source_host))
+
+
 def local_t38_params(*, versions: tuple[int, ...] | list[int], max_bitrate: int, max_datagram: int,
                      error_correction: str) -> sdpmod.T38Params:
     """The T.38 parameters we offer and answer with ([t38] config)."""

@@ -46,6 +46,7 @@ from t38gw.call import (
     Reroute,
     Ring,
     RouteChoice,
+    StartAudio,
     StartMedia,
     State,
     StopMedia,
@@ -148,7 +149,9 @@ class Harness:
                         self.on_our_reinvite(now)
                 elif isinstance(command, Hangup):
                     ua.hangup(call, now)
-                elif isinstance(command, StartMedia) and key not in self.media_started:
+                elif isinstance(command, (StartMedia, StartAudio)) and key not in self.media_started:
+                    # The fax starts on whichever media comes first (audio fallback: G.711,
+                    # and it goes on over UDPTL if T.38 follows).
                     self.media_started.add(key)
                     self.at(now + self.phase_b_after, lambda t: self.execute(key, core.phase_b(TSI, t), t))
                     self.at(now + self.fax_seconds, lambda t: self.fax_ended(key, t))
@@ -598,7 +601,7 @@ class OutboundHarness(Harness):
                     ua.reinvite(self.calls[key], command.sdp, now)
                 elif isinstance(command, Hangup):
                     ua.hangup(self.calls[key], now)
-                elif isinstance(command, StartMedia) and key not in self.media_started:
+                elif isinstance(command, (StartMedia, StartAudio)) and key not in self.media_started:
                     self.media_started.add(key)  # the transmit engine runs the fax
                     self.at(now + self.fax_seconds, lambda t: self.fax_ended(key, t))
                 elif isinstance(command, StopMedia):
@@ -915,3 +918,98 @@ def test_183_session_progress_is_progress_and_the_call_keeps_dialing():
     assert [n.fields["early_media"] for n in h.notes("call_progress")] == [False, True]
     assert core.next_deadline() == pytest.approx(30.0, abs=0.1)
     assert not h.net.sent_by("gw", "SIP/2.0 1")  # we never answer our own INVITE's provisionals
+
+
+# ----------------------------------------------------------------- audio fallback ([t38] audio_fallback)
+
+PEER_PCMA_ONLY = (
+    b"v=0\r\no=peer 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+    b"m=audio 49172 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+@pytest.mark.parametrize("loss,seed", LOSSY)
+def test_audio_fallback_a_refused_t38_reinvite_keeps_the_fax_on_g711(loss, seed):
+    h = Harness(loss=loss, seed=seed, t38_reinvite_after=0.0, audio_fallback=True)
+    peer_answers_t38_reinvites(h, status=488)
+    h.dial(PEER_AUDIO)
+    h.run(60)
+    key = next(iter(h.cores))
+    [audio] = [c.audio for c in h.of(StartAudio)]
+    assert (audio.remote, audio.payload_type, audio.law, audio.media) == (("127.0.0.2", 49170), 0, "ulaw", "g711u")
+    assert audio.expected_host == "127.0.0.2" and audio.media_latching == "strict"
+    assert len(h.of(Reinvite)) == 1 and h.notes("t38_reinvite_refused")[0].fields["status"] == 488
+    assert not h.of(StopMedia) and not h.of(StartMedia)  # the fax went on as audio to its end
+    assert h.notes("t38_reinvite_refused")[0].level == "warning"
+    assert_fax_call_ended_by_us(h, key)
+
+
+def test_without_audio_fallback_the_audio_leg_starts_nothing():
+    h = Harness(t38_reinvite_after=0.0)
+    peer_answers_t38_reinvites(h, status=488)
+    h.dial(PEER_AUDIO)
+    h.run(60)
+    assert not h.of(StartAudio)
+    [stop] = h.of(StopMedia)
+    assert stop.failed
+
+
+def test_audio_fallback_no_t38_within_the_wait_goes_on_as_audio():
+    h = Harness(t38_reinvite_after=-1, audio_fallback=True, fax_seconds=90.0)
+    h.dial(PEER_PCMA_ONLY)
+    h.run(200)
+    [audio] = [c.audio for c in h.of(StartAudio)]
+    assert (audio.payload_type, audio.media, audio.telephone_event) == (8, "g711a", 101)
+    assert h.notes("t38_not_negotiated") and not h.of(StopMedia)
+    [bye] = h.net.sent_by("gw", "BYE")[:1]
+    [ok] = h.net.sent_by("gw", "SIP/2.0 200")[:1]
+    assert bye.time >= ok.time + 90.0  # ended by the fax, not by the 60 s T.38 wait
+    assert_fax_call_ended_by_us(h, next(iter(h.cores)))
+
+
+def test_audio_fallback_the_peers_t38_reinvite_mid_fax_moves_the_same_call_to_udptl():
+    h = Harness(t38_reinvite_after=-1, audio_fallback=True)
+    call = h.dial(PEER_AUDIO)
+
+    def reinvite_after_answer(node, event, now):
+        if isinstance(event, CallAnswered):
+            h.at(now + 5.0, lambda t: node.ua.reinvite(call, PEER_T38, t))
+
+    h.peer.on_event = reinvite_after_answer
+    h.run(60)
+    key = next(iter(h.cores))
+    kinds = [type(c).__name__ for _, k, c in h.commands if k == key and isinstance(c, (StartAudio, StartMedia))]
+    assert kinds == ["StartAudio", "StartMedia"], kinds
+    assert h.of(StartMedia)[0].t38.remote == ("127.0.0.2", 40002)
+    assert h.of(Reroute) == [] and len(h.notes("audio_fax_started")) == 1
+    assert_fax_call_ended_by_us(h, key)
+
+
+def test_audio_fallback_outbound_far_end_refusing_t38_is_sent_to_as_audio():
+    h = OutboundHarness(t38_reinvite_after=0.5, audio_fallback=True)
+    far_end(h, answer=PEER_AUDIO, accept_reinvites=False)
+    key = h.place()
+    h.run(60)
+    assert not h.of(CallFailed)
+    [audio] = [c.audio for c in h.of(StartAudio)]
+    assert audio.remote == ("127.0.0.2", 49170) and audio.payload_type == 0
+    assert h.notes("t38_reinvite_refused") and not h.of(StopMedia)
+    assert h.cores[key].state is State.DONE and h.net.sent_by("gw", "BYE")
+
+
+def test_audio_fallback_outbound_far_end_hanging_up_mid_audio_fax_stops_the_media():
+    h = OutboundHarness(t38_reinvite_after=-1, audio_fallback=True)
+
+    def hang_up_soon(node, event, now):
+        if isinstance(event, InviteReceived):
+            node.ua.answer(event.call, PEER_AUDIO, now)
+        elif isinstance(event, CallEstablished):
+            h.at(now + 2.0, lambda t: node.ua.hangup(event.call, t))
+
+    h.peer.on_event = hang_up_soon
+    key = h.place()
+    h.run(30)
+    assert not h.of(CallFailed)  # the media ran: the session reports how the fax ended
+    [stop] = h.of(StopMedia)
+    assert not stop.failed and stop.reason == "remote hangup"
+    assert h.cores[key].state is State.DONE

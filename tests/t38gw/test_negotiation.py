@@ -95,3 +95,46 @@ def test_error_correction_names():
     for name, sdp_name in (("fec", UDP_EC_FEC), ("redundancy", UDP_EC_REDUNDANCY), ("none", UDP_EC_NONE)):
         params = local_t38_params(versions=[0], max_bitrate=9600, max_datagram=400, error_correction=name)
         assert params.udp_ec == sdp_name and params.version == 0 and params.max_bitrate == 9600
+
+
+# ----------------------------------------------------------------- the audio fax leg
+
+def _sdp(text: str):
+    from sip.sdp import parse_sdp
+
+    return parse_sdp(text.replace("\n", "\r\n").encode())
+
+
+def test_audio_session_takes_the_answers_first_g711_and_the_offers_address():
+    offer = _sdp("v=0\no=peer 1 1 IN IP4 203.0.113.5\ns=-\nc=IN IP4 203.0.113.5\nt=0 0\n"
+                 "m=audio 30000 RTP/AVP 18 8 0 101\na=rtpmap:101 telephone-event/8000\n")
+    answer = _sdp("v=0\no=gw 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\n"
+                  "m=audio 40000 RTP/AVP 8 101\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\n")
+    from t38gw.negotiation import audio_session
+
+    audio = audio_session(offer, answer, sip_source_host="203.0.113.5", media_latching="learn")
+    assert audio is not None
+    assert (audio.remote, audio.payload_type, audio.law, audio.media) == (("203.0.113.5", 30000), 8, "alaw", "g711a")
+    assert (audio.telephone_event, audio.media_latching, audio.expected_host) == (101, "learn", "203.0.113.5")
+
+
+def test_audio_session_behind_nat_expects_rtp_from_the_sip_source():
+    from t38gw.negotiation import audio_session
+
+    offer = _sdp("v=0\no=peer 1 1 IN IP4 10.0.0.5\ns=-\nc=IN IP4 10.0.0.5\nt=0 0\nm=audio 30000 RTP/AVP 0\n")
+    # A public SIP source (documentation ranges are not "global" to ipaddress).
+    audio = audio_session(offer, offer, sip_source_host="93.184.216.34", media_latching="strict")
+    assert audio is not None and audio.remote == ("10.0.0.5", 30000) and audio.expected_host == "93.184.216.34"
+    assert audio.payload_type == 0 and audio.telephone_event is None
+
+
+def test_audio_session_without_g711_is_none():
+    from t38gw.negotiation import audio_session
+
+    offer = _sdp("v=0\no=peer 1 1 IN IP4 10.0.0.5\ns=-\nc=IN IP4 10.0.0.5\nt=0 0\n"
+                 "m=audio 30000 RTP/AVP 18 96\na=rtpmap:96 opus/48000/2\n")
+    assert audio_session(offer, offer, sip_source_host="10.0.0.5", media_latching="strict") is None
+    # A dynamic payload type that claims to be PCMU is not G.711's static 0 (RFC 3551).
+    odd = _sdp("v=0\no=peer 1 1 IN IP4 10.0.0.5\ns=-\nc=IN IP4 10.0.0.5\nt=0 0\n"
+               "m=audio 30000 RTP/AVP 97\na=rtpmap:97 PCMU/8000\n")
+    assert audio_session(odd, odd, sip_source_host="10.0.0.5", media_latching="strict") is None
