@@ -293,6 +293,13 @@ class T38Config:
     versions: tuple[int, ...] = setting((0, 1, 2, 3), "T.38 versions we support; the highest is offered", choices=(0, 1, 2, 3), nonempty=True)
     max_bitrate: int = setting(14400, "bit/s: T38MaxBitRate (at most 14400) and the modems\nin DIS (V.29 from 9600, V.17 from 14400)",
                                choices=(2400, 4800, 7200, 9600, 12000, 14400, 33600))
+    audio_fallback: bool = setting(
+        True, "a call on G.711 that never turns T.38 carries the fax as audio\n(SpanDSP's modems; needs libspandsp2)")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    jitter_ms: int = setting(60, "ms of RTP buffered before playout (audio fax)", min=20, max=300)
 
 
 @dataclass(frozen=True)
@@ -415,6 +422,7 @@ class Config:
     limits: LimitsConfig = setting(LimitsConfig(), table=LimitsConfig)
     logs: LogsConfig = setting(LogsConfig(), table=LogsConfig)
     send: SendConfig = setting(SendConfig(), table=SendConfig)
+    audio: AudioConfig = setting(AudioConfig(), table=AudioConfig)
 
 
 # -- reading: the schema pass ----------------------------------------------------------------

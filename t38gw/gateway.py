@@ -75,6 +75,7 @@ from t38gw.call import (
     Reroute,
     Ring,
     RouteChoice,
+    StartAudio,
     StartMedia,
     State,
     StopMedia,
@@ -173,6 +174,8 @@ class Gateway:
         self._call_timers = TimerTable()  # UA call id -> the core's next deadline
         self._call_timers_changed = trio.Event()
         self.sessions: set[FaxSession] = set()
+        self.audio_sessions: set[FaxSession] = set()  # faxes running as G.711, ticked every 20 ms
+        self._audio_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.api_bound: list[str] = []
 
@@ -227,11 +230,59 @@ class Gateway:
             except (SipParseError, AttributeError):
                 continue
         return CallSettings(route_at_invite=at_invite, route_after_phase_b=after_phase_b, local_t38=self.local_t38(),
+                            audio_fallback=self._audio_fallback_ready(),
                             answer_after=sip.answer_after, t38_reinvite_after=sip.t38_reinvite_after,
                             media_latching=sip.media_latching,
                             trunk_latching={t.name: t.media_latching for t in sip.trunks if t.media_latching},
                             trunk_hosts=tuple(trunk_hosts), initial_offer=self.config.send.initial_offer,
                             ring_timeout=float(self.config.send.ring_timeout))
+
+    def _audio_fallback_ready(self) -> bool:
+        """[t38] audio_fallback, if SpanDSP's modems can be loaded (else said once, loudly:
+        T.38 is served as usual and audio-only calls fail as before)."""
+        if not self.config.t38.audio_fallback:
+            return False
+        from t38gw.audiofax import load_spandsp, spandsp_unavailable_reason
+
+        if load_spandsp() is None:
+            log.error("audio_fallback_unavailable", reason=spandsp_unavailable_reason(),
+                      consequence="calls that never turn T.38 are not received as audio; T.38 works as usual",
+                      fix="apt-get install libspandsp2")
+            return False
+        return True
+
+    def _audio_ticks(self, session: FaxSession, active: bool) -> None:
+        if active:
+            self.audio_sessions.add(session)
+            self._audio_wake.set()
+        else:
+            self.audio_sessions.discard(session)
+
+    async def _tick_audio(self) -> None:
+        """One task ticks every audio fax every 20 ms (a timer per call per tick would eat
+        a core at a few hundred calls).  Behind schedule (a loaded loop) it catches up a
+        few ticks so each far end still gets 50 packets a second, then resynchronises."""
+        tick = 0.020
+        while True:
+            if not self.audio_sessions:
+                self._audio_wake = trio.Event()
+                await self._audio_wake.wait()
+                next_tick = trio.current_time()
+            await trio.sleep_until(next_tick)
+            now = trio.current_time()
+            for _ in range(5):
+                for session in list(self.audio_sessions):
+                    try:
+                        session.audio_tick(now)
+                    except Exception:
+                        log.exception("audio_tick_failed", fax_id=session.record.fax_id)
+                        self.audio_sessions.discard(session)
+                        session.fail("internal error in the audio fax leg (see the log)")
+                next_tick += tick
+                if next_tick > now:
+                    break
+            else:
+                next_tick = now + tick  # far behind: do not burst, start again from now
 
     # -- running ----------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -275,6 +326,7 @@ class Gateway:
                 nursery.start_soon(self._drive_call_timers)
                 nursery.start_soon(self.worker.run)
                 nursery.start_soon(self._run_jobs)
+                nursery.start_soon(self._tick_audio)
                 for trunk in self.config.sip.trunks:
                     self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
                                                                 trunk.password, trunk.expires))
@@ -489,6 +541,8 @@ class Gateway:
             raise AssertionError(f"{command} before the call has a session")
         elif isinstance(command, StartMedia):
             call.session.t38_ready(command.t38)
+        elif isinstance(command, StartAudio):
+            call.session.audio_ready(command.audio)
         elif isinstance(command, StopMedia):
             if command.failed:
                 call.session.fail(command.reason)
@@ -534,7 +588,9 @@ class Gateway:
                                   t38_settings=self.config.t38, rng=self.rng, write_record=self._write_record,
                                   finish_record=self._finish_record, metrics=self.metrics,
                                   reroute=lambda session, tsi: self._phase_b(call, tsi),
-                                  max_call_seconds=self.config.limits.max_call_seconds)
+                                  max_call_seconds=self.config.limits.max_call_seconds,
+                                  audio_ticks=self._audio_ticks, jitter_ms=self.config.audio.jitter_ms,
+                                  ecm=self.config.fax.ecm)
         call.bound = call.bound.bind(fax_id=fax_id)
         if call.control.state is State.ACCEPTING:
             call.bound.info("call_incoming", did=facts.did, caller=facts.caller, trunk=facts.trunk,
@@ -712,7 +768,8 @@ class Gateway:
         session = OutboundSession(record=record, endpoint=endpoint, pages=pages,
                                   transmitter_config=self.transmitter_config(), t38_settings=config.t38,
                                   rng=self.rng, write_record=self._write_outbound_meta, metrics=self.metrics,
-                                  max_call_seconds=config.limits.max_call_seconds)
+                                  max_call_seconds=config.limits.max_call_seconds, audio_ticks=self._audio_ticks,
+                                  jitter_ms=config.audio.jitter_ms)
         control = CallControl(self.call_settings, sdp_session_id=self.rng.randint(1, 2**31))
         call = _Call(None, control, None, bound, session=session, running=True)
         hop = parse_uri(target.proxy or target.uri)
@@ -744,6 +801,8 @@ class Gateway:
                 self._call_timers.pop(call.sip_call.id)
         failed = call.failed
         meta["attempts"][-1]["sip_status"] = failed.status if failed else 200
+        if session.t30_started_at is not None:
+            self.metrics.calls_by_media.labels(media=meta.get("media", "t38")).inc()
         if failed is not None and not session.phase_b_done:
             await self._end_attempt(job, folder, meta, "failed", failed.reason, failed.status,
                                     retryable=failed.retryable, bound=bound, cause=failed.cause)
@@ -817,6 +876,7 @@ class Gateway:
         self.worker.nudge()
         status = meta["status"]
         self.metrics.calls.labels(result=status).inc()
+        self.metrics.calls_by_media.labels(media=meta.get("media", "t38")).inc()
         t38 = meta["t38"]
         self.metrics.udptl_received.inc(t38["packets_received"])
         self.metrics.udptl_lost.inc(t38["packets_lost"])

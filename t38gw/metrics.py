@@ -16,6 +16,8 @@ class GatewayMetrics:
         r = self.registry
         self.active_calls = Gauge("t38gw_active_calls", "Calls in progress", registry=r)
         self.calls = Counter("t38gw_calls", "Finished calls by result", ["result"], registry=r)
+        self.calls_by_media = Counter("t38gw_calls_by_media", "Finished faxes by how they were carried: t38, g711u, g711a",
+                                      ["media"], registry=r)
         self.pages = Counter("t38gw_pages", "Pages confirmed", ["direction"], registry=r)
         self.udptl_received = Counter("t38gw_udptl_packets_received", "UDPTL datagrams received", registry=r)
         self.udptl_lost = Counter("t38gw_udptl_packets_lost", "IFPs lost beyond recovery", registry=r)

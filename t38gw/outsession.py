@@ -55,13 +55,15 @@ class OutboundSession(FaxSession):
 
     def __init__(self, *, record: OutboundRecord, endpoint, pages: Sequence[Page],
                  transmitter_config: TransmitterConfig, t38_settings, rng, write_record: Callable,
-                 metrics=None, max_call_seconds: float) -> None:
+                 metrics=None, max_call_seconds: float, audio_ticks: Callable | None = None,
+                 jitter_ms: int = 60) -> None:
         async def nothing(session: FaxSession) -> None:
             return None
 
         super().__init__(record=record, endpoint=endpoint, receiver_config=None, t38_settings=t38_settings, rng=rng,
                          write_record=write_record, finish_record=nothing, metrics=metrics,
-                         max_call_seconds=max_call_seconds)
+                         max_call_seconds=max_call_seconds, audio_ticks=audio_ticks, jitter_ms=jitter_ms,
+                         ecm=transmitter_config.ecm)
         self.record: OutboundRecord = record  # type: ignore[assignment]
         self.pages = pages
         self.transmitter_config = transmitter_config
@@ -137,6 +139,7 @@ class OutboundSession(FaxSession):
         return ("partial" if sent else "failed"), reason
 
     async def _finish(self, bound) -> None:
+        self.record.meta.update(self.media_meta())
         receiver = self.endpoint.receiver
         if receiver is not None:
             stats = receiver.stats

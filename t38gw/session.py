@@ -43,12 +43,12 @@ import trio
 
 from imaging import Page
 from imaging.tiff import CodedPage
-from udptl.endpoint import ForeignDatagrams, UdptlEndpoint
+from udptl.endpoint import AudioDatagram, ForeignDatagrams, UdptlEndpoint
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
 from t38gw.faxrecord import InboundFax, compress_page
-from t38gw.negotiation import T38Session
+from t38gw.negotiation import AudioSession, T38Session
 from t38gw.t30.t38_io import split_to_fit
 from t38gw.t30 import CallEnded, DocumentEnded, PageReceived, PageRejected, PhaseBCompleted, ProtocolEventLogged
 from t38gw.t30 import ReceiverConfig, T30Receiver, T30Result
@@ -82,8 +82,19 @@ class FaxSession:
     def __init__(self, *, record: InboundFax, endpoint: UdptlEndpoint, receiver_config: ReceiverConfig,
                  t38_settings, rng, write_record: Callable, finish_record: Callable,
                  metrics=None, reroute: Callable | None = None,
-                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS) -> None:
+                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
+                 audio_ticks: Callable[[FaxSession, bool], None] | None = None, jitter_ms: int = 60,
+                 ecm: bool = True) -> None:
         self.record = record
+        # The audio fax leg ([t38] audio_fallback): the gateway's one ticking task calls
+        # audio_tick every 20 ms while ``audio_ticks(self, True)`` registered us.
+        self.audio: AudioSession | None = None
+        self.leg = None  # t38gw.audioleg.AudioLeg while the fax runs as G.711
+        self._audio_ticks = audio_ticks
+        self._jitter_ms = jitter_ms
+        self._ecm = ecm
+        self._hold_since: float | None = None
+        self.media_used = "t38"
         self.max_call_seconds = float(max_call_seconds)
         self.endpoint = endpoint
         self.receiver_config = receiver_config
@@ -114,9 +125,21 @@ class FaxSession:
         self._foreign_logged = False
 
     # -- from the SIP side ------------------------------------------------------
+    def audio_ready(self, audio: AudioSession) -> None:
+        """The call is on G.711 and the fax is to run as audio (until T.38, if ever)."""
+        if self.t38 is not None:
+            return  # already on T.38: audio is a leftover of the negotiation
+        self.audio = audio
+        self.endpoint.start_audio(audio.remote, latching=audio.media_latching, expected_host=audio.expected_host)
+        if self.leg is not None:
+            self.leg.repoint(audio)
+        self.t38_changed.set()
+        self._wake()
+
     def t38_ready(self, t38: T38Session) -> None:
         """T.38 was negotiated (first INVITE, our re-INVITE or the peer's)."""
         self.t38 = t38
+        self._stop_audio()
         receiver = UdptlReceiver(t38.version)
         sender = UdptlSender(error_correction=t38.error_correction,
                              redundancy_depth=self.t38_settings.redundancy_depth,
@@ -151,9 +174,64 @@ class FaxSession:
         if self._wake_scope is not None:
             self._wake_scope.cancel()
 
+    # -- the audio fax leg -------------------------------------------------------
+    def _start_audio_leg(self, engine, bound) -> bool:
+        from t38gw.audiofax import AudioFaxUnavailable
+        from t38gw.audioleg import AudioLeg
+
+        assert self.audio is not None
+        try:
+            self.leg = AudioLeg(self.audio, engine, rng=self.rng, jitter_ms=self._jitter_ms, ecm=self._ecm)
+        except AudioFaxUnavailable as exc:
+            self.fail(f"the fax came as audio and SpanDSP is not available: {exc}")
+            return False
+        self.media_used = self.audio.media
+        bound.info("audio_fax_started", media=self.audio.media, remote=f"{self.audio.remote[0]}:{self.audio.remote[1]}",
+                   local_port=self.endpoint.port, payload_type=self.audio.payload_type, jitter_ms=self._jitter_ms)
+        if self._audio_ticks is not None:
+            self._audio_ticks(self, True)
+        return True
+
+    def _stop_audio(self) -> None:
+        leg = self.leg
+        if leg is None:
+            return
+        if self._audio_ticks is not None:
+            self._audio_ticks(self, False)
+        self.rtp_stats = leg.stats()
+        # What the engine already handed to the modems' queue goes on over UDPTL instead.
+        self._carry = list(leg.pending())
+        self.leg = None
+        leg.close()
+
+    def _may_send(self, out) -> bool:
+        """Whether an IFP may go to the modems now: a response frame waits (up to
+        PAGE_WRITE_WAIT_SECONDS) for the confirmed page to be on disk, as on T.38."""
+        if out.packet.is_indicator or self._pages_written >= self._pages_submitted:
+            self._hold_since = None
+            return self._write_failure is None or out.packet.is_indicator
+        now = trio.current_time()
+        if self._hold_since is None:
+            self._hold_since = now
+        return now - self._hold_since >= PAGE_WRITE_WAIT_SECONDS
+
+    def audio_tick(self, now: float) -> None:
+        """Called every 20 ms by the gateway's ticker while the fax runs as audio."""
+        leg = self.leg
+        if leg is None or self.t38 is not None:
+            return
+        if self._write_failure is not None and self.failure is None:
+            self.fail(f"archive write failed ({self._write_failure}): the page was not confirmed")
+        events, datagram = leg.tick(now, self._may_send)
+        self.endpoint.send_audio_now(datagram)
+        if events:
+            self._handle_events(events, self._bound)
+            if self.ended_result is not None:
+                self._wake()
+
     # -- the task ---------------------------------------------------------------
     async def run(self) -> None:
-        bound = log.bind(call_id=self.record.sip.get("call_id"), fax_id=self.record.fax_id)
+        bound = self._bound = log.bind(call_id=self.record.sip.get("call_id"), fax_id=self.record.fax_id)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, bound)
@@ -178,30 +256,55 @@ class FaxSession:
                     self._page_send.close()
             await self._finish(bound)
         finally:
+            self._stop_audio()
             self.endpoint.close()
             self.done.set()
 
     async def _run_fax(self, bound) -> None:
-        while self.t38 is None and self.sip_end_reason is None and self.failure is None:
+        while self.t38 is None and self.audio is None and self.sip_end_reason is None and self.failure is None:
             self.t38_changed = trio.Event()
             await self.t38_changed.wait()
-        if self.t38 is None:
+        if self.t38 is None and self.audio is None:
             self._log_without_t38(bound)
             self.hangup_requested.set()
             return
-        bound.info("t38_started", remote=f"{self.t38.remote[0]}:{self.t38.remote[1]}",
-                   local_port=self.endpoint.port, version=self.t38.version,
-                   error_correction=self.t38.error_correction, peer_max_datagram=self.t38.peer_max_datagram)
+        if self.t38 is not None:
+            self._log_t38_started(bound)
         engine = self.engine = self._new_engine()
         self.t30_started_at = trio.current_time()
+        # On audio the engine starts on answer: SpanDSP's gateway passes no CNG/CED on.
         self._handle_events(engine.start(trio.current_time()), bound)
+        if self.t38 is None and not self._start_audio_leg(engine, bound):
+            self._handle_events(engine.hang_up(trio.current_time()), bound)
+        on_t38 = self.t38 is not None
         while True:
             now = trio.current_time()
-            await self._send_due(now)
+            if self.leg is None and self.t38 is not None:
+                if not on_t38:
+                    on_t38 = True  # moved from the audio leg to UDPTL: the same engine goes on
+                    self._log_t38_started(bound, after_audio=True)
+                await self._send_due(now)
             if self.ended_result is not None:
                 break
             if self.sip_end_reason is not None or self.failure is not None:
                 self._handle_events(engine.hang_up(now), bound)
+                if self.leg is not None and self.ended_result is None:
+                    await trio.sleep(0.02)  # the ticker carries the engine's last words
+                continue
+            if self.leg is not None:
+                # The ticker drives the engine; here only RTP is read (and a wake-up awaited).
+                with trio.CancelScope() as scope:
+                    self._wake_scope = scope
+                    items = await self.endpoint.receive_until(math.inf)
+                self._wake_scope = None
+                now = trio.current_time()
+                for item in items:
+                    if isinstance(item, AudioDatagram) and self.leg is not None:
+                        self.leg.rtp_received(item.data, item.arrived)
+                    elif isinstance(item, ForeignDatagrams) and not self._foreign_logged:
+                        self._foreign_logged = True
+                        bound.warning("rtp_foreign_source", source=f"{item.source[0]}:{item.source[1]}",
+                                      count=item.count)
                 continue
             deadline = min(d for d in (engine.next_deadline(), self.endpoint.next_deadline(), math.inf)
                            if d is not None)
@@ -229,7 +332,12 @@ class FaxSession:
                 self._handle_events(engine.handle_timer(now), bound)
         self.t30_ended_at = trio.current_time()
         # Let the DCN we may have queued go out (bounded), unless the dialog is gone.
-        if self.sip_end_reason is None:
+        if self.sip_end_reason is None and self.leg is not None:
+            with trio.move_on_after(DRAIN_SECONDS):
+                while not engine.finished or any(True for _ in self.leg.pending()):
+                    await trio.sleep(0.1)
+                await trio.sleep(1.5)  # the modems play the DCN's V.21 burst out
+        elif self.sip_end_reason is None:
             with trio.move_on_after(DRAIN_SECONDS):
                 while not engine.finished:
                     deadline = engine.next_deadline()
@@ -243,6 +351,21 @@ class FaxSession:
     def _log_without_t38(self, bound) -> None:
         bound.warning("call_without_t38", reason=self.failure or self.sip_end_reason)
 
+    def _log_t38_started(self, bound, after_audio: bool = False) -> None:
+        t38 = self.t38
+        bound.info("t38_started", remote=f"{t38.remote[0]}:{t38.remote[1]}", local_port=self.endpoint.port,
+                   version=t38.version, error_correction=t38.error_correction,
+                   peer_max_datagram=t38.peer_max_datagram, after_audio=after_audio)
+
+    def media_meta(self) -> dict:
+        """meta.json ``media`` and, when the fax ran as audio, ``rtp``."""
+        meta: dict = {"media": "t38" if self.t38 is not None or self.audio is None else self.audio.media}
+        stats = self.leg.stats() if self.leg is not None else getattr(self, "rtp_stats", None)
+        if stats is not None:
+            meta["rtp"] = {"packets_received": stats.packets_received, "packets_sent": stats.packets_sent,
+                           "lost": stats.lost, "late": stats.late, "jitter_ms": stats.jitter_ms}
+        return meta
+
     def _new_engine(self):  # the outbound session sends instead (t38gw.outsession)
         return T30Receiver(self.receiver_config)
 
@@ -251,7 +374,8 @@ class FaxSession:
         if engine is None or self.sip_end_reason is not None:
             return
         version = self.t38.version
-        for out in engine.ifps_to_send(now):
+        carried, self._carry = getattr(self, "_carry", []), []
+        for out in [*carried, *engine.ifps_to_send(now)]:
             if not out.packet.is_indicator:
                 # The sender forgets a page once it hears MCF, so the frame that carries it
                 # leaves only when the page is on disk (normally long before: it follows a
@@ -410,6 +534,7 @@ class FaxSession:
             provisional, self.provisional = self.provisional, None
             self._archive_provisional(provisional, bound, submit=False)
         status, reason = self.outcome()
+        self.record.meta.update(self.media_meta())
         endpoint = self.endpoint
         receiver = endpoint.receiver
         if receiver is not None:

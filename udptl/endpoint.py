@@ -39,7 +39,7 @@ from udptl.latch import SourceLatch, Verdict
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
-__all__ = ["EndpointStats", "ForeignDatagrams", "PortPool", "PortsExhausted", "UdptlEndpoint"]
+__all__ = ["AudioDatagram", "EndpointStats", "ForeignDatagrams", "PortPool", "PortsExhausted", "UdptlEndpoint"]
 
 MAX_DATAGRAM = 65535
 
@@ -70,6 +70,22 @@ class ForeignDatagrams:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class AudioDatagram:
+    """An RTP datagram from the peer while the call is on its audio leg (``start_audio``):
+    the raw bytes and when they arrived (the audio fax leg parses and plays them)."""
+
+    data: bytes
+    arrived: float
+
+
+def _rtp_sequence(data: bytes) -> int | None:
+    """The sequence number of an RTP v2 packet (RFC 3550 5.1), None if it is not one."""
+    if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:  # RTCP (RFC 5761 4) is not media
+        return None
+    return data[2] << 8 | data[3]
+
+
 class PortPool:
     """The UDPTL port range.  Ports are handed out round-robin from a random start, so a
     port just released is not reused at once (a late datagram of the old call must not
@@ -98,16 +114,20 @@ class PortPool:
             self._next = self.low if port >= self.high else port + 1
             if port in self._in_use:
                 continue
-            sock = trio.socket.socket(family, _socket.SOCK_DGRAM)
+            # A stdlib socket wrapped for trio: the audio leg sends on it without awaiting
+            # (one RTP packet per call every 20 ms from one ticking task).
+            raw = _socket.socket(family, _socket.SOCK_DGRAM)
+            raw.setblocking(False)
             try:
-                await sock.bind((self.host, port))
+                raw.bind((self.host, port))
             except OSError as exc:
-                sock.close()
+                raw.close()
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     continue  # another program holds it; try the next
                 raise
             self._in_use.add(port)
-            return UdptlEndpoint(sock, port, self)
+            await trio.lowlevel.checkpoint()
+            return UdptlEndpoint(trio.socket.from_stdlib_socket(raw), port, self, raw=raw)
         raise PortsExhausted(f"no free UDPTL port in {self.low}-{self.high}")
 
     def _release(self, port: int) -> None:
@@ -117,8 +137,11 @@ class PortPool:
 class UdptlEndpoint:
     """One call's UDPTL socket.  See the module docstring."""
 
-    def __init__(self, sock: trio.socket.SocketType, port: int, pool: PortPool | None = None) -> None:
+    def __init__(self, sock: trio.socket.SocketType, port: int, pool: PortPool | None = None, *,
+                 raw: _socket.socket | None = None) -> None:
         self.socket = sock
+        self._raw = raw  # the same socket, for sends that must not await (the audio leg)
+        self.audio_remote: tuple[str, int] | None = None  # set while the call is on audio
         self.port = port
         self._pool = pool
         self.remote: tuple[str, int] | None = None  # from the SDP
@@ -158,6 +181,36 @@ class UdptlEndpoint:
         self.remote = remote
         self.receiver = receiver
         self.sender = sender
+        self.audio_remote = None  # from now on datagrams are UDPTL
+
+    def start_audio(self, remote: tuple[str, int], *, latching: str = "strict",
+                    expected_host: str | None = None) -> None:
+        """The call is on G.711 (the audio fax leg): datagrams are RTP, returned as
+        ``AudioDatagram`` by ``receive_until``, from the source the latch accepts (the
+        same rules as UDPTL; ``learn`` counts in-sequence RTP sequence numbers).  A later
+        ``start`` (T.38 negotiated) turns the endpoint to UDPTL."""
+        host = remote[0] if expected_host is None else expected_host
+        latch = self._latch
+        if latch is None or latch.mode != latching or latch.expected_host != host:
+            frozen = latch is not None and latch.frozen
+            latch = self._latch = SourceLatch(latching, host)
+            if frozen:
+                latch.freeze()
+        self.audio_remote = remote
+        self.receiver = None
+        self.sender = None
+
+    def send_audio_now(self, datagram: bytes) -> None:
+        """Send one RTP datagram to the (latched) peer without awaiting (non-blocking
+        socket; a full buffer or an ICMP error drops it, as UDP would)."""
+        latch, remote = self._latch, self.audio_remote
+        if latch is None or remote is None or self._raw is None:
+            return
+        try:
+            self._raw.sendto(datagram, latch.latched or (latch.expected_host, remote[1]))
+            self.stats.datagrams_sent += 1
+        except OSError:
+            self.stats.send_errors += 1
 
     def freeze_latch(self) -> None:
         """Never move the latch to another source again (call it when the first page is
@@ -179,13 +232,40 @@ class UdptlEndpoint:
             return None
         return latch.latched or (latch.expected_host, remote[1])
 
+    def _accept_audio(self, data: bytes, source: tuple[str, int], now: float, latch: SourceLatch,
+                      events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]) -> None:
+        seq = _rtp_sequence(data)
+        if seq is None:
+            self.stats.undecodable += 1  # RTCP, UDPTL sent early, garbage
+            return
+        if source == latch.latched:
+            latch.accepted(seq)
+            events.append(AudioDatagram(data, now))
+            return
+        moved = latch.latched is not None
+        decision = latch.datagram(source, seq, (data, now))
+        if decision.verdict is Verdict.LATCHED:
+            if moved:
+                self.stats.latch_moves += 1
+            events.extend(AudioDatagram(held, arrived) for held, arrived in decision.backlog)
+            events.append(AudioDatagram(data, now))
+            return
+        self.stats.foreign_source += 1
+        if not self._foreign_reported:
+            self._foreign_reported = True
+            events.append(ForeignDatagrams(source, self.stats.foreign_source))
+
     def _accept(
-        self, data: bytes, source: tuple[str, int], now: float, events: list[IfpReceived | IfpLost | ForeignDatagrams]
+        self, data: bytes, source: tuple[str, int], now: float,
+        events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]
     ) -> None:
         stats = self.stats
         stats.datagrams_received += 1
         receiver = self.receiver
         latch = self._latch
+        if self.audio_remote is not None and latch is not None:
+            self._accept_audio(data, source, now, latch, events)
+            return
         if receiver is None or latch is None:
             stats.undecodable += 1  # audio leg: RTP we do not play
             return
@@ -216,7 +296,7 @@ class UdptlEndpoint:
             self._foreign_reported = True
             events.append(ForeignDatagrams(source, stats.foreign_source))
 
-    async def receive_until(self, deadline: float) -> list[IfpReceived | IfpLost | ForeignDatagrams]:
+    async def receive_until(self, deadline: float) -> list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]:
         """Wait for datagrams until ``deadline`` (trio clock); return the receiver's events.
 
         Returns as soon as one datagram has been read, or at the deadline with the
@@ -224,7 +304,7 @@ class UdptlEndpoint:
         list may hold one ``ForeignDatagrams`` (the first foreign datagram of the call).
         The list may be empty (a stray datagram, or nothing due).
         """
-        events: list[IfpReceived | IfpLost | ForeignDatagrams] = []
+        events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram] = []
         with trio.move_on_at(deadline):
             data, source = await self._recvfrom()
             self._accept(data, source, trio.current_time(), events)

@@ -215,6 +215,18 @@ TRAINING_S: dict[T30Indicator, float] = {
     T30Indicator.V29_7200_TRAINING: 0.234, T30Indicator.V29_9600_TRAINING: 0.234,
     T30Indicator.V17_7200_LONG_TRAINING: 1.393, T30Indicator.V17_9600_LONG_TRAINING: 1.393,
     T30Indicator.V17_12000_LONG_TRAINING: 1.393, T30Indicator.V17_14400_LONG_TRAINING: 1.393,
+    T30Indicator.V17_7200_SHORT_TRAINING: 0.142, T30Indicator.V17_9600_SHORT_TRAINING: 0.142,
+    T30Indicator.V17_12000_SHORT_TRAINING: 0.142, T30Indicator.V17_14400_SHORT_TRAINING: 0.142,
+}
+#: V.17 (8.3 and T.30 Annex A): once the receiver has trained on a rate (TCF), the image
+#: data that follows at that rate uses the short training sequence; a receiver expecting
+#: it takes the rest of a long one for data (SpanDSP's gateway lost the top rows of
+#: each page that way).
+SHORT_TRAINING: dict[T30Indicator, T30Indicator] = {
+    T30Indicator.V17_7200_LONG_TRAINING: T30Indicator.V17_7200_SHORT_TRAINING,
+    T30Indicator.V17_9600_LONG_TRAINING: T30Indicator.V17_9600_SHORT_TRAINING,
+    T30Indicator.V17_12000_LONG_TRAINING: T30Indicator.V17_12000_SHORT_TRAINING,
+    T30Indicator.V17_14400_LONG_TRAINING: T30Indicator.V17_14400_SHORT_TRAINING,
 }
 
 

@@ -300,6 +300,7 @@ class T30Transmitter(TableMachine):
         self._pending: list[T30Frame] = []
         self._held: Command | None = None  # a response waiting for its carrier to end
         self._eop_sent = False
+        self._trained_on: Modulation | None = None  # the rate the receiver last trained on
         self.remote_ident = ""
         self.remote: RemoteCapabilities | None = None
         self.mode: ChosenMode | None = None
@@ -582,6 +583,7 @@ class T30Transmitter(TableMachine):
         return Outcome(then=Timer.T4)
 
     def _cfr(self, arrived: Command) -> Outcome:
+        self._trained_on = self.modem  # TCF trained the receiver at this rate
         mode = self.mode
         assert mode is not None
         events: list[Event] = []
@@ -678,11 +680,21 @@ class T30Transmitter(TableMachine):
         self._command(self._send_non_ecm_page)
         return Outcome(State.AWAIT_PAGE_RESPONSE, events=events, then=Timer.T4)
 
+    def _page_training(self) -> Any:
+        """The training indicator before image data: V.17's short one once the receiver
+        trained on this rate (TCF answered CFR, or an earlier burst at it; after CTC the
+        first burst at the new rate trains long)."""
+        modem = self.modem
+        if self._trained_on is modem:
+            return t38_io.SHORT_TRAINING.get(modem.indicator, modem.indicator)
+        self._trained_on = modem
+        return modem.indicator
+
     def _send_non_ecm_page(self) -> None:
         # T4 and CRP repeat only the post-page command (T.30 5.3.2, Figure 5-2), not the page.
         self._resend = lambda: self._send_frames((T30Frame(self._post_page_fcf(), x_bit=True),))
         modem = self.modem
-        packets, self._tx_free_at = t38_io.image_burst(self._coded_page(), modem.indicator, modem.data_type,
+        packets, self._tx_free_at = t38_io.image_burst(self._coded_page(), self._page_training(), modem.data_type,
                                                        modem.bit_rate, self._line_free())
         self._queue(packets)
         # The post-page command is chosen when the page is out (a document may be appended
@@ -770,7 +782,7 @@ class T30Transmitter(TableMachine):
         frames = self._blocks[self._block_index]
         wires = [self._fcd(n, frames[n]) for n in self._last_burst]
         rcp = T30Frame(Fcf.RCP, final=False).to_wire()
-        packets, self._tx_free_at = t38_io.ecm_burst([*wires, rcp, rcp, rcp], modem.indicator,
+        packets, self._tx_free_at = t38_io.ecm_burst([*wires, rcp, rcp, rcp], self._page_training(),
                                                      modem.data_type, modem.bit_rate, self._line_free())
         self._queue(packets)
         self._deadlines.arm(Timer.PAGE_SENT, self._tx_free_at - t38_io.SILENCE_S)
