@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := libspandsp2 libspandsp-dev sip-tester libtiff-tools poppler-utils netpbm tshark
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv test-deps system-deps bench clean
+.PHONY: run run-deps test lint venv test-deps system-deps bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-run: venv
+# SpanDSP's modems carry faxes that arrive (or leave) as G.711 audio ([t38] audio_fallback).
+RUN_PACKAGES := libspandsp2
+
+run-deps:
+	@for p in $(RUN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || { \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$p; }; done
+
+run: run-deps venv
 	$(VENV)/bin/t38gw serve
 
 # System packages the tests drive as real peers; installed only when missing.

@@ -4,9 +4,9 @@ Every module is parsed with ``ast`` (nothing is imported or run), so a rule also
 an import inside a function and for ``importlib.import_module("...")`` / ``__import__``
 with a literal name.  The rules:
 
-1. ``sip``, ``udptl`` and ``imaging`` never import ``t38gw`` or each other (DESIGN.md
+1. ``sip``, ``udptl``, ``imaging`` and ``rtp`` never import ``t38gw`` or each other (DESIGN.md
    "Packages and their boundaries"); ``t38gw`` wires them.
-2. The protocol cores - ``sip``, ``udptl``, ``imaging``, ``t38gw/t30`` and the call-control
+2. The protocol cores - ``sip``, ``udptl``, ``imaging``, ``rtp``, ``t38gw/t30`` and the call-control
    core ``t38gw/call.py`` with ``t38gw/negotiation.py`` - never import ``trio`` or
    ``socket`` (nor ``asyncio``/``selectors``), except the I/O edges named in ``IO_EDGES``.
 3. No core imports an I/O edge module either (an edge is a leaf: importing one would pull
@@ -33,8 +33,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-LIBRARIES = ("sip", "udptl", "imaging")
-CORE_PACKAGES = ("sip", "udptl", "imaging", "t38gw/t30")
+LIBRARIES = ("sip", "udptl", "imaging", "rtp")
+CORE_PACKAGES = ("sip", "udptl", "imaging", "rtp", "t38gw/t30")
 CORE_MODULES = ("t38gw/call.py", "t38gw/negotiation.py")  # the call-control core (when present)
 FORBIDDEN_IN_CORES = ("trio", "socket", "asyncio", "selectors")  # the last two: any other way to a loop
 
