@@ -8,23 +8,29 @@ play, or ``None`` when there is none (the caller then asks SpanDSP for a fill-in
 Nothing reads a clock: both calls take ``now``.
 
 Playout follows the RTP timestamp.  ``_play_ts`` is the (extended) timestamp of the
-next frame to play and advances one ptime per tick; a packet is *due* when its
-timestamp has been reached.  Playout begins ``depth_ms`` after the first packet
-arrived, at that packet's timestamp (or that of an earlier-numbered one that overtook
-it), so that up to ``depth_ms`` of reordering and jitter is absorbed.  Sequence
-numbers (16 bits) and timestamps (32 bits) are *extended* to unbounded integers by
-placing each within half the range of the highest seen, so wrap-around needs no
-special case.
+next sample to play and advances one ptime per tick; a packet is *due* when its
+timestamp falls within the tick being played.  Playout begins ``depth_ms`` after the
+first packet arrived, at that packet's timestamp (or that of an earlier-numbered one
+that overtook it), so that up to ``depth_ms`` of reordering and jitter is absorbed.
+Sequence numbers (16 bits) and timestamps (32 bits) are *extended* to unbounded
+integers by placing each within half the range of the highest seen, so wrap-around
+needs no special case.
+
+Each ``pop`` returns exactly one ptime of samples (160 octets for 20 ms).  When packets
+carry that much - the negotiated ``a=ptime`` - the next packet is returned as it came
+(the hot path).  Senders do not always keep to ``a=ptime``: in the FAX-Call-t38-CA-TDM
+capture (shared test data) the far end sends 10 ms packets against ``a=ptime:20``, so
+packets of any size are re-framed: a tick takes the samples of the packets due in it,
+in sequence order, and the rest of a longer packet waits for the next tick.
 
 At each tick, with ``next`` the lowest sequence number not yet played or given up:
 
-* the packet ``next`` is due: it is played (the hot path);
-* a later packet is due while ``next`` never came: ``next`` and any others skipped are
-  ``lost`` and the due packet is played;
-* a later packet is buffered but not yet due: ``next`` is declared ``lost`` and the
-  tick is a fill-in (one sequence number per tick, the cadence of the stream);
-* ``next`` itself is buffered but not due (the sender paused, RFC 3551 4.1 silence
-  suppression): a fill-in, nothing lost;
+* packets due in this tick are played, in order; numbers below a due packet that never
+  came are ``lost``;
+* part of the tick missing while another part has audio (a lost 10 ms packet): the
+  gap is G.711 silence (``padded``), since a fill-in is asked for whole ticks only;
+* nothing due (a packet is late or lost, or the sender paused, RFC 3551 4.1 silence
+  suppression): the tick is a fill-in, ``None``;
 * nothing is buffered at all: an *underrun*, a fill-in; ``next`` is not yet given up,
   and if it arrives after its slot it is ``late``.
 
@@ -43,8 +49,8 @@ Clock drift
 The far end's sample clock is not ours: 0.5 % fast is 5 ms more audio per second, which
 would grow the buffer without bound; 0.5 % slow drains it into underruns.  After each
 played tick the buffered amount (the end of the newest packet minus the playout point)
-is checked.  Above ``depth + 2 ptime`` for ``drift_window_ms`` running, one packet is
-dropped (``dropped_for_drift``).  Below ``depth`` for as long - or on a second underrun
+is checked.  Above ``depth + 2 ptime`` for ``drift_window_ms`` running, one tick of
+audio (one packet at the negotiated ptime) is dropped (``dropped_for_drift``).  Below ``depth`` for as long - or on a second underrun
 within ``drift_window_ms`` while packets keep arriving - playout is held for one tick: a
 fill-in without advancing (``inserted_for_drift``).  The low mark is the depth itself,
 not ``depth - 2 ptime``: a slow sender then settles with the full depth in hand for
@@ -61,9 +67,9 @@ on where the old one ends - its numbers shifted so that its first packet comes n
 playing after what is buffered (or ``depth`` after the playout point if the old stream
 had run dry) - so nothing buffered is thrown away and no priming gap is heard
 (``ssrc_changes``).  Stragglers from the SSRC just left are dropped as late.  A sender
-that jumps its timestamp forward without real time passing (the next packet in order
-arrives timestamped more than ``depth + 2 ptime`` beyond where it should play) is
-spliced the same way, keeping the SSRC; one whose packets keep arriving late
+that jumps its timestamp without real time passing (the next packet in order arrives
+timestamped more than ``depth + 2 ptime`` beyond where it should play, or more than a
+second before the playout point) is spliced the same way, keeping the SSRC; one whose packets keep arriving late
 (``_RESYNC_LATE`` in a row, nothing buffered) primes again from the next packet.  Both
 count ``resyncs``.
 
@@ -94,8 +100,9 @@ class JitterStats:
     """Counters; ``jitter`` is the RFC 3550 A.8 interarrival jitter in ms."""
 
     received: int = 0  # packets of the stream (any payload type, late ones too) that were not duplicates
-    played: int = 0  # frames returned from audio packets
-    silence: int = 0  # frames of silence played for comfort noise
+    played: int = 0  # ticks returned with audio
+    silence: int = 0  # ticks of silence played for comfort noise
+    padded: int = 0  # ticks with audio of which a part never came (padded with silence)
     fill_ins: int = 0  # ticks that returned None after playout began
     lost: int = 0  # sequence numbers that had not arrived when playout passed them
     late: int = 0  # packets that arrived after playout passed them (also in ``lost``), dropped
@@ -126,6 +133,7 @@ class JitterBuffer:
     # The state of the current stream (set by _reset_stream).
     _held: dict[int, tuple[int, int, bytes]]  # extended seq -> (extended ts, kind, payload): audio and CN
     _passover: set[int]  # extended seqs received that carry nothing to play (events, other types)
+    _current: bytes | None  # the rest of a packet longer than a tick, starting at _play_ts
     _seen: list[int]  # ring of extended sequence numbers received
     _top_seq: int | None
     _top_ts: int
@@ -178,7 +186,7 @@ class JitterBuffer:
         self._high_water = self._depth + 2 * self._tick
         self._low_water = self._depth
         self._drift_ticks = drift_window_ms // ptime_ms
-        self._silence_frame = bytes((SILENCE[payload_type],)) * self._tick
+        self._silence = bytes((SILENCE[payload_type],)) * self._tick
         self._depth_s = depth_ms / 1000
         self._alive_s = (depth_ms + 2 * ptime_ms) / 1000
         self._ssrc: int | None = None
@@ -243,17 +251,20 @@ class JitterBuffer:
                 stats.other_payload_types += 1
         play_ts = self._play_ts
         if play_ts is not None and kind != _SKIP:
+            if top is not None and seq == top + 1:
+                expected = max(self._end_ts if self._end_ts is not None else ts, play_ts + self._depth)
+                if ts - expected > self._high_water or play_ts - ts > self.clock_rate:
+                    # The next packet in order, with a timestamp no real time explains: a
+                    # sender restarting its clock under the same SSRC (the FAX-Call-t38-CA-TDM
+                    # capture goes from 347200 back to 0 after a re-INVITE).  Shift this and
+                    # the later ones to where it should be, after what is buffered.
+                    stats.resyncs += 1
+                    self._ts_shift = (self._ts_shift + expected - ts) & 0xFFFFFFFF
+                    self._top_ts = ts = expected
+                    self._transit = None  # RFC 3550 A.8 across the discontinuity means nothing
             if ts < play_ts or seq < self._next_seq:
                 self._late(seq, now)
                 return
-            expected = max(self._end_ts if self._end_ts is not None else ts, play_ts + self._depth)
-            if top is not None and seq == top + 1 and ts - expected > self._high_water:
-                # The next packet in order, with a timestamp no real time explains (a
-                # sender restarting its clock under the same SSRC): shift this and the
-                # later ones back to where it should be, after what is buffered.
-                stats.resyncs += 1
-                self._ts_shift = (self._ts_shift + expected - ts) & 0xFFFFFFFF
-                self._top_ts = ts = expected
         elif play_ts is not None and seq < self._next_seq:
             self._seen[slot] = seq
             stats.received += 1
@@ -307,6 +318,7 @@ class JitterBuffer:
     def _reset_stream(self) -> None:
         self._held = {}
         self._passover = set()
+        self._current = None
         self._seen = [-1] * _RING
         self._top_seq = None
         self._top_ts = 0
@@ -360,6 +372,7 @@ class JitterBuffer:
             # stream (a pause we played through); prime again from the next packet.
             stats.resyncs += 1
             self._flush()
+            self._transit = None
 
     def _interarrival(self, ts: int, now: float) -> None:
         # RFC 3550 A.8: D = (Rj - Ri) - (Sj - Si) in timestamp units, J += (|D| - J) / 16.
@@ -385,52 +398,90 @@ class JitterBuffer:
 
     def _play(self, now: float) -> bytes | None:
         stats = self.stats
-        held = self._held
-        play_ts = self._play_ts
-        assert play_ts is not None
         self._tick_count += 1
         if self._hold_pending:
             self._hold_pending = False
             stats.inserted_for_drift += 1
             return None
-        # Pass over sequence numbers that carry nothing to play (events, other types).
-        passover = self._passover
-        while self._next_seq in passover:
-            passover.discard(self._next_seq)
-            self._next_seq += 1
-        entry = held.get(self._next_seq)
-        if entry is None:
-            if not held:
-                return self._underrun(play_ts, now)
-            head_seq = min(held)
-            entry = held[head_seq]
-            if entry[0] > play_ts:
-                if not self._in_silence:
-                    stats.lost += 1  # one sequence number per tick: the stream's cadence
-                    self._next_seq += 1
-                return self._advance(play_ts, None)
-            self._give_up_to(head_seq)
-        elif entry[0] > play_ts:
-            return self._advance(play_ts, None)  # the sender paused: its next packet is not due
-        del held[self._next_seq]
-        self._next_seq += 1
-        if entry[1] == _CN:
-            self._in_silence = True
-            self._above = self._below = 0
-            return self._advance(play_ts, self._silence_frame)
-        self._in_silence = False
-        if self._drift_check(play_ts):
-            # Drop this frame and play the next one in its place, if it is there and due.
+        if self._current is None and not self._held and not self._in_silence:
+            self._underrun(now)
+            return None
+        frame, audio = self._frame()
+        if audio and self._drift_check():
+            # Too far behind the sender: this tick's audio is dropped, the next one played.
             stats.dropped_for_drift += 1
-            play_ts += self._tick
-            following = held.get(self._next_seq)
-            if following is None or following[1] != _AUDIO or following[0] > play_ts:
-                return self._advance(play_ts, None)
+            frame, audio = self._frame()
+        if audio:
+            stats.played += 1
+        elif frame is not None:
+            stats.silence += 1
+        return frame
+
+    def _frame(self) -> tuple[bytes | None, bool]:
+        """Take the samples of the tick at the playout point; advance it one tick.
+        Returns the frame (None if no sample of it was there) and whether it has audio."""
+        held, passover, tick = self._held, self._passover, self._tick
+        pos = self._play_ts
+        assert pos is not None
+        end = self._play_ts = pos + tick
+        if self._current is None:
+            while self._next_seq in passover:
+                passover.discard(self._next_seq)
+                self._next_seq += 1
+            entry = held.get(self._next_seq)
+            if entry is not None and entry[0] == pos and entry[1] == _AUDIO and len(entry[2]) == tick:
+                # The hot path: the next packet is this tick, exactly.
+                del held[self._next_seq]
+                self._next_seq += 1
+                self._in_silence = False
+                return entry[2], True
+        pieces: list[bytes] = []
+        missing = audio = False
+        while pos < end:
+            current = self._current
+            if current is not None:
+                taken = current[: end - pos]
+                pieces.append(taken)
+                pos += len(taken)
+                self._current = current[len(taken) :] or None
+                audio = True
+                continue
+            while self._next_seq in passover:
+                passover.discard(self._next_seq)
+                self._next_seq += 1
+            entry = held.get(self._next_seq)
+            if entry is None:
+                if not held:
+                    break
+                head_seq = min(held)
+                entry = held[head_seq]
+                if entry[0] >= end:
+                    break
+                self._give_up_to(head_seq)
+            elif entry[0] >= end:
+                break  # not due yet (the sender paused, RFC 3551 4.1)
             del held[self._next_seq]
             self._next_seq += 1
-            entry = following
-        stats.played += 1
-        return self._advance(play_ts, entry[2])
+            ts, kind, payload = entry
+            if ts > pos:
+                missing |= not self._in_silence
+                pieces.append(self._silence[: ts - pos])
+                pos = ts
+            if kind == _CN:
+                self._in_silence = True
+                continue
+            self._in_silence = False
+            # A packet overlapping what was already played (a sender whose packets
+            # overlap, or a timestamp that went back a little) gives only its new part.
+            self._current = payload[pos - ts :] or None
+        if pos < end:
+            missing |= not self._in_silence
+            pieces.append(self._silence[: end - pos])
+        if not audio:
+            return (None, False) if missing else (self._silence[:tick], False)
+        if missing:
+            self.stats.padded += 1  # part of a tick never came: G.711 silence in its place
+        return b"".join(pieces), True
 
     def _give_up_to(self, seq: int) -> None:
         """Playout has passed every number below ``seq``: count the ones that never came."""
@@ -443,20 +494,12 @@ class JitterBuffer:
             self._passover = {number for number in passover if number >= seq}
         self._next_seq = seq
 
-    def _advance(self, play_ts: int, frame: bytes | None) -> bytes | None:
-        if frame is None and self._in_silence:
-            frame = self._silence_frame
-        if frame is not None and frame is self._silence_frame:
-            self.stats.silence += 1
-        self._play_ts = play_ts + self._tick
-        return frame
-
-    def _drift_check(self, play_ts: int) -> bool:
-        """After playing the frame at ``play_ts``: True if one frame should be dropped;
-        holds playout for one tick (returns False) if it runs too low."""
-        end = self._end_ts
-        assert end is not None
-        ahead = end - play_ts - self._tick
+    def _drift_check(self) -> bool:
+        """After a tick with audio: True if one tick should be dropped; holds playout for
+        one tick (returns False) if it runs too low."""
+        end, play_ts = self._end_ts, self._play_ts
+        assert end is not None and play_ts is not None
+        ahead = end - play_ts
         if ahead > self._high_water:
             self._below = 0
             self._above += 1
@@ -473,9 +516,9 @@ class JitterBuffer:
             self._above = self._below = 0
         return False
 
-    def _underrun(self, play_ts: int, now: float) -> bytes | None:
-        if self._in_silence:
-            return self._advance(play_ts, None)
+    def _underrun(self, now: float) -> None:
+        """Nothing at all to play: a fill-in, holding the playout point on the second
+        underrun in a window while packets keep arriving."""
         self._above = 0
         # "Still arriving": an audio packet within the depth and two ptimes of jitter.
         arriving = self._last_arrival is not None and now - self._last_arrival <= self._alive_s
@@ -485,5 +528,6 @@ class JitterBuffer:
             # A second underrun while the stream is alive: we play faster than it comes.
             self.stats.inserted_for_drift += 1
             self._last_underrun = -(1 << 30)
-            return None  # playout point held
-        return self._advance(play_ts, None)
+            return  # playout point held
+        assert self._play_ts is not None
+        self._play_ts += self._tick
