@@ -91,6 +91,7 @@ PCMU, PCMA, COMFORT_NOISE = 0, 8, 13  # RFC 3551 Table 4
 SILENCE = {PCMU: 0xFF, PCMA: 0xD5}  # G.711 Table 1a (mu-law) and Table 2a (A-law): the zero codes
 _RING = 1024  # how far back duplicates are told apart from late packets
 _RESYNC_LATE = 3  # consecutive late packets that mean our playout point is off the stream
+_NEVER = -(1 << 62)  # in the duplicate ring: no number (extended numbers may be negative: -1 is 65535 before 0)
 
 _AUDIO, _CN, _SKIP = 0, 1, 2  # what a sequence number carries
 
@@ -319,7 +320,7 @@ class JitterBuffer:
         self._held = {}
         self._passover = set()
         self._current = None
-        self._seen = [-1] * _RING
+        self._seen = [_NEVER] * _RING
         self._top_seq = None
         self._top_ts = 0
         self._end_ts = None

@@ -7,6 +7,8 @@ import random
 from collections.abc import Iterable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rtp import (
     LocalProtocolError,
@@ -144,6 +146,18 @@ def test_sequence_and_timestamp_wrap():
     out = play(buffer, arrivals, 50)
     assert out[3:43] == [None if index == 20 else frame(index) for index in range(40)]
     assert (buffer.stats.lost, buffer.stats.reordered, buffer.stats.late) == (1, 1, 0)
+
+
+def test_the_first_packet_overtaken_across_the_wrap_is_not_a_duplicate():
+    # Found by Hypothesis: 65535 arriving after 0 extends to -1, which an empty-slot
+    # marker of -1 in the duplicate ring took for a duplicate.
+    packets = audio_stream(10, sequence=65535)
+    arrivals = on_time(packets)
+    arrivals[0] = (0.030, packets[0])
+    buffer = JitterBuffer(0)
+    out = play(buffer, arrivals, 15)
+    assert out[4:14] == [frame(index) for index in range(10)]  # playout from 0.025 + 0.060 s
+    assert (buffer.stats.duplicates, buffer.stats.reordered, buffer.stats.lost) == (0, 1, 0)
 
 
 def test_a_new_ssrc_is_spliced_on_without_a_gap():
@@ -402,3 +416,30 @@ def test_construction_refuses_what_it_cannot_play():
                    {"drift_window_ms": 5}):
         with pytest.raises(LocalProtocolError):
             JitterBuffer(**kwargs)  # type: ignore[arg-type]
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sequence=st.integers(0, 0xFFFF),
+    timestamp=st.integers(0, 0xFFFFFFFF),
+    ptime=st.sampled_from([10, 20, 30]),
+    delays=st.lists(st.floats(0, 0.035), min_size=40, max_size=40),
+    phase=st.floats(0, 0.0199),
+    payload_type=st.sampled_from([0, 8]),
+)
+def test_any_arrival_jitter_within_the_depth_plays_out_exactly(sequence: int, timestamp: int, ptime: int,
+                                                               delays: list[float], phase: float, payload_type: int):
+    # Jitter up to 35 ms on a 60 ms buffer, any wrap point, any packet size, any tick phase:
+    # the samples come out exactly as sent, none lost, none late.
+    samples = 8 * ptime
+    audio = ramp(samples * 40, start=sequence)
+    sender = RtpSender(payload_type, SSRC, sequence=sequence, timestamp=timestamp)
+    packets = [parse_rtp(sender.packet(audio[offset:offset + samples])) for offset in range(0, len(audio), samples)]
+    arrivals = [(index * ptime / 1000 + delay, packet) for index, (delay, packet) in enumerate(zip(delays, packets))]
+    first = min(arrival for arrival, _ in arrivals)
+    buffer = JitterBuffer(payload_type)
+    out = play(buffer, arrivals, 2 * ptime + 10, phase=phase)
+    frames = [payload for payload in out if payload is not None]
+    assert b"".join(frames) == audio[: 160 * len(frames)] and len(frames) >= len(audio) // 160 - 1
+    assert out.index(frames[0]) == sum(1 for tick in range(len(out)) if phase + tick * TICK < first + 0.060)
+    assert buffer.stats.lost == buffer.stats.late == buffer.stats.padded == 0
