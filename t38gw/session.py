@@ -293,6 +293,7 @@ class FaxSession:
                 continue
             if self.leg is not None:
                 # The ticker drives the engine; here only RTP is read (and a wake-up awaited).
+                items = []
                 with trio.CancelScope() as scope:
                     self._wake_scope = scope
                     items = await self.endpoint.receive_until(math.inf)

@@ -102,7 +102,9 @@ def webhook_receiver():
 def gateway(tmp_path, webhook_receiver):
     # Offering FEC lets the answer keep whichever of FEC and redundancy each caller offers.
     gw = GatewayProcess(tmp_path, webhook_url=webhook_receiver.url, extra_config=ROUTES,
-                        t38_extra='error_correction = "fec"').start()
+                        # audio_fallback off: these far ends speak T.38 only, and a caller that
+                        # refuses T.38 must fail fast (the audio path: test_audio_fax.py).
+                        t38_extra='error_correction = "fec"\naudio_fallback = false').start()
     yield gw
     gw.stop()
 

@@ -332,3 +332,56 @@ def test_a_real_spandsp_fax_through_the_endpoint_is_untouched_by_a_third_host(tm
     trio.run(main)
     [(received, got_width, got_height, _, _)] = read_fax_tiff(rx)
     assert (got_width, got_height) == (width, height) and received == bitmap
+
+
+def _rtp(seq: int, payload: bytes = b"\xff" * 160) -> bytes:
+    # RFC 3550 5.1 by hand: V=2, PT 0 (PCMU), sequence, timestamp, SSRC.
+    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big") + b"\x12\x34\x56\x78" + payload
+
+
+def test_audio_leg_takes_rtp_from_the_signalled_host_only_and_sends_without_awaiting():
+    from udptl.endpoint import AudioDatagram
+
+    async def main():
+        low, high = free_range(20)
+        pool = PortPool(low, high, host="0.0.0.0")
+        with await pool.open() as endpoint, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
+            peer.bind(("127.0.0.1", 0))
+            intruder.bind(("127.0.0.2", 0))
+            for s in (peer, intruder):
+                s.setblocking(False)
+            # The SDP names the peer's host and a port it never sends from: the port is learnt.
+            endpoint.start_audio(("127.0.0.1", 9), latching="strict")
+            got = []
+            intruder.sendto(_rtp(1), ("127.0.0.1", endpoint.port))
+            peer.sendto(_rtp(7), ("127.0.0.1", endpoint.port))
+            peer.sendto(b"\x80\xc8" + b"\x00" * 26, ("127.0.0.1", endpoint.port))  # RTCP sender report
+            peer.sendto(_rtp(8), ("127.0.0.1", endpoint.port))
+            with trio.move_on_after(2):
+                while len([i for i in got if isinstance(i, AudioDatagram)]) < 2:
+                    got += await endpoint.receive_until(trio.current_time() + 1)
+            audio = [i for i in got if isinstance(i, AudioDatagram)]
+            assert [a.data[2:4] for a in audio] == [b"\x00\x07", b"\x00\x08"]
+            assert [type(i) for i in got if not isinstance(i, AudioDatagram)] == [ForeignDatagrams]
+            assert endpoint.stats.foreign_source == 1 and endpoint.stats.undecodable == 1
+            assert endpoint.latched == peer.getsockname()
+            # Our RTP goes to where the peer really sends from, not to the SDP's port 9.
+            endpoint.send_audio_now(_rtp(100))
+            await trio.sleep(0.05)
+            data, source = peer.recvfrom(2048)
+            assert data == _rtp(100) and source[1] == endpoint.port
+            with pytest.raises(BlockingIOError):
+                intruder.recvfrom(2048)
+            # T.38 negotiated: the same port now takes UDPTL, and RTP is no longer audio.
+            receiver = UdptlReceiver(0)
+            endpoint.start(peer.getsockname(), receiver, UdptlSender(error_correction="none", max_datagram=400),
+                           latching="strict")
+            peer.sendto(_rtp(9), ("127.0.0.1", endpoint.port))
+            later = []
+            with trio.move_on_after(0.5):
+                later += await endpoint.receive_until(trio.current_time() + 0.3)
+            assert not [i for i in later if isinstance(i, AudioDatagram)]
+
+    trio.run(main)

@@ -419,10 +419,14 @@ def _called_line(scenario: str, workdir: Path) -> CalledLine:
 
 def _outbound_gateway(workdir: Path, *, initial_offer: str, reinvite_after: float) -> GatewayProcess:
     """Direct SIP URIs (no trunk: a trunk would REGISTER to SIPp, which these scenarios do not
-    expect), no retries: one attempt per job, so SIPp's single call is the whole job."""
+    expect), no retries: one attempt per job, so SIPp's single call is the whole job.  No
+    audio fallback: SIPp plays no fax audio, and ``t38_reinvite_488_uas`` checks that a
+    refused T.38 re-INVITE ends the call (with the fallback the fax would go on as G.711:
+    tests/interop/sipp/test_sipp_audio.py, tests/e2e/test_audio_fax.py)."""
     workdir.mkdir(parents=True, exist_ok=True)
     send = f'\n[send]\nallow_direct_uri = true\ninitial_offer = "{initial_offer}"\nretries = 0\n'
-    return GatewayProcess(workdir, reinvite_after=reinvite_after, extra_config=send).start()
+    return GatewayProcess(workdir, reinvite_after=reinvite_after, extra_config=send,
+                          t38_extra="audio_fallback = false").start()
 
 
 def _send(gateway: GatewayProcess, to: str) -> str:
