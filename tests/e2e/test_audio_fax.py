@@ -33,9 +33,11 @@ def gateway(tmp_path):
 
 def _describe(gateway: GatewayProcess, result: AudioCallResult, meta: dict | None = None) -> str:
     fields = {k: v for k, v in vars(result).items() if k not in ("sip_log", "spandsp_stats")}
+    # The call's own log lines (the API polling's audit lines would crowd them out).
+    call_log = "\n".join(line for line in gateway.log_text().splitlines() if '"event": "audit"' not in line)
     return (f"far end: {fields}\nspandsp: {result.spandsp_stats}\nsip: {result.sip_log}"
             + (f"\nmeta: {json.dumps(meta, indent=1)}" if meta else "")
-            + f"\n--- gateway log tail\n{gateway.log_text()[-5000:]}")
+            + f"\n--- gateway log tail\n{call_log[-6000:]}")
 
 
 def _run(gateway: GatewayProcess, plan: AudioCallPlan, tmp_path) -> AudioCallResult:

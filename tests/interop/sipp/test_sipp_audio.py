@@ -29,7 +29,7 @@ pytestmark = pytest.mark.realtime
 SCENARIO = "audio_fax_pcap_refuses_t38"
 PCAP = REPO / "tests" / "vectors" / "g711u_fax_sender.pcap"
 SIPP_WAIT = 100.0  # SIPp's -timeout below is 90 s; this only catches a hung SIPp
-FAX_WAIT = 20.0
+FAX_WAIT = 40.0  # after SIPp ends; a fax whose T.30 went wrong may take ~20 s more to give up
 CALL_ID_PREFIX = f"sipp-{SCENARIO}-"
 PAGE_ROWS = 300  # the page in the pcap: the top 300 rows of ITU-T chart 1 (tools/record_audio_fax_pcap.py)
 
@@ -62,7 +62,10 @@ def replayed_call(tmp_path_factory):
             sipp.kill()
             out, _ = sipp.communicate(timeout=10)
         errors = "".join(p.read_text(errors="replace") for p in where.glob("*_errors.log"))
-        metas = gateway.wait_for_faxes(1, FAX_WAIT)
+        try:
+            metas = gateway.wait_for_faxes(1, FAX_WAIT)
+        except AssertionError:
+            metas = []  # the tests below fail with the whole story (_describe), not this fixture
         mine = [m for m in metas if str(m.get("sip", {}).get("call_id", "")).startswith(CALL_ID_PREFIX)]
         yield sipp.returncode, out.decode(errors="replace"), errors, gateway, mine
     finally:
@@ -71,8 +74,10 @@ def replayed_call(tmp_path_factory):
 
 def _describe(call) -> str:
     rc, out, errors, gateway, metas = call
-    return (f"sipp rc={rc}\n--- sipp errors\n{errors[-3000:]}\n--- sipp stdout tail\n{out[-2000:]}"
-            f"\n--- metas\n{json.dumps(metas, indent=1)}\n--- gateway log tail\n{gateway.log_text()[-5000:]}")
+    # The call's own log lines (the API polling's audit lines would crowd them out).
+    call_log = "\n".join(line for line in gateway.log_text().splitlines() if '"event": "audit"' not in line)
+    return (f"sipp rc={rc}\n--- sipp errors\n{errors[-3000:]}\n--- sipp stdout tail\n{out[-3000:]}"
+            f"\n--- metas\n{json.dumps(metas, indent=1)}\n--- gateway log\n{call_log[-6000:]}")
 
 
 def _events(gateway: GatewayProcess, name: str) -> list[dict]:
