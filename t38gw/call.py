@@ -726,7 +726,7 @@ class CallControl:
             return [Note("audio_fax_not_possible", "warning", {"reason": "no G.711 in the answer"})]
         first = self.audio is None
         self.audio = audio
-        return [Note("audio_fax_started" if first else "audio_fax_repointed",
+        return [Note("audio_fax_selected" if first else "audio_fax_repointed",
                      fields={"media": audio.media, "remote": f"{audio.remote[0]}:{audio.remote[1]}"}),
                 StartAudio(audio)]
 

@@ -299,7 +299,7 @@ class T38Config:
 
 @dataclass(frozen=True)
 class AudioConfig:
-    jitter_ms: int = setting(60, "ms of RTP buffered before playout (audio fax)", min=20, max=300)
+    jitter_ms: int = setting(100, "ms of RTP buffered before playout (audio fax)", min=20, max=300)
 
 
 @dataclass(frozen=True)

@@ -981,7 +981,7 @@ def test_audio_fallback_the_peers_t38_reinvite_mid_fax_moves_the_same_call_to_ud
     kinds = [type(c).__name__ for _, k, c in h.commands if k == key and isinstance(c, (StartAudio, StartMedia))]
     assert kinds == ["StartAudio", "StartMedia"], kinds
     assert h.of(StartMedia)[0].t38.remote == ("127.0.0.2", 40002)
-    assert h.of(Reroute) == [] and len(h.notes("audio_fax_started")) == 1
+    assert h.of(Reroute) == [] and len(h.notes("audio_fax_selected")) == 1
     assert_fax_call_ended_by_us(h, key)
 
 
