@@ -152,6 +152,8 @@ def main() -> None:
             ("q rare word", lambda: {"q": rng.choice(synthetic.vocabulary)}),
             ("q common word (Clinic)", lambda: {"q": "clinic"}),
             ("q two words", lambda: {"q": rng.choice(synthetic.idents)}),
+            ("q common word + status", lambda: {"q": "clinic", "status": rng.choice(("partial", "failed"))}),
+            ("q rare word + direction", lambda: {"q": rng.choice(synthetic.vocabulary), "direction": "outbound"}),
             ("q number (7 digits)", lambda: {"q": rng.choice(caller_numbers)[-7:]}),
             ("remote_ident substring", lambda: {"remote_ident": rng.choice(synthetic.vocabulary)[:5]}),
         ]

@@ -220,7 +220,7 @@ class ArchiveIndex:
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     self.needs_rebuild = True
             self._private_files()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, ArchiveIndexError) as exc:
             self.close()
             raise ArchiveIndexError(f"cannot open the archive index {str(self.path)!r}: {exc}") from None
 
@@ -507,8 +507,11 @@ def _search_sql(*, since: str | float | dt.datetime | None = None, until: str | 
     count = _limit(limit)
     where: list[str] = []
     args: list[Any] = []
+    source = "faxes"
     if candidates:
-        where.append("sort_key IN (SELECT value FROM json_each(?))")
+        # CROSS JOIN makes the chunk the outer loop (each key one index look-up), whatever
+        # other index the planner might prefer to scan for a status or a route.
+        source = "(SELECT value AS candidate FROM json_each(?)) CROSS JOIN faxes ON sort_key = candidate"
         args.append(None)  # filled in per chunk
     since_at = _time_param("since", since)
     until_at = _time_param("until", until)
@@ -558,7 +561,7 @@ def _search_sql(*, since: str | float | dt.datetime | None = None, until: str | 
         after_at, after_id = _decode_cursor(cursor)
         where.append("(started_at, id) < (?, ?)")
         args.extend((after_at, after_id))
-    sql = f"SELECT {_RESULT_COLUMNS} FROM faxes"
+    sql = f"SELECT {_RESULT_COLUMNS} FROM {source}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
@@ -597,20 +600,32 @@ def fts_query(text: str) -> str:
 
 class _write:
     """A write transaction: BEGIN IMMEDIATE takes SQLite's write lock at once (so two writers
-    wait for each other under the busy timeout instead of failing to upgrade a read)."""
+    wait for each other under the busy timeout instead of failing to upgrade a read).  A
+    SQLite error rolls it back and is raised as ``ArchiveIndexError``."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:  # e.g. still locked after the busy timeout, or a full disk
+            raise ArchiveIndexError(f"cannot write the archive index: {exc}") from exc
         return self.db
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
         if kind is None:
-            self.db.execute("COMMIT")
-        else:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as exc:
+                error = exc
+        try:
             self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolled back already (it does on some errors)
+        if isinstance(error, sqlite3.Error):
+            raise ArchiveIndexError(f"cannot write the archive index: {error}") from error
 
 
 def _key_ms(started_at: float) -> int:

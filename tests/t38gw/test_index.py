@@ -433,6 +433,10 @@ def test_the_filters_use_indexes(built):
         assert "SEARCH faxes USING INDEX" in plan and "SCAN faxes" not in plan, (filters, plan)
     _, cursor = built.search(limit=5)
     assert "(started_at,id)<(?,?)" in " ".join(built.query_plan(cursor=cursor))
+    # A chunk of full-text matches is the outer loop, even beside a filter with an index.
+    for filters in ({"q": "acme"}, {"q": "acme", "status": "received"}, {"remote_ident": "acme", "route": "default"}):
+        plan = built.query_plan(**filters)
+        assert plan[0].startswith("SCAN json_each") and "(sort_key=?)" in plan[1], (filters, plan)
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -668,3 +672,21 @@ def test_a_fax_whose_start_time_changes_moves_in_the_order_and_keeps_its_ocr_tex
     assert rows[0]["id"] == meta["id"]
     assert [row["id"] for row in index.search(q="echocardiogram")[0]] == [meta["id"]]
     assert page_through(index, 1000, q="gateway") == reference([moved if m is meta else m for m in metas], q="gateway")
+
+
+def test_a_write_that_cannot_get_the_lock_is_an_archive_index_error_and_changes_nothing(tmp_path, monkeypatch):
+    import sqlite3
+
+    import t38gw.index
+    from t38gw.index import ArchiveIndexError
+    monkeypatch.setattr(t38gw.index, "BUSY_TIMEOUT_SECONDS", 0.05)
+    index = ArchiveIndex(tmp_path / "index.db")
+    meta = make_meta(random.Random(2), EPOCH)
+    other = sqlite3.connect(tmp_path / "index.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    with pytest.raises(ArchiveIndexError):
+        index.upsert(meta, tmp_path)
+    assert index.count() == 0  # readers are not blocked (WAL)
+    other.execute("ROLLBACK")
+    other.close()
+    assert index.upsert(meta, tmp_path) and index.count() == 1
