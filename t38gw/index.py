@@ -23,7 +23,14 @@ How a search stays fast on millions of rows:
   and a yet unused ``ocr_text`` column.  User text is never passed through as FTS5 query
   syntax: it is split into words (what FTS5's unicode61 tokenizer would keep) and each word
   is quoted, so ``555"`` or ``AND`` are words to look for, not syntax errors.  ``word*`` is
-  a prefix search.  The words must all occur (AND).
+  a prefix search.  The words must all occur (AND).  Numbers are indexed as written, as
+  digits, and as their last 10 and 7 digits, so ``q=5550199`` finds ``+1 555 0199``.
+* ``remote_ident`` (a case-insensitive substring) of 3 characters or more is looked up in
+  a trigram FTS5 table of the casefolded idents; a shorter one is checked row by row.
+* A full-text match is read newest first without collecting every match: the FTS5 rowid is
+  the fax's ``sort_key`` (start millisecond << 20 | a counter), and FTS5 walks a rowid range
+  in order, so a word in a third of all faxes costs what a rare one does
+  (``ArchiveIndex._stream_full_text``).
 
 Folders are stored **absolute** (``folder.absolute()``): the index does not need to know
 the archive root, and an archive moved elsewhere is re-indexed by ``rebuild``.
