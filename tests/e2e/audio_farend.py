@@ -436,7 +436,7 @@ class AudioFarEnd(FarEnd):
         self.result.reinvites_received += 1
         kind = _first_media_kind(body)
         if kind == "image" and self.plan.on_t38_reinvite == "refuse":
-            # RFC 3261 21.4.26 / RFC 6913-style trunks: no T.38 here; the session stays audio.
+            # RFC 3261 21.4.26: no T.38 on this trunk; 14.2: a refused re-INVITE leaves the audio session as it was.
             response = self._response(488, "Not Acceptable Here", headers)
             self.result.reinvites_refused += 1
         elif kind == "image":
