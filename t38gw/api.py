@@ -26,12 +26,14 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from t38gw import archive
 from t38gw.config import HttpConfig
+from t38gw.index import ArchiveIndex, ArchiveIndexError, IndexQueryError
 from t38gw.metrics import CONTENT_TYPE, GatewayMetrics
 from t38gw.sendjob import SendOptions, SendRequestError
 
@@ -41,25 +43,9 @@ _FAX_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 _DOCUMENTS = {"pdf": ("fax.pdf", "application/pdf"), "tif": ("fax.tif", "image/tiff")}
 
 
-class FaxIndex:
-    """fax id -> archive folder, built by scanning once and updated as faxes are written."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self._folders: dict[str, Path] = {}
-        self.refresh()
-
-    def refresh(self) -> None:
-        self._folders = {folder.name: folder for folder in archive.iter_faxes(self.root)}
-
-    def add(self, fax_id: str, folder: Path) -> None:
-        self._folders[fax_id] = folder
-
-    def folder(self, fax_id: str) -> Path | None:
-        return self._folders.get(fax_id)
-
-    def ids_newest_first(self) -> list[str]:
-        return sorted(self._folders, reverse=True)  # UUIDv7 sorts by time
+# GET /v1/faxes filters (DESIGN.md "HTTP API"; t38gw.index.ArchiveIndex.search).
+SEARCH_PARAMS = ("since", "until", "status", "direction", "caller", "did", "remote_ident", "route", "q", "limit",
+                 "cursor")
 
 
 # POST /v1/faxes: (options, [(filename, bytes)]) -> the new job's fax id, or
@@ -147,7 +133,7 @@ def hypercorn_tls(http: HttpConfig) -> dict[str, str]:
     return {"certfile": http.certificate, "keyfile": http.private_key}
 
 
-def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...] = (),
+def create_app(index: ArchiveIndex, metrics: GatewayMetrics, tokens: tuple[str, ...] = (),
                send_handler: SendHandler | None = None, *, audit_log: AuditLog | None = None) -> Starlette:
     """The ASGI app.  ``audit_log``: where reads of patient data are recorded (None: only
     the structlog ``audit`` event is emitted, e.g. in tests)."""
@@ -209,27 +195,30 @@ def create_app(index: FaxIndex, metrics: GatewayMetrics, tokens: tuple[str, ...]
     async def list_faxes(request: Request) -> Response:
         if (denied := authorised(request)) is not None:
             return audited(denied, request, None)
+        query = request.query_params
+        unknown = sorted(set(query.keys()) - set(SEARCH_PARAMS))
+        if unknown:
+            return audited(JSONResponse({"error": "bad_request", "param": unknown[0],
+                                         "detail": f"unknown parameter {unknown[0]!r}; the filters are "
+                                                   f"{', '.join(SEARCH_PARAMS)}"}, status_code=400), request, None)
+        filters: dict[str, Any] = {name: query[name] for name in SEARCH_PARAMS if name in query}
         try:
-            limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
-        except ValueError:
-            return audited(JSONResponse({"error": "bad_request", "detail": "limit must be an integer"},
+            items, next_cursor = await run_in_threadpool(lambda: index.search(**filters))
+        except IndexQueryError as exc:
+            return audited(JSONResponse({"error": "bad_request", "param": exc.param, "detail": exc.message},
                                         status_code=400), request, None)
-        items = []
-        for fax_id in index.ids_newest_first()[:limit]:
-            folder = index.folder(fax_id)
-            try:
-                meta = archive.read_meta(folder)
-            except (OSError, ValueError):
-                continue
-            items.append({k: meta.get(k) for k in ("id", "direction", "status", "reason", "started_at", "ended_at")}
-                         | {"pages": len(meta.get("pages", []))})
-        return audited(JSONResponse({"faxes": items}), request, None, fax_ids=[item["id"] for item in items])
+        except ArchiveIndexError as exc:
+            log.error("archive_index_read_failed", error=str(exc))
+            return audited(JSONResponse({"error": "unavailable", "detail": "the archive index cannot be read"},
+                                        status_code=503), request, None)
+        return audited(JSONResponse({"faxes": items, "next_cursor": next_cursor}), request, None,
+                       fax_ids=[item["id"] for item in items])
 
     def find(request: Request) -> tuple[Path | None, Response | None]:
         if (denied := authorised(request)) is not None:
             return None, denied
         fax_id = request.path_params["fax_id"]
-        folder = index.folder(fax_id) if _FAX_ID.match(fax_id) else None
+        folder = index.get_folder(fax_id) if _FAX_ID.match(fax_id) else None
         if folder is None:
             return None, JSONResponse({"error": "not_found", "detail": f"no fax {fax_id!r}"}, status_code=404)
         return folder, None

@@ -315,7 +315,15 @@ class ArchiveConfig:
     dir: str = setting("var/archive", "root of the fax folders", nonempty=True)
     formats: tuple[str, ...] = setting(("pdf", "tiff"), "documents written for each fax",
                                        choices=("pdf", "tiff"), nonempty=True)
-    audit_log: str = setting("var/audit.jsonl", "one JSON line per /v1 read of a fax or document; 0600, hash-chained")
+    audit_log: str = setting("var/audit.jsonl", "one JSON line per event that touches a fax (stored, read, webhook,\n"
+                                                "hold, deletion); 0600, hash-chained")
+    index: str = setting("var/index.db", "the search index (SQLite, rebuilt from the folders by `t38gw archive reindex`)")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    keep_days: int = setting(3650, "days a finished fax is kept; 0 = forever; held faxes are never deleted",
+                             min=0, max=36500)
 
 
 @dataclass(frozen=True)
@@ -423,6 +431,7 @@ class Config:
     logs: LogsConfig = setting(LogsConfig(), table=LogsConfig)
     send: SendConfig = setting(SendConfig(), table=SendConfig)
     audio: AudioConfig = setting(AudioConfig(), table=AudioConfig)
+    retention: RetentionConfig = setting(RetentionConfig(), table=RetentionConfig)
 
 
 # -- reading: the schema pass ----------------------------------------------------------------

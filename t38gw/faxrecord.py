@@ -295,21 +295,33 @@ def record_outcome(folder: Path, delivery_id: str, state: str, attempts: int, er
 
 
 def recover_archive(root: Path, spool: Spool, config: Config, now: float | None = None,
-                    rng: random.Random | None = None, jobs: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
+                    rng: random.Random | None = None, jobs: set[str] | frozenset[str] = frozenset(),
+                    folders: Iterable[Path] | None = None, index: Any = None) -> dict[str, int]:
     """After a restart: close faxes a dead gateway left in progress, re-spool lost webhooks.
 
     ``jobs``: the outbound jobs still queued (``t38gw.jobs``): their folders stay open
     (the job runner sends them); an outbound folder in progress without a job was being
     accepted when the gateway stopped (the client never heard 202) and is closed failed.
+    ``folders``: the folders to look at (the index's in-progress and recently ended
+    faxes; default: every folder of the archive).  ``index``: kept in step (each meta.json
+    written is upserted; a row whose folder never got a meta.json - the call ended before
+    its first write - is dropped).
     Blocking; run before serving.  Returns counts for the log.
     """
     now = time.time() if now is None else now
     closed = requeued = 0
-    for folder in archive.iter_faxes(root):
+    written: list[tuple[dict[str, Any], Path]] = []
+    for folder in (archive.iter_faxes(root) if folders is None else folders):
         try:
             meta = archive.read_meta(folder)
+        except FileNotFoundError:
+            if index is not None:
+                index.delete(folder.name)
+            continue
         except (OSError, ValueError):
             continue
+        if index is not None:
+            written.append((meta, folder))
         if meta.get("direction") == "outbound":
             if meta.get("in_progress") and meta.get("id") in jobs:
                 if meta.get("status") in ("dialing", "sending"):
@@ -344,6 +356,8 @@ def recover_archive(root: Path, spool: Spool, config: Config, now: float | None 
             archive.write_meta(folder, meta)
             closed += 1
         requeued += enqueue_planned(spool, folder, meta, config, now)
+    if index is not None and written:
+        index.upsert_many(written)  # the metas as they are now (the dicts were updated in place)
     return {"closed": closed, "requeued": requeued}
 
 

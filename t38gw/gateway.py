@@ -55,7 +55,7 @@ from sip.ua import (
 from sip.uri import parse_uri
 from udptl.endpoint import PortPool, PortsExhausted
 
-from t38gw.api import AuditLog, FaxIndex, create_app, hypercorn_tls
+from t38gw.api import AuditLog, create_app, hypercorn_tls
 from t38gw.call import (
     Accept,
     Answer,
@@ -81,7 +81,8 @@ from t38gw.call import (
     StopMedia,
 )
 from t38gw import archive
-from t38gw.archive import iter_faxes, read_meta
+from t38gw.archive import read_meta
+from t38gw.index import ArchiveIndex, ArchiveIndexError
 from t38gw.config import Config
 from t38gw.delivery import DeliveryWorker
 from t38gw.faxrecord import InboundFax, enqueue_planned, plan_deliveries, record_outcome, recover_archive, webhooks_for
@@ -103,6 +104,9 @@ from t38gw.t30.transmitter import TransmitterConfig
 log = structlog.get_logger("t38gw.gateway")
 
 SHUTDOWN_GRACE_SECONDS = 120.0
+# A restart re-spools the planned webhooks of faxes that ended this recently (the spool
+# gives a delivery up after 24 h anyway).
+RESPOOL_WINDOW_SECONDS = 2 * 86400.0
 FINAL_FLUSH_SECONDS = 10.0
 _WILDCARD = ("0.0.0.0", "::", "")
 
@@ -153,7 +157,12 @@ class Gateway:
             raise StartupError(f"spool: {exc}") from None
         self._jobs_changed = trio.Event()
         self._running_jobs: dict[str, str] = {}  # job id -> trunk, while an attempt runs
-        self.index = FaxIndex(self.archive_root)
+        try:
+            self.index = ArchiveIndex(config.archive.index)
+        except ArchiveIndexError as exc:
+            self.spool.close()
+            self.audit_log.close()
+            raise StartupError(f"archive.index: {exc}") from None
         self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
                                      on_outcome=self._delivery_outcome,
                                      on_spool_recovered=self._spool_recovered)
@@ -287,16 +296,25 @@ class Gateway:
     # -- running ----------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Recover the archive, bind everything, report started, serve until cancelled."""
+        if self.index.needs_rebuild:
+            # A new (or older-schema) index: built once from the folders, the system of record.
+            started = time.monotonic()
+            count = await trio.to_thread.run_sync(self.index.rebuild, self.archive_root)
+            log.warning("archive_index_rebuilt", faxes=count, seconds=round(time.monotonic() - started, 1),
+                        index=str(self.config.archive.index))
         interrupted = self.jobs.interrupted()
         for job in interrupted:
             # Killed mid-attempt: sent again from the start (issue 12).
             self.jobs.requeue(job.id, time.time())
+        # Start-up reads the index, never walks the archive: only faxes the index has in
+        # progress, or that ended lately (a webhook may not have reached the spool), are read.
+        folders = self.index.folders_to_recover(ended_since=time.time() - RESPOOL_WINDOW_SECONDS)
         counts = await trio.to_thread.run_sync(
-            lambda: recover_archive(self.archive_root, self.spool, self.config, jobs=self.jobs.unfinished_ids()))
+            lambda: recover_archive(self.archive_root, self.spool, self.config, jobs=self.jobs.unfinished_ids(),
+                                    folders=folders, index=self.index))
         if counts["closed"] or counts["requeued"] or interrupted:
             log.warning("archive_recovered", faxes_closed=counts["closed"], webhooks_requeued=counts["requeued"],
                         send_jobs_resumed=len(interrupted))
-        self.index.refresh()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -550,6 +568,8 @@ class Gateway:
                 call.session.sip_ended(command.reason)
         elif isinstance(command, CloseMedia):
             call.session.endpoint.close()
+            # The caller left before the fax began: nothing of it was written.
+            self._nursery.start_soon(trio.to_thread.run_sync, self._index_forget, call.session.record.fax_id)
         elif isinstance(command, Reroute):
             record = call.session.record
             record.reroute(command.route.index, command.route.route)
@@ -584,6 +604,9 @@ class Gateway:
                               trunk=facts.trunk),
             route_index=accept.route.index, route=accept.route.route, local_ident=self.config.fax.local_ident,
         )
+        # The index row first (in progress), before anything of the fax is on disk: a
+        # restart looks at in-progress rows, never walks the archive.
+        await trio.to_thread.run_sync(self._index_upsert, record.meta, record.folder)
         call.session = FaxSession(record=record, endpoint=endpoint, receiver_config=self.receiver_config(),
                                   t38_settings=self.config.t38, rng=self.rng, write_record=self._write_record,
                                   finish_record=self._finish_record, metrics=self.metrics,
@@ -661,7 +684,13 @@ class Gateway:
                     paths.append(path)
                 pages = sendjob.render_pages(paths, options, config, target, when)
             meta = sendjob.initial_meta(fax_id, created, options, target, config, pages)
-            return sendjob.create_job_folder(self.archive_root, fax_id, created, pages, meta, config.archive.formats)
+            # The index row comes first (in progress): a restart finds a folder the job
+            # runner never saw; meta.json, the system of record, then says what it is.
+            self._index_upsert(meta, archive.fax_folder(self.archive_root, fax_id, created))
+            folder = sendjob.create_job_folder(self.archive_root, fax_id, created, pages, meta,
+                                               config.archive.formats)
+            self._index_upsert(meta, folder)
+            return folder
 
         try:
             folder = await trio.to_thread.run_sync(prepare)
@@ -675,7 +704,6 @@ class Gateway:
             log.error("send_job_not_queued", fax_id=fax_id, error=str(exc))
             await trio.to_thread.run_sync(self._close_unqueued, folder, str(exc))
             raise SendRequestError(503, "queue_unavailable", str(exc)) from None
-        self.index.add(fax_id, folder)
         log.info("send_job_queued", fax_id=fax_id, to=options.to, trunk=target.trunk,
                  pages=len(archive.read_meta(folder)["pages"]), cover=options.cover, header=options.header)
         self._jobs_changed.set()
@@ -685,7 +713,26 @@ class Gateway:
         meta = archive.read_meta(folder)
         meta.update(status="failed", reason=f"the job could not be queued: {error}", in_progress=False,
                     ended_at=archive.rfc3339(time.time()), next_attempt_at=None)
+        self._save_meta(folder, meta)
+
+    def _save_meta(self, folder: Path, meta: dict[str, Any]) -> None:
+        """meta.json first (the system of record), then its index row.  Blocking."""
         archive.write_meta(folder, meta)
+        self._index_upsert(meta, folder)
+
+    def _index_forget(self, fax_id: str) -> None:
+        try:
+            self.index.delete(fax_id)
+        except ArchiveIndexError as exc:
+            log.error("archive_index_write_failed", fax_id=fax_id, error=str(exc), fix="t38gw archive reindex")
+
+    def _index_upsert(self, meta: dict[str, Any], folder: Path) -> None:
+        try:
+            self.index.upsert(meta, folder)
+        except ArchiveIndexError as exc:
+            # The folders are the record: the fax is safe; a reindex repairs the search.
+            log.error("archive_index_write_failed", fax_id=meta.get("id"), error=str(exc),
+                      fix="t38gw archive reindex")
 
     def _trunk_busy(self, trunk: str) -> bool:
         limit = self.config.send.max_calls_per_trunk
@@ -749,7 +796,7 @@ class Gateway:
         for page in meta["pages"]:
             page["sent"] = False
         meta.update(status="dialing", reason="", pages_sent=0, next_attempt_at=None)
-        await trio.to_thread.run_sync(archive.write_meta, folder, meta)
+        await trio.to_thread.run_sync(self._save_meta, folder, meta)
         try:
             target = plan_dial(job.to, config.sip.trunks, allow_direct_uri=config.send.allow_direct_uri)
         except DialPlanError as exc:
@@ -829,7 +876,7 @@ class Gateway:
             retry_at = now  # our own shutdown: the next start sends it
         if retry_at is not None:
             meta.update(status="queued", reason=reason, next_attempt_at=archive.rfc3339(retry_at))
-            await trio.to_thread.run_sync(archive.write_meta, folder, meta)
+            await trio.to_thread.run_sync(self._save_meta, folder, meta)
             self.jobs.requeue(job.id, retry_at)
             bound.info("send_attempt_retry", attempt=len(meta["attempts"]), cause=cause, reason=reason,
                        retry_in=round(retry_at - now, 1))
@@ -842,7 +889,7 @@ class Gateway:
                     next_attempt_at=None)
         plan_deliveries(meta, sendjob.send_webhooks(self.config, meta.get("send", {}).get("webhook", "")), now,
                         self.rng)
-        await trio.to_thread.run_sync(archive.write_meta, folder, meta)
+        await trio.to_thread.run_sync(self._save_meta, folder, meta)
         self.jobs.finish(job.id, now)
         enqueue_planned(self.spool, folder, meta, self.config, now)
         self.worker.nudge()
@@ -855,12 +902,15 @@ class Gateway:
         return self.accepting
 
     async def _write_outbound_meta(self, record: OutboundRecord, pages: Any, meta: dict[str, Any]) -> None:
-        await trio.to_thread.run_sync(archive.write_meta, record.folder, meta)
+        await trio.to_thread.run_sync(self._save_meta, record.folder, meta)
 
     # -- archive and webhooks ------------------------------------------------------
     async def _write_record(self, record: InboundFax, pages, meta) -> None:
-        await trio.to_thread.run_sync(record.write, pages, meta)
-        self.index.add(record.fax_id, record.folder)
+        def write() -> None:
+            record.write(pages, meta)
+            self._index_upsert(meta, record.folder)
+
+        await trio.to_thread.run_sync(write)
 
     async def _finish_record(self, session: FaxSession) -> None:
         record = session.record
@@ -903,7 +953,7 @@ class Gateway:
     def _respool_planned(self) -> int:
         # Not recover_archive: that would close faxes that are still running.
         count = 0
-        for folder in iter_faxes(self.archive_root):
+        for folder in self.index.folders_to_recover(ended_since=time.time() - RESPOOL_WINDOW_SECONDS):
             try:
                 meta = read_meta(folder)
             except (OSError, ValueError):
@@ -915,7 +965,7 @@ class Gateway:
     def _delivery_outcome(self, delivery, state: DeliveryState, error: str) -> None:
         result = {DeliveryState.DELIVERED: "delivered", DeliveryState.DEAD: "dead"}.get(state, "failed")
         self.metrics.webhook_deliveries.labels(result=result).inc()
-        folder = self.index.folder(delivery.fax_id)
+        folder = self.index.get_folder(delivery.fax_id)
         if folder is not None:
             record_outcome(folder, delivery.id, state.value, delivery.attempts + 1, error, time.time())
 

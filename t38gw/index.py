@@ -398,6 +398,22 @@ class ArchiveIndex:
         result: int = self._db().execute("SELECT count(*) FROM faxes").fetchone()[0]
         return result
 
+    def folders_to_recover(self, *, ended_since: float) -> list[Path]:
+        """Folders a restart must look at: faxes the index still has in progress (their
+        meta.json says how they really stand) and those that ended since ``ended_since``
+        (a webhook planned in meta.json may not have reached the spool)."""
+        db = self._db()
+        rows = db.execute("SELECT folder FROM faxes WHERE in_progress = 1 OR ended_at >= ?", (ended_since,))
+        return [Path(row[0]) for row in rows]
+
+    def expired_candidates(self, *, cutoff: float, limit: int = 10000) -> list[Path]:
+        """Folders of finished, unheld faxes that ended (or started, if never ended)
+        before ``cutoff``, oldest first: the retention sweep re-reads each meta.json."""
+        db = self._db()
+        rows = db.execute("SELECT folder FROM faxes WHERE in_progress = 0 AND held = 0 AND "
+                          "COALESCE(ended_at, started_at) < ? ORDER BY started_at LIMIT ?", (cutoff, limit))
+        return [Path(row[0]) for row in rows]
+
     def get_row(self, fax_id: str) -> dict[str, Any] | None:
         """Every stored column of one fax (tests and diagnostics)."""
         db = self._db()

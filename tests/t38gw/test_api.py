@@ -18,7 +18,8 @@ import trio
 from starlette.testclient import TestClient
 
 from t38gw import archive
-from t38gw.api import AuditLog, FaxIndex, api_base_url, create_app, hypercorn_tls, token_id, verify_audit_log
+from t38gw.api import AuditLog, api_base_url, create_app, hypercorn_tls, token_id, verify_audit_log
+from t38gw.index import ArchiveIndex
 from t38gw.config import HttpConfig
 from t38gw.ids import new_fax_id
 from t38gw.metrics import GatewayMetrics
@@ -37,10 +38,17 @@ def archive_root(tmp_path):
     return tmp_path
 
 
+def indexed(root) -> ArchiveIndex:
+    """The search index of the archive at ``root`` (built from its folders, as a start does)."""
+    index = ArchiveIndex(root / ".test-index.db")
+    index.rebuild(root)
+    return index
+
+
 def client(root, tokens=(), host="127.0.0.1", audit_log=None):
     metrics = GatewayMetrics(spool_depth=lambda: 3)
     metrics.calls.labels(result="received").inc()
-    return TestClient(create_app(FaxIndex(root), metrics, tokens, audit_log=audit_log), client=(host, 50000))
+    return TestClient(create_app(indexed(root), metrics, tokens, audit_log=audit_log), client=(host, 50000))
 
 
 def test_health_and_metrics(archive_root):
@@ -95,7 +103,7 @@ def test_a_gateway_that_does_not_send_says_so(archive_root):
 
 
 def _send_client(root, handler):
-    app = create_app(FaxIndex(root), GatewayMetrics(), (), handler)
+    app = create_app(indexed(root), GatewayMetrics(), (), handler)
     return TestClient(app, client=("127.0.0.1", 50000))
 
 
@@ -238,7 +246,7 @@ def test_https_is_served_with_the_configured_pair(archive_root, tmp_path):
     hyper.accesslog = hyper.errorlog = None
     for name, value in hypercorn_tls(http).items():
         setattr(hyper, name, value)
-    app = create_app(FaxIndex(archive_root), GatewayMetrics(spool_depth=lambda: 0))
+    app = create_app(indexed(archive_root), GatewayMetrics(spool_depth=lambda: 0))
 
     async def main():
         with trio.fail_after(20):
@@ -253,3 +261,32 @@ def test_https_is_served_with_the_configured_pair(archive_root, tmp_path):
                         (await plain.get(f"http://127.0.0.1:{port}/v1/faxes")).raise_for_status()
                 nursery.cancel_scope.cancel()
     trio.run(main)
+
+
+def test_list_filters_pages_with_a_cursor_and_names_a_bad_parameter(tmp_path):
+    rng = random.Random(9)
+    started = 1_764_000_000.0
+    for n in range(7):
+        fax_id = new_fax_id(started + n * 60, rng)
+        folder = archive.fax_folder(tmp_path, fax_id, started + n * 60)
+        archive.write_meta(folder, {"id": fax_id, "direction": "outbound" if n % 2 else "inbound",
+                                    "status": "received" if n % 3 else "failed", "reason": "",
+                                    "started_at": archive.rfc3339(started + n * 60), "ended_at": None,
+                                    "sip": {"caller": f"+1555010{n}", "did": "5550100"},
+                                    "t30": {"remote_ident": "ST MARY" if n == 4 else ""}, "pages": []})
+    c = client(tmp_path)
+    first = c.get("/v1/faxes", params={"limit": 3}).json()
+    assert len(first["faxes"]) == 3 and first["next_cursor"]
+    second = c.get("/v1/faxes", params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    third = c.get("/v1/faxes", params={"limit": 3, "cursor": second["next_cursor"]}).json()
+    ids = [f["id"] for page in (first, second, third) for f in page["faxes"]]
+    assert len(ids) == 7 == len(set(ids)) and ids == sorted(ids, reverse=True) and third["next_cursor"] is None
+    assert [f["caller"] for f in c.get("/v1/faxes", params={"caller": "0104"}).json()["faxes"]] == ["+15550104"]
+    assert {f["direction"] for f in c.get("/v1/faxes", params={"direction": "outbound"}).json()["faxes"]} == \
+        {"outbound"}
+    assert [f["remote_ident"] for f in c.get("/v1/faxes", params={"remote_ident": "mary"}).json()["faxes"]] == \
+        ["ST MARY"]
+    for params, param in (({"limit": "x"}, "limit"), ({"since": "yesterday"}, "since"),
+                          ({"cursor": "???"}, "cursor"), ({"colour": "red"}, "colour")):
+        response = c.get("/v1/faxes", params=params)
+        assert response.status_code == 400 and response.json()["param"] == param, response.text
