@@ -231,7 +231,14 @@ def create_app(index: ArchiveIndex, metrics: GatewayMetrics, tokens: tuple[str, 
         folder, problem = find(request)
         if problem:
             return audited(problem, request, requested_id(request))
-        return audited(JSONResponse(archive.read_meta(folder)), request, folder.name)
+        try:
+            meta = archive.read_meta(folder)
+        except FileNotFoundError:
+            # Indexed the moment the call was accepted; meta.json comes with its first write.
+            return audited(JSONResponse({"error": "not_found", "detail": f"fax {folder.name} has no record yet: "
+                                                                         "the call is being set up"},
+                                        status_code=404), request, folder.name)
+        return audited(JSONResponse(meta), request, folder.name)
 
     async def get_document(request: Request) -> Response:
         folder, problem = find(request)

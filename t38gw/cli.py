@@ -1,4 +1,4 @@
-"""Command line: ``t38gw serve | send | check-config | audit verify|show``.
+"""Command line: ``t38gw serve | send | check-config | archive reindex|search|sweep|verify | audit verify|show``.
 
 Exit codes (DESIGN.md): 0 ok, 2 usage or configuration error, 1 runtime failure.
 """
@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     check.add_argument("--effective", action="store_true",
                        help="also print every key as TOML, defaults filled in and secrets as ***")
-    audit = commands.add_parser("audit", help="the audit log of API reads: verify its hash chain, or show a fax's")
+    from t38gw import archivecli
+
+    archivecli.add_parser(commands)
+    audit = commands.add_parser("audit", help="the audit trail: verify its hash chain, or show a fax's history")
     audit.add_argument("action", choices=["verify", "show"])
     audit.add_argument("--config", metavar="FILE", help="TOML configuration (default: embedded defaults)")
     audit.add_argument("--fax", metavar="ID", help="show: only the entries about this fax")
@@ -71,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args.config, args.log_format, args.log_level)
     if args.command == "audit":
         return _audit(args.action, args.config, args.fax)
+    if args.command == "archive":
+        from t38gw import archivecli
+
+        return archivecli.run(args)
     if args.command == "send":
         from t38gw.sendcli import run_send
 

@@ -28,9 +28,17 @@ class EcmBlock:
     frame_count: int | None = None
     ppr_count: int = 0
 
-    def frame_received(self, number: int, data: bytes) -> None:
-        """A good FCD frame; a repeat of one we hold just replaces it (same content)."""
+    def frame_received(self, number: int, data: bytes) -> bool:
+        """A good FCD frame; a repeat of one we hold just replaces it (same content).
+
+        T.4 A.3.6.1: an FCD carries ``frame_size`` octets (only a block's last frame may
+        carry fewer).  A longer one cannot be a frame as sent - e.g. the octets of a frame
+        cut short on an audio line joined to the next one's, closed by that one's good
+        FCS - and is not kept (it stays in the PPR map).  Returns whether it was kept."""
+        if not data or len(data) > self.frame_size:
+            return False
         self.frames[number] = data
+        return True
 
     def set_frame_count(self, count: int) -> None:
         """Record the count a PPS reports.
@@ -43,8 +51,15 @@ class EcmBlock:
             self.frame_count = count
 
     def missing(self) -> list[int]:
-        """Frame numbers 0..count-1 we do not hold (empty when the block is whole)."""
+        """Frame numbers 0..count-1 we do not hold (empty when the block is whole).
+
+        A frame shorter than ``frame_size`` that is not the block's last was cut short
+        (T.4 A.3.6.1): it is dropped here and asked for again, never decoded."""
         count = self.frame_count or 0
+        for n in range(count - 1):
+            data = self.frames.get(n)
+            if data is not None and len(data) != self.frame_size:
+                del self.frames[n]
         return [n for n in range(count) if n not in self.frames]
 
     def ppr_map(self) -> bytes:

@@ -1127,7 +1127,10 @@ class T30Receiver(TableMachine):
             if self._block is None:
                 self._block = EcmBlock(page=-1, block=-1, frame_size=dcs.ecm_frame_size)
             # The image octets stay in T.38 order for the decoder (first bit = MSB).
-            self._block.frame_received(frame.fif[0], arrived.wire[4:])
+            if not self._block.frame_received(frame.fif[0], arrived.wire[4:]):
+                self.counters["bad_frames"] += 1  # longer than an FCD can be: asked for again
+                self._log(f"FCD frame {frame.fif[0]} with {len(arrived.wire) - 4} octets "
+                          f"(frame size {dcs.ecm_frame_size}): not kept")
         elif frame.fcf != Fcf.RCP:  # RCP: T.4 A.3.6.2, end of the partial page; PPS follows on V.21
             self._log(f"{frame.name} on the image modem")
         return None if self.state is State.ECM_BLOCK else _IN_BLOCK

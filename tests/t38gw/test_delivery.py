@@ -29,7 +29,7 @@ def gateway_with_one_fax(tmp_path, give_up_after: float):
     record.finish("failed", "T.30 T1_EXPIRED", NOW + 40)
     plan_deliveries(record.meta, config.webhooks, NOW + 40, random.Random(2))
     record.write(*record.snapshot())
-    gateway.index.add(record.fax_id, record.folder)
+    gateway.index.upsert(record.meta, record.folder)
     enqueue_planned(gateway.spool, record.folder, record.meta, config, NOW + 40)
     gateway.worker.wall_clock = lambda: NOW + 41
     return gateway, record

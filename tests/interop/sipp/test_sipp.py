@@ -22,8 +22,13 @@ def results() -> dict[str, Result]:
         return {name: future.result(timeout=120) for name, future in futures.items()}
 
 
+# Scenarios that need the gateway itself (a fax played as audio): they run against
+# ``t38gw serve`` in tests/interop/sipp/test_sipp_audio.py, not against the test UA.
+SERVE_ONLY = {"audio_fax_pcap_refuses_t38"}
+
+
 def test_every_scenario_file_is_exercised():
-    assert {p.stem for p in SCENARIOS.glob("*.xml")} == {case.scenario for case in CASES.values()}
+    assert {p.stem for p in SCENARIOS.glob("*.xml")} - SERVE_ONLY == {case.scenario for case in CASES.values()}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -38,11 +38,27 @@ def test_ppr_map_bit_for_frame_0_is_the_first_transmitted_bit():
 def test_ppr_map_round_trip(count, present):
     block = EcmBlock(0, 0, 64)
     for n in present:
-        block.frame_received(n, bytes([n]))
+        block.frame_received(n, bytes([n]) * 64)
     block.set_frame_count(count)
     missing = [n for n in range(count) if n not in present]
     assert block.missing() == missing
     assert frames_in_ppr_map(block.ppr_map()) == [n for n in range(256) if n not in present]
+
+
+def test_a_frame_longer_or_shorter_than_an_fcd_can_be_is_asked_for_again():
+    # An audio line cut a frame short and SpanDSP's modem joined its octets to the next
+    # frame's, closed by that frame's good FCS: kept, it would corrupt the page (issue 13).
+    block = EcmBlock(0, 0, 256)
+    assert block.frame_received(0, b"\x11" * 256)
+    assert not block.frame_received(1, b"\x22" * 300)  # longer than any FCD
+    assert block.frame_received(2, b"\x33" * 100)  # short, but not the block's last
+    assert block.frame_received(3, b"\x44" * 40)  # the block's last may be short
+    block.set_frame_count(4)
+    assert block.missing() == [1, 2]
+    assert frames_in_ppr_map(block.ppr_map())[:2] == [1, 2]
+    block.frame_received(1, b"\x22" * 256)
+    block.frame_received(2, b"\x33" * 256)
+    assert block.missing() == [] and block.data() == b"\x11" * 256 + b"\x22" * 256 + b"\x33" * 256 + b"\x44" * 40
 
 
 def test_frame_count_only_grows():
