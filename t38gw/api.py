@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import os
 import re
 import time
@@ -32,6 +31,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from t38gw import archive
+from t38gw.audit import AuditTrail as AuditLog
+from t38gw.audit import verify_audit_log  # noqa: F401 (re-exported: the audit trail's check)
 from t38gw.config import HttpConfig
 from t38gw.index import ArchiveIndex, ArchiveIndexError, IndexQueryError
 from t38gw.metrics import CONTENT_TYPE, GatewayMetrics
@@ -54,62 +55,6 @@ SendHandler = Callable[[SendOptions, list[tuple[str, bytes]]], Awaitable[str]]
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # one job's files together
 MAX_UPLOAD_FILES = 50
 _SEND_FIELDS = {"file", "to", "cover", "cover_note", "header", "webhook"}
-
-_GENESIS = "0" * 64
-
-
-class AuditLog:
-    """Append-only JSON lines, one per ``/v1`` read of patient data, created 0600.
-
-    Each line carries ``prev``, the SHA-256 of the previous line, so that a line removed
-    or edited later breaks the chain (``verify_audit_log``).  Every line is written with
-    one ``write`` on an ``O_APPEND`` descriptor and fsynced before the response leaves.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        if not self.path.parent.exists():
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(self._fd, 0o600)
-        self._prev = _last_line_hash(self.path)
-
-    def write(self, entry: dict[str, Any]) -> None:
-        """Append one entry (``time`` and ``prev`` are added); raises ``OSError`` if it cannot."""
-        record = {"time": _rfc3339(time.time())} | entry | {"prev": self._prev}
-        line = json.dumps(record, separators=(",", ":"), sort_keys=False).encode()
-        os.write(self._fd, line + b"\n")
-        os.fsync(self._fd)
-        self._prev = hashlib.sha256(line).hexdigest()
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
-def _last_line_hash(path: Path) -> str:
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 65536))
-        tail = handle.read()
-    lines = [line for line in tail.split(b"\n") if line]
-    return hashlib.sha256(lines[-1]).hexdigest() if lines else _GENESIS
-
-
-def verify_audit_log(path: str | os.PathLike[str]) -> tuple[int, int | None]:
-    """(lines, number of the first line whose ``prev`` does not match, or None if the chain holds)."""
-    prev = _GENESIS
-    count = 0
-    with open(path, "rb") as handle:
-        for count, line in enumerate(handle, 1):
-            line = line.rstrip(b"\n")
-            try:
-                if json.loads(line).get("prev") != prev:
-                    return count, count
-            except (ValueError, AttributeError):
-                return count, count
-            prev = hashlib.sha256(line).hexdigest()
-    return count, None
 
 
 def _rfc3339(now: float) -> str:

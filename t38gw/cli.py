@@ -122,9 +122,7 @@ def _serve(path: str | None, log_format: str = "json", log_level: str = "info") 
 def _audit(action: str, path: str | None, fax_id: str | None) -> int:
     """``audit verify``: 0 if every line chains to the one before, 1 otherwise.
     ``audit show [--fax ID]``: the entries (about that fax) as JSON lines on stdout."""
-    import json
-
-    from t38gw.api import verify_audit_log
+    from t38gw.audit import history, iter_trail, verify_trail
 
     try:
         config = load_config(path)
@@ -134,21 +132,25 @@ def _audit(action: str, path: str | None, fax_id: str | None) -> int:
     log_path = config.archive.audit_log
     try:
         if action == "verify":
-            count, broken = verify_audit_log(log_path)
-            if broken is not None:
-                print(f"{log_path}: line {broken} of {count} does not chain to the line before it:"
-                      " the log was edited or lines were removed", file=sys.stderr)
+            result = verify_trail(log_path)
+            for problem in result.problems:
+                print(f"{log_path}: {problem}", file=sys.stderr)
+            if result.first_broken is not None:
+                file, line = result.first_broken
+                print(f"{file}: line {line} does not chain to the line before it: the trail was edited, "
+                      f"reordered or lines or files were removed ({result.lines} lines in "
+                      f"{len(result.files)} file(s))", file=sys.stderr)
                 return EXIT_RUNTIME
-            print(f"{log_path}: {count} entries, hash chain intact")
+            print(f"{log_path}: {result.lines} entries in {len(result.files)} file(s), hash chain intact")
             return EXIT_OK
-        with open(log_path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if fax_id is None or entry.get("fax_id") == fax_id or fax_id in (entry.get("fax_ids") or []):
-                    print(line, end="")
+        if fax_id is not None:
+            import json
+
+            for entry in history(log_path, fax_id):
+                print(json.dumps(entry, separators=(",", ":")))
+            return EXIT_OK
+        for line in iter_trail(log_path):
+            print(line.raw.decode("utf-8", "replace"))
         return EXIT_OK
     except OSError as exc:
         print(f"t38gw: cannot read the audit log {log_path}: {exc.strerror or exc}", file=sys.stderr)

@@ -181,7 +181,7 @@ def test_audit_verify_and_show(tmp_path):
     audit.close()
     config = str(tmp_path / "t38gw.toml")
     result = run_cli("audit", "verify", "--config", config)
-    assert result.returncode == 0 and "2 entries, hash chain intact" in result.stdout
+    assert result.returncode == 0 and "2 entries in 1 file(s), hash chain intact" in result.stdout
     shown = run_cli("audit", "show", "--config", config, "--fax", fax_a)
     assert [json.loads(line)["path"] for line in shown.stdout.splitlines()] == ["/v1/faxes"]
     assert len(run_cli("audit", "show", "--config", config, "--fax", fax_b).stdout.splitlines()) == 2
