@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -97,6 +98,9 @@ class AuditTrail:
         self._prev = GENESIS
         self._needs_recovery = False
         _make_private_folders(self.path.parent)
+        # Another process may write the same trail (``t38gw archive sweep`` beside a running
+        # gateway): each record takes this lock file and chains onto the file as it is.
+        self._process_lock = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._open_and_recover()
 
     @property
@@ -115,15 +119,28 @@ class AuditTrail:
         if reserved:
             raise ValueError(f"the trail sets {sorted(reserved)} itself")
         with self._lock:
-            if self._needs_recovery:
-                self._close_quietly()
-                self._open_and_recover()
-            entry = {"time": _rfc3339(self._clock()), "event": str(event)} | fields | {"prev": self._prev}
-            line = _serialise(entry)
-            if self._size > 0 and self._size + len(line) + 1 > self.max_bytes:
-                self._guarded(self._rotate)
-            self._guarded(lambda: self._append(line))
-            return entry
+            fcntl.flock(self._process_lock, fcntl.LOCK_EX)
+            try:
+                if self._needs_recovery or self._written_elsewhere():
+                    self._close_quietly()
+                    self._open_and_recover()
+                entry = {"time": _rfc3339(self._clock()), "event": str(event)} | fields | {"prev": self._prev}
+                line = _serialise(entry)
+                if self._size > 0 and self._size + len(line) + 1 > self.max_bytes:
+                    self._guarded(self._rotate)
+                self._guarded(lambda: self._append(line))
+                return entry
+            finally:
+                fcntl.flock(self._process_lock, fcntl.LOCK_UN)
+
+    def _written_elsewhere(self) -> bool:
+        """The current file grew, or was rotated away, since our last line."""
+        try:
+            on_disk = os.stat(self.path)
+            ours = os.fstat(self._fd)
+        except OSError:
+            return True
+        return on_disk.st_ino != ours.st_ino or ours.st_size != self._size
 
     def write(self, entry: dict[str, Any]) -> dict[str, Any]:
         """``t38gw.api.AuditLog.write``: one API read (client, token_id, method, path, query,
@@ -137,6 +154,9 @@ class AuditTrail:
             if self._fd >= 0:
                 fd, self._fd = self._fd, -1
                 os.close(fd)
+            if self._process_lock >= 0:
+                lock, self._process_lock = self._process_lock, -1
+                os.close(lock)
 
     def __enter__(self) -> AuditTrail:
         return self

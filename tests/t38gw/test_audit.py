@@ -316,3 +316,20 @@ def test_record_refuses_fields_the_trail_sets(tmp_path):
         with pytest.raises(TypeError):
             trail.record("fax_stored", when=object())
     assert (tmp_path / "audit.jsonl").read_bytes() == b""
+
+
+def test_two_processes_writing_one_trail_keep_one_chain(tmp_path):
+    # The gateway and `t38gw archive sweep` may both record: each chains onto the file as it is.
+    import subprocess
+    import sys
+
+    path = tmp_path / "audit.jsonl"
+    script = ("import sys; from t38gw.audit import AuditTrail\n"
+              "trail = AuditTrail(sys.argv[1], max_bytes=3000)\n"
+              "for n in range(150): trail.record('fax_stored', fax_id=f'{sys.argv[2]}-{n}')\n"
+              "trail.close()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in ("a", "b")]
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    result = verify_trail(path)
+    assert result.first_broken is None and result.lines == 300, result
