@@ -120,7 +120,7 @@ def create_app(index: ArchiveIndex, metrics: GatewayMetrics, tokens: tuple[str, 
         entry = {"client": request.client.host if request.client else "", "token_id": who(request),
                  "method": request.method, "path": request.url.path, "query": request.url.query,
                  "fax_id": fax_id, "status": response.status_code} | extra
-        log.info("audit", **entry)
+        log.info("audit", **{("audit_event" if k == "event" else k): v for k, v in entry.items()})
         if audit_log is not None:
             try:
                 audit_log.write(entry)
@@ -214,6 +214,51 @@ def create_app(index: ArchiveIndex, metrics: GatewayMetrics, tokens: tuple[str, 
             return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
         return JSONResponse({"id": fax_id}, status_code=202, headers={"location": f"/v1/faxes/{fax_id}"})
 
+    async def hold(request: Request) -> Response:
+        """POST (with a ``reason``) places a legal hold, DELETE releases it: a held fax is
+        never deleted by retention.  meta.json shows the hold and its history; the change
+        is in the audit trail before the answer leaves."""
+        from t38gw import retention
+
+        folder, problem = find(request)
+        if problem:
+            return audited(problem, request, requested_id(request))
+        by = who(request)
+        now = time.time()
+        try:
+            if request.method == "POST":
+                try:
+                    body = await request.json()
+                except ValueError:
+                    body = None
+                reason = body.get("reason") if isinstance(body, dict) else None
+                if not isinstance(reason, str):
+                    return audited(JSONResponse({"error": "bad_request", "param": "reason",
+                                                 "detail": 'send JSON {"reason": "why the fax must be kept"}'},
+                                                status_code=400), request, folder.name)
+                meta = await run_in_threadpool(
+                    lambda: retention.place_hold(folder, reason=reason, by=by, now=now))
+            else:
+                meta = await run_in_threadpool(lambda: retention.release_hold(folder, by=by, now=now))
+        except ValueError as exc:
+            return audited(JSONResponse({"error": "bad_request", "param": "reason", "detail": str(exc)},
+                                        status_code=422), request, folder.name)
+        except retention.FaxInProgressError as exc:
+            return audited(JSONResponse({"error": "in_progress", "detail": str(exc)}, status_code=409),
+                           request, folder.name)
+        except FileNotFoundError:
+            return audited(JSONResponse({"error": "not_found", "detail": f"fax {folder.name} is gone"},
+                                        status_code=404), request, folder.name)
+        try:
+            await run_in_threadpool(lambda: index.upsert(meta, folder))
+        except ArchiveIndexError as exc:
+            log.error("archive_index_write_failed", fax_id=folder.name, error=str(exc), fix="t38gw archive reindex")
+        event = "hold_placed" if request.method == "POST" else "hold_released"
+        log.info(event, fax_id=folder.name, by=by)
+        return audited(JSONResponse({"id": folder.name, "hold": meta.get("hold"),
+                                     "hold_history": meta.get("hold_history", [])}),
+                       request, folder.name, event=event)
+
     return Starlette(routes=[
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
@@ -221,6 +266,7 @@ def create_app(index: ArchiveIndex, metrics: GatewayMetrics, tokens: tuple[str, 
         Route("/v1/faxes", post_fax, methods=["POST"]),
         Route("/v1/faxes/{fax_id}", get_fax),
         Route("/v1/faxes/{fax_id}/document.{fmt:str}", get_document),
+        Route("/v1/faxes/{fax_id}/hold", hold, methods=["POST", "DELETE"]),
     ])
 
 

@@ -250,8 +250,10 @@ def _set_page_totals(path: Path, pages: int) -> None:
 
 
 def iter_faxes(root: str | os.PathLike[str]) -> Iterable[Path]:
-    """Every fax folder under the archive (any route sub-folder), newest id last."""
+    """Every fax folder under the archive (any route sub-folder), newest id last.  A
+    ``.deleting-`` folder (a retention deletion a crash interrupted) is not a fax."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted((meta.parent for meta in root.rglob(META_NAME)), key=lambda p: p.name)
+    return sorted((meta.parent for meta in root.rglob(META_NAME) if not meta.parent.name.startswith(".")),
+                  key=lambda p: p.name)

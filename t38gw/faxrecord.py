@@ -282,16 +282,20 @@ def _document(folder: Path, meta: dict[str, Any], hook: Webhook, api_base: str) 
 
 
 def record_outcome(folder: Path, delivery_id: str, state: str, attempts: int, error: str, now: float) -> None:
-    """Note a delivery's outcome in meta.json ``deliveries`` (blocking)."""
+    """Note a delivery's outcome in meta.json ``deliveries`` (blocking).  Under the fax's
+    lock: a hold placed at the same moment must not be lost to this read-modify-write."""
+    from t38gw.retention import meta_lock
+
     try:
-        meta = archive.read_meta(folder)
+        with meta_lock(folder):
+            meta = archive.read_meta(folder)
+            for planned in meta.get("deliveries", []):
+                if planned.get("id") == delivery_id:
+                    planned.update(state=state, attempts=attempts, last_error=error, updated_at=archive.rfc3339(now))
+                    archive.write_meta(folder, meta)
+                    return
     except (OSError, ValueError):
-        return
-    for planned in meta.get("deliveries", []):
-        if planned.get("id") == delivery_id:
-            planned.update(state=state, attempts=attempts, last_error=error, updated_at=archive.rfc3339(now))
-            archive.write_meta(folder, meta)
-            return
+        return  # deleted by retention meanwhile, or unreadable: the spool keeps the outcome
 
 
 def recover_archive(root: Path, spool: Spool, config: Config, now: float | None = None,

@@ -107,6 +107,8 @@ SHUTDOWN_GRACE_SECONDS = 120.0
 # A restart re-spools the planned webhooks of faxes that ended this recently (the spool
 # gives a delivery up after 24 h anyway).
 RESPOOL_WINDOW_SECONDS = 2 * 86400.0
+RETENTION_FIRST_SWEEP_SECONDS = 60.0
+RETENTION_SWEEP_INTERVAL_SECONDS = 86400.0
 FINAL_FLUSH_SECONDS = 10.0
 _WILDCARD = ("0.0.0.0", "::", "")
 
@@ -345,6 +347,7 @@ class Gateway:
                 nursery.start_soon(self.worker.run)
                 nursery.start_soon(self._run_jobs)
                 nursery.start_soon(self._tick_audio)
+                nursery.start_soon(self._retention_sweeps)
                 for trunk in self.config.sip.trunks:
                     self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
                                                                 trunk.password, trunk.expires))
@@ -891,6 +894,9 @@ class Gateway:
                         self.rng)
         await trio.to_thread.run_sync(self._save_meta, folder, meta)
         self.jobs.finish(job.id, now)
+        await trio.to_thread.run_sync(lambda: self._audit("fax_stored", fax_id=job.id, direction="outbound",
+                                                          status=final, pages=meta.get("pages_total", 0),
+                                                          pages_sent=meta.get("pages_sent", 0)))
         enqueue_planned(self.spool, folder, meta, self.config, now)
         self.worker.nudge()
         self.metrics.calls.labels(result=final).inc()
@@ -903,6 +909,53 @@ class Gateway:
 
     async def _write_outbound_meta(self, record: OutboundRecord, pages: Any, meta: dict[str, Any]) -> None:
         await trio.to_thread.run_sync(self._save_meta, record.folder, meta)
+
+    # -- retention and the audit trail -----------------------------------------------
+    async def _retention_sweeps(self) -> None:
+        """Once a day (the first a minute after start): delete faxes older than
+        ``[retention] keep_days``, never a held or running one (t38gw.retention)."""
+        await trio.sleep(RETENTION_FIRST_SWEEP_SECONDS)
+        while True:
+            if self.config.retention.keep_days:
+                try:
+                    await trio.to_thread.run_sync(self.sweep_once, time.time())
+                except Exception:
+                    log.exception("retention_sweep_failed")
+            await trio.sleep(RETENTION_SWEEP_INTERVAL_SECONDS)
+
+    def sweep_once(self, now: float) -> list[Any]:
+        """One retention sweep (blocking).  Candidates come from the index; each meta.json
+        is read again before anything is deleted (a hold placed a moment ago wins)."""
+        from t38gw import retention
+
+        keep_days = self.config.retention.keep_days
+        cutoff = retention.cutoff_for(keep_days, now)
+        if cutoff is None:
+            return []
+        candidates = self.index.expired_candidates(cutoff=cutoff) + retention.pending_deletions(self.archive_root)
+
+        def deleted(fax_id: str, meta: dict[str, Any]) -> None:
+            # The audit line first: a deletion nobody can account for is worse than a
+            # fax deleted one sweep later (OSError here stops this fax's deletion).
+            self.audit_log.record("fax_deleted", fax_id=fax_id, reason="retention", keep_days=keep_days,
+                                  started_at=meta.get("started_at"), ended_at=meta.get("ended_at"))
+            self._index_forget(fax_id)
+
+        items = retention.sweep(candidates, keep_days=keep_days, now=now,
+                                delete_spool=lambda fax_id: retention.delete_spool_rows(self.config.spool, fax_id),
+                                on_deleted=deleted)
+        done = [item for item in items if item.deleted]
+        if items:
+            log.info("retention_sweep", deleted=len(done), kept=len(items) - len(done), keep_days=keep_days,
+                     kept_reasons=sorted({item.skipped for item in items if item.skipped}))
+        return items
+
+    def _audit(self, event: str, **fields: Any) -> None:
+        """A line in the audit trail (blocking: fsync); an unwritable trail is logged loudly."""
+        try:
+            self.audit_log.record(event, **fields)
+        except OSError as exc:
+            log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"), error=str(exc))
 
     # -- archive and webhooks ------------------------------------------------------
     async def _write_record(self, record: InboundFax, pages, meta) -> None:
@@ -924,6 +977,8 @@ class Gateway:
             return
         enqueue_planned(self.spool, record.folder, meta, self.config, now)
         self.worker.nudge()
+        await trio.to_thread.run_sync(lambda: self._audit("fax_stored", fax_id=record.fax_id, direction="inbound",
+                                                          status=meta["status"], pages=len(meta["pages"])))
         status = meta["status"]
         self.metrics.calls.labels(result=status).inc()
         self.metrics.calls_by_media.labels(media=meta.get("media", "t38")).inc()
@@ -965,6 +1020,10 @@ class Gateway:
     def _delivery_outcome(self, delivery, state: DeliveryState, error: str) -> None:
         result = {DeliveryState.DELIVERED: "delivered", DeliveryState.DEAD: "dead"}.get(state, "failed")
         self.metrics.webhook_deliveries.labels(result=result).inc()
+        if state in (DeliveryState.DELIVERED, DeliveryState.DEAD):
+            self._audit("webhook_delivered" if state is DeliveryState.DELIVERED else "webhook_dead",
+                        fax_id=delivery.fax_id, webhook=delivery.webhook, delivery_id=delivery.id,
+                        attempts=delivery.attempts + 1)
         folder = self.index.get_folder(delivery.fax_id)
         if folder is not None:
             record_outcome(folder, delivery.id, state.value, delivery.attempts + 1, error, time.time())

@@ -205,9 +205,14 @@ def test_the_audit_chain_survives_a_restart_and_shows_tampering(archive_root, tm
 
 
 def test_a_read_that_cannot_be_audited_is_refused(archive_root, tmp_path):
+    import errno
+
     audit = AuditLog(tmp_path / "audit.jsonl")
-    os.close(audit._fd)
-    audit._fd = os.open(os.devnull, os.O_RDONLY)  # writes now fail with EBADF, as on a broken disk
+
+    def disk_full(line: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    audit._append = disk_full  # the trail's own write fails, as on a full disk
     response = client(archive_root, audit_log=audit).get("/v1/faxes")
     assert response.status_code == 503 and "faxes" not in response.json()
     audit.close()
@@ -290,3 +295,24 @@ def test_list_filters_pages_with_a_cursor_and_names_a_bad_parameter(tmp_path):
                           ({"cursor": "???"}, "cursor"), ({"colour": "red"}, "colour")):
         response = c.get("/v1/faxes", params=params)
         assert response.status_code == 400 and response.json()["param"] == param, response.text
+
+
+def test_a_hold_is_placed_shown_and_released_and_audited(archive_root, tmp_path):
+    from t38gw.audit import history
+
+    audit = AuditLog(tmp_path / "audit" / "trail.jsonl")
+    c = client(archive_root, audit_log=audit)
+    fax_id = c.get("/v1/faxes").json()["faxes"][0]["id"]
+    assert c.post(f"/v1/faxes/{fax_id}/hold", json={}).json()["param"] == "reason"
+    assert c.post(f"/v1/faxes/{fax_id}/hold", json={"reason": "  "}).status_code == 422
+    placed = c.post(f"/v1/faxes/{fax_id}/hold", json={"reason": "litigation 2026-17"})
+    assert placed.status_code == 200 and placed.json()["hold"]["reason"] == "litigation 2026-17"
+    meta = c.get(f"/v1/faxes/{fax_id}").json()
+    assert meta["hold"]["by"] == "loopback" and meta["hold_history"][0]["action"] == "placed"
+    released = c.delete(f"/v1/faxes/{fax_id}/hold")
+    assert released.status_code == 200 and released.json()["hold"] is None
+    assert "hold" not in c.get(f"/v1/faxes/{fax_id}").json()
+    assert c.post("/v1/faxes/01a249a3-ba61-7f54-8357-001a503aa445/hold", json={"reason": "x"}).status_code == 404
+    audit.close()
+    events = [entry["event"] for entry in history(tmp_path / "audit" / "trail.jsonl", fax_id)]
+    assert "hold_placed" in events and "hold_released" in events
