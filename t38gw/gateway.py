@@ -302,7 +302,7 @@ class Gateway:
             # A new (or older-schema) index: built once from the folders, the system of record.
             started = time.monotonic()
             count = await trio.to_thread.run_sync(self.index.rebuild, self.archive_root)
-            log.warning("archive_index_rebuilt", faxes=count, seconds=round(time.monotonic() - started, 1),
+            (log.warning if count else log.info)("archive_index_rebuilt", faxes=count, seconds=round(time.monotonic() - started, 1),
                         index=str(self.config.archive.index))
         interrupted = self.jobs.interrupted()
         for job in interrupted:

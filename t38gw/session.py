@@ -222,6 +222,13 @@ class FaxSession:
             return
         if self._write_failure is not None and self.failure is None:
             self.fail(f"archive write failed ({self._write_failure}): the page was not confirmed")
+        for item in self.endpoint.drain_audio(now):
+            if isinstance(item, AudioDatagram):
+                leg.rtp_received(item.data, item.arrived)
+            elif not self._foreign_logged:
+                self._foreign_logged = True
+                self._bound.warning("rtp_foreign_source", source=f"{item.source[0]}:{item.source[1]}",
+                                    count=item.count)
         events, datagram = leg.tick(now, self._may_send)
         self.endpoint.send_audio_now(datagram)
         if events:
@@ -292,20 +299,12 @@ class FaxSession:
                     await trio.sleep(0.02)  # the ticker carries the engine's last words
                 continue
             if self.leg is not None:
-                # The ticker drives the engine; here only RTP is read (and a wake-up awaited).
-                items = []
+                # The ticker drives the engine and reads the RTP (drain_audio, no wake-up per
+                # packet); this task only waits to be woken (T.38, the end, a failure).
                 with trio.CancelScope() as scope:
                     self._wake_scope = scope
-                    items = await self.endpoint.receive_until(math.inf)
+                    await trio.sleep_forever()
                 self._wake_scope = None
-                now = trio.current_time()
-                for item in items:
-                    if isinstance(item, AudioDatagram) and self.leg is not None:
-                        self.leg.rtp_received(item.data, item.arrived)
-                    elif isinstance(item, ForeignDatagrams) and not self._foreign_logged:
-                        self._foreign_logged = True
-                        bound.warning("rtp_foreign_source", source=f"{item.source[0]}:{item.source[1]}",
-                                      count=item.count)
                 continue
             deadline = min(d for d in (engine.next_deadline(), self.endpoint.next_deadline(), math.inf)
                            if d is not None)

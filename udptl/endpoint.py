@@ -42,6 +42,7 @@ from udptl.sender import UdptlSender
 __all__ = ["AudioDatagram", "EndpointStats", "ForeignDatagrams", "PortPool", "PortsExhausted", "UdptlEndpoint"]
 
 MAX_DATAGRAM = 65535
+DRAIN_LIMIT = 64  # datagrams read per drain: a flood cannot hold the ticker
 
 
 class PortsExhausted(Exception):
@@ -199,6 +200,27 @@ class UdptlEndpoint:
         self.audio_remote = remote
         self.receiver = None
         self.sender = None
+
+    def drain_audio(self, now: float) -> list[AudioDatagram | ForeignDatagrams]:
+        """Every datagram waiting on the socket, read without awaiting (the audio ticker
+        calls this every 20 ms: no wake-up per packet), as ``receive_until`` would return
+        them on the audio leg.  ``now`` is taken as their arrival time."""
+        events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram] = []
+        raw = self._raw
+        if raw is None:
+            return []
+        for _ in range(DRAIN_LIMIT):
+            try:
+                data, source = raw.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except (ConnectionRefusedError, ConnectionResetError):
+                self.stats.send_errors += 1  # an ICMP error for an earlier send
+                continue
+            except OSError:
+                break
+            self._accept(data, (source[0], source[1]), now, events)
+        return [e for e in events if isinstance(e, (AudioDatagram, ForeignDatagrams))]
 
     def send_audio_now(self, datagram: bytes) -> None:
         """Send one RTP datagram to the (latched) peer without awaiting (non-blocking

@@ -385,3 +385,24 @@ def test_audio_leg_takes_rtp_from_the_signalled_host_only_and_sends_without_awai
             assert not [i for i in later if isinstance(i, AudioDatagram)]
 
     trio.run(main)
+
+
+def test_drain_audio_reads_every_waiting_rtp_datagram_without_awaiting():
+    from udptl.endpoint import AudioDatagram
+
+    async def main():
+        low, high = free_range(20)
+        pool = PortPool(low, high, host="0.0.0.0")
+        with await pool.open() as endpoint, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            endpoint.start_audio(("127.0.0.1", peer.getsockname()[1]), latching="strict")
+            assert endpoint.drain_audio(trio.current_time()) == []
+            for seq in range(5):
+                peer.sendto(_rtp(seq), ("127.0.0.1", endpoint.port))
+            await trio.sleep(0.05)  # in the kernel's queue; nobody reads
+            got = endpoint.drain_audio(trio.current_time())
+            assert [g.data[2:4] for g in got if isinstance(g, AudioDatagram)] == \
+                [seq.to_bytes(2, "big") for seq in range(5)]
+            assert endpoint.drain_audio(trio.current_time()) == []
+
+    trio.run(main)
