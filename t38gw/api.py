@@ -180,9 +180,16 @@ def create_app(index: ArchiveIndex, metrics: GatewayMetrics, tokens: tuple[str, 
             meta = archive.read_meta(folder)
         except FileNotFoundError:
             # Indexed the moment the call was accepted; meta.json comes with its first write.
-            return audited(JSONResponse({"error": "not_found", "detail": f"fax {folder.name} has no record yet: "
-                                                                         "the call is being set up"},
-                                        status_code=404), request, folder.name)
+            # Until then the record is what the index knows: a fax in progress, no pages.
+            row = await run_in_threadpool(lambda: index.get_row(folder.name))
+            if row is None:
+                return audited(JSONResponse({"error": "not_found", "detail": f"no fax {folder.name!r}"},
+                                            status_code=404), request, folder.name)
+            meta = {"id": row["id"], "direction": row["direction"], "status": row["status"],
+                    "reason": row["reason"], "in_progress": bool(row["in_progress"]),
+                    "started_at": row["started_at_text"], "ended_at": row["ended_at_text"], "media": row["media"],
+                    "sip": {"caller": row["caller"], "did": row["did"], "trunk": row["trunk"]},
+                    "t30": {"remote_ident": row["remote_ident"]}, "pages": [], "files": {}, "route": row["route"]}
         return audited(JSONResponse(meta), request, folder.name)
 
     async def get_document(request: Request) -> Response:

@@ -45,6 +45,32 @@ def rfc3339(unix_seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def parse_rfc3339(text: str | None) -> float | None:
+    """UNIX seconds of an RFC 3339 time as meta.json writes it (``rfc3339``; one without a
+    zone is UTC), or None when there is none or it cannot be read."""
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def create_private_file(path: Path, mode: int = 0o600) -> None:
+    """Create ``path`` (and its folder, 0700) private to this user before a library such
+    as SQLite opens it: it copies the file's mode to the files it makes beside it."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def fax_folder(root: str | os.PathLike[str], fax_id: str, started_at: float, subdir: str = "") -> Path:
     """Where a fax lives: the date is the call's start in UTC."""
     day = dt.datetime.fromtimestamp(started_at, tz=dt.UTC)

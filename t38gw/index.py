@@ -170,14 +170,14 @@ def indexed_fax(meta: dict[str, Any], folder: Path) -> IndexedFax:
     trunk, route, reason = _text(sip.get("trunk")), _text(meta.get("route")), _text(meta.get("reason"))
     started_text = meta.get("started_at") if isinstance(meta.get("started_at"), str) else None
     ended_text = meta.get("ended_at") if isinstance(meta.get("ended_at"), str) else None
-    started_at = _parse_time(started_text)
+    started_at = archive.parse_rfc3339(started_text)
     if started_at is None:
         started_at = _uuid7_seconds(fax_id)  # an id made by t38gw.ids carries its creation time
     pages = meta.get("pages")
     media = meta.get("media")
     row = (
         fax_id, str(folder.absolute()), _text(meta.get("direction")), _text(meta.get("status")),
-        int(bool(meta.get("in_progress"))), started_at, started_text, _parse_time(ended_text), ended_text,
+        int(bool(meta.get("in_progress"))), started_at, started_text, archive.parse_rfc3339(ended_text), ended_text,
         caller, number_key(caller), did, number_key(did), remote_ident, remote_ident.casefold(),
         trunk, route, media if isinstance(media, str) else None, len(pages) if isinstance(pages, list) else 0,
         reason, to, int(bool(meta.get("hold"))),
@@ -209,7 +209,7 @@ class ArchiveIndex:
         self._connections_lock = threading.Lock()
         self.needs_rebuild = False
         try:
-            _create_private(self.path)
+            archive.create_private_file(self.path, FILE_MODE)
             db = self._db()
             db.execute("PRAGMA journal_mode=WAL")
             with _write(db):
@@ -668,17 +668,6 @@ def _free_key(db: sqlite3.Connection, started_ms: int) -> int:
     return int(last) + 1
 
 
-def _create_private(path: Path) -> None:
-    """Create the database file (and its folder, 0700) private to this user before SQLite opens it."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
-
-
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -698,18 +687,6 @@ def _number_words(*numbers: str) -> str:
         digits = re.sub(r"\D", "", number)
         words.extend(digits[-n:] for n in (len(digits), 10, 7) if len(digits) >= n > 0)
     return " ".join(dict.fromkeys(words))
-
-
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
 
 
 def _uuid7_seconds(fax_id: str) -> float:
@@ -732,7 +709,7 @@ def _time_param(name: str, value: str | float | dt.datetime | None) -> float | N
         return float(value)
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
-    parsed = _parse_time(value.strip()) if isinstance(value, str) and len(value) <= 64 else None
+    parsed = archive.parse_rfc3339(value.strip()) if isinstance(value, str) and len(value) <= 64 else None
     if parsed is None:
         shown = value[:40] if isinstance(value, str) else type(value).__name__
         raise IndexQueryError(name, f"must be an RFC 3339 time like 2026-12-06T05:30:00Z, not {shown!r}")

@@ -155,7 +155,7 @@ def _since_seconds(since: float | str | dt.datetime | None) -> float | None:
     if isinstance(since, dt.datetime):
         return (since if since.tzinfo else since.replace(tzinfo=dt.UTC)).timestamp()
     if isinstance(since, str):
-        seconds = _parse_time(since.strip())
+        seconds = archive.parse_rfc3339(since.strip())
         if seconds is not None:
             return seconds
     raise ValueError(f"since must be an RFC 3339 time like 2026-12-01T00:00:00Z, not {since!r}")
@@ -167,14 +167,6 @@ def _started_at(folder: Path) -> float | None:
     except (OSError, ValueError):
         return None
     value = meta.get("started_at") if isinstance(meta, dict) else None
-    return _parse_time(value) if isinstance(value, str) else None
+    return archive.parse_rfc3339(value) if isinstance(value, str) else None
 
 
-def _parse_time(text: str) -> float | None:
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()

@@ -35,6 +35,8 @@ from collections.abc import Callable
 
 import structlog
 
+from t38gw.archive import create_private_file
+
 FIRST_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 3600.0
 GIVE_UP_AFTER_SECONDS = 24 * 3600.0  # DESIGN.md: retried for 24 h by default, then dead.
@@ -105,7 +107,7 @@ class Spool:
         self.last_error = ""
         try:
             if self.path != ":memory:":
-                _create_private(Path(self.path))
+                create_private_file(Path(self.path), FILE_MODE)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=BUSY_TIMEOUT_SECONDS)
             self._db.execute("PRAGMA secure_delete=ON")  # freed content is overwritten with zeros
@@ -280,17 +282,6 @@ class Spool:
 
 
 VACUUM_MIN_PAGES = 16
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file (and its folder, 0700) private to this user before SQLite opens it."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
 
 
 def _row(row: tuple) -> Delivery:

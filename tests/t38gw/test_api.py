@@ -316,3 +316,19 @@ def test_a_hold_is_placed_shown_and_released_and_audited(archive_root, tmp_path)
     audit.close()
     events = [entry["event"] for entry in history(tmp_path / "audit" / "trail.jsonl", fax_id)]
     assert "hold_placed" in events and "hold_released" in events
+
+
+def test_a_call_indexed_before_its_first_write_reads_as_in_progress(tmp_path):
+    from t38gw.faxrecord import InboundFax
+    from t38gw.config import Route
+
+    record = InboundFax(fax_id=new_fax_id(1_764_000_000.0, random.Random(3)), started_at=1_764_000_000.0,
+                        root=tmp_path, formats=("pdf",), sip={"call_id": "c9", "caller": "5550199", "did": "5550100"},
+                        route_index=None, route=Route())
+    index = ArchiveIndex(tmp_path / "index.db")
+    index.upsert(record.meta, record.folder)  # the gateway's order: the row first, meta.json at the first write
+    c = TestClient(create_app(index, GatewayMetrics()), client=("127.0.0.1", 50000))
+    [listed] = c.get("/v1/faxes").json()["faxes"]
+    meta = c.get(f"/v1/faxes/{listed['id']}").json()
+    assert meta["in_progress"] is True and meta["pages"] == [] and meta["sip"]["caller"] == "5550199"
+    assert c.get(f"/v1/faxes/{listed['id']}/document.pdf").status_code == 404
