@@ -29,7 +29,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from collections.abc import Callable, Iterable
 
 META_NAME = "meta.json"
@@ -146,10 +146,11 @@ def write_meta(folder: Path, meta: dict[str, Any]) -> None:
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+    meta: dict[str, Any] = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+    return meta
 
 
-def save_documents(folder: Path, pages: list, formats: Iterable[str]) -> dict[str, str]:
+def save_documents(folder: Path, pages: list[Any], formats: Iterable[str]) -> dict[str, str]:
     """Write whole pages (``imaging.Page``) as fax.pdf / fax.tif; returns meta.json's ``files``."""
     from imaging import output  # the archive is the only place here that renders pages
 
@@ -158,8 +159,12 @@ def save_documents(folder: Path, pages: list, formats: Iterable[str]) -> dict[st
         return files
     for fmt in formats:
         name = FILE_NAMES[fmt]
-        writer = output.write_pdf if fmt == "pdf" else output.write_tiff
-        write_atomic(folder / name, lambda tmp, writer=writer: writer(pages, tmp))
+        writer: Callable[[Any, Path], None] = output.write_pdf if fmt == "pdf" else output.write_tiff
+
+        def write(tmp: Path, writer: Callable[[Any, Path], None] = writer) -> None:
+            writer(pages, tmp)
+
+        write_atomic(folder / name, write)
         files[fmt] = name
     return files
 
@@ -181,7 +186,7 @@ class PageJournal:
     def pages(self) -> int:
         return self._appender.pages
 
-    def append(self, page) -> None:
+    def append(self, page: Any) -> None:
         self._appender.append(page)
 
 
@@ -236,7 +241,7 @@ def finish_documents(folder: Path, formats: Iterable[str], pages: int) -> dict[s
     return files
 
 
-def _ifds(handle) -> list[tuple[int, bytes]]:
+def _ifds(handle: BinaryIO) -> list[tuple[int, bytes]]:
     """(offset, entries + next pointer) of every IFD of one of our little-endian TIFFs."""
     handle.seek(0)
     header = handle.read(8)
