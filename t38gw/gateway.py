@@ -850,7 +850,6 @@ class Gateway:
                 self.calls.pop(call.sip_call.id, None)
                 self._call_timers.pop(call.sip_call.id)
         failed = call.failed
-        meta["attempts"][-1]["sip_status"] = failed.status if failed else 200
         if session.t30_started_at is not None:
             self.metrics.calls_by_media.labels(media=meta.get("media", "t38")).inc()
         if failed is not None and not session.phase_b_done:
@@ -862,7 +861,7 @@ class Gateway:
         cause = "sent" if status == "sent" else ("t30_" + ended.result.value.lower() if ended else "t30")
         # A T.30 failure is retried from the start: the receiver may get the first pages twice,
         # which beats a document it got only part of.
-        await self._end_attempt(job, folder, meta, status, reason, meta["attempts"][-1]["sip_status"],
+        await self._end_attempt(job, folder, meta, status, reason, failed.status if failed else 200,
                                 retryable=status != "sent", bound=bound, cause=cause)
 
     async def _end_attempt(self, job: Job, folder: Path, meta: dict[str, Any], status: str, reason: str,
@@ -873,10 +872,9 @@ class Gateway:
         attempt.update(ended_at=archive.rfc3339(now), outcome=status, cause=cause or status, reason=reason,
                        sip_status=sip_status, pages_sent=meta.get("pages_sent", 0))
         retry_at = None
-        if status != "sent" and retryable and self.accepting_jobs():
-            retry_at = self.jobs.retry_at(len(meta["attempts"]), now)
-        if status != "sent" and retryable and not self.accepting_jobs():
-            retry_at = now  # our own shutdown: the next start sends it
+        if status != "sent" and retryable:
+            # During our own shutdown the job waits for the next start, without back-off.
+            retry_at = self.jobs.retry_at(len(meta["attempts"]), now) if self.accepting else now
         if retry_at is not None:
             meta.update(status="queued", reason=reason, next_attempt_at=archive.rfc3339(retry_at))
             await trio.to_thread.run_sync(self._save_meta, folder, meta)
@@ -903,9 +901,6 @@ class Gateway:
         bound.info("send_job_finished", status=final, reason=reason, attempts=len(meta["attempts"]),
                    pages_sent=meta.get("pages_sent", 0), pages_total=meta.get("pages_total", 0),
                    to=meta.get("to"))
-
-    def accepting_jobs(self) -> bool:
-        return self.accepting
 
     async def _write_outbound_meta(self, record: OutboundRecord, pages: Any, meta: dict[str, Any]) -> None:
         await trio.to_thread.run_sync(self._save_meta, record.folder, meta)

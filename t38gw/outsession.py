@@ -125,16 +125,7 @@ class OutboundSession(FaxSession):
         ended = self.ended_result
         if ended is not None and ended.result is T30Result.OK and sent == total:
             return "sent", ""
-        if self.failure:
-            reason = self.failure
-        elif ended is not None and ended.result is T30Result.CALL_DROPPED:
-            reason = f"the far end hung up ({self.sip_end_reason or 'call dropped'}) during T.30: {ended.reason}"
-        elif ended is not None:
-            reason = f"T.30 {ended.result.value}: {ended.reason}"
-        elif self.sip_end_reason:
-            reason = f"the call ended before T.38 started ({self.sip_end_reason})"
-        else:
-            reason = "the call ended without a T.30 result"
+        reason = self._failure_reason(peer="the far end", call="the call")
         reason = f"{reason} ({sent} of {total} pages confirmed)"
         return ("partial" if sent else "failed"), reason
 

@@ -94,7 +94,8 @@ class FaxSession:
         self._jitter_ms = jitter_ms
         self._ecm = ecm
         self._hold_since: float | None = None
-        self.media_used = "t38"
+        self._carry: list = []  # IFPs the audio leg had queued when T.38 took over
+        self.rtp_stats = None  # the audio leg's stats once it was stopped
         self.max_call_seconds = float(max_call_seconds)
         self.endpoint = endpoint
         self.receiver_config = receiver_config
@@ -185,7 +186,6 @@ class FaxSession:
         except AudioFaxUnavailable as exc:
             self.fail(f"the fax came as audio and SpanDSP is not available: {exc}")
             return False
-        self.media_used = self.audio.media
         bound.info("audio_fax_started", media=self.audio.media, remote=f"{self.audio.remote[0]}:{self.audio.remote[1]}",
                    local_port=self.endpoint.port, payload_type=self.audio.payload_type, jitter_ms=self._jitter_ms)
         if self._audio_ticks is not None:
@@ -360,7 +360,7 @@ class FaxSession:
     def media_meta(self) -> dict:
         """meta.json ``media`` and, when the fax ran as audio, ``rtp``."""
         meta: dict = {"media": "t38" if self.t38 is not None or self.audio is None else self.audio.media}
-        stats = self.leg.stats() if self.leg is not None else getattr(self, "rtp_stats", None)
+        stats = self.leg.stats() if self.leg is not None else self.rtp_stats
         if stats is not None:
             meta["rtp"] = {"packets_received": stats.packets_received, "packets_sent": stats.packets_sent,
                            "lost": stats.lost, "late": stats.late, "jitter_ms": stats.jitter_ms}
@@ -374,7 +374,7 @@ class FaxSession:
         if engine is None or self.sip_end_reason is not None:
             return
         version = self.t38.version
-        carried, self._carry = getattr(self, "_carry", []), []
+        carried, self._carry = self._carry, []
         for out in [*carried, *engine.ifps_to_send(now)]:
             if not out.packet.is_indicator:
                 # The sender forgets a page once it hears MCF, so the frame that carries it
@@ -502,6 +502,20 @@ class FaxSession:
                 self.record.forget_written()
             self._page_written.set()
 
+    def _failure_reason(self, *, peer: str, call: str) -> str:
+        """Why the fax did not end well, as meta.json says it (``peer``: who hangs up;
+        ``call``: how the call is named), for both directions."""
+        ended = self.ended_result
+        if self.failure:
+            return self.failure
+        if ended is not None and ended.result is T30Result.CALL_DROPPED:
+            return f"{peer} hung up ({self.sip_end_reason or 'call dropped'}) during T.30: {ended.reason}"
+        if ended is not None:
+            return f"T.30 {ended.result.value}: {ended.reason}"
+        if self.sip_end_reason:
+            return f"{call} ended before T.38 started ({self.sip_end_reason})"
+        return f"{call} ended without a T.30 result"
+
     def outcome(self) -> tuple[str, str]:
         """(status, reason) for meta.json."""
         pages = len(self.record.pages)
@@ -512,16 +526,7 @@ class FaxSession:
             if not incomplete:
                 return "received", ""
             return "partial", _incomplete_reason(self.record.pages, incomplete)
-        if self.failure:
-            reason = self.failure
-        elif ended is not None and ended.result is T30Result.CALL_DROPPED:
-            reason = f"caller hung up ({self.sip_end_reason or 'call dropped'}) during T.30: {ended.reason}"
-        elif ended is not None:
-            reason = f"T.30 {ended.result.value}: {ended.reason}"
-        elif self.sip_end_reason:
-            reason = f"call ended before T.38 started ({self.sip_end_reason})"
-        else:
-            reason = "call ended without a T.30 result"
+        reason = self._failure_reason(peer="caller", call="call")
         if ended is not None and ended.result is T30Result.OK and not pages:
             reason = "the sender ended the call without sending a page"
         if incomplete:

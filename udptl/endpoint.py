@@ -264,18 +264,26 @@ class UdptlEndpoint:
             latch.accepted(seq)
             events.append(AudioDatagram(data, now))
             return
+        events.extend(AudioDatagram(held, arrived)
+                      for held, arrived in self._from_elsewhere(data, source, seq, now, latch, events))
+
+    def _from_elsewhere(self, data: bytes, source: tuple[str, int], seq: int, now: float, latch: SourceLatch,
+                        events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]
+                        ) -> list[tuple[bytes, float]]:
+        """A datagram (UDPTL or RTP, sequence ``seq``) from a source the latch is not on:
+        the datagrams to deliver now if the latch took this source (its backlog, then this
+        one), else none (counted foreign; the first reported once as ``ForeignDatagrams``)."""
         moved = latch.latched is not None
         decision = latch.datagram(source, seq, (data, now))
         if decision.verdict is Verdict.LATCHED:
             if moved:
                 self.stats.latch_moves += 1
-            events.extend(AudioDatagram(held, arrived) for held, arrived in decision.backlog)
-            events.append(AudioDatagram(data, now))
-            return
+            return [*decision.backlog, (data, now)]
         self.stats.foreign_source += 1
         if not self._foreign_reported:
             self._foreign_reported = True
             events.append(ForeignDatagrams(source, self.stats.foreign_source))
+        return []
 
     def _accept(
         self, data: bytes, source: tuple[str, int], now: float,
@@ -304,19 +312,8 @@ class UdptlEndpoint:
         except MalformedPacket:
             stats.undecodable += 1
             return
-        moved = latch.latched is not None
-        decision = latch.datagram(source, seq, (data, now))
-        if decision.verdict is Verdict.LATCHED:
-            if moved:
-                stats.latch_moves += 1
-            for held, arrived in decision.backlog:
-                events.extend(receiver.datagram_received(held, arrived))
-            events.extend(receiver.datagram_received(data, now))
-            return
-        stats.foreign_source += 1
-        if not self._foreign_reported:
-            self._foreign_reported = True
-            events.append(ForeignDatagrams(source, stats.foreign_source))
+        for held, arrived in self._from_elsewhere(data, source, seq, now, latch, events):
+            events.extend(receiver.datagram_received(held, arrived))
 
     async def receive_until(self, deadline: float) -> list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]:
         """Wait for datagrams until ``deadline`` (trio clock); return the receiver's events.
