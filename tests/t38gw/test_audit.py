@@ -325,7 +325,7 @@ def test_two_processes_writing_one_trail_keep_one_chain(tmp_path):
 
     path = tmp_path / "audit.jsonl"
     script = ("import sys; from t38gw.audit import AuditTrail\n"
-              "trail = AuditTrail(sys.argv[1], max_bytes=3000)\n"
+              "trail = AuditTrail(sys.argv[1])\n"
               "for n in range(150): trail.record('fax_stored', fax_id=f'{sys.argv[2]}-{n}')\n"
               "trail.close()\n")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in ("a", "b")]
