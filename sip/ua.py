@@ -968,18 +968,22 @@ class UserAgent:
         self._timers[(UATimer.GIVE_UP_2XX, call.id)] = now + 64 * self.config.timers.t1
         self._arm_session_timer(call, now)
 
-    def reject(self, call: Call, status: int, now: float, *, reason: str | None = None) -> None:
-        """Refuse an offered call (status 300-699), or the peer's pending re-INVITE."""
+    def reject(self, call: Call, status: int, now: float, *, reason: str | None = None,
+               retry_after: int | None = None) -> None:
+        """Refuse an offered call (status 300-699), or the peer's pending re-INVITE;
+        ``retry_after`` (seconds) adds Retry-After (RFC 3261 20.33, e.g. to a 503)."""
         if not 300 <= status < 700:
             raise LocalProtocolError("reject needs a 3xx-6xx status")
+        extra = [("Retry-After", str(retry_after))] if retry_after is not None else []
         if call.pending_reinvite is not None:
             request, tx = call.pending_reinvite
             call.pending_reinvite = None
-            self._respond(tx, request, status, now, reason=reason)
+            self._respond(tx, request, status, now, reason=reason, extra=extra)
             return
         if call.state is not CallState.OFFERED:
             raise LocalProtocolError(f"cannot reject a call in state {call.state.value}")
-        self._respond(call.invite_transaction, call.invite, status, now, reason=reason, to_tag=call.local_tag)
+        self._respond(call.invite_transaction, call.invite, status, now, reason=reason, to_tag=call.local_tag,
+                      extra=extra)
         self._end(call, f"rejected {status}", status)
 
     def reinvite(self, call: Call, sdp: bytes, now: float) -> None:

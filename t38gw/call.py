@@ -143,6 +143,10 @@ class Load:
     max_calls: int = 500
     spool_healthy: bool = True
     spool_error: str = ""
+    # Why the process cannot carry one more call now (event-loop lag, CPU: t38gw.overload),
+    # or "" when it can.
+    overloaded: str = ""
+    retry_after: int = 0  # > 0: the Retry-After of an admission 503 (RFC 3261 21.5.4)
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,10 @@ def admission_refusal(load: Load) -> str | None:
         return f"limits.max_calls ({load.max_calls}) calls in progress"
     if not load.spool_healthy:
         return f"the webhook spool cannot be written ({load.spool_error})"
+    if load.overloaded:
+        # Never damage the calls in progress to admit another (issue 14): a caller refused
+        # with 503 tries again later; one answered on an overloaded loop loses datagrams.
+        return f"overloaded: {load.overloaded}"
     return None
 
 
@@ -243,6 +251,7 @@ class Refuse:
 
     status: int
     reason: str
+    retry_after: int | None = None  # seconds, sent as Retry-After (a 503 for load)
 
 
 @dataclass(frozen=True)
@@ -761,10 +770,10 @@ class CallControl:
         who = {"did": facts.did, "caller": facts.caller}
         refusal = admission_refusal(load)
         if refusal is not None:
-            return self._refuse(503, refusal, level="warning", **who)
+            return self._refuse(503, refusal, level="warning", who=who, retry_after=load.retry_after or None)
         route = self.route = self.settings.route_at_invite(facts)
         if route.reject:
-            return self._refuse(603, f"routes[{route.index}] rejects", **who)
+            return self._refuse(603, f"routes[{route.index}] rejects", who=who)
         try:
             offer = self.offer = sdpmod.parse_sdp(event.offer) if event.offer else None
         except SipParseError as exc:
@@ -778,10 +787,13 @@ class CallControl:
                 State.RINGING
         return self._accept(now, None)
 
-    def _refuse(self, status: int, reason: str, level: str = "info",
-                **fields: object) -> tuple[list[Command], State]:
+    def _refuse(self, status: int, reason: str, level: str = "info", *, who: Mapping[str, str] | None = None,
+                retry_after: int | None = None) -> tuple[list[Command], State]:
+        fields: dict[str, object] = dict(who or {})
+        if retry_after is not None:
+            fields["retry_after"] = retry_after
         return [Note("call_refused", level, {"reason": reason, "status": status, **fields}),
-                Refuse(status, reason)], State.DONE
+                Refuse(status, reason, retry_after)], State.DONE
 
     def _refuse_shutting_down(self, now: float, payload: Any) -> Handled:
         return self._refuse(503, "shutting down")

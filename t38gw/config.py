@@ -335,6 +335,15 @@ class LimitsConfig:
         200, "the page that reaches it is confirmed, then the call ends (partial)", min=1, max=10000)
     max_page_rows: int = setting(32768, "a taller page is not confirmed; the call ends", min=100, max=65535)
     max_call_seconds: int = setting(7200, "the call ends; confirmed pages are kept", min=60, max=86400, unit=" seconds")
+    # Issue 14: admission by measured load, so a new call never damages the running ones.
+    max_event_loop_lag: float = setting(
+        0.15, "s: a new INVITE gets 503 while the event loop's median lag over 2 s is above this (0: off)",
+        min=0.0, max=10.0, unit=" seconds")
+    max_cpu: float = setting(
+        0.85, "share of one core a gateway process may use: 503 above it, or when one more call\n"
+              "would need more (the cost of a call is learnt as calls run; 0: off)", min=0.0, max=1.0)
+    overload_retry_after: int = setting(10, "s: the Retry-After of a 503 for load", min=1, max=3600,
+                                        unit=" seconds")
 
 
 @dataclass(frozen=True)
@@ -417,8 +426,27 @@ class SendConfig:
     cover_template: str = setting("", 'a cover page template (TOML, see t38gw/templates/cover.toml); "" = the shipped one')
 
 
+def _parse_workers(value: Any, key: str) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1  # one trio process per core
+    if isinstance(value, int) and 1 <= value <= 64:
+        return value
+    if isinstance(value, str) and value.isdigit() and 1 <= int(value) <= 64:
+        return int(value)
+    raise ConfigError(key, f'must be "auto" or 1..64, got {value!r}')
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # Issue 14: one trio process is one core.  N > 1: one process receives SIP and hands
+    # each call (by Call-ID) to one of N worker processes (t38gw.workers).
+    workers: int = setting(1, '"auto" (one per core) or 1..64 gateway processes sharing the SIP port',
+                           toml="int|str", parse=_parse_workers, render=lambda n: n)
+
+
 @dataclass(frozen=True)
 class Config:
+    server: ServerConfig = setting(ServerConfig(), table=ServerConfig)
     sip: SipConfig = setting(SipConfig(), table=SipConfig)
     t38: T38Config = setting(T38Config(), table=T38Config)
     fax: FaxConfig = setting(FaxConfig(), table=FaxConfig)
@@ -528,7 +556,8 @@ def _value(f: Field[Any], value: Any, key: str) -> Any:
 
 
 _KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-               "list[str]": "a list of strings", "list[int]": "a list of integers"}
+               "list[str]": "a list of strings", "list[int]": "a list of integers",
+               "int|str": "an integer or a string"}
 
 
 def _typed(value: Any, kind: str, key: str, spec: Setting) -> Any:
@@ -537,6 +566,8 @@ def _typed(value: Any, kind: str, key: str, spec: Setting) -> Any:
         if not math.isfinite(value):
             raise ConfigError(key, f"must be a finite number, got {value}")
         return float(value)
+    if kind == "int|str" and isinstance(value, int | str) and not isinstance(value, bool):
+        return value
     if kind == "list[str]" and isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     item = {"str": str, "int": int, "bool": bool, "list[str]": str, "list[int]": int}.get(kind)
@@ -729,8 +760,8 @@ def _coerce_env(text: str, kind: str, key: str, variable: str, spec: Setting) ->
         return ConfigError(key, f"environment variable {variable}={'***' if spec.secret else repr(text)}: {why}")
 
     stripped = text.strip()
-    if kind == "str":
-        return text
+    if kind in ("str", "int|str"):
+        return stripped if kind == "int|str" else text
     if kind == "bool":
         if stripped.lower() in _TRUE:
             return True

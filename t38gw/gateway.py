@@ -93,6 +93,7 @@ from t38gw.outsession import OutboundRecord, OutboundSession
 from t38gw import sendjob
 from t38gw.sendjob import JobPages, SendOptions, SendRequestError
 from t38gw.metrics import GatewayMetrics
+from t38gw.overload import SAMPLE_INTERVAL, OverloadMonitor, udp_receive_errors
 from t38gw.negotiation import local_t38_params
 from t38gw.routing import route_after_phase_b, route_at_invite
 from t38gw.sanitize import call_identity
@@ -152,6 +153,8 @@ class Gateway:
             self.spool.close()
             raise StartupError(f"archive.audit_log: cannot open {config.archive.audit_log}: {exc}") from None
         self.metrics = GatewayMetrics(spool_depth=self.spool.depth)
+        self.metrics.count_udp_receive_errors(udp_receive_errors)
+        self.overload = OverloadMonitor(config.limits.max_event_loop_lag, config.limits.max_cpu)
         try:
             self.jobs = JobStore(self.spool, retries=config.send.retries, retry_after=config.send.retry_after)
         except JobStoreError as exc:
@@ -348,11 +351,14 @@ class Gateway:
                 nursery.start_soon(self._run_jobs)
                 nursery.start_soon(self._tick_audio)
                 nursery.start_soon(self._retention_sweeps)
+                nursery.start_soon(self._watch_load)
                 for trunk in self.config.sip.trunks:
                     self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
                                                                 trunk.password, trunk.expires))
                 log.info("gateway_started", sip={t: f"{h}:{p}" for t, (h, p) in self.sip.bound.items()},
                          api=self.api_bound, udptl_ports=f"{self.ports.low}-{self.ports.high}",
+                         udptl_receive_buffer=self.ports.granted_receive_buffer, overload_limits={
+                             "max_event_loop_lag": self.overload.max_lag, "max_cpu": self.overload.max_cpu},
                          archive=str(self.archive_root), spool=str(self.config.spool),
                          webhooks=[w.name for w in self.config.webhooks], send_jobs_queued=self.jobs.queued())
                 task_status.started(self)
@@ -458,10 +464,54 @@ class Gateway:
     def _load(self) -> Load:
         """What admission needs to know: calls in progress (running media, or ringing and
         being set up) and whether the spool can take the fax's webhook."""
-        pending = sum(1 for call in self.calls.values() if call.session is None or not call.running)
-        return Load(accepting=self.accepting, calls=len(self.sessions) + pending,
+        calls = self._calls_in_progress()
+        return Load(accepting=self.accepting, calls=calls,
                     max_calls=self.config.limits.max_calls, spool_healthy=getattr(self.spool, "healthy", True),
-                    spool_error=str(getattr(self.spool, "last_error", "")))
+                    spool_error=str(getattr(self.spool, "last_error", "")),
+                    overloaded=self.overload.refusal(calls), retry_after=self.config.limits.overload_retry_after)
+
+    def _calls_in_progress(self) -> int:
+        pending = sum(1 for call in self.calls.values() if call.session is None or not call.running)
+        return len(self.sessions) + pending
+
+    async def _watch_load(self) -> None:
+        """Measure what admission judges (t38gw.overload): how late a fixed sleep wakes,
+        the process's CPU; make it visible (metrics, a log line when refusing starts and
+        stops, and when the kernel drops UDP datagrams)."""
+        errors_seen = udp_receive_errors()
+        refusing = ""
+        next_errors_check = trio.current_time() + 1.0
+        while True:
+            asleep = trio.current_time()
+            await trio.sleep(SAMPLE_INTERVAL)
+            now = trio.current_time()
+            calls = self._calls_in_progress()
+            monitor = self.overload
+            monitor.sample(now, now - asleep - SAMPLE_INTERVAL, time.process_time(), calls)
+            self.metrics.event_loop_lag.set(monitor.max_lag_seen)
+            self.metrics.cpu_ratio.set(round(monitor.cpu_rate, 3))
+            self.metrics.udptl_ports_in_use.set(self.ports.in_use)
+            verdict = monitor.refusal(calls)
+            if bool(verdict) != bool(refusing):
+                if verdict:
+                    log.warning("overload_refusing_calls", reason=verdict, calls=calls,
+                                lag_ms=round(monitor.median_lag * 1000), cpu=round(monitor.cpu_rate, 2),
+                                cpu_per_call_ms=round(monitor.cpu_per_call * 1000, 2))
+                else:
+                    log.info("overload_ended", calls=calls, lag_ms=round(monitor.median_lag * 1000),
+                             cpu=round(monitor.cpu_rate, 2))
+                self.metrics.overloaded.set(1 if verdict else 0)
+            refusing = verdict
+            if now >= next_errors_check:
+                next_errors_check = now + 10.0  # at most one line per 10 s
+                errors = udp_receive_errors()
+                grown = {k: v - errors_seen.get(k, 0) for k, v in errors.items() if v > errors_seen.get(k, 0)}
+                if grown:
+                    # Host-wide counters: another program's socket may be the one dropping,
+                    # but a gateway that lags is the usual cause (issue 14).
+                    log.warning("udp_receive_errors", **grown, calls=calls,
+                                lag_ms=round(monitor.median_lag * 1000), cpu=round(monitor.cpu_rate, 2))
+                errors_seen = errors
 
     def _execute(self, call: _Call, commands: list[Command]) -> None:
         """Carry out a call core's commands in order.  A command the UA refuses
@@ -529,7 +579,7 @@ class Gateway:
                 self.metrics.active_calls.inc()
                 self._nursery.start_soon(self._run_call, call, call.session)
         elif isinstance(command, Refuse):
-            self._refuse(sip_call, command.status)
+            self._refuse(sip_call, command.status, command.retry_after)
         elif isinstance(command, RejectOffer):
             self.sip.command(self.ua.reject, sip_call, command.status)
         elif isinstance(command, Reinvite):
@@ -628,9 +678,9 @@ class Gateway:
     def _phase_b(self, call: _Call, tsi: str) -> None:
         self._execute(call, call.control.phase_b(tsi, trio.current_time()))
 
-    def _refuse(self, sip_call: Any, status: int) -> None:
+    def _refuse(self, sip_call: Any, status: int, retry_after: int | None = None) -> None:
         self.metrics.calls.labels(result=f"refused_{status}").inc()
-        self.sip.command(self.ua.reject, sip_call, status)
+        self.sip.command(self.ua.reject, sip_call, status, retry_after=retry_after)
 
     async def _run_call(self, call: _Call, session: FaxSession) -> None:
         async def hang_up_when_done() -> None:

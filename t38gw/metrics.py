@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -36,6 +38,33 @@ class GatewayMetrics:
                                  registry=r)
         if spool_depth is not None:
             self.spool_depth.set_function(spool_depth)
+        # Issue 14: overload made visible (and what admission judges by, t38gw.overload).
+        self.event_loop_lag = Gauge("t38gw_event_loop_lag_seconds",
+                                    "The worst lateness of the event loop over the last 2 s", registry=r)
+        self.cpu_ratio = Gauge("t38gw_process_cpu_ratio", "The process's CPU over the last 2 s, in cores",
+                               registry=r)
+        self.overloaded = Gauge("t38gw_overloaded", "1 while new calls are refused (503) for load", registry=r)
+        self.udptl_ports_in_use = Gauge("t38gw_udptl_ports_in_use", "UDPTL/RTP ports bound by calls", registry=r)
+
+    def count_udp_receive_errors(self, read: Callable[[], dict[str, int]]) -> None:
+        """Expose ``t38gw_udp_receive_errors_total{counter}``: the kernel's UDP receive
+        errors since the gateway started (``read`` gives the counters; host-wide)."""
+        self.registry.register(_KernelUdpErrors(read))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _KernelUdpErrors(Collector):
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+        self._base = read()
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = CounterMetricFamily(
+            "t38gw_udp_receive_errors",
+            "UDP datagrams the kernel dropped on receive since the gateway started (/proc/net/snmp Udp "
+            "InErrors, RcvbufErrors: host-wide)", labels=["counter"])
+        for name, value in self._read().items():
+            family.add_metric([name], max(0, value - self._base.get(name, 0)))
+        yield family

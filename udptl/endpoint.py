@@ -39,10 +39,34 @@ from udptl.latch import SourceLatch, Verdict
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
-__all__ = ["AudioDatagram", "EndpointStats", "ForeignDatagrams", "PortPool", "PortsExhausted", "UdptlEndpoint"]
+__all__ = ["RECEIVE_BUFFER", "AudioDatagram", "EndpointStats", "ForeignDatagrams", "PortPool", "PortsExhausted", "UdptlEndpoint"]
 
 MAX_DATAGRAM = 65535
 DRAIN_LIMIT = 64  # datagrams read per drain: a flood cannot hold the ticker
+
+
+#: SO_RCVBUF asked for each UDPTL/RTP socket.  A call receives ~20 datagrams a second,
+#: but when the event loop stalls (a burst of page writes and call set-ups under load)
+#: every call's datagrams queue in the kernel meanwhile, and the default (~208 KB of
+#: accounted memory, a few hundred small datagrams) overflowed at 400 calls: the kernel
+#: dropped them (RcvbufErrors) and pages arrived damaged.  The kernel caps SO_RCVBUF at
+#: net.core.rmem_max unless SO_RCVBUFFORCE is allowed (CAP_NET_ADMIN): both are tried.
+RECEIVE_BUFFER = 1 << 20
+
+
+def _grow_receive_buffer(sock: _socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer; the size the kernel granted."""
+    force = getattr(_socket, "SO_RCVBUFFORCE", None)
+    try:
+        if force is None:
+            raise PermissionError
+        sock.setsockopt(_socket.SOL_SOCKET, force, size)
+    except OSError:
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, size)
+        except OSError:
+            pass
+    return int(sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF))
 
 
 class PortsExhausted(Exception):
@@ -92,10 +116,13 @@ class PortPool:
     port just released is not reused at once (a late datagram of the old call must not
     land in the new one)."""
 
-    def __init__(self, low: int, high: int, *, host: str = "0.0.0.0", rng: random.Random | None = None) -> None:
+    def __init__(self, low: int, high: int, *, host: str = "0.0.0.0", rng: random.Random | None = None,
+                 receive_buffer: int = RECEIVE_BUFFER) -> None:
         if not 0 < low <= high < 65536:
             raise ValueError(f"bad UDPTL port range {low}-{high}")
         self.low, self.high, self.host = low, high, host
+        self.receive_buffer = receive_buffer
+        self.granted_receive_buffer = 0  # what the kernel gave the last socket (SO_RCVBUF reads back double)
         self._in_use: set[int] = set()
         self._next = (rng or random.Random()).randrange(low, high + 1)
 
@@ -119,6 +146,7 @@ class PortPool:
             # (one RTP packet per call every 20 ms from one ticking task).
             raw = _socket.socket(family, _socket.SOCK_DGRAM)
             raw.setblocking(False)
+            self.granted_receive_buffer = _grow_receive_buffer(raw, self.receive_buffer)
             try:
                 raw.bind((self.host, port))
             except OSError as exc:
@@ -206,20 +234,9 @@ class UdptlEndpoint:
         calls this every 20 ms: no wake-up per packet), as ``receive_until`` would return
         them on the audio leg.  ``now`` is taken as their arrival time."""
         events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram] = []
-        raw = self._raw
-        if raw is None:
+        if self._raw is None:
             return []
-        for _ in range(DRAIN_LIMIT):
-            try:
-                data, source = raw.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except (ConnectionRefusedError, ConnectionResetError):
-                self.stats.send_errors += 1  # an ICMP error for an earlier send
-                continue
-            except OSError:
-                break
-            self._accept(data, (source[0], source[1]), now, events)
+        self._drain(self._raw, now, events)
         return [e for e in events if isinstance(e, (AudioDatagram, ForeignDatagrams))]
 
     def send_audio_now(self, datagram: bytes) -> None:
@@ -318,15 +335,28 @@ class UdptlEndpoint:
     async def receive_until(self, deadline: float) -> list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]:
         """Wait for datagrams until ``deadline`` (trio clock); return the receiver's events.
 
-        Returns as soon as one datagram has been read, or at the deadline with the
-        receiver's timer handled.  Besides the receiver's ``IfpReceived``/``IfpLost`` the
-        list may hold one ``ForeignDatagrams`` (the first foreign datagram of the call).
-        The list may be empty (a stray datagram, or nothing due).
+        Returns as soon as datagrams have been read (every one waiting on the socket, up to
+        ``DRAIN_LIMIT``), or at the deadline with the receiver's timer handled.  Besides
+        the receiver's ``IfpReceived``/``IfpLost`` the list may hold one
+        ``ForeignDatagrams`` (the first foreign datagram of the call).  The list may be
+        empty (a stray datagram, or nothing due).
+
+        Under load most wake-ups find several datagrams waiting: they are read with
+        non-blocking calls in one go, and the task waits (one cancel scope) only when the
+        socket is empty, so a datagram costs a system call, not a trio receive.
         """
         events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram] = []
-        with trio.move_on_at(deadline):
-            data, source = await self._recvfrom()
-            self._accept(data, source, trio.current_time(), events)
+        raw = self._raw
+        if raw is None:  # an endpoint on a bare trio socket (none are built that way today)
+            with trio.move_on_at(deadline):
+                data, source = await self._recvfrom()
+                self._accept(data, source, trio.current_time(), events)
+        elif self._drain(raw, trio.current_time(), events):
+            await trio.lowlevel.checkpoint()  # the other calls get their turn
+        else:
+            with trio.move_on_at(deadline):
+                await trio.lowlevel.wait_readable(raw)
+            self._drain(raw, trio.current_time(), events)
         receiver = self.receiver
         if receiver is not None:
             now = trio.current_time()
@@ -334,6 +364,25 @@ class UdptlEndpoint:
             if timer is not None and timer <= now:
                 events.extend(receiver.handle_timer(now))
         return events
+
+    def _drain(self, raw: _socket.socket, now: float,
+               events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]) -> int:
+        """Read every datagram waiting (at most ``DRAIN_LIMIT``) without blocking; how many."""
+        count = 0
+        while count < DRAIN_LIMIT:
+            try:
+                data, source = raw.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except (ConnectionRefusedError, ConnectionResetError):
+                # Linux reports an ICMP port-unreachable for an earlier send here.
+                self.stats.send_errors += 1
+                continue
+            except OSError:
+                break  # closed under us: the caller's loop ends the call
+            count += 1
+            self._accept(data, (source[0], source[1]), now, events)
+        return count
 
     async def _recvfrom(self) -> tuple[bytes, tuple[str, int]]:
         while True:
@@ -351,11 +400,21 @@ class UdptlEndpoint:
 
     async def send_ifp(self, ifp: bytes) -> None:
         """Frame ``ifp`` with the sender and send it to the (latched) peer."""
-        if self.sender is None or self.destination is None:
+        destination = self.destination
+        if self.sender is None or destination is None:
             return
         datagram = self.sender.datagram_for(ifp)
+        raw = self._raw
         try:
-            await self.socket.sendto(datagram, self.destination)
+            if raw is not None:
+                try:
+                    # Non-blocking first: the socket's send buffer is almost never full, and
+                    # trio's sendto would add a scheduling round per datagram.
+                    raw.sendto(datagram, destination)
+                except BlockingIOError:
+                    await self.socket.sendto(datagram, destination)
+            else:
+                await self.socket.sendto(datagram, destination)
             self.stats.datagrams_sent += 1
         except OSError:
             # ICMP errors and unreachable networks: UDPTL is unreliable anyway, the

@@ -104,6 +104,7 @@ class Harness:
             versions=[0, 1, 2, 3], max_bitrate=14400, max_datagram=400, error_correction="redundancy"),
             **settings)  # type: ignore[arg-type]
         self.max_calls = max_calls
+        self.overloaded = ""  # what t38gw.overload would say
         self.fax_seconds = fax_seconds
         self.phase_b_after = phase_b_after
         self.cores: dict[str, CallControl] = {}
@@ -119,7 +120,8 @@ class Harness:
     # -- the gateway's role -----------------------------------------------------
     def _gateway_event(self, node, event, now: float) -> None:
         if isinstance(event, InviteReceived):
-            load = Load(calls=sum(not core.done for core in self.cores.values()), max_calls=self.max_calls)
+            load = Load(calls=sum(not core.done for core in self.cores.values()), max_calls=self.max_calls,
+                        overloaded=self.overloaded, retry_after=10)
             core = self.cores[event.call.id] = CallControl(self.settings, sdp_session_id=len(self.cores) + 1)
             self.calls[event.call.id] = event.call
             self.execute(event.call.id, core.offered(event, load, now), now)
@@ -141,7 +143,9 @@ class Harness:
                     queue = core.media_ready("127.0.0.1", next(self._ports), now) + queue
                 elif isinstance(command, Answer):
                     ua.answer(call, command.sdp, now)
-                elif isinstance(command, (Refuse, RejectOffer)):
+                elif isinstance(command, Refuse):
+                    ua.reject(call, command.status, now, retry_after=command.retry_after)
+                elif isinstance(command, RejectOffer):
                     ua.reject(call, command.status, now)
                 elif isinstance(command, Reinvite):
                     ua.reinvite(call, command.sdp, now)
@@ -435,6 +439,29 @@ def test_max_calls_answers_503():
     assert len(h.of(StartMedia)) == 1
     h.run(60)
     # Once the first call is over there is room again.
+    h.dial(PEER_T38)
+    h.run(120)
+    assert len(h.of(StartMedia)) == 2 and len(h.of(Refuse)) == 1
+
+
+def test_overload_answers_503_with_retry_after_and_leaves_the_running_call_alone():
+    # Issue 14: a call is refused for load (the measured verdict), never admitted to
+    # damage the calls already running; the 503 tells the sender when to try again.
+    h = Harness(fax_seconds=30)
+    first = h.dial(PEER_T38)
+    h.run(2)
+    h.overloaded = "the event loop runs 400 ms late (median over 2 s; limits.max_event_loop_lag 150 ms)"
+    second = h.dial(PEER_T38)
+    h.run(10)
+    assert [(r.status, r.retry_after) for r in h.of(Refuse)] == [(503, 10)]
+    assert h.of(Refuse)[0].reason.startswith("overloaded: the event loop runs 400 ms late")
+    responses = [sent.message for sent in h.net.trace
+                 if sent.src == "gw" and sent.first_line.startswith("SIP/2.0 503")]
+    assert responses and all(r.headers.get("Retry-After") == "10" for r in responses)
+    assert [e.status for e in h.peer_events(CallTerminated) if e.call is second] == [503]
+    assert not [e for e in h.peer_events(CallTerminated) if e.call is first]  # still running
+    h.overloaded = ""
+    h.run(60)
     h.dial(PEER_T38)
     h.run(120)
     assert len(h.of(StartMedia)) == 2 and len(h.of(Refuse)) == 1

@@ -355,7 +355,7 @@ def test_every_key_is_declared_once_with_a_type_and_a_description():
     keys = list(schema_keys())
     assert len(keys) == len({k for k, *_ in keys}) > 60
     for key, f, spec, kind in keys:
-        assert kind in ("str", "bool", "int", "float", "list[str]", "list[int]", "table", "tables"), key
+        assert kind in ("str", "bool", "int", "float", "list[str]", "list[int]", "int|str", "table", "tables"), key
         if kind not in ("table", "tables") and f.name not in ("private_key", "username", "password", "secret"):
             assert spec.doc, f"{key} has no description for the README"
         if f.default is dataclasses.MISSING:
@@ -468,13 +468,15 @@ def test_check_config_effective_prints_every_key_without_secrets(tmp_path):
         assert secret not in result.stdout
     effective = tomllib.loads(result.stdout.split("# effective configuration", 1)[1].split("\n", 1)[1])
     assert effective["limits"] == {"max_calls": 7, "max_pages_per_call": 200, "max_page_rows": 32768,
-                                   "max_call_seconds": 7200}
+                                   "max_call_seconds": 7200, "max_event_loop_lag": 0.15, "max_cpu": 0.85,
+                                   "overload_retry_after": 10}
     assert effective["http"]["tokens"] == ["***"] and effective["sip"]["trunks"][0]["password"] == "***"
 
 
 def bad_values(spec, kind, default):
     """Values the schema must refuse for a key, derived from its declared type, range and choices."""
-    wrong_type = {"str": 5, "bool": "yes", "int": "5", "float": "soon", "list[str]": [1], "list[int]": ["a"]}
+    wrong_type = {"str": 5, "bool": "yes", "int": "5", "float": "soon", "list[str]": [1], "list[int]": ["a"],
+                  "int|str": 1.5}
     yield wrong_type[kind]
     if spec.min is not None:
         yield type(default)(spec.min - 1)

@@ -1,0 +1,110 @@
+"""Can this process carry one more call?  Admission judged by measurement (issue 14).
+
+A fax gateway that answers more calls than its event loop can serve damages all of them:
+datagrams queue in the kernel while the loop is busy, the receive buffers overflow, the
+kernel drops them and pages arrive short or the T.30 timers run out.  The sender's fax
+machine retries a 503 later, so refusing is the safe side: a new INVITE gets 503 with
+Retry-After when
+
+- the **event loop lags**: the median of how late a fixed 100 ms sleep woke, over the
+  last 2 s, is above ``[limits] max_event_loop_lag`` (a median: one slow page write or
+  garbage collection is not overload, a loop that is late all the time is);
+- the process uses more than ``[limits] max_cpu`` of one core over the last 2 s (one
+  trio process runs on one core, whatever the machine has); or
+- one more call would take it there: the CPU a call costs is learnt while at least
+  ``MIN_CALLS_FOR_ESTIMATE`` calls run (CPU rate / calls, smoothed), so a burst of
+  INVITEs arriving while the load is still low is not all admitted at once.
+
+Sans-IO: the gateway's watcher task feeds ``sample`` (the clock, the lag it measured,
+the process's CPU seconds, the calls in progress); admission asks ``refusal``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+
+__all__ = ["MIN_CALLS_FOR_ESTIMATE", "SAMPLE_INTERVAL", "WINDOW", "OverloadMonitor", "udp_receive_errors"]
+
+SAMPLE_INTERVAL = 0.1  # seconds between the watcher's wake-ups (its lateness is the lag)
+WINDOW = 2.0  # seconds of samples judged together
+MIN_CALLS_FOR_ESTIMATE = 10  # fewer calls tell too little about what one costs
+ESTIMATE_WEIGHT = 0.05  # per sample: the per-call cost follows the load over a few seconds
+
+
+@dataclass
+class OverloadMonitor:
+    max_lag: float  # seconds; 0: lag is not judged
+    max_cpu: float  # share of one core; 0: CPU is not judged
+    window: float = WINDOW
+    _samples: deque[tuple[float, float, float, int]] = field(default_factory=deque)  # (now, lag, cpu, calls)
+    cpu_per_call: float = 0.0  # learnt CPU seconds per call-second (0: not yet known)
+
+    def sample(self, now: float, lag: float, cpu_seconds: float, calls: int) -> None:
+        """One watcher wake-up: ``lag`` seconds late, the process's CPU time so far,
+        the calls in progress."""
+        samples = self._samples
+        samples.append((now, max(0.0, lag), cpu_seconds, calls))
+        while samples and samples[0][0] < now - self.window:
+            samples.popleft()
+        if calls >= MIN_CALLS_FOR_ESTIMATE and self.window_full:
+            per_call = self.cpu_rate / calls
+            self.cpu_per_call = (per_call if not self.cpu_per_call
+                                 else self.cpu_per_call + ESTIMATE_WEIGHT * (per_call - self.cpu_per_call))
+
+    @property
+    def window_full(self) -> bool:
+        samples = self._samples
+        return len(samples) >= 2 and samples[-1][0] - samples[0][0] >= self.window * 0.75
+
+    @property
+    def cpu_rate(self) -> float:
+        """The process's CPU over the window, in cores (1.0 = one core busy)."""
+        samples = self._samples
+        if len(samples) < 2:
+            return 0.0
+        elapsed = samples[-1][0] - samples[0][0]
+        return (samples[-1][2] - samples[0][2]) / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def median_lag(self) -> float:
+        return median(s[1] for s in self._samples) if self._samples else 0.0
+
+    @property
+    def max_lag_seen(self) -> float:
+        """The worst lag in the window (the ``t38gw_event_loop_lag_seconds`` gauge)."""
+        return max((s[1] for s in self._samples), default=0.0)
+
+    def refusal(self, calls: int) -> str:
+        """Why one more call (beyond ``calls`` in progress) cannot be taken, or ""."""
+        if not self.window_full:
+            return ""
+        if self.max_lag and (lag := self.median_lag) > self.max_lag:
+            return (f"the event loop runs {lag * 1000:.0f} ms late (median over {self.window:g} s; "
+                    f"limits.max_event_loop_lag {self.max_lag * 1000:.0f} ms)")
+        if not self.max_cpu:
+            return ""
+        rate = self.cpu_rate
+        if rate > self.max_cpu:
+            return f"the process uses {rate:.0%} of a core (limits.max_cpu {self.max_cpu:.0%})"
+        needed = (calls + 1) * self.cpu_per_call
+        if self.cpu_per_call and needed > self.max_cpu:
+            return (f"{calls + 1} calls at {self.cpu_per_call * 1000:.1f} ms of CPU per call-second would need "
+                    f"{needed:.0%} of a core (limits.max_cpu {self.max_cpu:.0%})")
+        return ""
+
+
+def udp_receive_errors(snmp: Path = Path("/proc/net/snmp")) -> dict[str, int]:
+    """The kernel's UDP receive error counters (``InErrors``, ``RcvbufErrors``: datagrams
+    dropped, most often because a socket's receive buffer was full), host-wide for the
+    network namespace; {} where there is no /proc (not Linux)."""
+    try:
+        lines = [line.split() for line in snmp.read_text().splitlines() if line.startswith("Udp:")]
+    except OSError:
+        return {}
+    if len(lines) < 2:
+        return {}
+    values = dict(zip(lines[0][1:], lines[1][1:], strict=False))
+    return {name: int(values[name]) for name in ("InErrors", "RcvbufErrors") if name in values}
