@@ -230,6 +230,10 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
     from ``T38Params.from_attributes`` for T.38 values we cannot use.
     """
     text = body.decode("utf-8", "surrogateescape") if isinstance(body, (bytes, bytearray)) else body
+    if "\x00" in text:
+        # RFC 4566 9: no field may hold NUL (byte-string, text).  Refused here, else an
+        # answer echoing the offer's m= line (a rejected stream) cannot be serialised.
+        raise SipParseError("NUL in SDP body")
     lines = sdp_lines(text)
     # The origin is filled in by o= (a body without one is refused below).
     session = SessionDescription(None, "-", None, [], [], [], [])  # type: ignore[arg-type]
