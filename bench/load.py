@@ -1,0 +1,460 @@
+"""Load bench (issue 14): N concurrent T.38 faxes into one real ``t38gw serve``.
+
+For each N in ``--calls`` and each capture of ``--mode`` (ECM MMR, non-ECM MR: the
+recorded SpanDSP senders in tests/vectors, written by tools/record_t38_capture.py; one
+page of 1728 x 2286 pels, 14.4k, fine):
+
+1. a fresh ``t38gw serve`` (tests/e2e/support.py ``GatewayProcess``) on loopback with
+   ``[limits] max_calls`` above N, a wide UDPTL port range, one webhook pointing at an HTTP
+   receiver inside this bench that timestamps every POST, and ``[server] workers`` from
+   ``--workers`` when the gateway's configuration has that key;
+2. bench/replayer.py in a SEPARATE process: N calls started over ``--ramp`` s, each an
+   INVITE with a T.38 offer and a blind replay of the capture (see its docstring for the
+   T.30 response latency definition);
+3. every fax is then asked of the API (GET /v1/faxes, following next_cursor, and
+   GET /v1/faxes/{id}), and its archived fax.tif compared pixel by pixel with the page the
+   capture carries (tests/vectors/t38_sender_page.png).
+
+Printed per N: calls answered / refused with 503 / failed; faxes received and pages
+identical; gateway CPU per fax (utime+stime from /proc/<pid>/stat of the gateway and every
+descendant process, from the first INVITE until every fax is final in the API, over the
+faxes received); each process's CPU utilisation during the calls (gateway processes and
+the replayer: its CPU is on the same 2 cores); RSS per call ((peak summed VmRSS of the
+gateway's processes - the idle figure) / N); p50/p99 T.30 response latency; p50/p99 MCF ->
+webhook POST received; the kernel's UDP receive errors (/proc/net/snmp Udp InErrors and
+RcvbufErrors: machine-wide, so other processes' drops count too); the largest
+``t38gw_event_loop_lag_seconds`` seen in /metrics (sampled every 2 s; "-" when the gateway
+does not export it); how busy the whole machine was (the box is shared).
+
+Asserts nothing.  Run: ``.venv/bin/python bench/load.py --calls 100 300 --mode both``
+(``--ramp 5``, ``--workers auto``, ``--keep`` keeps the work folders, ``--json FILE`` writes
+the rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MODES = {"ecm": ["ecm_mmr"], "nonecm": ["nonecm_mr"], "both": ["nonecm_mr", "ecm_mmr"]}
+PAGE_PATH = REPO / "tests" / "vectors" / "t38_sender_page.png"
+
+
+# -- /proc ----------------------------------------------------------------------------------
+def proc_stat(pid: int) -> tuple[int, float, float]:
+    """(ppid, utime+stime, reaped children's cutime+cstime) in seconds, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # proc(5): after the ")" field 3 is state, 4 ppid; utime, stime, cutime, cstime are 14-17.
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK, (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = proc_stat(int(entry))[0]
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def status_kib(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    total = sum(values[:8])  # proc(5): user nice system idle iowait irq softirq steal
+    return (total - values[3] - values[4]) / CLK_TCK, total / CLK_TCK
+
+
+def udp_errors() -> dict[str, int]:
+    """The kernel's Udp InErrors and RcvbufErrors (proc(5) /proc/net/snmp; all sockets)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+    table = dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
+    return {"InErrors": table.get("InErrors", 0), "RcvbufErrors": table.get("RcvbufErrors", 0)}
+
+
+class ProcessTree:
+    """CPU of a process and its descendants (dead ones through the root's cutime/cstime),
+    peak summed VmRSS, and one /metrics series' peak, sampled every ``every`` s."""
+
+    def __init__(self, root: int, every: float = 0.5, metrics_url: str | None = None) -> None:
+        self.root = root
+        self.every = every
+        self.metrics_url = metrics_url
+        self.peak_rss = 0
+        self.cpu_by_pid: dict[int, float] = {}
+        self.metrics_peak: dict[str, float] = {}
+        self.metrics_last: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def cpu(self) -> float:
+        """Seconds used so far by the root, its live descendants and the reaped ones."""
+        total = 0.0
+        for pid in descendants(self.root):
+            try:
+                _, used, reaped = proc_stat(pid)
+            except OSError:
+                continue
+            self.cpu_by_pid[pid] = used
+            total += used + (reaped if pid == self.root else 0.0)
+        return total
+
+    def rss(self) -> int:
+        return sum(status_kib(pid, "VmRSS") for pid in descendants(self.root))
+
+    def _run(self) -> None:
+        next_metrics = 0.0
+        while not self._stop.wait(self.every):
+            self.peak_rss = max(self.peak_rss, self.rss())
+            if self.metrics_url and time.monotonic() >= next_metrics:
+                next_metrics = time.monotonic() + 2.0
+                for name, value in read_metrics(self.metrics_url).items():
+                    self.metrics_last[name] = value
+                    self.metrics_peak[name] = max(value, self.metrics_peak.get(name, value))
+
+    def __enter__(self) -> ProcessTree:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+_WANTED = ("t38gw_event_loop_lag_seconds", "t38gw_udp_receive_errors_total", "t38gw_t30_response_seconds",
+           "t38gw_udptl_ports_in_use", "t38gw_calls_active", "t38gw_calls_refused")
+
+
+def read_metrics(url: str) -> dict[str, float]:
+    """Samples of the series above from a Prometheus text exposition (absent: not there)."""
+    import httpx
+
+    try:
+        text = httpx.get(url, timeout=2).text
+    except Exception:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(_WANTED):
+            continue
+        match = re.match(r"^(\S+?)(\{.*\})?\s+(\S+)", line)
+        if match:
+            try:
+                out[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+            except ValueError:
+                pass
+    return out
+
+
+def workers_supported(workdir: Path) -> bool:
+    """Whether the gateway's configuration has ``[server] workers`` (issue 14's work)."""
+    from t38gw.config import ConfigError, load_config
+
+    probe = workdir / "probe.toml"
+    probe.write_text("[server]\nworkers = 1\n")
+    try:
+        load_config(probe, environ={})
+        return True
+    except (ConfigError, TypeError, KeyError):
+        return False
+    finally:
+        probe.unlink()
+
+
+# -- the API and the pages --------------------------------------------------------------------------
+def all_faxes(api: str) -> list[dict]:
+    """Every fax in GET /v1/faxes, following next_cursor."""
+    import httpx
+
+    faxes: list[dict] = []
+    cursor = None
+    for _ in range(1000):
+        params = {"limit": "100"} | ({"cursor": cursor} if cursor else {})
+        page = httpx.get(f"{api}/v1/faxes", params=params, timeout=10).json()
+        faxes += page["faxes"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return faxes
+
+
+def wait_for_final(gateway, count: int, timeout: float) -> list[dict]:
+    """GET /v1/faxes/{id} of every fax, until ``count`` exist and none is in progress (bounded)."""
+    deadline = time.monotonic() + timeout
+    final: dict[str, dict] = {}
+    while True:
+        metas = []
+        for fax in all_faxes(gateway.api):
+            meta = final.get(fax["id"]) or gateway.meta(fax["id"])
+            if not meta.get("in_progress"):
+                final[fax["id"]] = meta
+            metas.append(meta)
+        if (len(metas) >= count and len(final) == len(metas)) or time.monotonic() > deadline:
+            return metas
+        time.sleep(0.5)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# -- one run --------------------------------------------------------------------------------------
+def one_run(count: int, capture: str, args, base: Path) -> dict:
+    from tests.e2e.support import GatewayProcess, WebhookReceiver, tiff_pages
+    from tools.record_t38_capture import read_page_png
+
+    page = read_page_png(PAGE_PATH)
+    workdir = base / f"{capture}-n{count}"
+    workdir.mkdir()
+    webhook = WebhookReceiver().start()
+    extra = f"\n[limits]\nmax_calls = {max(500, 2 * count)}\n"
+    workers = None
+    if args.workers and workers_supported(workdir):
+        workers = args.workers
+        value = f'"{workers}"' if workers == "auto" else workers
+        extra += f"\n[server]\nworkers = {value}\n"
+    gateway = GatewayProcess(workdir, webhook_url=webhook.url, udptl_span=max(400, 4 * count), extra_config=extra)
+    gateway.start()
+    assert gateway.proc is not None
+    tree = ProcessTree(gateway.proc.pid, metrics_url=f"{gateway.api}/metrics")
+    replayer = None
+    try:
+        time.sleep(1.5)  # start-up work (workers, index) settles
+        rss_idle = tree.rss()
+        processes_idle = len(descendants(gateway.proc.pid))
+        command = [sys.executable, str(REPO / "bench" / "replayer.py"), "--sip", f"127.0.0.1:{gateway.sip_port}",
+                   "--capture", capture, "--calls", str(count), "--ramp", str(args.ramp)]
+        with tree:
+            replayer_log = open(workdir / "replayer.log", "wb")
+            replayer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=replayer_log, cwd=REPO)
+            assert replayer.stdout is not None
+            go = replayer.stdout.readline()
+            if go.strip() != b"go":
+                replayer.wait(30)
+                raise RuntimeError(f"replayer did not start: {go!r} {(workdir / 'replayer.log').read_text()[-3000:]}")
+            udp_0 = udp_errors()
+            gw_cpu_0 = tree.cpu()
+            pids_0 = dict(tree.cpu_by_pid)
+            machine_0 = machine_cpu()
+            wall_0 = time.monotonic()
+            replayer_cpu = 0.0
+            chunks: list[bytes] = []
+            # A thread drains its output (the report is bigger than a pipe's buffer) while this
+            # one samples its CPU (gone from /proc once it exits).
+            reader = threading.Thread(target=lambda: chunks.append(replayer.stdout.read()), daemon=True)
+            reader.start()
+            while replayer.poll() is None:
+                try:
+                    replayer_cpu = proc_stat(replayer.pid)[1]
+                except OSError:
+                    pass
+                time.sleep(0.5)
+                if time.monotonic() - wall_0 > args.ramp + 200:
+                    replayer.kill()
+                    raise RuntimeError("the replayer did not finish in time")
+            reader.join(30)
+            output = b"".join(chunks)
+            replayer_log.close()
+            wall_calls = time.monotonic() - wall_0
+            gw_cpu_1 = tree.cpu()
+            pids_1 = dict(tree.cpu_by_pid)
+            machine_1 = machine_cpu()
+            udp_1 = udp_errors()
+            if replayer.returncode != 0:
+                raise RuntimeError(f"replayer exited {replayer.returncode}: {(workdir / 'replayer.log').read_text()[-3000:]}")
+            report = next(json.loads(line)["report"] for line in output.splitlines() if line.startswith(b'{"report"'))
+            calls = report["calls"]
+            answered = sum(1 for call in calls if call["status"] == 200)
+            metas = wait_for_final(gateway, answered, timeout=60 + count / 10)
+            gw_cpu_2 = tree.cpu()
+            webhook.wait_for(lambda posts: len(posts) >= len(metas), timeout=30)
+        rss_peak = tree.peak_rss
+        processes = len(descendants(gateway.proc.pid))
+
+        # Pages, pixel by pixel.
+        statuses: Counter = Counter()
+        reasons: Counter = Counter()
+        received = identical = 0
+        by_caller: dict[str, dict] = {}
+        for meta in metas:
+            statuses[meta.get("status")] += 1
+            by_caller[(meta.get("sip") or {}).get("caller", "")] = meta
+            if meta.get("status") != "received":
+                reasons[str(meta.get("reason"))[:70]] += 1
+                continue
+            received += 1
+            try:
+                archived = tiff_pages(gateway.folder(meta) / "fax.tif")
+            except Exception:
+                continue
+            if [(b, w, h) for b, w, h, _, _ in archived] == [page]:
+                identical += 1
+
+        # MCF (as the replayer saw it arrive) -> the webhook POST (as our receiver saw it).
+        posted: dict[str, float] = {}
+        for post in webhook.posts:
+            try:
+                caller = json.loads(post.body)["data"]["sip"]["caller"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            posted.setdefault(caller, post.at)
+        webhook_delays = [posted[call["caller"]] - call["mcf_unix"] for call in calls
+                          if call["mcf_unix"] is not None and call["caller"] in posted]
+        latencies = [value for call in calls for value in call["latencies"]]
+        invite_statuses = Counter(call["status"] for call in calls)
+        failed = sum(1 for call in calls if call["status"] not in (200, 503) or (call["status"] == 200 and call["error"]))
+        gateway_pids = {pid: pids_1.get(pid, 0.0) - pids_0.get(pid, 0.0) for pid in pids_1}
+        return {
+            "capture": capture, "n": count, "workers": workers, "answered": answered,
+            "refused_503": invite_statuses.get(503, 0),
+            "refused_with_retry_after": sum(1 for c in calls if c["status"] == 503 and c["retry_after"]),
+            "failed": failed, "invite_statuses": {str(k): v for k, v in invite_statuses.items()},
+            "faxes": len(metas), "received": received, "identical": identical,
+            "statuses": dict(statuses), "reasons": dict(reasons),
+            "gw_cpu_calls": gw_cpu_1 - gw_cpu_0, "gw_cpu_total": gw_cpu_2 - gw_cpu_0,
+            "cpu_per_fax": (gw_cpu_2 - gw_cpu_0) / received if received else None,
+            "gw_util_by_pid": {str(pid): used / wall_calls for pid, used in gateway_pids.items() if used > 0},
+            "gw_util": (gw_cpu_1 - gw_cpu_0) / wall_calls, "processes": processes, "processes_idle": processes_idle,
+            "replayer_cpu": replayer_cpu, "replayer_loop_cpu": report["loop_cpu"],
+            "replayer_util": report["loop_cpu"] / max(report["loop_wall"], 1e-9),
+            "replayer_timer_stalls": report["timer_stalls"], "replayer_worst_stall": report["worst_timer_stall"],
+            "replayer_late_sends": sum(c["late_sends"] for c in calls),
+            "wall_calls": wall_calls, "machine_util": (machine_1[0] - machine_0[0]) / max(machine_1[1] - machine_0[1], 1e-9),
+            "rss_idle_kib": rss_idle, "rss_peak_kib": rss_peak, "rss_per_call_kib": (rss_peak - rss_idle) / count,
+            "t30_p50": percentile(latencies, 0.50), "t30_p99": percentile(latencies, 0.99),
+            "t30_samples": len(latencies), "unanswered_turns": sum(c["unanswered_turns"] for c in calls),
+            "webhook_p50": percentile(webhook_delays, 0.50), "webhook_p99": percentile(webhook_delays, 0.99),
+            "webhook_samples": len(webhook_delays), "webhook_posts": len(webhook.posts),
+            "mcf_seen": sum(1 for c in calls if c["mcf_unix"] is not None),
+            "udp_in_errors": udp_1["InErrors"] - udp_0["InErrors"],
+            "udp_rcvbuf_errors": udp_1["RcvbufErrors"] - udp_0["RcvbufErrors"],
+            "event_loop_lag_max": max((v for k, v in tree.metrics_peak.items()
+                                       if k.startswith("t38gw_event_loop_lag_seconds")), default=None),
+            "metrics_peak": tree.metrics_peak,
+            "errors": Counter(c["error"] for c in calls if c["error"]).most_common(5),
+            "workdir": str(workdir),
+        }
+    finally:
+        if replayer is not None and replayer.poll() is None:
+            replayer.kill()
+            replayer.wait(10)
+        gateway.stop()
+        webhook.stop()
+
+
+def _ms(value: float | None) -> str:
+    return f"{value * 1000:.0f}" if value is not None else "-"
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'capture':<10} {'N':>5} {'ans/503/fail':>13} {'recv/ident':>10} {'CPU/fax':>8} {'gw util':>8} "
+          f"{'replayer':>9} {'RSS/call':>9} {'T30 p50/p99 ms':>15} {'hook p50/p99 ms':>16} {'UDP err':>8} "
+          f"{'lag max':>8} {'box':>5}")
+    for row in rows:
+        cpu = f"{row['cpu_per_fax']:.3f}s" if row["cpu_per_fax"] is not None else "-"
+        lag = f"{row['event_loop_lag_max'] * 1000:.0f}ms" if row["event_loop_lag_max"] is not None else "-"
+        print(f"{row['capture']:<10} {row['n']:>5} {row['answered']:>5}/{row['refused_503']}/{row['failed']:<5} "
+              f"{row['received']:>4}/{row['identical']:<5} {cpu:>8} {100 * row['gw_util']:7.0f}% "
+              f"{100 * row['replayer_util']:8.0f}% {row['rss_per_call_kib'] / 1024:7.2f}MiB "
+              f"{_ms(row['t30_p50']):>7}/{_ms(row['t30_p99']):<7} {_ms(row['webhook_p50']):>8}/{_ms(row['webhook_p99']):<7} "
+              f"{row['udp_in_errors']:>8} {lag:>8} {100 * row['machine_util']:4.0f}%")
+
+
+def print_details(row: dict) -> None:
+    print(f"  {row['capture']} N={row['n']}: INVITE statuses {row['invite_statuses']} "
+          f"(503 with Retry-After: {row['refused_with_retry_after']}); faxes {row['faxes']} {row['statuses']}"
+          f"{' not received: ' + str(row['reasons']) if row['reasons'] else ''}; workers {row['workers']}, "
+          f"gateway processes {row['processes_idle']} idle / {row['processes']} after")
+    print(f"    gateway CPU {row['gw_cpu_calls']:.1f} s during the calls ({row['wall_calls']:.0f} s), "
+          f"{row['gw_cpu_total']:.1f} s until every fax was final; per process: "
+          f"{ {pid: f'{100 * u:.0f}%' for pid, u in row['gw_util_by_pid'].items()} }; "
+          f"RSS idle {row['rss_idle_kib'] / 1024:.0f} MiB, peak {row['rss_peak_kib'] / 1024:.0f} MiB")
+    print(f"    replayer: {row['replayer_loop_cpu']:.1f} s CPU in its loop (process total {row['replayer_cpu']:.1f} s), "
+          f"{row['replayer_timer_stalls']} timers >20 ms late (worst {row['replayer_worst_stall'] * 1000:.0f} ms), "
+          f"{row['replayer_late_sends']} late sends")
+    print(f"    T.30 turns answered {row['t30_samples']}, unanswered {row['unanswered_turns']}; MCF seen "
+          f"{row['mcf_seen']}, webhook POSTs {row['webhook_posts']} ({row['webhook_samples']} matched to an MCF); "
+          f"kernel UDP InErrors {row['udp_in_errors']}, RcvbufErrors {row['udp_rcvbuf_errors']} (machine-wide)")
+    if row["metrics_peak"]:
+        print(f"    /metrics peaks: {row['metrics_peak']}")
+    if row["errors"]:
+        print(f"    replayer call errors: {row['errors']}")
+    print(f"    work folder {row['workdir']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, nargs="+", default=[100, 300, 500, 700, 1000])
+    parser.add_argument("--mode", choices=sorted(MODES), default="both")
+    parser.add_argument("--ramp", type=float, default=5.0, help="s over which the N calls start")
+    parser.add_argument("--workers", default=None, help='[server] workers ("auto" or a number), if supported')
+    parser.add_argument("--keep", action="store_true", help="keep the work folders")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    print(f"load bench: commit {commit}, {os.cpu_count()} CPUs, captures {MODES[args.mode]}, ramp {args.ramp:g} s; "
+          f"gateway and replayer are separate processes", flush=True)
+    rows: list[dict] = []
+    base = Path(tempfile.mkdtemp(prefix="t38gw-bench-load-"))
+    try:
+        for count in args.calls:
+            for capture in MODES[args.mode]:
+                row = one_run(count, capture, args, base)
+                rows.append(row)
+                print_table([row])
+                print_details(row)
+                sys.stdout.flush()
+                if args.json:
+                    args.json.write_text(json.dumps({"commit": commit, "rows": rows}, indent=1))
+        print("\nCPU/fax: gateway processes' CPU from the first INVITE until every fax was final, over faxes received;"
+              "\n  gw util / replayer: CPU over the calls' wall time (100% = one core); RSS/call: (peak - idle) / N;"
+              "\n  T30: end of a sender command -> the gateway's first new datagram; hook: MCF -> webhook POST;"
+              "\n  box: the whole machine's busy share (shared with other engineers' work).")
+        print_table(rows)
+    finally:
+        if args.keep:
+            print(f"work folders kept in {base}")
+        else:
+            subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+if __name__ == "__main__":
+    main()
