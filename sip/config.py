@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sip.transaction import TimerSettings
@@ -31,6 +32,9 @@ class UAConfig:
     session_expires: int = 1800  # RFC 4028: what we ask for on outbound INVITEs (0 = none)
     min_se: int = 90  # RFC 4028 5: the smallest interval we accept
     timers: TimerSettings = TimerSettings()
+    # Several processes share one SIP port and a dispatcher hands each message to the
+    # process that owns its Call-ID (t38gw.workers): the Call-IDs we make must be ours.
+    call_id_owner: Callable[[str], bool] | None = None
     offer_timeout: float = 180.0  # an inbound INVITE the TU leaves unanswered gets 480 after this
     rate: float = 100.0  # messages per second per source address outside allow_from
     burst: float = 200.0

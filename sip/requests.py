@@ -78,6 +78,14 @@ class RequestFactory:
     def new_tag(self) -> str:
         return self.random_hex(8)
 
+    def new_call_id(self, host: str) -> str:
+        """A fresh Call-ID (RFC 3261 8.1.1.4), one ``config.call_id_owner`` accepts."""
+        owner = self.config.call_id_owner
+        while True:
+            call_id = f"{self.random_hex(16)}@{host}"
+            if owner is None or owner(call_id):
+                return call_id
+
     def random_hex(self, length: int) -> str:
         return "".join(self.rng.choice("0123456789abcdef") for _ in range(length))
 
@@ -89,7 +97,7 @@ class RequestFactory:
         names ``from_user@from_domain`` (defaults: our user, our host)."""
         config = self.config
         host, _ = self.local(destination.transport)
-        call_id = f"{self.random_hex(16)}@{host}"
+        call_id = self.new_call_id(host)
         headers = Headers()
         headers.add("Via", self.via(destination.transport))
         headers.add("Max-Forwards", "70")
@@ -116,7 +124,7 @@ class RequestFactory:
         headers.add("Max-Forwards", "70")
         headers.add("From", f"<sip:{self.config.user}@{host_ref(host)}>;tag={self.new_tag()}")
         headers.add("To", f"<{target}>")
-        headers.add("Call-ID", f"{self.random_hex(16)}@{host}")
+        headers.add("Call-ID", self.new_call_id(host))
         headers.add("CSeq", "1 OPTIONS")
         headers.add("Accept", "application/sdp")
         return Request("OPTIONS", target, headers)

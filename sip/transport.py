@@ -133,6 +133,7 @@ class SipEndpoint:
         message_timeout: float = MESSAGE_TIMEOUT,
         idle_timeout: float = IDLE_STREAM_TIMEOUT,
         tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+        shared_udp: tuple[_socket.socket, _socket.socket] | None = None,
     ) -> None:
         if max_connections_per_source < 1 or max_connections < 1:
             raise ValueError("connection caps must be >= 1")
@@ -165,6 +166,11 @@ class SipEndpoint:
         self._ids = itertools.count(1)
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        # A worker process (t38gw.workers): the UDP listener is the supervisor's socket,
+        # inherited to send from (responses leave from the port requests came to); what
+        # arrives on it is read by the supervisor and handed over on ``feed`` (a
+        # SOCK_DGRAM socketpair end), each message framed by ``unframe_datagram``.
+        self.shared_udp = shared_udp
 
     # -- public ---------------------------------------------------------------
 
@@ -193,6 +199,13 @@ class SipEndpoint:
     # -- binding --------------------------------------------------------------
 
     async def _bind_udp(self, spec: ListenSpec, nursery: trio.Nursery) -> None:
+        if self.shared_udp is not None:
+            listener, feed = self.shared_udp
+            shared = trio.socket.from_stdlib_socket(listener)
+            self._udp[spec.transport] = shared
+            self._record_bound("udp", spec.host, shared.getsockname()[1])
+            nursery.start_soon(self._feed_receiver, trio.socket.from_stdlib_socket(feed))
+            return
         family = _socket.AF_INET6 if ":" in spec.host else _socket.AF_INET
         sock = trio.socket.socket(family, _socket.SOCK_DGRAM)
         await sock.bind((spec.host, spec.port))
@@ -273,6 +286,16 @@ class SipEndpoint:
                     continue
                 raise
             self.ua.receive(data, Address("udp", addr[0], addr[1]), trio.current_time())
+            self._flush()
+
+    async def _feed_receiver(self, feed: trio.socket.SocketType) -> None:
+        while True:
+            framed = await feed.recv(MAX_DATAGRAM + 64)
+            unframed = unframe_datagram(framed)
+            if unframed is None:
+                continue
+            host, port, data = unframed
+            self.ua.receive(data, Address("udp", host, port), trio.current_time())
             self._flush()
 
     def _admit(self, host: str) -> bool:
@@ -519,6 +542,20 @@ class SipEndpoint:
             self._timer_scope = None
             self.ua.handle_timer(trio.current_time())
             self._flush()
+
+
+def frame_datagram(host: str, port: int, data: bytes) -> bytes:
+    """A SIP datagram and where it came from, as one message to a worker process."""
+    return f"{host} {port}\n".encode() + data
+
+
+def unframe_datagram(framed: bytes) -> tuple[str, int, bytes] | None:
+    """(host, port, datagram) of ``frame_datagram``'s message; None if it is not one."""
+    head, newline, data = framed.partition(b"\n")
+    host, _, port = head.decode("ascii", "replace").partition(" ")
+    if not newline or not port.isdigit():
+        return None
+    return host, int(port), data
 
 
 class _ConnectFailed(Exception):

@@ -1145,7 +1145,7 @@ class UserAgent:
         registration = self.registrations.get(trunk.name)
         if registration is None:
             host, _ = self.requests.local(trunk.transport or "udp")
-            registration = Registration(trunk, self.rng, call_id=f"{self.requests.random_hex(16)}@{host}", local_tag=self.requests.new_tag())
+            registration = Registration(trunk, self.rng, call_id=self.requests.new_call_id(host), local_tag=self.requests.new_tag())
             self.registrations[trunk.name] = registration
         self._send_register(registration, now)
         return registration

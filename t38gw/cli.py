@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", metavar="FILE", help="TOML configuration (default: embedded defaults)")
+    serve.add_argument("--worker", help=argparse.SUPPRESS)  # set by the supervisor (t38gw.workers)
     send = commands.add_parser("send", help="send a fax through the running gateway's API")
     send.add_argument("files", nargs="+", metavar="FILE", help="PDF, TIFF, PNG or JPEG documents, in page order")
     send.add_argument("--to", required=True, help="SIP URI or number")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.file, effective=args.effective)
     if args.command == "serve":
-        return _serve(args.config, args.log_format, args.log_level)
+        return _serve(args.config, args.log_format, args.log_level, worker=args.worker)
     if args.command == "audit":
         return _audit(args.action, args.config, args.fax)
     if args.command == "archive":
@@ -99,7 +100,7 @@ def private_umask() -> int:
     return os.umask(PRIVATE_UMASK)
 
 
-def _serve(path: str | None, log_format: str = "json", log_level: str = "info") -> int:
+def _serve(path: str | None, log_format: str = "json", log_level: str = "info", worker: str | None = None) -> int:
     """Validate the whole configuration first (naming the bad key), then run the gateway."""
     private_umask()  # before anything is created
     import trio
@@ -113,7 +114,17 @@ def _serve(path: str | None, log_format: str = "json", log_level: str = "info") 
         print(f"t38gw: bad configuration in {path or 'the environment'}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(log_format, log_level, redact_numbers=config.logs.redact_numbers)
+    from t38gw import workers
+
     try:
+        if worker is not None:
+            role = workers.role_from_argument(worker)
+            import structlog
+
+            structlog.contextvars.bind_contextvars(worker=role.index)  # on every line of this process
+            return trio.run(serve, config, role)
+        if config.server.workers > 1:
+            return trio.run(workers.supervise, config, path, ["--log-format", log_format, "--log-level", log_level])
         return trio.run(serve, config)
     except KeyboardInterrupt:
         return EXIT_OK

@@ -94,6 +94,7 @@ from t38gw import sendjob
 from t38gw.sendjob import JobPages, SendOptions, SendRequestError
 from t38gw.metrics import GatewayMetrics
 from t38gw.overload import SAMPLE_INTERVAL, OverloadMonitor, udp_receive_errors
+from t38gw.workers import WorkerRole, metrics_dir, port_slice
 from t38gw.negotiation import local_t38_params
 from t38gw.routing import route_after_phase_b, route_at_invite
 from t38gw.sanitize import call_identity
@@ -105,6 +106,7 @@ from t38gw.t30.transmitter import TransmitterConfig
 log = structlog.get_logger("t38gw.gateway")
 
 SHUTDOWN_GRACE_SECONDS = 120.0
+SPOOL_POLL_SECONDS = 0.2  # worker 0 of several: how often it looks for the other workers' webhooks
 # A restart re-spools the planned webhooks of faxes that ended this recently (the spool
 # gives a delivery up after 24 h anyway).
 RESPOOL_WINDOW_SECONDS = 2 * 86400.0
@@ -138,6 +140,7 @@ class Gateway:
     config: Config
     shutdown_grace: float = SHUTDOWN_GRACE_SECONDS
     rng: random.Random = field(default_factory=random.SystemRandom)
+    role: WorkerRole | None = None  # one of several worker processes (t38gw.workers)
 
     def __post_init__(self) -> None:
         config = self.config
@@ -154,6 +157,11 @@ class Gateway:
             raise StartupError(f"archive.audit_log: cannot open {config.archive.audit_log}: {exc}") from None
         self.metrics = GatewayMetrics(spool_depth=self.spool.depth)
         self.metrics.count_udp_receive_errors(udp_receive_errors)
+        role = self.role
+        if role is not None and role.leader and role.count > 1:
+            folder, count = metrics_dir(config), role.count
+            self.metrics.merge_with = lambda: [text for k in range(1, count)
+                                               if (text := _read_text(folder / f"worker-{k}.prom"))]
         self.overload = OverloadMonitor(config.limits.max_event_loop_lag, config.limits.max_cpu)
         try:
             self.jobs = JobStore(self.spool, retries=config.send.retries, retry_after=config.send.retry_after)
@@ -178,11 +186,18 @@ class Gateway:
                 ssl_context = server_ssl_context(config.sip.tls.certificate, config.sip.tls.private_key)
             except (OSError, ValueError) as exc:
                 raise StartupError(f"sip.tls: cannot load certificate/key: {exc}") from None
-        self.sip = SipEndpoint(self.ua, [ListenSpec(lst.transport, lst.host, lst.port) for lst in config.sip.listen],
-                               ssl_context=ssl_context)
+        listen = [ListenSpec(lst.transport, lst.host, lst.port) for lst in config.sip.listen]
+        if role is not None and not role.leader:
+            listen = [spec for spec in listen if spec.transport == "udp"]  # TCP/TLS: worker 0's
+        self.sip = SipEndpoint(self.ua, listen, ssl_context=ssl_context,
+                               shared_udp=(role.listener, role.feed) if role is not None and role.listener and role.feed
+                               else None)
         udp_hosts = [lst.host for lst in config.sip.listen if lst.host not in _WILDCARD]
         pool_host = udp_hosts[0] if udp_hosts and len(set(udp_hosts)) == 1 else "0.0.0.0"
-        self.ports = PortPool(*config.t38.udptl_ports, host=pool_host, rng=self.rng)
+        ports = config.t38.udptl_ports
+        if role is not None:
+            ports = port_slice(*ports, role.index, role.count)
+        self.ports = PortPool(*ports, host=pool_host, rng=self.rng)
         self.calls: dict[str, _Call] = {}  # by UA call id, until its core is done
         self.call_settings = self._call_settings()
         self._call_timers = TimerTable()  # UA call id -> the core's next deadline
@@ -205,7 +220,8 @@ class Gateway:
         return UAConfig(listen=listen, public_host=sip.public_address, user="t38gw", user_agent="t38gw",
                         allow_from=tuple(str(net) for net in sip.allow_from),
                         auth_users={user.username: user.password for user in sip.users},
-                        auth_algorithms=sip.auth_algorithms)
+                        auth_algorithms=sip.auth_algorithms,
+                        call_id_owner=self.role.owns if self.role is not None else None)
 
     def receiver_config(self) -> ReceiverConfig:
         fax, t38 = self.config.fax, self.config.t38
@@ -301,19 +317,27 @@ class Gateway:
     # -- running ----------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Recover the archive, bind everything, report started, serve until cancelled."""
-        if self.index.needs_rebuild:
+        role = self.role
+        recover = "all" if role is None else role.recover  # "own": a restarted worker; "none"
+        leader = role is None or role.leader
+        if recover == "all" and self.index.needs_rebuild:
             # A new (or older-schema) index: built once from the folders, the system of record.
             started = time.monotonic()
             count = await trio.to_thread.run_sync(self.index.rebuild, self.archive_root)
             (log.warning if count else log.info)("archive_index_rebuilt", faxes=count, seconds=round(time.monotonic() - started, 1),
                         index=str(self.config.archive.index))
-        interrupted = self.jobs.interrupted()
+        interrupted = self.jobs.interrupted() if leader and recover != "none" else []
         for job in interrupted:
             # Killed mid-attempt: sent again from the start (issue 12).
             self.jobs.requeue(job.id, time.time())
         # Start-up reads the index, never walks the archive: only faxes the index has in
         # progress, or that ended lately (a webhook may not have reached the spool), are read.
         folders = self.index.folders_to_recover(ended_since=time.time() - RESPOOL_WINDOW_SECONDS)
+        if recover == "none":
+            folders = []  # worker 0 recovered everything before this one started
+        elif recover == "own" and role is not None:
+            # Only what this worker left when it died: the other workers' calls run on.
+            folders = [f for f in folders if role.owns(_call_id_in(f)) or (role.leader and not _call_id_in(f))]
         counts = await trio.to_thread.run_sync(
             lambda: recover_archive(self.archive_root, self.spool, self.config, jobs=self.jobs.unfinished_ids(),
                                     folders=folders, index=self.index))
@@ -332,7 +356,8 @@ class Gateway:
                     raise StartupError(f"sip.listen: cannot bind {_listeners(self.config)}: "
                                        f"{error.strerror or error}") from None
                 try:
-                    self.api_bound = await nursery.start(self._serve_api)
+                    if leader:
+                        self.api_bound = await nursery.start(self._serve_api)
                 except BaseException as exc:
                     error = _find(exc, OSError)
                     if error is None:
@@ -347,24 +372,50 @@ class Gateway:
                                        f" on {self.ports.host}: {exc}") from None
                 nursery.start_soon(self._pump_sip)
                 nursery.start_soon(self._drive_call_timers)
-                nursery.start_soon(self.worker.run)
-                nursery.start_soon(self._run_jobs)
                 nursery.start_soon(self._tick_audio)
-                nursery.start_soon(self._retention_sweeps)
                 nursery.start_soon(self._watch_load)
-                for trunk in self.config.sip.trunks:
-                    self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
-                                                                trunk.password, trunk.expires))
+                if leader:
+                    nursery.start_soon(self.worker.run)
+                    nursery.start_soon(self._run_jobs)
+                    nursery.start_soon(self._retention_sweeps)
+                    for trunk in self.config.sip.trunks:
+                        self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
+                                                                    trunk.password, trunk.expires))
+                if role is not None and role.count > 1:
+                    nursery.start_soon(self._poll_spool if leader else self._export_metrics)
                 log.info("gateway_started", sip={t: f"{h}:{p}" for t, (h, p) in self.sip.bound.items()},
                          api=self.api_bound, udptl_ports=f"{self.ports.low}-{self.ports.high}",
                          udptl_receive_buffer=self.ports.granted_receive_buffer, overload_limits={
                              "max_event_loop_lag": self.overload.max_lag, "max_cpu": self.overload.max_cpu},
                          archive=str(self.archive_root), spool=str(self.config.spool),
-                         webhooks=[w.name for w in self.config.webhooks], send_jobs_queued=self.jobs.queued())
+                         webhooks=[w.name for w in self.config.webhooks], send_jobs_queued=self.jobs.queued(),
+                         worker=None if role is None else f"{role.index}/{role.count}")
                 task_status.started(self)
+                if role is not None:
+                    role.tell_ready()
         finally:
             self.spool.close()
             self.audit_log.close()
+
+    async def _poll_spool(self) -> None:
+        """Worker 0 of several: the other workers spool their webhooks into the shared
+        file without a way to wake this process's delivery task; look every 0.2 s."""
+        while True:
+            await trio.sleep(SPOOL_POLL_SECONDS)
+            self.worker.nudge()
+
+    async def _export_metrics(self) -> None:
+        """A worker other than 0: its metrics, for worker 0's /metrics (every second)."""
+        assert self.role is not None
+        path = metrics_dir(self.config) / f"worker-{self.role.index}.prom"
+        while True:
+            try:
+                temporary = path.with_suffix(".tmp")
+                temporary.write_bytes(self.metrics.exposition())
+                temporary.replace(path)
+            except OSError as exc:
+                log.warning("metrics_export_failed", error=str(exc))
+            await trio.sleep(1.0)
 
     async def _serve_api(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         from hypercorn.config import Config as HyperConfig
@@ -465,8 +516,10 @@ class Gateway:
         """What admission needs to know: calls in progress (running media, or ringing and
         being set up) and whether the spool can take the fax's webhook."""
         calls = self._calls_in_progress()
-        return Load(accepting=self.accepting, calls=calls,
-                    max_calls=self.config.limits.max_calls, spool_healthy=getattr(self.spool, "healthy", True),
+        max_calls = self.config.limits.max_calls
+        if self.role is not None:
+            max_calls = -(-max_calls // self.role.count)  # each worker its share (rounded up)
+        return Load(accepting=self.accepting, calls=calls, max_calls=max_calls, spool_healthy=getattr(self.spool, "healthy", True),
                     spool_error=str(getattr(self.spool, "last_error", "")),
                     overloaded=self.overload.refusal(calls), retry_after=self.config.limits.overload_retry_after)
 
@@ -1074,6 +1127,21 @@ class Gateway:
             record_outcome(folder, delivery.id, state.value, delivery.attempts + 1, error, time.time())
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""  # that worker has not written yet (or is being restarted)
+
+
+def _call_id_in(folder: Path) -> str:
+    """The SIP Call-ID in a fax folder's meta.json ("" when it has none or cannot be read)."""
+    try:
+        return str(archive.read_meta(folder).get("sip", {}).get("call_id") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def _local_time(unix_seconds: float) -> Any:
     import datetime
     return datetime.datetime.fromtimestamp(unix_seconds).astimezone()
@@ -1122,13 +1190,13 @@ def _find(exc: BaseException, kind: type) -> BaseException | None:
     return None
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, role: WorkerRole | None = None) -> int:
     """Run a gateway until SIGTERM/SIGINT (graceful) or a second signal (immediate).
 
     Returns the process exit status: 0 after a clean stop, 1 if it could not start.
     """
     try:
-        gateway = Gateway(config)
+        gateway = Gateway(config, role=role)
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         return 1

@@ -15,6 +15,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class GatewayMetrics:
     def __init__(self, spool_depth: Callable[[], float] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Worker 0 of several (t38gw.workers): the other workers' expositions, added in.
+        self.merge_with: Callable[[], list[str]] | None = None
         r = self.registry
         self.active_calls = Gauge("t38gw_active_calls", "Calls in progress", registry=r)
         self.calls = Counter("t38gw_calls", "Finished calls by result", ["result"], registry=r)
@@ -52,7 +54,12 @@ class GatewayMetrics:
         self.registry.register(_KernelUdpErrors(read))
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        own = generate_latest(self.registry)
+        if self.merge_with is None:
+            return own
+        from t38gw.workers import merge_expositions
+
+        return merge_expositions(own, self.merge_with())
 
 
 class _KernelUdpErrors(Collector):

@@ -52,6 +52,7 @@ SERVICE_RUNTIME_EDGE = {
     "t38gw/session.py": "one call's media task: waits on the UDPTL endpoint and the engine's deadlines",
     "t38gw/delivery.py": "the webhook delivery loop: sleeps until the next retry, wakes on new spool entries",
     "t38gw/cli.py": "the entry point: trio.run(serve, config)",
+    "t38gw/workers.py": "the supervisor of several worker processes: relays SIP datagrams, restarts workers, signals",
 }
 
 # Qualified names that read a clock.
