@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import imaging
+from imaging.nonecm import NonEcmPageDecoder
 from imaging.wholepage import try_libtiff_decode
 from udptl.ifp import IfpPacket, T30Data, T30Indicator, Unknown
 
@@ -111,7 +112,7 @@ from t38gw.t30.timers import (
 
 __all__ = [
     "CARRIER_TIMEOUT", "MAX_PAGE_ROWS", "T1", "T2", "T4", "T5", "TRANSITIONS", "EcmPageDecoder", "Outcome",
-    "ReceiverConfig", "Signal", "State", "T30Receiver", "imaging_decoder", "judge_quality",
+    "ReceiverConfig", "Signal", "State", "T30Receiver", "imaging_decoder", "judge_quality", "non_ecm_decoder",
 ]
 
 # Copy quality of a non-ECM page (T.30 leaves the criteria to the receiver, 5.3.6.1.7
@@ -233,6 +234,20 @@ def imaging_decoder(compression: Compression, width: int) -> imaging.StreamingDe
     coding = {Compression.MH: imaging.Coding.MH, Compression.MR: imaging.Coding.MR,
               Compression.MMR: imaging.Coding.MMR}[compression]
     return imaging.StreamingDecoder(coding, width, bit_order=imaging.BitOrder.MSB_FIRST)
+
+
+def non_ecm_decoder(compression: Compression, width: int) -> PageDecoder:
+    """The default non-ECM page decoder: the data kept, the page decoded at its end.
+
+    ``imaging.nonecm.NonEcmPageDecoder`` answers ``page_ended`` and ``rows`` as the
+    streaming decoder does after every piece, and ``finish`` with its page (libtiff where
+    proven equal, else the streaming decoder over the pieces as they came).  MMR never
+    comes without ECM (T.30 Table 2); should it, the streaming decoder takes it.
+    """
+    if compression is Compression.MMR:
+        return imaging_decoder(compression, width)
+    coding = imaging.Coding.MR if compression is Compression.MR else imaging.Coding.MH
+    return NonEcmPageDecoder(coding, width, bit_order=imaging.BitOrder.MSB_FIRST, max_rows=MAX_PAGE_ROWS)
 
 
 class EcmPageDecoder:
@@ -404,7 +419,7 @@ class T30Receiver(TableMachine):
 
     def __init__(self, config: ReceiverConfig | None = None, *, decoder_factory: PageDecoderFactory | None = None) -> None:
         self.config = config or ReceiverConfig()
-        self._decoder_factory: PageDecoderFactory = decoder_factory or imaging_decoder
+        self._decoder_factory: PageDecoderFactory = decoder_factory or non_ecm_decoder
         self._ecm_decoder_factory: PageDecoderFactory = decoder_factory or EcmPageDecoder
         self._csi = encode_ident(self.config.local_ident) if self.config.local_ident else None
         self.state = State.IDLE
@@ -502,6 +517,8 @@ class T30Receiver(TableMachine):
             # the decoder could count, so the page is answered RTN (see _page_complete).
             if not self._page_loss_gaps:
                 self._rows_before_loss = self._decoder.rows if self._decoder is not None else 0
+            if isinstance(self._decoder, NonEcmPageDecoder):
+                self._decoder.note_loss()  # the page goes through the streaming decoder
             self._page_loss_gaps += 1
             self._page_lost_ifps += max(count, 1)
         return self._take_events()
@@ -885,6 +902,8 @@ class T30Receiver(TableMachine):
             self._stray_data(arrived)
             return None
         self._decoder = self._decoder_factory(dcs.compression, dcs.width_px)
+        if self._page_loss_gaps and isinstance(self._decoder, NonEcmPageDecoder):
+            self._decoder.note_loss()  # IFPs lost on the page's carrier before its data
         self._page_rows_seen = False
         return self._page_data(arrived) or Outcome(State.NON_ECM_PAGE)
 
