@@ -36,7 +36,7 @@ def test_nul_in_an_offer_is_a_parse_error():
     raise AssertionError("an SDP body with a NUL was accepted")
 
 
-@fuzz_settings(600)
+@fuzz_settings(1000)
 @given(mutants(SDP))
 @example(NUL_IN_REJECTED_M_LINE)
 def test_sdp_mutants(data):
