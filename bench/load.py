@@ -180,6 +180,20 @@ def read_metrics(url: str) -> dict[str, float]:
     return out
 
 
+def histogram_quantile(samples: dict[str, float], name: str, fraction: float) -> float | None:
+    """The upper bound of the Prometheus histogram bucket holding the quantile (None: absent)."""
+    buckets = []
+    for key, value in samples.items():
+        match = re.match(rf'^{name}_bucket\{{.*le="([^"]+)".*\}}$', key)
+        if match:
+            buckets.append((float(match.group(1)), value))
+    buckets.sort()
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    wanted = fraction * buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= wanted)
+
+
 def workers_supported(workdir: Path) -> bool:
     """Whether the gateway's configuration has ``[server] workers`` (issue 14's work)."""
     from t38gw.config import ConfigError, load_config
@@ -305,6 +319,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             metas = wait_for_final(gateway, answered, timeout=60 + count / 10)
             gw_cpu_2 = tree.cpu()
             webhook.wait_for(lambda posts: len(posts) >= len(metas), timeout=30)
+            final_metrics = read_metrics(f"{gateway.api}/metrics")
         rss_peak = tree.peak_rss
         processes = len(descendants(gateway.proc.pid))
 
@@ -367,7 +382,9 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             "udp_rcvbuf_errors": udp_1["RcvbufErrors"] - udp_0["RcvbufErrors"],
             "event_loop_lag_max": max((v for k, v in tree.metrics_peak.items()
                                        if k.startswith("t38gw_event_loop_lag_seconds")), default=None),
-            "metrics_peak": tree.metrics_peak,
+            "metrics_peak": {k: v for k, v in tree.metrics_peak.items() if "_bucket" not in k and "_created" not in k},
+            "gateway_t30_p50": histogram_quantile(final_metrics, "t38gw_t30_response_seconds", 0.50),
+            "gateway_t30_p99": histogram_quantile(final_metrics, "t38gw_t30_response_seconds", 0.99),
             "errors": Counter(c["error"] for c in calls if c["error"]).most_common(5),
             "workdir": str(workdir),
         }
@@ -412,6 +429,9 @@ def print_details(row: dict) -> None:
     print(f"    T.30 turns answered {row['t30_samples']}, unanswered {row['unanswered_turns']}; MCF seen "
           f"{row['mcf_seen']}, webhook POSTs {row['webhook_posts']} ({row['webhook_samples']} matched to an MCF); "
           f"kernel UDP InErrors {row['udp_in_errors']}, RcvbufErrors {row['udp_rcvbuf_errors']} (machine-wide)")
+    if row["gateway_t30_p50"] is not None:
+        print(f"    the gateway's own t38gw_t30_response_seconds: p50 <= {row['gateway_t30_p50'] * 1000:.0f} ms, "
+              f"p99 <= {row['gateway_t30_p99'] * 1000:.0f} ms (bucket bounds)")
     if row["metrics_peak"]:
         print(f"    /metrics peaks: {row['metrics_peak']}")
     if row["errors"]:
