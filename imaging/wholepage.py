@@ -2,7 +2,9 @@
 
 An ECM page arrives whole and error-checked (every frame passed its FCS), so it need not be
 decoded row by row as it arrives: libtiff (called through ctypes) decodes it several times
-faster than ``StreamingDecoder``.  Two obstacles: libtiff needs the page height in
+faster than ``StreamingDecoder``.  A non-ECM page is kept whole too (``imaging.nonecm``)
+and comes here once it ended with RTC and no IFP was lost; it is not error-checked (a
+noisy line on the far side leaves bad rows in the data), which the proof below catches.  Two obstacles: libtiff needs the page height in
 advance, and its decoder passes silently over damage our decoder counts as bad rows (it
 skips whatever follows a row that reached the width before the EOL; some broken MMR it
 decodes on).  So libtiff's answer is only used where it is proven equal to what
