@@ -90,21 +90,16 @@ class NonEcmPageDecoder:
 
     def feed(self, data: bytes) -> None:
         """Keep ``data``, the next octets of the page as received."""
-        if self._finished is not None or not data:
-            return
         if self._handed_over:
             assert self._streaming is not None
             self._streaming.feed(data)
             return
-        if self._ended:
+        if self._ended or not data or self._finished is not None:
             return  # after RTC: not this page (StreamingDecoder ignores it too)
         piece = bytes(data)
         self._pieces.append(piece)
-        self._scan(to_bits(piece, self.bit_order))
-
-    def _scan(self, new_bits: str) -> None:
-        """StreamingDecoder._decode_t4's segmentation, without decoding the segments."""
-        bits = self._bits + new_bits
+        # StreamingDecoder._decode_t4's segmentation, without decoding the segments.
+        bits = self._bits + to_bits(piece, self.bit_order)
         position = 0
         if not self._synced:
             # T.4 4.1.3: the first EOL marks the start of the page.
@@ -116,39 +111,34 @@ class NonEcmPageDecoder:
             self._consecutive_eols = 1
             position = eol + 12
         find = bits.find
-        tag_bit = self._tag_bit
-        rows = self._rows
-        consecutive = self._consecutive_eols
-        while True:
-            eol = find(EOL, position)
-            if eol < 0:
-                break
-            # A segment with a 1 bit (after MR's tag bit) is a row, decodable or not.
-            if find("1", position + tag_bit, eol) >= 0:
-                rows += 1
-                consecutive = 1
-            else:
-                consecutive += 1
-                if consecutive >= EOLS_TO_END_T4_PAGE:
-                    self._ended = True
-                    position = eol + 12
-                    break
-            position = eol + 12
-        self._rows = rows
-        self._consecutive_eols = consecutive
-        if self._ended:
-            self._bits = ""
-            return
-        self._keep(bits[position:])
-
-    def _keep(self, rest: str) -> None:
-        """Keep the bits after the last EOL for the next piece."""
-        if len(rest) > MAX_LINE_BITS:
+        eol = find(EOL, position)
+        if eol >= 0:
+            tag_bit = self._tag_bit
+            rows = self._rows
+            consecutive = self._consecutive_eols
+            while eol >= 0:
+                # A segment with a 1 bit (after MR's tag bit) is a row, decodable or not.
+                if find("1", position + tag_bit, eol) >= 0:
+                    rows += 1
+                    consecutive = 1
+                else:
+                    consecutive += 1
+                    if consecutive >= EOLS_TO_END_T4_PAGE:
+                        self._ended = True
+                        self._rows = rows
+                        self._bits = ""
+                        return
+                position = eol + 12
+                eol = find(EOL, position)
+            self._rows = rows
+            self._consecutive_eols = consecutive
+            bits = bits[position:]
+        if len(bits) > MAX_LINE_BITS:
             # StreamingDecoder cuts such a line where this piece ended and counts a bad row
             # before the next: let it decode from here on, fed everything as it came.
             self._hand_over()
             return
-        self._bits = rest
+        self._bits = bits
 
     def _hand_over(self) -> None:
         streaming = self._streaming
