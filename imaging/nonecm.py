@@ -132,7 +132,7 @@ class NonEcmPageDecoder:
                 eol = find(EOL, position)
             self._rows = rows
             self._consecutive_eols = consecutive
-            bits = bits[position:]
+        bits = bits[position:]
         if len(bits) > MAX_LINE_BITS:
             # StreamingDecoder cuts such a line where this piece ended and counts a bad row
             # before the next: let it decode from here on, fed everything as it came.

@@ -148,6 +148,19 @@ def test_any_piece_sizes_and_data_after_rtc(coding):
         assert path == "libtiff" and page.bitmap == bitmap
 
 
+@pytest.mark.parametrize("coding", [Coding.MH, Coding.MR])
+def test_bits_before_the_first_eol(coding):
+    # Not image data (T.4 4.1.3: the first EOL starts the page), 1 bits included: the
+    # segmentation must start after that EOL however the pieces fall (found by Hypothesis:
+    # a piece holding the first EOL and no other kept the bits before it).
+    bitmap = chart(2)[: 60 * STRIDE]
+    clean = encode_page(bitmap, CHART_WIDTH, coding, k=4, bit_order=MSB)
+    for junk in (b"\xa5\x5a", b"\x00\x81\x80", b"\xff" * 40):  # no EOL in them
+        for size in (1, 2, 3, 5, 36):
+            page, _path = receive_both(pieces_of(junk + clean, size), coding)
+            assert page.height == 60
+
+
 # --- what the fast path must not take: the same page through StreamingDecoder ---
 
 
