@@ -106,12 +106,46 @@ def udp_errors() -> dict[str, int]:
     return {"InErrors": table.get("InErrors", 0), "RcvbufErrors": table.get("RcvbufErrors", 0)}
 
 
+class SocketDrops:
+    """Datagrams the kernel dropped per UDP socket (the "drops" column of /proc/net/udp,
+    proc(5)), the largest value seen per socket, split by whose port it is: the gateway's
+    (its SIP port and UDPTL range) or any other (the replayer's, or other processes')."""
+
+    def __init__(self, gateway_ports: tuple[int, int], sip_port: int) -> None:
+        self.low, self.high = gateway_ports
+        self.sip_port = sip_port
+        self.seen: dict[tuple[str, int], tuple[bool, int]] = {}  # (inode, port) -> (gateway's?, drops)
+
+    def sample(self) -> None:
+        try:
+            lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+        except OSError:
+            return
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 13:
+                continue
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            drops = int(fields[12])
+            if drops:
+                ours = self.low <= port <= self.high or port == self.sip_port
+                key = (fields[9], port)
+                self.seen[key] = (ours, max(drops, self.seen.get(key, (ours, 0))[1]))
+
+    def totals(self) -> tuple[int, int]:
+        """(drops on the gateway's sockets, drops on other sockets)."""
+        gateway = sum(d for ours, d in self.seen.values() if ours)
+        return gateway, sum(d for ours, d in self.seen.values() if not ours)
+
+
 class ProcessTree:
     """CPU of a process and its descendants (dead ones through the root's cutime/cstime),
     peak summed VmRSS, and one /metrics series' peak, sampled every ``every`` s."""
 
-    def __init__(self, root: int, every: float = 0.5, metrics_url: str | None = None) -> None:
+    def __init__(self, root: int, every: float = 0.5, metrics_url: str | None = None,
+                 drops: SocketDrops | None = None) -> None:
         self.root = root
+        self.drops = drops
         self.every = every
         self.metrics_url = metrics_url
         self.peak_rss = 0
@@ -140,6 +174,8 @@ class ProcessTree:
         next_metrics = 0.0
         while not self._stop.wait(self.every):
             self.peak_rss = max(self.peak_rss, self.rss())
+            if self.drops is not None:
+                self.drops.sample()
             if self.metrics_url and time.monotonic() >= next_metrics:
                 next_metrics = time.monotonic() + 2.0
                 for name, value in read_metrics(self.metrics_url).items():
@@ -267,7 +303,8 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
     gateway = GatewayProcess(workdir, webhook_url=webhook.url, udptl_span=max(400, 4 * count), extra_config=extra)
     gateway.start()
     assert gateway.proc is not None
-    tree = ProcessTree(gateway.proc.pid, metrics_url=f"{gateway.api}/metrics")
+    drops = SocketDrops(gateway.udptl_ports, gateway.sip_port)
+    tree = ProcessTree(gateway.proc.pid, metrics_url=f"{gateway.api}/metrics", drops=drops)
     replayer = None
     try:
         time.sleep(1.5)  # start-up work (workers, index) settles
@@ -379,6 +416,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             "webhook_samples": len(webhook_delays), "webhook_posts": len(webhook.posts),
             "mcf_seen": sum(1 for c in calls if c["mcf_unix"] is not None),
             "udp_in_errors": udp_1["InErrors"] - udp_0["InErrors"],
+            "drops_gateway_sockets": drops.totals()[0], "drops_other_sockets": drops.totals()[1],
             "udp_rcvbuf_errors": udp_1["RcvbufErrors"] - udp_0["RcvbufErrors"],
             "event_loop_lag_max": max((v for k, v in tree.metrics_peak.items()
                                        if k.startswith("t38gw_event_loop_lag_seconds")), default=None),
@@ -386,6 +424,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             "gateway_t30_p50": histogram_quantile(final_metrics, "t38gw_t30_response_seconds", 0.50),
             "gateway_t30_p99": histogram_quantile(final_metrics, "t38gw_t30_response_seconds", 0.99),
             "errors": Counter(c["error"] for c in calls if c["error"]).most_common(5),
+            "no_mcf_callers": [c["caller"] for c in calls if c["status"] == 200 and c["mcf_unix"] is None][:5],
             "workdir": str(workdir),
         }
     finally:
@@ -428,7 +467,9 @@ def print_details(row: dict) -> None:
           f"{row['replayer_late_sends']} late sends")
     print(f"    T.30 turns answered {row['t30_samples']}, unanswered {row['unanswered_turns']}; MCF seen "
           f"{row['mcf_seen']}, webhook POSTs {row['webhook_posts']} ({row['webhook_samples']} matched to an MCF); "
-          f"kernel UDP InErrors {row['udp_in_errors']}, RcvbufErrors {row['udp_rcvbuf_errors']} (machine-wide)")
+          f"kernel UDP InErrors {row['udp_in_errors']}, RcvbufErrors {row['udp_rcvbuf_errors']} (machine-wide); "
+          f"per-socket drops (sampled every 0.5 s): gateway's sockets {row['drops_gateway_sockets']}, "
+          f"others' (the replayer's...) {row['drops_other_sockets']}")
     if row["gateway_t30_p50"] is not None:
         print(f"    the gateway's own t38gw_t30_response_seconds: p50 <= {row['gateway_t30_p50'] * 1000:.0f} ms, "
               f"p99 <= {row['gateway_t30_p99'] * 1000:.0f} ms (bucket bounds)")
