@@ -32,6 +32,8 @@ import ctypes.util
 import os
 import pathlib
 import threading
+from itertools import repeat
+from operator import itemgetter
 
 from . import t4codes
 from .decoder import EOLS_TO_END_T4_PAGE, StreamingDecoder
@@ -240,33 +242,24 @@ def _t4_rows(bits: str, coding: Coding) -> list[str] | None:
     first = bits.find(EOL)
     if first < 0 or "1" in bits[:first]:
         return None  # no EOL, or something before the first one (our decoder skips it)
-    # A segment is empty when 11 zeros follow its EOL (after MR's tag bit): they can only
-    # be the next EOL's.
-    empty_after = [EOL + "0" * 11]
-    if coding is Coding.MR:
-        empty_after.append(EOL + "1" + "0" * 11)
-    ends = [p for p in (bits.find(pattern, first) for pattern in empty_after) if p >= 0]
-    if not ends:
-        return None
-    end = min(ends)
-    rows = bits.count(EOL, first, end + 12) - 1
-    if rows <= 0:
-        return None
+    # The segment after each EOL, as StreamingDecoder cuts them (str.find from the left,
+    # like split); the last one is not closed by an EOL.
+    segments = bits[first + 12 :].split(EOL)
+    closed = len(segments) - 1
+    # An empty segment (no 1 bit after MR's tag bit) is no row: the first closed one must
+    # begin the page's end.  One str.find per segment, looped in C.
+    tag_bit = 1 if coding is Coding.MR else 0
+    ones = list(map(str.find, segments, repeat("1", closed), repeat(tag_bit, closed)))
+    try:
+        rows = ones.index(-1)
+    except ValueError:
+        return None  # no closed empty segment: no page end
     # StreamingDecoder ends the page once EOLS_TO_END_T4_PAGE EOLs came in a row: the last
-    # row's own EOL, then that many less one empty segments, each ended by an EOL.
-    position = end + 12
-    for _ in range(EOLS_TO_END_T4_PAGE - 1):
-        eol = bits.find(EOL, position)
-        if eol < 0:
-            return None
-        segment = bits[position:eol]
-        if coding is Coding.MR:
-            segment = segment[1:]
-        if "1" in segment:
-            return None
-        position = eol + 12
-    segments = bits[first + 12 : end].split(EOL)
-    return segments if len(segments) == rows else None
+    # row's own EOL, then that many less one empty segments, each closed by an EOL.
+    if rows <= 0 or ones[rows : rows + EOLS_TO_END_T4_PAGE - 1] != [-1] * (EOLS_TO_END_T4_PAGE - 1):
+        return None
+    del segments[rows:]
+    return segments
 
 
 def _canonical_segments(
@@ -298,9 +291,10 @@ def _coded_canonically(segments: list[str], bitmap: bytes, width: int, height: i
     if coding is Coding.MR:
         # Senders code rows 0, K, 2K, ... one-dimensionally (T.4 4.2.1.3.4), K 2 or 4 as
         # libtiff does: then one libtiff coding has every row as the sender has it.
-        one_d_rows = [index for index, row in enumerate(segments) if row[:1] == "1"]
+        # Each row's tag bit (a row segment holds a 1 after it, so it has one), in C.
+        tags = "".join(map(itemgetter(0), segments))
         for k in (4, 2):
-            if one_d_rows == list(range(0, height, k)):
+            if tags == ("1" + "0" * (k - 1)) * (height // k) + ("1" + "0" * (k - 1))[: height % k]:
                 codes = _canonical_segments(bitmap, width, height, two_d=True, k=k)
                 return codes is not None and _same_codes(segments, codes)
     one_d = _canonical_segments(bitmap, width, height, two_d=False)
