@@ -450,6 +450,7 @@ class T30Receiver(TableMachine):
         self._decoder: PageDecoder | None = None
         self._page_rows_seen = False
         self._page_loss_gaps = 0
+        self._loss_before_carrier = self._lost_before_carrier = 0  # non-ECM: gaps before the page's training
         self._fast_carrier_seen = False
         self._stray_data_logged = False
         self._block: EcmBlock | None = None
@@ -511,8 +512,15 @@ class T30Receiver(TableMachine):
             # The page's coded data already ended (RTC, T.4 4.1.4): what was lost is fill or
             # the end-of-data packets (sent several times), no row.
             self._log(f"{count} IFP(s) lost after the page's RTC: no row lost")
-        elif non_ecm and (self.state is State.NON_ECM_PAGE
-                          or (self.state is State.AWAIT_PAGE and self._fast_carrier_seen)):
+        elif non_ecm and self.state is State.AWAIT_PAGE and not self._fast_carrier_seen:
+            # Lost before the page's training was seen: the tail of what came before (TCF,
+            # an indicator) - or the training indicator and the page's first image IFPs
+            # together, after which the decoder syncs on a later EOL and a page without its
+            # top rows would look whole (issue 14, bench/impairment.py).  Which one shows
+            # when the page's data starts: held until then (_page_data_starts).
+            self._loss_before_carrier += 1
+            self._lost_before_carrier += max(count, 1)
+        elif non_ecm and self.state in (State.NON_ECM_PAGE, State.AWAIT_PAGE):
             # Non-ECM has no retransmission: rows in the lost IFPs are gone without a trace
             # the decoder could count, so the page is answered RTN (see _page_complete).
             if not self._page_loss_gaps:
@@ -632,6 +640,7 @@ class T30Receiver(TableMachine):
         self._page_rows_seen = False
         self._page_loss_gaps = 0
         self._page_data_ifps = self._page_lost_ifps = 0
+        self._loss_before_carrier = self._lost_before_carrier = 0
         self._fast_carrier_seen = False
         self._ecm_blocks_in_page = 0
         self._err_block_pending = False
@@ -760,6 +769,7 @@ class T30Receiver(TableMachine):
 
     def _page_carrier_started(self, arrived: object) -> None:
         self._fast_carrier_seen = True
+        self._loss_before_carrier = self._lost_before_carrier = 0  # lost before the page began
 
     # ----- phase B
     def _dcs(self, arrived: Command) -> Outcome | None:
@@ -902,6 +912,15 @@ class T30Receiver(TableMachine):
             self._stray_data(arrived)
             return None
         self._decoder = self._decoder_factory(dcs.compression, dcs.width_px)
+        if self._loss_before_carrier and not self._fast_carrier_seen:
+            # Image data without the training indicator before it, after a loss: the loss
+            # took the indicator and perhaps the page's first rows.  Counted as the page's.
+            self._log(f"{self._lost_before_carrier} IFP(s) lost before the page's data, its training "
+                      "indicator unseen: the page's first rows may be missing")
+            self._rows_before_loss = 0
+            self._page_loss_gaps += self._loss_before_carrier
+            self._page_lost_ifps += self._lost_before_carrier
+        self._loss_before_carrier = self._lost_before_carrier = 0
         if self._page_loss_gaps and isinstance(self._decoder, NonEcmPageDecoder):
             self._decoder.note_loss()  # IFPs lost on the page's carrier before its data
         self._page_rows_seen = False
@@ -910,8 +929,11 @@ class T30Receiver(TableMachine):
     def _data_after_page(self, arrived: t38_io.ImageDataArrived) -> Outcome | None:
         if self.dcs and not self.dcs.ecm and not self._page_rows_seen:
             # The "page" before had no rows (e.g. a TCF that a localTCF peer sent anyway):
-            # it was not a page; this is.
+            # it was not a page; this is.  What was lost before it may have been this
+            # page's start (its training indicator and first rows): that loss stays counted.
+            gaps, lost = self._page_loss_gaps, self._page_lost_ifps
             self._discard_page()
+            self._page_loss_gaps, self._page_lost_ifps = gaps, lost
             return self._page_data_starts(arrived)
         self._stray_data(arrived)
         return None
@@ -1024,6 +1046,7 @@ class T30Receiver(TableMachine):
             ))
         self._page_rows_seen = False
         self._page_loss_gaps = 0
+        self._loss_before_carrier = self._lost_before_carrier = 0
         self._page_data_ifps = self._page_lost_ifps = 0
         self._fast_carrier_seen = False
         self._ecm_block = 0
