@@ -102,3 +102,21 @@ def test_random_pages_coded_then_damaged(coding, bit_order, width, rows, cut, da
 def test_decoders_bytes(data):
     check_t4(data)
     check(WHOLEPAGE, data)
+
+
+# Found by bench/fuzz.py (reported to imaging/, not fixed here): a T.4 line longer than
+# MAX_LINE_BITS (200,000 bits without an EOL) is one bad row fed whole, but two when a
+# feed() ends inside it: the garbage is dropped at the cut and the 11 bits kept for a
+# straddling EOL decode as a line of their own.
+LONG_LINE_PAGE = bytes.fromhex("0010") + b"\xff" * 26000 + bytes.fromhex("001d9a80080080080080080080")
+
+
+@pytest.mark.xfail(strict=True, reason="imaging/decoder.py: a >200,000-bit T.4 line counts as 1 or 2 bad rows by feed cuts")
+def test_long_t4_line_is_one_bad_row_however_fed():
+    whole = StreamingDecoder(Coding.MH, 64, bit_order=BitOrder.MSB_FIRST)
+    whole.feed(LONG_LINE_PAGE)
+    in_two = StreamingDecoder(Coding.MH, 64, bit_order=BitOrder.MSB_FIRST)
+    in_two.feed(LONG_LINE_PAGE[:26002])
+    in_two.feed(LONG_LINE_PAGE[26002:])
+    assert whole.finish().bad_rows == 1
+    assert in_two.finish().bad_rows == 1
