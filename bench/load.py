@@ -489,8 +489,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
+    # Outside a checkout (e.g. a `git archive` export measured while the checkout is mid-edit)
+    # say which commit it was with T38GW_COMMIT.
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True).stdout.strip() or os.environ.get("T38GW_COMMIT", "?")
     print(f"load bench: commit {commit}, {os.cpu_count()} CPUs, captures {MODES[args.mode]}, ramp {args.ramp:g} s; "
           f"gateway and replayer are separate processes", flush=True)
     rows: list[dict] = []

@@ -47,7 +47,7 @@ def open_fds(pids: list[int]) -> int:
     return total
 
 
-def fd_kinds(pids: list[int]) -> Counter:
+def fd_kinds(pids: list[int], port_names: dict[int, str] | None = None) -> Counter:
     """What the open fds are: "socket", "pipe", "anon_inode:[eventfd]", or a file's folder/name
     with the fax id folders collapsed (which kind grows tells a leak's source)."""
     kinds: Counter = Counter()
@@ -64,7 +64,10 @@ def fd_kinds(pids: list[int]) -> Counter:
                 socket_kind[fields[6]] = "unix"
             elif len(fields) > 9:
                 state = tcp_states.get(fields[3], fields[3]) if table.startswith("tcp") else ""
-                socket_kind[fields[9]] = f"{table} {state}".strip()
+                # Name the TCP peer when it is one we know (the webhook receiver, the API).
+                ports = {int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)}
+                peer = next((f" ({name})" for port, name in (port_names or {}).items() if port in ports), "")
+                socket_kind[fields[9]] = f"{table} {state}{peer}".strip()
     for pid in pids:
         try:
             names = os.listdir(f"/proc/{pid}/fd")
@@ -141,7 +144,7 @@ def main() -> None:
     from tools.record_t38_capture import read_page_png
 
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True).stdout.strip() or os.environ.get("T38GW_COMMIT", "?")
     workdir = Path(tempfile.mkdtemp(prefix="t38gw-bench-soak-"))
     webhook = WebhookReceiver().start()
     extra = f"\n[limits]\nmax_calls = {max(500, 4 * args.concurrent)}\n"
@@ -157,7 +160,8 @@ def main() -> None:
     try:
         time.sleep(1.5)
         baseline = snapshot(tree, metrics_url)
-        baseline_kinds = fd_kinds(descendants(tree.root))
+        port_names = {webhook.port: "webhook receiver", gateway.http_port: "HTTP API"}
+        baseline_kinds = fd_kinds(descendants(tree.root), port_names)
         print(f"soak: commit {commit}, {args.concurrent} calls kept up for {args.minutes:g} min, capture "
               f"{args.capture}; baseline: {_line(0, baseline, None)}", flush=True)
         command = [sys.executable, str(REPO / "bench" / "replayer.py"), "--sip", f"127.0.0.1:{gateway.sip_port}",
@@ -233,7 +237,7 @@ def main() -> None:
                                                                    else f"+{after - before:g} above baseline")
             print(f"  {label}: {before} -> {after}: {verdict}")
         if end["fds"] > baseline["fds"]:
-            grown = fd_kinds(descendants(tree.root))
+            grown = fd_kinds(descendants(tree.root), port_names)
             grown.subtract(baseline_kinds)
             print(f"    fds above baseline by kind: {dict(c for c in grown.most_common(8) if c[1] > 0)}")
         print(f"  RSS: {baseline['rss_kib'] / 1024:.1f} -> {end['rss_kib'] / 1024:.1f} MiB "
