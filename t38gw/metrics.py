@@ -46,6 +46,12 @@ class GatewayMetrics:
         self.cpu_ratio = Gauge("t38gw_process_cpu_ratio", "The process's CPU over the last 2 s, in cores",
                                registry=r)
         self.overloaded = Gauge("t38gw_overloaded", "1 while new calls are refused (503) for load", registry=r)
+        # T.30 turn-around: from the end of the peer's frame (its FCS) to our first datagram
+        # after it.  T.30 5.3.2 wants responses within 3 s +- 15 %; T.38 gateways on the
+        # far side count on far less, and a loaded event loop shows here first.
+        self.t30_response = Histogram("t38gw_t30_response_seconds",
+                                      "From the end of the peer's T.30 transmission to our next datagram",
+                                      registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 3, 5))
         self.udptl_ports_in_use = Gauge("t38gw_udptl_ports_in_use", "UDPTL/RTP ports bound by calls", registry=r)
 
     def count_udp_receive_errors(self, read: Callable[[], dict[str, int]]) -> None:

@@ -106,6 +106,11 @@ def test_two_workers_carry_calls_as_one_gateway_and_survive_a_killed_worker(tmp_
         time.sleep(1.5)
         text = httpx.get(f"{gateway.api}/metrics", timeout=5).text
         assert metric(text, "t38gw_pages_total") == sum(len(p) for p in pages.values()), text
+        # Each call's T.30 turn-arounds (CFR after TCF, MCF after each PPS), from both
+        # workers, well inside T.30's 3 s.
+        assert metric(text, "t38gw_t30_response_seconds_count") >= 4 * 2, text
+        assert metric(text, "t38gw_t30_response_seconds_bucket", le="1.0") == metric(
+            text, "t38gw_t30_response_seconds_count"), text
 
         # 2. Worker 1 is killed after the first page of its call was confirmed; a call on
         #    worker 0 runs meanwhile and is not disturbed.
