@@ -543,6 +543,7 @@ class StreamingDecoder:
         padded = bits + _PAD
         width = self.width
         position = 0
+        damaged_at = -1
         incomplete = False
         while True:
             if bits.find("1", position) < 0:
@@ -563,6 +564,7 @@ class StreamingDecoder:
                     break
                 if not final and left < 24:
                     break
+                damaged_at = position
                 self._damage()
                 position = length
                 break
@@ -573,6 +575,7 @@ class StreamingDecoder:
                 if not final and error.position >= length - 13:
                     incomplete = True  # the line continues in data not yet received
                     break
+                damaged_at = position
                 self._damage()
                 position = length
                 break
@@ -580,12 +583,19 @@ class StreamingDecoder:
                 if not final:
                     incomplete = True
                     break
+                damaged_at = position
                 self._damage()
                 position = length
                 break
             self._emit_changes(changes, reference)
             position = end
-        self._bits = bits[position:] if not self._damaged else ""
+        if damaged_at >= 0:
+            # What follows the damage in this same piece is looked at as later pieces would
+            # be: only for EOFB (else the page's end depends on how the data was cut).
+            self._bits = bits[damaged_at:]
+            self._decode_t6(final=final)
+            return
+        self._bits = bits[position:]
         # Retrying a line on every small piece (T.38 carries ~40 octets per packet at
         # 14400 bit/s) would decode it many times: wait for a few more octets first.
         self._retry_at = len(self._bits) + _RETRY_BITS if incomplete else 0

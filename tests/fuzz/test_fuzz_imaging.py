@@ -54,7 +54,6 @@ def test_seeds_are_chart_pages_and_spandsp_data():
         check(WHOLEPAGE, data)
 
 
-@pytest.mark.xfail(strict=True, reason="imaging/decoder.py: EOFB after MMR damage in the same feed() is missed")
 def test_mmr_eofb_after_damage_ends_the_page_however_fed():
     whole = StreamingDecoder(Coding.MMR, 64, bit_order=BitOrder.MSB_FIRST)
     whole.feed(MMR_EOFB_AFTER_DAMAGE)
