@@ -342,6 +342,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
                     raise RuntimeError("the replayer did not finish in time")
             reader.join(30)
             output = b"".join(chunks)
+            (workdir / "replayer.json").write_bytes(output)  # every call's figures, kept with --keep
             replayer_log.close()
             wall_calls = time.monotonic() - wall_0
             gw_cpu_1 = tree.cpu()
@@ -441,14 +442,14 @@ def _ms(value: float | None) -> str:
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'capture':<10} {'N':>5} {'ans/503/fail':>13} {'recv/ident':>10} {'CPU/fax':>8} {'gw util':>8} "
-          f"{'replayer':>9} {'RSS/call':>9} {'T30 p50/p99 ms':>15} {'hook p50/p99 ms':>16} {'UDP err':>8} "
+          f"{'replayer':>9} {'MCF seen':>9} {'RSS/call':>9} {'T30 p50/p99 ms':>15} {'hook p50/p99 ms':>16} {'UDP err':>8} "
           f"{'lag max':>8} {'box':>5}")
     for row in rows:
         cpu = f"{row['cpu_per_fax']:.3f}s" if row["cpu_per_fax"] is not None else "-"
         lag = f"{row['event_loop_lag_max'] * 1000:.0f}ms" if row["event_loop_lag_max"] is not None else "-"
         print(f"{row['capture']:<10} {row['n']:>5} {row['answered']:>5}/{row['refused_503']}/{row['failed']:<5} "
               f"{row['received']:>4}/{row['identical']:<5} {cpu:>8} {100 * row['gw_util']:7.0f}% "
-              f"{100 * row['replayer_util']:8.0f}% {row['rss_per_call_kib'] / 1024:7.2f}MiB "
+              f"{100 * row['replayer_util']:8.0f}% {row['mcf_seen']:>9} {row['rss_per_call_kib'] / 1024:7.2f}MiB "
               f"{_ms(row['t30_p50']):>7}/{_ms(row['t30_p99']):<7} {_ms(row['webhook_p50']):>8}/{_ms(row['webhook_p99']):<7} "
               f"{row['udp_in_errors']:>8} {lag:>8} {100 * row['machine_util']:4.0f}%")
 
@@ -510,6 +511,8 @@ def main() -> None:
         print("\nCPU/fax: gateway processes' CPU from the first INVITE until every fax was final, over faxes received;"
               "\n  gw util / replayer: CPU over the calls' wall time (100% = one core); RSS/call: (peak - idle) / N;"
               "\n  T30: end of a sender command -> the gateway's first new datagram; hook: MCF -> webhook POST;"
+              "\n  MCF seen: calls whose sender received the gateway's MCF (a fax archived `received` whose"
+              "\n  sender never saw MCF would be reported failed by a real sender);"
               "\n  box: the whole machine's busy share (shared with other engineers' work).")
         print_table(rows)
     finally:

@@ -510,6 +510,7 @@ def analyse(call: Call, capture: Capture, clock_offset: float) -> dict:
         else:
             latencies.append(answer - sent_at)
     mcf_at = None
+    fcfs: list[str] = []  # every complete frame's FCF (wire octet, hex), in order
     frame = bytearray()
     for seq in sorted(ifps):
         at, octets = ifps[seq]
@@ -523,6 +524,8 @@ def analyse(call: Call, capture: Capture, clock_offset: float) -> dict:
                 frame += item.data
             elif item.field_type in (FieldType.HDLC_FCS_OK, FieldType.HDLC_FCS_OK_SIG_END):
                 frame += item.data
+                if len(frame) >= 3:
+                    fcfs.append(f"{frame[2] & ~FCF_X_BIT_ON_WIRE & 0xFF:02x}")
                 if len(frame) >= 3 and frame[2] & ~FCF_X_BIT_ON_WIRE & 0xFF == MCF_ON_WIRE and mcf_at is None:
                     mcf_at = at
                 frame.clear()
@@ -534,7 +537,9 @@ def analyse(call: Call, capture: Capture, clock_offset: float) -> dict:
         "call_s": (call.ended_at - call.answered_at) if call.ended_at and call.answered_at else None,
         "datagrams_sent": call.next_datagram, "replay_complete": call.next_datagram == len(capture.datagrams),
         "datagrams_received": len(call.received), "latencies": [round(x, 5) for x in latencies],
-        "unanswered_turns": unanswered, "mcf_unix": (mcf_at + clock_offset) if mcf_at is not None else None,
+        "unanswered_turns": unanswered, "frames": fcfs,
+        "last_received_s": (call.received[-1][0] - call.answered_at) if call.received and call.answered_at else None,
+        "mcf_unix": (mcf_at + clock_offset) if mcf_at is not None else None,
         "bye_by": call.bye_by, "error": call.error, "late_sends": call.late_sends,
         "worst_late": round(call.worst_late, 4), "send_errors": call.send_errors, "decode_errors": decode_errors,
     }
