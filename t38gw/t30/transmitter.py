@@ -70,6 +70,11 @@ __all__ = ["TRANSITIONS", "ChosenMode", "State", "T30Transmitter", "TransmitterC
 
 #: A command left unanswered this many times ends the call (T.30 5.3.2 / Figure 5-2).
 MAX_COMMAND_TRIES = 3
+# T4 running out while the far end's V.21 carrier is on waits for what it says (checked
+# again every PEER_TALK_RECHECK s), for at most PEER_TALK_LIMIT s of carrier: a 1 s
+# preamble and NSF/CSI/DIS frames take ~3 s at 300 bit/s.
+PEER_TALK_RECHECK = 0.5
+PEER_TALK_LIMIT = 6.0
 #: T.30 A.4.2 / A.2: the fourth PPR for one block asks for CTC (continue, slower) or EOR.
 PPR_LIMIT = 4
 #: T.30 A.4.4: how long after RNR to poll with RR again: at once (after the usual 75 ms
@@ -301,6 +306,7 @@ class T30Transmitter(TableMachine):
         self._held: Command | None = None  # a response waiting for its carrier to end
         self._eop_sent = False
         self._trained_on: Modulation | None = None  # the rate the receiver last trained on
+        self._peer_talking_since: float | None = None  # the far end's V.21 carrier is on
         self.remote_ident = ""
         self.remote: RemoteCapabilities | None = None
         self.mode: ChosenMode | None = None
@@ -320,6 +326,8 @@ class T30Transmitter(TableMachine):
         self._ppr_count = 0
         self._last_burst: list[int] = []
         self._pps_fif = b""
+        self._resume_block = False  # after CFR: the current block again, not a new page
+        self._phase_b_returns = 0  # DIS in answer to this block's PPS, so far
         self.counters = {"ppr_received": 0, "frames_resent": 0, "ftt_received": 0, "rtn_received": 0,
                          "rtp_received": 0, "ctc_sent": 0, "eor_sent": 0, "rnr_received": 0,
                          "commands_repeated": 0, "bad_frames": 0, "unexpected": 0}
@@ -359,6 +367,8 @@ class T30Transmitter(TableMachine):
             if isinstance(ev, t38_io.HdlcFrameArrived) and ev.data_type is T30Data.V21:
                 self._control_frame(ev)
             elif isinstance(ev, (t38_io.HdlcSignalEnded, t38_io.SignalStarted)):
+                talking = isinstance(ev, t38_io.SignalStarted) and ev.indicator is T30Indicator.V21_PREAMBLE
+                self._peer_talking_since = now if talking else None
                 if self._pending and isinstance(ev, t38_io.HdlcSignalEnded):
                     self._log(f"{len(self._pending)} frame(s) without a final frame")
                     self._pending = []
@@ -573,7 +583,15 @@ class T30Transmitter(TableMachine):
                                                        self._tx_free_at)
         self._queue(packets)
 
-    def _t4_expired(self, arrived: object) -> Outcome:
+    def _t4_expired(self, arrived: object) -> Outcome | None:
+        since = self._peer_talking_since
+        if since is not None and self._now - since < PEER_TALK_LIMIT:
+            # T.30 5.3.2: a station does not send over the other's carrier.  The far end is
+            # sending V.21 (often DIS: it went back to phase B without hearing our command),
+            # so what it says decides; repeating our command now would cross it (a PPS that
+            # arrives in its phase B is answered DCN: bench/impairment.py).  Look again soon.
+            self._deadlines.arm(Timer.T4, self._now + PEER_TALK_RECHECK)
+            return None
         if self._tries >= MAX_COMMAND_TRIES or self._resend is None:
             result = T30Result.TX_PHBDEAD if self.state is State.AWAIT_CFR else T30Result.TX_PHDDEAD
             return _ended(result, f"no response after {self._tries} tries in {self.state.value}")
@@ -595,6 +613,10 @@ class T30Transmitter(TableMachine):
                 x_dpi=mode.resolution.x_dpi, y_dpi=mode.resolution.y_dpi,
                 width_px=mode.resolution.widths[mode.paper_width]))
         self._retrain_before_page = False
+        if self._resume_block:
+            self._resume_block = False
+            self._start_block(keep_returns=True)
+            return Outcome(State.AWAIT_PPS_RESPONSE, events=tuple(events), then=Timer.T4)
         return self._start_page(tuple(events))
 
     def _ftt(self, arrived: Command) -> Outcome:
@@ -636,7 +658,7 @@ class T30Transmitter(TableMachine):
             return _ended(T30Result.TX_BADDCS, "receiver sent DCN in answer to our DCS", send_dcn=False)
         return _ended(T30Result.TX_GOTDCN, f"receiver sent DCN in {self.state.value}", send_dcn=False)
 
-    def _crp(self, arrived: Command) -> Outcome:
+    def _crp(self, arrived: Command) -> Outcome | None:
         # T.30 5.3.6.1.8: CRP asks for our last command again; it counts as a try, as a T4
         # expiry does (three, then DCN: TSB-85 MTGX13/MTGX15).
         if self._resend is None:
@@ -767,8 +789,10 @@ class T30Transmitter(TableMachine):
         # image octets are already in T.38 order.
         return T30Frame(Fcf.FCD, bytes((number,)), final=False).to_wire() + payload
 
-    def _start_block(self) -> None:
+    def _start_block(self, *, keep_returns: bool = False) -> None:
         self._ppr_count = 0
+        if not keep_returns:
+            self._phase_b_returns = 0
         frames = self._blocks[self._block_index]
         self._last_burst = list(range(len(frames)))
         self._command(self._send_burst)
@@ -872,6 +896,22 @@ class T30Transmitter(TableMachine):
     def _dis_later(self, arrived: Command) -> None:
         self._log("DIS after phase B: our last command was not heard; T4 repeats it")
 
+    def _dis_after_pps(self, arrived: Command) -> Outcome:
+        """DIS in answer to our PPS: the receiver did not hear the PPS, gave up waiting for
+        it (its T2; SpanDSP waits 0.2 s after the carrier) and went back to phase B, where
+        a repeated PPS gets DCN.  Train again in the mode chosen (DCS+TCF), then send the
+        block again (T.30 Figure 5-2: DIS takes the exchange back to phase B; found by
+        bench/impairment.py: FEC could not rebuild 4 lost IFPs of a PPS)."""
+        if self._phase_b_returns >= MAX_COMMAND_TRIES:
+            return _ended(T30Result.RETRYDCN, f"DIS in answer to our PPS {self._phase_b_returns} times")
+        self._phase_b_returns += 1
+        self.counters["commands_repeated"] += 1
+        self._log("DIS in answer to PPS: the receiver is back in phase B; DCS+TCF, then the block again")
+        self._retrain_before_page = True
+        self._resume_block = True
+        self._command(self._send_dcs_tcf)
+        return Outcome(State.AWAIT_CFR, then=Timer.T4)
+
 
 # ---------------------------------------------------------------------- the table
 S = State
@@ -920,7 +960,7 @@ TRANSITIONS: dict[State, dict[Input, tuple[Handler, Next]]] = {
         Fcf.PPR: (_H._ppr, frozenset({S.AWAIT_PPS_RESPONSE, S.AWAIT_CTR, S.AWAIT_ERR, *_PAGE_NEXT})),
         Fcf.RNR: (_H._rnr, S.AWAIT_RR_RESPONSE),
         Signal.UNKNOWN_RESPONSE: (_H._invalid_response, S.ENDED),
-        Fcf.DIS: (_H._dis_later, S.AWAIT_PPS_RESPONSE),
+        Fcf.DIS: (_H._dis_after_pps, frozenset({S.AWAIT_CFR, S.ENDED})),
         Timer.PAGE_SENT: (_H._page_sent, S.AWAIT_PPS_RESPONSE),
         Timer.T4: (_H._t4_expired, frozenset({S.AWAIT_PPS_RESPONSE, S.ENDED})),
     }),
