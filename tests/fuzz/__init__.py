@@ -456,6 +456,54 @@ def run_wholepage(data: bytes) -> None:
                           f"StreamingDecoder: {slow.height} rows, {slow.bad_rows} bad")
 
 
+@functools.cache
+def t30_rx_seeds() -> tuple[bytes, ...]:
+    """What SpanDSP's sender sent in each trace, as UDPTL datagrams (each IFP with the one
+    before as redundancy) in ``frame_stream`` framing behind the T.38 version octet; whole
+    calls and their first 40 IFPs."""
+    seeds = []
+    for path in sorted((VECTORS / "spandsp_ifp").glob("*.jsonl")):
+        version = int(path.name[1])
+        ifps = [bytes.fromhex(record["ifp"]) for record in map(json.loads, path.read_text().splitlines())
+                if record["dir"] == "sender->receiver"]
+        datagrams = [encode_udptl(UdptlPacket(seq, ifp, tuple(ifps[max(0, seq - 1) : seq][::-1])))
+                     for seq, ifp in enumerate(ifps)]
+        seeds.append(bytes((version,)) + frame_stream(datagrams))
+        seeds.append(bytes((version,)) + frame_stream(datagrams[:40]))
+    return tuple(seeds)
+
+
+def run_t30_rx(data: bytes) -> None:
+    """The receive path of a fax: UDPTL datagrams (octet 0: T.38 version 0-3, then
+    ``frame_stream`` framing, one every 20 ms) through UdptlReceiver into the T.30
+    receiving engine, its timers run out at the end.  Nothing may escape: whatever a peer
+    sends ends as counters, log lines or a T.30 result."""
+    from t38gw.t30.receiver import ReceiverConfig, T30Receiver
+    from udptl.receiver import IfpReceived, UdptlReceiver
+
+    version = data[0] % 4 if data else 0
+    receiver = UdptlReceiver(version)
+    engine = T30Receiver(ReceiverConfig(local_ident="1", max_page_rows=4096))
+    engine.start(0.0)
+    now = 0.0
+    for datagram in unframe_stream(data[1:]):
+        now += 0.02
+        for item in receiver.datagram_received(datagram, now):
+            if isinstance(item, IfpReceived) and item.packet is not None:
+                engine.ifp_received(item.packet, now)
+            else:
+                engine.ifps_lost(1, now)
+        engine.ifps_to_send(now)
+        if engine.finished:
+            return
+    for _ in range(12):
+        deadline = engine.next_deadline()
+        if deadline is None or engine.finished:
+            break
+        engine.handle_timer(max(deadline, now))
+        engine.ifps_to_send(max(deadline, now))
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -501,6 +549,7 @@ TARGETS: dict[str, Target] = {
         Target("udptl", run_udptl, (), udptl_seeds, _BINARY_TOKENS),
         Target("t30", run_t30, (T30RemoteProtocolError,), t30_seeds, _BINARY_TOKENS),
         Target("rtp", run_rtp, (), rtp_seeds, _BINARY_TOKENS),
+        Target("t30_rx", run_t30_rx, (), t30_rx_seeds, _BINARY_TOKENS),
         Target("t4", run_t4, (), t4_seeds, _T4_TOKENS, memory_per_octet=16 * 608),
         Target("wholepage", run_wholepage, (), t4_seeds, _T4_TOKENS, memory_per_octet=16 * 608),
     )

@@ -34,3 +34,20 @@ def test_frame_mutants(data):
 @given(st.sampled_from(list(Fcf)), st.binary(max_size=80), st.booleans(), st.booleans())
 def test_every_fcf_with_any_fif(fcf, fif, final, x_bit):
     check(T30, T30Frame(int(fcf), fif, final, x_bit).to_wire())
+
+
+T30_RX = TARGETS["t30_rx"]
+
+
+def test_receive_path_seeds_are_whole_spandsp_calls():
+    seeds = T30_RX.seeds()
+    assert len(seeds) >= 6
+    for data in seeds:
+        check(T30_RX, data)
+
+
+@fuzz_settings(200)
+@given(mutants(T30_RX, max_input=24 * 1024))
+def test_receive_path_mutants(data):
+    """UDPTL datagrams through UdptlReceiver into T30Receiver: nothing escapes."""
+    check(T30_RX, data)
