@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx
 import structlog
@@ -27,6 +28,9 @@ from t38gw.spool import Delivery, DeliveryState, Spool
 from t38gw.webhooks import redact_urls, signed_headers
 
 ATTEMPT_TIMEOUT_SECONDS = 15.0
+# Deliveries in flight at once: a burst of faxes ending together (hundreds under load)
+# must not queue behind one another's round trips (issue 14: MCF -> webhook latency).
+CONCURRENT_DELIVERIES = 8
 SPOOL_PROBE_SECONDS = 5.0
 log = structlog.get_logger("t38gw.delivery")
 
@@ -84,32 +88,49 @@ class DeliveryWorker:
             log.error("spool_recovery_callback_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
 
     async def deliver_due(self, http: httpx.AsyncClient) -> None:
-        """One pass over what is due now."""
-        for delivery in self.spool.due(self.wall_clock()):
-            if not self.spool.healthy:
-                break  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
+        """One pass over what is due now, ``CONCURRENT_DELIVERIES`` at a time."""
+        due = self.spool.due(self.wall_clock())
+        if not due:
+            return
+        limiter = trio.CapacityLimiter(CONCURRENT_DELIVERIES)
+        async with trio.open_nursery() as nursery:
+            for delivery in due:
+                await limiter.acquire_on_behalf_of(delivery.id)
+                if not self.spool.healthy:
+                    limiter.release_on_behalf_of(delivery.id)
+                    break  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
+                nursery.start_soon(self._deliver_one, http, delivery, limiter)
+
+    async def _deliver_one(self, http: httpx.AsyncClient, delivery: Delivery, limiter: trio.CapacityLimiter) -> None:
+        try:
             bound = log.bind(webhook_id=delivery.id, fax_id=delivery.fax_id, webhook=delivery.webhook,
                              event_type=delivery.event_type, attempt=delivery.attempts + 1)
             try:
                 status, error = await self._attempt(http, delivery)
             except Exception as exc:  # noqa: BLE001 -- one delivery must never stop the others
-                error = f"{type(exc).__name__}: {redact_urls(str(exc))}"
+                status, error = 0, f"{type(exc).__name__}: {redact_urls(str(exc))}"
                 bound.error("webhook_attempt_crashed", error=error, exc_info=True)
-            else:
-                if not error:
-                    self.spool.mark_delivered(delivery.id, self.wall_clock())
-                    self.stats.delivered += 1
-                    bound.info("webhook_delivered", status=status)
-                    self._tell(delivery, DeliveryState.DELIVERED, "")
-                    continue
-            state = self.spool.mark_failed(delivery.id, error, self.wall_clock())
-            self.stats.failed_attempts += 1
-            if state is DeliveryState.DEAD:
-                self.stats.dead += 1
-                bound.error("webhook_dead", error=error)
-            else:
-                bound.warning("webhook_attempt_failed", error=error)
-            self._tell(delivery, state, error)
+            # The outcome is written (spool, meta.json, audit trail: each fsynced) in a
+            # worker thread, so the event loop carrying the calls never waits on the disk.
+            await trio.to_thread.run_sync(self._record, delivery, status, error, bound)
+        finally:
+            limiter.release_on_behalf_of(delivery.id)
+
+    def _record(self, delivery: Delivery, status: int, error: str, bound: Any) -> None:
+        if not error:
+            self.spool.mark_delivered(delivery.id, self.wall_clock())
+            self.stats.delivered += 1
+            bound.info("webhook_delivered", status=status)
+            self._tell(delivery, DeliveryState.DELIVERED, "")
+            return
+        state = self.spool.mark_failed(delivery.id, error, self.wall_clock())
+        self.stats.failed_attempts += 1
+        if state is DeliveryState.DEAD:
+            self.stats.dead += 1
+            bound.error("webhook_dead", error=error)
+        else:
+            bound.warning("webhook_attempt_failed", error=error)
+        self._tell(delivery, state, error)
 
     async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery) -> tuple[int, str]:
         """POST one delivery: (HTTP status, "") on 2xx, else (status or 0, why it failed)."""

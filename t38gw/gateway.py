@@ -998,7 +998,7 @@ class Gateway:
         await trio.to_thread.run_sync(lambda: self._audit("fax_stored", fax_id=job.id, direction="outbound",
                                                           status=final, pages=meta.get("pages_total", 0),
                                                           pages_sent=meta.get("pages_sent", 0)))
-        enqueue_planned(self.spool, folder, meta, self.config, now)
+        await trio.to_thread.run_sync(enqueue_planned, self.spool, folder, meta, self.config, now)
         self.worker.nudge()
         self.metrics.calls.labels(result=final).inc()
         bound.info("send_job_finished", status=final, reason=reason, attempts=len(meta["attempts"]),
@@ -1073,7 +1073,8 @@ class Gateway:
         except OSError as exc:
             log.error("archive_write_failed", fax_id=record.fax_id, error=str(exc))
             return
-        enqueue_planned(self.spool, record.folder, meta, self.config, now)
+        # Off the event loop (the document is read and base64'd, the spool fsynced; issue 14).
+        await trio.to_thread.run_sync(enqueue_planned, self.spool, record.folder, meta, self.config, now)
         self.worker.nudge()
         await trio.to_thread.run_sync(lambda: self._audit("fax_stored", fax_id=record.fax_id, direction="inbound",
                                                           status=meta["status"], pages=len(meta["pages"])))

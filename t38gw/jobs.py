@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -78,11 +79,17 @@ class JobStore:
 
     def __init__(self, spool: _SpoolDatabase, *, retries: int, retry_after: float) -> None:
         self._db = spool._db
+        # The spool's lock: its deliveries are recorded from worker threads on this connection.
+        self._lock: threading.RLock = getattr(spool, "lock", None) or threading.RLock()
         self.retries = retries
         self.retry_after = float(retry_after)
         self._run(lambda: self._db.executescript(_SCHEMA))
 
     def _run(self, action: Callable[[], _T]) -> _T:
+        with self._lock:
+            return self._run_locked(action)
+
+    def _run_locked(self, action: Callable[[], _T]) -> _T:
         try:
             return action()
         except sqlite3.Error as exc:

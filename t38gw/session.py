@@ -119,6 +119,11 @@ class FaxSession:
         self.failure: str | None = None
         self.ended_result: CallEnded | None = None
         self.document_ended = False
+        # EOP answered MCF: the document is whole; the record is finished (and its webhook
+        # sent) at once instead of after the sender's DCN and the hang-up (issue 14: MCF ->
+        # webhook).  Set at the end too, to release the task that waits for it.
+        self._document_done = trio.Event()
+        self._early_pages: int | None = None  # pages when the record was finished early
         self.hangup_requested = trio.Event()  # the gateway should send BYE
         self.done = trio.Event()
         self._wake_scope: trio.CancelScope | None = None
@@ -249,6 +254,7 @@ class FaxSession:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, bound)
+                nursery.start_soon(self._finish_when_document_ends, bound)
                 try:
                     with trio.move_on_after(self.max_call_seconds) as overall:
                         try:
@@ -268,7 +274,9 @@ class FaxSession:
                             self._handle_events(self.engine.hang_up(trio.current_time()), bound)
                 finally:
                     self._page_send.close()
-            await self._finish(bound)
+                    self._document_done.set()
+            if self._early_pages is None or len(self.record.pages) != self._early_pages:
+                await self._finish(bound)  # (again, if a page came after the early finish)
         finally:
             self._stop_audio()
             self.endpoint.close()
@@ -449,6 +457,7 @@ class FaxSession:
             elif isinstance(event, DocumentEnded):
                 if not event.more_documents:
                     self.document_ended = True
+                    self._document_done.set()
                 bound.info("document_ended", pages=event.pages, more_documents=event.more_documents)
             elif isinstance(event, CallEnded):
                 self.ended_result = event
@@ -535,7 +544,8 @@ class FaxSession:
         pages = len(self.record.pages)
         incomplete = [p["number"] for p in self.record.pages if not p.get("complete", True)]
         ended = self.ended_result
-        if ended is not None and ended.result is T30Result.OK and pages:
+        whole_document = ended.result is T30Result.OK if ended is not None else self.document_ended
+        if whole_document and pages:
             # DCN after our MCF to EOP: the sender considers the document delivered.
             if not incomplete:
                 return "received", ""
@@ -546,6 +556,16 @@ class FaxSession:
         if incomplete:
             reason = f"{reason}; {_incomplete_reason(self.record.pages, incomplete)}"
         return ("partial" if pages else "failed"), reason
+
+    async def _finish_when_document_ends(self, bound) -> None:
+        await self._document_done.wait()
+        if not self.document_ended or self.ended_result is not None:
+            return  # released at the end of the call: the end finishes the record
+        await self._wait_pages_written()
+        if self._write_failure is not None or self.provisional is not None or self.ended_result is not None:
+            return  # the end of the call decides (a failed write, a page kept incomplete)
+        self._early_pages = len(self.record.pages)
+        await self._finish(bound)
 
     async def _finish(self, bound) -> None:
         if self.provisional is not None:

@@ -28,6 +28,7 @@ import enum
 import os
 import random
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -105,6 +106,10 @@ class Spool:
         self.give_up_after = give_up_after
         self.healthy = True
         self.last_error = ""
+        # One connection, used from the event loop and from worker threads (deliveries'
+        # bookkeeping, webhooks being spooled, both off the loop: issue 14): one operation -
+        # a transaction with its checkpoint - at a time.  The job queue takes it too.
+        self.lock = threading.RLock()
         try:
             if self.path != ":memory:":
                 create_private_file(Path(self.path), FILE_MODE)
@@ -138,9 +143,11 @@ class Spool:
     def _guard(self, operation: str, action: Callable[[], _T], fallback: _T, write: bool) -> _T:
         """Run ``action``; on a SQLite error record it, log it, and return ``fallback``."""
         try:
-            result = action()
+            with self.lock:
+                result = action()
         except sqlite3.Error as exc:
-            self._failed(operation, exc)
+            with self.lock:
+                self._failed(operation, exc)
             return fallback
         if write and not self.healthy:
             self.healthy, self.last_error = True, ""
