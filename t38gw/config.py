@@ -337,7 +337,7 @@ class LimitsConfig:
     max_call_seconds: int = setting(7200, "the call ends; confirmed pages are kept", min=60, max=86400, unit=" seconds")
     # Issue 14: admission by measured load, so a new call never damages the running ones.
     max_event_loop_lag: float = setting(
-        0.15, "s: a new INVITE gets 503 while the event loop's median lag over 2 s is above this (0: off)",
+        0.15, "s: a new INVITE gets 503 while the event loop lags more than this a quarter of the time over 2 s (0: off)",
         min=0.0, max=10.0, unit=" seconds")
     max_cpu: float = setting(
         0.85, "share of one core a gateway process may use: 503 above it, or when one more call\n"

@@ -548,10 +548,10 @@ class Gateway:
             if bool(verdict) != bool(refusing):
                 if verdict:
                     log.warning("overload_refusing_calls", reason=verdict, calls=calls,
-                                lag_ms=round(monitor.median_lag * 1000), cpu=round(monitor.cpu_rate, 2),
+                                lag_ms=round(monitor.judged_lag * 1000), cpu=round(monitor.cpu_rate, 2),
                                 cpu_per_call_ms=round(monitor.cpu_per_call * 1000, 2))
                 else:
-                    log.info("overload_ended", calls=calls, lag_ms=round(monitor.median_lag * 1000),
+                    log.info("overload_ended", calls=calls, lag_ms=round(monitor.judged_lag * 1000),
                              cpu=round(monitor.cpu_rate, 2))
                 self.metrics.overloaded.set(1 if verdict else 0)
             refusing = verdict
@@ -563,7 +563,7 @@ class Gateway:
                     # Host-wide counters: another program's socket may be the one dropping,
                     # but a gateway that lags is the usual cause (issue 14).
                     log.warning("udp_receive_errors", **grown, calls=calls,
-                                lag_ms=round(monitor.median_lag * 1000), cpu=round(monitor.cpu_rate, 2))
+                                lag_ms=round(monitor.judged_lag * 1000), cpu=round(monitor.cpu_rate, 2))
                 errors_seen = errors
 
     def _execute(self, call: _Call, commands: list[Command]) -> None:
