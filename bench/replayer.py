@@ -149,6 +149,9 @@ class Replayer:
         self.sip_undecodable: list[str] = []
         self.active = 0
         self.waiting = 0  # calls added whose INVITE is not sent yet
+        # Soak mode: a slot whose call was refused 503 stays empty for its Retry-After
+        # (RFC 3261 21.5.4), as a sending fax machine waits before it tries again.
+        self.held_slots: list[float] = []
 
     # -- scheduling ------------------------------------------------------------------
     def _at(self, when: float, what: str, call: Call) -> None:
@@ -260,6 +263,12 @@ class Replayer:
         if error and not call.error:
             call.error = error
         self.active -= 1
+        if call.status == 503:
+            try:
+                wait = float(call.retry_after or 1)
+            except ValueError:
+                wait = 1.0
+            self.held_slots.append(now + max(1.0, wait))
         try:
             self.selector.unregister(call.media)
         except (KeyError, ValueError):
@@ -415,7 +424,8 @@ class Replayer:
             if now >= hard_stop:
                 break
             if keep_concurrent and now < until:
-                for _ in range(keep_concurrent - self.active - self.waiting):
+                self.held_slots = [t for t in self.held_slots if t > now]
+                for _ in range(keep_concurrent - self.active - self.waiting - len(self.held_slots)):
                     self.add_call(now)
             elif not self.timers and self.active == 0:
                 break
