@@ -106,6 +106,7 @@ from t38gw.t30.transmitter import TransmitterConfig
 log = structlog.get_logger("t38gw.gateway")
 
 SHUTDOWN_GRACE_SECONDS = 120.0
+OVERLOAD_LOG_SECONDS = 10.0
 SPOOL_POLL_SECONDS = 0.2  # worker 0 of several: how often it looks for the other workers' webhooks
 # A restart re-spools the planned webhooks of faxes that ended this recently (the spool
 # gives a delivery up after 24 h anyway).
@@ -533,6 +534,8 @@ class Gateway:
         stops, and when the kernel drops UDP datagrams)."""
         errors_seen = udp_receive_errors()
         refusing = ""
+        logged_refusing = False
+        quiet_until = -math.inf
         next_errors_check = trio.current_time() + 1.0
         while True:
             asleep = trio.current_time()
@@ -546,14 +549,19 @@ class Gateway:
             self.metrics.udptl_ports_in_use.set(self.ports.in_use)
             verdict = monitor.refusal(calls)
             if bool(verdict) != bool(refusing):
-                if verdict:
+                self.metrics.overloaded.set(1 if verdict else 0)
+                # At the edge of capacity the verdict flips many times a second: one line
+                # when refusing starts, then at most one per OVERLOAD_LOG_SECONDS.
+                if verdict and now >= quiet_until:
+                    quiet_until = now + OVERLOAD_LOG_SECONDS
                     log.warning("overload_refusing_calls", reason=verdict, calls=calls,
                                 lag_ms=round(monitor.judged_lag * 1000), cpu=round(monitor.cpu_rate, 2),
                                 cpu_per_call_ms=round(monitor.cpu_per_call * 1000, 2))
-                else:
-                    log.info("overload_ended", calls=calls, lag_ms=round(monitor.judged_lag * 1000),
-                             cpu=round(monitor.cpu_rate, 2))
-                self.metrics.overloaded.set(1 if verdict else 0)
+                    logged_refusing = True
+            if not verdict and logged_refusing and now >= quiet_until:
+                logged_refusing = False
+                log.info("overload_ended", calls=calls, lag_ms=round(monitor.judged_lag * 1000),
+                         cpu=round(monitor.cpu_rate, 2))
             refusing = verdict
             if now >= next_errors_check:
                 next_errors_check = now + 10.0  # at most one line per 10 s

@@ -34,8 +34,8 @@ WINDOW = 2.0  # seconds of samples judged together
 MIN_CALLS_FOR_ESTIMATE = 10  # fewer calls tell too little about what one costs
 # bench/load.py on this 2-core box: 0.06-0.09 s of CPU per 1-page fax of ~34 s.
 PRIOR_CPU_PER_CALL = 0.0025
-RISE_WEIGHT = 0.5  # per sample: a dearer call is believed at once
-FALL_WEIGHT = 0.005  # a cheaper one over ~20 s (the cheap start of calls is not their cost)
+RISE_WEIGHT = 0.2  # per sample: a dearer call is believed within half a second
+FALL_WEIGHT = 0.01  # a cheaper one over ~10 s (the cheap start of calls is not their cost)
 LAG_QUANTILE = 0.75
 
 
