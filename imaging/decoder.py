@@ -43,6 +43,15 @@ EOLS_TO_END_T4_PAGE = 5
 # A line longer than this without an EOL is garbage (the widest line of single-pel runs
 # codes to under 20k bits; fill before an EOL is bounded by the minimum scan-line time).
 MAX_LINE_BITS = 200_000
+# No page has more rows (T.30's [limits] max_page_rows is at most 65535; TIFF strips count
+# rows in 32 bits but no fax page is 20 m long).  In MMR a single bit can be a whole row
+# (V0 on a blank reference), so without a bound 64 KiB of data made 524,288 rows, 113 MB
+# and 2.6 s in one feed() (bench/fuzz.py).  Decoding stops there; the page is that tall.
+MAX_ROWS = 65536
+
+
+class _RowLimit(Exception):
+    """The page reached its ``max_rows``: stop decoding."""
 # Zeros appended while decoding so that look-ups near the end of the data never run short.
 _PAD = "0" * 32
 _RUN = re.compile("0+|1+")
@@ -321,7 +330,7 @@ class StreamingDecoder:
     4864 pels.
     """
 
-    def __init__(self, coding: Coding, width: int, *, bit_order: BitOrder) -> None:
+    def __init__(self, coding: Coding, width: int, *, bit_order: BitOrder, max_rows: int = MAX_ROWS) -> None:
         if not isinstance(coding, Coding) or not isinstance(bit_order, BitOrder):
             raise ValueError("coding must be a Coding and bit_order a BitOrder")
         if width <= 0 or width % 8 or width > t4codes.MAX_WIDTH:
@@ -329,6 +338,8 @@ class StreamingDecoder:
         self.coding = coding
         self.width = width
         self.bit_order = bit_order
+        self.max_rows = max(1, max_rows)
+        self._full = False  # max_rows reached: nothing more is decoded
         self._bits = ""
         # Rows are kept packed (as DecodedPage.bitmap has them); the changing elements of a
         # row (needed when it is the reference of a 2-D line) are kept padded with three
@@ -380,20 +391,28 @@ class StreamingDecoder:
             return
         if self._ended and not self._damaged:
             return  # after RTC/EOFB: whatever follows is not this page
+        if self._full:
+            return
         self._bits += to_bits(bytes(data), self.bit_order)
-        if self.coding is Coding.MMR:
-            self._decode_t6(final=False)
-        else:
-            self._decode_t4(final=False)
+        try:
+            if self.coding is Coding.MMR:
+                self._decode_t6(final=False)
+            else:
+                self._decode_t4(final=False)
+        except _RowLimit:
+            self._full, self._bits = True, ""
 
     def finish(self) -> DecodedPage:
         """End the page (data may have stopped early) and return it."""
         if self._finished is None:
-            if not self._ended:
-                if self.coding is Coding.MMR:
-                    self._decode_t6(final=True)
-                else:
-                    self._decode_t4(final=True)
+            if not self._ended and not self._full:
+                try:
+                    if self.coding is Coding.MMR:
+                        self._decode_t6(final=True)
+                    else:
+                        self._decode_t4(final=True)
+                except _RowLimit:
+                    self._full, self._bits = True, ""
             self._close_bad_run()
             self._finished = DecodedPage(
                 width=self.width,
@@ -420,6 +439,8 @@ class StreamingDecoder:
             self._last_good, self._last_good_changes = row, changes
         self._lines.append(row)
         self._reference_row, self._reference_changes = row, changes
+        if len(self._lines) >= self.max_rows:
+            raise _RowLimit
 
     def _close_bad_run(self) -> None:
         if self._bad_run > self._longest_bad_run:

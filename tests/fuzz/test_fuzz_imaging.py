@@ -105,3 +105,19 @@ def test_long_t4_line_is_one_bad_row_however_fed():
     in_two.feed(LONG_LINE_PAGE[26002:])
     assert whole.finish().bad_rows == 1
     assert in_two.finish().bad_rows == 1
+
+
+def test_a_tiny_mmr_input_cannot_make_a_huge_page():
+    # bench/fuzz.py: in MMR one bit can be a whole row, so 64 KiB of 0xFF was 524,288 rows
+    # (113 MB, 2.6 s in one feed()).  The decoder stops at MAX_ROWS, however it is fed.
+    from imaging.decoder import MAX_ROWS
+
+    whole = StreamingDecoder(Coding.MMR, 1728, bit_order=BitOrder.MSB_FIRST)
+    whole.feed(b"\xff" * 65536)
+    in_pieces = StreamingDecoder(Coding.MMR, 1728, bit_order=BitOrder.MSB_FIRST)
+    for _ in range(16):
+        in_pieces.feed(b"\xff" * 4096)
+    assert whole.finish().height == in_pieces.finish().height == MAX_ROWS
+    small = StreamingDecoder(Coding.MMR, 64, bit_order=BitOrder.MSB_FIRST, max_rows=100)
+    small.feed(b"\xff" * 1000)
+    assert small.finish().height == 100
