@@ -489,8 +489,15 @@ class StreamingDecoder:
                 self._t4_line(rest)  # the last line had no EOL after it (no RTC)
             rest = ""
         elif len(rest) > MAX_LINE_BITS:
-            self._garbage_pending = True
-            rest = rest[-11:]
+            # No EOL was found, so a run of 11 or more zeros in ``rest`` is its end: fill
+            # (T.4 4.1.2), which decodes the same however long.  Keep the zeros an EOL
+            # needs; only a line whose code itself is this long is garbage.
+            code = rest.rstrip("0")
+            if len(code) <= MAX_LINE_BITS:
+                rest = code + "0" * 11
+            else:
+                self._garbage_pending = True
+                rest = rest[-11:]
         self._bits = rest
 
     def _t4_line(self, line: str) -> None:
@@ -499,15 +506,20 @@ class StreamingDecoder:
             # T.4 4.2.1.3.4: each EOL is followed by a tag bit, 1 = next line is 1-D.
             two_d = line[:1] == "0"
             line = line[1:]
+        if self._garbage_pending:
+            # This is the tail of a line that grew past MAX_LINE_BITS (its head was dropped
+            # in an earlier piece): the whole line is one bad row, as it is when it comes in
+            # one piece (no row is that long), whatever its tail holds.
+            self._garbage_pending = False
+            self._consecutive_eols = 1
+            self._emit(None, None)
+            return
         if "1" not in line:
             self._consecutive_eols += 1
             if self._consecutive_eols >= EOLS_TO_END_T4_PAGE:
                 self._ended = True
             return
         self._consecutive_eols = 1
-        if self._garbage_pending:
-            self._garbage_pending = False
-            self._emit(None, None)
         if two_d:
             self._t4_2d_line(line)
             return

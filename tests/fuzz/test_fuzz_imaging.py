@@ -8,7 +8,6 @@ the cuts come from the first two octets of an input (``tests.fuzz.t4_config``).
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -96,7 +95,6 @@ def test_decoders_bytes(data):
 LONG_LINE_PAGE = bytes.fromhex("0010") + b"\xff" * 26000 + bytes.fromhex("001d9a80080080080080080080")
 
 
-@pytest.mark.xfail(strict=True, reason="imaging/decoder.py: a >200,000-bit T.4 line counts as 1 or 2 bad rows by feed cuts")
 def test_long_t4_line_is_one_bad_row_however_fed():
     whole = StreamingDecoder(Coding.MH, 64, bit_order=BitOrder.MSB_FIRST)
     whole.feed(LONG_LINE_PAGE)
