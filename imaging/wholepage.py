@@ -422,7 +422,7 @@ def decode_whole_page(
     it; pages over ``max_rows`` rows also go to it.  Raises ValueError for a width, coding
     or bit order StreamingDecoder refuses.
     """
-    fallback = StreamingDecoder(coding, width, bit_order=bit_order, max_rows=max_rows)  # validates the arguments
+    fallback = StreamingDecoder(coding, width, bit_order=bit_order)  # validates the arguments
     page = try_libtiff_decode(data, coding, width, bit_order=bit_order, max_rows=max_rows)
     if page is not None:
         return page

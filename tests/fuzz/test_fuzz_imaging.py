@@ -119,3 +119,15 @@ def test_a_tiny_mmr_input_cannot_make_a_huge_page():
     small = StreamingDecoder(Coding.MMR, 64, bit_order=BitOrder.MSB_FIRST, max_rows=100)
     small.feed(b"\xff" * 1000)
     assert small.finish().height == 100
+
+
+def test_decode_whole_page_over_max_rows_is_the_streaming_decoders_page():
+    # decode_whole_page leaves pages over max_rows to StreamingDecoder, whole (its
+    # contract; the fuzz run caught a fallback cut at max_rows).
+    from imaging.wholepage import decode_whole_page
+
+    data = b"\xff" * 1000
+    page = decode_whole_page(data, Coding.MMR, 64, bit_order=BitOrder.MSB_FIRST, max_rows=100)
+    streaming = StreamingDecoder(Coding.MMR, 64, bit_order=BitOrder.MSB_FIRST)
+    streaming.feed(data)
+    assert page.height == streaming.finish().height > 100
