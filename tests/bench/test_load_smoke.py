@@ -58,7 +58,9 @@ def test_load_bench_20_ecm_calls(tmp_path, testdata) -> None:
     assert row["t30_samples"] == 2 * CALLS and row["unanswered_turns"] == 0, detail
     assert 0.001 < row["t30_p50"] <= row["t30_p99"] < 5.0, detail
     assert row["mcf_seen"] == row["webhook_samples"] == CALLS, detail
-    assert 0 < row["webhook_p50"] <= row["webhook_p99"] < 30.0, detail
+    # The webhook leaves when the gateway decides MCF to EOP (the record is finished then),
+    # before the MCF's 1 s V.21 preamble has reached the sender: it may come first.
+    assert -3.0 < row["webhook_p50"] <= row["webhook_p99"] < 30.0, detail
     assert 0 < row["cpu_per_fax"] < 5.0 and 0 < row["replayer_loop_cpu"], detail
     assert row["rss_peak_kib"] > row["rss_idle_kib"] > 0, detail
     # The printed table carries the same figures.

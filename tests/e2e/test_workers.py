@@ -85,7 +85,7 @@ def test_two_workers_carry_calls_as_one_gateway_and_survive_a_killed_worker(tmp_
 
         # 1. Four concurrent calls, two owned by each worker: every one arrives intact,
         #    each in the process that owns its Call-ID.
-        pages = {f"55507{n:02d}": source_pages(40 + n, 1 + n % 2) for n in range(4)}
+        pages = {f"55507{n:02d}": source_pages(40 + n, 1) for n in range(4)}
         fars = [far_end(gateway, CallPlan(pages=p, caller=caller, seed=40 + n), n % 2, tmp_path)
                 for n, (caller, p) in enumerate(pages.items())]
         results = run_all(fars)
@@ -114,11 +114,11 @@ def test_two_workers_carry_calls_as_one_gateway_and_survive_a_killed_worker(tmp_
 
         # 2. Worker 1 is killed after the first page of its call was confirmed; a call on
         #    worker 0 runs meanwhile and is not disturbed.
-        long_pages = source_pages(60, 3, rows=600)
+        long_pages = source_pages(60, 2, rows=600)
         abort = threading.Event()
         doomed = far_end(gateway, CallPlan(pages=long_pages, caller="5550777", seed=60, abort=abort,
                                            max_seconds=60), 1, tmp_path)
-        other_pages = source_pages(61, 3, rows=600)
+        other_pages = source_pages(61, 2, rows=400)
         survivor = far_end(gateway, CallPlan(pages=other_pages, caller="5550778", seed=61), 0, tmp_path)
         outcome: dict[str, object] = {}
         threads = [threading.Thread(target=lambda: outcome.setdefault("doomed", doomed.run())),
