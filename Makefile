@@ -56,7 +56,7 @@ lint: venv
 	exit $$status
 
 test: test-deps lint
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 3 $(PYTEST_ARGS)
 
 bench: venv
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
