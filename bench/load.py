@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -286,6 +287,28 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 # -- one run --------------------------------------------------------------------------------------
+def start_profiler(args, pid: int, capture: str, count: int) -> subprocess.Popen | None:
+    """py-spy on the gateway and its workers from the first INVITE until every fax is final."""
+    if not args.py_spy:
+        return None
+    args.py_spy.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    output = args.py_spy / f"{capture}-n{count}.txt"
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--subprocesses", "--threads", "--rate", "100",
+                             "--format", "raw", "--output", str(output), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen | None) -> None:
+    if profiler is None:
+        return
+    profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        profiler.wait(30)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+
+
 def one_run(count: int, capture: str, args, base: Path) -> dict:
     from tests.e2e.support import GatewayProcess, WebhookReceiver, tiff_pages
     from tools.record_t38_capture import read_page_png
@@ -320,6 +343,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             if go.strip() != b"go":
                 replayer.wait(30)
                 raise RuntimeError(f"replayer did not start: {go!r} {(workdir / 'replayer.log').read_text()[-3000:]}")
+            profiler = start_profiler(args, gateway.proc.pid, capture, count)
             udp_0 = udp_errors()
             gw_cpu_0 = tree.cpu()
             pids_0 = dict(tree.cpu_by_pid)
@@ -356,6 +380,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             answered = sum(1 for call in calls if call["status"] == 200)
             metas = wait_for_final(gateway, answered, timeout=60 + count / 10)
             gw_cpu_2 = tree.cpu()
+            stop_profiler(profiler)
             webhook.wait_for(lambda posts: len(posts) >= len(metas), timeout=30)
             final_metrics = read_metrics(f"{gateway.api}/metrics")
         rss_peak = tree.peak_rss
@@ -489,6 +514,9 @@ def main() -> None:
     parser.add_argument("--workers", default=None, help='[server] workers ("auto" or a number), if supported')
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--py-spy", type=Path, dest="py_spy",
+                        help="profile the gateway (every thread, not idle) with py-spy into DIR/<capture>-n<N>.txt "
+                             "(collapsed stacks)")
     args = parser.parse_args()
     # Outside a checkout (e.g. a `git archive` export measured while the checkout is mid-edit)
     # say which commit it was with T38GW_COMMIT.
