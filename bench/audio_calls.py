@@ -48,8 +48,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._proc import machine_cpu, proc_cpu, proc_times, status_kib  # noqa: E402
+
 TICK = 0.02
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- the callers' process ----------------------------------------------------------------
@@ -217,38 +218,6 @@ def run_callers(host: str, port: int, count: int, pages: int, ramp: float, workd
 
 
 # -- the measuring side ------------------------------------------------------------------
-def proc_times(pid: int) -> tuple[float, float, float]:
-    """(utime, stime, reaped children's cutime+cstime) in seconds, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # proc(5): after the ")" field 3 is state; utime, stime, cutime, cstime are fields 14-17.
-    utime, stime, cutime, cstime = (int(fields[i]) for i in range(11, 15))
-    return utime / CLK_TCK, stime / CLK_TCK, (cutime + cstime) / CLK_TCK
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of all cores since boot, from /proc/stat's "cpu" line."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    # proc(5): user nice system idle iowait irq softirq steal ...; idle + iowait are not busy.
-    total = sum(values[:8])
-    return (total - values[3] - values[4]) / CLK_TCK, total / CLK_TCK
-
-
-def proc_cpu(pid: int) -> tuple[float, float]:
-    """(own utime+stime, reaped children's) in seconds."""
-    utime, stime, children = proc_times(pid)
-    return utime + stime, children
-
-
-def proc_status_kib(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 class RssSampler:
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -260,7 +229,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             try:
-                self.peak = max(self.peak, proc_status_kib(self.pid, "VmRSS"))
+                self.peak = max(self.peak, status_kib(self.pid, "VmRSS"))
                 self.cpu_timeline.append((time.monotonic(), proc_cpu(self.pid)[0]))
             except OSError:
                 return
@@ -346,7 +315,7 @@ def one_run(count: int, args, base: Path) -> dict:
         time.sleep(2.0)
         idle_cpu_1, _ = proc_cpu(pid)
         idle_rate = (idle_cpu_1 - idle_cpu_0) / 2.0
-        rss_idle = proc_status_kib(pid, "VmRSS")
+        rss_idle = status_kib(pid, "VmRSS")
         callers_dir = workdir / "callers"
         callers_dir.mkdir()
         command = [sys.executable, __file__, "--callers", str(count), "--sip-port", str(gateway.sip_port),
@@ -383,8 +352,8 @@ def one_run(count: int, args, base: Path) -> dict:
             # The faxes are written to the archive as the calls end; wait until all are final.
             metas = wait_for_final_metas(gateway, count, timeout=60)
             cpu_2, children_2 = proc_cpu(pid)
-        rss_peak = max(sampler.peak, proc_status_kib(pid, "VmRSS"))
-        rss_hwm = proc_status_kib(pid, "VmHWM")
+        rss_peak = max(sampler.peak, status_kib(pid, "VmRSS"))
+        rss_hwm = status_kib(pid, "VmHWM")
 
         expected = {caller_number(i): caller_pages(i, args.pages) for i in range(count)}
         received = identical = 0

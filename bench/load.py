@@ -49,64 +49,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench._proc import descendants, machine_cpu, proc_stat, status_kib, udp_errors  # noqa: E402
+
 MODES = {"ecm": ["ecm_mmr"], "nonecm": ["nonecm_mr"], "both": ["nonecm_mr", "ecm_mmr"]}
 PAGE_PATH = REPO / "tests" / "vectors" / "t38_sender_page.png"
 
 
 # -- /proc ----------------------------------------------------------------------------------
-def proc_stat(pid: int) -> tuple[int, float, float]:
-    """(ppid, utime+stime, reaped children's cutime+cstime) in seconds, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # proc(5): after the ")" field 3 is state, 4 ppid; utime, stime, cutime, cstime are 14-17.
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK, (int(fields[13]) + int(fields[14])) / CLK_TCK
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every live process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = proc_stat(int(entry))[0]
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
-def status_kib(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of all cores since boot, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    total = sum(values[:8])  # proc(5): user nice system idle iowait irq softirq steal
-    return (total - values[3] - values[4]) / CLK_TCK, total / CLK_TCK
-
-
-def udp_errors() -> dict[str, int]:
-    """The kernel's Udp InErrors and RcvbufErrors (proc(5) /proc/net/snmp; all sockets)."""
-    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
-    table = dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
-    return {"InErrors": table.get("InErrors", 0), "RcvbufErrors": table.get("RcvbufErrors", 0)}
-
-
 class SocketDrops:
     """Datagrams the kernel dropped per UDP socket (the "drops" column of /proc/net/udp,
     proc(5)), the largest value seen per socket, split by whose port it is: the gateway's

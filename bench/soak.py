@@ -34,7 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.load import PAGE_PATH, ProcessTree, all_faxes, descendants, read_metrics, workers_supported  # noqa: E402
+from bench._proc import descendants  # noqa: E402
+from bench.load import PAGE_PATH, ProcessTree, all_faxes, read_metrics, workers_supported  # noqa: E402
 
 
 def open_fds(pids: list[int]) -> int:
