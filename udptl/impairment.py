@@ -23,8 +23,10 @@ seed.  The same model drives the simulated-time benches and tests and the real U
 
 The random draws for a datagram happen in a fixed order (state change, state loss, loss,
 jitter, reorder, reorder delay, duplicate, duplicate delay), and a feature that is off
-draws nothing, so adding a feature to a model changes only what comes after it.  Its
-draws for the features of tests/support/impairment.py are the same as that model's.
+draws nothing, so adding a feature to a model changes only what comes after it.  For the
+features of the test model it replaced (tests/support/impairment.py, removed) it draws as
+that model did, so the seeded tests keep their outcomes; tests/udptl/test_impairment.py
+pins one seed's draws.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from t38gw.t30 import (
 )
 
 from tests.peers.spandsp import T30_ERR_OK, T30_ERRORS, make_fax_tiff
-from tests.support.impairment import Impairment
 from tests.t38gw.t30.harness import perfect_channel, run_call
 from udptl.codec import decode_ifp
+from udptl.impairment import Impairment
 from udptl.ifp import FieldType, T30Data
 
 WIDTH = 1728

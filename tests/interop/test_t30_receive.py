@@ -28,9 +28,9 @@ import pytest
 
 from t38gw.t30 import PageReceived, PageRejected, T30Result
 from tests.peers.spandsp import T30_ERR_OK, T30_ERRORS, SpandspT38Terminal, make_fax_tiff
-from tests.support.impairment import Impairment
 from tests.t38gw.t30.harness import run_call
 from tests.t38gw.t30.pages import chart_page, random_page
+from udptl.impairment import Impairment
 
 MODES = [("non-ecm", "mh"), ("non-ecm", "mr"), ("ecm", "mh"), ("ecm", "mr"), ("ecm", "mmr")]
 RESOLUTIONS = [(204, 98), (204, 196), (204, 391), (300, 300)]

@@ -21,10 +21,10 @@ from t38gw.t30.events import PageSent
 from t38gw.t30.t38_io import split_to_fit
 from t38gw.t30.transmitter import T30Transmitter, TransmitterConfig
 from tests.peers.spandsp import T30_ERR_OK, SpandspT38Terminal, read_fax_tiff
-from tests.support.impairment import Impairment
 from tests.t38gw.t30.harness import _Link, perfect_channel
 from tests.t38gw.t30.pages import random_page
 from t38gw.t30.frames import REVERSE_BITS, Fcf
+from udptl.impairment import Impairment
 from udptl.ifp import DataField, FieldType, IfpPacket, T30Data, T30Indicator
 from udptl.receiver import IfpReceived
 

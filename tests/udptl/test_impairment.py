@@ -11,7 +11,6 @@ import random
 
 import pytest
 
-from tests.support.impairment import Impairment as SupportImpairment
 from udptl.impairment import GilbertElliott, Impairment
 
 INTERVAL = 0.02
@@ -57,17 +56,21 @@ def test_same_seed_same_arrivals_other_seed_other_arrivals():
     assert run(12)[0] != first
 
 
-def test_draws_match_the_test_support_model():
-    # The simulated-time tests' model (tests/support/impairment.py) and this one give the
-    # same arrivals for the same seed, so either can replace the other.
-    options = dict(loss=0.07, burst_loss=(0.03, 0.4), duplicate=0.1, reorder=0.1, jitter=0.01, reorder_delay=0.04)
-    ours = Impairment(random.Random(5), **options)
-    theirs = SupportImpairment(random.Random(5), **options)
-    for index in range(3000):
-        datagram = index.to_bytes(4, "big")
-        assert ours.transmit(datagram, index * INTERVAL) == theirs.transmit(datagram, index * INTERVAL)
-    assert (ours.counters.lost, ours.counters.lost_in_bursts, ours.counters.duplicated) == (
-        theirs.counters.lost, theirs.counters.lost_in_bursts, theirs.counters.duplicated)
+def test_draws_for_a_seed_are_pinned():
+    # The seeded simulated-time tests (tests/interop, tests/udptl/test_loss_model.py) were
+    # written against these draws, first with the older tests/support/impairment.py model
+    # (now gone), which gave exactly these: a change of draw order changes which of their
+    # seeds pass, so it must show here first.
+    model = Impairment(random.Random(5), loss=0.07, burst_loss=(0.03, 0.4), duplicate=0.1, reorder=0.1,
+                       jitter=0.01, reorder_delay=0.04)
+    results = [model.transmit(index.to_bytes(4, "big"), index * INTERVAL) for index in range(3000)]
+    assert [i for i, arrivals in enumerate(results[:120]) if not arrivals] == [
+        1, 9, 12, 13, 15, 24, 25, 44, 47, 48, 54, 61, 62, 79, 88, 89, 103, 114, 115, 116, 117]
+    assert [i for i, arrivals in enumerate(results[:120]) if len(arrivals) == 2] == [
+        3, 31, 43, 45, 67, 68, 86, 95, 110]
+    counters = model.counters
+    assert (counters.sent, counters.lost, counters.lost_in_bursts, counters.duplicated, counters.reordered,
+            counters.delivered) == (3000, 415, 193, 278, 240, 2863)
 
 
 @pytest.mark.parametrize("rate", [0.01, 0.1, 0.3])

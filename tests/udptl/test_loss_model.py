@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udptl.codec import decode_udptl
+from udptl.impairment import Impairment
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
-from tests.support.impairment import Impairment
 from tests.udptl.test_receiver import make_ifps
 
 INTERVAL = 0.02

@@ -29,10 +29,10 @@ from t38gw.t30 import (
 from t38gw.t30.receiver import imaging_decoder, non_ecm_decoder
 from t38gw.t30.dcs import Modulation
 from tests.peers.spandsp import T30_ERR_OK, make_fax_tiff
-from tests.support.impairment import Impairment
 from tests.t38gw.t30 import scripted as s
 from tests.t38gw.t30.harness import run_call
 from tests.t38gw.t30.pages import chart_page
+from udptl.impairment import Impairment
 
 WIDTH = 1728
 
