@@ -53,8 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from udptl.impairment import GilbertElliott, Impairment  # noqa: E402
 
-TICK = 0.02
-SAMPLES_PER_TICK = 160
 MAX_SIM_SECONDS = 600.0
 #: Transmitting: how long SpanDSP may stay in its call after our engine ended before the
 #: gateway's BYE ends it (t30_terminate).
@@ -180,84 +178,38 @@ def run_receive(cell: Cell, seed: int, workdir: Path, *, verbose: bool = False) 
 
 
 def run_transmit(cell: Cell, seed: int, workdir: Path, *, verbose: bool = False) -> CallResult:
-    """Our engine sends ``source_pages(seed)``, SpanDSP receives (the loop of
-    tests/interop/test_t30_transmit.py ``send_to_spandsp``, with any channel)."""
+    """Our engine sends ``source_pages(seed)``, SpanDSP receives: tests/interop/test_t30_transmit.py
+    ``send_to_spandsp`` over this cell's paths, SpanDSP's call ended (BYE) once it is still going
+    ``HANG_UP_AFTER`` s after ours."""
     import imaging
     from t38gw.t30 import CallEnded, T30Result
     from t38gw.t30.dcs import Compression
     from t38gw.t30.events import PageSent
-    from t38gw.t30.t38_io import split_to_fit
-    from t38gw.t30.transmitter import T30Transmitter, TransmitterConfig
-    from tests.peers.spandsp import T30_ERR_OK, SpandspT38Terminal, read_fax_tiff
-    from tests.t38gw.t30.harness import _Link
-    from udptl.receiver import IfpReceived
+    from t38gw.t30.transmitter import TransmitterConfig
+    from tests.interop.test_t30_transmit import send_to_spandsp
+    from tests.peers.spandsp import T30_ERR_OK, SpandspT38Terminal
 
     pages = source_pages(seed)
     to_spandsp_path, to_engine_path = _paths(cell, seed)
     redundancy, fec = error_correction(cell.ec)
-    rng = random.Random(seed)
-    to_spandsp = _Link(0, to_spandsp_path.transmit, random.Random(rng.random()), redundancy=redundancy, fec=fec)
-    to_engine = _Link(0, to_engine_path.transmit, random.Random(rng.random()), redundancy=redundancy, fec=fec)
     compressions = frozenset(Compression) if cell.ecm else frozenset({Compression.MH, Compression.MR})
     config = TransmitterConfig(local_ident="+1 555 0199", ecm=cell.ecm, compressions=compressions)
-    engine = T30Transmitter(config, [imaging.Page(w, h, 204, 196, bitmap) for bitmap, w, h in pages])
-    rx_tiff = workdir / f"rx-{os.getpid()}-{seed}.tif"
-    now = 0.0
-    events: list = []
-    unrecovered = 0
-    finished_at: float | None = None
-    hung_up = False
-
-    def on_ifp(ifp: bytes, count: int) -> None:
-        for _ in range(max(count, 1)):
-            to_engine.send(ifp, now)
-
-    started = time.process_time()
     spandsp_log: list[str] = []
 
-    def log(level: int, text: str) -> None:
+    def log(now: float, level: int, text: str) -> None:
         spandsp_log.append(f"{now:7.2f} SpanDSP {text}")
 
-    with SpandspT38Terminal(calling_party=False, on_ifp=on_ifp, version=0, ident="+1 555 0100",
-                            rx_tiff=rx_tiff, ecm=cell.ecm, log=log if verbose else False) as spandsp:
-        events.extend(engine.start(0.0))
-        for tick in range(int(MAX_SIM_SECONDS / TICK)):
-            now = tick * TICK
-            for item in to_engine.deliver(now):
-                if isinstance(item, IfpReceived) and item.packet is not None:
-                    events.extend(engine.ifp_received(item.packet, now))
-                else:
-                    events.extend(engine.ifps_lost(1 if isinstance(item, IfpReceived) else len(item.seqs), now))
-            deadline = engine.next_deadline()
-            if deadline is not None and deadline <= now:
-                events.extend(engine.handle_timer(now))
-            for out in engine.ifps_to_send(now):
-                for raw in split_to_fit(out.packet, 0, to_spandsp.sender.max_ifp):
-                    for _ in range(out.repeat):
-                        to_spandsp.send(raw, now)
-            for item in to_spandsp.deliver(now):
-                if isinstance(item, IfpReceived):
-                    spandsp.rx_ifp(item.raw, item.seq)
-                else:
-                    unrecovered += len(item.seqs)
-            if engine.finished and spandsp.phase_e_status is not None:
-                break
-            if engine.finished and finished_at is None:
-                finished_at = now
-            if finished_at is not None and now - finished_at > HANG_UP_AFTER and spandsp.phase_e_status is None:
-                # Our side is done: the gateway sends BYE, the far end's call ends with it.
-                spandsp.terminate()
-                hung_up = True
-            spandsp.advance(SAMPLES_PER_TICK)
-        status = spandsp.phase_e_status
-    cpu = time.process_time() - started
-    received = read_fax_tiff(rx_tiff) if rx_tiff.exists() else []
-    rx_tiff.unlink(missing_ok=True)
+    outcome = send_to_spandsp(workdir, [imaging.Page(w, h, 204, 196, bitmap) for bitmap, w, h in pages],
+                              config=config, redundancy=redundancy, fec=fec, seed=seed,
+                              paths=(to_spandsp_path.transmit, to_engine_path.transmit),
+                              max_sim_seconds=MAX_SIM_SECONDS, receiver_options={"ecm": cell.ecm},
+                              hang_up_after=HANG_UP_AFTER, log=log if verbose else None)
+    events, status, received = outcome.events, outcome.status, outcome.received
     received_bitmaps = [(bitmap, w, h) for bitmap, w, h, _, _ in received]
     confirmed_numbers = sorted({e.number for e in events if isinstance(e, PageSent) and e.confirmed})
     missing = [n for n in confirmed_numbers if pages[n - 1] not in received_bitmaps]
     violations = peer_kept_damaged = 0
-    if cell.ecm or not unrecovered:
+    if cell.ecm or not outcome.unrecovered_to_spandsp:
         violations = len(missing)
     else:
         peer_kept_damaged = len(missing)
@@ -272,14 +224,14 @@ def run_transmit(cell: Cell, seed: int, workdir: Path, *, verbose: bool = False)
     if not ok:
         spandsp_result = SpandspT38Terminal.completion_code_name(status) if status is not None else "no phase E"
         why = f"engine {ended.result.value if ended else 'not ended'}, SpanDSP {spandsp_result}"
-        if hung_up:
+        if outcome.hung_up:
             why += f" (SpanDSP still in its call {HANG_UP_AFTER:g} s after ours ended: BYE)"
         if status == T30_ERR_OK and not whole:
             why += f", {len(received)} pages written, {len(received) - len(set(received_bitmaps) - set(pages))} whole"
     detail = [repr(e) for e in events] + spandsp_log if verbose else []
     return CallResult(cell, seed, "ok" if ok else ("partial" if confirmed_numbers else "failed"), len(pages),
                       len(confirmed_numbers), violations, peer_kept_damaged,
-                      to_spandsp.wrong_deliveries + to_engine.wrong_deliveries, why, cpu, now, detail)
+                      outcome.wrong_deliveries, why, outcome.cpu, outcome.sim_seconds, detail)
 
 
 def run_one(job: tuple[Cell, int, bool]) -> CallResult:

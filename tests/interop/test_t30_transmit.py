@@ -10,6 +10,8 @@ refusing modes (no ECM, V.29 only, standard only) so that our engine must fall b
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,7 +23,7 @@ from t38gw.t30.events import PageSent
 from t38gw.t30.t38_io import split_to_fit
 from t38gw.t30.transmitter import T30Transmitter, TransmitterConfig
 from tests.peers.spandsp import T30_ERR_OK, SpandspT38Terminal, read_fax_tiff
-from tests.t38gw.t30.harness import _Link, perfect_channel
+from tests.t38gw.t30.harness import Channel, _Link, perfect_channel
 from tests.t38gw.t30.pages import random_page
 from t38gw.t30.frames import REVERSE_BITS, Fcf
 from udptl.impairment import Impairment
@@ -59,6 +61,9 @@ class TransmitOutcome:
     sim_seconds: float
     spandsp_frames: list = field(default_factory=list)
     unrecovered_to_spandsp: int = 0  # IFPs towards SpanDSP that UDPTL could not recover
+    wrong_deliveries: int = 0  # IFPs UDPTL delivered (either way) under a seq that carried other bytes
+    hung_up: bool = False  # SpanDSP's call was ended ``hang_up_after`` s after ours (BYE)
+    cpu: float = 0.0  # process CPU seconds of the call's simulation
 
     @property
     def ended(self) -> CallEnded:
@@ -74,21 +79,36 @@ class TransmitOutcome:
 def send_to_spandsp(tmp_path, pages, *, config: TransmitterConfig | None = None, loss: float = 0.0,
                     redundancy: int = 0, seed: int = 1, loss_back: float | None = None,
                     burst_fec: bool = False, version: int = 0, max_sim_seconds: float = 600.0,
-                    receiver_options: dict | None = None, tamper=None) -> TransmitOutcome:
-    """``tamper(packet, now)`` may replace (or drop: None) each IFP our engine sends."""
+                    receiver_options: dict | None = None, tamper=None,
+                    paths: tuple[Channel, Channel] | None = None, fec: bool = False,
+                    hang_up_after: float | None = None,
+                    log: Callable[[float, int, str], None] | None = None) -> TransmitOutcome:
+    """``tamper(packet, now)`` may replace (or drop: None) each IFP our engine sends.
+
+    ``paths``, (towards SpanDSP, towards our engine), replaces the channels that ``loss``,
+    ``loss_back`` and ``burst_fec`` make, and draws nothing from ``seed`` for them (the
+    impairment bench passes its ``udptl.impairment`` models); ``fec`` turns UDPTL FEC on
+    both ways (``burst_fec`` does too).  ``hang_up_after``: SpanDSP's call is ended
+    (t30_terminate, as the gateway's BYE would end it) once it is still going that many
+    simulated seconds after our engine finished.  ``log(now, level, text)`` gets SpanDSP's
+    log lines."""
     rng = random.Random(seed)
-    to_rx = LossyChannel(loss, rng.randrange(1 << 30)) if loss else perfect_channel
-    back = loss if loss_back is None else loss_back
-    to_tx = LossyChannel(back, rng.randrange(1 << 30)) if back else perfect_channel
-    if burst_fec:
-        # Gilbert-Elliott bursts of 2 datagrams on average, entered every ~50 datagrams
-        # (the receive matrix's burst link), with UDPTL FEC, towards SpanDSP.  The way back
-        # stays clean: SpanDSP sends a V.21 frame an octet or two per IFP, so a burst FEC
-        # cannot repair garbles its CFR; we then repeat DCS after T4 as T.30 asks, and
-        # SpanDSP 0.0.6 answers a DCS after its CFR with DCN ("Unexpected DCS frame").
-        to_rx = Impairment(random.Random(rng.random()), burst_loss=(0.02, 0.5)).transmit
-    to_spandsp = _Link(version, to_rx, random.Random(rng.random()), redundancy=redundancy, fec=burst_fec)
-    to_engine = _Link(version, to_tx, random.Random(rng.random()), redundancy=redundancy, fec=burst_fec)
+    if paths is not None:
+        to_rx, to_tx = paths
+    else:
+        to_rx = LossyChannel(loss, rng.randrange(1 << 30)) if loss else perfect_channel
+        back = loss if loss_back is None else loss_back
+        to_tx = LossyChannel(back, rng.randrange(1 << 30)) if back else perfect_channel
+        if burst_fec:
+            # Gilbert-Elliott bursts of 2 datagrams on average, entered every ~50 datagrams
+            # (the receive matrix's burst link), with UDPTL FEC, towards SpanDSP.  The way back
+            # stays clean: SpanDSP sends a V.21 frame an octet or two per IFP, so a burst FEC
+            # cannot repair garbles its CFR; we then repeat DCS after T4 as T.30 asks, and
+            # SpanDSP 0.0.6 answers a DCS after its CFR with DCN ("Unexpected DCS frame").
+            to_rx = Impairment(random.Random(rng.random()), burst_loss=(0.02, 0.5)).transmit
+    fec = fec or burst_fec
+    to_spandsp = _Link(version, to_rx, random.Random(rng.random()), redundancy=redundancy, fec=fec)
+    to_engine = _Link(version, to_tx, random.Random(rng.random()), redundancy=redundancy, fec=fec)
     engine = T30Transmitter(config or TransmitterConfig(local_ident="+1 555 0199"), pages)
     rx_tiff = tmp_path / f"rx-{seed}-{rng.random()}.tif"
     now = 0.0
@@ -99,8 +119,14 @@ def send_to_spandsp(tmp_path, pages, *, config: TransmitterConfig | None = None,
 
     events: list[Event] = []
     unrecovered = 0
+    finished_at: float | None = None
+    hung_up = False
+    options = dict(receiver_options or {})
+    if log is not None:
+        options["log"] = lambda level, text: log(now, level, text)
+    started = time.process_time()
     with SpandspT38Terminal(calling_party=False, on_ifp=on_ifp, version=version, ident="+1 555 0100",
-                            rx_tiff=rx_tiff, **(receiver_options or {})) as spandsp:
+                            rx_tiff=rx_tiff, **options) as spandsp:
         events.extend(engine.start(0.0))
         for tick in range(int(max_sim_seconds / TICK)):
             now = tick * TICK
@@ -108,7 +134,7 @@ def send_to_spandsp(tmp_path, pages, *, config: TransmitterConfig | None = None,
                 if isinstance(item, IfpReceived) and item.packet is not None:
                     events.extend(engine.ifp_received(item.packet, now))
                 else:
-                    events.extend(engine.ifps_lost(1, now))
+                    events.extend(engine.ifps_lost(1 if isinstance(item, IfpReceived) else len(item.seqs), now))
             deadline = engine.next_deadline()
             if deadline is not None and deadline <= now:
                 events.extend(engine.handle_timer(now))
@@ -126,11 +152,20 @@ def send_to_spandsp(tmp_path, pages, *, config: TransmitterConfig | None = None,
                     unrecovered += len(item.seqs)
             if engine.finished and spandsp.phase_e_status is not None:
                 break
+            if hang_up_after is not None:
+                if engine.finished and finished_at is None:
+                    finished_at = now
+                if finished_at is not None and now - finished_at > hang_up_after and spandsp.phase_e_status is None:
+                    # Our side is done: the gateway sends BYE, the far end's call ends with it.
+                    spandsp.terminate()
+                    hung_up = True
             spandsp.advance(SAMPLES_PER_TICK)
         status = spandsp.phase_e_status
         frames = list(spandsp.frames)
+    cpu = time.process_time() - started
     received = read_fax_tiff(rx_tiff) if rx_tiff.exists() else []
-    return TransmitOutcome(status, events, engine, received, now, frames, unrecovered)
+    return TransmitOutcome(status, events, engine, received, now, frames, unrecovered,
+                           to_spandsp.wrong_deliveries + to_engine.wrong_deliveries, hung_up, cpu)
 
 
 def assert_received_equal(outcome: TransmitOutcome, pages: list[imaging.Page]) -> None:
