@@ -371,6 +371,7 @@ class Gateway:
                 except (OSError, PortsExhausted) as exc:
                     raise StartupError(f"t38.udptl_ports: cannot bind any port of {self.ports.low}-{self.ports.high}"
                                        f" on {self.ports.host}: {exc}") from None
+                nursery.start_soon(self.ports.poller.run)  # reads every call's UDPTL socket
                 nursery.start_soon(self._pump_sip)
                 nursery.start_soon(self._drive_call_timers)
                 nursery.start_soon(self._tick_audio)

@@ -44,7 +44,6 @@ import trio
 from imaging import Page
 from imaging.tiff import CodedPage
 from udptl.endpoint import AudioDatagram, ForeignDatagrams, UdptlEndpoint
-from udptl.ifp import FieldType
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
@@ -65,11 +64,6 @@ PAGE_WRITE_WAIT_SECONDS = 2.5
 log = structlog.get_logger("t38gw.call")
 
 
-
-# The end of the peer's transmission (its carrier: after a command's last frame, TCF or a
-# page): what our next T.30 response answers (t38gw_t30_response_seconds).
-_FRAME_ENDS = frozenset({FieldType.HDLC_SIG_END, FieldType.HDLC_FCS_OK_SIG_END, FieldType.HDLC_FCS_BAD_SIG_END,
-                         FieldType.T4_NON_ECM_SIG_END})
 
 @dataclass(frozen=True)
 class _Provisional:
@@ -101,7 +95,6 @@ class FaxSession:
         self._ecm = ecm
         self._hold_since: float | None = None
         self._carry: list = []  # IFPs the audio leg had queued when T.38 took over
-        self._frame_ended_at: float | None = None  # a peer's frame ended, we have not answered yet
         self.rtp_stats = None  # the audio leg's stats once it was stopped
         self.max_call_seconds = float(max_call_seconds)
         self.endpoint = endpoint
@@ -333,8 +326,6 @@ class FaxSession:
             for item in items:
                 if isinstance(item, IfpReceived):
                     if item.packet is not None:
-                        if item.packet.fields and any(f.field_type in _FRAME_ENDS for f in item.packet.fields):
-                            self._frame_ended_at = now
                         self._handle_events(engine.ifp_received(item.packet, now), bound)
                 elif isinstance(item, IfpLost):
                     self._handle_events(engine.ifps_lost(len(item.seqs), now), bound)
@@ -393,10 +384,12 @@ class FaxSession:
         version = self.t38.version
         carried, self._carry = self._carry, []
         due = [*carried, *engine.ifps_to_send(now)]
-        if due and self._frame_ended_at is not None:
-            if self.metrics is not None:
-                self.metrics.t30_response.observe(max(0.0, trio.current_time() - self._frame_ended_at))
-            self._frame_ended_at = None
+        if due:
+            # The endpoint noted when the peer's transmission ended (udptl.endpoint.SIGNAL_ENDS):
+            # this is our answer to it.
+            ended = self.endpoint.take_signal_end()
+            if ended is not None and self.metrics is not None:
+                self.metrics.t30_response.observe(max(0.0, trio.current_time() - ended))
         for out in due:
             if not out.packet.is_indicator:
                 # The sender forgets a page once it hears MCF, so the frame that carries it
