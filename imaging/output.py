@@ -18,9 +18,24 @@ from PIL import Image
 
 from .libtiff import encode_with_libtiff, image_from_bitmap
 from .model import BitOrder, Coding, Page
+from .wholepage import _library
 from .tiff import FIRST_IFD_POINTER, HEADER, CodedPage, build_tiff, page_block
 
 PathLike = str | os.PathLike[str]
+
+
+def _g4(bitmap: bytes, width: int, height: int) -> bytes:
+    """T.6 (G4) coding of packed rows, MSB first, ending with EOFB.
+
+    libtiff called directly (``imaging.wholepage``: the same library and coder, so the same
+    octets) costs ~2 ms a page; through Pillow, which builds and parses a whole TIFF
+    around it, ~13 ms - the biggest part of archiving a received page.  Pillow is the
+    way where libtiff cannot be loaded by name.
+    """
+    coded = _library().encode(bitmap, width, height, Coding.MMR)
+    if coded is not None:
+        return coded
+    return encode_with_libtiff(bitmap, width, height, Coding.MMR, bit_order=BitOrder.MSB_FIRST)
 
 
 @functools.lru_cache(maxsize=16)
@@ -29,7 +44,7 @@ def g4_stream(page: Page) -> bytes:
 
     Cached, so an archive writing both a TIFF and a PDF of the same pages codes them once.
     """
-    return encode_with_libtiff(page.bitmap, page.width, page.height, Coding.MMR, bit_order=BitOrder.MSB_FIRST)
+    return _g4(page.bitmap, page.width, page.height)
 
 
 def _check(pages: Sequence[Page]) -> None:
@@ -75,7 +90,7 @@ def coded_page(page: Page, *, bad_rows: int = 0, longest_bad_run: int = 0, cache
     if cached:
         data = g4_stream(page)
     else:
-        data = encode_with_libtiff(page.bitmap, page.width, page.height, Coding.MMR, bit_order=BitOrder.MSB_FIRST)
+        data = _g4(page.bitmap, page.width, page.height)
     return CodedPage(page.width, page.height, page.x_dpi, page.y_dpi, Coding.MMR, BitOrder.MSB_FIRST, data,
                      bad_rows=bad_rows, longest_bad_run=longest_bad_run)
 

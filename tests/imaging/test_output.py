@@ -217,3 +217,17 @@ def test_a_failed_append_leaves_the_earlier_pages_and_can_be_retried(tmp_path):
     whole = tmp_path / "whole.tif"
     write_tiff([big, small], whole)
     assert path.read_bytes() == whole.read_bytes()  # no debris left
+
+
+def test_archive_g4_is_the_octets_libtiff_codes_through_pillow():
+    # coded_page calls libtiff directly (imaging.wholepage) for speed; what it stores must
+    # be the very octets libtiff codes when Pillow drives it (the reference), for the T.24
+    # charts and a blank page.
+    from imaging.libtiff import encode_with_libtiff
+    from imaging.model import BitOrder, Coding
+
+    blank = Page(CHART_WIDTH, 50, 204, 98, bytes(CHART_WIDTH // 8 * 50))
+    for page in [*pages(), blank]:
+        reference = encode_with_libtiff(page.bitmap, page.width, page.height, Coding.MMR,
+                                        bit_order=BitOrder.MSB_FIRST)
+        assert coded_page(page).data == reference
