@@ -409,10 +409,10 @@ class UdptlEndpoint:
         return events
 
     def _drain(self, raw: _socket.socket, now: float,
-               events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]) -> int:
-        """Read every datagram waiting (at most ``DRAIN_LIMIT``) without blocking; how many."""
+               events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram], limit: int = DRAIN_LIMIT) -> int:
+        """Read every datagram waiting (at most ``limit``) without blocking; how many."""
         count = 0
-        while count < DRAIN_LIMIT:
+        while count < limit:
             try:
                 data, source = raw.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
@@ -441,14 +441,14 @@ class UdptlEndpoint:
         ended, self.signal_ended_at = self.signal_ended_at, None
         return ended
 
-    def _poll(self, now: float, poller: UdptlPoller) -> None:
-        """The poller found the socket readable: read what waits, wake the call's task if
-        something in it needs an answer soon (else within BATCH_DELAY)."""
+    def _poll(self, now: float, poller: UdptlPoller, limit: int) -> None:
+        """The poller found the socket readable: read what waits (at most ``limit``), wake
+        the call's task if something in it needs an answer soon (else within BATCH_DELAY)."""
         raw = self._raw
         if raw is None:
             return
         try:
-            self._drain(raw, now, self._buffered)
+            self._drain(raw, now, self._buffered, limit)
         except Exception as exc:  # noqa: BLE001 - raised in the call's task, not the poller's
             self._poll_error = exc
             poller.detach(self)
@@ -566,6 +566,7 @@ class UdptlPoller:
         self.tick = tick
         self.batch_delay = batch_delay
         self.running = False
+        self._last_round = -math.inf
         self._epoll: select.epoll | None = None
         self._by_fd: dict[int, UdptlEndpoint] = {}
         #: endpoints holding events no one was woken for yet -> when they must be
@@ -634,10 +635,16 @@ class UdptlPoller:
         if epoll is None:
             return
         by_fd = self._by_fd
+        # A call receives ~20 datagrams a second: a round on time finds one at most, and
+        # reading only that one saves the read that would fail (EAGAIN); the level-triggered
+        # epoll reports a socket with more again in the next round.  A late round (the
+        # loop stalled) reads everything waiting, so a backlog cannot build up.
+        limit = 1 if now - self._last_round <= 3 * self.tick else DRAIN_LIMIT
+        self._last_round = now
         for fd, _ in epoll.poll(0, max(1, len(by_fd))):
             endpoint = by_fd.get(fd)
             if endpoint is not None:
-                endpoint._poll(now, self)
+                endpoint._poll(now, self, limit)
         if self.batches:
             for endpoint, due in list(self.batches.items()):
                 if due <= now:
