@@ -160,18 +160,22 @@ class _Libtiff:
                 return None
         return buffer.raw
 
-    def encode(self, bitmap: bytes, width: int, height: int, coding: Coding, *, k: int = 4) -> bytes | None:
+    def encode(self, bitmap: bytes, width: int, height: int, coding: Coding, *, k: int = 4,
+               wait: bool = True) -> bytes | None:
         """libtiff's coding of packed rows (1 = black), MSB first.  T.4: an EOL (and for MR
         a tag bit) before each row, no fill, no RTC; MR with K = ``k``, 2 or 4 (libtiff
-        takes 4 above 150 lpi, else 2).  T.6: rows then EOFB."""
+        takes 4 above 150 lpi, else 2).  T.6: rows then EOFB.  None also when ``wait`` is
+        off and another thread is using libtiff (its error handler is one per process)."""
         lib = self.library
         if lib is None:  # no libtiff here: callers check ``library`` first
             return None
-        fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
-        keep = os.dup(fd)
+        if not self.lock.acquire(blocking=wait):
+            return None
         try:
-            with self.lock:
-                before = self.complaints
+            before = self.complaints
+            fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
+            keep = os.dup(fd)
+            try:
                 handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"w")
                 if not handle:
                     os.close(fd)
@@ -197,13 +201,15 @@ class _Libtiff:
                     lib.TIFFClose(handle)  # writes the directory; closes fd
                 if written != len(bitmap) or self.complaints != before:
                     return None
-            os.lseek(keep, 0, os.SEEK_SET)
-            chunks = []
-            while chunk := os.read(keep, 1 << 20):
-                chunks.append(chunk)
-            return read_strips(b"".join(chunks))
+                os.lseek(keep, 0, os.SEEK_SET)
+                chunks = []
+                while chunk := os.read(keep, 1 << 20):
+                    chunks.append(chunk)
+            finally:
+                os.close(keep)
         finally:
-            os.close(keep)
+            self.lock.release()
+        return read_strips(b"".join(chunks))
 
 
 _libtiff: _Libtiff | None = None

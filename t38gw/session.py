@@ -111,11 +111,11 @@ class FaxSession:
         self.sip_end_reason: str | None = None
         self.failure: str | None = None
         self.ended_result: CallEnded | None = None
-        self.document_ended = False
         # EOP answered MCF: the document is whole; the record is finished (and its webhook
         # sent) at once instead of after the sender's DCN and the hang-up (issue 14: MCF ->
-        # webhook).  Set at the end too, to release the task that waits for it.
+        # webhook).  The task waiting for it stops waiting when the call ends.
         self._document_done = trio.Event()
+        self._document_wait = trio.CancelScope()
         self._early_pages: int | None = None  # pages when the record was finished early
         self.hangup_requested = trio.Event()  # the gateway should send BYE
         self.done = trio.Event()
@@ -177,8 +177,10 @@ class FaxSession:
         self._wake()
 
     def _wake(self) -> None:
+        """The call's state changed (SIP, the audio ticker): the task looks at it now."""
         if self._wake_scope is not None:
-            self._wake_scope.cancel()
+            self._wake_scope.cancel()  # asleep while the audio leg runs
+        self.endpoint.interrupt()  # waiting for datagrams
 
     # -- the audio fax leg -------------------------------------------------------
     def _start_audio_leg(self, engine, bound) -> bool:
@@ -267,7 +269,7 @@ class FaxSession:
                             self._handle_events(self.engine.hang_up(trio.current_time()), bound)
                 finally:
                     self._page_send.close()
-                    self._document_done.set()
+                    self._document_wait.cancel()
             if self._early_pages is None or len(self.record.pages) != self._early_pages:
                 await self._finish(bound)  # (again, if a page came after the early finish)
         finally:
@@ -316,12 +318,8 @@ class FaxSession:
                 continue
             deadline = min(d for d in (engine.next_deadline(), self.endpoint.next_deadline(), math.inf)
                            if d is not None)
-            with trio.CancelScope() as scope:
-                self._wake_scope = scope
-                items = await self.endpoint.receive_until(deadline)
-            self._wake_scope = None
-            if scope.cancelled_caught:
-                continue
+            # ``_wake`` interrupts this wait (the endpoint returns what it has read so far).
+            items = await self.endpoint.receive_until(deadline)
             now = trio.current_time()
             for item in items:
                 if isinstance(item, IfpReceived):
@@ -449,7 +447,6 @@ class FaxSession:
                               and self.provisional.number == event.number)
             elif isinstance(event, DocumentEnded):
                 if not event.more_documents:
-                    self.document_ended = True
                     self._document_done.set()
                 bound.info("document_ended", pages=event.pages, more_documents=event.more_documents)
             elif isinstance(event, CallEnded):
@@ -550,10 +547,16 @@ class FaxSession:
             reason = f"{reason}; {_incomplete_reason(self.record.pages, incomplete)}"
         return ("partial" if pages else "failed"), reason
 
+    @property
+    def document_ended(self) -> bool:
+        """The sender's EOP was answered MCF: the document is whole."""
+        return self._document_done.is_set()
+
     async def _finish_when_document_ends(self, bound) -> None:
-        await self._document_done.wait()
+        with self._document_wait:
+            await self._document_done.wait()
         if not self.document_ended or self.ended_result is not None:
-            return  # released at the end of the call: the end finishes the record
+            return  # the call ended first: the end finishes the record
         await self._wait_pages_written()
         if self._write_failure is not None or self.provisional is not None or self.ended_result is not None:
             return  # the end of the call decides (a failed write, a page kept incomplete)

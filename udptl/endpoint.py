@@ -30,6 +30,7 @@ and dropped.  Neither ever wakes the call's T.30 engine.
 from __future__ import annotations
 
 import errno
+import heapq
 import math
 import random
 import select
@@ -210,6 +211,8 @@ class UdptlEndpoint:
         self._buffered: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram] = []
         self._urgent = False
         self._waiter: trio.lowlevel.Task | None = None
+        self._wait_scope: trio.CancelScope | None = None  # a wait on the socket itself
+        self._deadline_entry: tuple[float, int] | None = None  # the poller's heap entry for us
         self._poll_error: BaseException | None = None
         #: When the peer's last transmission ended (a SIGNAL_ENDS field arrived), until the
         #: call's task takes it with ``take_signal_end`` (t38gw_t30_response_seconds).
@@ -391,14 +394,16 @@ class UdptlEndpoint:
         if self._poller is not None or self._buffered or self._poll_error is not None:
             await self._receive_polled(deadline, events)
         elif raw is None:  # an endpoint on a bare trio socket (none are built that way today)
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(deadline) as self._wait_scope:
                 data, source = await self._recvfrom()
                 self._accept(data, source, trio.current_time(), events)
+            self._wait_scope = None
         elif self._drain(raw, trio.current_time(), events):
             await trio.lowlevel.checkpoint()  # the other calls get their turn
         else:
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(deadline) as self._wait_scope:
                 await trio.lowlevel.wait_readable(raw)
+            self._wait_scope = None
             self._drain(raw, trio.current_time(), events)
         receiver = self.receiver
         if receiver is not None:
@@ -410,9 +415,13 @@ class UdptlEndpoint:
 
     def _drain(self, raw: _socket.socket, now: float,
                events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram], limit: int = DRAIN_LIMIT) -> int:
-        """Read every datagram waiting (at most ``limit``) without blocking; how many."""
+        """Read the datagrams waiting without blocking, until ``limit`` of them came from the
+        peer (dropped ones - a third host's, junk - do not count, so a flood cannot hide the
+        peer's behind it) or DRAIN_LIMIT were read; how many were read."""
         count = 0
-        while count < limit:
+        stats = self.stats
+        dropped = stats.foreign_source + stats.undecodable
+        while count < DRAIN_LIMIT and count - (stats.foreign_source + stats.undecodable - dropped) < limit:
             try:
                 data, source = raw.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
@@ -435,6 +444,14 @@ class UdptlEndpoint:
                         self._urgent = True
                         self.signal_ended_at = now
         return count
+
+    def interrupt(self) -> None:
+        """Make the task waiting in ``receive_until`` return now, with what was read so far
+        (the call's state changed: a re-INVITE, a BYE).  Nothing if no task waits."""
+        if self._waiter is not None:
+            self._wake()
+        elif self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     def take_signal_end(self) -> float | None:
         """When the peer's transmission last ended, once (None if not since the last call)."""
@@ -471,15 +488,18 @@ class UdptlEndpoint:
                               events: list[IfpReceived | IfpLost | ForeignDatagrams | AudioDatagram]) -> None:
         """``receive_until`` while the poller reads the socket: wait to be woken by it (or the
         deadline), then take what it read."""
-        if not self._buffered and self._poll_error is None:
+        poller = self._poller
+        if (not self._buffered and self._poll_error is None and poller is not None
+                and deadline > trio.current_time()):
+            # No cancel scope: the poller wakes us at the deadline too (or ``interrupt``).
             self._waiter = trio.lowlevel.current_task()
+            poller.wake_at(self, deadline)
 
             def abort(_: object) -> trio.lowlevel.Abort:
                 self._waiter = None
                 return trio.lowlevel.Abort.SUCCEEDED
 
-            with trio.move_on_at(deadline):
-                await trio.lowlevel.wait_task_rescheduled(abort)
+            await trio.lowlevel.wait_task_rescheduled(abort)
         else:
             await trio.lowlevel.checkpoint()  # the other calls get their turn
         error, self._poll_error = self._poll_error, None
@@ -571,6 +591,11 @@ class UdptlPoller:
         self._by_fd: dict[int, UdptlEndpoint] = {}
         #: endpoints holding events no one was woken for yet -> when they must be
         self.batches: dict[UdptlEndpoint, float] = {}
+        # When waiting tasks want to be woken with nothing read: (deadline, entry number,
+        # endpoint); an entry the endpoint has since replaced is skipped when it comes up.
+        self._deadlines: list[tuple[float, int, UdptlEndpoint]] = []
+        self._entries = 0
+        self._round: trio.CancelScope | None = None
 
     @property
     def attached(self) -> int:
@@ -601,6 +626,21 @@ class UdptlPoller:
                     except (OSError, ValueError):
                         pass
 
+    def wake_at(self, endpoint: UdptlEndpoint, deadline: float) -> None:
+        """Wake ``endpoint``'s waiting task at ``deadline`` unless something does earlier.
+        A call's T.30 deadline rarely changes between wake-ups: the entry is kept then."""
+        if deadline == math.inf:
+            return
+        entry = endpoint._deadline_entry
+        if entry is not None and entry[0] == deadline:
+            return
+        self._entries += 1
+        endpoint._deadline_entry = (deadline, self._entries)
+        heapq.heappush(self._deadlines, (deadline, self._entries, endpoint))
+        scope = self._round
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
     async def run(self) -> None:
         """Read the attached sockets until cancelled."""
         if self.running:
@@ -611,9 +651,12 @@ class UdptlPoller:
             last = -math.inf
             while True:
                 due = min(self.batches.values(), default=math.inf)
+                if self._deadlines:
+                    due = min(due, self._deadlines[0][0])
                 if due > trio.current_time():
-                    with trio.move_on_at(due):
+                    with trio.move_on_at(due) as self._round:
                         await trio.lowlevel.wait_readable(epoll.fileno())
+                    self._round = None
                 now = trio.current_time()
                 if now < last + self.tick:
                     # Coalesce: what arrives meanwhile is read in the same round.
@@ -650,3 +693,9 @@ class UdptlPoller:
                 if due <= now:
                     del self.batches[endpoint]
                     endpoint._wake()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, entry, endpoint = heapq.heappop(deadlines)
+            if endpoint._deadline_entry == (deadline, entry):
+                endpoint._deadline_entry = None
+                endpoint._wake()

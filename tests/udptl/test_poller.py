@@ -148,3 +148,40 @@ def test_an_indicator_wakes_at_once_and_a_call_returns_to_its_socket_when_the_po
                 assert [item.raw for item in [*held, *own]] == data[:2]
 
     trio.run(main)
+
+
+def test_the_poller_wakes_a_waiting_call_at_its_deadline_and_on_interrupt():
+    # A call's task waits without a cancel scope of its own: its T.30 deadline and
+    # ``interrupt`` (the SIP side changed something) wake it through the poller.
+    async def main():
+        low, high = free_range(10)
+        pool = PortPool(low, high, host="127.0.0.1")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.poller.run)
+            await trio.sleep(0.05)
+            with udp(PEER_HOST) as peer, await started(pool, nursery, peer) as endpoint:
+                # Its deadline, a long one first and then a shorter one (it changed).
+                for wait in (0.6, 0.3):
+                    start = trio.current_time()
+                    with trio.fail_after(5):
+                        assert await endpoint.receive_until(start + wait) == []
+                    assert wait <= trio.current_time() - start < wait + 0.5
+                # An interrupt.
+                returned: list[float] = []
+
+                async def wait_long() -> None:
+                    await endpoint.receive_until(trio.current_time() + 30)
+                    returned.append(trio.current_time())
+
+                nursery.start_soon(wait_long)
+                await trio.sleep(0.1)
+                assert returned == []
+                asked = trio.current_time()
+                endpoint.interrupt()
+                with trio.fail_after(5):
+                    while not returned:
+                        await trio.sleep(0.01)
+                assert returned[0] - asked < 0.5
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
