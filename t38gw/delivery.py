@@ -54,6 +54,9 @@ class DeliveryWorker:
     # Called (in the worker task) when an unhealthy spool can be written again.
     on_spool_recovered: Callable[[], None] | None = None
     spool_probe_interval: float = SPOOL_PROBE_SECONDS
+    #: The threads recording outcomes (None: trio's default; the gateway passes its
+    #: ``after_call_threads``).
+    thread_limiter: trio.CapacityLimiter | None = None
     _wakeup: trio.Event = field(default_factory=trio.Event)
 
     def nudge(self) -> None:
@@ -112,7 +115,7 @@ class DeliveryWorker:
                 bound.error("webhook_attempt_crashed", error=error, exc_info=True)
             # The outcome is written (spool, meta.json, audit trail: each fsynced) in a
             # worker thread, so the event loop carrying the calls never waits on the disk.
-            await trio.to_thread.run_sync(self._record, delivery, status, error, bound)
+            await trio.to_thread.run_sync(self._record, delivery, status, error, bound, limiter=self.thread_limiter)
         finally:
             limiter.release_on_behalf_of(delivery.id)
 

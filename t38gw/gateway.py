@@ -178,9 +178,19 @@ class Gateway:
             self.spool.close()
             self.audit_log.close()
             raise StartupError(f"archive.index: {exc}") from None
+        # Calls' disk work runs in few threads.  Python threads take the GIL in turns, so
+        # the 40 of trio's default limiter, all busy after a burst of page ends (300 calls
+        # started together), left the event loop a small share of it: T.30 answers went out
+        # 1.1 s late at p99 and the loop lagged ~0.5 s (bench/load.py); with two threads for
+        # page writes (the sender waits for those: our MCF follows the write) and two for
+        # what follows a fax's end (final fax.tif/pdf, meta.json, spool, audit trail,
+        # delivery outcomes), 0.3 s and 0.12 s.
+        self.page_threads = trio.CapacityLimiter(PAGE_WRITE_THREADS)
+        self.after_call_threads = trio.CapacityLimiter(AFTER_CALL_THREADS)
         self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
                                      on_outcome=self._delivery_outcome,
-                                     on_spool_recovered=self._spool_recovered)
+                                     on_spool_recovered=self._spool_recovered,
+                                     thread_limiter=self.after_call_threads)
         self.ua = UserAgent(self._ua_config(), rng=self.rng)
         ssl_context = None
         if any(lst.transport == "tls" for lst in config.sip.listen):
@@ -722,7 +732,7 @@ class Gateway:
         )
         # The index row first (in progress), before anything of the fax is on disk: a
         # restart looks at in-progress rows, never walks the archive.
-        await trio.to_thread.run_sync(self._index_upsert, record.meta, record.folder)
+        await trio.to_thread.run_sync(self._index_upsert, record.meta, record.folder, limiter=self.page_threads)
         call.session = FaxSession(record=record, endpoint=endpoint, receiver_config=self.receiver_config(),
                                   t38_settings=self.config.t38, rng=self.rng, write_record=self._write_record,
                                   finish_record=self._finish_record, metrics=self.metrics,
@@ -1066,28 +1076,33 @@ class Gateway:
             log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"), error=str(exc))
 
     # -- archive and webhooks ------------------------------------------------------
-    async def _write_record(self, record: InboundFax, pages, meta) -> None:
+    async def _write_record(self, record: InboundFax, pages, meta, *,
+                            limiter: trio.CapacityLimiter | None = None) -> None:
+        """Pages (and meta.json) to the archive, in a ``page_threads`` thread unless told."""
         def write() -> None:
             record.write(pages, meta)
             self._index_upsert(meta, record.folder)
 
-        await trio.to_thread.run_sync(write)
+        await trio.to_thread.run_sync(write, limiter=limiter or self.page_threads)
 
     async def _finish_record(self, session: FaxSession) -> None:
         record = session.record
         now = time.time()
         plan_deliveries(record.meta, webhooks_for(self.config, record.route), now, self.rng)
         pages, meta = record.snapshot()
+        threads = self.after_call_threads
         try:
-            await self._write_record(record, pages, meta)
+            await self._write_record(record, pages, meta, limiter=threads)
         except OSError as exc:
             log.error("archive_write_failed", fax_id=record.fax_id, error=str(exc))
             return
         # Off the event loop (the document is read and base64'd, the spool fsynced; issue 14).
-        await trio.to_thread.run_sync(enqueue_planned, self.spool, record.folder, meta, self.config, now)
+        await trio.to_thread.run_sync(enqueue_planned, self.spool, record.folder, meta, self.config, now,
+                                      limiter=threads)
         self.worker.nudge()
         await trio.to_thread.run_sync(lambda: self._audit("fax_stored", fax_id=record.fax_id, direction="inbound",
-                                                          status=meta["status"], pages=len(meta["pages"])))
+                                                          status=meta["status"], pages=len(meta["pages"])),
+                                      limiter=threads)
         status = meta["status"]
         self.metrics.calls.labels(result=status).inc()
         self.metrics.calls_by_media.labels(media=meta.get("media", "t38")).inc()
@@ -1200,6 +1215,9 @@ def _find(exc: BaseException, kind: type) -> BaseException | None:
                 return found
     return None
 
+
+PAGE_WRITE_THREADS = 2  # see Gateway.page_threads
+AFTER_CALL_THREADS = 2  # see Gateway.after_call_threads
 
 #: Allocations between young-generation collections (CPython's default is 700).
 GC_YOUNG_THRESHOLD = 20_000
