@@ -213,6 +213,7 @@ class UdptlEndpoint:
         self._waiter: trio.lowlevel.Task | None = None
         self._wait_scope: trio.CancelScope | None = None  # a wait on the socket itself
         self._deadline_entry: tuple[float, int] | None = None  # the poller's heap entry for us
+        self._poller_fd = -1
         self._poll_error: BaseException | None = None
         #: When the peer's last transmission ended (a SIGNAL_ENDS field arrived), until the
         #: call's task takes it with ``take_signal_end`` (t38gw_t30_response_seconds).
@@ -608,23 +609,25 @@ class UdptlPoller:
         self._epoll.register(fd, select.EPOLLIN)
         self._by_fd[fd] = endpoint
         endpoint._poller = self
-        # The call's task may be waiting on the socket itself right now: wake it, so its
-        # next wait is the poller's.
-        endpoint._wake()
+        endpoint._poller_fd = fd
+        # The call's task may be waiting on the socket itself right now: let it return,
+        # so its next wait is the poller's.
+        endpoint.interrupt()
 
     def detach(self, endpoint: UdptlEndpoint) -> None:
         if endpoint._poller is not self:
             return
         endpoint._poller = None
+        endpoint._deadline_entry = None  # its entries in the heap are dropped when met
         self.batches.pop(endpoint, None)
-        for fd, attached in list(self._by_fd.items()):
-            if attached is endpoint:
-                del self._by_fd[fd]
-                if self._epoll is not None:
-                    try:
-                        self._epoll.unregister(fd)
-                    except (OSError, ValueError):
-                        pass
+        fd = endpoint._poller_fd
+        if self._by_fd.get(fd) is endpoint:
+            del self._by_fd[fd]
+            if self._epoll is not None:
+                try:
+                    self._epoll.unregister(fd)
+                except (OSError, ValueError):
+                    pass
 
     def wake_at(self, endpoint: UdptlEndpoint, deadline: float) -> None:
         """Wake ``endpoint``'s waiting task at ``deadline`` unless something does earlier.
@@ -694,6 +697,12 @@ class UdptlPoller:
                     del self.batches[endpoint]
                     endpoint._wake()
         deadlines = self._deadlines
+        if len(deadlines) > 2 * len(by_fd) + 256:
+            # Entries replaced by a newer deadline, or of calls gone, wait in the heap until
+            # their time; when they outnumber the live ones, drop them (they hold endpoints).
+            deadlines[:] = [item for item in deadlines
+                            if item[2]._deadline_entry == (item[0], item[1]) and item[2]._poller is self]
+            heapq.heapify(deadlines)
         while deadlines and deadlines[0][0] <= now:
             deadline, entry, endpoint = heapq.heappop(deadlines)
             if endpoint._deadline_entry == (deadline, entry):

@@ -185,3 +185,30 @@ def test_the_poller_wakes_a_waiting_call_at_its_deadline_and_on_interrupt():
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_replaced_deadlines_and_closed_calls_do_not_pile_up_in_the_poller():
+    # Each new T.30 deadline adds an entry to the poller's heap; the old ones (and those
+    # of calls gone) are dropped once they outnumber the live ones, so a long soak cannot
+    # grow it (they would keep ended calls' receivers alive).
+    async def main():
+        low, high = free_range(10)
+        pool = PortPool(low, high, host="127.0.0.1")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.poller.run)
+            await trio.sleep(0.05)
+            with udp(PEER_HOST) as peer:
+                live = await started(pool, nursery, peer)
+                gone = await started(pool, nursery, peer)
+                now = trio.current_time()
+                for index in range(2000):
+                    pool.poller.wake_at(live, now + 100 + index)
+                    pool.poller.wake_at(gone, now + 200 + index)
+                gone.close()
+                pool.poller.poll(trio.current_time())
+                kept = pool.poller._deadlines
+                assert len(kept) == 1 and kept[0][2] is live and kept[0][0] == now + 100 + 1999
+                live.close()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
