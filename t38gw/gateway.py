@@ -24,7 +24,6 @@ SQLite spool before anyone tries to send them (``t38gw.faxrecord``).
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import math
 import random
@@ -1219,22 +1218,6 @@ def _find(exc: BaseException, kind: type) -> BaseException | None:
 PAGE_WRITE_THREADS = 2  # see Gateway.page_threads
 AFTER_CALL_THREADS = 2  # see Gateway.after_call_threads
 
-#: Allocations between young-generation collections (CPython's default is 700).
-GC_YOUNG_THRESHOLD = 20_000
-
-
-def _tune_garbage_collector() -> None:
-    """Start-up objects (modules, the configuration, the gateway) live for good: freeze
-    them out of the cyclic collector, and collect the young generation less often.  A call
-    allocates (events, frames, tasks) far faster than a script does; with the defaults
-    the load bench (300 calls) spent 1.06 s in 512 collections, the longest a full one
-    of 178 ms in which every call's datagrams waited; frozen and at 20,000, 0.17 s in 11,
-    the longest 49 ms."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-
-
 async def serve(config: Config, role: WorkerRole | None = None) -> int:
     """Run a gateway until SIGTERM/SIGINT (graceful) or a second signal (immediate).
 
@@ -1245,7 +1228,6 @@ async def serve(config: Config, role: WorkerRole | None = None) -> int:
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         return 1
-    _tune_garbage_collector()
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
