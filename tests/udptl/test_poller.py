@@ -34,6 +34,17 @@ def dcs_command() -> tuple[list[bytes], bytes]:
     return sent[start:end], sent[end]
 
 
+async def polled_pool(nursery, batch_delay: float | None = None) -> PortPool:
+    """A port pool on loopback whose poller runs in ``nursery``."""
+    low, high = free_range(10)
+    pool = PortPool(low, high, host="127.0.0.1")
+    if batch_delay is not None:
+        pool.poller = UdptlPoller(batch_delay=batch_delay)
+    nursery.start_soon(pool.poller.run)
+    await trio.sleep(0.05)
+    return pool
+
+
 async def started(pool: PortPool, nursery, peer):
     endpoint = await pool.open()
     endpoint.start(peer.getsockname(), UdptlReceiver(0), UdptlSender(max_datagram=400, rng=random.Random(1)))
@@ -44,13 +55,9 @@ def test_data_waits_for_a_batch_and_the_end_of_the_command_wakes_the_call_at_onc
     data, end = dcs_command()
 
     async def main():
-        low, high = free_range(10)
-        pool = PortPool(low, high, host="127.0.0.1")
-        pool.poller = UdptlPoller(batch_delay=SLOW_BATCH)
         peer_sender = UdptlSender(max_datagram=400, rng=random.Random(2))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pool.poller.run)
-            await trio.sleep(0.05)
+            pool = await polled_pool(nursery, SLOW_BATCH)
             with udp(PEER_HOST) as peer, await started(pool, nursery, peer) as endpoint:
                 assert pool.poller.attached == 1
                 target = ("127.0.0.1", endpoint.port)
@@ -154,11 +161,8 @@ def test_the_poller_wakes_a_waiting_call_at_its_deadline_and_on_interrupt():
     # A call's task waits without a cancel scope of its own: its T.30 deadline and
     # ``interrupt`` (the SIP side changed something) wake it through the poller.
     async def main():
-        low, high = free_range(10)
-        pool = PortPool(low, high, host="127.0.0.1")
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pool.poller.run)
-            await trio.sleep(0.05)
+            pool = await polled_pool(nursery)
             with udp(PEER_HOST) as peer, await started(pool, nursery, peer) as endpoint:
                 # Its deadline, a long one first and then a shorter one (it changed).
                 for wait in (0.6, 0.3):
@@ -192,11 +196,8 @@ def test_replaced_deadlines_and_closed_calls_do_not_pile_up_in_the_poller():
     # of calls gone) are dropped once they outnumber the live ones, so a long soak cannot
     # grow it (they would keep ended calls' receivers alive).
     async def main():
-        low, high = free_range(10)
-        pool = PortPool(low, high, host="127.0.0.1")
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pool.poller.run)
-            await trio.sleep(0.05)
+            pool = await polled_pool(nursery)
             with udp(PEER_HOST) as peer:
                 live = await started(pool, nursery, peer)
                 gone = await started(pool, nursery, peer)
