@@ -35,6 +35,13 @@ def proc_cpu(pid: int) -> tuple[float, float]:
     return utime + stime, children
 
 
+def thread_cpu(pid: int, tid: int) -> float:
+    """utime+stime in seconds of one thread (``tid``) of ``pid``: the main thread is ``tid == pid``."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def descendants(root: int) -> list[int]:
     """``root`` and every live process below it."""
     children: dict[int, list[int]] = {}

@@ -17,8 +17,9 @@ page of 1728 x 2286 pels, 14.4k, fine):
 
 Printed per N: calls answered / refused with 503 / failed; faxes received and pages
 identical; gateway CPU per fax (utime+stime from /proc/<pid>/stat of the gateway and every
-descendant process, from the first INVITE until every fax is final in the API, over the
-faxes received); each process's CPU utilisation during the calls (gateway processes and
+descendant process, from the first INVITE until every fax's webhook was posted - before
+the bench reads the API - over the faxes received; user/system/main-thread split of the
+live processes beside it); each process's CPU utilisation during the calls (gateway processes and
 the replayer: its CPU is on the same 2 cores); RSS per call ((peak summed VmRSS of the
 gateway's processes - the idle figure) / N); p50/p99 T.30 response latency; p50/p99 MCF ->
 webhook POST received; the kernel's UDP receive errors (/proc/net/snmp Udp InErrors and
@@ -49,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench._proc import descendants, machine_cpu, proc_stat, status_kib, udp_errors  # noqa: E402
+from bench._proc import descendants, machine_cpu, proc_stat, proc_times, status_kib, thread_cpu, udp_errors  # noqa: E402
 
 MODES = {"ecm": ["ecm_mmr"], "nonecm": ["nonecm_mr"], "both": ["nonecm_mr", "ecm_mmr"]}
 PAGE_PATH = REPO / "tests" / "vectors" / "t38_sender_page.png"
@@ -116,6 +117,19 @@ class ProcessTree:
             self.cpu_by_pid[pid] = used
             total += used + (reaped if pid == self.root else 0.0)
         return total
+
+    def split(self) -> tuple[float, float, float]:
+        """(user, system, main threads') seconds of the live processes: where the CPU went."""
+        user = system = main = 0.0
+        for pid in descendants(self.root):
+            try:
+                utime, stime, _ = proc_times(pid)
+                main += thread_cpu(pid, pid)
+            except OSError:
+                continue
+            user += utime
+            system += stime
+        return user, system, main
 
     def rss(self) -> int:
         return sum(status_kib(pid, "VmRSS") for pid in descendants(self.root))
@@ -295,6 +309,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             profiler = start_profiler(args, gateway.proc.pid, capture, count)
             udp_0 = udp_errors()
             gw_cpu_0 = tree.cpu()
+            split_0 = tree.split()
             pids_0 = dict(tree.cpu_by_pid)
             machine_0 = machine_cpu()
             wall_0 = time.monotonic()
@@ -327,8 +342,12 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             report = next(json.loads(line)["report"] for line in output.splitlines() if line.startswith(b'{"report"'))
             calls = report["calls"]
             answered = sum(1 for call in calls if call["status"] == 200)
-            metas = wait_for_final(gateway, answered, timeout=60 + count / 10)
+            # Each answered call's fax posts one webhook once it is final: the gateway's CPU is
+            # read when they are in, before this bench's own API reads (a GET per fax) add to it.
+            webhook.wait_for(lambda posts: len(posts) >= answered, timeout=60 + count / 10)
             gw_cpu_2 = tree.cpu()
+            split_2 = tree.split()
+            metas = wait_for_final(gateway, answered, timeout=60 + count / 10)
             stop_profiler(profiler)
             webhook.wait_for(lambda posts: len(posts) >= len(metas), timeout=30)
             final_metrics = read_metrics(f"{gateway.api}/metrics")
@@ -375,6 +394,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             "failed": failed, "invite_statuses": {str(k): v for k, v in invite_statuses.items()},
             "faxes": len(metas), "received": received, "identical": identical,
             "statuses": dict(statuses), "reasons": dict(reasons),
+            "gw_cpu_split": [b - a for a, b in zip(split_0, split_2)],
             "gw_cpu_calls": gw_cpu_1 - gw_cpu_0, "gw_cpu_total": gw_cpu_2 - gw_cpu_0,
             "cpu_per_fax": (gw_cpu_2 - gw_cpu_0) / received if received else None,
             "gw_util_by_pid": {str(pid): used / wall_calls for pid, used in gateway_pids.items() if used > 0},
@@ -434,8 +454,9 @@ def print_details(row: dict) -> None:
           f"{' not received: ' + str(row['reasons']) if row['reasons'] else ''}; workers {row['workers']}, "
           f"gateway processes {row['processes_idle']} idle / {row['processes']} after")
     print(f"    gateway CPU {row['gw_cpu_calls']:.1f} s during the calls ({row['wall_calls']:.0f} s), "
-          f"{row['gw_cpu_total']:.1f} s until every fax was final; per process: "
-          f"{ {pid: f'{100 * u:.0f}%' for pid, u in row['gw_util_by_pid'].items()} }; "
+          f"{row['gw_cpu_total']:.1f} s until every webhook was posted; per process: "
+          f"{ {pid: f'{100 * u:.0f}%' for pid, u in row['gw_util_by_pid'].items()} }; user/system/main "
+          f"threads {'/'.join(f'{v:.1f}' for v in row['gw_cpu_split'])} s (live processes); "
           f"RSS idle {row['rss_idle_kib'] / 1024:.0f} MiB, peak {row['rss_peak_kib'] / 1024:.0f} MiB")
     print(f"    replayer: {row['replayer_loop_cpu']:.1f} s CPU in its loop (process total {row['replayer_cpu']:.1f} s), "
           f"{row['replayer_timer_stalls']} timers >20 ms late (worst {row['replayer_worst_stall'] * 1000:.0f} ms), "
@@ -485,7 +506,7 @@ def main() -> None:
                 sys.stdout.flush()
                 if args.json:
                     args.json.write_text(json.dumps({"commit": commit, "rows": rows}, indent=1))
-        print("\nCPU/fax: gateway processes' CPU from the first INVITE until every fax was final, over faxes received;"
+        print("\nCPU/fax: gateway processes' CPU from the first INVITE until every fax's webhook was posted, over faxes received;"
               "\n  gw util / replayer: CPU over the calls' wall time (100% = one core); RSS/call: (peak - idle) / N;"
               "\n  T30: end of a sender command -> the gateway's first new datagram; hook: MCF -> webhook POST;"
               "\n  MCF seen: calls whose sender received the gateway's MCF (a fax archived `received` whose"

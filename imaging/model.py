@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Coding(enum.Enum):
@@ -38,7 +38,10 @@ class DecodedPage:
     replaced by the previous good row; ``longest_bad_run`` is the longest run of consecutive
     bad rows (the T.30 receiver's MCF/RTP/RTN input). ``damaged`` is set when the coded data
     could not be followed to its end (MMR has no EOL to resynchronise on, so the rows after
-    the damage are lost); ``ended`` when RTC or EOFB was seen.
+    the damage are lost); ``ended`` when RTC or EOFB was seen.  ``g4``, when known, is the
+    page's T.6 coding as the archive stores it (libtiff's, MSB first, ending with EOFB):
+    an MMR page proven to be exactly that coding (``imaging.wholepage``) brings it along,
+    so it is not coded a second time.
     """
 
     width: int
@@ -48,6 +51,7 @@ class DecodedPage:
     longest_bad_run: int = 0
     damaged: bool = False
     ended: bool = True
+    g4: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,11 @@ def _g4(bitmap: bytes, width: int, height: int) -> bytes:
     """T.6 (G4) coding of packed rows, MSB first, ending with EOFB.
 
     libtiff called directly (``imaging.wholepage``: the same library and coder, so the same
-    octets) costs ~2 ms a page; through Pillow, which builds and parses a whole TIFF
-    around it, ~13 ms - the biggest part of archiving a received page.  The direct way
-    serialises its callers (libtiff's error handler is one per process) and the event
-    loop decodes received pages through it, so a writer thread never waits for it: when
-    it is busy, or libtiff cannot be loaded by name, Pillow codes the page.
+    octets) costs ~2 ms a page, and lets go of the GIL while it codes; through Pillow,
+    which builds and parses a whole TIFF around it, ~13 ms - the biggest part of archiving
+    a received page.  Pillow codes the page only where libtiff cannot be loaded by name.
     """
-    coded = _library().encode(bitmap, width, height, Coding.MMR, wait=False)
+    coded = _library().encode(bitmap, width, height, Coding.MMR)
     if coded is not None:
         return coded
     return encode_with_libtiff(bitmap, width, height, Coding.MMR, bit_order=BitOrder.MSB_FIRST)

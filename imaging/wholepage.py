@@ -80,18 +80,22 @@ class _Libtiff:
     bundled one.  The handlers are per library copy: a process that also loads SpanDSP
     (which links the system libtiff) has its libtiff warnings counted here, not printed, and
     one coming during our decode only costs the fast path.
+
+    libtiff keeps its codec state in each TIFF handle; only the handlers are one per
+    process, and libtiff calls them on the thread that hit the problem.  So complaints are
+    counted per thread and no lock is needed: ctypes lets go of the GIL during each call,
+    so a writer thread's coding runs beside the event loop's decoding, on another core.
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.complaints = 0
+        self._counts = threading.local()
         self.library = self._load()
         if self.library is None:
             return
         handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
 
         def complained(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
-            self.complaints += 1
+            self._counts.complaints = self.complaints + 1
 
         self._handler = handler_type(complained)  # kept alive as long as libtiff holds it
         lib = self.library
@@ -109,6 +113,12 @@ class _Libtiff:
         lib.TIFFWriteEncodedStrip.restype = ctypes.c_ssize_t
         lib.TIFFWriteEncodedStrip.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_ssize_t]
         lib.TIFFSetField.restype = ctypes.c_int  # variadic: each call passes typed values
+
+    @property
+    def complaints(self) -> int:
+        """libtiff's warnings and errors so far on the calling thread."""
+        count: int = getattr(self._counts, "complaints", 0)
+        return count
 
     @staticmethod
     def _load() -> ctypes.CDLL | None:
@@ -146,69 +156,62 @@ class _Libtiff:
         except OSError:
             os.close(fd)
             return None
-        with self.lock:
-            before = self.complaints
-            handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"r")
+        before = self.complaints
+        handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"r")
+        if not handle:
+            os.close(fd)
+            return None
+        try:
+            got = lib.TIFFReadEncodedStrip(handle, 0, buffer, size)
+        finally:
+            lib.TIFFClose(handle)  # closes fd too
+        if got != size or self.complaints - before > complaints:
+            return None
+        return buffer.raw
+
+    def encode(self, bitmap: bytes, width: int, height: int, coding: Coding, *, k: int = 4) -> bytes | None:
+        """libtiff's coding of packed rows (1 = black), MSB first.  T.4: an EOL (and for MR
+        a tag bit) before each row, no fill, no RTC; MR with K = ``k``, 2 or 4 (libtiff
+        takes 4 above 150 lpi, else 2).  T.6: rows then EOFB.  None when libtiff failed
+        or complained."""
+        lib = self.library
+        if lib is None:  # no libtiff here: callers check ``library`` first
+            return None
+        before = self.complaints
+        fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
+        keep = os.dup(fd)
+        try:
+            handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"w")
             if not handle:
                 os.close(fd)
                 return None
             try:
-                got = lib.TIFFReadEncodedStrip(handle, 0, buffer, size)
+                u32, i32 = ctypes.c_uint32, ctypes.c_int
+                if coding is Coding.MMR:
+                    compression, options = COMPRESSION_CCITT_T6, (TAG_T6_OPTIONS, u32(0))
+                else:
+                    compression = COMPRESSION_CCITT_T4
+                    options = (TAG_T4_OPTIONS, u32(T4_OPTION_2D if coding is Coding.MR else 0))
+                for tag, value in ((TAG_IMAGE_WIDTH, u32(width)), (TAG_IMAGE_LENGTH, u32(height)),
+                                   (TAG_BITS_PER_SAMPLE, i32(1)), (TAG_SAMPLES_PER_PIXEL, i32(1)),
+                                   (TAG_COMPRESSION, i32(compression)), (TAG_PHOTOMETRIC, i32(0)),
+                                   (TAG_FILL_ORDER, i32(1)), (TAG_ROWS_PER_STRIP, u32(height)),
+                                   options,
+                                   (TAG_Y_RESOLUTION, ctypes.c_double(196.0 if k == 4 else 98.0)),
+                                   (TAG_RESOLUTION_UNIT, i32(2))):
+                    if lib.TIFFSetField(ctypes.c_void_p(handle), ctypes.c_uint32(tag), value) != 1:
+                        return None
+                written = lib.TIFFWriteEncodedStrip(handle, 0, bitmap, len(bitmap))
             finally:
-                lib.TIFFClose(handle)  # closes fd too
-            if got != size or self.complaints - before > complaints:
+                lib.TIFFClose(handle)  # writes the directory; closes fd
+            if written != len(bitmap) or self.complaints != before:
                 return None
-        return buffer.raw
-
-    def encode(self, bitmap: bytes, width: int, height: int, coding: Coding, *, k: int = 4,
-               wait: bool = True) -> bytes | None:
-        """libtiff's coding of packed rows (1 = black), MSB first.  T.4: an EOL (and for MR
-        a tag bit) before each row, no fill, no RTC; MR with K = ``k``, 2 or 4 (libtiff
-        takes 4 above 150 lpi, else 2).  T.6: rows then EOFB.  None also when ``wait`` is
-        off and another thread is using libtiff (its error handler is one per process)."""
-        lib = self.library
-        if lib is None:  # no libtiff here: callers check ``library`` first
-            return None
-        if not self.lock.acquire(blocking=wait):
-            return None
-        try:
-            before = self.complaints
-            fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
-            keep = os.dup(fd)
-            try:
-                handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"w")
-                if not handle:
-                    os.close(fd)
-                    return None
-                try:
-                    u32, i32 = ctypes.c_uint32, ctypes.c_int
-                    if coding is Coding.MMR:
-                        compression, options = COMPRESSION_CCITT_T6, (TAG_T6_OPTIONS, u32(0))
-                    else:
-                        compression = COMPRESSION_CCITT_T4
-                        options = (TAG_T4_OPTIONS, u32(T4_OPTION_2D if coding is Coding.MR else 0))
-                    for tag, value in ((TAG_IMAGE_WIDTH, u32(width)), (TAG_IMAGE_LENGTH, u32(height)),
-                                       (TAG_BITS_PER_SAMPLE, i32(1)), (TAG_SAMPLES_PER_PIXEL, i32(1)),
-                                       (TAG_COMPRESSION, i32(compression)), (TAG_PHOTOMETRIC, i32(0)),
-                                       (TAG_FILL_ORDER, i32(1)), (TAG_ROWS_PER_STRIP, u32(height)),
-                                       options,
-                                       (TAG_Y_RESOLUTION, ctypes.c_double(196.0 if k == 4 else 98.0)),
-                                       (TAG_RESOLUTION_UNIT, i32(2))):
-                        if lib.TIFFSetField(ctypes.c_void_p(handle), ctypes.c_uint32(tag), value) != 1:
-                            return None
-                    written = lib.TIFFWriteEncodedStrip(handle, 0, bitmap, len(bitmap))
-                finally:
-                    lib.TIFFClose(handle)  # writes the directory; closes fd
-                if written != len(bitmap) or self.complaints != before:
-                    return None
-                os.lseek(keep, 0, os.SEEK_SET)
-                chunks = []
-                while chunk := os.read(keep, 1 << 20):
-                    chunks.append(chunk)
-            finally:
-                os.close(keep)
+            os.lseek(keep, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(keep, 1 << 20):
+                chunks.append(chunk)
         finally:
-            self.lock.release()
+            os.close(keep)
         return read_strips(b"".join(chunks))
 
 
@@ -348,7 +351,8 @@ def _sentinel_rows(width: int) -> tuple[str, list[bytes]]:
     return code, rows
 
 
-def _mmr_rows(msb_first: bytes, bits: str, width: int, max_rows: int) -> tuple[int, bytes] | None:
+def _mmr_rows(msb_first: bytes, bits: str, width: int, max_rows: int) -> tuple[int, bytes, bytes] | None:
+    """(height, packed rows, libtiff's T.6 coding of them) of clean MMR data, or None."""
     eofb = bits.find(EOL)
     if eofb < 0 or not bits.startswith(EOFB, eofb):
         return None  # the first EOL of clean T.6 data is its EOFB (what follows is ignored)
@@ -389,7 +393,7 @@ def _mmr_rows(msb_first: bytes, bits: str, width: int, max_rows: int) -> tuple[i
     canonical_bits = _to_bits(canonical)
     if canonical_bits.find(EOL) != eofb or not canonical_bits.startswith(bits[:eofb]):
         return None
-    return height, bitmap
+    return height, bitmap, canonical
 
 
 def try_libtiff_decode(
@@ -407,7 +411,9 @@ def try_libtiff_decode(
         found = _mmr_rows(msb_first, bits, width, max_rows)
         if found is None:
             return None
-        height, bitmap = found
+        height, bitmap, g4 = found
+        # The proof coded the rows as the archive stores them: it need not do it again.
+        return DecodedPage(width=width, height=height, bitmap=bitmap, g4=g4)
     else:
         segments = _t4_rows(bits, coding)
         if segments is None or len(segments) > max_rows:

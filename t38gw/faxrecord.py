@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterable
 
-from imaging import Page
+from imaging import BitOrder, Coding, Page
 from imaging.output import coded_page
 from imaging.tiff import CodedPage
 
@@ -82,10 +82,15 @@ class PendingPage:
     coded: CodedPage | None = None
     bad_rows: int = 0
     longest_bad_run: int = 0
+    g4: bytes | None = None  # the page's G4 coding, when the decoder's proof made it
 
     def coded_page(self) -> CodedPage:
         if self.coded is not None:
             return self.coded
+        page = self.page
+        if self.g4 is not None and page is not None:
+            return CodedPage(page.width, page.height, page.x_dpi, page.y_dpi, Coding.MMR, BitOrder.MSB_FIRST,
+                             self.g4, bad_rows=self.bad_rows, longest_bad_run=self.longest_bad_run)
         return coded_page(self.page, bad_rows=self.bad_rows, longest_bad_run=self.longest_bad_run)
 
 
@@ -156,10 +161,12 @@ class InboundFax:
         self.meta["route"] = self.route_name
 
     def add_page(self, page: Page, bad_rows: int, *, longest_bad_run: int = 0, complete: bool = True,
-                 rows_lost: int = 0) -> None:
-        """Add a page; the writer codes it G4 and drops the bitmap (see ``write``)."""
+                 rows_lost: int = 0, g4: bytes | None = None) -> None:
+        """Add a page; the writer codes it G4 (unless ``g4`` is that coding already, from
+        the decoder's proof) and drops the bitmap (see ``write``)."""
         number = len(self.pages) + 1
-        self._unwritten.append(PendingPage(number, page=page, bad_rows=bad_rows, longest_bad_run=longest_bad_run))
+        self._unwritten.append(PendingPage(number, page=page, bad_rows=bad_rows, longest_bad_run=longest_bad_run,
+                                           g4=g4))
         self._add_entry(number, page.width, page.height, page.x_dpi, page.y_dpi, bad_rows,
                         archive.page_sha256(page.bitmap), complete, rows_lost)
 

@@ -427,7 +427,7 @@ class FaxSession:
                         bound.info("page_resent_and_confirmed", page=event.number,
                                    provisional_rows_lost=provisional.rows_lost)
                 page = Page(event.width, event.height, event.x_dpi, event.y_dpi, event.bitmap)
-                record.add_page(page, event.bad_rows, longest_bad_run=event.longest_bad_run)
+                record.add_page(page, event.bad_rows, longest_bad_run=event.longest_bad_run, g4=event.g4)
                 self._submit_pages()
                 if len(record.pages) == 1:
                     # Media latching never moves after the first confirmed page (issue 9 item 1).

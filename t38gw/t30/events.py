@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class T30Result(enum.Enum):
@@ -92,6 +92,9 @@ class PageReceived:
     compression: str
     ecm: bool
     ifp_loss_gaps: int = 0
+    #: The page's T.6 coding as the archive stores it, when the decoder had it (see
+    #: ``imaging.DecodedPage.g4``); the archive codes the bitmap itself otherwise.
+    g4: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -1042,7 +1042,7 @@ class T30Receiver(TableMachine):
                 bad_rows=page.bad_rows, longest_bad_run=page.longest_bad_run, quality=quality,
                 ifp_loss_gaps=lost_gaps,
                 x_dpi=dcs.resolution.x_dpi, y_dpi=dcs.resolution.y_dpi,
-                compression=dcs.compression.value, ecm=dcs.ecm,
+                compression=dcs.compression.value, ecm=dcs.ecm, g4=getattr(page, "g4", None),
             ))
         self._page_rows_seen = False
         self._page_loss_gaps = 0

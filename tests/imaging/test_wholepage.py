@@ -179,3 +179,58 @@ def test_empty_data():
 def test_bad_width_is_refused():
     with pytest.raises(ValueError):
         decode_whole_page(b"", Coding.MH, 1730, bit_order=BitOrder.MSB_FIRST)
+
+
+@pytest.mark.parametrize("order", list(BitOrder))
+@pytest.mark.parametrize("number", [1, 4, 7])
+def test_proven_mmr_page_brings_the_archives_g4_coding(number, order):
+    # The MMR proof codes the decoded rows with libtiff; the archive stores that very coding
+    # (imaging.output.coded_page), so the page brings it and is not coded twice.  SpanDSP
+    # codes the page here: what libtiff codes must be what the archive would have stored.
+    from imaging.output import coded_page
+    from imaging.model import Page
+
+    bitmap = chart(number)
+    height = len(bitmap) // (CHART_WIDTH // 8)
+    data = spandsp_t4_encode(bitmap, CHART_WIDTH, height, Coding.MMR.value)
+    if order is BitOrder.MSB_FIRST:
+        data = bytes(int(f"{b:08b}"[::-1], 2) for b in data)
+    page = try_libtiff_decode(data, Coding.MMR, CHART_WIDTH, bit_order=order)
+    assert page is not None and page.bitmap == bitmap
+    assert page.g4 == coded_page(Page(CHART_WIDTH, height, 204, 196, bitmap)).data
+    # MH and MR pages bring none: their proof codes T.4, not T.6.
+    mh = try_libtiff_decode(encode_page(bitmap, CHART_WIDTH, Coding.MH, k=4, bit_order=order), Coding.MH,
+                            CHART_WIDTH, bit_order=order)
+    assert mh is not None and mh.g4 is None
+
+
+def test_libtiff_complaints_are_counted_per_thread():
+    # No lock around libtiff: its warning handler is one per process, so a damaged page
+    # decoded in one thread must not cost the fast path of clean pages coded and decoded
+    # at the same time in others (nor the other way round).
+    import threading
+
+    bitmap = chart(4)
+    clean = encode_page(bitmap, CHART_WIDTH, Coding.MMR, k=4, bit_order=BitOrder.MSB_FIRST)
+    damaged = bytearray(clean)
+    damaged[len(damaged) // 3] ^= 0x5A
+    expected_damaged = streaming(bytes(damaged), Coding.MMR, CHART_WIDTH, BitOrder.MSB_FIRST)
+    results: dict[str, list] = {"clean": [], "damaged": []}
+    failures: list[BaseException] = []
+
+    def run(kind: str, data: bytes) -> None:
+        try:
+            for _ in range(25):
+                results[kind].append(decode_whole_page(data, Coding.MMR, CHART_WIDTH, bit_order=BitOrder.MSB_FIRST))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=("clean", clean)),
+               threading.Thread(target=run, args=("damaged", bytes(damaged)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures and not any(thread.is_alive() for thread in threads)
+    assert all(page.bitmap == bitmap and page.g4 is not None for page in results["clean"])
+    assert all(page == expected_damaged for page in results["damaged"])
