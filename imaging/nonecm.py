@@ -31,7 +31,7 @@ from __future__ import annotations
 from .bits import to_bits
 from .decoder import EOL, EOLS_TO_END_T4_PAGE, MAX_LINE_BITS, StreamingDecoder
 from .model import BitOrder, Coding, DecodedPage
-from .wholepage import DEFAULT_MAX_ROWS, try_libtiff_decode
+from .wholepage import DEFAULT_MAX_ROWS, LibtiffAttempt
 
 
 class NonEcmPageDecoder:
@@ -63,6 +63,8 @@ class NonEcmPageDecoder:
         self._finished: DecodedPage | None = None
         #: How the finished page was decoded: "libtiff", "streaming" or None (not yet).
         self.path: str | None = None
+        #: ``attempt()`` and its result, run elsewhere before ``finish`` (see LibtiffAttempt).
+        self.ahead: tuple[LibtiffAttempt, DecodedPage | None] | None = None
 
     @property
     def page_ended(self) -> bool:
@@ -149,13 +151,19 @@ class NonEcmPageDecoder:
         self._pieces = []
         self._bits = ""
 
+    def attempt(self) -> LibtiffAttempt | None:
+        """The libtiff decode ``finish`` would try now (None: it would not try one)."""
+        if not self._handed_over and self._ended and not self._loss_noted and self._rows <= self.max_rows:
+            return LibtiffAttempt(b"".join(self._pieces), self.coding, self.width, self.bit_order, self.max_rows)
+        return None
+
     def finish(self) -> DecodedPage:
         """End the page and return it, as StreamingDecoder fed the same pieces would."""
         if self._finished is not None:
             return self._finished
-        if not self._handed_over and self._ended and not self._loss_noted and self._rows <= self.max_rows:
-            page = try_libtiff_decode(b"".join(self._pieces), self.coding, self.width,
-                                      bit_order=self.bit_order, max_rows=self.max_rows)
+        attempt = self.attempt()
+        if attempt is not None:
+            page = attempt.result(self.ahead)
             # Its height is the rows counted as the data came (one more guard, at no cost).
             if page is not None and page.height == self._rows:
                 self._finished = page

@@ -32,6 +32,7 @@ import ctypes.util
 import os
 import pathlib
 import threading
+from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 
@@ -216,12 +217,17 @@ class _Libtiff:
 
 
 _libtiff: _Libtiff | None = None
+_libtiff_loading = threading.Lock()
 
 
 def _library() -> _Libtiff:
     global _libtiff
     if _libtiff is None:
-        _libtiff = _Libtiff()
+        # One copy only, even when two threads come first at once: the handlers the second
+        # would install replace the first's, whose complaints would then go uncounted.
+        with _libtiff_loading:
+            if _libtiff is None:
+                _libtiff = _Libtiff()
     return _libtiff
 
 
@@ -394,6 +400,31 @@ def _mmr_rows(msb_first: bytes, bits: str, width: int, max_rows: int) -> tuple[i
     if canonical_bits.find(EOL) != eofb or not canonical_bits.startswith(bits[:eofb]):
         return None
     return height, bitmap, canonical
+
+
+@dataclass(frozen=True)
+class LibtiffAttempt:
+    """``try_libtiff_decode`` of a page, as a value: a page decoder that holds the whole
+    page before its end is signalled (the sender's post-page command comes ~1 s after its
+    image carrier ends) hands it out to be run on another thread (``run`` is pure; libtiff
+    lets go of the GIL), and takes its result back as ``ahead``: ``finish`` then uses the
+    result if it would have made this very attempt, else makes its own."""
+
+    data: bytes
+    coding: Coding
+    width: int
+    bit_order: BitOrder
+    max_rows: int
+
+    def run(self) -> DecodedPage | None:
+        return try_libtiff_decode(self.data, self.coding, self.width, bit_order=self.bit_order,
+                                  max_rows=self.max_rows)
+
+    def result(self, ahead: tuple[LibtiffAttempt, DecodedPage | None] | None) -> DecodedPage | None:
+        """The attempt's result: the one run ahead if it was this same attempt, else now."""
+        if ahead is not None and ahead[0] == self:
+            return ahead[1]
+        return self.run()
 
 
 def try_libtiff_decode(

@@ -186,6 +186,10 @@ class Gateway:
         # delivery outcomes), 0.3 s and 0.12 s.
         self.page_threads = trio.CapacityLimiter(PAGE_WRITE_THREADS)
         self.after_call_threads = trio.CapacityLimiter(AFTER_CALL_THREADS)
+        # Received pages decoded between their image carrier's end and the sender's post-page
+        # command (FaxSession._decode_ahead): libtiff lets go of the GIL, so the decoding
+        # runs on the other core instead of in the event loop when the command arrives.
+        self.decode_threads = trio.CapacityLimiter(DECODE_AHEAD_THREADS)
         self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
                                      on_outcome=self._delivery_outcome,
                                      on_spool_recovered=self._spool_recovered,
@@ -738,7 +742,7 @@ class Gateway:
                                   reroute=lambda session, tsi: self._phase_b(call, tsi),
                                   max_call_seconds=self.config.limits.max_call_seconds,
                                   audio_ticks=self._audio_ticks, jitter_ms=self.config.audio.jitter_ms,
-                                  ecm=self.config.fax.ecm)
+                                  ecm=self.config.fax.ecm, decode_threads=self.decode_threads)
         call.bound = call.bound.bind(fax_id=fax_id)
         if call.control.state is State.ACCEPTING:
             call.bound.info("call_incoming", did=facts.did, caller=facts.caller, trunk=facts.trunk,
@@ -1217,6 +1221,7 @@ def _find(exc: BaseException, kind: type) -> BaseException | None:
 
 PAGE_WRITE_THREADS = 2  # see Gateway.page_threads
 AFTER_CALL_THREADS = 2  # see Gateway.after_call_threads
+DECODE_AHEAD_THREADS = 2  # see Gateway.decode_threads
 
 async def serve(config: Config, role: WorkerRole | None = None) -> int:
     """Run a gateway until SIGTERM/SIGINT (graceful) or a second signal (immediate).

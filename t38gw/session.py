@@ -43,6 +43,7 @@ import trio
 
 from imaging import Page
 from imaging.tiff import CodedPage
+from imaging.wholepage import LibtiffAttempt
 from udptl.endpoint import AudioDatagram, ForeignDatagrams, UdptlEndpoint
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
@@ -84,8 +85,12 @@ class FaxSession:
                  metrics=None, reroute: Callable | None = None,
                  max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
                  audio_ticks: Callable[[FaxSession, bool], None] | None = None, jitter_ms: int = 60,
-                 ecm: bool = True) -> None:
+                 ecm: bool = True, decode_threads: trio.CapacityLimiter | None = None) -> None:
         self.record = record
+        # Threads that decode a page between its image carrier's end and the post-page
+        # command (T30Receiver.page_decode_ahead); None: the engine decodes at the command.
+        self._decode_threads = decode_threads
+        self._nursery: trio.Nursery | None = None
         # The audio fax leg ([t38] audio_fallback): the gateway's one ticking task calls
         # audio_tick every 20 ms while ``audio_ticks(self, True)`` registered us.
         self.audio: AudioSession | None = None
@@ -248,6 +253,7 @@ class FaxSession:
         bound = self._bound = log.bind(call_id=self.record.sip.get("call_id"), fax_id=self.record.fax_id)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._writer, bound)
                 nursery.start_soon(self._finish_when_document_ends, bound)
                 try:
@@ -336,6 +342,11 @@ class FaxSession:
             timer = engine.next_deadline()
             if timer is not None and timer <= now and self.ended_result is None:
                 self._handle_events(engine.handle_timer(now), bound)
+            if self._decode_threads is not None and self._nursery is not None:
+                ahead = getattr(engine, "page_decode_ahead", None)  # the receiving engine's
+                attempt = ahead() if ahead is not None else None
+                if attempt is not None:
+                    self._nursery.start_soon(self._decode_ahead, engine, attempt, bound)
         self.t30_ended_at = trio.current_time()
         # Let the DCN we may have queued go out (bounded), unless the dialog is gone.
         if self.sip_end_reason is None and self.leg is not None:
@@ -353,6 +364,17 @@ class FaxSession:
                     if deadline is None:
                         break
         self.hangup_requested.set()
+
+    async def _decode_ahead(self, engine: T30Receiver, attempt: LibtiffAttempt, bound) -> None:
+        """Run the page's libtiff decode on a thread (its C part beside the event loop, on
+        another core) and give the engine the result before the post-page command needs it."""
+        assert self._decode_threads is not None
+        try:
+            page = await trio.to_thread.run_sync(attempt.run, limiter=self._decode_threads)
+        except Exception:  # noqa: BLE001 - the engine decodes the page itself at the command
+            bound.exception("page_decode_ahead_failed")
+            return
+        engine.page_decoded_ahead(attempt, page)
 
     def _log_without_t38(self, bound) -> None:
         bound.warning("call_without_t38", reason=self.failure or self.sip_end_reason)

@@ -74,7 +74,7 @@ from typing import Any, NamedTuple, Protocol
 
 import imaging
 from imaging.nonecm import NonEcmPageDecoder
-from imaging.wholepage import try_libtiff_decode
+from imaging.wholepage import LibtiffAttempt
 from udptl.ifp import IfpPacket, T30Data, T30Indicator, Unknown
 
 from t38gw.t30 import t38_io
@@ -231,9 +231,11 @@ def imaging_decoder(compression: Compression, width: int) -> imaging.StreamingDe
     first transmitted bit as the MSB of each octet (see ``frames``), which is T.4's
     transmission order read MSB-first.
     """
-    coding = {Compression.MH: imaging.Coding.MH, Compression.MR: imaging.Coding.MR,
-              Compression.MMR: imaging.Coding.MMR}[compression]
-    return imaging.StreamingDecoder(coding, width, bit_order=imaging.BitOrder.MSB_FIRST)
+    return imaging.StreamingDecoder(_IMAGING_CODING[compression], width, bit_order=imaging.BitOrder.MSB_FIRST)
+
+
+_IMAGING_CODING = {Compression.MH: imaging.Coding.MH, Compression.MR: imaging.Coding.MR,
+                   Compression.MMR: imaging.Coding.MMR}
 
 
 def non_ecm_decoder(compression: Compression, width: int) -> PageDecoder:
@@ -271,15 +273,22 @@ class EcmPageDecoder:
         self.blocks: list[bytes] = []
         self.whole = True  # False once a block was taken with frames missing
         self.max_rows = MAX_PAGE_ROWS
+        #: An attempt run before the page's end (``T30Receiver.page_decode_ahead``) and its result.
+        self.ahead: tuple[LibtiffAttempt, imaging.DecodedPage | None] | None = None
 
     def feed(self, data: bytes) -> None:
         self.blocks.append(bytes(data))
 
+    def attempt(self, more: bytes = b"") -> LibtiffAttempt:
+        """The libtiff decode of the blocks kept (and ``more``, a block not taken yet)."""
+        coding = _IMAGING_CODING[self.compression]
+        return LibtiffAttempt(b"".join(self.blocks) + more, coding, self.width, imaging.BitOrder.MSB_FIRST,
+                              self.max_rows)
+
     def finish(self) -> imaging.DecodedPage:
         decoder = imaging_decoder(self.compression, self.width)
         if self.whole:
-            page = try_libtiff_decode(b"".join(self.blocks), decoder.coding, decoder.width,
-                                      bit_order=decoder.bit_order, max_rows=self.max_rows)
+            page = self.attempt().result(self.ahead)
             if page is not None:
                 return page
         for data in self.blocks:
@@ -449,6 +458,11 @@ class T30Receiver(TableMachine):
         # Phase C/D
         self._decoder: PageDecoder | None = None
         self._page_rows_seen = False
+        # Decoding a page ahead of its end (page_decode_ahead): due once the page's data
+        # looks whole (RCP, or RTC), and the result handed back for the page's decoder.
+        self._ahead_due = False
+        self._ahead: tuple[LibtiffAttempt, imaging.DecodedPage | None] | None = None
+        self._ahead_handed: LibtiffAttempt | None = None
         self._page_loss_gaps = 0
         self._loss_before_carrier = self._lost_before_carrier = 0  # non-ECM: gaps before the page's training
         self._fast_carrier_seen = False
@@ -571,6 +585,46 @@ class T30Receiver(TableMachine):
             self._outgoing = [p for p in self._outgoing if p.at > now]
         return due
 
+    def page_decode_ahead(self) -> LibtiffAttempt | None:
+        """The page's libtiff decode, to run now on another thread, or None.
+
+        The page's data is whole as soon as its image carrier ends - RTC (non-ECM), or RCP
+        after a block with no frame missing (T.4 A.3.6.2) - but the decode that decides our
+        answer runs when the post-page command arrives, ~1 s later (its V.21 preamble
+        alone is 1 s, T.30 5.3.1).  Decoded before, the answer costs the event loop almost
+        nothing.  Handed out once per page end; give the result to ``page_decoded_ahead``.
+        The page's decoder uses it only if it would make that very attempt (same data)."""
+        if not self._ahead_due:
+            return None
+        self._ahead_due = False
+        dcs = self.dcs
+        decoder = self._decoder
+        if dcs is None:
+            return None
+        if not dcs.ecm:
+            return decoder.attempt() if isinstance(decoder, NonEcmPageDecoder) else None
+        block = self._block
+        if block is None or not block.frames or (decoder is not None and not isinstance(decoder, EcmPageDecoder)):
+            return None
+        count = max(block.frames) + 1
+        frames = [block.frames.get(n) for n in range(count)]
+        if any(frame is None or (n < count - 1 and len(frame) != block.frame_size) for n, frame in enumerate(frames)):
+            return None  # frames missing: PPR comes first
+        if decoder is None:
+            decoder = EcmPageDecoder(dcs.compression, dcs.width_px)
+            decoder.max_rows = self.config.max_page_rows
+        elif not decoder.whole:
+            return None
+        attempt = decoder.attempt(b"".join(frame for frame in frames if frame is not None))
+        if attempt == self._ahead_handed:
+            return None  # another RCP of the same block
+        self._ahead_handed = attempt
+        return attempt
+
+    def page_decoded_ahead(self, attempt: LibtiffAttempt, page: imaging.DecodedPage | None) -> None:
+        """The result of ``page_decode_ahead``'s attempt (see there)."""
+        self._ahead = (attempt, page)
+
     def next_deadline(self) -> float | None:
         """When to call ``handle_timer`` or ``ifps_to_send`` next (None: nothing pending)."""
         deadline = self._deadlines.next()
@@ -637,6 +691,7 @@ class T30Receiver(TableMachine):
 
     def _discard_page(self) -> None:
         self._decoder = None
+        self._ahead, self._ahead_due, self._ahead_handed = None, False, None
         self._page_rows_seen = False
         self._page_loss_gaps = 0
         self._page_data_ifps = self._page_lost_ifps = 0
@@ -947,6 +1002,8 @@ class T30Receiver(TableMachine):
         assert decoder is not None
         if not decoder.page_ended:
             decoder.feed(arrived.data)
+            if decoder.page_ended:
+                self._ahead_due = True  # RTC: the page is whole (page_decode_ahead)
             if not self._page_rows_seen and decoder.rows:
                 self._page_rows_seen = True
             if decoder.rows >= self.config.max_page_rows:
@@ -986,6 +1043,9 @@ class T30Receiver(TableMachine):
         decoder, self._decoder = self._decoder, None
         dcs = self.dcs
         assert decoder is not None and dcs is not None
+        if isinstance(decoder, (EcmPageDecoder, NonEcmPageDecoder)):
+            decoder.ahead = self._ahead
+        self._ahead, self._ahead_due, self._ahead_handed = None, False, None
         page = decoder.finish()
         quality = judge_quality(page.height, page.bad_rows, page.longest_bad_run)
         lost_gaps = self._page_loss_gaps
@@ -1173,7 +1233,9 @@ class T30Receiver(TableMachine):
                 self.counters["bad_frames"] += 1  # longer than an FCD can be: asked for again
                 self._log(f"FCD frame {frame.fif[0]} with {len(arrived.wire) - 4} octets "
                           f"(frame size {dcs.ecm_frame_size}): not kept")
-        elif frame.fcf != Fcf.RCP:  # RCP: T.4 A.3.6.2, end of the partial page; PPS follows on V.21
+        elif frame.fcf == Fcf.RCP:  # T.4 A.3.6.2, end of the partial page; PPS follows on V.21
+            self._ahead_due = True
+        else:
             self._log(f"{frame.name} on the image modem")
         return None if self.state is State.ECM_BLOCK else _IN_BLOCK
 

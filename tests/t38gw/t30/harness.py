@@ -82,6 +82,7 @@ class CallOutcome:
     spandsp_frames: list = field(default_factory=list)
     malformed_ifps: int = 0
     wrong_deliveries: int = 0  # IFPs UDPTL delivered under a seq that carried other bytes
+    decoded_ahead: int = 0  # pages decoded "on another thread" (run_call's decode_ahead)
 
     @property
     def pages(self) -> list[PageReceived]:
@@ -114,12 +115,15 @@ def run_call(
     tamper: Callable[[bytes, float], bytes | None] | None = None,
     configure_sender: Callable[[SpandspT38Terminal], None] | None = None,
     sender_max_datagram: int = 1400,
+    decode_ahead: float | None = None,
     log=False,
 ) -> CallOutcome:
     """Run one call to its end (both sides finished) or ``max_sim_seconds``.
 
     ``tamper(ifp, now)`` may rewrite or drop (None) an IFP SpanDSP sends, before UDPTL.
     ``stop_sender_at`` pulls the plug on SpanDSP (t30_terminate, no more packets) then.
+    ``decode_ahead`` (s) does what the gateway's session does with the engine's
+    ``page_decode_ahead``: run each attempt and hand its result back that much later.
     """
     rng = random.Random(seed)
     engine = T30Receiver(config or ReceiverConfig(local_ident="+1 555 0100"), decoder_factory=decoder_factory)
@@ -130,6 +134,8 @@ def run_call(
     now = 0.0
     sender_alive = True
     malformed = 0
+    decoding: list = []  # (when the result is handed back, attempt, result)
+    decoded_ahead = 0
 
     def on_sender_ifp(ifp: bytes, count: int) -> None:
         if not sender_alive:
@@ -165,6 +171,14 @@ def run_call(
             deadline = engine.next_deadline()
             if deadline is not None and deadline <= now:
                 events.extend(engine.handle_timer(now))
+            if decode_ahead is not None:
+                while decoding and decoding[0][0] <= now:
+                    _, attempt, result = decoding.pop(0)
+                    engine.page_decoded_ahead(attempt, result)
+                attempt = engine.page_decode_ahead()
+                if attempt is not None:
+                    decoded_ahead += 1
+                    decoding.append((now + decode_ahead, attempt, attempt.run()))
             for out in engine.ifps_to_send(now):
                 # As the gateway does: split what would not fit the peer's T38FaxMaxDatagram.
                 for raw in split_to_fit(out.packet, version, to_sender_link.sender.max_ifp):
@@ -182,4 +196,5 @@ def run_call(
                 sender.advance(SAMPLES_PER_TICK)
         return CallOutcome(sender.phase_e_status, events, engine, sender.stats(), now, list(sender.frames),
                            malformed_ifps=malformed,
-                           wrong_deliveries=to_engine_link.wrong_deliveries + to_sender_link.wrong_deliveries)
+                           wrong_deliveries=to_engine_link.wrong_deliveries + to_sender_link.wrong_deliveries,
+                           decoded_ahead=decoded_ahead)
