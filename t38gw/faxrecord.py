@@ -161,14 +161,15 @@ class InboundFax:
         self.meta["route"] = self.route_name
 
     def add_page(self, page: Page, bad_rows: int, *, longest_bad_run: int = 0, complete: bool = True,
-                 rows_lost: int = 0, g4: bytes | None = None) -> None:
+                 rows_lost: int = 0, g4: bytes | None = None, sha256: str | None = None) -> None:
         """Add a page; the writer codes it G4 (unless ``g4`` is that coding already, from
-        the decoder's proof) and drops the bitmap (see ``write``)."""
+        the decoder's proof) and drops the bitmap (see ``write``).  ``sha256``: the
+        bitmap's ``archive.page_sha256``, if it was worked out already (on a thread)."""
         number = len(self.pages) + 1
         self._unwritten.append(PendingPage(number, page=page, bad_rows=bad_rows, longest_bad_run=longest_bad_run,
                                            g4=g4))
         self._add_entry(number, page.width, page.height, page.x_dpi, page.y_dpi, bad_rows,
-                        archive.page_sha256(page.bitmap), complete, rows_lost)
+                        sha256 or archive.page_sha256(page.bitmap), complete, rows_lost)
 
     def add_coded_page(self, coded: CodedPage, sha256: str, *, complete: bool = True, rows_lost: int = 0) -> None:
         """Add a page already coded by ``compress_page``: confirmed (``complete``), or the best

@@ -41,13 +41,14 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from imaging import Page
+from imaging import DecodedPage, Page
 from imaging.tiff import CodedPage
 from imaging.wholepage import LibtiffAttempt
 from udptl.endpoint import AudioDatagram, ForeignDatagrams, UdptlEndpoint
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
+from t38gw import archive
 from t38gw.faxrecord import InboundFax, compress_page
 from t38gw.negotiation import AudioSession, T38Session
 from t38gw.t30.t38_io import split_to_fit
@@ -91,6 +92,8 @@ class FaxSession:
         # command (T30Receiver.page_decode_ahead); None: the engine decodes at the command.
         self._decode_threads = decode_threads
         self._nursery: trio.Nursery | None = None
+        # The last page decoded ahead and its meta.json SHA-256, worked out on that thread.
+        self._digest_ahead: tuple[bytes, str] | None = None
         # The audio fax leg ([t38] audio_fallback): the gateway's one ticking task calls
         # audio_tick every 20 ms while ``audio_ticks(self, True)`` registered us.
         self.audio: AudioSession | None = None
@@ -369,12 +372,19 @@ class FaxSession:
         """Run the page's libtiff decode on a thread (its C part beside the event loop, on
         another core) and give the engine the result before the post-page command needs it."""
         assert self._decode_threads is not None
+
+        def decode() -> tuple[DecodedPage | None, str | None]:
+            page = attempt.run()
+            return page, (archive.page_sha256(page.bitmap) if page is not None else None)
+
         try:
-            page = await trio.to_thread.run_sync(attempt.run, limiter=self._decode_threads)
+            page, digest = await trio.to_thread.run_sync(decode, limiter=self._decode_threads)
         except Exception:  # noqa: BLE001 - the engine decodes the page itself at the command
             bound.exception("page_decode_ahead_failed")
             return
         engine.page_decoded_ahead(attempt, page)
+        if page is not None and digest is not None:
+            self._digest_ahead = (page.bitmap, digest)
 
     def _log_without_t38(self, bound) -> None:
         bound.warning("call_without_t38", reason=self.failure or self.sip_end_reason)
@@ -449,7 +459,12 @@ class FaxSession:
                         bound.info("page_resent_and_confirmed", page=event.number,
                                    provisional_rows_lost=provisional.rows_lost)
                 page = Page(event.width, event.height, event.x_dpi, event.y_dpi, event.bitmap)
-                record.add_page(page, event.bad_rows, longest_bad_run=event.longest_bad_run, g4=event.g4)
+                ahead = self._digest_ahead
+                # The same bitmap object the thread hashed (else add_page hashes it here).
+                digest = ahead[1] if ahead is not None and ahead[0] is event.bitmap else None
+                self._digest_ahead = None
+                record.add_page(page, event.bad_rows, longest_bad_run=event.longest_bad_run, g4=event.g4,
+                                sha256=digest)
                 self._submit_pages()
                 if len(record.pages) == 1:
                     # Media latching never moves after the first confirmed page (issue 9 item 1).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import socket
@@ -79,6 +80,9 @@ def assert_pages_identical(gateway: GatewayProcess, meta: dict, pages, x_dpi, y_
     for (bitmap, _, _, tx, ty), (source, _, _) in zip(tif, pages):
         assert bitmap == source
         assert (round(tx), round(ty)) == (x_dpi, y_dpi)
+    # meta.json's pages[].sha256: of each page's packed rows (DESIGN.md, the archive), however
+    # the gateway worked it out (on the thread that decoded the page ahead, or at its end).
+    assert [p["sha256"] for p in meta["pages"]] == [hashlib.sha256(source).hexdigest() for source, _, _ in pages]
     # True physical size: 1728 pels at 204 dpi are 8.47 in wide, rows / y_dpi tall.
     sizes = pdf_page_sizes(folder / "fax.pdf")
     expected = [(w * 72 / x_dpi, h * 72 / y_dpi) for _, w, h in pages]
