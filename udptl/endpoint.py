@@ -435,7 +435,8 @@ class UdptlEndpoint:
                 break  # closed under us: the caller's loop ends the call
             count += 1
             first = len(events)
-            self._accept(data, (source[0], source[1]), now, events)
+            # AF_INET sources are (host, port) already; AF_INET6 ones carry flow and scope too.
+            self._accept(data, source if len(source) == 2 else (source[0], source[1]), now, events)
             for item in events[first:]:
                 if type(item) is IfpReceived:
                     packet = item.packet

@@ -139,8 +139,10 @@ class SourceLatch:
 
     def accepted(self, seq: int) -> None:
         """Note ``seq`` of a datagram from the latched source that was accepted without
-        ``datagram()`` (the endpoint's fast path)."""
-        self._note(seq)
+        ``datagram()`` (the endpoint's fast path, every datagram: ``_note`` written out)."""
+        highest = self._highest
+        if highest is None or 0 < (seq - highest) & 0xFFFF < 0x8000:
+            self._highest = seq
 
     # ------------------------------------------------------------------ internals
 
