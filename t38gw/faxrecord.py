@@ -34,6 +34,7 @@ Which event: ``fax.received`` when at least one page was confirmed (``status``
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,10 @@ class InboundFax:
     _unwritten: list[PendingPage] = field(default_factory=list, init=False, repr=False)
     _journal: archive.PageJournal | None = field(default=None, init=False, repr=False)
     _journaled: int = field(default=0, init=False)  # pages durably in the journal (writer thread)
+    #: Held by the thread writing this record (``write`` and the index row after it): page
+    #: writes and the final write come from different thread pools and must not interleave.
+    write_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _final_written: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.meta = {
@@ -201,13 +206,19 @@ class InboundFax:
         written = self._journaled
         self._unwritten = [p for p in self._unwritten if p.number > written]
 
-    def write(self, pages: Iterable[PendingPage], meta: dict[str, Any]) -> None:
+    def write(self, pages: Iterable[PendingPage], meta: dict[str, Any]) -> bool:
         """Append ``pages`` to the page journal, finish the documents if ``meta`` is final,
-        then write meta.json atomically (blocking: run it in a worker thread; one at a time).
+        then write meta.json atomically (blocking: run it in a worker thread, holding
+        ``write_lock``).  False, writing nothing, for a snapshot taken while the call ran
+        that comes after the final one was written: a page write can wait in its queue
+        longer than our MCF waits for it (the final snapshot holds its pages too), and
+        written then it would put back an in-progress meta.json over the final one.
 
         Each call costs the same whatever the page count (one append, one meta.json);
         the final call streams fax.pdf / fax.tif once.
         """
+        if meta.get("in_progress") and self._final_written:
+            return False
         folder = self.folder
         archive.make_folders(folder)
         for pending in pages:
@@ -220,6 +231,9 @@ class InboundFax:
         if not meta.get("in_progress"):
             meta["files"] = _finish_documents(folder, self.formats, len(meta.get("pages", [])))
         archive.write_meta(folder, meta)
+        if not meta.get("in_progress"):
+            self._final_written = True
+        return True
 
     def finish(self, status: str, reason: str, ended_at: float) -> None:
         self.meta.update(status=status, reason=reason, ended_at=archive.rfc3339(ended_at), in_progress=False)

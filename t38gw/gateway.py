@@ -1083,8 +1083,11 @@ class Gateway:
                             limiter: trio.CapacityLimiter | None = None) -> None:
         """Pages (and meta.json) to the archive, in a ``page_threads`` thread unless told."""
         def write() -> None:
-            record.write(pages, meta)
-            self._index_upsert(meta, record.folder)
+            # One writer per record at a time, the index row included: a page write (page
+            # threads) and the final write (after-call threads) may otherwise interleave.
+            with record.write_lock:
+                if record.write(pages, meta):
+                    self._index_upsert(meta, record.folder)
 
         await trio.to_thread.run_sync(write, limiter=limiter or self.page_threads)
 

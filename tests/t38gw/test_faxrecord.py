@@ -302,3 +302,25 @@ def webhooks_document_bytes(body: dict) -> bytes:
     import base64
 
     return base64.b64decode(body["document"]["data_base64"])
+
+
+def test_a_page_write_that_comes_after_the_final_write_changes_nothing(tmp_path):
+    # Under load a page write can wait in its thread pool's queue longer than our MCF waits
+    # for it; the fax then ends, and the final write (another pool) goes first.  The late
+    # page write must not put an in-progress meta.json back over the final one, nor open
+    # a new page journal beside fax.tif (bench/load.py at 1,000 calls found both).
+    rng = random.Random(5)
+    record = new_record(tmp_path, rng)
+    bitmaps = [random_page(rng, 1728, 90), random_page(rng, 1728, 60)]
+    record.add_page(Page(1728, 90, 204, 98, bitmaps[0]), bad_rows=0)
+    late = record.snapshot()  # queued for the page writer, not written yet
+    record.add_page(Page(1728, 60, 204, 98, bitmaps[1]), bad_rows=0)
+    record.finish("received", "", 1_764_000_040.0)
+    assert record.write(*record.snapshot()) is True
+    final = (record.folder / archive.META_NAME).read_bytes()
+    assert record.write(*late) is False
+    assert (record.folder / archive.META_NAME).read_bytes() == final
+    meta = json.loads(final)
+    assert meta["in_progress"] is False and meta["status"] == "received" and len(meta["pages"]) == 2
+    assert not (record.folder / archive.JOURNAL_NAME).exists()
+    assert [page[0] for page in read_fax_tiff(record.folder / "fax.tif")] == bitmaps
