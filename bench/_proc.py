@@ -9,9 +9,10 @@ from pathlib import Path
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """/proc/<pid>/stat after the command name: [0] is field 3 (state), [1] field 4 (ppid)..."""
-    with open(f"/proc/{pid}/stat") as stat:
+def _stat_fields(pid: int, tid: int | None = None) -> list[str]:
+    """/proc/<pid>/stat (or a thread's, /proc/<pid>/task/<tid>/stat) after the command
+    name: [0] is field 3 (state), [1] field 4 (ppid)..."""
+    with open(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat") as stat:
         return stat.read().rsplit(")", 1)[1].split()
 
 
@@ -37,8 +38,7 @@ def proc_cpu(pid: int) -> tuple[float, float]:
 
 def thread_cpu(pid: int, tid: int) -> float:
     """utime+stime in seconds of one thread (``tid``) of ``pid``: the main thread is ``tid == pid``."""
-    with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid, tid)
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 

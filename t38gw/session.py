@@ -303,6 +303,8 @@ class FaxSession:
         if self.t38 is None and not self._start_audio_leg(engine, bound):
             self._handle_events(engine.hang_up(trio.current_time()), bound)
         on_t38 = self.t38 is not None
+        # The receiving engine's page_decode_ahead (the sending one has none), if threads run it.
+        decode_ahead = getattr(engine, "page_decode_ahead", None) if self._decode_threads is not None else None
         while True:
             now = trio.current_time()
             if self.leg is None and self.t38 is not None:
@@ -345,9 +347,8 @@ class FaxSession:
             timer = engine.next_deadline()
             if timer is not None and timer <= now and self.ended_result is None:
                 self._handle_events(engine.handle_timer(now), bound)
-            if self._decode_threads is not None and self._nursery is not None:
-                ahead = getattr(engine, "page_decode_ahead", None)  # the receiving engine's
-                attempt = ahead() if ahead is not None else None
+            if decode_ahead is not None and self._nursery is not None:
+                attempt = decode_ahead()
                 if attempt is not None:
                     self._nursery.start_soon(self._decode_ahead, engine, attempt, bound)
         self.t30_ended_at = trio.current_time()

@@ -128,7 +128,7 @@ class SourceLatch:
         ``seq`` (0-65535) and an opaque ``item`` handed back in a later ``backlog`` if the
         datagram is held on probation and its run succeeds."""
         if source == self.latched:
-            self._note(seq)
+            self.accepted(seq)
             return _ACCEPTED
         same_host = canonical_host(source[0]) == self._expected
         if self.latched is None and same_host:
@@ -139,17 +139,12 @@ class SourceLatch:
 
     def accepted(self, seq: int) -> None:
         """Note ``seq`` of a datagram from the latched source that was accepted without
-        ``datagram()`` (the endpoint's fast path, every datagram: ``_note`` written out)."""
+        ``datagram()`` (the endpoint's fast path, every datagram)."""
         highest = self._highest
         if highest is None or 0 < (seq - highest) & 0xFFFF < 0x8000:
             self._highest = seq
 
     # ------------------------------------------------------------------ internals
-
-    def _note(self, seq: int) -> None:
-        highest = self._highest
-        if highest is None or 0 < (seq - highest) & 0xFFFF < 0x8000:
-            self._highest = seq
 
     def _continues(self, seq: int) -> bool:
         highest = self._highest

@@ -286,11 +286,11 @@ class EcmPageDecoder:
                               self.max_rows)
 
     def finish(self) -> imaging.DecodedPage:
-        decoder = imaging_decoder(self.compression, self.width)
         if self.whole:
             page = self.attempt().result(self.ahead)
             if page is not None:
                 return page
+        decoder = imaging_decoder(self.compression, self.width)
         for data in self.blocks:
             if data and not decoder.page_ended and decoder.rows < self.max_rows:
                 decoder.feed(data)
