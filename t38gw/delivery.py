@@ -5,6 +5,13 @@ the outcome in the spool, then sleep until the next one is due or ``nudge()`` sa
 new one was enqueued.  A connection error, a timeout and any non-2xx answer are all
 failures that the spool schedules again with back-off.
 
+Under a burst (hundreds of faxes ending within seconds) a delivery must not wait for
+others' bookkeeping: the worker hands each due delivery to its own task as soon as one
+of ``CONCURRENT_DELIVERIES`` POSTs is free, without waiting for the whole batch it
+read; a delivery gives its POST slot back once answered, while its outcome is recorded
+in a thread, and stays "in flight" (never read as due again) until it is.  The spool is
+read in a thread too: its lock is held by the threads committing (fsync) other faxes.
+
 Nothing one delivery does can stop the worker: any exception while signing or sending
 (a secret that does not decode, a URL httpx refuses, a bug) marks that attempt failed,
 is logged, and the delivery is retried later like any other failure.  While the spool
@@ -55,9 +62,12 @@ class DeliveryWorker:
     on_spool_recovered: Callable[[], None] | None = None
     spool_probe_interval: float = SPOOL_PROBE_SECONDS
     #: The threads recording outcomes (None: trio's default; the gateway passes its
-    #: ``after_call_threads``).
+    #: ``bookkeeping_threads``).
     thread_limiter: trio.CapacityLimiter | None = None
     _wakeup: trio.Event = field(default_factory=trio.Event)
+    #: Deliveries handed to a task whose outcome is not recorded yet (not read as due again).
+    _in_flight: set[str] = field(default_factory=set)
+    _awaiting_flight: bool = False  # run() waits for an in-flight delivery to finish
 
     def nudge(self) -> None:
         """Wake the worker: something was enqueued."""
@@ -65,16 +75,23 @@ class DeliveryWorker:
 
     async def run(self, client: httpx.AsyncClient | None = None) -> None:
         """Deliver until cancelled."""
-        async with (client or httpx.AsyncClient(timeout=self.attempt_timeout)) as http:
+        slots = trio.CapacityLimiter(CONCURRENT_DELIVERIES)
+        async with (client or httpx.AsyncClient(timeout=self.attempt_timeout)) as http, \
+                trio.open_nursery() as deliveries:
             while True:
                 if not self.spool.healthy:
                     self._probe_spool()
                 self._wakeup = trio.Event()
                 if self.spool.healthy:
-                    await self.deliver_due(http)
+                    await self._dispatch(http, deliveries, slots)
                 if self.spool.healthy:
-                    next_at = self.spool.next_due_at()
+                    next_at = await trio.to_thread.run_sync(self.spool.next_due_at)
                     delay = math.inf if next_at is None else max(0.0, next_at - self.wall_clock())
+                    # Due now and not started: in flight (the first of those to finish
+                    # nudges us), or more than one read brought (read again at once).
+                    self._awaiting_flight = delay == 0.0 and bool(self._in_flight)
+                    if self._awaiting_flight:
+                        delay = math.inf
                 else:
                     # An outcome that cannot be recorded would be sent again at once, in a
                     # loop: deliver nothing until the spool can be written.
@@ -91,20 +108,28 @@ class DeliveryWorker:
             log.error("spool_recovery_callback_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
 
     async def deliver_due(self, http: httpx.AsyncClient) -> None:
-        """One pass over what is due now, ``CONCURRENT_DELIVERIES`` at a time."""
-        due = self.spool.due(self.wall_clock())
-        if not due:
-            return
-        limiter = trio.CapacityLimiter(CONCURRENT_DELIVERIES)
-        async with trio.open_nursery() as nursery:
-            for delivery in due:
-                await limiter.acquire_on_behalf_of(delivery.id)
-                if not self.spool.healthy:
-                    limiter.release_on_behalf_of(delivery.id)
-                    break  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
-                nursery.start_soon(self._deliver_one, http, delivery, limiter)
+        """One pass over what is due now, ``CONCURRENT_DELIVERIES`` at a time, until every
+        one's outcome is recorded."""
+        async with trio.open_nursery() as deliveries:
+            await self._dispatch(http, deliveries, trio.CapacityLimiter(CONCURRENT_DELIVERIES))
 
-    async def _deliver_one(self, http: httpx.AsyncClient, delivery: Delivery, limiter: trio.CapacityLimiter) -> None:
+    async def _dispatch(self, http: httpx.AsyncClient, deliveries: trio.Nursery,
+                        slots: trio.CapacityLimiter) -> None:
+        """Start a task for each due delivery not in flight, as POST slots free up."""
+        due = await trio.to_thread.run_sync(self.spool.due, self.wall_clock(), 100, frozenset(self._in_flight))
+        for delivery in due:
+            if delivery.id in self._in_flight:
+                continue  # started while we read
+            await slots.acquire_on_behalf_of(delivery.id)
+            if not self.spool.healthy:
+                slots.release_on_behalf_of(delivery.id)
+                break  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
+            self._in_flight.add(delivery.id)
+            deliveries.start_soon(self._deliver_one, http, delivery, slots)
+
+    async def _deliver_one(self, http: httpx.AsyncClient, delivery: Delivery, slots: trio.CapacityLimiter) -> None:
+        released = False
+        retry = True  # unless recorded delivered: its next attempt is due some time
         try:
             bound = log.bind(webhook_id=delivery.id, fax_id=delivery.fax_id, webhook=delivery.webhook,
                              event_type=delivery.event_type, attempt=delivery.attempts + 1)
@@ -113,11 +138,18 @@ class DeliveryWorker:
             except Exception as exc:  # noqa: BLE001 -- one delivery must never stop the others
                 status, error = 0, f"{type(exc).__name__}: {redact_urls(str(exc))}"
                 bound.error("webhook_attempt_crashed", error=error, exc_info=True)
+            slots.release_on_behalf_of(delivery.id)  # the next POST need not wait for our disk
+            released = True
             # The outcome is written (spool, meta.json, audit trail: each fsynced) in a
             # worker thread, so the event loop carrying the calls never waits on the disk.
             await trio.to_thread.run_sync(self._record, delivery, status, error, bound, limiter=self.thread_limiter)
+            retry = bool(error)
         finally:
-            limiter.release_on_behalf_of(delivery.id)
+            if not released:
+                slots.release_on_behalf_of(delivery.id)
+            self._in_flight.discard(delivery.id)
+            if retry or self._awaiting_flight:
+                self.nudge()  # run() works out when the next attempt is due
 
     def _record(self, delivery: Delivery, status: int, error: str, bound: Any) -> None:
         if not error:

@@ -186,6 +186,10 @@ class Gateway:
         # delivery outcomes), 0.3 s and 0.12 s.
         self.page_threads = trio.CapacityLimiter(PAGE_WRITE_THREADS)
         self.after_call_threads = trio.CapacityLimiter(AFTER_CALL_THREADS)
+        # What no one waits for - delivery outcomes (spool, meta.json, audit trail) and the
+        # fax_stored audit line - has a thread of its own: queued with the final writes it
+        # held back the faxes whose webhooks wait on theirs.
+        self.bookkeeping_threads = trio.CapacityLimiter(BOOKKEEPING_THREADS)
         # Received pages decoded between their image carrier's end and the sender's post-page
         # command (FaxSession._decode_ahead): libtiff lets go of the GIL, so the decoding
         # runs on the other core instead of in the event loop when the command arrives.
@@ -193,7 +197,7 @@ class Gateway:
         self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
                                      on_outcome=self._delivery_outcome,
                                      on_spool_recovered=self._spool_recovered,
-                                     thread_limiter=self.after_call_threads)
+                                     thread_limiter=self.bookkeeping_threads)
         self.ua = UserAgent(self._ua_config(), rng=self.rng)
         ssl_context = None
         if any(lst.transport == "tls" for lst in config.sip.listen):
@@ -1079,17 +1083,17 @@ class Gateway:
             log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"), error=str(exc))
 
     # -- archive and webhooks ------------------------------------------------------
-    async def _write_record(self, record: InboundFax, pages, meta, *,
-                            limiter: trio.CapacityLimiter | None = None) -> None:
-        """Pages (and meta.json) to the archive, in a ``page_threads`` thread unless told."""
-        def write() -> None:
-            # One writer per record at a time, the index row included: a page write (page
-            # threads) and the final write (after-call threads) may otherwise interleave.
-            with record.write_lock:
-                if record.write(pages, meta):
-                    self._index_upsert(meta, record.folder)
+    def _write_record_now(self, record: InboundFax, pages, meta) -> None:
+        """Pages (and meta.json) to the archive (blocking: a worker thread's work)."""
+        # One writer per record at a time, the index row included: a page write (page
+        # threads) and the final write (after-call threads) may otherwise interleave.
+        with record.write_lock:
+            if record.write(pages, meta):
+                self._index_upsert(meta, record.folder)
 
-        await trio.to_thread.run_sync(write, limiter=limiter or self.page_threads)
+    async def _write_record(self, record: InboundFax, pages, meta) -> None:
+        """Pages (and meta.json) to the archive, in a ``page_threads`` thread."""
+        await trio.to_thread.run_sync(self._write_record_now, record, pages, meta, limiter=self.page_threads)
 
     async def _finish_record(self, session: FaxSession) -> None:
         record = session.record
@@ -1097,18 +1101,27 @@ class Gateway:
         plan_deliveries(record.meta, webhooks_for(self.config, record.route), now, self.rng)
         pages, meta = record.snapshot()
         threads = self.after_call_threads
-        try:
-            await self._write_record(record, pages, meta, limiter=threads)
-        except OSError as exc:
-            log.error("archive_write_failed", fax_id=record.fax_id, error=str(exc))
+
+        def store_and_spool() -> str | None:
+            """The final write, then its webhooks into the spool; why the write failed, if it did."""
+            try:
+                self._write_record_now(record, pages, meta)
+            except OSError as exc:
+                return str(exc)
+            # The document is read and base64'd, the spool fsynced (off the event loop, issue 14).
+            enqueue_planned(self.spool, record.folder, meta, self.config, now)
+            return None
+
+        # One thread hop for both: each hop waits in the after-call queue again, behind every
+        # fax that ended meanwhile (1,000 calls ending within seconds, bench/load.py).
+        failure = await trio.to_thread.run_sync(store_and_spool, limiter=threads)
+        if failure is not None:
+            log.error("archive_write_failed", fax_id=record.fax_id, error=failure)
             return
-        # Off the event loop (the document is read and base64'd, the spool fsynced; issue 14).
-        await trio.to_thread.run_sync(enqueue_planned, self.spool, record.folder, meta, self.config, now,
-                                      limiter=threads)
         self.worker.nudge()
         await trio.to_thread.run_sync(lambda: self._audit("fax_stored", fax_id=record.fax_id, direction="inbound",
                                                           status=meta["status"], pages=len(meta["pages"])),
-                                      limiter=threads)
+                                      limiter=self.bookkeeping_threads)
         status = meta["status"]
         self.metrics.calls.labels(result=status).inc()
         self.metrics.calls_by_media.labels(media=meta.get("media", "t38")).inc()
@@ -1224,6 +1237,7 @@ def _find(exc: BaseException, kind: type) -> BaseException | None:
 
 PAGE_WRITE_THREADS = 2  # see Gateway.page_threads
 AFTER_CALL_THREADS = 2  # see Gateway.after_call_threads
+BOOKKEEPING_THREADS = 1  # see Gateway.bookkeeping_threads
 DECODE_AHEAD_THREADS = 2  # see Gateway.decode_threads
 
 async def serve(config: Config, role: WorkerRole | None = None) -> int:

@@ -335,7 +335,9 @@ class FaxSession:
             for item in items:
                 if isinstance(item, IfpReceived):
                     if item.packet is not None:
-                        self._handle_events(engine.ifp_received(item.packet, now), bound)
+                        events = engine.ifp_received(item.packet, now)
+                        if events:  # image data, most IFPs, makes none
+                            self._handle_events(events, bound)
                 elif isinstance(item, IfpLost):
                     self._handle_events(engine.ifps_lost(len(item.seqs), now), bound)
                 elif isinstance(item, ForeignDatagrams) and not self._foreign_logged:

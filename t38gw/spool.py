@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import structlog
 
@@ -198,11 +198,15 @@ class Spool:
             return True
         return self._guard("enqueue", insert, False, write=True)
 
-    def due(self, now: float, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries whose next attempt is due, oldest first."""
+    def due(self, now: float, limit: int = 100, exclude: Collection[str] = ()) -> list[Delivery]:
+        """Pending deliveries whose next attempt is due, oldest first, but those in
+        ``exclude`` (ids a worker holds already: their bodies are not read again)."""
+        skipped = ""
+        if exclude:
+            skipped = f" AND id NOT IN ({','.join('?' * len(exclude))})"
         return self._guard("due", lambda: [_row(r) for r in self._db.execute(
-            f"SELECT {_COLUMNS} FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at LIMIT ?", (now, limit)).fetchall()], [], write=False)
+            f"SELECT {_COLUMNS} FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?{skipped}"
+            " ORDER BY next_attempt_at LIMIT ?", (now, *exclude, limit)).fetchall()], [], write=False)
 
     def next_due_at(self) -> float | None:
         """When the earliest pending delivery is due (the worker's deadline)."""

@@ -9,6 +9,7 @@ import hmac
 import json
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -268,3 +269,111 @@ def test_worker_sends_nothing_while_outcomes_cannot_be_recorded(tmp_path):
     finally:
         receiver.close()
     assert spool.healthy and len(receiver.received) == 2  # the unrecorded attempt, then the recorded one
+
+
+class _SlowFirstReceiver(_Receiver):
+    """Answers 204, but holds the answer to ``slow_id`` until ``release`` is set."""
+
+    def __init__(self, slow_id: str):
+        super().__init__()
+        self.status = 204
+        self.release = threading.Event()
+        self.arrived: list[str] = []  # webhook-ids, as each POST comes in (before its answer)
+        handler = self.server.RequestHandlerClass
+        outer = self
+        plain_post = handler.do_POST
+
+        def do_post(request):
+            outer.arrived.append(request.headers.get("webhook-id"))
+            if request.headers.get("webhook-id") == slow_id:
+                outer.release.wait(10)
+            plain_post(request)
+
+        handler.do_POST = do_post
+
+
+def test_run_sends_a_new_delivery_while_an_earlier_one_still_waits_for_its_answer(tmp_path):
+    # Under a burst of fax ends the worker must not hold a new webhook until every one of
+    # the batch it read earlier is answered and recorded (the pass-at-a-time loop did).
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(0))
+    rng = random.Random(3)
+    now = time.time()  # the worker's own clock: both are due at once
+    first, second = new_webhook_id(now, rng), new_webhook_id(now, rng)
+    receiver = _SlowFirstReceiver(first)
+    body = event_body("fax.received", "2033-05-18T03:33:20Z", {"id": "f1", "status": "received"}, None)
+    worker = DeliveryWorker(spool, {"default": SPEC_SECRET}, attempt_timeout=15.0)
+    spool.enqueue(id=first, webhook="default", url=receiver.url, event_type="fax.received", fax_id="f1",
+                  body=body, now=now)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.run)
+            with trio.fail_after(10):
+                while not receiver.arrived:  # the first POST is in, its answer held
+                    await trio.sleep(0.01)
+            spool.enqueue(id=second, webhook="default", url=receiver.url, event_type="fax.received",
+                          fax_id="f2", body=body, now=time.time())
+            worker.nudge()
+            with trio.fail_after(5):
+                while spool.get(second).state is not DeliveryState.DELIVERED:
+                    await trio.sleep(0.01)
+            assert spool.get(first).state is DeliveryState.PENDING  # still unanswered
+            receiver.release.set()
+            with trio.fail_after(10):
+                while spool.get(first).state is not DeliveryState.DELIVERED:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    try:
+        trio.run(main)
+    finally:
+        receiver.release.set()
+        receiver.close()
+    assert receiver.arrived == [first, second]
+    assert [h["webhook-id"] for h, _ in receiver.received] == [second, first]  # in the order answered
+    assert worker.stats.delivered == 2
+
+
+def test_run_retries_a_failed_delivery_when_it_is_due_again(tmp_path):
+    receiver = _Receiver()  # 503 first
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(0))
+    clock = [2_000_000_000.0]
+    msg_id = new_webhook_id(clock[0], random.Random(4))
+    body = event_body("fax.received", "2033-05-18T03:33:20Z", {"id": "f1", "status": "received"}, None)
+    spool.enqueue(id=msg_id, webhook="default", url=receiver.url, event_type="fax.received", fax_id="f1",
+                  body=body, now=clock[0])
+    worker = DeliveryWorker(spool, {"default": SPEC_SECRET}, wall_clock=lambda: clock[0], attempt_timeout=5.0)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.run)
+            with trio.fail_after(10):
+                while worker.stats.failed_attempts < 1:
+                    await trio.sleep(0.01)
+            receiver.status = 204
+            # The retry's time comes (the worker's clock jumps there); the worker, asleep
+            # until then, is woken as it would be by its timer.
+            clock[0] = spool.get(msg_id).next_attempt_at
+            worker.nudge()
+            with trio.fail_after(10):
+                while worker.stats.delivered < 1:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    try:
+        trio.run(main)
+    finally:
+        receiver.close()
+    assert [h["webhook-id"] for h, _ in receiver.received] == [msg_id, msg_id]
+    assert spool.get(msg_id).state is DeliveryState.DELIVERED
+
+
+def test_spool_due_leaves_out_the_deliveries_a_worker_holds(tmp_path):
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(0))
+    rng = random.Random(5)
+    ids = [new_webhook_id(1_000.0 + n, rng) for n in range(3)]
+    for n, msg_id in enumerate(ids):
+        spool.enqueue(id=msg_id, webhook="default", url="http://127.0.0.1:9/", event_type="fax.received",
+                      fax_id=f"f{n}", body=b"{}", now=1_000.0 + n)
+    assert [d.id for d in spool.due(2_000.0)] == ids
+    assert [d.id for d in spool.due(2_000.0, exclude={ids[0], ids[2]})] == [ids[1]]
+    assert spool.due(2_000.0, exclude=set(ids)) == []
+    assert [d.id for d in spool.due(2_000.0, limit=1, exclude={ids[0]})] == [ids[1]]
