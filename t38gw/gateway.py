@@ -182,8 +182,8 @@ class Gateway:
         # started together), left the event loop a small share of it: T.30 answers went out
         # 1.1 s late at p99 and the loop lagged ~0.5 s (bench/load.py); with two threads for
         # page writes (the sender waits for those: our MCF follows the write) and two for
-        # what follows a fax's end (final fax.tif/pdf, meta.json, spool, audit trail,
-        # delivery outcomes), 0.3 s and 0.12 s.
+        # what follows a fax's end (final fax.tif/pdf, meta.json, index row, the webhook's
+        # spool row), 0.3 s and 0.12 s.
         self.page_threads = trio.CapacityLimiter(PAGE_WRITE_THREADS)
         self.after_call_threads = trio.CapacityLimiter(AFTER_CALL_THREADS)
         # What no one waits for - delivery outcomes (spool, meta.json, audit trail) and the
