@@ -284,6 +284,11 @@ class FaxSession:
         finally:
             self._stop_audio()
             self.endpoint.close()
+            # The call's state (this session, its SIP call, their callbacks) forms reference
+            # cycles; cut them here so it is freed as the call ends, not at the next full
+            # garbage collection, which would otherwise walk every ended call's objects.
+            self._reroute = None
+            self._nursery = None
             self.done.set()
 
     async def _run_fax(self, bound) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import socket
+import weakref
 
 import structlog
 import trio
@@ -27,7 +29,7 @@ from tests.support.ports import free_range
 WRITE_SECONDS = 2.0  # longer than the 1 s V.21 preamble before our MCF frame
 
 
-def run_one_page_call(tmp_path, write_record) -> tuple[list[float], FaxSession]:
+def run_one_page_call(tmp_path, write_record, reroute=None) -> tuple[list[float], FaxSession]:
     """A scripted sender sends one MH page and EOP to a session on a real socket; returns
     when our MCF was seen (if ever) and the session."""
     bitmap = random_page(random.Random(3), 1728, 100)
@@ -48,7 +50,7 @@ def run_one_page_call(tmp_path, write_record) -> tuple[list[float], FaxSession]:
         session = FaxSession(record=record, endpoint=endpoint,
                              receiver_config=ReceiverConfig(local_ident="+1 555 0100", send_ced=False),
                              t38_settings=T38Config(), rng=random.Random(1), write_record=write_record,
-                             finish_record=finish)
+                             finish_record=finish, reroute=reroute)
         sessions.append(session)
         session.t38_ready(T38Session(remote=peer.getsockname(), version=0, max_bitrate=14400, error_correction="none",
                                      rate_management="transferredTCF", peer_max_datagram=1400))
@@ -103,6 +105,28 @@ def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
     assert mcf_at[0] >= written_at[0]
     # The confirmed page is in the page journal (fax.tif appears when the fax is finished).
     assert len(list(tmp_path.rglob(archive.JOURNAL_NAME))) == 1
+
+
+def test_an_ended_session_is_freed_without_the_cyclic_garbage_collector(tmp_path):
+    # The gateway's call holds its session and the session's phase-B callback holds the
+    # call: unless the session lets go of its callbacks (and its nursery) when it ends,
+    # every ended call waits for a full collection, which walks all of them (issue 14).
+    call: dict = {}
+
+    async def write(record, pages, meta) -> None:
+        await trio.to_thread.run_sync(record.write, pages, meta)
+
+    mcf_at, session = run_one_page_call(tmp_path, write, reroute=lambda session, tsi, held=call: held)
+    call["session"] = session
+    assert mcf_at
+    gone = weakref.ref(session)
+    gc.collect()
+    gc.disable()
+    try:
+        del session, call
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_a_page_that_cannot_be_stored_is_never_confirmed(tmp_path):
