@@ -119,7 +119,7 @@ class DeliveryWorker:
         due = await trio.to_thread.run_sync(self.spool.due, self.wall_clock(), 100, frozenset(self._in_flight))
         for delivery in due:
             if delivery.id in self._in_flight:
-                continue  # started while we read
+                continue  # started while we read (by run(), or by a flush beside it)
             await slots.acquire_on_behalf_of(delivery.id)
             if not self.spool.healthy:
                 slots.release_on_behalf_of(delivery.id)
@@ -128,25 +128,22 @@ class DeliveryWorker:
             deliveries.start_soon(self._deliver_one, http, delivery, slots)
 
     async def _deliver_one(self, http: httpx.AsyncClient, delivery: Delivery, slots: trio.CapacityLimiter) -> None:
-        released = False
         retry = True  # unless recorded delivered: its next attempt is due some time
+        bound = log.bind(webhook_id=delivery.id, fax_id=delivery.fax_id, webhook=delivery.webhook,
+                         event_type=delivery.event_type, attempt=delivery.attempts + 1)
         try:
-            bound = log.bind(webhook_id=delivery.id, fax_id=delivery.fax_id, webhook=delivery.webhook,
-                             event_type=delivery.event_type, attempt=delivery.attempts + 1)
             try:
                 status, error = await self._attempt(http, delivery)
             except Exception as exc:  # noqa: BLE001 -- one delivery must never stop the others
                 status, error = 0, f"{type(exc).__name__}: {redact_urls(str(exc))}"
                 bound.error("webhook_attempt_crashed", error=error, exc_info=True)
-            slots.release_on_behalf_of(delivery.id)  # the next POST need not wait for our disk
-            released = True
+            finally:
+                slots.release_on_behalf_of(delivery.id)  # the next POST need not wait for our disk
             # The outcome is written (spool, meta.json, audit trail: each fsynced) in a
             # worker thread, so the event loop carrying the calls never waits on the disk.
             await trio.to_thread.run_sync(self._record, delivery, status, error, bound, limiter=self.thread_limiter)
             retry = bool(error)
         finally:
-            if not released:
-                slots.release_on_behalf_of(delivery.id)
             self._in_flight.discard(delivery.id)
             if retry or self._awaiting_flight:
                 self.nudge()  # run() works out when the next attempt is due

@@ -1100,7 +1100,6 @@ class Gateway:
         now = time.time()
         plan_deliveries(record.meta, webhooks_for(self.config, record.route), now, self.rng)
         pages, meta = record.snapshot()
-        threads = self.after_call_threads
 
         def store_and_spool() -> str | None:
             """The final write, then its webhooks into the spool; why the write failed, if it did."""
@@ -1114,7 +1113,7 @@ class Gateway:
 
         # One thread hop for both: each hop waits in the after-call queue again, behind every
         # fax that ended meanwhile (1,000 calls ending within seconds, bench/load.py).
-        failure = await trio.to_thread.run_sync(store_and_spool, limiter=threads)
+        failure = await trio.to_thread.run_sync(store_and_spool, limiter=self.after_call_threads)
         if failure is not None:
             log.error("archive_write_failed", fax_id=record.fax_id, error=failure)
             return

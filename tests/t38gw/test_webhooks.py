@@ -105,6 +105,27 @@ class _Receiver:
         self.server.server_close()
 
 
+def _with_worker_running(worker: DeliveryWorker, receiver: _Receiver, script) -> None:
+    """Run ``worker.run`` beside ``await script()`` (bounded), then stop it and the receiver."""
+    async def main():
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                await script()
+                nursery.cancel_scope.cancel()
+    try:
+        trio.run(main)
+    finally:
+        receiver.close()
+
+
+async def _until(condition, seconds: float = 10.0) -> None:
+    """Poll ``condition`` until it holds (trio.TooSlowError after ``seconds``)."""
+    with trio.fail_after(seconds):
+        while not condition():
+            await trio.sleep(0.01)
+
+
 def test_worker_retries_until_receiver_is_up_and_signature_verifies(tmp_path):
     receiver = _Receiver()
     clock = [2_000_000_000.0]
@@ -254,20 +275,12 @@ def test_worker_sends_nothing_while_outcomes_cannot_be_recorded(tmp_path):
     worker = DeliveryWorker(spool, {"default": SPEC_SECRET}, wall_clock=lambda: 10.0, attempt_timeout=5.0,
                             spool_probe_interval=0.1)
 
-    async def main():
-        with trio.fail_after(20):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(worker.run)
-                await trio.sleep(1.0)
-                assert len(receiver.received) == 1 and not spool.healthy
-                spool._db.execute("PRAGMA query_only = OFF")
-                while spool.get("msg_1").attempts == 0:
-                    await trio.sleep(0.02)
-                nursery.cancel_scope.cancel()
-    try:
-        trio.run(main)
-    finally:
-        receiver.close()
+    async def script():
+        await trio.sleep(1.0)
+        assert len(receiver.received) == 1 and not spool.healthy
+        spool._db.execute("PRAGMA query_only = OFF")
+        await _until(lambda: spool.get("msg_1").attempts != 0, 20)
+    _with_worker_running(worker, receiver, script)
     assert spool.healthy and len(receiver.received) == 2  # the unrecorded attempt, then the recorded one
 
 
@@ -305,29 +318,19 @@ def test_run_sends_a_new_delivery_while_an_earlier_one_still_waits_for_its_answe
     spool.enqueue(id=first, webhook="default", url=receiver.url, event_type="fax.received", fax_id="f1",
                   body=body, now=now)
 
-    async def main():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(worker.run)
-            with trio.fail_after(10):
-                while not receiver.arrived:  # the first POST is in, its answer held
-                    await trio.sleep(0.01)
-            spool.enqueue(id=second, webhook="default", url=receiver.url, event_type="fax.received",
-                          fax_id="f2", body=body, now=time.time())
-            worker.nudge()
-            with trio.fail_after(5):
-                while spool.get(second).state is not DeliveryState.DELIVERED:
-                    await trio.sleep(0.01)
-            assert spool.get(first).state is DeliveryState.PENDING  # still unanswered
-            receiver.release.set()
-            with trio.fail_after(10):
-                while spool.get(first).state is not DeliveryState.DELIVERED:
-                    await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
+    async def script():
+        await _until(lambda: receiver.arrived)  # the first POST is in, its answer held
+        spool.enqueue(id=second, webhook="default", url=receiver.url, event_type="fax.received",
+                      fax_id="f2", body=body, now=time.time())
+        worker.nudge()
+        await _until(lambda: spool.get(second).state is DeliveryState.DELIVERED, 5)
+        assert spool.get(first).state is DeliveryState.PENDING  # still unanswered
+        receiver.release.set()
+        await _until(lambda: spool.get(first).state is DeliveryState.DELIVERED)
     try:
-        trio.run(main)
+        _with_worker_running(worker, receiver, script)
     finally:
         receiver.release.set()
-        receiver.close()
     assert receiver.arrived == [first, second]
     assert [h["webhook-id"] for h, _ in receiver.received] == [second, first]  # in the order answered
     assert worker.stats.delivered == 2
@@ -343,25 +346,15 @@ def test_run_retries_a_failed_delivery_when_it_is_due_again(tmp_path):
                   body=body, now=clock[0])
     worker = DeliveryWorker(spool, {"default": SPEC_SECRET}, wall_clock=lambda: clock[0], attempt_timeout=5.0)
 
-    async def main():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(worker.run)
-            with trio.fail_after(10):
-                while worker.stats.failed_attempts < 1:
-                    await trio.sleep(0.01)
-            receiver.status = 204
-            # The retry's time comes (the worker's clock jumps there); the worker, asleep
-            # until then, is woken as it would be by its timer.
-            clock[0] = spool.get(msg_id).next_attempt_at
-            worker.nudge()
-            with trio.fail_after(10):
-                while worker.stats.delivered < 1:
-                    await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-    try:
-        trio.run(main)
-    finally:
-        receiver.close()
+    async def script():
+        await _until(lambda: worker.stats.failed_attempts >= 1)
+        receiver.status = 204
+        # The retry's time comes (the worker's clock jumps there); the worker, asleep
+        # until then, is woken as it would be by its timer.
+        clock[0] = spool.get(msg_id).next_attempt_at
+        worker.nudge()
+        await _until(lambda: worker.stats.delivered >= 1)
+    _with_worker_running(worker, receiver, script)
     assert [h["webhook-id"] for h, _ in receiver.received] == [msg_id, msg_id]
     assert spool.get(msg_id).state is DeliveryState.DELIVERED
 
