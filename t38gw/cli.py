@@ -105,7 +105,7 @@ def _serve(path: str | None, log_format: str = "json", log_level: str = "info", 
     private_umask()  # before anything is created
     import trio
 
-    from t38gw.gateway import serve
+    from t38gw.gateway import serve, tune_garbage_collector
 
     try:
         config = load_config(path)
@@ -115,6 +115,8 @@ def _serve(path: str | None, log_format: str = "json", log_level: str = "info", 
         return EXIT_USAGE
     configure_logging(log_format, log_level, redact_numbers=config.logs.redact_numbers)
     from t38gw import workers
+
+    tune_garbage_collector()  # every gateway process: the supervisor and each worker
 
     try:
         if worker is not None:
