@@ -108,7 +108,6 @@ log = structlog.get_logger("t38gw.gateway")
 
 SHUTDOWN_GRACE_SECONDS = 120.0
 OVERLOAD_LOG_SECONDS = 10.0
-SPOOL_POLL_SECONDS = 0.2  # worker 0 of several: how often it looks for the other workers' webhooks
 # A restart re-spools the planned webhooks of faxes that ended this recently (the spool
 # gives a delivery up after 24 h anyway).
 RESPOOL_WINDOW_SECONDS = 2 * 86400.0
@@ -159,7 +158,8 @@ class Gateway:
         self.accepting = True
         self.archive_root = Path(config.archive.dir)
         try:
-            self.spool = Spool(config.spool, rng=self.rng)
+            self.spool = Spool(config.spool, rng=self.rng, owner=0 if self.role is None else self.role.index,
+                               owners=1 if self.role is None else self.role.count)
         except SpoolError as exc:
             raise StartupError(f"spool: {exc}") from None
         try:
@@ -405,15 +405,15 @@ class Gateway:
                 nursery.start_soon(self._drive_call_timers)
                 nursery.start_soon(self._tick_audio)
                 nursery.start_soon(self._watch_load)
+                nursery.start_soon(self.worker.run)  # each worker its own webhooks (t38gw.spool)
                 if leader:
-                    nursery.start_soon(self.worker.run)
                     nursery.start_soon(self._run_jobs)
                     nursery.start_soon(self._retention_sweeps)
                     for trunk in self.config.sip.trunks:
                         self.sip.command(self.ua.register, SipTrunk(trunk.name, trunk.registrar, trunk.username,
                                                                     trunk.password, trunk.expires))
-                if role is not None and role.count > 1:
-                    nursery.start_soon(self._poll_spool if leader else self._export_metrics)
+                if role is not None and not leader:
+                    nursery.start_soon(self._export_metrics)
                 log.info("gateway_started", sip={t: f"{h}:{p}" for t, (h, p) in self.sip.bound.items()},
                          api=self.api_bound, udptl_ports=f"{self.ports.low}-{self.ports.high}",
                          udptl_receive_buffer=self.ports.granted_receive_buffer, overload_limits={
@@ -427,13 +427,6 @@ class Gateway:
         finally:
             self.spool.close()
             self.audit_log.close()
-
-    async def _poll_spool(self) -> None:
-        """Worker 0 of several: the other workers spool their webhooks into the shared
-        file without a way to wake this process's delivery task; look every 0.2 s."""
-        while True:
-            await trio.sleep(SPOOL_POLL_SECONDS)
-            self.worker.nudge()
 
     async def _export_metrics(self) -> None:
         """A worker other than 0: its metrics, for worker 0's /metrics (every second)."""

@@ -41,6 +41,13 @@ from t38gw.archive import create_private_file
 FIRST_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 3600.0
 GIVE_UP_AFTER_SECONDS = 24 * 3600.0  # DESIGN.md: retried for 24 h by default, then dead.
+# Several worker processes share one spool file; each delivers the webhooks it spooled
+# (``owner``), so the POSTs and their bookkeeping use every core instead of worker 0's
+# alone.  A delivery its owner has left this long past due (the worker died and is not
+# back, or the configuration has fewer workers now) is delivered by worker 0 as well: an
+# owner that is alive picks a due delivery up within a second, and one it has in flight is
+# recorded within ATTEMPT_TIMEOUT_SECONDS (t38gw.delivery) of being due.
+ADOPT_AFTER_SECONDS = 60.0
 BUSY_TIMEOUT_SECONDS = 1.0  # the spool runs on the event loop: never block it long on a lock
 FILE_MODE = 0o600
 PROBE_BYTES = 256 * 1024  # room for a few fax pages before the spool is called healthy again
@@ -86,7 +93,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     last_error TEXT NOT NULL DEFAULT '',
-    finished_at REAL
+    finished_at REAL,
+    owner INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_fax ON deliveries (fax_id);
@@ -99,8 +107,17 @@ class Spool:
     """SQLite-backed queue of webhook deliveries."""
 
     def __init__(self, path: str | Path, *, rng: random.Random | None = None,
-                 give_up_after: float = GIVE_UP_AFTER_SECONDS) -> None:
-        """Open (or create, 0600) the spool at ``path``; ``SpoolError`` if it cannot be opened."""
+                 give_up_after: float = GIVE_UP_AFTER_SECONDS, owner: int = 0, owners: int = 1) -> None:
+        """Open (or create, 0600) the spool at ``path``; ``SpoolError`` if it cannot be opened.
+
+        ``owner`` of ``owners``: the worker process this is (t38gw.workers).  Deliveries
+        it enqueues are its own; ``due`` and ``next_due_at`` see its own (a delivery
+        enqueued as owner k belongs to worker k modulo ``owners``), and worker 0 also those
+        ``ADOPT_AFTER_SECONDS`` overdue.  One process (the default) sees every delivery.
+        """
+        if not 0 <= owner < owners:
+            raise ValueError(f"spool owner {owner} of {owners}")
+        self.owner, self.owners = owner, owners
         self.path = str(path)
         self._rng = rng or random.Random()
         self.give_up_after = give_up_after
@@ -119,10 +136,31 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._add_owner_column()
             self._private_files()
         except (sqlite3.Error, OSError) as exc:
             raise SpoolError(f"cannot open the webhook spool {self.path!r}: {exc}") from None
         self._guard("purge", self._purge_finished, None, write=True)
+
+    def _add_owner_column(self) -> None:
+        """A spool made before deliveries had owners: its rows become worker 0's."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
+        if "owner" in columns:
+            return
+        try:
+            self._db.execute("ALTER TABLE deliveries ADD COLUMN owner INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError:
+            # Another worker opening the same file added it first.
+            if "owner" not in {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}:
+                raise
+
+    def _mine(self, now: float) -> tuple[str, tuple[float | int, ...]]:
+        """The SQL condition (and its parameters) for the deliveries this process sends."""
+        if self.owners == 1:
+            return "1", ()
+        if self.owner == 0:
+            return "(owner % ? = 0 OR next_attempt_at <= ?)", (self.owners, now - ADOPT_AFTER_SECONDS)
+        return "owner % ? = ?", (self.owners, self.owner)
 
     def _purge_finished(self) -> None:
         """Drop the bodies of finished deliveries left by an older version (or by a crash
@@ -191,27 +229,36 @@ class Spool:
             with self._db:
                 self._db.execute(
                     "INSERT OR IGNORE INTO deliveries (id, webhook, url, event_type, fax_id, body, created_at,"
-                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (id, webhook, url, event_type, fax_id, body, now, now),
+                    " next_attempt_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (id, webhook, url, event_type, fax_id, body, now, now, self.owner),
                 )
             self._private_files()
             return True
         return self._guard("enqueue", insert, False, write=True)
 
     def due(self, now: float, limit: int = 100, exclude: Collection[str] = ()) -> list[Delivery]:
-        """Pending deliveries whose next attempt is due, oldest first, but those in
-        ``exclude`` (ids a worker holds already: their bodies are not read again)."""
+        """This process's pending deliveries whose next attempt is due, oldest first, but
+        those in ``exclude`` (ids a worker holds already: their bodies are not read again)."""
         skipped = ""
         if exclude:
             skipped = f" AND id NOT IN ({','.join('?' * len(exclude))})"
+        mine, mine_args = self._mine(now)
         return self._guard("due", lambda: [_row(r) for r in self._db.execute(
-            f"SELECT {_COLUMNS} FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?{skipped}"
-            " ORDER BY next_attempt_at LIMIT ?", (now, *exclude, limit)).fetchall()], [], write=False)
+            f"SELECT {_COLUMNS} FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ? AND {mine}{skipped}"
+            " ORDER BY next_attempt_at LIMIT ?", (now, *mine_args, *exclude, limit)).fetchall()], [], write=False)
 
     def next_due_at(self) -> float | None:
-        """When the earliest pending delivery is due (the worker's deadline)."""
-        return self._guard("next_due_at", lambda: self._db.execute(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'").fetchone()[0], None, write=False)
+        """When this process's earliest pending delivery is due (the worker's deadline)."""
+        if self.owners == 1:
+            sql, args = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'", ()
+        elif self.owner == 0:  # its own, and the others' once they are ADOPT_AFTER_SECONDS overdue
+            sql = ("SELECT MIN(CASE WHEN owner % ? = 0 THEN next_attempt_at ELSE next_attempt_at + ? END)"
+                   " FROM deliveries WHERE state = 'pending'")
+            args = (self.owners, ADOPT_AFTER_SECONDS)
+        else:
+            sql = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND owner % ? = ?"
+            args = (self.owners, self.owner)
+        return self._guard("next_due_at", lambda: self._db.execute(sql, args).fetchone()[0], None, write=False)
 
     def get(self, id: str) -> Delivery | None:
         def read() -> Delivery | None:

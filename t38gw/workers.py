@@ -12,12 +12,13 @@ each a whole gateway (call cores, UDPTL, T.30, page writing) for the calls it ow
   the supervisor keeps none.  Workers send from the same UDP socket (inherited), so
   responses leave from the port the trunk sent to.  Call-IDs we make (outbound calls,
   REGISTER) are drawn until they hash to their maker (``sip.UAConfig.call_id_owner``).
-- TCP and TLS listeners, REGISTER to trunks, the send-job runner, webhook delivery,
-  retention sweeps and the HTTP API (``/v1/faxes``, ``/metrics``) run in worker 0 only.
+- TCP and TLS listeners, REGISTER to trunks, the send-job runner, retention sweeps and
+  the HTTP API (``/v1/faxes``, ``/metrics``) run in worker 0 only.
 - Shared state lives in files every worker opens: the archive folders, the archive
   index and the spool (SQLite in WAL mode, writers serialised by SQLite's lock, so the
-  API sees every worker's faxes and worker 0 delivers every worker's webhooks), and the
-  audit trail (its own lock file).  Each worker writes its metrics every second to
+  API sees every worker's faxes), and the audit trail (its own lock file).  Each worker
+  delivers the webhooks it spooled (``Spool`` owner); worker 0 also those another
+  worker has left long overdue (``spool.ADOPT_AFTER_SECONDS``).  Each worker writes its metrics every second to
   ``<spool>.metrics/worker-K.prom``; worker 0's ``/metrics`` adds them up, so counters
   and gauges describe the whole gateway.
 - UDPTL/RTP ports: each worker binds its own slice of ``[t38] udptl_ports``;
@@ -108,7 +109,7 @@ class WorkerRole:
 
     @property
     def leader(self) -> bool:
-        """Worker 0: the API, TCP/TLS, registration, jobs, webhooks, retention."""
+        """Worker 0: the API, TCP/TLS, registration, jobs, retention."""
         return self.index == 0
 
     def owns(self, call_id: str) -> bool:

@@ -99,9 +99,15 @@ def test_two_workers_carry_calls_as_one_gateway_and_survive_a_killed_worker(tmp_
         by_call = {e["call_id"]: e["worker"] for e in gateway.log_events() if "call_id" in e and "worker" in e}
         for n, far in enumerate(fars):
             assert by_call.get(far.call_id) == n % 2, (far.call_id, by_call)
-        # Worker 0 delivers every worker's webhooks (the spool is shared).
+        # Every fax's webhook arrives (the spool is shared), sent by the worker that received
+        # the fax: the POSTs use both cores (issue 14).
         posts = receiver.wait_for(lambda posts: len(posts) >= 4, timeout=30)
         assert sorted(json.loads(p.body)["data"]["sip"]["caller"] for p in posts) == sorted(pages)
+        events = wait_for_log(gateway, lambda ev: sum(e["event"] == "webhook_delivered" for e in ev) >= 4, 10)
+        fax_worker = {e["fax_id"]: e["worker"] for e in events if e["event"] == "call_incoming"}
+        sent_by = {e["fax_id"]: e["worker"] for e in events if e["event"] == "webhook_delivered"}
+        assert sent_by == {fax: fax_worker[fax] for fax in sent_by} and set(sent_by.values()) == {0, 1}, \
+            (sent_by, fax_worker)
         # /metrics adds the workers up (each writes its figures every second).
         time.sleep(1.5)
         text = httpx.get(f"{gateway.api}/metrics", timeout=5).text

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from t38gw.spool import DeliveryState, Spool
+from t38gw.spool import ADOPT_AFTER_SECONDS, DeliveryState, Spool
 
 # A recognisable marker inside an otherwise incompressible "PDF": if any copy of it is
 # left in the database file or its WAL, the raw bytes contain it.
@@ -174,3 +174,70 @@ def test_a_lock_held_elsewhere_is_an_error_not_a_hang_nor_a_crash(tmp_path):
     assert spool.mark_failed("msg_1", "HTTP 503", 4.0) is DeliveryState.PENDING
     assert spool.get("msg_1").attempts == 1
     spool.close()
+
+
+# -- several worker processes share one spool (issue 14) ---------------------------------------
+
+def enqueue(spool: Spool, id: str, now: float) -> None:
+    spool.enqueue(id=id, webhook="w", url="https://x/", event_type="fax.received", fax_id=f"fax-{id}",
+                  body=b"{}", now=now)
+
+
+def test_each_worker_sends_the_deliveries_it_spooled(tmp_path):
+    path = tmp_path / "spool.db"
+    first, second = Spool(path, owner=0, owners=2), Spool(path, owner=1, owners=2)
+    enqueue(first, "msg_a", 100.0)
+    enqueue(second, "msg_b", 101.0)
+    enqueue(second, "msg_c", 150.0)
+    assert [d.id for d in first.due(110.0)] == ["msg_a"]
+    assert [d.id for d in second.due(110.0)] == ["msg_b"]
+    # Each process's deadline is its own earliest delivery (worker 0's: its own, or another's
+    # that its owner has left ADOPT_AFTER_SECONDS overdue).
+    assert second.next_due_at() == 101.0
+    first.mark_delivered("msg_a", 110.0)
+    assert first.next_due_at() == 101.0 + ADOPT_AFTER_SECONDS
+    # One process sees every delivery, whoever spooled it.
+    alone = Spool(path)
+    assert [d.id for d in alone.due(200.0)] == ["msg_b", "msg_c"]
+    assert alone.next_due_at() == 101.0
+    for spool in (first, second, alone):
+        spool.close()
+
+
+def test_worker_0_sends_what_another_worker_left_long_overdue(tmp_path):
+    path = tmp_path / "spool.db"
+    first, second = Spool(path, owner=0, owners=2), Spool(path, owner=1, owners=2)
+    enqueue(second, "msg_b", 100.0)
+    assert first.due(100.0 + ADOPT_AFTER_SECONDS - 1) == []  # worker 1 is expected to send it
+    assert [d.id for d in first.due(100.0 + ADOPT_AFTER_SECONDS)] == ["msg_b"]
+    # A delivery spooled by a worker the configuration no longer has (3 -> 2 workers).
+    third_of_three = Spool(path, owner=2, owners=3)
+    enqueue(third_of_three, "msg_c", 100.0)
+    assert [d.id for d in first.due(100.5)] == ["msg_c"]
+    for spool in (first, second, third_of_three):
+        spool.close()
+
+
+def test_a_spool_from_before_owners_is_opened_and_its_deliveries_are_worker_0s(tmp_path):
+    path = tmp_path / "spool.db"
+    db = sqlite3.connect(path)
+    with db:  # the table as the spool of an older version made it
+        db.execute("CREATE TABLE deliveries (id TEXT PRIMARY KEY, webhook TEXT NOT NULL, url TEXT NOT NULL,"
+                   " event_type TEXT NOT NULL, fax_id TEXT NOT NULL, body BLOB NOT NULL, created_at REAL NOT NULL,"
+                   " attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL,"
+                   " state TEXT NOT NULL DEFAULT 'pending', last_error TEXT NOT NULL DEFAULT '', finished_at REAL)")
+        db.execute("INSERT INTO deliveries (id, webhook, url, event_type, fax_id, body, created_at, next_attempt_at)"
+                   " VALUES ('msg_old', 'w', 'https://x/', 'fax.received', 'f1', X'7b7d', 5.0, 5.0)")
+    db.close()
+    first, second = Spool(path, owner=0, owners=2), Spool(path, owner=1, owners=2)
+    assert [d.id for d in first.due(6.0)] == ["msg_old"]
+    assert second.due(6.0) == []
+    enqueue(second, "msg_new", 7.0)
+    assert [d.id for d in second.due(8.0)] == ["msg_new"]
+    first.close()
+    second.close()
+
+
+def test_an_owner_outside_the_workers_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        Spool(tmp_path / "spool.db", owner=2, owners=2)
