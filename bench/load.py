@@ -25,7 +25,11 @@ gateway's processes - the idle figure) / N); p50/p99 T.30 response latency; p50/
 webhook POST received; the kernel's UDP receive errors (/proc/net/snmp Udp InErrors and
 RcvbufErrors: machine-wide, so other processes' drops count too); the largest
 ``t38gw_event_loop_lag_seconds`` seen in /metrics (sampled every 2 s; "-" when the gateway
-does not export it); how busy the whole machine was (the box is shared).
+does not export it); how busy the whole machine was (the box is shared).  Beside them:
+where a webhook's time goes (the last page confirmed -> the fax archived and its webhook
+spooled -> the POST received, from the gateway's log), and a reference measured in the
+same run - the capture through our sans-IO UDPTL and T.30 cores alone, in-process - with
+the gateway's CPU per fax as a multiple of it (figures from different days compare by it).
 
 Asserts nothing.  Run: ``.venv/bin/python bench/load.py --calls 100 300 --mode both``
 (``--ramp 5``, ``--workers auto``, ``--keep`` keeps the work folders, ``--json FILE`` writes
@@ -242,6 +246,69 @@ def wait_for_final(gateway, count: int, timeout: float) -> list[dict]:
         time.sleep(0.5)
 
 
+def webhook_stages(events: list[dict], posted: dict[str, float]) -> dict[str, list[float]]:
+    """Where a webhook's time goes, per fax, from the gateway's log (one wall clock with
+    the receiver's): ``archived`` - the last page confirmed (the MCF decided) to
+    ``fax_finished`` (fax.pdf/tif, meta.json, index row and the webhook's spool row
+    written: the after-call threads); ``posted`` - from then to the POST received (the
+    delivery worker)."""
+    from datetime import datetime
+
+    def at(event: dict) -> float:
+        return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+    confirmed: dict[str, float] = {}
+    caller_of: dict[str, str] = {}
+    archived: list[float] = []
+    delivered: list[float] = []
+    for event in events:
+        fax = event.get("fax_id")
+        if not fax or "timestamp" not in event:
+            continue
+        if event.get("event") == "call_incoming":
+            caller_of[fax] = str(event.get("caller"))
+        elif event.get("event") == "page_confirmed":
+            confirmed[fax] = at(event)
+        elif event.get("event") == "fax_finished" and fax in confirmed:
+            finished = at(event)
+            archived.append(finished - confirmed[fax])
+            if caller_of.get(fax) in posted:
+                delivered.append(posted[caller_of[fax]] - finished)
+    return {"archived": archived, "posted": delivered}
+
+
+def engine_cpu_per_fax(capture_name: str, repeat: int = 3) -> float:
+    """The reference measured in the same run: CPU for the capture's datagrams through our
+    sans-IO cores alone, in this process - ``UdptlReceiver`` and ``T30Receiver`` (its page
+    decoding included), at the recorded times; the best of ``repeat``.  The gateway's CPU
+    per fax over this is what the service around them costs (sockets, SIP, the event loop,
+    archive, webhook), and it scales with the machine's speed as the gateway's does."""
+    from bench.replayer import load_capture
+    from t38gw.t30 import PageReceived, ReceiverConfig, T30Receiver
+    from udptl.receiver import IfpReceived, UdptlReceiver
+
+    capture = load_capture(capture_name)
+    best = float("inf")
+    for _ in range(repeat):
+        udptl = UdptlReceiver(int(capture.meta.get("t38_version", 0)))
+        engine = T30Receiver(ReceiverConfig(local_ident="1"))
+        pages = 0
+        started = time.process_time()
+        engine.start(0.0)
+        for now, datagram in zip(capture.offsets, capture.datagrams):
+            deadline = engine.next_deadline()
+            if deadline is not None and deadline <= now:
+                engine.handle_timer(now)
+            for item in udptl.datagram_received(datagram, now):
+                if isinstance(item, IfpReceived) and item.packet is not None:
+                    pages += sum(isinstance(e, PageReceived) for e in engine.ifp_received(item.packet, now))
+            engine.ifps_to_send(now)
+        best = min(best, time.process_time() - started)
+        if pages != 1:
+            raise RuntimeError(f"reference replay of {capture_name} gave {pages} pages, not 1")
+    return best
+
+
 def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
@@ -277,6 +344,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
     from tools.record_t38_capture import read_page_png
 
     page = read_page_png(PAGE_PATH)
+    engine_ref = engine_cpu_per_fax(capture)  # before anything else of this run uses the CPU
     workdir = base / f"{capture}-n{count}"
     workdir.mkdir()
     webhook = WebhookReceiver().start()
@@ -383,6 +451,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             posted.setdefault(caller, post.at)
         webhook_delays = [posted[call["caller"]] - call["mcf_unix"] for call in calls
                           if call["mcf_unix"] is not None and call["caller"] in posted]
+        stages = webhook_stages(gateway.log_events(), posted)
         latencies = [value for call in calls for value in call["latencies"]]
         invite_statuses = Counter(call["status"] for call in calls)
         failed = sum(1 for call in calls if call["status"] not in (200, 503) or (call["status"] == 200 and call["error"]))
@@ -397,6 +466,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             "gw_cpu_split": [b - a for a, b in zip(split_0, split_2)],
             "gw_cpu_calls": gw_cpu_1 - gw_cpu_0, "gw_cpu_total": gw_cpu_2 - gw_cpu_0,
             "cpu_per_fax": (gw_cpu_2 - gw_cpu_0) / received if received else None,
+            "engine_ref": engine_ref,
             "gw_util_by_pid": {str(pid): used / wall_calls for pid, used in gateway_pids.items() if used > 0},
             "gw_util": (gw_cpu_1 - gw_cpu_0) / wall_calls, "processes": processes, "processes_idle": processes_idle,
             "replayer_cpu": replayer_cpu, "replayer_loop_cpu": report["loop_cpu"],
@@ -409,6 +479,8 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             "t30_samples": len(latencies), "unanswered_turns": sum(c["unanswered_turns"] for c in calls),
             "webhook_p50": percentile(webhook_delays, 0.50), "webhook_p99": percentile(webhook_delays, 0.99),
             "webhook_samples": len(webhook_delays), "webhook_posts": len(webhook.posts),
+            **{f"{stage}_{q}": percentile(values, fraction) for stage, values in stages.items()
+               for q, fraction in (("p50", 0.50), ("p99", 0.99))},
             "mcf_seen": sum(1 for c in calls if c["mcf_unix"] is not None),
             "udp_in_errors": udp_1["InErrors"] - udp_0["InErrors"],
             "drops_gateway_sockets": drops.totals()[0], "drops_other_sockets": drops.totals()[1],
@@ -466,6 +538,13 @@ def print_details(row: dict) -> None:
           f"kernel UDP InErrors {row['udp_in_errors']}, RcvbufErrors {row['udp_rcvbuf_errors']} (machine-wide); "
           f"per-socket drops (sampled every 0.5 s): gateway's sockets {row['drops_gateway_sockets']}, "
           f"others' (the replayer's...) {row['drops_other_sockets']}")
+    if row["cpu_per_fax"] is not None:
+        print(f"    reference (same run): the capture through UdptlReceiver + T30Receiver in this process "
+              f"{row['engine_ref'] * 1000:.1f} ms of CPU; the gateway's CPU per fax is "
+              f"{row['cpu_per_fax'] / row['engine_ref']:.1f}x that")
+    print(f"    webhook stages: last page confirmed -> archived and spooled (fax_finished) p50/p99 "
+          f"{_ms(row['archived_p50'])}/{_ms(row['archived_p99'])} ms; -> POST received "
+          f"{_ms(row['posted_p50'])}/{_ms(row['posted_p99'])} ms")
     if row["gateway_t30_p50"] is not None:
         print(f"    the gateway's own t38gw_t30_response_seconds: p50 <= {row['gateway_t30_p50'] * 1000:.0f} ms, "
               f"p99 <= {row['gateway_t30_p99'] * 1000:.0f} ms (bucket bounds)")
