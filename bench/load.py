@@ -26,8 +26,8 @@ webhook POST received; the kernel's UDP receive errors (/proc/net/snmp Udp InErr
 RcvbufErrors: machine-wide, so other processes' drops count too); the largest
 ``t38gw_event_loop_lag_seconds`` seen in /metrics (sampled every 2 s; "-" when the gateway
 does not export it); how busy the whole machine was (the box is shared).  Beside them:
-where a webhook's time goes (the last page confirmed -> the fax archived and its webhook
-spooled -> the POST received, from the gateway's log), and a reference measured in the
+where a webhook's time goes (from the last page confirmed to the fax archived and its
+webhook spooled, and to the POST received, from the gateway's log), and a reference measured in the
 same run - the capture through our sans-IO UDPTL and T.30 cores alone, in-process - with
 the gateway's CPU per fax as a multiple of it (figures from different days compare by it).
 
@@ -248,10 +248,11 @@ def wait_for_final(gateway, count: int, timeout: float) -> list[dict]:
 
 def webhook_stages(events: list[dict], posted: dict[str, float]) -> dict[str, list[float]]:
     """Where a webhook's time goes, per fax, from the gateway's log (one wall clock with
-    the receiver's): ``archived`` - the last page confirmed (the MCF decided) to
-    ``fax_finished`` (fax.pdf/tif, meta.json, index row and the webhook's spool row
-    written: the after-call threads); ``posted`` - from then to the POST received (the
-    delivery worker)."""
+    the receiver's), both counted from the last page confirmed (the MCF decided):
+    ``archived`` - until ``fax_finished`` (fax.pdf/tif, meta.json, index row, the webhook's
+    spool row and the audit line written: the after-call threads); ``posted`` - until the
+    POST was received (the delivery worker starts once the spool row is in, before the
+    audit line)."""
     from datetime import datetime
 
     def at(event: dict) -> float:
@@ -270,10 +271,9 @@ def webhook_stages(events: list[dict], posted: dict[str, float]) -> dict[str, li
         elif event.get("event") == "page_confirmed":
             confirmed[fax] = at(event)
         elif event.get("event") == "fax_finished" and fax in confirmed:
-            finished = at(event)
-            archived.append(finished - confirmed[fax])
+            archived.append(at(event) - confirmed[fax])
             if caller_of.get(fax) in posted:
-                delivered.append(posted[caller_of[fax]] - finished)
+                delivered.append(posted[caller_of[fax]] - confirmed[fax])
     return {"archived": archived, "posted": delivered}
 
 
@@ -542,8 +542,8 @@ def print_details(row: dict) -> None:
         print(f"    reference (same run): the capture through UdptlReceiver + T30Receiver in this process "
               f"{row['engine_ref'] * 1000:.1f} ms of CPU; the gateway's CPU per fax is "
               f"{row['cpu_per_fax'] / row['engine_ref']:.1f}x that")
-    print(f"    webhook stages: last page confirmed -> archived and spooled (fax_finished) p50/p99 "
-          f"{_ms(row['archived_p50'])}/{_ms(row['archived_p99'])} ms; -> POST received "
+    print(f"    webhook stages from the last page confirmed: to archived and spooled (fax_finished) p50/p99 "
+          f"{_ms(row['archived_p50'])}/{_ms(row['archived_p99'])} ms, to the POST received "
           f"{_ms(row['posted_p50'])}/{_ms(row['posted_p99'])} ms")
     if row["gateway_t30_p50"] is not None:
         print(f"    the gateway's own t38gw_t30_response_seconds: p50 <= {row['gateway_t30_p50'] * 1000:.0f} ms, "

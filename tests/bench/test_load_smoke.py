@@ -64,9 +64,10 @@ def test_load_bench_20_ecm_calls(tmp_path, testdata) -> None:
     assert 0 < row["cpu_per_fax"] < 5.0 and 0 < row["replayer_loop_cpu"], detail
     # The same-run reference (our cores alone, in-process) costs less than the whole service.
     assert 0 < row["engine_ref"] < row["cpu_per_fax"], detail
-    # Every fax's webhook time split in two from the gateway's log: archived, then posted.
+    # Every fax's webhook time from the gateway's log: from its last page confirmed to the
+    # fax archived, and to the POST received.
     assert 0 <= row["archived_p50"] <= row["archived_p99"] < 30.0, detail
-    assert 0 <= row["posted_p50"] <= row["posted_p99"] < 30.0, detail
+    assert 0 < row["posted_p50"] <= row["posted_p99"] < 30.0, detail
     assert row["rss_peak_kib"] > row["rss_idle_kib"] > 0, detail
     # The printed table carries the same figures.
     line = next(line for line in run.stdout.splitlines() if line.startswith("ecm_mmr") and f" {CALLS} " in line)
