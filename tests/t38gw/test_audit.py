@@ -333,3 +333,39 @@ def test_two_processes_writing_one_trail_keep_one_chain(tmp_path):
         assert proc.wait(timeout=60) == 0
     result = verify_trail(path)
     assert result.first_broken is None and result.lines == 300, result
+
+
+def test_a_writer_after_another_writers_line_reads_only_the_end_of_the_trail(tmp_path, monkeypatch):
+    # Workers share the trail: each line after the other's re-reads where the chain ends.
+    # Reading the whole file for that grew with the trail (33 MB after an hour's soak).
+    from t38gw import audit
+
+    path = tmp_path / "audit.jsonl"
+    with AuditTrail(path) as trail:
+        for n in range(2000):
+            trail.record("fax_stored", fax_id=f"old-{n}")
+    whole_scans = []
+    real_scan = audit._scan
+    monkeypatch.setattr(audit, "_scan", lambda file: whole_scans.append(file) or real_scan(file))
+    first, second = AuditTrail(path), AuditTrail(path)
+    for n in range(20):
+        (first if n % 2 else second).record("webhook_delivered", fax_id=f"new-{n}")
+    first.close()
+    second.close()
+    assert whole_scans == []
+    result = verify_trail(path)
+    assert (result.lines, result.first_broken) == (2020, None), result
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"\n", b"\n\n", b"a", b"a\n", b"a\nb", b"a\nb\n", b"a\n\n", b"\nb",
+    b"x" * 20000, b"x" * 20000 + b"\n", b"y\n" + b"x" * 20000 + b"\n", b"y\n" + b"x" * 20000,
+    b"y\n" + b"x" * 8191 + b"\n" + b"z" * 8190, b"\n".join(b"line %d" % n for n in range(5000)) + b"\ntorn",
+])
+def test_the_end_of_a_trail_read_backwards_is_what_a_whole_scan_finds(tmp_path, content):
+    from t38gw.audit import _ending, _scan
+
+    path = tmp_path / "trail"
+    path.write_bytes(content)
+    scan = _scan(path)
+    assert _ending(path) == (scan.last_whole, scan.torn)
