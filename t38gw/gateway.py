@@ -1243,6 +1243,7 @@ AFTER_CALL_THREADS = 2  # see Gateway.after_call_threads
 BOOKKEEPING_THREADS = 1  # see Gateway.bookkeeping_threads
 DECODE_AHEAD_THREADS = 2  # see Gateway.decode_threads
 
+
 def tune_garbage_collector() -> None:
     """Process-wide: the collector's thresholds for a gateway process (``GC_THRESHOLDS``)."""
     gc.set_threshold(*GC_THRESHOLDS)

@@ -18,9 +18,9 @@ each a whole gateway (call cores, UDPTL, T.30, page writing) for the calls it ow
   index and the spool (SQLite in WAL mode, writers serialised by SQLite's lock, so the
   API sees every worker's faxes), and the audit trail (its own lock file).  Each worker
   delivers the webhooks it spooled (``Spool`` owner); worker 0 also those another
-  worker has left long overdue (``spool.ADOPT_AFTER_SECONDS``).  Each worker writes its metrics every second to
-  ``<spool>.metrics/worker-K.prom``; worker 0's ``/metrics`` adds them up, so counters
-  and gauges describe the whole gateway.
+  worker has left long overdue (``spool.ADOPT_AFTER_SECONDS``).  Each worker writes its
+  metrics every second to ``<spool>.metrics/worker-K.prom``; worker 0's ``/metrics``
+  adds them up, so counters and gauges describe the whole gateway.
 - UDPTL/RTP ports: each worker binds its own slice of ``[t38] udptl_ports``;
   ``[limits] max_calls`` is shared out evenly; admission by load is per process (each
   has its own event loop and core).
