@@ -155,12 +155,11 @@ class Spool:
                 raise
 
     def _mine(self, now: float) -> tuple[str, tuple[float | int, ...]]:
-        """The SQL condition (and its parameters) for the deliveries this process sends."""
-        if self.owners == 1:
-            return "1", ()
-        if self.owner == 0:
-            return "(owner % ? = 0 OR next_attempt_at <= ?)", (self.owners, now - ADOPT_AFTER_SECONDS)
-        return "owner % ? = ?", (self.owners, self.owner)
+        """The SQL condition (and its parameters) for the due deliveries this process sends:
+        its own (owner k modulo owners: one process sends all), and worker 0 also another's
+        left ADOPT_AFTER_SECONDS overdue."""
+        return "(owner % ? = ? OR (? AND next_attempt_at <= ?))", (
+            self.owners, self.owner, self.owner == 0, now - ADOPT_AFTER_SECONDS)
 
     def _purge_finished(self) -> None:
         """Drop the bodies of finished deliveries left by an older version (or by a crash
@@ -248,16 +247,11 @@ class Spool:
             " ORDER BY next_attempt_at LIMIT ?", (now, *mine_args, *exclude, limit)).fetchall()], [], write=False)
 
     def next_due_at(self) -> float | None:
-        """When this process's earliest pending delivery is due (the worker's deadline)."""
-        if self.owners == 1:
-            sql, args = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'", ()
-        elif self.owner == 0:  # its own, and the others' once they are ADOPT_AFTER_SECONDS overdue
-            sql = ("SELECT MIN(CASE WHEN owner % ? = 0 THEN next_attempt_at ELSE next_attempt_at + ? END)"
-                   " FROM deliveries WHERE state = 'pending'")
-            args = (self.owners, ADOPT_AFTER_SECONDS)
-        else:
-            sql = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND owner % ? = ?"
-            args = (self.owners, self.owner)
+        """When this process's earliest pending delivery is due (the worker's deadline):
+        another worker's counts ADOPT_AFTER_SECONDS later, and for worker 0 only."""
+        sql = ("SELECT MIN(CASE WHEN owner % ? = ? THEN next_attempt_at ELSE next_attempt_at + ? END)"
+               " FROM deliveries WHERE state = 'pending' AND (owner % ? = ? OR ?)")
+        args = (self.owners, self.owner, ADOPT_AFTER_SECONDS, self.owners, self.owner, self.owner == 0)
         return self._guard("next_due_at", lambda: self._db.execute(sql, args).fetchone()[0], None, write=False)
 
     def get(self, id: str) -> Delivery | None:
