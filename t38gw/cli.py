@@ -105,7 +105,7 @@ def _serve(path: str | None, log_format: str = "json", log_level: str = "info", 
     private_umask()  # before anything is created
     import trio
 
-    from t38gw.gateway import serve, tune_garbage_collector
+    from t38gw.gateway import serve, tune_interpreter
 
     try:
         config = load_config(path)
@@ -116,7 +116,7 @@ def _serve(path: str | None, log_format: str = "json", log_level: str = "info", 
     configure_logging(log_format, log_level, redact_numbers=config.logs.redact_numbers)
     from t38gw import workers
 
-    tune_garbage_collector()  # every gateway process: the supervisor and each worker
+    tune_interpreter()  # every gateway process: the supervisor and each worker
 
     try:
         if worker is not None:

@@ -30,6 +30,7 @@ import math
 import random
 import signal
 import socket as _socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,14 @@ _WILDCARD = ("0.0.0.0", "::", "")
 # (FaxSession.run cuts the session <-> call cycle): with that cycle still in place the same
 # threshold grew RSS 137 -> 287 MiB in 5 minutes at 100 calls.  The soak guards it.
 GC_THRESHOLDS = (5000, 10, 10)
+# How long the event loop's thread may hold the GIL while another thread wants it
+# (CPython's default: 5 ms).  Page writes, decodes and the final write run in threads that
+# release the GIL at every system call (~50 for a page write) and wait for it back each
+# time; behind a busy event loop each wait ran to the full 5 ms, so a page write of ~4 ms
+# of CPU took ~40 ms (bench/load.py, 1,000 calls, two workers).  At 1 ms, two alternating
+# pairs at 1,000 ECM calls: the T.30 response's p99 681 and 654 ms -> 440 and 447 ms, CPU
+# per fax 0.052 and 0.044 -> 0.046 and 0.048 s (no cost the noise can show).
+SWITCH_INTERVAL_SECONDS = 0.001
 
 
 class StartupError(Exception):
@@ -1244,9 +1253,11 @@ BOOKKEEPING_THREADS = 1  # see Gateway.bookkeeping_threads
 DECODE_AHEAD_THREADS = 2  # see Gateway.decode_threads
 
 
-def tune_garbage_collector() -> None:
-    """Process-wide: the collector's thresholds for a gateway process (``GC_THRESHOLDS``)."""
+def tune_interpreter() -> None:
+    """Process-wide, for a gateway process: the garbage collector's thresholds
+    (``GC_THRESHOLDS``) and the GIL's switch interval (``SWITCH_INTERVAL_SECONDS``)."""
     gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
 async def serve(config: Config, role: WorkerRole | None = None) -> int:

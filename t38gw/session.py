@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 from collections.abc import Callable
 
 import structlog
@@ -59,9 +60,18 @@ from t38gw.t30 import ReceiverConfig, T30Receiver, T30Result
 DEFAULT_MAX_CALL_SECONDS = 7200.0
 # After CallEnded: time to let the final DCN (and its repeats) leave.
 DRAIN_SECONDS = 3.0
-# How long our MCF may wait for the confirmed page to reach the disk (T.30 gives the
-# sender T4 = 3 s for a response; a slower disk costs a repeated post-page command).
-PAGE_WRITE_WAIT_SECONDS = 2.5
+# Our response to a post-page command (MCF...) leaves only once the confirmed page is on
+# disk: the sender forgets a page it heard MCF for, so a crash before the write would lose
+# it.  Until issue 14's load bench this wait gave up after 2.5 s (inside the sender's T4 of
+# 3 s) and sent the MCF anyway; at ~800 calls ending their pages within seconds, most page
+# writes queued longer than that (the MCF left before the page was durable).  Now a slow
+# disk or an overloaded gateway costs the sender a repeated command (T.30 5.4.2: it repeats
+# after T4, three times), which we answer once the page is written; a page not on disk
+# after PAGE_WRITE_GIVE_UP_SECONDS (past the sender's last repeat) is not confirmed at all:
+# the call ends as after a failed write, and the sender reports the fax as not sent.
+PAGE_WRITE_GIVE_UP_SECONDS = 15.0
+# A response held longer than this is logged (page_write_slow): the sender's T4 ran out.
+PAGE_WRITE_SLOW_SECONDS = 2.5
 
 log = structlog.get_logger("t38gw.call")
 
@@ -102,6 +112,7 @@ class FaxSession:
         self._jitter_ms = jitter_ms
         self._ecm = ecm
         self._hold_since: float | None = None
+        self._bound: Any = None  # the call's bound logger, once run() starts
         self._carry: list = []  # IFPs the audio leg had queued when T.38 took over
         self.rtp_stats = None  # the audio leg's stats once it was stopped
         self.max_call_seconds = float(max_call_seconds)
@@ -220,15 +231,17 @@ class FaxSession:
         leg.close()
 
     def _may_send(self, out) -> bool:
-        """Whether an IFP may go to the modems now: a response frame waits (up to
-        PAGE_WRITE_WAIT_SECONDS) for the confirmed page to be on disk, as on T.38."""
+        """Whether an IFP may go to the modems now: a response frame waits for the
+        confirmed page to be on disk, as on T.38 (``_wait_pages_written``)."""
         if out.packet.is_indicator or self._pages_written >= self._pages_submitted:
             self._hold_since = None
             return self._write_failure is None or out.packet.is_indicator
         now = trio.current_time()
         if self._hold_since is None:
             self._hold_since = now
-        return now - self._hold_since >= PAGE_WRITE_WAIT_SECONDS
+        if now - self._hold_since >= PAGE_WRITE_GIVE_UP_SECONDS:
+            self._give_up_page_write(now - self._hold_since)  # audio_tick then ends the call
+        return False
 
     def audio_tick(self, now: float) -> None:
         """Called every 20 ms by the gateway's ticker while the fax runs as audio."""
@@ -539,10 +552,25 @@ class FaxSession:
                       rows_lost=provisional.rows_lost, loss_gaps=provisional.ifp_loss_gaps)
 
     async def _wait_pages_written(self) -> None:
-        with trio.move_on_after(PAGE_WRITE_WAIT_SECONDS):
+        """Until every confirmed page is on disk (or its write failed); a write that takes
+        longer than PAGE_WRITE_GIVE_UP_SECONDS counts as failed."""
+        if self._pages_written >= self._pages_submitted or self._write_failure is not None:
+            return
+        started = trio.current_time()
+        with trio.move_on_after(PAGE_WRITE_GIVE_UP_SECONDS):
             while self._pages_written < self._pages_submitted and self._write_failure is None:
-                self._page_written = trio.Event()
+                # Several tasks may wait (the response being sent, the document's end): each
+                # waits on the writer's current event, which the writer replaces when it sets it.
                 await self._page_written.wait()
+        waited = trio.current_time() - started
+        if self._pages_written < self._pages_submitted and self._write_failure is None:
+            self._give_up_page_write(waited)
+        elif waited >= PAGE_WRITE_SLOW_SECONDS:
+            (self._bound or log).warning("page_write_slow", seconds=round(waited, 2), pages=self._pages_submitted)
+
+    def _give_up_page_write(self, waited: float) -> None:
+        if self._write_failure is None:
+            self._write_failure = f"the confirmed page was not on disk after {waited:.0f} s"
 
     async def _writer(self, bound) -> None:
         # Each item is a record snapshot: the pages the archive lacks, and meta.json (which
@@ -558,7 +586,8 @@ class FaxSession:
             else:
                 self._pages_written = max(self._pages_written, len(meta["pages"]))
                 self.record.forget_written()
-            self._page_written.set()
+            written, self._page_written = self._page_written, trio.Event()
+            written.set()
 
     def _failure_reason(self, *, peer: str, call: str) -> str:
         """Why the fax did not end well, as meta.json says it (``peer``: who hangs up;

@@ -107,6 +107,40 @@ def test_mcf_leaves_only_after_the_page_is_written(tmp_path):
     assert len(list(tmp_path.rglob(archive.JOURNAL_NAME))) == 1
 
 
+def test_mcf_waits_for_a_page_write_slower_than_the_senders_t4(tmp_path):
+    # Issue 14's load bench: at ~800 calls the page writes queued for seconds, and the MCF
+    # left after 2.5 s whether or not the page was on disk.  The sender forgets a page it
+    # heard MCF for: however slow the disk, MCF comes after the write.
+    written_at: list[float] = []
+
+    async def slower_write(record, pages, meta) -> None:
+        await trio.sleep(4.0)  # past the sender's T4 (3 s) and the old 2.5 s cap
+        await trio.to_thread.run_sync(record.write, pages, meta)
+        written_at.append(trio.current_time())
+
+    with structlog.testing.capture_logs() as logs:
+        mcf_at, _ = run_one_page_call(tmp_path, slower_write)
+    assert written_at and mcf_at, (written_at, mcf_at)
+    assert mcf_at[0] >= written_at[0]
+    # The response was held ~3 s (the write's 4 s less the 1 s V.21 preamble), and said so;
+    # the document's end waited for the same write, not a bound (one event, two waiters).
+    slow = [entry["seconds"] for entry in logs if entry["event"] == "page_write_slow"]
+    assert slow and all(2.5 <= seconds < 4.5 for seconds in slow), slow
+
+
+def test_a_page_not_on_disk_in_time_is_never_confirmed(tmp_path, monkeypatch):
+    import t38gw.session as session_module
+
+    monkeypatch.setattr(session_module, "PAGE_WRITE_GIVE_UP_SECONDS", 1.5)
+
+    async def stuck_write(record, pages, meta) -> None:
+        await trio.sleep(6.0)  # a disk that hangs past the give-up bound
+
+    mcf_at, session = run_one_page_call(tmp_path, stuck_write)
+    assert mcf_at == []  # the sender never hears MCF: it reports the fax as not sent
+    assert session.failure is not None and "not on disk" in session.failure, session.failure
+
+
 def test_an_ended_session_is_freed_without_the_cyclic_garbage_collector(tmp_path):
     # The gateway's call holds its session and the session's phase-B callback holds the
     # call: unless the session lets go of its callbacks (and its nursery) when it ends,
