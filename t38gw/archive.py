@@ -100,6 +100,8 @@ def make_folders(folder: Path) -> None:
     only as durable as the folder's own entry).
     """
     folder = Path(folder)
+    if folder.is_dir():
+        return  # the usual case (every write after a fax's first): one stat, not one per parent
     created: list[Path] = []
     missing = [folder, *folder.parents]
     for path in reversed(missing):

@@ -196,6 +196,11 @@ class InboundFax:
         self.meta["incomplete_pages"] = sum(1 for entry in self.pages if not entry["complete"])
         self.meta["status"] = "partial"
 
+    @property
+    def final_written(self) -> bool:
+        """The final meta.json is on disk (read holding ``write_lock``)."""
+        return self._final_written
+
     def snapshot(self) -> tuple[tuple[PendingPage, ...], dict[str, Any]]:
         """What to write now: the pages the archive lacks and a copy of meta (trio thread)."""
         self.forget_written()

@@ -1096,17 +1096,36 @@ class Gateway:
             log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"), error=str(exc))
 
     # -- archive and webhooks ------------------------------------------------------
-    def _write_record_now(self, record: InboundFax, pages, meta) -> None:
-        """Pages (and meta.json) to the archive (blocking: a worker thread's work)."""
+    def _write_record_now(self, record: InboundFax, pages, meta, index: bool = True) -> bool:
+        """Pages (and meta.json) to the archive, then (``index``) its index row (blocking: a
+        worker thread's work); whether anything was written (see ``InboundFax.write``)."""
         # One writer per record at a time, the index row included: a page write (page
         # threads) and the final write (after-call threads) may otherwise interleave.
         with record.write_lock:
-            if record.write(pages, meta):
+            written = record.write(pages, meta)
+            if written and index:
+                self._index_upsert(meta, record.folder)
+        return written
+
+    def _index_progress(self, record: InboundFax, meta) -> None:
+        """A fax in progress's index row after a page write, unless its final row is in."""
+        with record.write_lock:
+            if not record.final_written:
                 self._index_upsert(meta, record.folder)
 
     async def _write_record(self, record: InboundFax, pages, meta) -> None:
-        """Pages (and meta.json) to the archive, in a ``page_threads`` thread."""
-        await trio.to_thread.run_sync(self._write_record_now, record, pages, meta, limiter=self.page_threads)
+        """Confirmed pages (and meta.json) to the archive, in a ``page_threads`` thread: the
+        sender's MCF waits for this.  The index row (pages so far) follows in a bookkeeping
+        thread the MCF does not wait for: the index is a view the folders rebuild, and its
+        SQLite transaction was ~10 of the ~40 GIL hand-backs a page write waited through
+        under load (bench/load.py, issue 14)."""
+        written = await trio.to_thread.run_sync(self._write_record_now, record, pages, meta, False,
+                                                limiter=self.page_threads)
+        if written and self._nursery is not None:
+            self._nursery.start_soon(self._index_progress_in_thread, record, meta)
+
+    async def _index_progress_in_thread(self, record: InboundFax, meta) -> None:
+        await trio.to_thread.run_sync(self._index_progress, record, meta, limiter=self.bookkeeping_threads)
 
     async def _finish_record(self, session: FaxSession) -> None:
         record = session.record
