@@ -100,7 +100,7 @@ from t38gw.workers import WorkerRole, metrics_dir, port_slice
 from t38gw.negotiation import local_t38_params
 from t38gw.routing import route_after_phase_b, route_at_invite
 from t38gw.sanitize import call_identity
-from t38gw.session import FaxSession, PageWork
+from t38gw.session import FaxSession
 from t38gw.spool import DeliveryState, Spool, SpoolError
 from t38gw.t30 import Compression, ReceiveCapabilities, ReceiverConfig
 from t38gw.t30.transmitter import TransmitterConfig
@@ -205,8 +205,6 @@ class Gateway:
         # what follows a fax's end (final fax.tif/pdf, meta.json, index row, the webhook's
         # spool row), 0.3 s and 0.12 s.
         self.page_threads = trio.CapacityLimiter(PAGE_WRITE_THREADS)
-        # Page writes and decodes (MCFs wait for them) go before final writes (see PageWork).
-        self.page_work = PageWork()
         self.after_call_threads = trio.CapacityLimiter(AFTER_CALL_THREADS)
         # What no one waits for - delivery outcomes (spool, meta.json, audit trail) and the
         # fax_stored audit line - has a thread of its own: queued with the final writes it
@@ -761,8 +759,7 @@ class Gateway:
                                   reroute=lambda session, tsi: self._phase_b(call, tsi),
                                   max_call_seconds=self.config.limits.max_call_seconds,
                                   audio_ticks=self._audio_ticks, jitter_ms=self.config.audio.jitter_ms,
-                                  ecm=self.config.fax.ecm, decode_threads=self.decode_threads,
-                                  page_work=self.page_work)
+                                  ecm=self.config.fax.ecm, decode_threads=self.decode_threads)
         call.bound = call.bound.bind(fax_id=fax_id)
         if call.control.state is State.ACCEPTING:
             call.bound.info("call_incoming", did=facts.did, caller=facts.caller, trunk=facts.trunk,
@@ -1122,9 +1119,8 @@ class Gateway:
         thread the MCF does not wait for: the index is a view the folders rebuild, and its
         SQLite transaction was ~10 of the ~40 GIL hand-backs a page write waited through
         under load (bench/load.py, issue 14)."""
-        with self.page_work.running():
-            written = await trio.to_thread.run_sync(self._write_record_now, record, pages, meta, False,
-                                                    limiter=self.page_threads)
+        written = await trio.to_thread.run_sync(self._write_record_now, record, pages, meta, False,
+                                                limiter=self.page_threads)
         if written and self._nursery is not None:
             self._nursery.start_soon(self._index_progress_in_thread, record, meta)
 
@@ -1147,8 +1143,6 @@ class Gateway:
             enqueue_planned(self.spool, record.folder, meta, self.config, now)
             return None
 
-        # The pages other senders' MCFs wait for go first (this fax's pages are on disk).
-        await self.page_work.idle(AFTER_CALL_YIELD_SECONDS)
         # One thread hop for both: each hop waits in the after-call queue again, behind every
         # fax that ended meanwhile (1,000 calls ending within seconds, bench/load.py).
         failure = await trio.to_thread.run_sync(store_and_spool, limiter=self.after_call_threads)
@@ -1276,8 +1270,6 @@ PAGE_WRITE_THREADS = 2  # see Gateway.page_threads
 AFTER_CALL_THREADS = 2  # see Gateway.after_call_threads
 BOOKKEEPING_THREADS = 1  # see Gateway.bookkeeping_threads
 DECODE_AHEAD_THREADS = 2  # see Gateway.decode_threads
-# A fax's final write waits at most this long for other calls' page work (PageWork.idle).
-AFTER_CALL_YIELD_SECONDS = 5.0
 
 
 def tune_interpreter() -> None:

@@ -37,8 +37,7 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -89,36 +88,6 @@ class _Provisional:
     ifp_loss_gaps: int
 
 
-class PageWork:
-    """The thread work senders' MCFs wait for - confirmed pages being written, received
-    pages being decoded - counted, so work nobody waits for yet (a fax's final write and
-    its webhook) can let it go first: ``idle`` (issue 14: when hundreds of calls reach
-    their page ends within seconds, the final writes of the first took the GIL and the
-    CPU from the page writes of the others, and their MCFs waited seconds)."""
-
-    def __init__(self) -> None:
-        self.pending = 0
-        self._idle = trio.Event()
-        self._idle.set()
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        self.pending += 1
-        if self._idle.is_set():
-            self._idle = trio.Event()
-        try:
-            yield
-        finally:
-            self.pending -= 1
-            if self.pending == 0:
-                self._idle.set()
-
-    async def idle(self, at_most: float) -> None:
-        """Until no such work runs or waits (at most ``at_most`` seconds: it never starves)."""
-        with trio.move_on_after(at_most):
-            await self._idle.wait()
-
-
 class FaxSession:
     """See the module docstring.  ``on_finished(session)`` runs when the record is final."""
 
@@ -127,10 +96,8 @@ class FaxSession:
                  metrics=None, reroute: Callable | None = None,
                  max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
                  audio_ticks: Callable[[FaxSession, bool], None] | None = None, jitter_ms: int = 60,
-                 ecm: bool = True, decode_threads: trio.CapacityLimiter | None = None,
-                 page_work: PageWork | None = None) -> None:
+                 ecm: bool = True, decode_threads: trio.CapacityLimiter | None = None) -> None:
         self.record = record
-        self._page_work = page_work if page_work is not None else PageWork()
         # Threads that decode a page between its image carrier's end and the post-page
         # command (T30Receiver.page_decode_ahead); None: the engine decodes at the command.
         self._decode_threads = decode_threads
@@ -432,8 +399,7 @@ class FaxSession:
             return page, (archive.page_sha256(page.bitmap) if page is not None else None)
 
         try:
-            with self._page_work.running():
-                page, digest = await trio.to_thread.run_sync(decode, limiter=self._decode_threads)
+            page, digest = await trio.to_thread.run_sync(decode, limiter=self._decode_threads)
         except Exception:  # noqa: BLE001 - the engine decodes the page itself at the command
             bound.exception("page_decode_ahead_failed")
             return
