@@ -203,7 +203,8 @@ class Gateway:
         # 1.1 s late at p99 and the loop lagged ~0.5 s (bench/load.py); with two threads for
         # page writes (the sender waits for those: our MCF follows the write) and two for
         # what follows a fax's end (final fax.tif/pdf, meta.json, index row, the webhook's
-        # spool row), 0.3 s and 0.12 s.
+        # spool row), 0.3 s and 0.12 s.  Page writes have four threads since the MCF waits
+        # for them however long (PAGE_WRITE_THREADS).
         self.page_threads = trio.CapacityLimiter(PAGE_WRITE_THREADS)
         self.after_call_threads = trio.CapacityLimiter(AFTER_CALL_THREADS)
         # What no one waits for - delivery outcomes (spool, meta.json, audit trail) and the
@@ -1266,7 +1267,13 @@ def _find(exc: BaseException, kind: type) -> BaseException | None:
     return None
 
 
-PAGE_WRITE_THREADS = 2  # see Gateway.page_threads
+# See Gateway.page_threads.  Each write of a confirmed page costs ~4 ms of CPU but, behind a
+# busy event loop, ~35 ms of waiting for the GIL back after each of its ~40 system calls;
+# the waits overlap across threads.  bench/load.py, 1,000 ECM calls, two workers: with 2
+# threads 1,041 MCFs were held over 2.5 s (median 3.6 s, the sender's T4 is 3 s); with 4,
+# 359 (median 2.9 s, max 3.4 s), T.30 p99 530 -> 516 ms; with 6, 12 - but the loop lagged
+# up to 0.5 s, T.30 p99 726-863 ms and the kernel dropped 66 datagrams.
+PAGE_WRITE_THREADS = 4
 AFTER_CALL_THREADS = 2  # see Gateway.after_call_threads
 BOOKKEEPING_THREADS = 1  # see Gateway.bookkeeping_threads
 DECODE_AHEAD_THREADS = 2  # see Gateway.decode_threads
