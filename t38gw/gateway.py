@@ -760,7 +760,8 @@ class Gateway:
                                   reroute=lambda session, tsi: self._phase_b(call, tsi),
                                   max_call_seconds=self.config.limits.max_call_seconds,
                                   audio_ticks=self._audio_ticks, jitter_ms=self.config.audio.jitter_ms,
-                                  ecm=self.config.fax.ecm, decode_threads=self.decode_threads)
+                                  ecm=self.config.fax.ecm, decode_threads=self.decode_threads,
+                                  page_write_held=self._page_write_held)
         call.bound = call.bound.bind(fax_id=fax_id)
         if call.control.state is State.ACCEPTING:
             call.bound.info("call_incoming", did=facts.did, caller=facts.caller, trunk=facts.trunk,
@@ -872,6 +873,9 @@ class Gateway:
             self.index.delete(fax_id)
         except ArchiveIndexError as exc:
             log.error("archive_index_write_failed", fax_id=fax_id, error=str(exc), fix="t38gw archive reindex")
+
+    def _page_write_held(self, seconds: float) -> None:
+        self.overload.page_write_held(trio.current_time(), seconds)
 
     def _index_upsert(self, meta: dict[str, Any], folder: Path) -> None:
         try:

@@ -11,6 +11,10 @@ Retry-After when
   garbage collection is not overload, a loop that is late a quarter of the time is);
 - the process uses more than ``[limits] max_cpu`` of one core over the last 2 s (one
   trio process runs on one core, whatever the machine has); or
+- a confirmed page waited more than ``SLOW_PAGE_WRITE_SECONDS`` for the disk before our
+  MCF could go (``page_write_held``) in the last ``SLOW_PAGE_WRITE_MEMORY`` seconds: the
+  calls already answered are being harmed (their senders' T4 runs out), whatever the
+  CPU and lag say - the page ends of calls admitted together come together; or
 - one more call would take it there: a call is taken to cost ``PRIOR_CPU_PER_CALL`` of
   CPU per second until its cost is learnt while at least ``MIN_CALLS_FOR_ESTIMATE``
   calls run (CPU rate / calls: it follows a rise at once and a fall slowly, because calls
@@ -27,7 +31,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MIN_CALLS_FOR_ESTIMATE", "PRIOR_CPU_PER_CALL", "SAMPLE_INTERVAL", "WINDOW", "OverloadMonitor", "udp_receive_errors"]
+__all__ = ["MIN_CALLS_FOR_ESTIMATE", "PRIOR_CPU_PER_CALL", "SAMPLE_INTERVAL", "SLOW_PAGE_WRITE_MEMORY",
+           "SLOW_PAGE_WRITE_SECONDS", "WINDOW", "OverloadMonitor", "udp_receive_errors"]
 
 SAMPLE_INTERVAL = 0.1  # seconds between the watcher's wake-ups (its lateness is the lag)
 WINDOW = 2.0  # seconds of samples judged together
@@ -37,6 +42,10 @@ PRIOR_CPU_PER_CALL = 0.0025
 RISE_WEIGHT = 0.2  # per sample: a dearer call is believed within half a second
 FALL_WEIGHT = 0.01  # a cheaper one over ~10 s (the cheap start of calls is not their cost)
 LAG_QUANTILE = 0.75
+# T.30 gives the sender T4 = 3 s for our response; a page write that held the MCF longer
+# than this means answered calls are already waiting on the disk (t38gw.session).
+SLOW_PAGE_WRITE_SECONDS = 2.5
+SLOW_PAGE_WRITE_MEMORY = 10.0  # seconds new calls are refused after one
 
 
 @dataclass
@@ -46,6 +55,12 @@ class OverloadMonitor:
     window: float = WINDOW
     _samples: deque[tuple[float, float, float, int]] = field(default_factory=deque)  # (now, lag, cpu, calls)
     cpu_per_call: float = PRIOR_CPU_PER_CALL  # CPU seconds per call-second (learnt as calls run)
+    _slow_write: tuple[float, float] | None = None  # (when, seconds) of the last slow page write
+
+    def page_write_held(self, now: float, seconds: float) -> None:
+        """A confirmed page took ``seconds`` to reach the disk, our MCF waiting for it."""
+        if seconds > SLOW_PAGE_WRITE_SECONDS:
+            self._slow_write = (now, seconds)
 
     def sample(self, now: float, lag: float, cpu_seconds: float, calls: int) -> None:
         """One watcher wake-up: ``lag`` seconds late, the process's CPU time so far,
@@ -88,6 +103,11 @@ class OverloadMonitor:
 
     def refusal(self, calls: int) -> str:
         """Why one more call (beyond ``calls`` in progress) cannot be taken, or ""."""
+        if self._slow_write is not None and self._samples:
+            when, seconds = self._slow_write
+            if self._samples[-1][0] - when < SLOW_PAGE_WRITE_MEMORY:
+                return (f"a confirmed page waited {seconds:.1f} s for the disk before our MCF "
+                        f"(over {SLOW_PAGE_WRITE_SECONDS:g} s, {self._samples[-1][0] - when:.0f} s ago)")
         if not self.window_full:
             return ""
         if self.max_lag and (lag := self.judged_lag) > self.max_lag:

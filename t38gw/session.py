@@ -96,8 +96,11 @@ class FaxSession:
                  metrics=None, reroute: Callable | None = None,
                  max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
                  audio_ticks: Callable[[FaxSession, bool], None] | None = None, jitter_ms: int = 60,
-                 ecm: bool = True, decode_threads: trio.CapacityLimiter | None = None) -> None:
+                 ecm: bool = True, decode_threads: trio.CapacityLimiter | None = None,
+                 page_write_held: Callable[[float], None] | None = None) -> None:
         self.record = record
+        # Told how long each response waited for its page write (admission, t38gw.overload).
+        self._page_write_held = page_write_held
         # Threads that decode a page between its image carrier's end and the post-page
         # command (T30Receiver.page_decode_ahead); None: the engine decodes at the command.
         self._decode_threads = decode_threads
@@ -563,6 +566,8 @@ class FaxSession:
                 # waits on the writer's current event, which the writer replaces when it sets it.
                 await self._page_written.wait()
         waited = trio.current_time() - started
+        if self._page_write_held is not None:
+            self._page_write_held(waited)
         if self._pages_written < self._pages_submitted and self._write_failure is None:
             self._give_up_page_write(waited)
         elif waited >= PAGE_WRITE_SLOW_SECONDS:

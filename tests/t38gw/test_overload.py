@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from t38gw.overload import (MIN_CALLS_FOR_ESTIMATE, PRIOR_CPU_PER_CALL, SAMPLE_INTERVAL, OverloadMonitor,
-                             udp_receive_errors)
+from t38gw.overload import (MIN_CALLS_FOR_ESTIMATE, PRIOR_CPU_PER_CALL, SAMPLE_INTERVAL, SLOW_PAGE_WRITE_MEMORY,
+                             OverloadMonitor, udp_receive_errors)
 
 
 def feed(monitor: OverloadMonitor, seconds: float, *, lag: float = 0.0, cpu_rate: float = 0.1, calls: int = 0,
@@ -115,3 +115,19 @@ def test_kernel_udp_receive_errors_are_read_and_grow_when_a_socket_overflows():
 
 def test_no_proc_means_no_counters(tmp_path):
     assert udp_receive_errors(tmp_path / "missing") == {}
+
+
+def test_a_page_write_that_held_our_mcf_past_t4_refuses_new_calls_for_a_while():
+    # The calls already answered are being harmed (their senders' T4 runs out) even when
+    # CPU and lag look fine: the page ends of calls admitted together come together.
+    monitor = OverloadMonitor(max_lag=0.15, max_cpu=0.85)
+    now, cpu = feed(monitor, 3, cpu_rate=0.2, calls=50)
+    assert monitor.refusal(50) == ""
+    monitor.page_write_held(now, 2.0)  # inside T4: no harm
+    assert monitor.refusal(50) == ""
+    monitor.page_write_held(now, 3.4)
+    assert monitor.refusal(50).startswith("a confirmed page waited 3.4 s for the disk before our MCF")
+    now, cpu = feed(monitor, SLOW_PAGE_WRITE_MEMORY - 1, cpu_rate=0.2, calls=50, start=now, cpu_start=cpu)
+    assert monitor.refusal(50) != ""
+    feed(monitor, 2, cpu_rate=0.2, calls=50, start=now, cpu_start=cpu)
+    assert monitor.refusal(50) == ""

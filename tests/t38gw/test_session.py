@@ -29,7 +29,7 @@ from tests.support.ports import free_range
 WRITE_SECONDS = 2.0  # longer than the 1 s V.21 preamble before our MCF frame
 
 
-def run_one_page_call(tmp_path, write_record, reroute=None) -> tuple[list[float], FaxSession]:
+def run_one_page_call(tmp_path, write_record, reroute=None, page_write_held=None) -> tuple[list[float], FaxSession]:
     """A scripted sender sends one MH page and EOP to a session on a real socket; returns
     when our MCF was seen (if ever) and the session."""
     bitmap = random_page(random.Random(3), 1728, 100)
@@ -50,7 +50,7 @@ def run_one_page_call(tmp_path, write_record, reroute=None) -> tuple[list[float]
         session = FaxSession(record=record, endpoint=endpoint,
                              receiver_config=ReceiverConfig(local_ident="+1 555 0100", send_ced=False),
                              t38_settings=T38Config(), rng=random.Random(1), write_record=write_record,
-                             finish_record=finish, reroute=reroute)
+                             finish_record=finish, reroute=reroute, page_write_held=page_write_held)
         sessions.append(session)
         session.t38_ready(T38Session(remote=peer.getsockname(), version=0, max_bitrate=14400, error_correction="none",
                                      rate_management="transferredTCF", peer_max_datagram=1400))
@@ -118,14 +118,16 @@ def test_mcf_waits_for_a_page_write_slower_than_the_senders_t4(tmp_path):
         await trio.to_thread.run_sync(record.write, pages, meta)
         written_at.append(trio.current_time())
 
+    held: list[float] = []
     with structlog.testing.capture_logs() as logs:
-        mcf_at, _ = run_one_page_call(tmp_path, slower_write)
+        mcf_at, _ = run_one_page_call(tmp_path, slower_write, page_write_held=held.append)
     assert written_at and mcf_at, (written_at, mcf_at)
     assert mcf_at[0] >= written_at[0]
     # The response was held ~3 s (the write's 4 s less the 1 s V.21 preamble), and said so;
     # the document's end waited for the same write, not a bound (one event, two waiters).
     slow = [entry["seconds"] for entry in logs if entry["event"] == "page_write_slow"]
     assert slow and all(2.5 <= seconds < 4.5 for seconds in slow), slow
+    assert max(held) >= 2.5  # and admission was told (t38gw.overload refuses new calls a while)
 
 
 def test_a_page_not_on_disk_in_time_is_never_confirmed(tmp_path, monkeypatch):
