@@ -128,7 +128,7 @@ _WILDCARD = ("0.0.0.0", "::", "")
 GC_THRESHOLDS = (5000, 10, 10)
 # How long the event loop's thread may hold the GIL while another thread wants it
 # (CPython's default: 5 ms).  Page writes, decodes and the final write run in threads that
-# release the GIL at every system call (~50 for a page write) and wait for it back each
+# release the GIL at every system call (~40 for a page write) and wait for it back each
 # time; behind a busy event loop each wait ran to the full 5 ms, so a page write of ~4 ms
 # of CPU took ~40 ms (bench/load.py, 1,000 calls, two workers).  At 1 ms, two alternating
 # pairs at 1,000 ECM calls: the T.30 response's p99 681 and 654 ms -> 440 and 447 ms, CPU

@@ -65,8 +65,8 @@ DRAIN_SECONDS = 3.0
 # it.  Until issue 14's load bench this wait gave up after 2.5 s (inside the sender's T4 of
 # 3 s) and sent the MCF anyway; at ~800 calls ending their pages within seconds, most page
 # writes queued longer than that (the MCF left before the page was durable).  Now a slow
-# disk or an overloaded gateway costs the sender a repeated command (T.30 5.4.2: it repeats
-# after T4, three times), which we answer once the page is written; a page not on disk
+# disk or an overloaded gateway costs the sender a repeated command (it repeats it when its
+# T4 expires, three times in all), which we answer once the page is written; a page not on disk
 # after PAGE_WRITE_GIVE_UP_SECONDS (past the sender's last repeat) is not confirmed at all:
 # the call ends as after a failed write, and the sender reports the fax as not sent.
 PAGE_WRITE_GIVE_UP_SECONDS = 15.0
