@@ -52,6 +52,7 @@ from udptl.sender import UdptlSender
 from t38gw import archive
 from t38gw.faxrecord import InboundFax, compress_page
 from t38gw.negotiation import AudioSession, T38Session
+from t38gw.overload import SLOW_PAGE_WRITE_SECONDS
 from t38gw.t30.t38_io import split_to_fit
 from t38gw.t30 import CallEnded, DocumentEnded, PageReceived, PageRejected, PhaseBCompleted, ProtocolEventLogged
 from t38gw.t30 import ReceiverConfig, T30Receiver, T30Result
@@ -70,8 +71,6 @@ DRAIN_SECONDS = 3.0
 # after PAGE_WRITE_GIVE_UP_SECONDS (past the sender's last repeat) is not confirmed at all:
 # the call ends as after a failed write, and the sender reports the fax as not sent.
 PAGE_WRITE_GIVE_UP_SECONDS = 15.0
-# A response held longer than this is logged (page_write_slow): the sender's T4 ran out.
-PAGE_WRITE_SLOW_SECONDS = 2.5
 
 log = structlog.get_logger("t38gw.call")
 
@@ -570,7 +569,7 @@ class FaxSession:
             self._page_write_held(waited)
         if self._pages_written < self._pages_submitted and self._write_failure is None:
             self._give_up_page_write(waited)
-        elif waited >= PAGE_WRITE_SLOW_SECONDS:
+        elif waited >= SLOW_PAGE_WRITE_SECONDS:  # logged as admission judges it
             (self._bound or log).warning("page_write_slow", seconds=round(waited, 2), pages=self._pages_submitted)
 
     def _give_up_page_write(self, waited: float) -> None:
