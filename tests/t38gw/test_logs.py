@@ -94,3 +94,28 @@ def test_webhook_urls_never_reach_the_log_with_credentials_or_query():
         assert library["event"].startswith("could not reach http://***@127.0.0.1:") and "/fax?***" in library["event"]
         [ours] = [e for e in events if e["event"] == "webhook_attempt_failed"]
         assert "/fax?***" in ours["error"]
+
+
+SHARED_STDERR_SCRIPT = """
+import structlog, sys
+from t38gw.logs import configure_logging
+configure_logging()
+log = structlog.get_logger()
+for number in range(int(sys.argv[1])):
+    log.info("page_confirmed", worker=sys.argv[2], number=number, quality="GOOD")
+"""
+
+
+def test_workers_sharing_one_stderr_never_split_each_others_lines(tmp_path):
+    """`t38gw serve` workers inherit the supervisor's stderr: a line must reach it in one
+    write, or another process's line lands between an event and its newline."""
+    lines_each = 4000
+    path = tmp_path / "gateway.log"
+    with open(path, "wb") as shared:
+        workers = [subprocess.Popen([sys.executable, "-c", SHARED_STDERR_SCRIPT, str(lines_each), str(worker)],
+                                    stderr=shared) for worker in range(3)]
+        for worker in workers:
+            assert worker.wait(timeout=120) == 0
+    events = [json.loads(line) for line in path.read_text().splitlines()]  # fails on a split line
+    assert sorted((e["worker"], e["number"]) for e in events) == [
+        (str(w), n) for w in range(3) for n in range(lines_each)]
