@@ -325,7 +325,8 @@ def start_profiler(args, pid: int, capture: str, count: int) -> subprocess.Popen
     spy = Path(sys.executable).with_name("py-spy")
     output = args.py_spy / f"{capture}-n{count}.txt"
     return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--subprocesses", "--threads", "--rate", "100",
-                             "--format", "raw", "--output", str(output), "--nonblocking"],
+                             "--format", "raw", "--output", str(output), "--nonblocking",
+                             *(["--gil"] if args.py_spy_gil else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -566,6 +567,9 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, dest="py_spy",
                         help="profile the gateway (every thread, not idle) with py-spy into DIR/<capture>-n<N>.txt "
                              "(collapsed stacks)")
+    parser.add_argument("--py-spy-gil", action="store_true", dest="py_spy_gil",
+                        help="with --py-spy: only the thread holding the GIL (where the Python CPU goes; a thread "
+                             "waiting for the GIL, or in C code that let it go, is not counted)")
     args = parser.parse_args()
     # Outside a checkout (e.g. a `git archive` export measured while the checkout is mid-edit)
     # say which commit it was with T38GW_COMMIT.

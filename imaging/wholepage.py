@@ -357,47 +357,82 @@ def _sentinel_rows(width: int) -> tuple[str, list[bytes]]:
     return code, rows
 
 
-def _mmr_rows(msb_first: bytes, bits: str, width: int, max_rows: int) -> tuple[int, bytes, bytes] | None:
-    """(height, packed rows, libtiff's T.6 coding of them) of clean MMR data, or None."""
-    eofb = bits.find(EOL)
-    if eofb < 0 or not bits.startswith(EOFB, eofb):
-        return None  # the first EOL of clean T.6 data is its EOFB (what follows is ignored)
-    sentinel, sentinel_rows = _sentinel_rows(width)
-    # Only the last octets change: the sentinel goes where EOFB began.
+def first_eol(data: bytes) -> int:
+    """Bit offset of the first EOL (eleven 0 bits, then a 1: T.4 4.1.2) in MSB-first
+    ``data``, or -1.  Equal to ``_to_bits(data).find(EOL)``, by big-integer arithmetic:
+    a character search over a page's bits as text spent ~0.3 ms of a page-decoding thread
+    holding the GIL (the event loop waits for it), this ~20 us."""
+    size = len(data) * 8
+    if size < 12:
+        return -1
+    value = int.from_bytes(data, "big")
+    # Bit k of ``value`` is the data's bit size-1-k.  ``before`` has bit k set when one of
+    # the 11 bits ahead of it in the data (k+1 .. k+11) is a 1.
+    before = value >> 1
+    before |= before >> 1
+    before |= before >> 2
+    before |= before >> 4
+    before |= before >> 3
+    # A 1 with eleven 0s ahead of it ends an EOL; the data's first 11 bits have fewer ahead.
+    ends = value & ~before & ((1 << (size - 11)) - 1)
+    if not ends:
+        return -1
+    return size - ends.bit_length() - 11
+
+
+def _mmr_rows(msb_first: bytes, width: int, max_rows: int) -> tuple[int, bytes, bytes] | None:
+    """(height, packed rows, libtiff's T.6 coding of them) of clean MMR data, or None.
+
+    Runs on a page-decoding thread beside the event loop: the work in Python (holding the
+    GIL) stays at a few scans of the coded data and of the decoded rows at C speed, no
+    per-bit text and no byte-by-byte strip of the ~0.9 MB buffer (that alone held the GIL
+    ~1.9 ms a page, t38gw issue 14).
+    """
+    eofb = first_eol(msb_first)
     cut = eofb // 8
-    data = msb_first[:cut] + _from_bits(bits[cut * 8 : eofb] + sentinel + EOFB)
+    # The first EOL of clean T.6 data is its EOFB (what follows is ignored).
+    if eofb < 0 or _to_bits(msb_first[cut : cut + 4])[eofb - cut * 8 :][: len(EOFB)] != EOFB:
+        return None
+    sentinel, sentinel_rows = _sentinel_rows(width)
+    sentinel_block = b"".join(sentinel_rows)
+    # Only the last octets change: the sentinel goes where EOFB began.
+    data = msb_first[:cut] + _from_bits(_to_bits(msb_first[cut : cut + 1])[: eofb - cut * 8] + sentinel + EOFB)
     stride = width // 8
     # At least one MMR bit per row: the page cannot be taller than that.
     limit = min(max_rows, eofb) + 4
     guess = min(_FIRST_MMR_HEIGHT, limit)
+    # Where the sentinel's black rows are found from the end: its all-black second row and
+    # the black half of the third (a search for a pattern with a long white run would
+    # compare that run at every offset of the blank rows after the page).
+    black = sentinel_rows[1] + sentinel_rows[2][: width // 2 // 8]
     while True:
         # Reaching EOFB before ``guess`` rows, libtiff warns once about that short line.
         decoded = _libtiff_rows(data, Coding.MMR, width, guess, complaints=1)
         if decoded is None:
             return None
-        # The last row that is not blank is the third sentinel row, if libtiff got there
-        # (rows after EOFB stay blank; the guess must leave at least one).
-        last = len(decoded.rstrip(b"\x00"))
-        last_row = (last - 1) // stride if last else -1
-        if 0 <= last_row < guess - 1:
+        # Rows after EOFB stay blank: a last row that is not, or no sentinel, means libtiff
+        # may not have got to it (the page is taller than the guess).
+        at = decoded.rfind(black) - stride
+        if at >= 0 and decoded[(guess - 1) * stride :] == bytes(stride):
             break
         if guess >= limit:
             return None
         guess = min(guess * 2, limit)
-    height = last_row - 2
-    if height <= 0 or height > max_rows:
+    # The sentinel's rows must be the last that are not blank, right after the page's rows.
+    end = at + len(sentinel_block)
+    if at <= 0 or at % stride or decoded[at:end] != sentinel_block or decoded[end:] != bytes(len(decoded) - end):
         return None
-    if decoded[height * stride : (height + 3) * stride] != b"".join(sentinel_rows):
+    height = at // stride
+    if height > max_rows:
         return None
-    bitmap = decoded[: height * stride]
+    bitmap = decoded[:at]
     # The proof (libtiff's decoder accepts some damage StreamingDecoder stops at): the data
     # up to EOFB is exactly the T.6 coding of these rows (deterministic, T.6 2.2; see
     # _coded_canonically), which StreamingDecoder decodes to them and then ends at EOFB.
     canonical = _library().encode(bitmap, width, height, Coding.MMR)
-    if canonical is None:
+    if canonical is None or first_eol(canonical) != eofb or canonical[:cut] != msb_first[:cut]:
         return None
-    canonical_bits = _to_bits(canonical)
-    if canonical_bits.find(EOL) != eofb or not canonical_bits.startswith(bits[:eofb]):
+    if eofb % 8 and (canonical[cut] ^ msb_first[cut]) >> (8 - eofb % 8):
         return None
     return height, bitmap, canonical
 
@@ -436,17 +471,16 @@ def try_libtiff_decode(
     Pages taller than ``max_rows`` are left to the caller too.
     """
     msb_first = bytes(data) if bit_order is BitOrder.MSB_FIRST else bytes(data).translate(_REVERSED)
-    bits = _to_bits(msb_first)
     bitmap: bytes | None
     if coding is Coding.MMR:
-        found = _mmr_rows(msb_first, bits, width, max_rows)
+        found = _mmr_rows(msb_first, width, max_rows)
         if found is None:
             return None
         height, bitmap, g4 = found
         # The proof coded the rows as the archive stores them: it need not do it again.
         return DecodedPage(width=width, height=height, bitmap=bitmap, g4=g4)
     else:
-        segments = _t4_rows(bits, coding)
+        segments = _t4_rows(_to_bits(msb_first), coding)
         if segments is None or len(segments) > max_rows:
             return None
         height = len(segments)

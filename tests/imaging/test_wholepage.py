@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imaging import BitOrder, Coding, StreamingDecoder, decode_whole_page, encode_page
-from imaging.wholepage import try_libtiff_decode
+from imaging.t4codes import EOL
+from imaging.wholepage import _to_bits, first_eol, try_libtiff_decode
 from tests.imaging.charts import CHART_WIDTH, chart
 from tests.peers.spandsp import spandsp_t4_encode
 
@@ -234,3 +235,22 @@ def test_libtiff_complaints_are_counted_per_thread():
     assert not failures and not any(thread.is_alive() for thread in threads)
     assert all(page.bitmap == bitmap and page.g4 is not None for page in results["clean"])
     assert all(page == expected_damaged for page in results["damaged"])
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.binary(max_size=64), st.integers(0, 3))
+def test_first_eol_is_where_the_bits_as_text_have_it(data, zero_runs):
+    """first_eol (big-integer arithmetic) finds the EOL the text search over the bits finds;
+    runs of zero octets make EOLs (and near misses) likely."""
+    for _ in range(zero_runs):
+        data = data[: len(data) // 2] + bytes(len(data) % 3 + 1) + data[len(data) // 2 :]
+    assert first_eol(data) == _to_bits(data).find(EOL)
+
+
+def test_first_eol_at_every_offset():
+    for offset in range(40):
+        bits = "1" * offset + EOL + "1" * 13
+        bits += "0" * (-len(bits) % 8)
+        data = int(bits, 2).to_bytes(len(bits) // 8, "big")
+        assert first_eol(data) == offset
+        assert first_eol(data[: (offset + 11) // 8]) == -1  # cut before the EOL's 1
