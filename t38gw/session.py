@@ -46,6 +46,7 @@ from imaging import DecodedPage, Page
 from imaging.tiff import CodedPage
 from imaging.wholepage import LibtiffAttempt
 from udptl.endpoint import AudioDatagram, ForeignDatagrams, UdptlEndpoint
+from udptl.ifp import FieldType
 from udptl.receiver import IfpLost, IfpReceived, UdptlReceiver
 from udptl.sender import UdptlSender
 
@@ -87,6 +88,23 @@ class _Provisional:
     ifp_loss_gaps: int
 
 
+#: How long the post-page command waits for its page's decode on a thread, at most; then
+#: the engine decodes the page itself (the sender repeats its command after T4, 3 s).
+DECODE_AHEAD_WAIT_SECONDS = 1.0
+_FRAME_ENDS = frozenset({FieldType.HDLC_FCS_OK, FieldType.HDLC_FCS_OK_SIG_END,
+                         FieldType.HDLC_FCS_BAD, FieldType.HDLC_FCS_BAD_SIG_END})
+
+
+def _completes_a_frame(items: list) -> bool:
+    """Whether an IFP among ``items`` ends an HDLC frame (the engine acts on whole frames)."""
+    for item in items:
+        if type(item) is IfpReceived and item.packet is not None:
+            for field in item.packet.fields or ():  # an indicator has none
+                if field.field_type in _FRAME_ENDS:
+                    return True
+    return False
+
+
 class FaxSession:
     """See the module docstring.  ``on_finished(session)`` runs when the record is final."""
 
@@ -106,6 +124,8 @@ class FaxSession:
         self._nursery: trio.Nursery | None = None
         # The last page decoded ahead and its meta.json SHA-256, worked out on that thread.
         self._digest_ahead: tuple[bytes, str] | None = None
+        # Set when the page decode handed to a thread is done (None: none in flight).
+        self._decoding_ahead: trio.Event | None = None
         # The audio fax leg ([t38] audio_fallback): the gateway's one ticking task calls
         # audio_tick every 20 ms while ``audio_ticks(self, True)`` registered us.
         self.audio: AudioSession | None = None
@@ -351,6 +371,14 @@ class FaxSession:
                            if d is not None)
             # ``_wake`` interrupts this wait (the endpoint returns what it has read so far).
             items = await self.endpoint.receive_until(deadline)
+            if self._decoding_ahead is not None and _completes_a_frame(items):
+                # The post-page command may be in: its answer needs the page decoded.  Wait
+                # for the thread rather than let the engine decode it here, in the event
+                # loop - after a burst of page ends the threads' queue was longer than the
+                # ~1 s before the command, and every call's datagrams waited ~5 ms a page
+                # behind each decode (the loop lagged 1 s, bench/load.py at 1,000 calls).
+                with trio.move_on_after(DECODE_AHEAD_WAIT_SECONDS):
+                    await self._decoding_ahead.wait()
             now = trio.current_time()
             for item in items:
                 if isinstance(item, IfpReceived):
@@ -372,7 +400,8 @@ class FaxSession:
             if decode_ahead is not None and self._nursery is not None:
                 attempt = decode_ahead()
                 if attempt is not None:
-                    self._nursery.start_soon(self._decode_ahead, engine, attempt, bound)
+                    self._decoding_ahead = trio.Event()
+                    self._nursery.start_soon(self._decode_ahead, engine, attempt, bound, self._decoding_ahead)
         self.t30_ended_at = trio.current_time()
         # Let the DCN we may have queued go out (bounded), unless the dialog is gone.
         if self.sip_end_reason is None and self.leg is not None:
@@ -391,9 +420,17 @@ class FaxSession:
                         break
         self.hangup_requested.set()
 
-    async def _decode_ahead(self, engine: T30Receiver, attempt: LibtiffAttempt, bound) -> None:
+    async def _decode_ahead(self, engine: T30Receiver, attempt: LibtiffAttempt, bound, done: trio.Event) -> None:
         """Run the page's libtiff decode on a thread (its C part beside the event loop, on
         another core) and give the engine the result before the post-page command needs it."""
+        try:
+            await self._decode_on_thread(engine, attempt, bound)
+        finally:
+            done.set()
+            if self._decoding_ahead is done:
+                self._decoding_ahead = None
+
+    async def _decode_on_thread(self, engine: T30Receiver, attempt: LibtiffAttempt, bound) -> None:
         assert self._decode_threads is not None
 
         def decode() -> tuple[DecodedPage | None, str | None]:

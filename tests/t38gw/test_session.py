@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 import random
 import socket
+import threading
 import weakref
 
 import structlog
 import trio
 
+from imaging.wholepage import LibtiffAttempt
 from t38gw import archive
 from t38gw.config import Route, T38Config
 from t38gw.faxrecord import InboundFax
@@ -29,9 +31,11 @@ from tests.support.ports import free_range
 WRITE_SECONDS = 2.0  # longer than the 1 s V.21 preamble before our MCF frame
 
 
-def run_one_page_call(tmp_path, write_record, reroute=None, page_write_held=None) -> tuple[list[float], FaxSession]:
+def run_one_page_call(tmp_path, write_record, reroute=None, page_write_held=None,
+                      decode_queue_seconds: float | None = None) -> tuple[list[float], FaxSession]:
     """A scripted sender sends one MH page and EOP to a session on a real socket; returns
-    when our MCF was seen (if ever) and the session."""
+    when our MCF was seen (if ever) and the session.  ``decode_queue_seconds``: the session
+    decodes pages ahead on a thread whose one slot is taken until that long after EOP."""
     bitmap = random_page(random.Random(3), 1728, 100)
     coded = s.coded_page(bitmap, 1728, 100, Compression.MH)
     mcf_at: list[float] = []
@@ -47,10 +51,19 @@ def run_one_page_call(tmp_path, write_record, reroute=None, page_write_held=None
         await peer.bind(("127.0.0.1", 0))
         record = InboundFax(fax_id="01a21438-6359-7817-b310-bde014280622", started_at=1_764_000_000.0,
                             root=tmp_path, formats=("tiff",), sip={"call_id": "c1"}, route_index=None, route=Route())
+        decode_threads = trio.CapacityLimiter(1)
+        eop_sent = trio.Event()
+
+        async def hold_decode_thread() -> None:
+            async with decode_threads:  # other calls' pages, decoded before this one
+                await eop_sent.wait()
+                await trio.sleep(decode_queue_seconds or 0)
+
         session = FaxSession(record=record, endpoint=endpoint,
                              receiver_config=ReceiverConfig(local_ident="+1 555 0100", send_ced=False),
                              t38_settings=T38Config(), rng=random.Random(1), write_record=write_record,
-                             finish_record=finish, reroute=reroute, page_write_held=page_write_held)
+                             finish_record=finish, reroute=reroute, page_write_held=page_write_held,
+                             decode_threads=decode_threads if decode_queue_seconds is not None else None)
         sessions.append(session)
         session.t38_ready(T38Session(remote=peer.getsockname(), version=0, max_bitrate=14400, error_correction="none",
                                      rate_management="transferredTCF", peer_max_datagram=1400))
@@ -76,6 +89,7 @@ def run_one_page_call(tmp_path, write_record, reroute=None, page_write_held=None
 
         with trio.move_on_after(30):
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(hold_decode_thread)
                 nursery.start_soon(session.run)
                 nursery.start_soon(listen)
                 await trio.sleep(1.5)  # our DIS goes out
@@ -84,6 +98,7 @@ def run_one_page_call(tmp_path, write_record, reroute=None, page_write_held=None
                 await trio.sleep(1.5)  # CFR
                 await send(s.image_carrier(Modulation.V17_14400, coded))
                 await send(s.control(s.frame(Fcf.EOP)))
+                eop_sent.set()
                 await session.done.wait()
                 nursery.cancel_scope.cancel()
         peer.close()
@@ -141,6 +156,28 @@ def test_a_page_not_on_disk_in_time_is_never_confirmed(tmp_path, monkeypatch):
     mcf_at, session = run_one_page_call(tmp_path, stuck_write)
     assert mcf_at == []  # the sender never hears MCF: it reports the fax as not sent
     assert session.failure is not None and "not on disk" in session.failure, session.failure
+
+
+def test_the_post_page_command_waits_for_its_page_decoded_on_a_thread(tmp_path, monkeypatch):
+    # Issue 14's load bench at 1,000 calls: after a burst of page ends the decode threads'
+    # queue was longer than the time before the post-page command, and the engine decoded
+    # each of those pages itself, in the event loop every call's datagrams wait for.
+    decoded_in_event_loop: list[bool] = []
+    run = LibtiffAttempt.run
+
+    def watched_run(attempt):
+        decoded_in_event_loop.append(threading.current_thread() is threading.main_thread())
+        return run(attempt)
+
+    monkeypatch.setattr(LibtiffAttempt, "run", watched_run)
+
+    async def write(record, pages, meta) -> None:
+        await trio.to_thread.run_sync(record.write, pages, meta)
+
+    mcf_at, session = run_one_page_call(tmp_path, write, decode_queue_seconds=0.4)
+    assert mcf_at, "no MCF"
+    assert decoded_in_event_loop == [False], decoded_in_event_loop
+    assert session.record.pages[0]["height_px"] == 100
 
 
 def test_an_ended_session_is_freed_without_the_cyclic_garbage_collector(tmp_path):
