@@ -84,8 +84,16 @@ class _Libtiff:
 
     libtiff keeps its codec state in each TIFF handle; only the handlers are one per
     process, and libtiff calls them on the thread that hit the problem.  So complaints are
-    counted per thread and no lock is needed: ctypes lets go of the GIL during each call,
-    so a writer thread's coding runs beside the event loop's decoding, on another core.
+    counted per thread and no lock is needed: ctypes lets go of the GIL during the coding
+    calls, so a thread's coding runs beside the event loop, on another core.
+
+    Only during those: every call that lets go of the GIL must take it back, and beside a
+    busy event loop that waits up to the switch interval.  A page's decode and proof made
+    ~25 such calls (opening the in-memory file, 11 TIFFSetField, closing, reading back):
+    a page decoded on a thread beside a busy event loop took 15.7 ms instead of 4.3, and
+    at 1,000 calls the page-decoding threads fell seconds behind (issue 14).  So the
+    quick calls (libtiff's open, tags and close; the memfd's system calls, microseconds
+    on memory) keep the GIL (ctypes.PyDLL), and only the decoding and coding let it go.
     """
 
     def __init__(self) -> None:
@@ -114,6 +122,14 @@ class _Libtiff:
         lib.TIFFWriteEncodedStrip.restype = ctypes.c_ssize_t
         lib.TIFFWriteEncodedStrip.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_ssize_t]
         lib.TIFFSetField.restype = ctypes.c_int  # variadic: each call passes typed values
+        # The same copy again, its calls holding the GIL (see the class docstring).
+        quick = self.quick = ctypes.PyDLL(lib._name)
+        quick.TIFFFdOpen.restype = ctypes.c_void_p
+        quick.TIFFFdOpen.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p]
+        quick.TIFFClose.restype = None
+        quick.TIFFClose.argtypes = [ctypes.c_void_p]
+        quick.TIFFSetField.restype = ctypes.c_int
+        self.libc = _quick_libc()
 
     @property
     def complaints(self) -> int:
@@ -149,23 +165,18 @@ class _Libtiff:
         if lib is None:  # no libtiff here: callers check ``library`` first
             return None
         buffer = ctypes.create_string_buffer(size)
-        fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
-        try:
-            if os.write(fd, tiff) != len(tiff):
-                raise OSError("short write")
-            os.lseek(fd, 0, os.SEEK_SET)
-        except OSError:
-            os.close(fd)
+        fd = self._memory_file(tiff)
+        if fd < 0:
             return None
         before = self.complaints
-        handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"r")
+        handle = self.quick.TIFFFdOpen(fd, b"t38gw-page", b"r")
         if not handle:
-            os.close(fd)
+            self._close(fd)
             return None
         try:
             got = lib.TIFFReadEncodedStrip(handle, 0, buffer, size)
         finally:
-            lib.TIFFClose(handle)  # closes fd too
+            self.quick.TIFFClose(handle)  # closes fd too
         if got != size or self.complaints - before > complaints:
             return None
         return buffer.raw
@@ -179,12 +190,15 @@ class _Libtiff:
         if lib is None:  # no libtiff here: callers check ``library`` first
             return None
         before = self.complaints
-        fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
-        keep = os.dup(fd)
+        quick = self.quick
+        fd = self._memory_file(b"")
+        if fd < 0:
+            return None
+        keep = self._dup(fd)
         try:
-            handle = lib.TIFFFdOpen(fd, b"t38gw-page", b"w")
+            handle = quick.TIFFFdOpen(fd, b"t38gw-page", b"w")
             if not handle:
-                os.close(fd)
+                self._close(fd)
                 return None
             try:
                 u32, i32 = ctypes.c_uint32, ctypes.c_int
@@ -200,20 +214,83 @@ class _Libtiff:
                                    options,
                                    (TAG_Y_RESOLUTION, ctypes.c_double(196.0 if k == 4 else 98.0)),
                                    (TAG_RESOLUTION_UNIT, i32(2))):
-                    if lib.TIFFSetField(ctypes.c_void_p(handle), ctypes.c_uint32(tag), value) != 1:
+                    if quick.TIFFSetField(ctypes.c_void_p(handle), ctypes.c_uint32(tag), value) != 1:
                         return None
                 written = lib.TIFFWriteEncodedStrip(handle, 0, bitmap, len(bitmap))
             finally:
-                lib.TIFFClose(handle)  # writes the directory; closes fd
+                quick.TIFFClose(handle)  # writes the directory; closes fd
             if written != len(bitmap) or self.complaints != before:
                 return None
-            os.lseek(keep, 0, os.SEEK_SET)
-            chunks = []
-            while chunk := os.read(keep, 1 << 20):
-                chunks.append(chunk)
+            tiff = self._read_all(keep)
         finally:
-            os.close(keep)
-        return read_strips(b"".join(chunks))
+            self._close(keep)
+        return read_strips(tiff) if tiff is not None else None
+
+    # The in-memory file's system calls: through libc holding the GIL where it loaded
+    # (see the class docstring), else through os (letting it go).
+    def _memory_file(self, data: bytes) -> int:
+        """A memfd holding ``data``, its offset at 0; -1 if that failed."""
+        libc = self.libc
+        if libc is None:
+            fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
+            if data and os.write(fd, data) != len(data):
+                os.close(fd)
+                return -1
+            os.lseek(fd, 0, os.SEEK_SET)
+            return fd
+        fd = int(libc.memfd_create(b"t38gw-page", os.MFD_CLOEXEC))
+        if fd < 0:
+            return -1
+        if data and (libc.write(fd, data, len(data)) != len(data) or libc.lseek(fd, 0, os.SEEK_SET) != 0):
+            libc.close(fd)
+            return -1
+        return fd
+
+    def _dup(self, fd: int) -> int:
+        return os.dup(fd) if self.libc is None else int(self.libc.dup(fd))
+
+    def _close(self, fd: int) -> None:
+        if fd >= 0:
+            os.close(fd) if self.libc is None else self.libc.close(fd)
+
+    def _read_all(self, fd: int) -> bytes | None:
+        """The whole of memfd ``fd`` (None if it cannot be read)."""
+        libc = self.libc
+        if libc is None:
+            os.lseek(fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        size = libc.lseek(fd, 0, os.SEEK_END)
+        if size < 0:
+            return None
+        buffer = ctypes.create_string_buffer(size)
+        if libc.pread(fd, buffer, size, 0) != size:
+            return None
+        return buffer.raw
+
+
+def _quick_libc() -> ctypes.PyDLL | None:
+    """libc's memfd_create, write, pread, lseek, dup and close, called holding the GIL
+    (None where this libc lacks one of them)."""
+    try:
+        libc = ctypes.PyDLL(None)
+        signatures = {
+            "memfd_create": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint]),
+            "write": (ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
+            "pread": (ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64]),
+            "lseek": (ctypes.c_int64, [ctypes.c_int, ctypes.c_int64, ctypes.c_int]),
+            "dup": (ctypes.c_int, [ctypes.c_int]),
+            "close": (ctypes.c_int, [ctypes.c_int]),
+        }
+        for name, (restype, argtypes) in signatures.items():
+            function = getattr(libc, name)
+            function.restype = restype
+            function.argtypes = argtypes
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 _libtiff: _Libtiff | None = None

@@ -379,6 +379,7 @@ class FaxSession:
                 # behind each decode (the loop lagged 1 s, bench/load.py at 1,000 calls).
                 with trio.move_on_after(DECODE_AHEAD_WAIT_SECONDS):
                     await self._decoding_ahead.wait()
+                self._decoding_ahead = None  # waited once: a late result is taken if it comes
             now = trio.current_time()
             for item in items:
                 if isinstance(item, IfpReceived):

@@ -254,3 +254,19 @@ def test_first_eol_at_every_offset():
         data = int(bits, 2).to_bytes(len(bits) // 8, "big")
         assert first_eol(data) == offset
         assert first_eol(data[: (offset + 11) // 8]) == -1  # cut before the EOL's 1
+
+
+def test_decoding_and_proving_leave_no_descriptor_open():
+    """The in-memory files libtiff reads and writes (memfds opened through libc) are closed,
+    on success and on failure alike."""
+    import os
+
+    bitmap = random_page(random.Random(5), 1728, 200, 0.02)
+    good = encode_page(bitmap, 1728, Coding.MMR, bit_order=BitOrder.MSB_FIRST)
+    damaged = good[:100] + bytes(b ^ 0x5A for b in good[100:140]) + good[140:]
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        page = try_libtiff_decode(good, Coding.MMR, 1728, bit_order=BitOrder.MSB_FIRST)
+        assert page is not None and page.bitmap == bitmap
+        try_libtiff_decode(damaged, Coding.MMR, 1728, bit_order=BitOrder.MSB_FIRST)
+    assert len(os.listdir("/proc/self/fd")) == before
