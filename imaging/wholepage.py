@@ -250,8 +250,12 @@ class _Libtiff:
         return os.dup(fd) if self.libc is None else int(self.libc.dup(fd))
 
     def _close(self, fd: int) -> None:
-        if fd >= 0:
-            os.close(fd) if self.libc is None else self.libc.close(fd)
+        if fd < 0:
+            return
+        if self.libc is None:
+            os.close(fd)
+        else:
+            self.libc.close(fd)
 
     def _read_all(self, fd: int) -> bytes | None:
         """The whole of memfd ``fd`` (None if it cannot be read)."""
