@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from PIL import Image
 
+from . import syscalls
 from .libtiff import encode_with_libtiff, image_from_bitmap
 from .model import BitOrder, Coding, Page
 from .wholepage import _library
@@ -186,28 +187,29 @@ class TiffAppender:
         self._tail_dirty = False  # a failed append may have left bytes after _end
         self._pointer = FIRST_IFD_POINTER
         self._page_numbers: list[int] = []
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        # Only the fsyncs let go of the GIL: see imaging.syscalls.
+        fd = syscalls.open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
-            os.fchmod(fd, mode)
-            _write_all(fd, HEADER, 0)
+            syscalls.fchmod(fd, mode)
+            syscalls.pwrite_all(fd, HEADER, 0)
             os.fsync(fd)
         finally:
-            os.close(fd)
+            syscalls.close(fd)
 
     def append(self, page: CodedPage) -> None:
         block = page_block(page, self._end, self.pages, 0, software=self.software)
-        fd = os.open(self.path, os.O_WRONLY)
+        fd = syscalls.open_file(self.path, os.O_WRONLY)
         try:
             if self._tail_dirty:
                 os.ftruncate(fd, self._end)  # drop what a failed append left
             self._tail_dirty = True
-            _write_all(fd, block.data, self._end)
+            syscalls.pwrite_all(fd, block.data, self._end)
             os.fsync(fd)  # the page is on disk before anything points at it
-            _write_all(fd, struct.pack("<I", block.ifd_offset), self._pointer)
+            syscalls.pwrite_all(fd, struct.pack("<I", block.ifd_offset), self._pointer)
             os.fsync(fd)
             self._tail_dirty = False
         finally:
-            os.close(fd)
+            syscalls.close(fd)
         self._end += len(block.data)
         self._pointer = block.next_pointer_offset
         self._page_numbers.append(block.page_number_offset)

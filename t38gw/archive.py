@@ -26,11 +26,14 @@ import datetime as dt
 import hashlib
 import json
 import os
+import random
 import struct
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 from collections.abc import Callable, Iterable
+
+from imaging import syscalls
 
 META_NAME = "meta.json"
 FILE_NAMES = {"pdf": "fax.pdf", "tiff": "fax.tif"}
@@ -84,11 +87,11 @@ def page_sha256(bitmap: bytes) -> str:
 
 
 def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+    fd = syscalls.open_file(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
-        os.close(fd)
+        syscalls.close(fd)
 
 
 def make_folders(folder: Path) -> None:
@@ -119,23 +122,58 @@ def make_folders(folder: Path) -> None:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None] | bytes) -> None:
-    """Write ``path`` (mode 0600) atomically: ``write`` is the bytes, or a function that writes a given path."""
+    """Write ``path`` (mode 0600) atomically: ``write`` is the bytes, or a function that writes a given path.
+
+    Bytes (meta.json, once per page while a fax runs) are written with the system calls
+    that keep the GIL (imaging.syscalls): only the two fsyncs let go of it.
+    """
+    if not isinstance(write, (bytes, bytearray)):
+        _write_atomic_with(path, write)
+        return
+    try:
+        fd, tmp = _new_temporary(path)
+    except FileNotFoundError:
+        make_folders(path.parent)
+        fd, tmp = _new_temporary(path)
+    try:
+        try:
+            syscalls.fchmod(fd, FILE_MODE)
+            syscalls.pwrite_all(fd, bytes(write), 0)
+            os.fsync(fd)
+        finally:
+            syscalls.close(fd)
+        syscalls.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+_temporary_names = random.Random()
+
+
+def _new_temporary(path: Path) -> tuple[int, Path]:
+    """A new empty file beside ``path`` (its name hidden and random), open for writing."""
+    while True:
+        # Not secrets/os.urandom: getrandom(2) lets go of the GIL (O_EXCL guards the name).
+        tmp = path.parent / f".{path.name}.{_temporary_names.getrandbits(48):012x}.tmp"
+        try:
+            return syscalls.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), tmp
+        except FileExistsError:
+            continue
+
+
+def _write_atomic_with(path: Path, write: Callable[[Path], None]) -> None:
     if not path.parent.is_dir():
         make_folders(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         os.fchmod(fd, FILE_MODE)
-        if isinstance(write, (bytes, bytearray)):
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(write)
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            os.close(fd)
-            write(tmp)
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

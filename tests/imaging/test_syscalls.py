@@ -1,0 +1,57 @@
+"""imaging.syscalls: the quick system calls that keep the GIL behave as their os twins."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from imaging import syscalls
+
+
+def test_the_calls_go_through_libc_here():
+    # The point of the module: on this (glibc) machine the calls keep the GIL.
+    assert syscalls._libc is not None
+
+
+def test_a_file_written_renamed_and_read_back(tmp_path):
+    path = tmp_path / "a.bin"
+    fd = syscalls.open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        assert not os.get_inheritable(fd)  # close-on-exec, as os.open makes it
+        syscalls.fchmod(fd, 0o640)
+        data = bytes(range(256)) * 4096  # 1 MiB
+        syscalls.pwrite_all(fd, data, 0)
+        syscalls.pwrite_all(fd, b"tail", len(data))
+    finally:
+        syscalls.close(fd)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    target = tmp_path / "b.bin"
+    target.write_bytes(b"old")
+    syscalls.rename(path, target)  # over an existing file, as os.replace
+    assert target.read_bytes() == data + b"tail" and not path.exists()
+
+
+def test_failures_raise_oserror_with_errno_and_path(tmp_path):
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError) as caught:
+        syscalls.open_file(missing, os.O_RDONLY)
+    assert caught.value.errno == errno.ENOENT and caught.value.filename == str(missing)
+    existing = tmp_path / "x"
+    existing.write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        syscalls.open_file(existing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with pytest.raises(FileNotFoundError):
+        syscalls.rename(missing, tmp_path / "y")
+    read_only = syscalls.open_file(existing, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as caught:
+            syscalls.pwrite_all(read_only, b"data", 0)
+        assert caught.value.errno == errno.EBADF
+    finally:
+        syscalls.close(read_only)
+    with pytest.raises(OSError) as caught:
+        syscalls.close(read_only)  # closed already
+    assert caught.value.errno == errno.EBADF
