@@ -88,11 +88,21 @@ class _Provisional:
     ifp_loss_gaps: int
 
 
-#: How long the post-page command waits for its page's decode on a thread, at most; then
-#: the engine decodes the page itself (the sender repeats its command after T4, 3 s).
+#: How long the post-page command waits for its page's decode running on a thread, at
+#: most; then the engine decodes the page itself (the sender repeats its command after T4).
 DECODE_AHEAD_WAIT_SECONDS = 1.0
 _FRAME_ENDS = frozenset({FieldType.HDLC_FCS_OK, FieldType.HDLC_FCS_OK_SIG_END,
                          FieldType.HDLC_FCS_BAD, FieldType.HDLC_FCS_BAD_SIG_END})
+
+
+class _DecodeAhead:
+    """A page's decode handed to a thread: ``started`` once the thread runs it (set there),
+    ``done`` when it is over; ``scope`` cancels it while it still waits for a thread."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.done = trio.Event()
+        self.scope = trio.CancelScope()
 
 
 def _completes_a_frame(items: list) -> bool:
@@ -124,8 +134,8 @@ class FaxSession:
         self._nursery: trio.Nursery | None = None
         # The last page decoded ahead and its meta.json SHA-256, worked out on that thread.
         self._digest_ahead: tuple[bytes, str] | None = None
-        # Set when the page decode handed to a thread is done (None: none in flight).
-        self._decoding_ahead: trio.Event | None = None
+        # The page decode handed to a thread, until it is done (None: none in flight).
+        self._decoding_ahead: _DecodeAhead | None = None
         # The audio fax leg ([t38] audio_fallback): the gateway's one ticking task calls
         # audio_tick every 20 ms while ``audio_ticks(self, True)`` registered us.
         self.audio: AudioSession | None = None
@@ -371,15 +381,22 @@ class FaxSession:
                            if d is not None)
             # ``_wake`` interrupts this wait (the endpoint returns what it has read so far).
             items = await self.endpoint.receive_until(deadline)
-            if self._decoding_ahead is not None and _completes_a_frame(items):
-                # The post-page command may be in: its answer needs the page decoded.  Wait
-                # for the thread rather than let the engine decode it here, in the event
-                # loop - after a burst of page ends the threads' queue was longer than the
-                # ~1 s before the command, and every call's datagrams waited ~5 ms a page
-                # behind each decode (the loop lagged 1 s, bench/load.py at 1,000 calls).
-                with trio.move_on_after(DECODE_AHEAD_WAIT_SECONDS):
-                    await self._decoding_ahead.wait()
-                self._decoding_ahead = None  # waited once: a late result is taken if it comes
+            job = self._decoding_ahead
+            if job is not None and _completes_a_frame(items):
+                # The post-page command may be in: its answer needs the page decoded.
+                self._decoding_ahead = None
+                if job.started:
+                    # On a thread now: wait for it rather than let the engine decode the
+                    # page again here, in the event loop every call's datagrams wait on
+                    # (at 1,000 calls 5 of 12 py-spy dumps found the loop inside libtiff).
+                    with trio.move_on_after(DECODE_AHEAD_WAIT_SECONDS):
+                        await job.done.wait()
+                else:
+                    # Still queued behind other pages: the engine decodes it now (~5 ms)
+                    # instead of this answer waiting out the queue (waiting for queued
+                    # decodes too put T.30's p99 at 1.3 s at 300 non-ECM calls, against
+                    # 0.3 s), and the thread does not do it a second time.
+                    job.scope.cancel()
             now = trio.current_time()
             for item in items:
                 if isinstance(item, IfpReceived):
@@ -401,7 +418,7 @@ class FaxSession:
             if decode_ahead is not None and self._nursery is not None:
                 attempt = decode_ahead()
                 if attempt is not None:
-                    self._decoding_ahead = trio.Event()
+                    self._decoding_ahead = _DecodeAhead()
                     self._nursery.start_soon(self._decode_ahead, engine, attempt, bound, self._decoding_ahead)
         self.t30_ended_at = trio.current_time()
         # Let the DCN we may have queued go out (bounded), unless the dialog is gone.
@@ -421,20 +438,22 @@ class FaxSession:
                         break
         self.hangup_requested.set()
 
-    async def _decode_ahead(self, engine: T30Receiver, attempt: LibtiffAttempt, bound, done: trio.Event) -> None:
+    async def _decode_ahead(self, engine: T30Receiver, attempt: LibtiffAttempt, bound, job: _DecodeAhead) -> None:
         """Run the page's libtiff decode on a thread (its C part beside the event loop, on
         another core) and give the engine the result before the post-page command needs it."""
         try:
-            await self._decode_on_thread(engine, attempt, bound)
+            with job.scope:
+                await self._decode_on_thread(engine, attempt, bound, job)
         finally:
-            done.set()
-            if self._decoding_ahead is done:
+            job.done.set()
+            if self._decoding_ahead is job:
                 self._decoding_ahead = None
 
-    async def _decode_on_thread(self, engine: T30Receiver, attempt: LibtiffAttempt, bound) -> None:
+    async def _decode_on_thread(self, engine: T30Receiver, attempt: LibtiffAttempt, bound, job: _DecodeAhead) -> None:
         assert self._decode_threads is not None
 
         def decode() -> tuple[DecodedPage | None, str | None]:
+            job.started = True
             page = attempt.run()
             return page, (archive.page_sha256(page.bitmap) if page is not None else None)
 
