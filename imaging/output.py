@@ -220,17 +220,10 @@ class TiffAppender:
         fd = os.open(self.path, os.O_WRONLY)
         try:
             for number, offset in enumerate(self._page_numbers):
-                _write_all(fd, struct.pack("<HH", number, self.pages), offset)
+                syscalls.pwrite_all(fd, struct.pack("<HH", number, self.pages), offset)
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def preview_image(page: Page) -> Image.Image:

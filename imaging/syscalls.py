@@ -1,4 +1,5 @@
-"""Quick system calls that keep the GIL: open, pwrite, close, fchmod, rename.
+"""Quick system calls that keep the GIL: open, pwrite, close, fchmod, rename, and the
+in-memory files libtiff codes pages in (memfd_create, dup, read back).
 
 Why: each ``os`` call lets go of the GIL and must take it back, and a thread beside a
 busy event loop waits up to the switch interval for it.  A page write (journal append,
@@ -15,6 +16,7 @@ long: fsync, reads from sockets or pipes stay with ``os``.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 from typing import Any
 
@@ -27,6 +29,10 @@ try:
         ("close", ctypes.c_int, [ctypes.c_int]),
         ("fchmod", ctypes.c_int, [ctypes.c_int, ctypes.c_uint]),
         ("rename", ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p]),
+        ("memfd_create", ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint]),
+        ("fcntl", ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int]),
+        ("lseek", ctypes.c_int64, [ctypes.c_int, ctypes.c_int64, ctypes.c_int]),
+        ("pread", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64]),
     ):
         _function = getattr(_candidate, _name)
         _function.restype = _restype
@@ -98,3 +104,52 @@ def rename(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> No
         return
     if _libc.rename(os.fsencode(source), os.fsencode(target)) < 0:
         _raise(source)
+
+
+def memory_file(data: bytes = b"") -> int:
+    """A new close-on-exec memfd holding ``data``, its offset at 0 (pwrite leaves it there)."""
+    if _libc is None:
+        fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
+    else:
+        fd = int(_libc.memfd_create(b"t38gw-page", os.MFD_CLOEXEC))
+        if fd < 0:
+            _raise()
+    if data:
+        try:
+            pwrite_all(fd, data, 0)
+        except OSError:
+            close(fd)
+            raise
+    return fd
+
+
+def dup(fd: int) -> int:
+    """``os.dup``: the copy close-on-exec too (F_DUPFD_CLOEXEC)."""
+    if _libc is None:
+        return os.dup(fd)
+    new = int(_libc.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0))
+    if new < 0:
+        _raise()
+    return new
+
+
+def read_whole(fd: int) -> bytes:
+    """All of a regular (or memory) file, whatever its offset."""
+    if _libc is None:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0)
+    size = int(_libc.lseek(fd, 0, os.SEEK_END))
+    if size < 0:
+        _raise()
+    buffer = ctypes.create_string_buffer(size)
+    done = 0
+    while done < size:
+        got = int(_libc.pread(fd, ctypes.byref(buffer, done), size - done, done))
+        if got < 0:
+            if ctypes.get_errno() == 4:
+                continue
+            _raise()
+        if got == 0:
+            break
+        done += got
+    return buffer.raw[:done]

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 
-from . import t4codes
+from . import syscalls, t4codes
 from .decoder import EOLS_TO_END_T4_PAGE, StreamingDecoder
 from .model import BitOrder, Coding, DecodedPage
 from .tiff import (
@@ -92,8 +92,9 @@ class _Libtiff:
     ~25 such calls (opening the in-memory file, 11 TIFFSetField, closing, reading back):
     a page decoded on a thread beside a busy event loop took 15.7 ms instead of 4.3, and
     at 1,000 calls the page-decoding threads fell seconds behind (issue 14).  So the
-    quick calls (libtiff's open, tags and close; the memfd's system calls, microseconds
-    on memory) keep the GIL (ctypes.PyDLL), and only the decoding and coding let it go.
+    quick calls (libtiff's open, tags and close through ctypes.PyDLL; the memfd's system
+    calls, microseconds on memory, through imaging.syscalls) keep the GIL, and only the
+    decoding and coding let it go.
     """
 
     def __init__(self) -> None:
@@ -129,7 +130,6 @@ class _Libtiff:
         quick.TIFFClose.restype = None
         quick.TIFFClose.argtypes = [ctypes.c_void_p]
         quick.TIFFSetField.restype = ctypes.c_int
-        self.libc = _quick_libc()
 
     @property
     def complaints(self) -> int:
@@ -165,13 +165,14 @@ class _Libtiff:
         if lib is None:  # no libtiff here: callers check ``library`` first
             return None
         buffer = ctypes.create_string_buffer(size)
-        fd = self._memory_file(tiff)
-        if fd < 0:
+        try:
+            fd = syscalls.memory_file(tiff)
+        except OSError:
             return None
         before = self.complaints
         handle = self.quick.TIFFFdOpen(fd, b"t38gw-page", b"r")
         if not handle:
-            self._close(fd)
+            syscalls.close(fd)
             return None
         try:
             got = lib.TIFFReadEncodedStrip(handle, 0, buffer, size)
@@ -191,14 +192,19 @@ class _Libtiff:
             return None
         before = self.complaints
         quick = self.quick
-        fd = self._memory_file(b"")
-        if fd < 0:
+        try:
+            fd = syscalls.memory_file()
+        except OSError:
             return None
-        keep = self._dup(fd)
+        try:
+            keep = syscalls.dup(fd)  # libtiff closes fd; the coding is read back through this
+        except OSError:
+            syscalls.close(fd)
+            return None
         try:
             handle = quick.TIFFFdOpen(fd, b"t38gw-page", b"w")
             if not handle:
-                self._close(fd)
+                syscalls.close(fd)
                 return None
             try:
                 u32, i32 = ctypes.c_uint32, ctypes.c_int
@@ -221,80 +227,12 @@ class _Libtiff:
                 quick.TIFFClose(handle)  # writes the directory; closes fd
             if written != len(bitmap) or self.complaints != before:
                 return None
-            tiff = self._read_all(keep)
+            tiff = syscalls.read_whole(keep)
+        except OSError:
+            return None
         finally:
-            self._close(keep)
-        return read_strips(tiff) if tiff is not None else None
-
-    # The in-memory file's system calls: through libc holding the GIL where it loaded
-    # (see the class docstring), else through os (letting it go).
-    def _memory_file(self, data: bytes) -> int:
-        """A memfd holding ``data``, its offset at 0; -1 if that failed."""
-        libc = self.libc
-        if libc is None:
-            fd = os.memfd_create("t38gw-page", os.MFD_CLOEXEC)
-            if data and os.write(fd, data) != len(data):
-                os.close(fd)
-                return -1
-            os.lseek(fd, 0, os.SEEK_SET)
-            return fd
-        fd = int(libc.memfd_create(b"t38gw-page", os.MFD_CLOEXEC))
-        if fd < 0:
-            return -1
-        if data and (libc.write(fd, data, len(data)) != len(data) or libc.lseek(fd, 0, os.SEEK_SET) != 0):
-            libc.close(fd)
-            return -1
-        return fd
-
-    def _dup(self, fd: int) -> int:
-        return os.dup(fd) if self.libc is None else int(self.libc.dup(fd))
-
-    def _close(self, fd: int) -> None:
-        if fd < 0:
-            return
-        if self.libc is None:
-            os.close(fd)
-        else:
-            self.libc.close(fd)
-
-    def _read_all(self, fd: int) -> bytes | None:
-        """The whole of memfd ``fd`` (None if it cannot be read)."""
-        libc = self.libc
-        if libc is None:
-            os.lseek(fd, 0, os.SEEK_SET)
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        size = libc.lseek(fd, 0, os.SEEK_END)
-        if size < 0:
-            return None
-        buffer = ctypes.create_string_buffer(size)
-        if libc.pread(fd, buffer, size, 0) != size:
-            return None
-        return buffer.raw
-
-
-def _quick_libc() -> ctypes.PyDLL | None:
-    """libc's memfd_create, write, pread, lseek, dup and close, called holding the GIL
-    (None where this libc lacks one of them)."""
-    try:
-        libc = ctypes.PyDLL(None)
-        signatures = {
-            "memfd_create": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint]),
-            "write": (ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
-            "pread": (ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64]),
-            "lseek": (ctypes.c_int64, [ctypes.c_int, ctypes.c_int64, ctypes.c_int]),
-            "dup": (ctypes.c_int, [ctypes.c_int]),
-            "close": (ctypes.c_int, [ctypes.c_int]),
-        }
-        for name, (restype, argtypes) in signatures.items():
-            function = getattr(libc, name)
-            function.restype = restype
-            function.argtypes = argtypes
-    except (OSError, AttributeError):
-        return None
-    return libc
+            syscalls.close(keep)
+        return read_strips(tiff)
 
 
 _libtiff: _Libtiff | None = None

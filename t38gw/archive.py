@@ -28,7 +28,6 @@ import json
 import os
 import random
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 from collections.abc import Callable, Iterable
@@ -124,12 +123,9 @@ def make_folders(folder: Path) -> None:
 def write_atomic(path: Path, write: Callable[[Path], None] | bytes) -> None:
     """Write ``path`` (mode 0600) atomically: ``write`` is the bytes, or a function that writes a given path.
 
-    Bytes (meta.json, once per page while a fax runs) are written with the system calls
-    that keep the GIL (imaging.syscalls): only the two fsyncs let go of it.
+    The system calls keep the GIL but for the fsyncs (imaging.syscalls): bytes are
+    meta.json, written once per page while a fax runs, beside a busy event loop.
     """
-    if not isinstance(write, (bytes, bytearray)):
-        _write_atomic_with(path, write)
-        return
     try:
         fd, tmp = _new_temporary(path)
     except FileNotFoundError:
@@ -138,10 +134,19 @@ def write_atomic(path: Path, write: Callable[[Path], None] | bytes) -> None:
     try:
         try:
             syscalls.fchmod(fd, FILE_MODE)
-            syscalls.pwrite_all(fd, bytes(write), 0)
-            os.fsync(fd)
+            if isinstance(write, (bytes, bytearray)):
+                syscalls.pwrite_all(fd, bytes(write), 0)
+                os.fsync(fd)
         finally:
             syscalls.close(fd)
+        if not isinstance(write, (bytes, bytearray)):
+            write(tmp)
+            # Opened again: a writer may have put a new file at the path.
+            fd = syscalls.open_file(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                syscalls.close(fd)
         syscalls.rename(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -161,24 +166,6 @@ def _new_temporary(path: Path) -> tuple[int, Path]:
             return syscalls.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), tmp
         except FileExistsError:
             continue
-
-
-def _write_atomic_with(path: Path, write: Callable[[Path], None]) -> None:
-    if not path.parent.is_dir():
-        make_folders(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:

@@ -441,15 +441,6 @@ class FaxSession:
     async def _decode_ahead(self, engine: T30Receiver, attempt: LibtiffAttempt, bound, job: _DecodeAhead) -> None:
         """Run the page's libtiff decode on a thread (its C part beside the event loop, on
         another core) and give the engine the result before the post-page command needs it."""
-        try:
-            with job.scope:
-                await self._decode_on_thread(engine, attempt, bound, job)
-        finally:
-            job.done.set()
-            if self._decoding_ahead is job:
-                self._decoding_ahead = None
-
-    async def _decode_on_thread(self, engine: T30Receiver, attempt: LibtiffAttempt, bound, job: _DecodeAhead) -> None:
         assert self._decode_threads is not None
 
         def decode() -> tuple[DecodedPage | None, str | None]:
@@ -458,13 +449,21 @@ class FaxSession:
             return page, (archive.page_sha256(page.bitmap) if page is not None else None)
 
         try:
-            page, digest = await trio.to_thread.run_sync(decode, limiter=self._decode_threads)
-        except Exception:  # noqa: BLE001 - the engine decodes the page itself at the command
-            bound.exception("page_decode_ahead_failed")
-            return
-        engine.page_decoded_ahead(attempt, page)
-        if page is not None and digest is not None:
-            self._digest_ahead = (page.bitmap, digest)
+            with job.scope:
+                try:
+                    page, digest = await trio.to_thread.run_sync(decode, limiter=self._decode_threads)
+                except Exception:  # noqa: BLE001 - the engine decodes the page itself at the command
+                    bound.exception("page_decode_ahead_failed")
+                    return
+            if job.scope.cancelled_caught:
+                return  # still queued when its command came: the engine decoded it (see run)
+            engine.page_decoded_ahead(attempt, page)
+            if page is not None and digest is not None:
+                self._digest_ahead = (page.bitmap, digest)
+        finally:
+            job.done.set()
+            if self._decoding_ahead is job:
+                self._decoding_ahead = None
 
     def _log_without_t38(self, bound) -> None:
         bound.warning("call_without_t38", reason=self.failure or self.sip_end_reason)

@@ -55,3 +55,18 @@ def test_failures_raise_oserror_with_errno_and_path(tmp_path):
     with pytest.raises(OSError) as caught:
         syscalls.close(read_only)  # closed already
     assert caught.value.errno == errno.EBADF
+
+
+def test_a_memory_file_read_back_whole_through_a_duplicate():
+    data = bytes(range(256)) * 1000
+    fd = syscalls.memory_file(data)
+    try:
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # where libtiff starts reading
+        keep = syscalls.dup(fd)
+    finally:
+        syscalls.close(fd)
+    try:
+        assert not os.get_inheritable(keep)
+        assert syscalls.read_whole(keep) == data
+    finally:
+        syscalls.close(keep)
