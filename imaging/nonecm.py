@@ -154,7 +154,8 @@ class NonEcmPageDecoder:
     def attempt(self) -> LibtiffAttempt | None:
         """The libtiff decode ``finish`` would try now (None: it would not try one)."""
         if not self._handed_over and self._ended and not self._loss_noted and self._rows <= self.max_rows:
-            return LibtiffAttempt(b"".join(self._pieces), self.coding, self.width, self.bit_order, self.max_rows)
+            return LibtiffAttempt(b"".join(self._pieces), self.coding, self.width, self.bit_order, self.max_rows,
+                                  self._rows)
         return None
 
     def finish(self) -> DecodedPage:

@@ -376,27 +376,107 @@ def _sentinel_rows(width: int) -> tuple[str, list[bytes]]:
     return code, rows
 
 
-def first_eol(data: bytes) -> int:
-    """Bit offset of the first EOL (eleven 0 bits, then a 1: T.4 4.1.2) in MSB-first
-    ``data``, or -1.  Equal to ``_to_bits(data).find(EOL)``, by big-integer arithmetic:
-    a character search over a page's bits as text spent ~0.3 ms of a page-decoding thread
-    holding the GIL (the event loop waits for it), this ~20 us."""
-    size = len(data) * 8
+def _eol_ends(value: int, size: int) -> int:
+    """Where EOLs end in ``size`` bits of MSB-first data read as the integer ``value``: bit
+    k is set when the data's bit size-1-k is a 1 with eleven 0 bits ahead of it (an EOL,
+    T.4 4.1.2, ends there).  Big-integer arithmetic, ~20 us a page: a character search
+    over a page's bits as text held the GIL of a page-decoding thread ~0.3 ms, with the
+    event loop waiting for it (issue 14)."""
     if size < 12:
-        return -1
-    value = int.from_bytes(data, "big")
-    # Bit k of ``value`` is the data's bit size-1-k.  ``before`` has bit k set when one of
-    # the 11 bits ahead of it in the data (k+1 .. k+11) is a 1.
+        return 0
+    # ``before`` has bit k set when one of the 11 bits ahead of it (k+1 .. k+11) is a 1.
     before = value >> 1
     before |= before >> 1
     before |= before >> 2
     before |= before >> 4
     before |= before >> 3
-    # A 1 with eleven 0s ahead of it ends an EOL; the data's first 11 bits have fewer ahead.
-    ends = value & ~before & ((1 << (size - 11)) - 1)
+    # The data's first 11 bits have fewer than eleven ahead of them.
+    return value & ~before & ((1 << (size - 11)) - 1)
+
+
+def first_eol(data: bytes) -> int:
+    """Bit offset of the first EOL (eleven 0 bits, then a 1: T.4 4.1.2) in MSB-first
+    ``data``, or -1.  Equal to ``_to_bits(data).find(EOL)``."""
+    size = len(data) * 8
+    ends = _eol_ends(int.from_bytes(data, "big"), size)
     if not ends:
         return -1
     return size - ends.bit_length() - 11
+
+
+# T.4 4.1.4: RTC is six EOLs (a height guess only; the proof checks what ends the page).
+_RTC_EOLS = 6
+# The first rows' tag bits are read from this much data after the first EOL (an MR row
+# coded one-dimensionally at its worst is ~9,000 bits at 1728 pels).
+_TAG_WINDOW_OCTETS = 4096
+# RTC and the fill before its EOLs are looked for in this much data after the last row.
+_TAIL_OCTETS = 512
+
+
+def _t4_exact(msb_first: bytes, bitmap: bytes, coding: Coding, width: int, height: int) -> bool:
+    """Whether MSB-first MH/MR data is, from its first EOL, exactly libtiff's coding of
+    ``height`` rows (``bitmap``) with no fill, followed by the page's end: the proof of
+    ``_coded_canonically`` for the usual page (no fill anywhere), compared as integers.
+
+    Splitting the page's bits as text into row segments, twice (the data's and libtiff's
+    coding), held a page-decoding thread's GIL ~1.3 ms a page beside the event loop
+    (issue 14); this compares two big integers and reads text only at the page's two
+    ends.  A page it does not prove (fill, another 1-D/2-D pattern, damage) goes to
+    ``_t4_rows`` and ``_coded_canonically`` as before.
+    """
+    size = len(msb_first) * 8
+    value = int.from_bytes(msb_first, "big")
+    ends = _eol_ends(value, size)
+    if not ends or height < 1:
+        return False
+    first = size - ends.bit_length() - 11
+    if value.bit_length() != size - first - 11:
+        return False  # a 1 before the first EOL (StreamingDecoder skips it; the text path judges)
+    k = 4
+    tag_bit = 0
+    if coding is Coding.MR:
+        tag_bit = 1
+        # The K libtiff must code with: rows 0, K, 2K ... one-dimensional (T.4 4.2.1.3.4).
+        if height < 3:
+            return False
+        head = _to_bits(msb_first[first // 8 : first // 8 + _TAG_WINDOW_OCTETS])[first % 8 :]
+        segments = head[12:].split(EOL, 3)
+        if len(segments) < 4:
+            return False
+        pattern = "".join(segment[:1] for segment in segments[:3])
+        if pattern == "101":
+            k = 2
+        elif pattern != "100":
+            return False
+    stride = width // 8
+    # A white row after the last one: libtiff's coding then has an EOL closing the last row.
+    coded = _library().encode(bitmap + bytes(stride), width, height + 1, coding, k=k)
+    if coded is None:
+        return False
+    coded_size = len(coded) * 8
+    coded_value = int.from_bytes(coded, "big")
+    coded_ends = _eol_ends(coded_value, coded_size)
+    # One EOL per row, nothing but zeros before the first.
+    if coded_ends.bit_count() != height + 1:
+        return False
+    coded_first = coded_size - coded_ends.bit_length() - 11
+    if coded_value.bit_length() != coded_size - coded_first - 11:
+        return False
+    closing = coded_size - (coded_ends & -coded_ends).bit_length() - 11  # the white row's EOL
+    span = closing - coded_first
+    if first + span + 12 > size:
+        return False
+    mask = (1 << span) - 1
+    if (value >> (size - first - span)) & mask != (coded_value >> (coded_size - coded_first - span)) & mask:
+        return False
+    # Then the page's end where StreamingDecoder ends it (as _t4_rows): the last row's EOL
+    # and EOLS_TO_END_T4_PAGE - 1 empty segments (MR: the tag bit only), each closed by an EOL.
+    start = first + span
+    tail = _to_bits(msb_first[start // 8 : start // 8 + _TAIL_OCTETS])[start % 8 :]
+    if not tail.startswith(EOL):
+        return False
+    closed = tail[12:].split(EOL, EOLS_TO_END_T4_PAGE - 1)
+    return len(closed) == EOLS_TO_END_T4_PAGE and all(segment.find("1", tag_bit) < 0 for segment in closed[:-1])
 
 
 def _mmr_rows(msb_first: bytes, width: int, max_rows: int) -> tuple[int, bytes, bytes] | None:
@@ -469,10 +549,11 @@ class LibtiffAttempt:
     width: int
     bit_order: BitOrder
     max_rows: int
+    rows: int | None = None  # MH/MR: the rows counted as the data came (a height to try first)
 
     def run(self) -> DecodedPage | None:
         return try_libtiff_decode(self.data, self.coding, self.width, bit_order=self.bit_order,
-                                  max_rows=self.max_rows)
+                                  max_rows=self.max_rows, rows=self.rows)
 
     def result(self, ahead: tuple[LibtiffAttempt, DecodedPage | None] | None) -> DecodedPage | None:
         """The attempt's result: the one run ahead if it was this same attempt, else now."""
@@ -482,12 +563,14 @@ class LibtiffAttempt:
 
 
 def try_libtiff_decode(
-    data: bytes, coding: Coding, width: int, *, bit_order: BitOrder, max_rows: int = DEFAULT_MAX_ROWS
+    data: bytes, coding: Coding, width: int, *, bit_order: BitOrder, max_rows: int = DEFAULT_MAX_ROWS,
+    rows: int | None = None,
 ) -> DecodedPage | None:
     """The page libtiff decodes from whole coded ``data``, or None where it is not proven
     equal to what ``StreamingDecoder`` fed all of ``data`` would give (then use that).
 
-    Pages taller than ``max_rows`` are left to the caller too.
+    Pages taller than ``max_rows`` are left to the caller too.  ``rows``: MH/MR rows
+    counted as the data came (``NonEcmPageDecoder``), tried first as the height.
     """
     msb_first = bytes(data) if bit_order is BitOrder.MSB_FIRST else bytes(data).translate(_REVERSED)
     bitmap: bytes | None
@@ -499,11 +582,19 @@ def try_libtiff_decode(
         # The proof coded the rows as the archive stores them: it need not do it again.
         return DecodedPage(width=width, height=height, bitmap=bitmap, g4=g4)
     else:
+        # The height: the rows counted as the data came, else the EOLs but RTC's (the
+        # proof settles it either way).
+        guess = rows if rows is not None else _eol_ends(int.from_bytes(msb_first, "big"),
+                                                         len(msb_first) * 8).bit_count() - _RTC_EOLS
+        bitmap = _libtiff_rows(msb_first, coding, width, guess) if 0 < guess <= max_rows else None
+        if bitmap is not None and _t4_exact(msb_first, bitmap, coding, width, guess):
+            return DecodedPage(width=width, height=guess, bitmap=bitmap)
         segments = _t4_rows(_to_bits(msb_first), coding)
         if segments is None or len(segments) > max_rows:
             return None
         height = len(segments)
-        bitmap = _libtiff_rows(msb_first, coding, width, height)
+        if bitmap is None or height != guess:
+            bitmap = _libtiff_rows(msb_first, coding, width, height)
         if bitmap is None or not _coded_canonically(segments, bitmap, width, height, coding):
             return None
     return DecodedPage(width=width, height=height, bitmap=bitmap)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from imaging import BitOrder, Coding, StreamingDecoder, decode_whole_page, encode_page
 from imaging.t4codes import EOL
+from imaging import wholepage
 from imaging.wholepage import _to_bits, first_eol, try_libtiff_decode
 from tests.imaging.charts import CHART_WIDTH, chart
 from tests.peers.spandsp import spandsp_t4_encode
@@ -37,6 +38,14 @@ def check_same(data: bytes, coding: Coding, width: int, order: BitOrder, *, fast
         assert quick is None
     if quick is not None:
         assert quick == expected
+    if coding is not Coding.MMR:
+        # With the height NonEcmPageDecoder counted (the streaming rows), or a wrong one:
+        # the same answer or none, never another page.
+        for rows in {expected.height, expected.height - 1, expected.height + 1}:
+            hinted = try_libtiff_decode(data, coding, width, bit_order=order, rows=rows)
+            assert hinted is None or hinted == expected
+            if fast is True and rows == expected.height:
+                assert hinted is not None
     page = decode_whole_page(data, coding, width, bit_order=order)
     assert page == expected
     return page
@@ -170,6 +179,36 @@ def test_trailing_garbage_after_page_end_is_ignored(coding):
     data = encode_page(bitmap, CHART_WIDTH, coding, k=4, bit_order=BitOrder.MSB_FIRST) + bytes(range(256))
     page = check_same(data, coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=True)
     assert page.bitmap == bitmap
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("coding", [Coding.MH, Coding.MR])
+def test_a_clean_page_is_proven_without_splitting_its_bits_as_text(coding, k, monkeypatch):
+    # The page-decoding thread holds the GIL for text work (issue 14): a page without fill
+    # is proven by comparing integers; the row-segment split is for the others.
+    def text_split(*args, **kwargs):
+        raise AssertionError("the clean page was split into row segments as text")
+
+    monkeypatch.setattr(wholepage, "_t4_rows", text_split)
+    for number in (1, 4, 8):
+        bitmap = chart(number)
+        data = encode_page(bitmap, CHART_WIDTH, coding, k=k, bit_order=BitOrder.MSB_FIRST)
+        for rows in (None, len(bitmap) // (CHART_WIDTH // 8)):
+            page = try_libtiff_decode(data, coding, CHART_WIDTH, bit_order=BitOrder.MSB_FIRST, rows=rows)
+            assert page is not None and page.bitmap == bitmap
+
+
+@pytest.mark.parametrize("coding", [Coding.MH, Coding.MR])
+def test_every_bit_of_a_short_page_flipped(coding):
+    # Each flip anywhere in the page (fill before the first EOL, a row, a tag bit, an EOL,
+    # RTC): the integer comparison and the text path give StreamingDecoder's page or none.
+    bitmap = chart(3)[1500 * (CHART_WIDTH // 8) : 1503 * (CHART_WIDTH // 8)]
+    clean = b"\0" + encode_page(bitmap, CHART_WIDTH, coding, k=2, bit_order=BitOrder.MSB_FIRST)
+    check_same(clean, coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=True)
+    for position in range(len(clean) * 8):
+        data = bytearray(clean)
+        data[position // 8] ^= 0x80 >> (position % 8)
+        check_same(bytes(data), coding, CHART_WIDTH, BitOrder.MSB_FIRST, fast=None)
 
 
 def test_empty_data():
