@@ -439,12 +439,17 @@ class UdptlEndpoint:
             first = len(events)
             # AF_INET sources are (host, port) already; AF_INET6 ones carry flow and scope too.
             self._accept(data, source if len(source) == 2 else (source[0], source[1]), now, events)
-            for item in events[first:]:
+            for index in range(first, len(events)):
+                item = events[index]
                 if type(item) is IfpReceived:
                     packet = item.packet
                     if packet is None or type(packet.msg) is T30Indicator or not packet.fields:
                         self._urgent = True
-                    elif any(field.field_type in SIGNAL_ENDS for field in packet.fields):
+                        continue
+                    fields = packet.fields
+                    # Most packets hold one field: no generator for them (~1 us a datagram).
+                    if (fields[0].field_type in SIGNAL_ENDS if len(fields) == 1
+                            else any(field.field_type in SIGNAL_ENDS for field in fields)):
                         self._urgent = True
                         self.signal_ended_at = now
         return count
