@@ -1,5 +1,6 @@
-"""Quick system calls that keep the GIL: open, pwrite, close, fchmod, rename, and the
-in-memory files libtiff codes pages in (memfd_create, dup, read back).
+"""Quick system calls that keep the GIL: open, pwrite, close, fchmod, rename, mkdir,
+chmod, whether a path is a folder, and the in-memory files libtiff codes pages in
+(memfd_create, dup, read back).
 
 Why: each ``os`` call lets go of the GIL and must take it back, and a thread beside a
 busy event loop waits up to the switch interval for it.  A page write (journal append,
@@ -16,8 +17,10 @@ long: fsync, reads from sockets or pipes stay with ``os``.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
+from pathlib import Path
 from typing import Any
 
 _libc: Any = None
@@ -33,6 +36,8 @@ try:
         ("fcntl", ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int]),
         ("lseek", ctypes.c_int64, [ctypes.c_int, ctypes.c_int64, ctypes.c_int]),
         ("pread", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64]),
+        ("mkdir", ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint]),
+        ("chmod", ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint]),
     ):
         _function = getattr(_candidate, _name)
         _function.restype = _restype
@@ -104,6 +109,41 @@ def rename(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> No
         return
     if _libc.rename(os.fsencode(source), os.fsencode(target)) < 0:
         _raise(source)
+
+
+def is_directory(path: str | os.PathLike[str]) -> bool:
+    """``Path.is_dir``, holding the GIL: an O_PATH descriptor of the folder (search
+    permission on its parents is all it needs, as for stat), closed at once.  False when
+    nothing is there or it is no folder; OSError for anything else (EACCES on a parent),
+    as Path.is_dir."""
+    if _libc is None or not hasattr(os, "O_PATH"):
+        return Path(path).is_dir()
+    fd = int(_libc.open(os.fsencode(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0))
+    if fd >= 0:
+        close(fd)
+        return True
+    if ctypes.get_errno() in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        return False
+    _raise(path)
+    return False  # not reached: _raise raises
+
+
+def make_directory(path: str | os.PathLike[str], mode: int) -> None:
+    """``os.mkdir``, holding the GIL (FileExistsError when something is there)."""
+    if _libc is None:
+        os.mkdir(path, mode)
+        return
+    if _libc.mkdir(os.fsencode(path), mode) < 0:
+        _raise(path)
+
+
+def chmod(path: str | os.PathLike[str], mode: int) -> None:
+    """``os.chmod``, holding the GIL."""
+    if _libc is None:
+        os.chmod(path, mode)
+        return
+    if _libc.chmod(os.fsencode(path), mode) < 0:
+        _raise(path)
 
 
 def memory_file(data: bytes = b"") -> int:

@@ -102,18 +102,23 @@ def make_folders(folder: Path) -> None:
     only as durable as the folder's own entry).
     """
     folder = Path(folder)
-    if folder.is_dir():
-        return  # the usual case (every write after a fax's first): one stat, not one per parent
+    if syscalls.is_directory(folder):
+        return  # every write after a fax's first
+    # Up to the first folder that exists (the day's, for a fax's first page), not every
+    # parent to /: each check was an os.stat letting go of the GIL, and the first page
+    # write of each fax (our MCF waits for it) took ~13 hand-backs here under load (issue 14).
+    missing = [folder]
+    for parent in folder.parents:
+        if syscalls.is_directory(parent):
+            break
+        missing.append(parent)
     created: list[Path] = []
-    missing = [folder, *folder.parents]
     for path in reversed(missing):
-        if path.is_dir():
-            continue
         try:
-            path.mkdir(mode=FOLDER_MODE)
+            syscalls.make_directory(path, FOLDER_MODE)
         except FileExistsError:
             continue
-        os.chmod(path, FOLDER_MODE)  # explicit: not whatever the umask left
+        syscalls.chmod(path, FOLDER_MODE)  # explicit: not whatever the umask left
         created.append(path)
     for path in reversed(created):
         _fsync_dir(path)
@@ -199,7 +204,12 @@ def save_documents(folder: Path, pages: list[Any], formats: Iterable[str]) -> di
 class PageJournal:
     """The confirmed pages of a fax in progress, appended to ``<folder>/.pages.tif``.
 
-    ``append`` is durable when it returns (see imaging.output.TiffAppender).  Blocking.
+    ``append`` makes the page's data durable when it returns (see
+    imaging.output.TiffAppender); the journal's own entry in the folder is made durable by
+    the folder's fsync after the meta.json written next (``InboundFax.write``, before any
+    page is confirmed): one folder fsync for both, not one each - a page write's every
+    fsync waits to take the GIL back beside a busy event loop, with our MCF waiting on it
+    (issue 14).  Blocking.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -207,7 +217,6 @@ class PageJournal:
 
         self.path = folder / JOURNAL_NAME
         self._appender = TiffAppender(self.path, mode=FILE_MODE)
-        _fsync_dir(folder)
 
     @property
     def pages(self) -> int:

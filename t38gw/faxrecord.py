@@ -230,6 +230,7 @@ class InboundFax:
             if pending.number <= self._journaled:
                 continue
             if self._journal is None:
+                # Its entry in the folder is durable with meta.json's, just below.
                 self._journal = archive.PageJournal(folder)
             self._journal.append(pending.coded_page())
             self._journaled = pending.number

@@ -70,3 +70,28 @@ def test_a_memory_file_read_back_whole_through_a_duplicate():
         assert syscalls.read_whole(keep) == data
     finally:
         syscalls.close(keep)
+
+
+def test_folders_made_changed_and_told_apart_as_path_is_dir_does(tmp_path):
+    folder = tmp_path / "a"
+    syscalls.make_directory(folder, 0o700)
+    syscalls.chmod(folder, 0o750)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+    with pytest.raises(FileExistsError) as caught:
+        syscalls.make_directory(folder, 0o700)
+    assert caught.value.filename == str(folder)
+    with pytest.raises(FileNotFoundError):
+        syscalls.make_directory(tmp_path / "no" / "such", 0o700)
+    with pytest.raises(FileNotFoundError):
+        syscalls.chmod(tmp_path / "missing", 0o700)
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")
+    (tmp_path / "link").symlink_to(folder)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for path in (folder, plain, plain / "under", tmp_path / "missing", tmp_path / "link", tmp_path / "dangling"):
+        assert syscalls.is_directory(path) == path.is_dir(), path
+    # Search permission on the parents is all it needs, as for stat: no read permission.
+    locked = tmp_path / "locked"
+    syscalls.make_directory(locked, 0o100)
+    assert syscalls.is_directory(locked)
+    syscalls.chmod(locked, 0o700)

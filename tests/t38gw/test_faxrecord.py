@@ -9,12 +9,13 @@ import os
 import random
 import stat
 import tracemalloc
+from pathlib import Path
 
 import pikepdf
 import pytest
 from PIL import Image
 
-from imaging import Page
+from imaging import Page, syscalls
 from imaging.libtiff import bitmap_from_image
 from imaging.tiff import page_block
 from t38gw import archive, webhooks
@@ -229,8 +230,40 @@ def test_new_archive_folders_are_fsynced_up_to_the_root(tmp_path, monkeypatch):
     for path in (folder, folder.parent, folder.parent.parent, folder.parent.parent.parent, root / "cardiology",
                  root):
         assert str(path) in synced, path
-    # The meta.json rename and the journal entry are durable in the fax folder.
+    # The new folder itself, then the journal's entry and the meta.json rename, durable
+    # in it - with meta.json's fsync, after the journal's data.
     assert synced.count(str(folder)) >= 2
+    journal, meta = str(folder / archive.JOURNAL_NAME), str(folder)
+    last_journal_sync = max(i for i, path in enumerate(synced) if path == journal)
+    assert any(path == meta for path in synced[last_journal_sync + 1:])
+
+
+def test_a_new_fax_folder_looks_no_further_up_than_its_day_folder(tmp_path, monkeypatch):
+    # Each look was a system call letting go of the GIL before the first page's MCF (issue 14).
+    root = tmp_path / "archive"
+    first = new_record(root, random.Random(8))
+    first.add_page(Page(1728, 40, 204, 98, random_page(random.Random(8), 1728, 40)), bad_rows=0)
+    first.write(*first.snapshot())
+    looked: list[Path] = []
+    real = syscalls.is_directory
+
+    def noting(path):
+        looked.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(syscalls, "is_directory", noting)
+    second = first.folder.parent / "01a21438-6359-7817-b310-bde014280623"  # the same day's next fax
+    archive.make_folders(second)
+    assert looked == [second, second.parent]
+    assert stat.S_IMODE(os.stat(second).st_mode) == 0o700
+
+
+def test_a_file_where_a_folder_belongs_is_an_error_not_a_lost_page(tmp_path):
+    root = tmp_path / "archive"
+    root.mkdir()
+    (root / "2026").write_bytes(b"not a folder")
+    with pytest.raises(NotADirectoryError):
+        archive.make_folders(root / "2026" / "12" / "07" / "fax")
 
 
 def test_memory_stays_flat_over_a_long_fax(tmp_path):
