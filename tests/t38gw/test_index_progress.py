@@ -1,0 +1,91 @@
+"""In-progress index rows after page writes (``Gateway._index_progress_rows``): they wait
+while page writes are queued (our MCFs wait for those, nobody waits for the rows), go in
+one transaction, and never undo a fax's final row (issue 14)."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+import trio.testing
+
+from imaging import Page
+from t38gw.config import ArchiveConfig, Config, HttpConfig, Route
+from t38gw.faxrecord import InboundFax
+from t38gw.gateway import INDEX_PROGRESS_POLL, Gateway
+from tests.t38gw.t30.pages import random_page
+
+
+def make_gateway(tmp_path) -> Gateway:
+    config = Config(archive=ArchiveConfig(dir=str(tmp_path / "archive"), audit_log=str(tmp_path / "audit.jsonl"),
+                                          index=str(tmp_path / "index.db")),
+                    spool=str(tmp_path / "spool.db"), http=HttpConfig(listen=("127.0.0.1", 9)))
+    return Gateway(config, rng=random.Random(1))
+
+
+def fax_with_a_page(gateway: Gateway, number: int) -> InboundFax:
+    record = InboundFax(fax_id=f"01a21438-6359-7817-b310-{number:012d}", started_at=1_764_000_000.0 + number,
+                        root=gateway.archive_root, formats=("pdf", "tiff"),
+                        sip={"call_id": f"c{number}", "caller": "5550199"}, route_index=None, route=Route(),
+                        local_ident="+1 555 0100")
+    record.add_page(Page(1728, 40, 204, 98, random_page(random.Random(number), 1728, 40)), bad_rows=0)
+    return record
+
+
+def test_rows_of_faxes_in_progress_go_in_together_and_never_undo_a_final_row(tmp_path):
+    gateway = make_gateway(tmp_path)
+    try:
+        first, second = fax_with_a_page(gateway, 1), fax_with_a_page(gateway, 2)
+        for record in (first, second):
+            assert gateway._write_record_now(record, *record.snapshot(), False)
+        stale = first.snapshot()[1]  # the in-progress meta a queued row would carry
+        gateway._index_progress([(first, stale), (second, second.snapshot()[1])])
+        for record in (first, second):
+            row = gateway.index.get_row(record.fax_id)
+            assert row is not None and row["in_progress"], row
+        first.finish("received", "", 1_764_000_050.0)
+        assert gateway._write_record_now(first, *first.snapshot())  # the final meta.json and row
+        gateway._index_progress([(first, stale)])  # came too late: skipped
+        row = gateway.index.get_row(first.fax_id)
+        assert row is not None and not row["in_progress"] and row["status"] == "received", row
+    finally:
+        gateway.spool.close()
+        gateway.index.close()
+
+
+def test_rows_wait_while_page_writes_are_queued(tmp_path):
+    gateway = make_gateway(tmp_path)
+    record = fax_with_a_page(gateway, 3)
+    assert gateway._write_record_now(record, *record.snapshot(), False)
+
+    async def scenario() -> None:
+        limiter = gateway.page_threads
+        release = trio.Event()
+
+        async def page_write(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            async with limiter:
+                task_status.started()
+                await release.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gateway._index_progress_rows)
+            for _ in range(int(limiter.total_tokens)):
+                await nursery.start(page_write)
+            nursery.start_soon(page_write)  # one more, waiting for a thread
+            await trio.testing.wait_all_tasks_blocked()
+            assert limiter.statistics().tasks_waiting == 1
+            gateway._index_pending[record.fax_id] = (record, record.snapshot()[1])
+            gateway._index_pending_added.set()
+            await trio.sleep(20 * INDEX_PROGRESS_POLL)
+            assert gateway.index.get_row(record.fax_id) is None  # still waiting its turn
+            release.set()
+            with trio.fail_after(10):
+                while gateway.index.get_row(record.fax_id) is None:
+                    await trio.sleep(INDEX_PROGRESS_POLL)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(scenario)
+    finally:
+        gateway.spool.close()
+        gateway.index.close()
