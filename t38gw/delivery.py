@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -64,6 +64,8 @@ class DeliveryWorker:
     #: The threads recording outcomes (None: trio's default; the gateway passes its
     #: ``bookkeeping_threads``).
     thread_limiter: trio.CapacityLimiter | None = None
+    #: Awaited before an outcome is recorded (the gateway: page writes go first).
+    before_thread: Callable[[], Awaitable[None]] | None = None
     _wakeup: trio.Event = field(default_factory=trio.Event)
     #: Deliveries handed to a task whose outcome is not recorded yet (not read as due again).
     _in_flight: set[str] = field(default_factory=set)
@@ -141,6 +143,8 @@ class DeliveryWorker:
                 slots.release_on_behalf_of(delivery.id)  # the next POST need not wait for our disk
             # The outcome is written (spool, meta.json, audit trail: each fsynced) in a
             # worker thread, so the event loop carrying the calls never waits on the disk.
+            if self.before_thread is not None:
+                await self.before_thread()
             await trio.to_thread.run_sync(self._record, delivery, status, error, bound, limiter=self.thread_limiter)
             retry = bool(error)
         finally:

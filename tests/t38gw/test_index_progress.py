@@ -12,7 +12,7 @@ import trio.testing
 from imaging import Page
 from t38gw.config import ArchiveConfig, Config, HttpConfig, Route
 from t38gw.faxrecord import InboundFax
-from t38gw.gateway import INDEX_PROGRESS_POLL, Gateway
+from t38gw.gateway import PAGE_WRITES_FIRST_POLL, Gateway, PageWritesFirst
 from tests.t38gw.t30.pages import random_page
 
 
@@ -76,12 +76,12 @@ def test_rows_wait_while_page_writes_are_queued(tmp_path):
             assert limiter.statistics().tasks_waiting == 1
             gateway._index_pending[record.fax_id] = (record, record.snapshot()[1])
             gateway._index_pending_added.set()
-            await trio.sleep(20 * INDEX_PROGRESS_POLL)
+            await trio.sleep(20 * PAGE_WRITES_FIRST_POLL)
             assert gateway.index.get_row(record.fax_id) is None  # still waiting its turn
             release.set()
             with trio.fail_after(10):
                 while gateway.index.get_row(record.fax_id) is None:
-                    await trio.sleep(INDEX_PROGRESS_POLL)
+                    await trio.sleep(PAGE_WRITES_FIRST_POLL)
             nursery.cancel_scope.cancel()
 
     try:
@@ -89,3 +89,58 @@ def test_rows_wait_while_page_writes_are_queued(tmp_path):
     finally:
         gateway.spool.close()
         gateway.index.close()
+
+
+def test_work_waits_for_queued_page_writes_with_one_sleeper_and_a_cap():
+    async def scenario() -> None:
+        limiter = trio.CapacityLimiter(1)
+        gate = PageWritesFirst(limiter, poll=0.05, max_defer=2.0)
+        release = trio.Event()
+        done: list[float] = []
+
+        async def page_write(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            async with limiter:
+                task_status.started()
+                await release.wait()
+
+        async def after_call() -> None:
+            await gate.wait()
+            done.append(trio.current_time())
+
+        class Steps(trio.abc.Instrument):
+            def before_task_step(self, task: trio.lowlevel.Task) -> None:
+                if "after_call" in task.name:
+                    steps.append(task)
+
+        steps: list[trio.lowlevel.Task] = []
+        trio.lowlevel.add_instrument(Steps())
+
+        await gate.wait()  # nothing queued: at once
+        async with trio.open_nursery() as nursery:
+            await nursery.start(page_write)
+            nursery.start_soon(page_write)  # queued behind it
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(50):
+                nursery.start_soon(after_call)
+            await trio.testing.wait_all_tasks_blocked()
+            steps.clear()
+            await trio.sleep(0.5)
+            assert done == []  # a page write still waits for the thread
+            # Fifty waiters: one looks every 50 ms, the others sleep until the queue is empty.
+            assert 5 <= len(steps) <= 15, len(steps)
+            release.set()
+            with trio.fail_after(1):
+                while len(done) < 50:
+                    await trio.sleep(0.05)
+        # Never starved: with page writes queued for good, the cap lets the work go.
+        async with trio.open_nursery() as nursery:
+            release = trio.Event()
+            await nursery.start(page_write)
+            nursery.start_soon(page_write)
+            await trio.testing.wait_all_tasks_blocked()
+            started = trio.current_time()
+            await gate.wait()
+            assert 2.0 - 1e-9 <= trio.current_time() - started < 2.5
+            release.set()
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0.01))
