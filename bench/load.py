@@ -160,7 +160,7 @@ class ProcessTree:
 
 
 _WANTED = ("t38gw_event_loop_lag_seconds", "t38gw_udp_receive_errors_total", "t38gw_t30_response_seconds",
-           "t38gw_udptl_ports_in_use", "t38gw_calls_active", "t38gw_calls_refused")
+           "t38gw_udptl_ports_in_use", "t38gw_calls_active", "t38gw_calls_refused", "t38gw_page_write_wait_seconds")
 
 
 def read_metrics(url: str) -> dict[str, float]:
@@ -491,6 +491,9 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             "metrics_peak": {k: v for k, v in tree.metrics_peak.items() if "_bucket" not in k and "_created" not in k},
             "gateway_t30_p50": histogram_quantile(final_metrics, "t38gw_t30_response_seconds", 0.50),
             "gateway_t30_p99": histogram_quantile(final_metrics, "t38gw_t30_response_seconds", 0.99),
+            "page_write_wait_count": final_metrics.get("t38gw_page_write_wait_seconds_count"),
+            "page_write_wait_p50": histogram_quantile(final_metrics, "t38gw_page_write_wait_seconds", 0.50),
+            "page_write_wait_p99": histogram_quantile(final_metrics, "t38gw_page_write_wait_seconds", 0.99),
             "errors": Counter(c["error"] for c in calls if c["error"]).most_common(5),
             "no_mcf_callers": [c["caller"] for c in calls if c["status"] == 200 and c["mcf_unix"] is None][:5],
             "workdir": str(workdir),
@@ -549,6 +552,10 @@ def print_details(row: dict) -> None:
     if row["gateway_t30_p50"] is not None:
         print(f"    the gateway's own t38gw_t30_response_seconds: p50 <= {row['gateway_t30_p50'] * 1000:.0f} ms, "
               f"p99 <= {row['gateway_t30_p99'] * 1000:.0f} ms (bucket bounds)")
+    if row.get("page_write_wait_p50") is not None:
+        print(f"    responses that waited for their pages to be on disk (t38gw_page_write_wait_seconds): "
+              f"{row['page_write_wait_count']:.0f}, p50 <= {row['page_write_wait_p50'] * 1000:.0f} ms, "
+              f"p99 <= {row['page_write_wait_p99'] * 1000:.0f} ms (bucket bounds)")
     if row["metrics_peak"]:
         print(f"    /metrics peaks: {row['metrics_peak']}")
     if row["errors"]:

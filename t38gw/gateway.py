@@ -929,6 +929,7 @@ class Gateway:
             log.error("archive_index_write_failed", fax_id=fax_id, error=str(exc), fix="t38gw archive reindex")
 
     def _page_write_held(self, seconds: float) -> None:
+        self.metrics.page_write_wait.observe(seconds)
         self.overload.page_write_held(trio.current_time(), seconds)
 
     def _index_upsert(self, meta: dict[str, Any], folder: Path) -> None:

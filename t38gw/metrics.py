@@ -53,6 +53,11 @@ class GatewayMetrics:
                                       "From the end of the peer's T.30 transmission to our next datagram",
                                       registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 3, 5))
         self.udptl_ports_in_use = Gauge("t38gw_udptl_ports_in_use", "UDPTL/RTP ports bound by calls", registry=r)
+        # Our MCF leaves only once its page is on disk (t38gw.session): how long a response
+        # waited for that.  The sender gives us T4 (3 s) before repeating its command.
+        self.page_write_wait = Histogram("t38gw_page_write_wait_seconds",
+                                         "How long a response confirming pages waited for them to be on disk",
+                                         registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 3, 5, 10))
 
     def count_udp_receive_errors(self, read: Callable[[], dict[str, int]]) -> None:
         """Expose ``t38gw_udp_receive_errors_total{counter}``: the kernel's UDP receive

@@ -144,3 +144,23 @@ def test_work_waits_for_queued_page_writes_with_one_sleeper_and_a_cap():
             release.set()
 
     trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0.01))
+
+
+def test_a_response_held_for_its_pages_is_measured(tmp_path):
+    gateway = make_gateway(tmp_path)
+    try:
+        async def held() -> None:
+            gateway._page_write_held(0.03)
+            gateway._page_write_held(3.2)  # past the sender's T4: admission hears of it too
+            gateway.overload.sample(trio.current_time(), 0.0, 0.0, 0)
+
+        trio.run(held)
+        text = gateway.metrics.exposition().decode()
+        assert "t38gw_page_write_wait_seconds_count 2.0" in text
+        assert 't38gw_page_write_wait_seconds_bucket{le="0.05"} 1.0' in text
+        assert 't38gw_page_write_wait_seconds_bucket{le="3.0"} 1.0' in text
+        assert 't38gw_page_write_wait_seconds_bucket{le="5.0"} 2.0' in text
+        assert gateway.overload.refusal(0).startswith("a confirmed page waited 3.2 s")
+    finally:
+        gateway.spool.close()
+        gateway.index.close()
