@@ -25,7 +25,7 @@ from .tiff import FIRST_IFD_POINTER, HEADER, CodedPage, build_tiff, page_block
 PathLike = str | os.PathLike[str]
 
 
-def _g4(bitmap: bytes, width: int, height: int) -> bytes:
+def g4_coding(bitmap: bytes, width: int, height: int) -> bytes:
     """T.6 (G4) coding of packed rows, MSB first, ending with EOFB.
 
     libtiff called directly (``imaging.wholepage``: the same library and coder, so the same
@@ -45,7 +45,7 @@ def g4_stream(page: Page) -> bytes:
 
     Cached, so an archive writing both a TIFF and a PDF of the same pages codes them once.
     """
-    return _g4(page.bitmap, page.width, page.height)
+    return g4_coding(page.bitmap, page.width, page.height)
 
 
 def _check(pages: Sequence[Page]) -> None:
@@ -91,7 +91,7 @@ def coded_page(page: Page, *, bad_rows: int = 0, longest_bad_run: int = 0, cache
     if cached:
         data = g4_stream(page)
     else:
-        data = _g4(page.bitmap, page.width, page.height)
+        data = g4_coding(page.bitmap, page.width, page.height)
     return CodedPage(page.width, page.height, page.x_dpi, page.y_dpi, Coding.MMR, BitOrder.MSB_FIRST, data,
                      bad_rows=bad_rows, longest_bad_run=longest_bad_run)
 

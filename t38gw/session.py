@@ -33,6 +33,7 @@ frozen when the first page is confirmed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ import structlog
 import trio
 
 from imaging import DecodedPage, Page
+from imaging.output import g4_coding
 from imaging.tiff import CodedPage
 from imaging.wholepage import LibtiffAttempt
 from udptl.endpoint import AudioDatagram, ForeignDatagrams, UdptlEndpoint
@@ -446,7 +448,13 @@ class FaxSession:
         def decode() -> tuple[DecodedPage | None, str | None]:
             job.started = True
             page = attempt.run()
-            return page, (archive.page_sha256(page.bitmap) if page is not None else None)
+            if page is None:
+                return None, None
+            if page.g4 is None:
+                # The archive keeps pages G4: coded here (a proven MMR page brings its own),
+                # the page write our MCF waits for need not (~2 ms of libtiff a non-ECM page).
+                page = dataclasses.replace(page, g4=g4_coding(page.bitmap, page.width, page.height))
+            return page, archive.page_sha256(page.bitmap)
 
         try:
             with job.scope:

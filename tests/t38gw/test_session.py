@@ -13,6 +13,8 @@ from collections.abc import Callable
 import structlog
 import trio
 
+import t38gw.faxrecord
+
 from imaging.wholepage import LibtiffAttempt
 from t38gw import archive
 from t38gw.config import Route, T38Config
@@ -198,6 +200,25 @@ def test_the_post_page_command_waits_for_its_page_decoding_on_a_thread(tmp_path,
     assert mcf_at, "no MCF"
     assert in_event_loop == [False], in_event_loop  # decoded once, on the thread
     assert session.record.pages[0]["height_px"] == 100
+
+
+def test_a_page_decoded_ahead_is_archived_without_being_coded_again(tmp_path, monkeypatch):
+    # The thread codes the page G4 too, so the page write our MCF waits for does not
+    # (~2 ms of libtiff a non-ECM page at a burst of page ends, issue 14).
+    codings: list = []
+    code = t38gw.faxrecord.coded_page
+
+    def noted(page, **kwargs):
+        codings.append(threading.current_thread().name)
+        return code(page, **kwargs)
+
+    monkeypatch.setattr(t38gw.faxrecord, "coded_page", noted)
+    in_event_loop, on_a_thread = _watch_page_decodes(monkeypatch)
+    mcf_at, session = run_one_page_call(tmp_path, _write, decode_ahead="free", before_eop=on_a_thread.is_set)
+    assert mcf_at, "no MCF"
+    assert in_event_loop == [False] and codings == [], (in_event_loop, codings)
+    [(bitmap, width, height, *_)] = read_fax_tiff(session.record.folder / archive.JOURNAL_NAME)
+    assert (bitmap, width, height) == (random_page(random.Random(3), 1728, 100), 1728, 100)
 
 
 def test_a_page_still_queued_for_a_thread_is_decoded_once_in_the_event_loop(tmp_path, monkeypatch):
