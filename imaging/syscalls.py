@@ -21,7 +21,7 @@ import errno
 import fcntl
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 _libc: Any = None
 try:
@@ -47,7 +47,7 @@ except (OSError, AttributeError):  # pragma: no cover - not glibc/musl: os it is
     _libc = None
 
 
-def _raise(path: object = None) -> None:
+def _raise(path: object = None) -> NoReturn:
     err = ctypes.get_errno()
     if path is None:
         raise OSError(err, os.strerror(err))
@@ -125,24 +125,23 @@ def is_directory(path: str | os.PathLike[str]) -> bool:
     if ctypes.get_errno() in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
         return False
     _raise(path)
-    return False  # not reached: _raise raises
 
 
 def make_directory(path: str | os.PathLike[str], mode: int) -> None:
     """``os.mkdir``, holding the GIL (FileExistsError when something is there)."""
-    if _libc is None:
-        os.mkdir(path, mode)
-        return
-    if _libc.mkdir(os.fsencode(path), mode) < 0:
-        _raise(path)
+    _path_and_mode("mkdir", os.mkdir, path, mode)
 
 
 def chmod(path: str | os.PathLike[str], mode: int) -> None:
     """``os.chmod``, holding the GIL."""
+    _path_and_mode("chmod", os.chmod, path, mode)
+
+
+def _path_and_mode(name: str, fallback: Any, path: str | os.PathLike[str], mode: int) -> None:
+    """libc's ``name(path, mode)``, or ``fallback`` (its os twin) where libc is not loaded."""
     if _libc is None:
-        os.chmod(path, mode)
-        return
-    if _libc.chmod(os.fsencode(path), mode) < 0:
+        fallback(path, mode)
+    elif getattr(_libc, name)(os.fsencode(path), mode) < 0:
         _raise(path)
 
 

@@ -394,6 +394,17 @@ def _eol_ends(value: int, size: int) -> int:
     return value & ~before & ((1 << (size - 11)) - 1)
 
 
+def _clean_start(value: int, size: int) -> tuple[int, int] | None:
+    """(the EOL mask of ``_eol_ends``, the first EOL's bit offset) of data that holds nothing
+    but 0 bits before its first EOL (as StreamingDecoder syncs on it), else None."""
+    ends = _eol_ends(value, size)
+    if not ends:
+        return None
+    first = size - ends.bit_length() - 11
+    # The first 1 bit is the first EOL's own.
+    return (ends, first) if value.bit_length() == size - first - 11 else None
+
+
 def first_eol(data: bytes) -> int:
     """Bit offset of the first EOL (eleven 0 bits, then a 1: T.4 4.1.2) in MSB-first
     ``data``, or -1.  Equal to ``_to_bits(data).find(EOL)``."""
@@ -426,12 +437,10 @@ def _t4_exact(msb_first: bytes, bitmap: bytes, coding: Coding, width: int, heigh
     """
     size = len(msb_first) * 8
     value = int.from_bytes(msb_first, "big")
-    ends = _eol_ends(value, size)
-    if not ends or height < 1:
-        return False
-    first = size - ends.bit_length() - 11
-    if value.bit_length() != size - first - 11:
-        return False  # a 1 before the first EOL (StreamingDecoder skips it; the text path judges)
+    start = _clean_start(value, size)
+    if start is None or height < 1:
+        return False  # no EOL, or a 1 before the first (StreamingDecoder skips it; the text path judges)
+    first = start[1]
     k = 4
     tag_bit = 0
     if coding is Coding.MR:
@@ -455,13 +464,11 @@ def _t4_exact(msb_first: bytes, bitmap: bytes, coding: Coding, width: int, heigh
         return False
     coded_size = len(coded) * 8
     coded_value = int.from_bytes(coded, "big")
-    coded_ends = _eol_ends(coded_value, coded_size)
-    # One EOL per row, nothing but zeros before the first.
-    if coded_ends.bit_count() != height + 1:
+    coded_start = _clean_start(coded_value, coded_size)
+    # Nothing but zeros before the first EOL, one EOL per row.
+    if coded_start is None or coded_start[0].bit_count() != height + 1:
         return False
-    coded_first = coded_size - coded_ends.bit_length() - 11
-    if coded_value.bit_length() != coded_size - coded_first - 11:
-        return False
+    coded_ends, coded_first = coded_start
     closing = coded_size - (coded_ends & -coded_ends).bit_length() - 11  # the white row's EOL
     span = closing - coded_first
     if first + span + 12 > size:
@@ -471,8 +478,8 @@ def _t4_exact(msb_first: bytes, bitmap: bytes, coding: Coding, width: int, heigh
         return False
     # Then the page's end where StreamingDecoder ends it (as _t4_rows): the last row's EOL
     # and EOLS_TO_END_T4_PAGE - 1 empty segments (MR: the tag bit only), each closed by an EOL.
-    start = first + span
-    tail = _to_bits(msb_first[start // 8 : start // 8 + _TAIL_OCTETS])[start % 8 :]
+    end = first + span
+    tail = _to_bits(msb_first[end // 8 : end // 8 + _TAIL_OCTETS])[end % 8 :]
     if not tail.startswith(EOL):
         return False
     closed = tail[12:].split(EOL, EOLS_TO_END_T4_PAGE - 1)

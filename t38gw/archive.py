@@ -136,16 +136,17 @@ def write_atomic(path: Path, write: Callable[[Path], None] | bytes) -> None:
     except FileNotFoundError:
         make_folders(path.parent)
         fd, tmp = _new_temporary(path)
+    data, writer = (bytes(write), None) if isinstance(write, (bytes, bytearray)) else (None, write)
     try:
         try:
             syscalls.fchmod(fd, FILE_MODE)
-            if isinstance(write, (bytes, bytearray)):
-                syscalls.pwrite_all(fd, bytes(write), 0)
+            if data is not None:
+                syscalls.pwrite_all(fd, data, 0)
                 os.fsync(fd)
         finally:
             syscalls.close(fd)
-        if not isinstance(write, (bytes, bytearray)):
-            write(tmp)
+        if writer is not None:
+            writer(tmp)
             # Opened again: a writer may have put a new file at the path.
             fd = syscalls.open_file(tmp, os.O_RDONLY)
             try:

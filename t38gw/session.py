@@ -445,11 +445,11 @@ class FaxSession:
         another core) and give the engine the result before the post-page command needs it."""
         assert self._decode_threads is not None
 
-        def decode() -> tuple[DecodedPage | None, str | None]:
+        def decode() -> tuple[DecodedPage, str] | None:
             job.started = True
             page = attempt.run()
             if page is None:
-                return None, None
+                return None
             if page.g4 is None:
                 # The archive keeps pages G4: coded here (a proven MMR page brings its own),
                 # the page write our MCF waits for need not (~2 ms of libtiff a non-ECM page).
@@ -459,15 +459,15 @@ class FaxSession:
         try:
             with job.scope:
                 try:
-                    page, digest = await trio.to_thread.run_sync(decode, limiter=self._decode_threads)
+                    decoded = await trio.to_thread.run_sync(decode, limiter=self._decode_threads)
                 except Exception:  # noqa: BLE001 - the engine decodes the page itself at the command
                     bound.exception("page_decode_ahead_failed")
                     return
             if job.scope.cancelled_caught:
                 return  # still queued when its command came: the engine decoded it (see run)
-            engine.page_decoded_ahead(attempt, page)
-            if page is not None and digest is not None:
-                self._digest_ahead = (page.bitmap, digest)
+            engine.page_decoded_ahead(attempt, decoded[0] if decoded is not None else None)
+            if decoded is not None:
+                self._digest_ahead = (decoded[0].bitmap, decoded[1])
         finally:
             job.done.set()
             if self._decoding_ahead is job:
