@@ -10,9 +10,11 @@ long fax costs the same per page as a short one.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import struct
 from collections.abc import Iterable, Sequence
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -113,57 +115,69 @@ def write_pdf_coded(pages: Iterable[CodedPage], path: PathLike) -> int:
     rows/98 in tall.  Pages are written as they come, so memory holds one page.
     Raises ValueError for no pages, a page with no rows, or a page not coded G4 MSB-first.
     """
+    with open(path, "wb") as file:
+        return _pdf_coded(pages, file)
+
+
+def pdf_coded_bytes(pages: Iterable[CodedPage]) -> bytes:
+    """The PDF ``write_pdf_coded`` writes, in memory (a short fax's archive copy and
+    webhook document, built once)."""
+    buffer = io.BytesIO()
+    _pdf_coded(pages, buffer)
+    return buffer.getvalue()
+
+
+def _pdf_coded(pages: Iterable[CodedPage], file: BinaryIO) -> int:
     offsets: list[int] = [0, 0]  # objects 1 (catalog) and 2 (page tree) are written last
     kids: list[str] = []
-    with open(path, "wb") as file:
-        position = 0
+    position = 0
 
-        def emit(chunk: bytes) -> None:
-            nonlocal position
-            file.write(chunk)
-            position += len(chunk)
+    def emit(chunk: bytes) -> None:
+        nonlocal position
+        file.write(chunk)
+        position += len(chunk)
 
-        def start_object() -> int:
-            offsets.append(position)
-            emit(f"{len(offsets)} 0 obj\n".encode())
-            return len(offsets)
+    def start_object() -> int:
+        offsets.append(position)
+        emit(f"{len(offsets)} 0 obj\n".encode())
+        return len(offsets)
 
-        emit(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-        for page in pages:
-            if page.height == 0:
-                raise ValueError("a page with no rows cannot be written")
-            if page.coding is not Coding.MMR or page.bit_order is not BitOrder.MSB_FIRST:
-                raise ValueError("PDF pages must be G4 (T.6) coded most significant bit first")
-            width_pt = page.width * 72 / page.x_dpi
-            height_pt = page.height * 72 / page.y_dpi
-            number = len(offsets) + 1
-            image, contents = number + 1, number + 2
-            start_object()
-            emit((f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width_pt:.4f} {height_pt:.4f}] "
-                  f"/Resources << /XObject << /Im0 {image} 0 R >> >> /Contents {contents} 0 R >>\nendobj\n").encode())
-            kids.append(f"{number} 0 R")
-            start_object()
-            # PDF 32000 7.4.6: K < 0 is pure 2-D (T.6); BlackIs1 false makes 0 pels black,
-            # which is what DeviceGray 0 means.
-            emit((f"<< /Type /XObject /Subtype /Image /Width {page.width} /Height {page.height} "
-                  f"/BitsPerComponent 1 /ColorSpace /DeviceGray /Filter /CCITTFaxDecode "
-                  f"/DecodeParms << /K -1 /Columns {page.width} /Rows {page.height} /BlackIs1 false >> "
-                  f"/Length {len(page.data)} >>\nstream\n").encode())
-            emit(page.data)
-            emit(b"\nendstream\nendobj\n")
-            draw = f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q".encode()
-            start_object()
-            emit(f"<< /Length {len(draw)} >>\nstream\n".encode() + draw + b"\nendstream\nendobj\n")
-        if not kids:
-            raise ValueError("no pages to write")
-        offsets[1] = position
-        emit(f"2 0 obj\n<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>\nendobj\n".encode())
-        offsets[0] = position
-        emit(b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n")
-        xref = position
-        emit(f"xref\n0 {len(offsets) + 1}\n0000000000 65535 f\r\n".encode())
-        emit(b"".join(f"{offset:010d} 00000 n\r\n".encode() for offset in offsets))
-        emit(f"trailer\n<< /Size {len(offsets) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    emit(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    for page in pages:
+        if page.height == 0:
+            raise ValueError("a page with no rows cannot be written")
+        if page.coding is not Coding.MMR or page.bit_order is not BitOrder.MSB_FIRST:
+            raise ValueError("PDF pages must be G4 (T.6) coded most significant bit first")
+        width_pt = page.width * 72 / page.x_dpi
+        height_pt = page.height * 72 / page.y_dpi
+        number = len(offsets) + 1
+        image, contents = number + 1, number + 2
+        start_object()
+        emit((f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width_pt:.4f} {height_pt:.4f}] "
+              f"/Resources << /XObject << /Im0 {image} 0 R >> >> /Contents {contents} 0 R >>\nendobj\n").encode())
+        kids.append(f"{number} 0 R")
+        start_object()
+        # PDF 32000 7.4.6: K < 0 is pure 2-D (T.6); BlackIs1 false makes 0 pels black,
+        # which is what DeviceGray 0 means.
+        emit((f"<< /Type /XObject /Subtype /Image /Width {page.width} /Height {page.height} "
+              f"/BitsPerComponent 1 /ColorSpace /DeviceGray /Filter /CCITTFaxDecode "
+              f"/DecodeParms << /K -1 /Columns {page.width} /Rows {page.height} /BlackIs1 false >> "
+              f"/Length {len(page.data)} >>\nstream\n").encode())
+        emit(page.data)
+        emit(b"\nendstream\nendobj\n")
+        draw = f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q".encode()
+        start_object()
+        emit(f"<< /Length {len(draw)} >>\nstream\n".encode() + draw + b"\nendstream\nendobj\n")
+    if not kids:
+        raise ValueError("no pages to write")
+    offsets[1] = position
+    emit(f"2 0 obj\n<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>\nendobj\n".encode())
+    offsets[0] = position
+    emit(b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n")
+    xref = position
+    emit(f"xref\n0 {len(offsets) + 1}\n0000000000 65535 f\r\n".encode())
+    emit(b"".join(f"{offset:010d} 00000 n\r\n".encode() for offset in offsets))
+    emit(f"trailer\n<< /Size {len(offsets) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
     return len(kids)
 
 

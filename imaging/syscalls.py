@@ -1,5 +1,5 @@
 """Quick system calls that keep the GIL: open, pwrite, close, fchmod, rename, mkdir,
-chmod, whether a path is a folder, and the in-memory files libtiff codes pages in
+chmod, whether a path is a folder, a file's size and contents, and the in-memory files libtiff codes pages in
 (memfd_create, dup, read back).
 
 Why: each ``os`` call lets go of the GIL and must take it back, and a thread beside a
@@ -172,18 +172,25 @@ def dup(fd: int) -> int:
     return new
 
 
+def size(fd: int) -> int:
+    """The size of a regular (or memory) file, holding the GIL (lseek to its end)."""
+    if _libc is None:
+        return os.fstat(fd).st_size
+    end = int(_libc.lseek(fd, 0, os.SEEK_END))
+    if end < 0:
+        _raise()
+    return end
+
+
 def read_whole(fd: int) -> bytes:
     """All of a regular (or memory) file, whatever its offset."""
     if _libc is None:
-        size = os.fstat(fd).st_size
-        return os.pread(fd, size, 0)
-    size = int(_libc.lseek(fd, 0, os.SEEK_END))
-    if size < 0:
-        _raise()
-    buffer = ctypes.create_string_buffer(size)
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    length = size(fd)
+    buffer = ctypes.create_string_buffer(length)
     done = 0
-    while done < size:
-        got = int(_libc.pread(fd, ctypes.byref(buffer, done), size - done, done))
+    while done < length:
+        got = int(_libc.pread(fd, ctypes.byref(buffer, done), length - done, done))
         if got < 0:
             if ctypes.get_errno() == 4:
                 continue
@@ -191,4 +198,4 @@ def read_whole(fd: int) -> bytes:
         if got == 0:
             break
         done += got
-    return buffer.raw[:done]
+    return buffer.raw if done == length else buffer.raw[:done]

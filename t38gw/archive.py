@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import random
@@ -37,6 +38,7 @@ from imaging import syscalls
 META_NAME = "meta.json"
 FILE_NAMES = {"pdf": "fax.pdf", "tiff": "fax.tif"}
 JOURNAL_NAME = ".pages.tif"
+META_MAX_BYTES = 16 << 20  # a meta.json is a few KB; a hold history grows it by lines
 FOLDER_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -125,11 +127,13 @@ def make_folders(folder: Path) -> None:
         _fsync_dir(path.parent)
 
 
-def write_atomic(path: Path, write: Callable[[Path], None] | bytes) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None] | bytes, *, sync_folder: bool = True) -> None:
     """Write ``path`` (mode 0600) atomically: ``write`` is the bytes, or a function that writes a given path.
 
     The system calls keep the GIL but for the fsyncs (imaging.syscalls): bytes are
-    meta.json, written once per page while a fax runs, beside a busy event loop.
+    meta.json, written once per page while a fax runs, beside a busy event loop.  With
+    ``sync_folder`` false the caller fsyncs the folder (once, after more renames): the
+    file is not durable under its name until it does.
     """
     try:
         fd, tmp = _new_temporary(path)
@@ -157,7 +161,8 @@ def write_atomic(path: Path, write: Callable[[Path], None] | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync_folder:
+        _fsync_dir(path.parent)
 
 
 _temporary_names = random.Random()
@@ -179,7 +184,16 @@ def write_meta(folder: Path, meta: dict[str, Any]) -> None:
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    meta: dict[str, Any] = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+    # Read holding the GIL (imaging.syscalls): a delivery outcome's read-modify-write of
+    # meta.json runs beside a busy event loop (issue 14).
+    fd = syscalls.open_file(folder / META_NAME, os.O_RDONLY)
+    try:
+        if syscalls.size(fd) > META_MAX_BYTES:  # not ours (a folder there reads as huge)
+            raise ValueError(f"{folder / META_NAME} is not a meta.json")
+        data = syscalls.read_whole(fd)
+    finally:
+        syscalls.close(fd)
+    meta: dict[str, Any] = json.loads(data.decode("utf-8"))
     return meta
 
 
@@ -227,14 +241,26 @@ class PageJournal:
         self._appender.append(page)
 
 
-def finish_documents(folder: Path, formats: Iterable[str], pages: int) -> dict[str, str]:
+#: A page journal up to this size is finished in memory (most faxes: a 1-page fax's is
+#: ~10-60 KB): read once, fax.pdf built and written whole, the journal's page totals
+#: patched and the journal renamed fax.tif, one folder fsync for both renames; the PDF
+#: is kept for the webhook (``documents``), which read it back from disk.  Each of the
+#: ~60 system calls of the streamed way let go of the GIL and waited to take it back
+#: beside a busy event loop (issue 14).  A larger journal is streamed, a page in memory.
+FINISH_IN_MEMORY_BYTES = 8 << 20
+
+
+def finish_documents(folder: Path, formats: Iterable[str], pages: int,
+                     documents: dict[str, bytes] | None = None) -> dict[str, str]:
     """Turn the page journal (or, after a crash during this step, ``fax.tif``) into the
     final fax.pdf / fax.tif holding exactly the first ``pages`` pages; returns ``files``.
 
     Idempotent, so a restart may run it again.  When the journal holds exactly ``pages``
     pages it becomes fax.tif by a rename; otherwise (one page more than was confirmed,
-    after a crash) the pages are copied.  The PDF is streamed from the TIFF, one page in
-    memory.  Blocking; raises OSError, or ValueError for a damaged journal.
+    after a crash) the pages are copied.  A journal up to FINISH_IN_MEMORY_BYTES is
+    finished in memory, and the documents written are put in ``documents`` (by format);
+    a larger one is streamed, the PDF from the TIFF one page in memory.  Blocking; raises
+    OSError, or ValueError for a damaged journal.
     """
     from imaging import output
     from imaging.tiff import iter_coded_pages
@@ -242,10 +268,12 @@ def finish_documents(folder: Path, formats: Iterable[str], pages: int) -> dict[s
     formats = tuple(formats)
     journal = folder / JOURNAL_NAME
     final = folder / FILE_NAMES["tiff"]
-    source = journal if journal.is_file() else final
     if pages <= 0:
         journal.unlink(missing_ok=True)
         return {}
+    if _finished_in_memory(folder, formats, pages, documents):
+        return {fmt: FILE_NAMES[fmt] for fmt in formats}
+    source = journal if journal.is_file() else final
     if not source.is_file():
         # Done already (a PDF-only archive drops the journal once fax.pdf is written).
         return {fmt: FILE_NAMES[fmt] for fmt in formats if (folder / FILE_NAMES[fmt]).is_file()}
@@ -278,6 +306,51 @@ def finish_documents(folder: Path, formats: Iterable[str], pages: int) -> dict[s
     return files
 
 
+def _finished_in_memory(folder: Path, formats: tuple[str, ...], pages: int,
+                        documents: dict[str, bytes] | None) -> bool:
+    """``finish_documents`` for a journal of at most FINISH_IN_MEMORY_BYTES holding exactly
+    ``pages`` pages; False (nothing done) for any other case, which streams.  The system
+    calls keep the GIL but for the fsyncs (imaging.syscalls)."""
+    from imaging import output
+    from imaging.tiff import iter_coded_pages
+
+    journal = folder / JOURNAL_NAME
+    try:
+        fd = syscalls.open_file(journal, os.O_RDWR)
+    except FileNotFoundError:
+        return False  # finished before a crash, or never begun
+    try:
+        if syscalls.size(fd) > FINISH_IN_MEMORY_BYTES:
+            return False
+        data = syscalls.read_whole(fd)
+        if len(_ifds(io.BytesIO(data))) != pages:
+            return False  # a page more than was confirmed (a crash): copied, streaming
+        if "pdf" in formats:
+            pdf = output.pdf_coded_bytes(iter_coded_pages(io.BytesIO(data), pages))
+            write_atomic(folder / FILE_NAMES["pdf"], pdf, sync_folder=False)
+            if documents is not None:
+                documents["pdf"] = pdf
+        if "tiff" in formats:
+            patches = _page_total_patches(io.BytesIO(data), pages)
+            for offset, word in patches:
+                syscalls.pwrite_all(fd, word, offset)
+            os.fsync(fd)
+            if documents is not None:
+                tiff = bytearray(data)
+                for offset, word in patches:
+                    tiff[offset:offset + len(word)] = word
+                documents["tiff"] = bytes(tiff)
+    finally:
+        syscalls.close(fd)
+    if "tiff" in formats:
+        syscalls.rename(journal, folder / FILE_NAMES["tiff"])
+    else:
+        os.unlink(journal)
+    # One fsync makes both renames (or the rename and the unlink) durable.
+    _fsync_dir(folder)
+    return True
+
+
 def _ifds(handle: BinaryIO) -> list[tuple[int, bytes]]:
     """(offset, entries + next pointer) of every IFD of one of our little-endian TIFFs."""
     handle.seek(0)
@@ -304,17 +377,26 @@ def _page_count(path: Path) -> int:
 
 def _set_page_totals(path: Path, pages: int) -> None:
     """Fill in the PageNumber totals of a journal in place (one word per page; idempotent)."""
-    from imaging.tiff import TAG_PAGE_NUMBER
-
     with open(path, "r+b") as handle:
-        for number, (offset, entries) in enumerate(_ifds(handle)):
-            for index in range((len(entries) - 4) // 12):
-                tag, _, count = struct.unpack_from("<HHI", entries, 12 * index)
-                if tag == TAG_PAGE_NUMBER and count == 2:
-                    handle.seek(offset + 2 + 12 * index + 8)
-                    handle.write(struct.pack("<HH", number, pages))
+        for offset, word in _page_total_patches(handle, pages):
+            handle.seek(offset)
+            handle.write(word)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _page_total_patches(handle: BinaryIO, pages: int) -> list[tuple[int, bytes]]:
+    """Where each page's PageNumber value goes in one of our TIFFs, and its bytes
+    (number, ``pages``)."""
+    from imaging.tiff import TAG_PAGE_NUMBER
+
+    patches = []
+    for number, (offset, entries) in enumerate(_ifds(handle)):
+        for index in range((len(entries) - 4) // 12):
+            tag, _, count = struct.unpack_from("<HHI", entries, 12 * index)
+            if tag == TAG_PAGE_NUMBER and count == 2:
+                patches.append((offset + 2 + 12 * index + 8, struct.pack("<HH", number, pages)))
+    return patches
 
 
 def iter_faxes(root: str | os.PathLike[str]) -> Iterable[Path]:

@@ -9,8 +9,13 @@ Under a burst (hundreds of faxes ending within seconds) a delivery must not wait
 others' bookkeeping: the worker hands each due delivery to its own task as soon as one
 of ``CONCURRENT_DELIVERIES`` POSTs is free, without waiting for the whole batch it
 read; a delivery gives its POST slot back once answered, while its outcome is recorded
-in a thread, and stays "in flight" (never read as due again) until it is.  The spool is
-read in a thread too: its lock is held by the threads committing (fsync) other faxes.
+in a thread, and stays "in flight" (never read as due again) until it is.  The outcomes
+waiting meanwhile are recorded together, in one thread job (one spool transaction, one
+audit-trail fsync).  A delivery just committed to the spool by this process is handed
+over in memory (``offer``) rather than read back: no spool read per fax (issue 14).  The
+spool is read (in a thread: its lock is held by the threads committing other faxes)
+when ``nudge()`` says something else changed it, when a retry falls due, and every
+REREAD_SECONDS in case another process's delivery is left for us.
 
 Nothing one delivery does can stop the worker: any exception while signing or sending
 (a secret that does not decode, a URL httpx refuses, a bug) marks that attempt failed,
@@ -21,10 +26,9 @@ cannot be written the worker probes it every few seconds and, once it can, calls
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -39,6 +43,9 @@ ATTEMPT_TIMEOUT_SECONDS = 15.0
 # must not queue behind one another's round trips (issue 14: MCF -> webhook latency).
 CONCURRENT_DELIVERIES = 8
 SPOOL_PROBE_SECONDS = 5.0
+#: The spool is read at least this often while the worker is idle: a delivery another
+#: worker process left (``Spool`` adopts them after ADOPT_AFTER_SECONDS) is found then.
+REREAD_SECONDS = 30.0
 log = structlog.get_logger("t38gw.delivery")
 
 
@@ -50,14 +57,26 @@ class DeliveryStats:
 
 
 @dataclass
+class _Outcome:
+    """One attempt's result, waiting to be recorded (``DeliveryWorker._recorded``)."""
+
+    delivery: Delivery
+    status: int
+    error: str
+    bound: Any  # the delivery's bound logger
+    recorded: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass
 class DeliveryWorker:
     spool: Spool
     secrets: Mapping[str, str]                      # webhook name -> whsec_ secret
     wall_clock: Callable[[], float] = time.time
     attempt_timeout: float = ATTEMPT_TIMEOUT_SECONDS
     stats: DeliveryStats = field(default_factory=DeliveryStats)
-    # Told every attempt's outcome: (delivery as it was before the attempt, new state, error).
-    on_outcome: Callable[[Delivery, DeliveryState, str], None] | None = None
+    # Told the outcomes recorded together, each (delivery as it was before the attempt,
+    # new state, error), in the recording thread, after the spool has them.
+    on_outcomes: Callable[[list[tuple[Delivery, DeliveryState, str]]], None] | None = None
     # Called (in the worker task) when an unhealthy spool can be written again.
     on_spool_recovered: Callable[[], None] | None = None
     spool_probe_interval: float = SPOOL_PROBE_SECONDS
@@ -70,9 +89,24 @@ class DeliveryWorker:
     #: Deliveries handed to a task whose outcome is not recorded yet (not read as due again).
     _in_flight: set[str] = field(default_factory=set)
     _awaiting_flight: bool = False  # run() waits for an in-flight delivery to finish
+    #: Offered (``offer``), not yet started: by id, in order.  A spool read skips them.
+    _offered: dict[str, Delivery] = field(default_factory=dict)
+    _reread: bool = True  # the spool must be read again (nudge, a retry, start)
+    _next_due_at: float | None = None  # from the last read
+    #: Outcomes waiting to be recorded, and the batch being recorded now (its end).
+    _outcomes: list[_Outcome] = field(default_factory=list)
+    _recording: trio.Event | None = None
 
     def nudge(self) -> None:
-        """Wake the worker: something was enqueued."""
+        """Wake the worker and make it read the spool: something was enqueued, or is due."""
+        self._reread = True
+        self._wakeup.set()
+
+    def offer(self, deliveries: Iterable[Delivery]) -> None:
+        """Deliveries this process has just committed to the spool: start them as they
+        are, without reading them back (the spool has them should we crash first)."""
+        for delivery in deliveries:
+            self._offered[delivery.id] = delivery
         self._wakeup.set()
 
     async def run(self, client: httpx.AsyncClient | None = None) -> None:
@@ -85,21 +119,31 @@ class DeliveryWorker:
                     self._probe_spool()
                 self._wakeup = trio.Event()
                 if self.spool.healthy:
+                    await self._start_offered(http, deliveries, slots)
+                if self.spool.healthy and (self._reread or (self._next_due_at is not None
+                                                            and self._next_due_at <= self.wall_clock())):
+                    self._reread = False
                     await self._dispatch(http, deliveries, slots)
+                    if self.spool.healthy:
+                        self._next_due_at = await trio.to_thread.run_sync(self.spool.next_due_at)
+                        # Due now and not started: in flight (the first of those to finish
+                        # nudges us), or more than one read brought (read again at once).
+                        self._awaiting_flight = (self._next_due_at is not None and bool(self._in_flight)
+                                                 and self._next_due_at <= self.wall_clock())
+                        if self._awaiting_flight:
+                            self._next_due_at = None
                 if self.spool.healthy:
-                    next_at = await trio.to_thread.run_sync(self.spool.next_due_at)
-                    delay = math.inf if next_at is None else max(0.0, next_at - self.wall_clock())
-                    # Due now and not started: in flight (the first of those to finish
-                    # nudges us), or more than one read brought (read again at once).
-                    self._awaiting_flight = delay == 0.0 and bool(self._in_flight)
-                    if self._awaiting_flight:
-                        delay = math.inf
+                    next_at = self._next_due_at
+                    delay = REREAD_SECONDS if next_at is None else max(0.0, min(REREAD_SECONDS,
+                                                                                next_at - self.wall_clock()))
                 else:
                     # An outcome that cannot be recorded would be sent again at once, in a
                     # loop: deliver nothing until the spool can be written.
                     delay = self.spool_probe_interval
-                with trio.move_on_after(delay):
+                with trio.move_on_after(delay) as waited:
                     await self._wakeup.wait()
+                if waited.cancelled_caught:
+                    self._reread = True  # a retry fell due, or it is time to look again
 
     def _probe_spool(self) -> None:
         if not self.spool.probe(self.wall_clock()) or self.on_spool_recovered is None:
@@ -113,21 +157,48 @@ class DeliveryWorker:
         """One pass over what is due now, ``CONCURRENT_DELIVERIES`` at a time, until every
         one's outcome is recorded."""
         async with trio.open_nursery() as deliveries:
-            await self._dispatch(http, deliveries, trio.CapacityLimiter(CONCURRENT_DELIVERIES))
+            slots = trio.CapacityLimiter(CONCURRENT_DELIVERIES)
+            await self._start_offered(http, deliveries, slots)
+            await self._dispatch(http, deliveries, slots)
 
     async def _dispatch(self, http: httpx.AsyncClient, deliveries: trio.Nursery,
                         slots: trio.CapacityLimiter) -> None:
         """Start a task for each due delivery not in flight, as POST slots free up."""
-        due = await trio.to_thread.run_sync(self.spool.due, self.wall_clock(), 100, frozenset(self._in_flight))
+        due = await trio.to_thread.run_sync(self.spool.due, self.wall_clock(), 100,
+                                            frozenset(self._in_flight) | self._offered.keys())
         for delivery in due:
-            if delivery.id in self._in_flight:
-                continue  # started while we read (by run(), or by a flush beside it)
-            await slots.acquire_on_behalf_of(delivery.id)
-            if not self.spool.healthy:
-                slots.release_on_behalf_of(delivery.id)
-                break  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
-            self._in_flight.add(delivery.id)
-            deliveries.start_soon(self._deliver_one, http, delivery, slots)
+            if not await self._start(http, deliveries, slots, delivery):
+                break
+
+    async def _start_offered(self, http: httpx.AsyncClient, deliveries: trio.Nursery,
+                             slots: trio.CapacityLimiter) -> None:
+        """Start the offered deliveries, in order, as POST slots free up."""
+        while self._offered:
+            delivery = next(iter(self._offered.values()))
+            if not await self._start(http, deliveries, slots, delivery):
+                self._offered.clear()  # the spool holds them: read again once it can be written
+                self._reread = True
+                return
+
+    async def _start(self, http: httpx.AsyncClient, deliveries: trio.Nursery, slots: trio.CapacityLimiter,
+                     delivery: Delivery) -> bool:
+        """Start ``delivery`` in its own task once a POST slot is free, unless it is in flight
+        already (started by another path meanwhile); false if the spool cannot be written."""
+        if delivery.id in self._in_flight:
+            self._offered.pop(delivery.id, None)
+            return True
+        await slots.acquire_on_behalf_of(delivery.id)
+        if not self.spool.healthy:
+            slots.release_on_behalf_of(delivery.id)
+            return False  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
+        if delivery.id in self._in_flight:  # started while we waited for the slot
+            slots.release_on_behalf_of(delivery.id)
+            self._offered.pop(delivery.id, None)
+            return True
+        self._offered.pop(delivery.id, None)
+        self._in_flight.add(delivery.id)
+        deliveries.start_soon(self._deliver_one, http, delivery, slots)
+        return True
 
     async def _deliver_one(self, http: httpx.AsyncClient, delivery: Delivery, slots: trio.CapacityLimiter) -> None:
         retry = True  # unless recorded delivered: its next attempt is due some time
@@ -143,30 +214,57 @@ class DeliveryWorker:
                 slots.release_on_behalf_of(delivery.id)  # the next POST need not wait for our disk
             # The outcome is written (spool, meta.json, audit trail: each fsynced) in a
             # worker thread, so the event loop carrying the calls never waits on the disk.
-            if self.before_thread is not None:
-                await self.before_thread()
-            await trio.to_thread.run_sync(self._record, delivery, status, error, bound, limiter=self.thread_limiter)
+            await self._recorded(_Outcome(delivery, status, error, bound))
             retry = bool(error)
         finally:
             self._in_flight.discard(delivery.id)
             if retry or self._awaiting_flight:
                 self.nudge()  # run() works out when the next attempt is due
 
-    def _record(self, delivery: Delivery, status: int, error: str, bound: Any) -> None:
-        if not error:
-            self.spool.mark_delivered(delivery.id, self.wall_clock())
-            self.stats.delivered += 1
-            bound.info("webhook_delivered", status=status)
-            self._tell(delivery, DeliveryState.DELIVERED, "")
-            return
-        state = self.spool.mark_failed(delivery.id, error, self.wall_clock())
-        self.stats.failed_attempts += 1
-        if state is DeliveryState.DEAD:
-            self.stats.dead += 1
-            bound.error("webhook_dead", error=error)
-        else:
-            bound.warning("webhook_attempt_failed", error=error)
-        self._tell(delivery, state, error)
+    async def _recorded(self, outcome: _Outcome) -> None:
+        """Record ``outcome`` with the others waiting: whoever finds no batch being recorded
+        records every outcome waiting, in one thread job; the others wait for theirs."""
+        self._outcomes.append(outcome)
+        while not outcome.recorded.is_set():
+            if self._recording is not None:
+                await self._recording.wait()  # maybe ours; if not, the next batch's
+                continue
+            batch_done = self._recording = trio.Event()
+            try:
+                if self.before_thread is not None:
+                    await self.before_thread()
+                batch, self._outcomes = self._outcomes, []
+                try:
+                    await trio.to_thread.run_sync(self._record, batch, limiter=self.thread_limiter)
+                finally:
+                    for item in batch:
+                        item.recorded.set()
+            finally:
+                self._recording = None
+                batch_done.set()
+
+    def _record(self, batch: list[_Outcome]) -> None:
+        now = self.wall_clock()
+        delivered = [item.delivery.id for item in batch if not item.error]
+        if delivered:
+            self.spool.mark_delivered(delivered, now)
+        told: list[tuple[Delivery, DeliveryState, str]] = []
+        for item in batch:
+            delivery, error, bound = item.delivery, item.error, item.bound
+            if not error:
+                self.stats.delivered += 1
+                bound.info("webhook_delivered", status=item.status)
+                told.append((delivery, DeliveryState.DELIVERED, ""))
+                continue
+            state = self.spool.mark_failed(delivery.id, error, now)
+            self.stats.failed_attempts += 1
+            if state is DeliveryState.DEAD:
+                self.stats.dead += 1
+                bound.error("webhook_dead", error=error)
+            else:
+                bound.warning("webhook_attempt_failed", error=error)
+            told.append((delivery, state, error))
+        self._tell(told)
 
     async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery) -> tuple[int, str]:
         """POST one delivery: (HTTP status, "") on 2xx, else (status or 0, why it failed)."""
@@ -184,12 +282,12 @@ class DeliveryWorker:
             return response.status_code, ""
         return response.status_code, f"HTTP {response.status_code}"
 
-    def _tell(self, delivery: Delivery, state: DeliveryState, error: str) -> None:
-        if self.on_outcome is not None:
+    def _tell(self, outcomes: list[tuple[Delivery, DeliveryState, str]]) -> None:
+        if self.on_outcomes is not None and outcomes:
             try:
-                self.on_outcome(delivery, state, error)
+                self.on_outcomes(outcomes)
             except Exception as exc:  # noqa: BLE001 -- recording the outcome must not stop deliveries
-                log.error("webhook_outcome_not_recorded", webhook_id=delivery.id,
+                log.error("webhook_outcome_not_recorded", webhook_ids=[d.id for d, _, _ in outcomes],
                           error=f"{type(exc).__name__}: {exc}")
 
     async def flush(self) -> None:

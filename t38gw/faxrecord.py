@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from imaging import BitOrder, Coding, Page
 from imaging.output import coded_page
@@ -48,7 +48,7 @@ from imaging.tiff import CodedPage
 from t38gw import archive, webhooks
 from t38gw.config import Config, Route, Webhook
 from t38gw.ids import new_webhook_id
-from t38gw.spool import Spool
+from t38gw.spool import Delivery, DeliveryState, Spool
 
 IN_PROGRESS_REASON = "call in progress"
 INTERRUPTED_REASON = "the gateway stopped during the call"
@@ -125,6 +125,9 @@ class InboundFax:
     #: writes and the final write come from different thread pools and must not interleave.
     write_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _final_written: bool = field(default=False, init=False)
+    #: The final documents as written, by format, when they were finished in memory: the
+    #: webhook's attachment (``enqueue_planned``) need not read them back.  Cleared once spooled.
+    documents: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.meta = {
@@ -235,7 +238,7 @@ class InboundFax:
             self._journal.append(pending.coded_page())
             self._journaled = pending.number
         if not meta.get("in_progress"):
-            meta["files"] = _finish_documents(folder, self.formats, len(meta.get("pages", [])))
+            meta["files"] = _finish_documents(folder, self.formats, len(meta.get("pages", [])), self.documents)
         archive.write_meta(folder, meta)
         if not meta.get("in_progress"):
             self._final_written = True
@@ -247,9 +250,10 @@ class InboundFax:
             self.meta["files"] = {fmt: archive.FILE_NAMES[fmt] for fmt in self.formats}
 
 
-def _finish_documents(folder: Path, formats: Iterable[str], pages: int) -> dict[str, str]:
+def _finish_documents(folder: Path, formats: Iterable[str], pages: int,
+                      documents: dict[str, bytes] | None = None) -> dict[str, str]:
     try:
-        return archive.finish_documents(folder, formats, pages)
+        return archive.finish_documents(folder, formats, pages, documents)
     except ValueError as exc:  # our own journal unreadable: a storage fault, as OSError is
         raise OSError(f"page journal in {folder} is damaged: {exc}") from exc
 
@@ -269,23 +273,32 @@ def plan_deliveries(meta: dict[str, Any], hooks: Iterable[Webhook], now: float,
                                    "state": "pending", "attempts": 0, "last_error": "", "updated_at": None})
 
 
-def enqueue_planned(spool: Spool, folder: Path, meta: dict[str, Any], config: Config, now: float) -> int:
-    """Commit every pending planned delivery to the spool (step 2; idempotent)."""
+def enqueue_planned(spool: Spool, folder: Path, meta: dict[str, Any], config: Config, now: float,
+                    documents: Mapping[str, bytes] | None = None, enqueued: list[Delivery] | None = None) -> int:
+    """Commit every pending planned delivery to the spool (step 2; idempotent).
+    ``documents``: the fax's documents as just written (``InboundFax.documents``), by
+    format; one not there is read from the folder.  ``enqueued`` gets the deliveries
+    committed, as the spool now holds them (``DeliveryWorker.offer``)."""
     hooks = {h.name: h for h in config.webhooks}
     count = 0
     for planned in meta.get("deliveries", []):
-        if planned.get("state") != "pending" or spool.get(planned["id"]) is not None:
+        if planned.get("state") != "pending" or spool.has(planned["id"]):
             continue
         hook = hooks.get(planned["webhook"])
         if hook is None:
             continue
         body = webhooks.event_body(planned["event"], archive.rfc3339(now), _public(meta),
-                                   _document(folder, meta, hook, config.http.base_url))
+                                   _document(folder, meta, hook, config.http.base_url, documents or {}))
         # False: the spool cannot be written now; meta.json still plans it, so the next
         # start (or the spool's recovery) spools it again.
         if spool.enqueue(id=planned["id"], webhook=hook.name, url=hook.url, event_type=planned["event"],
                          fax_id=meta["id"], body=body, now=now) is not False:
             count += 1
+            if enqueued is not None:
+                enqueued.append(Delivery(id=planned["id"], webhook=hook.name, url=hook.url,
+                                         event_type=planned["event"], fax_id=meta["id"], body=body, created_at=now,
+                                         attempts=0, next_attempt_at=now, state=DeliveryState.PENDING,
+                                         last_error=""))
     return count
 
 
@@ -294,19 +307,21 @@ def _public(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k != "deliveries"}
 
 
-def _document(folder: Path, meta: dict[str, Any], hook: Webhook, api_base: str) -> dict[str, str] | None:
+def _document(folder: Path, meta: dict[str, Any], hook: Webhook, api_base: str,
+              documents: Mapping[str, bytes]) -> dict[str, str] | None:
     """The webhook's ``document``: inline up to the hook's ``max_attachment_bytes``, else the
     API URL that serves it (a spool row never holds a document larger than that)."""
     attach = hook.attach
     if attach == "none" or attach not in _ATTACH:
         return None
     name = meta.get("files", {}).get(attach)
-    if not name or not (folder / name).is_file():
+    data = documents.get(attach)
+    if not name or (data is None and not (folder / name).is_file()):
         return None
     content_type, _ = _ATTACH[attach]
     suffix = Path(name).suffix
     return webhooks.document_member(content_type, f"{meta['id']}{suffix}", folder / name, hook.max_attachment_bytes,
-                                    webhooks.document_url(api_base, meta["id"], suffix.lstrip(".")))
+                                    webhooks.document_url(api_base, meta["id"], suffix.lstrip(".")), data)
 
 
 def record_outcome(folder: Path, delivery_id: str, state: str, attempts: int, error: str, now: float) -> None:

@@ -24,6 +24,7 @@ SQLite spool before anyone tries to send them (``t38gw.faxrecord``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import ipaddress
@@ -102,7 +103,7 @@ from t38gw.negotiation import local_t38_params
 from t38gw.routing import route_after_phase_b, route_at_invite
 from t38gw.sanitize import call_identity
 from t38gw.session import FaxSession
-from t38gw.spool import DeliveryState, Spool, SpoolError
+from t38gw.spool import Delivery, DeliveryState, Spool, SpoolError
 from t38gw.t30 import Compression, ReceiveCapabilities, ReceiverConfig
 from t38gw.t30.transmitter import TransmitterConfig
 
@@ -267,8 +268,12 @@ class Gateway:
         # queued (see PageWritesFirst).
         self.page_writes_first = PageWritesFirst(self.page_threads, poll=PAGE_WRITES_FIRST_POLL,
                                                  max_defer=PAGE_WRITES_FIRST_MAX_DEFER)
+        # Audit-trail lines no one waits for (a fax stored, a webhook's outcome), written
+        # together by one thread job: one fsync for however many (``_audit_soon``).
+        self._audit_queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._audit_queued = trio.Event()
         self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
-                                     on_outcome=self._delivery_outcome,
+                                     on_outcomes=self._delivery_outcomes,
                                      on_spool_recovered=self._spool_recovered,
                                      thread_limiter=self.bookkeeping_threads,
                                      before_thread=self.page_writes_first.wait)
@@ -465,6 +470,7 @@ class Gateway:
                                        f" on {self.ports.host}: {exc}") from None
                 nursery.start_soon(self.ports.poller.run)  # reads every call's UDPTL socket
                 nursery.start_soon(self._index_progress_rows)
+                nursery.start_soon(self._audit_lines)
                 nursery.start_soon(self._pump_sip)
                 nursery.start_soon(self._drive_call_timers)
                 nursery.start_soon(self._tick_audio)
@@ -489,6 +495,7 @@ class Gateway:
                 if role is not None:
                     role.tell_ready()
         finally:
+            self._audit_flush()  # lines still queued (a shutdown)
             self.spool.close()
             self.audit_log.close()
 
@@ -1155,6 +1162,33 @@ class Gateway:
         except OSError as exc:
             log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"), error=str(exc))
 
+    def _audit_soon(self, event: str, **fields: Any) -> None:
+        """Queue a line for the audit trail (any thread); ``_audit_lines`` or the next
+        delivery outcomes write it, in order with the others."""
+        self._audit_queue.append((event, fields))
+
+    def _audit_flush(self) -> None:
+        """Write every queued audit line, in one append and fsync (blocking)."""
+        batch = []
+        while self._audit_queue:
+            batch.append(self._audit_queue.popleft())
+        if not batch:
+            return
+        try:
+            self.audit_log.record_many(batch)
+        except OSError as exc:
+            for event, fields in batch:
+                log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"), error=str(exc))
+
+    async def _audit_lines(self) -> None:
+        """Write the queued audit lines in the bookkeeping thread, after the page writes
+        waiting now (``PageWritesFirst``)."""
+        while True:
+            await self._audit_queued.wait()
+            self._audit_queued = trio.Event()
+            await self.page_writes_first.wait()
+            await trio.to_thread.run_sync(self._audit_flush, limiter=self.bookkeeping_threads)
+
     # -- archive and webhooks ------------------------------------------------------
     def _write_record_now(self, record: InboundFax, pages, meta, index: bool = True) -> bool:
         """Pages (and meta.json) to the archive, then (``index``) its index row (blocking: a
@@ -1220,14 +1254,17 @@ class Gateway:
         plan_deliveries(record.meta, webhooks_for(self.config, record.route), now, self.rng)
         pages, meta = record.snapshot()
 
+        enqueued: list[Delivery] = []
+
         def store_and_spool() -> str | None:
             """The final write, then its webhooks into the spool; why the write failed, if it did."""
             try:
                 self._write_record_now(record, pages, meta)
             except OSError as exc:
                 return str(exc)
-            # The document is read and base64'd, the spool fsynced (off the event loop, issue 14).
-            enqueue_planned(self.spool, record.folder, meta, self.config, now)
+            # The document (as just written) base64'd, the spool fsynced (off the event loop, issue 14).
+            enqueue_planned(self.spool, record.folder, meta, self.config, now, record.documents, enqueued)
+            record.documents.clear()
             return None
 
         # One thread hop for both: each hop waits in the after-call queue again, behind every
@@ -1238,10 +1275,11 @@ class Gateway:
         if failure is not None:
             log.error("archive_write_failed", fax_id=record.fax_id, error=failure)
             return
-        self.worker.nudge()
-        await trio.to_thread.run_sync(lambda: self._audit("fax_stored", fax_id=record.fax_id, direction="inbound",
-                                                          status=meta["status"], pages=len(meta["pages"])),
-                                      limiter=self.bookkeeping_threads)
+        # Before its webhook can be delivered: the trail holds the fax before its delivery.
+        self._audit_soon("fax_stored", fax_id=record.fax_id, direction="inbound", status=meta["status"],
+                         pages=len(meta["pages"]))
+        self._audit_queued.set()
+        self.worker.offer(enqueued)  # committed to the spool: started without reading it back
         status = meta["status"]
         self.metrics.calls.labels(result=status).inc()
         self.metrics.calls_by_media.labels(media=meta.get("media", "t38")).inc()
@@ -1280,16 +1318,21 @@ class Gateway:
                 count += enqueue_planned(self.spool, folder, meta, self.config, time.time())
         return count
 
-    def _delivery_outcome(self, delivery, state: DeliveryState, error: str) -> None:
-        result = {DeliveryState.DELIVERED: "delivered", DeliveryState.DEAD: "dead"}.get(state, "failed")
-        self.metrics.webhook_deliveries.labels(result=result).inc()
-        if state in (DeliveryState.DELIVERED, DeliveryState.DEAD):
-            self._audit("webhook_delivered" if state is DeliveryState.DELIVERED else "webhook_dead",
-                        fax_id=delivery.fax_id, webhook=delivery.webhook, delivery_id=delivery.id,
-                        attempts=delivery.attempts + 1)
-        folder = self.index.get_folder(delivery.fax_id)
-        if folder is not None:
-            record_outcome(folder, delivery.id, state.value, delivery.attempts + 1, error, time.time())
+    def _delivery_outcomes(self, outcomes: list[tuple[Delivery, DeliveryState, str]]) -> None:
+        """Delivery outcomes the spool has recorded (the worker's recording thread): metrics,
+        the audit trail (with any lines queued before them: one fsync) and meta.json."""
+        for delivery, state, _ in outcomes:
+            result = {DeliveryState.DELIVERED: "delivered", DeliveryState.DEAD: "dead"}.get(state, "failed")
+            self.metrics.webhook_deliveries.labels(result=result).inc()
+            if state in (DeliveryState.DELIVERED, DeliveryState.DEAD):
+                self._audit_soon("webhook_delivered" if state is DeliveryState.DELIVERED else "webhook_dead",
+                                 fax_id=delivery.fax_id, webhook=delivery.webhook, delivery_id=delivery.id,
+                                 attempts=delivery.attempts + 1)
+        self._audit_flush()
+        for delivery, state, error in outcomes:
+            folder = self.index.get_folder(delivery.fax_id)
+            if folder is not None:
+                record_outcome(folder, delivery.id, state.value, delivery.attempts + 1, error, time.time())
 
 
 def _read_text(path: Path) -> str:

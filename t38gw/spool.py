@@ -123,6 +123,7 @@ class Spool:
         self.give_up_after = give_up_after
         self.healthy = True
         self.last_error = ""
+        self._files_private = False  # see _private_files
         # One connection, used from the event loop and from worker threads (deliveries'
         # bookkeeping, webhooks being spooled, both off the loop: issue 14): one operation -
         # a transaction with its checkpoint - at a time.  The job queue takes it too.
@@ -254,6 +255,11 @@ class Spool:
         args = (self.owners, self.owner, ADOPT_AFTER_SECONDS, self.owners, self.owner, self.owner == 0)
         return self._guard("next_due_at", lambda: self._db.execute(sql, args).fetchone()[0], None, write=False)
 
+    def has(self, id: str) -> bool:
+        """Whether delivery ``id`` is in the spool (its body is not read)."""
+        return self._guard("has", lambda: self._db.execute(
+            "SELECT 1 FROM deliveries WHERE id = ?", (id,)).fetchone() is not None, False, write=False)
+
     def get(self, id: str) -> Delivery | None:
         def read() -> Delivery | None:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE id = ?", (id,)).fetchone()
@@ -265,13 +271,16 @@ class Spool:
             f"SELECT {_COLUMNS} FROM deliveries WHERE fax_id = ? ORDER BY created_at", (fax_id,)).fetchall()],
             [], write=False)
 
-    def mark_delivered(self, id: str, now: float) -> None:
-        """Record success and drop the body (a lost update only means one more, de-duplicated, delivery)."""
+    def mark_delivered(self, ids: str | Collection[str], now: float) -> None:
+        """Record success and drop the body, of one delivery or several (one transaction, one
+        compaction); a lost update only means one more, de-duplicated, delivery."""
+        batch = [ids] if isinstance(ids, str) else list(ids)
+
         def update() -> None:
             with self._db:
-                self._db.execute(
+                self._db.executemany(
                     "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_error = '',"
-                    " finished_at = ?, body = X'' WHERE id = ? AND state = 'pending'", (now, id))
+                    " finished_at = ?, body = X'' WHERE id = ? AND state = 'pending'", [(now, id) for id in batch])
             self._compact()
         self._guard("mark_delivered", update, None, write=True)
 
@@ -323,14 +332,20 @@ class Spool:
 
     def _private_files(self) -> None:
         """0600 on the database, its WAL and shm, whatever the umask was (SQLite copies the
-        database's mode to the files it creates beside it, this makes sure)."""
-        if self.path == ":memory:":
+        database's mode to the files it creates beside it, this makes sure).  Once all
+        three are there, no more: SQLite removes the WAL and shm only when the last
+        connection closes, and ours stays open (three chmods a spooled fax, each letting
+        go of the GIL beside a busy event loop: issue 14)."""
+        if self.path == ":memory:" or self._files_private:
             return
+        found = 0
         for suffix in ("", "-wal", "-shm"):
             try:
                 os.chmod(self.path + suffix, FILE_MODE)
+                found += 1
             except FileNotFoundError:
                 pass
+        self._files_private = found == 3
 
 
 VACUUM_MIN_PAGES = 16

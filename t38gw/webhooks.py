@@ -101,15 +101,17 @@ def linked_document(content_type: str, filename: str, url: str) -> dict[str, str
     return {"content_type": content_type, "filename": filename, "url": url}
 
 
-def document_member(content_type: str, filename: str, path: Path, max_bytes: int, url: str) -> dict[str, str]:
+def document_member(content_type: str, filename: str, path: Path, max_bytes: int, url: str,
+                    data: bytes | None = None) -> dict[str, str]:
     """The ``document`` member for ``path``: inline up to ``max_bytes``, else a link to ``url``.
 
-    The size is read from the file system first, so a document over the cap is never
-    read into memory nor copied into the spool.
+    ``data``: the file's contents when the caller holds them already (just written).
+    Otherwise the size is read from the file system first, so a document over the cap
+    is never read into memory nor copied into the spool.
     """
-    if path.stat().st_size > max_bytes:
+    if (len(data) if data is not None else path.stat().st_size) > max_bytes:
         return linked_document(content_type, filename, url)
-    return inline_document(content_type, filename, path.read_bytes())
+    return inline_document(content_type, filename, data if data is not None else path.read_bytes())
 
 
 def document_url(api_base: str, fax_id: str, fmt: str) -> str:

@@ -155,6 +155,58 @@ def test_every_record_is_fsynced_before_it_returns(tmp_path, monkeypatch):
     trail.close()
 
 
+def test_lines_recorded_together_are_the_lines_recorded_one_by_one_with_one_fsync(tmp_path, monkeypatch):
+    events = [("fax_stored", {"fax_id": FAX_A, "pages": 1}), ("webhook_delivered", {"fax_id": FAX_B, "attempts": 1}),
+              ("webhook_dead", {"fax_id": FAX_A, "attempts": 9})]
+    with AuditTrail(tmp_path / "one.jsonl", clock=lambda: 1_796_536_475.0) as trail:
+        trail.record("hold_placed", fax_id=FAX_B)
+        singly = [trail.record(event, **fields) for event, fields in events]
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    with AuditTrail(tmp_path / "many.jsonl", clock=lambda: 1_796_536_475.0) as trail:
+        trail.record("hold_placed", fax_id=FAX_B)
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        together = trail.record_many(events)
+        assert synced == [trail._fd]
+        assert trail.record_many([]) == [] and synced == [trail._fd]
+    assert together == singly
+    assert (tmp_path / "many.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert verify_trail(tmp_path / "many.jsonl").first_broken is None
+
+
+def test_lines_recorded_together_rotate_where_one_by_one_would(tmp_path):
+    events = [("fax_stored", {"fax_id": FAX_A if n % 2 else FAX_B, "n": n}) for n in range(30)]
+    with AuditTrail(tmp_path / "one.jsonl", max_bytes=400, clock=lambda: 1_796_536_475.0) as trail:
+        for event, fields in events:
+            trail.record(event, **fields)
+    with AuditTrail(tmp_path / "many.jsonl", max_bytes=400, clock=lambda: 1_796_536_475.0) as trail:
+        trail.record_many(events[:4])
+        trail.record_many(events[4:])
+    one, many = rotated_files(tmp_path / "one.jsonl"), rotated_files(tmp_path / "many.jsonl")
+    assert len(many) == len(one) >= 5
+    assert [p.read_bytes() for p in many] == [p.read_bytes() for p in one]
+    assert (tmp_path / "many.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert verify_trail(tmp_path / "many.jsonl").lines == 30
+
+
+def test_a_batch_with_a_refused_event_writes_nothing(tmp_path):
+    with AuditTrail(tmp_path / "audit.jsonl") as trail:
+        trail.record("hold_placed", fax_id=FAX_A)
+        size = (tmp_path / "audit.jsonl").stat().st_size
+        with pytest.raises(TypeError):
+            trail.record_many([("fax_stored", {"fax_id": FAX_A}), ("fax_stored", {"when": object()})])
+        with pytest.raises(ValueError):
+            trail.record_many([("fax_stored", {"fax_id": FAX_A}), ("fax_stored", {"prev": GENESIS})])
+        assert (tmp_path / "audit.jsonl").stat().st_size == size
+        trail.record("hold_released", fax_id=FAX_A)
+    assert verify_trail(tmp_path / "audit.jsonl").first_broken is None
+
+
 def test_a_failed_fsync_refuses_and_the_next_record_recovers(tmp_path, monkeypatch):
     path = tmp_path / "audit.jsonl"
     trail = AuditTrail(path)

@@ -157,6 +157,71 @@ def test_a_finished_fax_has_its_documents_and_no_journal(tmp_path):
     assert [p[0] for p in pdf_pixels(record.folder / "fax.pdf")] == bitmaps
 
 
+@pytest.mark.parametrize("formats", [("pdf", "tiff"), ("pdf",), ("tiff",)])
+def test_a_short_fax_finished_in_memory_matches_the_streamed_documents(tmp_path, monkeypatch, formats):
+    """A journal up to FINISH_IN_MEMORY_BYTES is finished in memory (its documents kept for
+    the webhook); the files are byte for byte those the streamed way writes."""
+    finished = {}
+    for way, limit in (("memory", archive.FINISH_IN_MEMORY_BYTES), ("streamed", 0)):
+        monkeypatch.setattr(archive, "FINISH_IN_MEMORY_BYTES", limit)
+        record, bitmaps = confirmed_pages(tmp_path / way, 3)
+        record.formats = formats
+        record.finish("received", "", 1_764_000_050.0)
+        record.write(*record.snapshot())
+        files = {name: (record.folder / name).read_bytes() for name in ("fax.pdf", "fax.tif")
+                 if (record.folder / name).exists()}
+        assert sorted(p.name for p in record.folder.iterdir()) == sorted([*files, "meta.json"])
+        finished[way] = (files, dict(record.documents))
+        if "tiff" in formats:
+            assert [p[0] for p in read_fax_tiff(record.folder / "fax.tif")] == bitmaps
+    (memory, kept), (streamed, none_kept) = finished["memory"], finished["streamed"]
+    assert memory == streamed and len(memory) == len(formats)
+    assert none_kept == {}
+    assert {archive.FILE_NAMES[fmt]: data for fmt, data in kept.items()} == memory
+
+
+def test_the_documents_renames_are_durable_before_meta_json_names_them(tmp_path, monkeypatch):
+    """In memory, fax.pdf and the journal (as fax.tif) are renamed, then one folder fsync
+    makes both durable; only then is the final meta.json written (it lists them)."""
+    record, _ = confirmed_pages(tmp_path, 2)
+    events: list[str] = []
+    real_rename, real_fsync_dir = syscalls.rename, archive._fsync_dir
+
+    def noting_rename(source, target):
+        events.append(f"rename {Path(target).name}")
+        return real_rename(source, target)
+
+    def noting_fsync_dir(folder):
+        events.append("fsync folder")
+        return real_fsync_dir(folder)
+
+    monkeypatch.setattr(syscalls, "rename", noting_rename)
+    monkeypatch.setattr(archive, "_fsync_dir", noting_fsync_dir)
+    record.finish("received", "", 1_764_000_050.0)
+    record.write(*record.snapshot())
+    assert events == ["rename fax.pdf", "rename fax.tif", "fsync folder", "rename meta.json", "fsync folder"]
+    assert record.documents["pdf"] == (record.folder / "fax.pdf").read_bytes()
+
+
+def test_the_webhook_attaches_the_pdf_as_written_without_reading_it_back(tmp_path, monkeypatch):
+    record, _ = confirmed_pages(tmp_path, 1)
+    record.finish("received", "", 1_764_000_050.0)
+    plan_deliveries(record.meta, CONFIG.webhooks, 1_764_000_050.0, random.Random(3))
+    pages, meta = record.snapshot()
+    record.write(pages, meta)
+    pdf = (record.folder / "fax.pdf").read_bytes()
+
+    def no_read(self):
+        raise AssertionError(f"{self} read back")
+
+    monkeypatch.setattr(Path, "read_bytes", no_read)
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(1))
+    assert enqueue_planned(spool, record.folder, meta, CONFIG, 1_764_000_051.0, record.documents) == 1
+    body = json.loads(spool.get(meta["deliveries"][0]["id"]).body)
+    monkeypatch.undo()
+    assert webhooks_document_bytes(body) == pdf
+
+
 def test_pdf_only_archive_keeps_no_tiff(tmp_path):
     record = new_record(tmp_path, random.Random(2), formats=("pdf",))
     bitmap = random_page(random.Random(2), 1728, 50)

@@ -17,7 +17,7 @@ import trio
 
 from t38gw.delivery import DeliveryWorker
 from t38gw.ids import new_webhook_id, uuid7
-from t38gw.spool import DeliveryState, Spool
+from t38gw.spool import Delivery, DeliveryState, Spool
 from t38gw.webhooks import WebhookVerificationError, event_body, sign, verify
 
 # Standard Webhooks' published test vector (standard-webhooks spec repository, README):
@@ -357,6 +357,105 @@ def test_run_retries_a_failed_delivery_when_it_is_due_again(tmp_path):
     _with_worker_running(worker, receiver, script)
     assert [h["webhook-id"] for h, _ in receiver.received] == [msg_id, msg_id]
     assert spool.get(msg_id).state is DeliveryState.DELIVERED
+
+
+class _ReadCountingSpool(Spool):
+    """The real spool, counting the reads the worker makes of it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads: list[str] = []
+
+    def due(self, *args, **kwargs):
+        self.reads.append("due")
+        return super().due(*args, **kwargs)
+
+    def next_due_at(self):
+        self.reads.append("next_due_at")
+        return super().next_due_at()
+
+
+def _spooled(spool: Spool, fax_id: str, url: str) -> Delivery:
+    """Commit a delivery to the spool, and the Delivery the enqueuer hands the worker."""
+    now = time.time()
+    msg_id = new_webhook_id(now, random.Random(fax_id))
+    body = event_body("fax.received", "2033-05-18T03:33:20Z", {"id": fax_id, "status": "received"}, None)
+    assert spool.enqueue(id=msg_id, webhook="default", url=url, event_type="fax.received", fax_id=fax_id,
+                         body=body, now=now)
+    return Delivery(id=msg_id, webhook="default", url=url, event_type="fax.received", fax_id=fax_id, body=body,
+                    created_at=now, attempts=0, next_attempt_at=now, state=DeliveryState.PENDING, last_error="")
+
+
+def test_an_offered_delivery_is_sent_without_reading_the_spool_back(tmp_path):
+    """The gateway hands each fax's freshly spooled webhooks to the worker (offer): they go
+    out and are recorded without a spool read per fax (issue 14); a nudge still reads it."""
+    receiver = _Receiver()
+    receiver.status = 204
+    spool = _ReadCountingSpool(tmp_path / "spool.db", rng=random.Random(0))
+    worker = DeliveryWorker(spool, {"default": SPEC_SECRET}, attempt_timeout=5.0)
+    sent: list[str] = []
+
+    async def script():
+        await _until(lambda: spool.reads == ["due", "next_due_at"])  # the worker's first look
+        offered = [_spooled(spool, f"f{n}", receiver.url) for n in range(5)]
+        sent.extend(d.id for d in offered)
+        worker.offer(offered)
+        await _until(lambda: all(spool.get(d.id).state is DeliveryState.DELIVERED for d in offered))
+        await trio.sleep(0.2)
+        assert spool.reads == ["due", "next_due_at"]
+        # Spooled by someone else (a recovery, an outbound job): nudged, read.
+        other = _spooled(spool, "f9", receiver.url)
+        sent.append(other.id)
+        worker.nudge()
+        await _until(lambda: spool.get(other.id).state is DeliveryState.DELIVERED)
+        assert spool.reads[2:4] == ["due", "next_due_at"]
+    _with_worker_running(worker, receiver, script)
+    assert sorted(h["webhook-id"] for h, _ in receiver.received) == sorted(sent) and len(sent) == 6
+    assert worker.stats.delivered == 6
+    for headers, received_body in receiver.received:
+        verify(SPEC_SECRET, headers, received_body, now=time.time())
+
+
+def test_a_delivery_offered_and_also_read_from_the_spool_is_sent_once(tmp_path):
+    receiver = _Receiver()
+    receiver.status = 204
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(0))
+    worker = DeliveryWorker(spool, {"default": SPEC_SECRET}, attempt_timeout=5.0)
+
+    async def script():
+        await trio.sleep(0.2)
+        delivery = _spooled(spool, "f1", receiver.url)
+        worker.offer([delivery])
+        worker.nudge()  # the same wake-up also reads the spool, which holds it too
+        await _until(lambda: spool.get(delivery.id).state is DeliveryState.DELIVERED)
+        await trio.sleep(0.3)
+    _with_worker_running(worker, receiver, script)
+    assert len(receiver.received) == 1 and worker.stats.delivered == 1
+
+
+def test_outcomes_that_wait_together_are_recorded_in_one_thread_job(tmp_path):
+    """While one batch of outcomes waits its turn (before_thread: page writes first), the
+    others answered meanwhile join it: one spool transaction and one on_outcomes call."""
+    receiver = _Receiver()
+    receiver.status = 204
+    spool = Spool(tmp_path / "spool.db", rng=random.Random(0))
+    told: list[list[str]] = []
+    count = 6
+
+    async def page_writes_queued():
+        await _until(lambda: len(worker._outcomes) == count)  # everyone answered and waiting
+
+    worker = DeliveryWorker(spool, {"default": SPEC_SECRET}, attempt_timeout=5.0, before_thread=page_writes_queued,
+                            on_outcomes=lambda outcomes: told.append([d.fax_id for d, _, _ in outcomes]))
+    offered = [_spooled(spool, f"f{n}", receiver.url) for n in range(count)]
+
+    async def script():
+        worker.offer(offered)
+        await _until(lambda: worker.stats.delivered == count)
+    _with_worker_running(worker, receiver, script)
+    assert len(told) == 1 and sorted(told[0]) == [f"f{n}" for n in range(count)]
+    assert all(spool.get(d.id).state is DeliveryState.DELIVERED for d in offered)
+    assert all(spool.get(d.id).body == b"" for d in offered)
 
 
 def test_spool_due_leaves_out_the_deliveries_a_worker_holds(tmp_path):
