@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import imaging.wholepage
 from imaging import BitOrder, Coding, DecodedPage, StreamingDecoder, encode_page
 from imaging.bits import reverse_bits
+from imaging.decoder import EOL
 from imaging.decoder import MAX_LINE_BITS
 from imaging.libtiff import encode_with_libtiff, rtc_after_strip
 from imaging.nonecm import NonEcmPageDecoder
@@ -252,6 +253,35 @@ def test_every_bit_of_the_page_end_flipped():
             data = bytearray(clean)
             data[position // 8] ^= 0x80 >> (position % 8)
             receive_both(pieces_of(bytes(data), 7), coding)
+
+
+# Bit patterns around EOLs: back-to-back EOLs with and without MR's tag bit, fill, lone
+# 1 bits and short runs - where a segment is empty or holds one 1 bit.
+_EOL_TOKENS = [EOL, EOL + "1", EOL + "0", "0" * 5, "0" * 11, "0" * 20, "1", "0", "10", "0011", "111"]
+
+
+@settings(deadline=None, max_examples=300)
+@given(coding=st.sampled_from([Coding.MH, Coding.MR]),
+       tokens=st.lists(st.sampled_from(_EOL_TOKENS), min_size=1, max_size=120),
+       sizes=st.lists(st.sampled_from([1, 2, 3, 5, 8, 13, 40]), min_size=1, max_size=8))
+def test_rows_and_page_end_counted_as_streaming_counts_them_around_eols(coding, tokens, sizes):
+    """Segments cut at EOLs, empty or not, in pieces of any size: NonEcmPageDecoder counts
+    rows (a whole piece's at once where no segment in it is empty) and ends the page
+    exactly where StreamingDecoder does, after every piece."""
+    bits = "".join(tokens)
+    bits += "0" * (-len(bits) % 8)
+    data = int("1" + bits, 2).to_bytes(len(bits) // 8 + 1, "big")[1:]
+    streaming = StreamingDecoder(coding, CHART_WIDTH, bit_order=MSB)
+    kept = NonEcmPageDecoder(coding, CHART_WIDTH, bit_order=MSB)
+    start = 0
+    for index in range(len(data)):
+        if start >= len(data) or streaming.page_ended:
+            break
+        piece = data[start : start + sizes[index % len(sizes)]]
+        start += len(piece)
+        streaming.feed(piece)
+        kept.feed(piece)
+        assert (kept.page_ended, kept.rows) == (streaming.page_ended, streaming.rows), f"after piece {index}"
 
 
 @pytest.mark.parametrize("coding", [Coding.MH, Coding.MR])
