@@ -33,6 +33,7 @@ import random
 import signal
 import socket as _socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,6 +273,7 @@ class Gateway:
         # together by one thread job: one fsync for however many (``_audit_soon``).
         self._audit_queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._audit_queued = trio.Event()
+        self._audit_flushing = threading.Lock()
         self.worker = DeliveryWorker(self.spool, {w.name: w.secret for w in config.webhooks},
                                      on_outcomes=self._delivery_outcomes,
                                      on_spool_recovered=self._spool_recovered,
@@ -1168,17 +1170,20 @@ class Gateway:
         self._audit_queue.append((event, fields))
 
     def _audit_flush(self) -> None:
-        """Write every queued audit line, in one append and fsync (blocking)."""
-        batch = []
-        while self._audit_queue:
-            batch.append(self._audit_queue.popleft())
-        if not batch:
-            return
-        try:
-            self.audit_log.record_many(batch)
-        except OSError as exc:
-            for event, fields in batch:
-                log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"), error=str(exc))
+        """Write every queued audit line, in one append and fsync (blocking).  One flush at
+        a time, so that lines taken from the queue in order are written in order."""
+        with self._audit_flushing:
+            batch = []
+            while self._audit_queue:
+                batch.append(self._audit_queue.popleft())
+            if not batch:
+                return
+            try:
+                self.audit_log.record_many(batch)
+            except OSError as exc:
+                for event, fields in batch:
+                    log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"),
+                              error=str(exc))
 
     async def _audit_lines(self) -> None:
         """Write the queued audit lines in the bookkeeping thread, after the page writes

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from t38gw import webhooks
+from t38gw.audit import verify_trail
 from tests.e2e.farend import CallPlan, FarEnd, parse_sip
 from tests.e2e.support import SECRET, GatewayProcess, WebhookReceiver, pdf_page_sizes, pdf_pages, tiff_pages
 from tests.peers.spandsp import T30_ERR_OK
@@ -158,6 +159,19 @@ def test_t38_in_first_invite_ecm_pages_archived_and_webhook(gateway, webhook_rec
     delivered = gateway.wait_for_faxes(1, timeout=10)[0]["deliveries"]
     assert [d["state"] for d in delivered] == ["delivered"]
     assert delivered[0]["id"] == post.headers["webhook-id"]
+    # The audit trail (written in batches, off the call's path): the fax stored, then its
+    # webhook delivered, in one intact chain among the API's read lines.
+    trail = gateway.workdir / "var" / "audit.jsonl"
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in trail.read_text().splitlines()]
+        events = [line["event"] for line in lines
+                  if line.get("fax_id") == meta["id"] and line["event"] in ("fax_stored", "webhook_delivered")]
+        if len(events) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert events == ["fax_stored", "webhook_delivered"], events
+    assert verify_trail(trail).first_broken is None
 
 
 def test_concurrent_calls_non_ecm_reinvite_loss_and_nat(gateway, webhook_receiver, tmp_path):
