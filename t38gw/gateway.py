@@ -1264,13 +1264,15 @@ class Gateway:
         def store_and_spool() -> str | None:
             """The final write, then its webhooks into the spool; why the write failed, if it did."""
             try:
-                self._write_record_now(record, pages, meta)
-            except OSError as exc:
-                return str(exc)
-            # The document (as just written) base64'd, the spool fsynced (off the event loop, issue 14).
-            enqueue_planned(self.spool, record.folder, meta, self.config, now, record.documents, enqueued)
-            record.documents.clear()
-            return None
+                try:
+                    self._write_record_now(record, pages, meta)
+                except OSError as exc:
+                    return str(exc)
+                # The document (as just written) base64'd, the spool fsynced (off the event loop, issue 14).
+                enqueue_planned(self.spool, record.folder, meta, self.config, now, record.documents, enqueued)
+                return None
+            finally:
+                record.documents.clear()  # spooled, or the write failed: not kept in memory
 
         # One thread hop for both: each hop waits in the after-call queue again, behind every
         # fax that ended meanwhile (1,000 calls ending within seconds, bench/load.py).  Its
