@@ -1,6 +1,6 @@
 """Quick system calls that keep the GIL: open, pwrite, close, fchmod, rename, mkdir,
-chmod, whether a path is a folder, a file's size and contents, and the in-memory files libtiff codes pages in
-(memfd_create, dup, read back).
+chmod, whether a path is a folder, a file's size and contents, and the in-memory files
+libtiff codes pages in (memfd_create, dup, read back).
 
 Why: each ``os`` call lets go of the GIL and must take it back, and a thread beside a
 busy event loop waits up to the switch interval for it.  A page write (journal append,

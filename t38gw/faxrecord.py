@@ -48,7 +48,7 @@ from imaging.tiff import CodedPage
 from t38gw import archive, webhooks
 from t38gw.config import Config, Route, Webhook
 from t38gw.ids import new_webhook_id
-from t38gw.spool import Delivery, DeliveryState, Spool
+from t38gw.spool import Delivery, Spool, pending_delivery
 
 IN_PROGRESS_REASON = "call in progress"
 INTERRUPTED_REASON = "the gateway stopped during the call"
@@ -289,16 +289,14 @@ def enqueue_planned(spool: Spool, folder: Path, meta: dict[str, Any], config: Co
             continue
         body = webhooks.event_body(planned["event"], archive.rfc3339(now), _public(meta),
                                    _document(folder, meta, hook, config.http.base_url, documents or {}))
+        delivery = pending_delivery(id=planned["id"], webhook=hook.name, url=hook.url, event_type=planned["event"],
+                                    fax_id=meta["id"], body=body, now=now)
         # False: the spool cannot be written now; meta.json still plans it, so the next
         # start (or the spool's recovery) spools it again.
-        if spool.enqueue(id=planned["id"], webhook=hook.name, url=hook.url, event_type=planned["event"],
-                         fax_id=meta["id"], body=body, now=now) is not False:
+        if spool.enqueue_delivery(delivery) is not False:
             count += 1
             if enqueued is not None:
-                enqueued.append(Delivery(id=planned["id"], webhook=hook.name, url=hook.url,
-                                         event_type=planned["event"], fax_id=meta["id"], body=body, created_at=now,
-                                         attempts=0, next_attempt_at=now, state=DeliveryState.PENDING,
-                                         last_error=""))
+                enqueued.append(delivery)
     return count
 
 

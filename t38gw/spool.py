@@ -80,6 +80,13 @@ class Delivery:
     last_error: str
 
 
+def pending_delivery(*, id: str, webhook: str, url: str, event_type: str, fax_id: str, body: bytes,
+                     now: float) -> Delivery:
+    """A new delivery as the spool stores it (``Spool.enqueue``): no attempt yet, due at once."""
+    return Delivery(id=id, webhook=webhook, url=url, event_type=event_type, fax_id=fax_id, body=body,
+                    created_at=now, attempts=0, next_attempt_at=now, state=DeliveryState.PENDING, last_error="")
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
@@ -225,12 +232,19 @@ class Spool:
 
         Returns false (and the spool turns unhealthy) if SQLite could not commit it.
         """
+        return self.enqueue_delivery(pending_delivery(id=id, webhook=webhook, url=url, event_type=event_type,
+                                                      fax_id=fax_id, body=body, now=now))
+
+    def enqueue_delivery(self, delivery: Delivery) -> bool:
+        """``enqueue`` of a delivery made by ``pending_delivery`` (the one a worker is then
+        handed, ``DeliveryWorker.offer``)."""
         def insert() -> bool:
             with self._db:
                 self._db.execute(
                     "INSERT OR IGNORE INTO deliveries (id, webhook, url, event_type, fax_id, body, created_at,"
                     " next_attempt_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (id, webhook, url, event_type, fax_id, body, now, now, self.owner),
+                    (delivery.id, delivery.webhook, delivery.url, delivery.event_type, delivery.fax_id,
+                     delivery.body, delivery.created_at, delivery.next_attempt_at, self.owner),
                 )
             self._private_files()
             return True

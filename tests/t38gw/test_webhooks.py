@@ -17,7 +17,7 @@ import trio
 
 from t38gw.delivery import DeliveryWorker
 from t38gw.ids import new_webhook_id, uuid7
-from t38gw.spool import Delivery, DeliveryState, Spool
+from t38gw.spool import Delivery, DeliveryState, Spool, pending_delivery
 from t38gw.webhooks import WebhookVerificationError, event_body, sign, verify
 
 # Standard Webhooks' published test vector (standard-webhooks spec repository, README):
@@ -380,10 +380,10 @@ def _spooled(spool: Spool, fax_id: str, url: str) -> Delivery:
     now = time.time()
     msg_id = new_webhook_id(now, random.Random(fax_id))
     body = event_body("fax.received", "2033-05-18T03:33:20Z", {"id": fax_id, "status": "received"}, None)
-    assert spool.enqueue(id=msg_id, webhook="default", url=url, event_type="fax.received", fax_id=fax_id,
-                         body=body, now=now)
-    return Delivery(id=msg_id, webhook="default", url=url, event_type="fax.received", fax_id=fax_id, body=body,
-                    created_at=now, attempts=0, next_attempt_at=now, state=DeliveryState.PENDING, last_error="")
+    delivery = pending_delivery(id=msg_id, webhook="default", url=url, event_type="fax.received", fax_id=fax_id,
+                                body=body, now=now)
+    assert spool.enqueue_delivery(delivery)
+    return delivery
 
 
 def test_an_offered_delivery_is_sent_without_reading_the_spool_back(tmp_path):
