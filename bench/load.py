@@ -107,6 +107,7 @@ class ProcessTree:
         self.cpu_by_pid: dict[int, float] = {}
         self.metrics_peak: dict[str, float] = {}
         self.metrics_last: dict[str, float] = {}
+        self.timeline: list[tuple[float, float]] = []  # (wall clock, CPU seconds of the live processes)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -142,6 +143,13 @@ class ProcessTree:
         next_metrics = 0.0
         while not self._stop.wait(self.every):
             self.peak_rss = max(self.peak_rss, self.rss())
+            used = 0.0
+            for pid in descendants(self.root):
+                try:
+                    used += proc_stat(pid)[1]
+                except OSError:
+                    continue
+            self.timeline.append((time.time(), used))
             if self.drops is not None:
                 self.drops.sample()
             if self.metrics_url and time.monotonic() >= next_metrics:
@@ -277,6 +285,38 @@ def webhook_stages(events: list[dict], posted: dict[str, float]) -> dict[str, li
     return {"archived": archived, "posted": delivered}
 
 
+def cpu_phases(events: list[dict], timeline: list[tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """The gateway's CPU in each phase of the run, from its log and the sampled CPU:
+    ``invites`` (first to last ``call_incoming``: set-up while INVITEs arrive), ``pages``
+    (until the first ``page_confirmed``: training and page data), ``page_ends`` (until the
+    last ``webhook_delivered``: page writes, MCF, the after-call work, the POSTs) ->
+    (seconds, CPU seconds).  Where a phase's CPU per fax says what the machine must give
+    at once when calls started together end together."""
+    from datetime import datetime
+
+    def at(event: dict) -> float:
+        return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+    def cpu_at(when: float) -> float:  # linear between the samples around it
+        before = [(t, c) for t, c in timeline if t <= when]
+        after = [(t, c) for t, c in timeline if t > when]
+        if not before or not after:
+            return (before or after)[-1 if before else 0][1]
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return c0 + (c1 - c0) * (when - t0) / (t1 - t0)
+
+    marks: dict[str, list[float]] = {"call_incoming": [], "page_confirmed": [], "webhook_delivered": []}
+    for event in events:
+        if event.get("event") in marks and "timestamp" in event:
+            marks[event["event"]].append(at(event))
+    if len(timeline) < 2 or not all(marks.values()):
+        return {}
+    bounds = [min(marks["call_incoming"]), max(marks["call_incoming"]), min(marks["page_confirmed"]),
+              max(marks["webhook_delivered"])]
+    return {name: (end - start, cpu_at(end) - cpu_at(start))
+            for name, start, end in zip(("invites", "pages", "page_ends"), bounds, bounds[1:]) if end >= start}
+
+
 def engine_cpu_per_fax(capture_name: str, repeat: int = 3) -> float:
     """The reference measured in the same run: CPU for the capture's datagrams through our
     sans-IO cores alone, in this process - ``UdptlReceiver`` and ``T30Receiver`` (its page
@@ -350,6 +390,8 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
     workdir.mkdir()
     webhook = WebhookReceiver().start()
     extra = f"\n[limits]\nmax_calls = {max(500, 2 * count)}\n"
+    for setting in args.limit:  # e.g. max_cpu=0.95: what admission would do with another limit
+        extra += f"{setting}\n"
     workers = None
     if args.workers and workers_supported(workdir):
         workers = args.workers
@@ -452,7 +494,9 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             posted.setdefault(caller, post.at)
         webhook_delays = [posted[call["caller"]] - call["mcf_unix"] for call in calls
                           if call["mcf_unix"] is not None and call["caller"] in posted]
-        stages = webhook_stages(gateway.log_events(), posted)
+        events = gateway.log_events()
+        stages = webhook_stages(events, posted)
+        phases = cpu_phases(events, tree.timeline)
         latencies = [value for call in calls for value in call["latencies"]]
         invite_statuses = Counter(call["status"] for call in calls)
         failed = sum(1 for call in calls if call["status"] not in (200, 503) or (call["status"] == 200 and call["error"]))
@@ -465,7 +509,7 @@ def one_run(count: int, capture: str, args, base: Path) -> dict:
             "faxes": len(metas), "received": received, "identical": identical,
             "statuses": dict(statuses), "reasons": dict(reasons),
             "gw_cpu_split": [b - a for a, b in zip(split_0, split_2)],
-            "gw_cpu_calls": gw_cpu_1 - gw_cpu_0, "gw_cpu_total": gw_cpu_2 - gw_cpu_0,
+            "gw_cpu_calls": gw_cpu_1 - gw_cpu_0, "gw_cpu_total": gw_cpu_2 - gw_cpu_0, "cpu_phases": phases,
             "cpu_per_fax": (gw_cpu_2 - gw_cpu_0) / received if received else None,
             "engine_ref": engine_ref,
             "gw_util_by_pid": {str(pid): used / wall_calls for pid, used in gateway_pids.items() if used > 0},
@@ -546,6 +590,11 @@ def print_details(row: dict) -> None:
         print(f"    reference (same run): the capture through UdptlReceiver + T30Receiver in this process "
               f"{row['engine_ref'] * 1000:.1f} ms of CPU; the gateway's CPU per fax is "
               f"{row['cpu_per_fax'] / row['engine_ref']:.1f}x that")
+    if row.get("cpu_phases"):
+        faxes = max(1, row["received"])
+        print("    gateway CPU by phase (log marks; sampled every 0.5 s): " + "; ".join(
+            f"{name.replace('_', ' ')} {seconds:.1f} s at {used / seconds if seconds else 0:.2f} cores, "
+            f"{1000 * used / faxes:.1f} ms a fax" for name, (seconds, used) in row["cpu_phases"].items()))
     print(f"    webhook stages from the last page confirmed: to archived and spooled (fax_finished) p50/p99 "
           f"{_ms(row['archived_p50'])}/{_ms(row['archived_p99'])} ms, to the POST received "
           f"{_ms(row['posted_p50'])}/{_ms(row['posted_p99'])} ms")
@@ -570,6 +619,8 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=5.0, help="s over which the N calls start")
     parser.add_argument("--workers", default=None, help='[server] workers ("auto" or a number), if supported')
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
+    parser.add_argument("--limit", action="append", default=[], metavar="KEY=VALUE",
+                        help="another [limits] setting for the gateway (e.g. max_cpu=0.95); repeatable")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--py-spy", type=Path, dest="py_spy",
                         help="profile the gateway (every thread, not idle) with py-spy into DIR/<capture>-n<N>.txt "

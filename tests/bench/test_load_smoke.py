@@ -69,6 +69,13 @@ def test_load_bench_20_ecm_calls(tmp_path, testdata) -> None:
     assert 0 <= row["archived_p50"] <= row["archived_p99"] < 30.0, detail
     assert 0 < row["posted_p50"] <= row["posted_p99"] < 30.0, detail
     assert row["rss_peak_kib"] > row["rss_idle_kib"] > 0, detail
+    # The gateway's CPU split by the run's phases (INVITEs, page data, page ends): each
+    # lasted, the three together used no more than the gateway did over the whole run.
+    phases = row["cpu_phases"]
+    assert list(phases) == ["invites", "pages", "page_ends"], detail
+    assert all(seconds > 0 and used >= 0 for seconds, used in phases.values()), detail
+    assert phases["pages"][0] > 10 and phases["pages"][1] > 0, detail  # ~20 s of page data
+    assert sum(used for _, used in phases.values()) <= row["gw_cpu_total"] + 1.0, detail
     # The printed table carries the same figures.
     line = next(line for line in run.stdout.splitlines() if line.startswith("ecm_mmr") and f" {CALLS} " in line)
     assert f"{CALLS}/0/0" in line and f"{CALLS}/{CALLS}" in line, run.stdout
