@@ -16,6 +16,35 @@ def test_the_calls_go_through_libc_here():
     assert syscalls._libc is not None
 
 
+class _LibcKeepingTheGil:
+    """Stands in for the GIL-holding libc: notes which calls went through it."""
+
+    def __init__(self, real):
+        self.real, self.called = real, []
+
+    def __getattr__(self, name):
+        self.called.append(name)
+        return getattr(self.real, name)
+
+
+def test_calls_that_change_a_folder_let_go_of_the_gil(tmp_path, monkeypatch):
+    # Creating a file, rename and mkdir wait for ext4's journal while fsyncs elsewhere
+    # commit it (hundreds of us, ms at the tail): they must not hold the event loop's GIL.
+    spy = _LibcKeepingTheGil(syscalls._libc)
+    monkeypatch.setattr(syscalls, "_libc", spy)
+    syscalls.make_directory(tmp_path / "d", 0o700)
+    fd = syscalls.open_file(tmp_path / "d" / "new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    syscalls.close(fd)
+    syscalls.rename(tmp_path / "d" / "new", tmp_path / "d" / "renamed")
+    assert spy.called == ["close"]
+    # The quick ones still keep it: opening a file that exists, reading it, closing it.
+    fd = syscalls.open_file(tmp_path / "d" / "renamed", os.O_RDONLY)
+    assert syscalls.read_whole(fd) == b""
+    syscalls.close(fd)
+    assert spy.called[1] == "open" and spy.called[-1] == "close"
+    assert (tmp_path / "d" / "renamed").exists() and not (tmp_path / "d" / "new").exists()
+
+
 def test_a_file_written_renamed_and_read_back(tmp_path):
     path = tmp_path / "a.bin"
     fd = syscalls.open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
