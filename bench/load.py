@@ -107,19 +107,21 @@ class ProcessTree:
         self.cpu_by_pid: dict[int, float] = {}
         self.metrics_peak: dict[str, float] = {}
         self.metrics_last: dict[str, float] = {}
-        self.timeline: list[tuple[float, float]] = []  # (wall clock, CPU seconds of the live processes)
+        self.timeline: list[tuple[float, float]] = []  # (wall clock, CPU seconds as ``cpu()``)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def cpu(self) -> float:
-        """Seconds used so far by the root, its live descendants and the reaped ones."""
+    def cpu(self, by_pid: dict[int, float] | None = None) -> float:
+        """Seconds used so far by the root, its live descendants and the reaped ones (each
+        live process's into ``by_pid``, ``cpu_by_pid`` unless given)."""
+        by_pid = self.cpu_by_pid if by_pid is None else by_pid
         total = 0.0
         for pid in descendants(self.root):
             try:
                 _, used, reaped = proc_stat(pid)
             except OSError:
                 continue
-            self.cpu_by_pid[pid] = used
+            by_pid[pid] = used
             total += used + (reaped if pid == self.root else 0.0)
         return total
 
@@ -143,13 +145,7 @@ class ProcessTree:
         next_metrics = 0.0
         while not self._stop.wait(self.every):
             self.peak_rss = max(self.peak_rss, self.rss())
-            used = 0.0
-            for pid in descendants(self.root):
-                try:
-                    used += proc_stat(pid)[1]
-                except OSError:
-                    continue
-            self.timeline.append((time.time(), used))
+            self.timeline.append((time.time(), self.cpu({})))  # not cpu_by_pid: the run's reads use it
             if self.drops is not None:
                 self.drops.sample()
             if self.metrics_url and time.monotonic() >= next_metrics:

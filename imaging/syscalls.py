@@ -138,14 +138,9 @@ def make_directory(path: str | os.PathLike[str], mode: int) -> None:
 
 def chmod(path: str | os.PathLike[str], mode: int) -> None:
     """``os.chmod``, holding the GIL."""
-    _path_and_mode("chmod", os.chmod, path, mode)
-
-
-def _path_and_mode(name: str, fallback: Any, path: str | os.PathLike[str], mode: int) -> None:
-    """libc's ``name(path, mode)``, or ``fallback`` (its os twin) where libc is not loaded."""
     if _libc is None:
-        fallback(path, mode)
-    elif getattr(_libc, name)(os.fsencode(path), mode) < 0:
+        os.chmod(path, mode)
+    elif _libc.chmod(os.fsencode(path), mode) < 0:
         _raise(path)
 
 

@@ -130,8 +130,9 @@ def make_folders(folder: Path) -> None:
 def write_atomic(path: Path, write: Callable[[Path], None] | bytes, *, sync_folder: bool = True) -> None:
     """Write ``path`` (mode 0600) atomically: ``write`` is the bytes, or a function that writes a given path.
 
-    The system calls keep the GIL but for the fsyncs (imaging.syscalls): bytes are
-    meta.json, written once per page while a fax runs, beside a busy event loop.  With
+    The quick system calls keep the GIL (imaging.syscalls; the fsyncs, the file's
+    creation and the rename let it go): bytes are meta.json, written once per page while
+    a fax runs, beside a busy event loop.  With
     ``sync_folder`` false the caller fsyncs the folder (once, after more renames): the
     file is not durable under its name until it does.
     """
@@ -309,8 +310,8 @@ def finish_documents(folder: Path, formats: Iterable[str], pages: int,
 def _finished_in_memory(folder: Path, formats: tuple[str, ...], pages: int,
                         documents: dict[str, bytes] | None) -> bool:
     """``finish_documents`` for a journal of at most FINISH_IN_MEMORY_BYTES holding exactly
-    ``pages`` pages; False (nothing done) for any other case, which streams.  The system
-    calls keep the GIL but for the fsyncs (imaging.syscalls)."""
+    ``pages`` pages; False (nothing done) for any other case, which streams.  The quick
+    system calls keep the GIL (imaging.syscalls)."""
     from imaging import output
     from imaging.tiff import iter_coded_pages
 
@@ -323,7 +324,8 @@ def _finished_in_memory(folder: Path, formats: tuple[str, ...], pages: int,
         if syscalls.size(fd) > FINISH_IN_MEMORY_BYTES:
             return False
         data = syscalls.read_whole(fd)
-        if len(_ifds(io.BytesIO(data))) != pages:
+        ifds = _ifds(io.BytesIO(data))
+        if len(ifds) != pages:
             return False  # a page more than was confirmed (a crash): copied, streaming
         if "pdf" in formats:
             pdf = output.pdf_coded_bytes(iter_coded_pages(io.BytesIO(data), pages))
@@ -331,7 +333,7 @@ def _finished_in_memory(folder: Path, formats: tuple[str, ...], pages: int,
             if documents is not None:
                 documents["pdf"] = pdf
         if "tiff" in formats:
-            patches = _page_total_patches(io.BytesIO(data), pages)
+            patches = _page_total_patches(ifds, pages)
             for offset, word in patches:
                 syscalls.pwrite_all(fd, word, offset)
             os.fsync(fd)
@@ -378,20 +380,20 @@ def _page_count(path: Path) -> int:
 def _set_page_totals(path: Path, pages: int) -> None:
     """Fill in the PageNumber totals of a journal in place (one word per page; idempotent)."""
     with open(path, "r+b") as handle:
-        for offset, word in _page_total_patches(handle, pages):
+        for offset, word in _page_total_patches(_ifds(handle), pages):
             handle.seek(offset)
             handle.write(word)
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _page_total_patches(handle: BinaryIO, pages: int) -> list[tuple[int, bytes]]:
-    """Where each page's PageNumber value goes in one of our TIFFs, and its bytes
-    (number, ``pages``)."""
+def _page_total_patches(ifds: list[tuple[int, bytes]], pages: int) -> list[tuple[int, bytes]]:
+    """Where each page's PageNumber value goes in one of our TIFFs (its ``_ifds``), and its
+    bytes (number, ``pages``)."""
     from imaging.tiff import TAG_PAGE_NUMBER
 
     patches = []
-    for number, (offset, entries) in enumerate(_ifds(handle)):
+    for number, (offset, entries) in enumerate(ifds):
         for index in range((len(entries) - 4) // 12):
             tag, _, count = struct.unpack_from("<HHI", entries, 12 * index)
             if tag == TAG_PAGE_NUMBER and count == 2:

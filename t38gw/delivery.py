@@ -184,20 +184,17 @@ class DeliveryWorker:
                      delivery: Delivery) -> bool:
         """Start ``delivery`` in its own task once a POST slot is free, unless it is in flight
         already (started by another path meanwhile); false if the spool cannot be written."""
-        if delivery.id in self._in_flight:
-            self._offered.pop(delivery.id, None)
-            return True
-        await slots.acquire_on_behalf_of(delivery.id)
-        if not self.spool.healthy:
-            slots.release_on_behalf_of(delivery.id)
-            return False  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
-        if delivery.id in self._in_flight:  # started while we waited for the slot
-            slots.release_on_behalf_of(delivery.id)
-            self._offered.pop(delivery.id, None)
-            return True
+        if delivery.id not in self._in_flight:
+            await slots.acquire_on_behalf_of(delivery.id)
+            if not self.spool.healthy:
+                slots.release_on_behalf_of(delivery.id)
+                return False  # outcomes cannot be recorded; the rest waits for the spool (run probes it)
+            if delivery.id in self._in_flight:  # started while we waited for the slot
+                slots.release_on_behalf_of(delivery.id)
+            else:
+                self._in_flight.add(delivery.id)
+                deliveries.start_soon(self._deliver_one, http, delivery, slots)
         self._offered.pop(delivery.id, None)
-        self._in_flight.add(delivery.id)
-        deliveries.start_soon(self._deliver_one, http, delivery, slots)
         return True
 
     async def _deliver_one(self, http: httpx.AsyncClient, delivery: Delivery, slots: trio.CapacityLimiter) -> None:

@@ -1158,11 +1158,10 @@ class Gateway:
         return items
 
     def _audit(self, event: str, **fields: Any) -> None:
-        """A line in the audit trail (blocking: fsync); an unwritable trail is logged loudly."""
-        try:
-            self.audit_log.record(event, **fields)
-        except OSError as exc:
-            log.error("audit_trail_write_failed", audit_event=event, fax_id=fields.get("fax_id"), error=str(exc))
+        """A line in the audit trail now, after any queued before it (blocking: fsync); an
+        unwritable trail is logged loudly (``_audit_flush``)."""
+        self._audit_soon(event, **fields)
+        self._audit_flush()
 
     def _audit_soon(self, event: str, **fields: Any) -> None:
         """Queue a line for the audit trail (any thread); ``_audit_lines`` or the next
